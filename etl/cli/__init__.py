@@ -1,0 +1,89 @@
+"""The `usage-etl` command line: a thin click layer over library functions.
+
+Library errors become one-line messages here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from etl.cli.context import AppContext
+from etl.errors import ConfigError, UsageEtlError
+from etl.redact import redact
+
+log = logging.getLogger("etl")
+
+
+class ErrorHandlingGroup(click.Group):
+    """Turns usage-etl errors into `usage-etl: error: ...` lines and the SPEC exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                click.echo(f"usage-etl: error: {problem}", err=True)
+            ctx.exit(exc.exit_code)
+        except UsageEtlError as exc:
+            click.echo(f"usage-etl: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except SQLAlchemyError as exc:
+            orig = getattr(exc, "orig", None) or exc
+            first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+            click.echo(f"usage-etl: error: database: {redact(first)}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("usage-etl: interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=ErrorHandlingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Config file (default: $USAGE_ETL_CONFIG, else ./usage-etl.toml).",
+)
+@click.option(
+    "--database-url",
+    metavar="URL",
+    help="Database URL; overrides the config and $USAGE_ETL_DATABASE_URL.",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="usage-etl")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, database_url: str | None, verbose: int) -> None:
+    """Keep the usage history SaaS vendors don't keep for you.
+
+    Polls vendor usage endpoints, appends every snapshot to SQLite or PostgreSQL,
+    and builds daily, billing and reconciliation reports.
+
+    \b
+    Example:
+      usage-etl --config usage-etl.toml collect
+      usage-etl report daily --date 2026-11-21 --format both
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = AppContext(config_path=config_path, database_url=database_url)
+
+
+def _register() -> None:
+    # Imported here so each command family lives in its own module.
+    from etl.cli import collect_cmd, db_cmd, report_cmd, schedule_cmd
+
+    for module in (db_cmd, collect_cmd, report_cmd, schedule_cmd):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="usage-etl")

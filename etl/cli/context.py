@@ -1,0 +1,31 @@
+"""Per-invocation state shared by the commands: the config and the database, loaded lazily."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from etl.config import Config, load_config
+from etl.db import open_database
+
+
+@dataclass
+class AppContext:
+    config_path: str | None = None
+    database_url: str | None = None
+    _config: Config | None = field(default=None, init=False)
+    _engine: Engine | None = field(default=None, init=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path, self.database_url)
+        return self._config
+
+    @property
+    def engine(self) -> Engine:
+        """The database, with its schema created if empty and checked if not."""
+        if self._engine is None:
+            self._engine = open_database(self.config.database_url)
+        return self._engine

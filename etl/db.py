@@ -1,0 +1,151 @@
+"""Engines, schema checks and migrations: everything that touches the database's shape."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.pool import NullPool
+
+from etl.errors import DatabaseError, InputError, SchemaOutdatedError
+from etl.redact import redact_url
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalize_url(url: str) -> str:
+    """Pick psycopg 3 for plain ``postgresql://`` URLs (SQLAlchemy would pick psycopg2)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An Engine for `url`; SQLite gets WAL, foreign keys and a busy timeout."""
+    url = normalize_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InputError(f"database_url: cannot parse {redact_url(url)!r}") from None
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:" and not db.startswith("file:"):
+            parent = Path(db).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise InputError(f"database_url: folder {parent} does not exist")
+        kwargs.setdefault("poolclass", NullPool)
+        kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except NoSuchModuleError:
+        raise InputError(
+            f"database_url: unsupported database {parsed.get_backend_name()!r}"
+        ) from None
+    except ModuleNotFoundError as exc:
+        raise InputError(
+            f"database_url: driver {exc.name!r} is not installed "
+            "(pip install 'usage-etl[postgres]' for PostgreSQL)"
+        ) from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # WAL makes NORMAL durable against application crashes, and it is much faster than FULL.
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def migrations_dir() -> str:
+    return str(files("migrations"))
+
+
+def alembic_config(engine: Engine | None = None, url: str | None = None) -> AlembicConfig:
+    """An Alembic config pointing at our migrations; the URL comes from the app, never the ini."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", migrations_dir())
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    if engine is not None:
+        cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` (default the newest)."""
+    try:
+        command.upgrade(alembic_config(engine), revision)
+    except OperationalError as exc:
+        raise DatabaseError(f"database {redact_url(str(engine.url))}: {_first_line(exc)}") from None
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    command.downgrade(alembic_config(engine), revision)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the schema on an empty database; refuse one that is behind the newest revision."""
+    try:
+        current = current_revision(engine)
+        if current is None:
+            tables = set(inspect(engine).get_table_names())
+            if tables - {"alembic_version"}:
+                raise SchemaOutdatedError(
+                    f"database {redact_url(str(engine.url))} has tables but no usage-etl schema "
+                    "version; point database_url at an empty or usage-etl database"
+                )
+            upgrade(engine)
+            return
+    except OperationalError as exc:
+        raise DatabaseError(f"database {redact_url(str(engine.url))}: {_first_line(exc)}") from None
+    head = head_revision()
+    if current != head:
+        script = ScriptDirectory.from_config(alembic_config())
+        known = {rev.revision for rev in script.walk_revisions()}
+        if current not in known:
+            raise SchemaOutdatedError(
+                f"database schema revision {current} is newer than this usage-etl knows; "
+                "upgrade usage-etl"
+            )
+        raise SchemaOutdatedError(
+            f"database schema is at revision {current}, the newest is {head}: "
+            "run `usage-etl db upgrade`"
+        )
+
+
+def open_database(url: str) -> Engine:
+    """An engine whose schema is ready to use (created if the database is empty)."""
+    engine = make_engine(url)
+    ensure_schema(engine)
+    return engine
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__

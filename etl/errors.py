@@ -1,0 +1,54 @@
+"""The exception hierarchy: every error usage-etl raises on purpose derives from UsageEtlError."""
+
+from __future__ import annotations
+
+
+class UsageEtlError(Exception):
+    """Root of all usage-etl errors; the CLI turns these into one-line messages."""
+
+    exit_code = 1
+
+
+class ConfigError(UsageEtlError):
+    """The configuration is invalid; carries one message per problem."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class InputError(UsageEtlError):
+    """Bad user input (arguments, files) that is not config."""
+
+    exit_code = 2
+
+
+class SchemaOutdatedError(UsageEtlError):
+    """The database schema is behind the newest migration."""
+
+    exit_code = 2
+
+
+class DatabaseError(UsageEtlError):
+    """The database could not be reached or written."""
+
+    exit_code = 1
+
+
+class SecretError(ConfigError):
+    """A source's credential could not be read."""
+
+
+class CollectError(UsageEtlError):
+    """A poll of a vendor failed; `outcome` names the failure class."""
+
+    def __init__(self, message: str, outcome: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.http_status = http_status
+
+
+class ParseError(UsageEtlError):
+    """A vendor body does not have the documented shape or values."""

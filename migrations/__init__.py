@@ -1,0 +1,1 @@
+"""Alembic migrations for the usage-etl schema (shipped as a package so `db upgrade` finds them)."""

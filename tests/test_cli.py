@@ -1,0 +1,65 @@
+"""The command line: exit statuses, one-line errors, and documentation of every command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+from click.testing import CliRunner
+
+from etl.cli import cli
+
+
+def all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, cmd in group.commands.items():
+        found.append((prefix + name, cmd))
+        if isinstance(cmd, click.Group):
+            found.extend(all_commands(cmd, prefix + name + " "))
+    return found
+
+
+def test_every_command_has_a_docstring_with_an_example() -> None:
+    missing = [
+        name for name, cmd in all_commands(cli)
+        if not cmd.help or "Example" not in cmd.help
+    ]
+    assert missing == []
+
+
+def test_bad_config_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('timezone = "Nowhere/Land"\nfoo = 1\n')
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "db", "upgrade"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith("usage-etl: error: ") for line in lines)
+    assert "Traceback" not in result.output
+
+
+def test_db_upgrade_on_empty_sqlite_then_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    runner = CliRunner()
+    first = runner.invoke(cli, ["--database-url", url, "db", "upgrade"])
+    assert first.exit_code == 0, first.output
+    assert "schema upgraded empty ->" in first.output
+    second = runner.invoke(cli, ["--database-url", url, "db", "upgrade"])
+    assert "already at" in second.output
+
+
+def test_database_folder_missing_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["--database-url", f"sqlite:///{tmp_path}/nope/u.db", "db", "upgrade"]
+    )
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
+
+
+def test_python_dash_m_etl_works() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "etl", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and "usage-etl" in out.stdout
