@@ -161,3 +161,29 @@ class SourceState(Base):
     paused_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     pause_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RollupDirty(Base):
+    """A span of one series' history that changed since its daily rollups were computed."""
+
+    __tablename__ = "rollup_dirty"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    series_id: Mapped[int] = mapped_column(Integer)
+    start_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    end_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RollupDay(Base):
+    """One series' daily report row for one day in one timezone, as the reports compute it."""
+
+    __tablename__ = "rollup_days"
+
+    series_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tz: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, local
+    # The day as UTC instants, so a changed span finds its days without timezone arithmetic.
+    day_start: Mapped[datetime] = mapped_column(UtcDateTime())
+    day_end: Mapped[datetime] = mapped_column(UtcDateTime())
+    staleness: Mapped[float] = mapped_column(Float)  # seconds; a config change invalidates
+    data: Mapped[str] = mapped_column(Text)  # the row as JSON (exact floats)

@@ -1,0 +1,297 @@
+"""Fast bulk writer for archives of millions of observations, below the ORM and Core executemany."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from etl.models import to_micros
+from etl.store import Conflict, Observation, StoreResult, series_ids
+
+# Observations per transaction: big enough to amortize the per-chunk queries, small enough
+# that memory stays flat and an interrupted import keeps what it committed.
+CHUNK = 20_000
+
+
+class _Retry(Exception):
+    """The optimistic direct write hit a key that is stored already: use the staging path."""
+
+
+@dataclass
+class _Chunk:
+    """One chunk prepared in Python: unique observations, their rows, and the in-chunk repeats."""
+
+    snap_rows: list[tuple[Any, ...]] = field(default_factory=list)  # k, source, kind, at, recv, origin, payload
+    sample_rows: list[tuple[Any, ...]] = field(default_factory=list)  # sid, at, value, limit, status, k
+    # (series id, observed_at as written) -> (value, source, metric, observed_at datetime)
+    first: dict[tuple[int, Any], tuple[float, str, str, datetime]] = field(default_factory=dict)
+    repeats: list[tuple[int, Any, float]] = field(default_factory=list)  # sid, at, value
+    ranges: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # sid -> (min at, max at)
+    snap_ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
+def bulk_store(engine: Engine, observations: Iterable[Observation], *, chunk: int = CHUNK) -> StoreResult:
+    """Store observations like etl.store.store_observations, but fast; one transaction per chunk.
+
+    The first stored observation of a (source, metric, observed_at) key wins: the same value
+    again is a duplicate, another value is a Conflict (reported, not stored).
+    """
+    result = StoreResult()
+    it = iter(observations)
+    while True:
+        batch = list(islice(it, chunk))
+        if not batch:
+            return result
+        result.add(_store_chunk(engine, batch))
+
+
+def _store_chunk(engine: Engine, batch: list[Observation]) -> StoreResult:
+    sqlite = engine.dialect.name == "sqlite"
+    # Series rows are committed first, so a rolled-back attempt never leaves cached ids of
+    # series rows that do not exist.
+    with engine.begin() as conn:
+        prepared = _prepare(conn, batch, sqlite)
+    try:
+        with engine.begin() as conn:
+            if _anything_stored(conn, prepared, sqlite):
+                raise _Retry()
+            res, touched = _direct(conn, prepared, sqlite)
+            _mark(conn, touched)
+        return res
+    except _Retry:
+        pass
+    with engine.begin() as conn:
+        res, touched = _staged(conn, prepared, sqlite)
+        _mark(conn, touched)
+    return res
+
+
+def _prepare(conn: Connection, batch: list[Observation], sqlite: bool) -> _Chunk:
+    ch = _Chunk()
+    seen: dict[tuple[str, datetime], int] = {}
+    ids_by_source: dict[tuple[str, str], dict[str, int]] = {}
+    conv = to_micros if sqlite else _same
+    for obs in batch:
+        key = (obs.source, obs.observed_at)
+        ids = ids_by_source.get((obs.source, obs.kind))
+        if ids is None:
+            ids = ids_by_source[(obs.source, obs.kind)] = series_ids(conn, obs.source, obs.kind)
+        at = conv(obs.observed_at)
+        if key in seen:
+            for sv in obs.samples:
+                ch.repeats.append((ids[sv.metric], at, sv.value))
+            continue
+        k = seen[key] = len(ch.snap_rows)
+        recv = None if obs.received_at is None else conv(obs.received_at)
+        ch.snap_rows.append((k, obs.source, obs.kind, at, recv, obs.origin, obs.payload))
+        _widen(ch.snap_ranges, obs.source, at)
+        for sv in obs.samples:
+            sid = ids[sv.metric]
+            ch.sample_rows.append((sid, at, sv.value, sv.limit, sv.status, k))
+            ch.first[(sid, at)] = (sv.value, obs.source, sv.metric, obs.observed_at)
+            _widen(ch.ranges, sid, at)
+    return ch
+
+
+def _same(value: datetime) -> datetime:
+    return value
+
+
+def _widen(ranges: dict[Any, tuple[Any, Any]], key: Any, at: Any) -> None:
+    lo_hi = ranges.get(key)
+    if lo_hi is None:
+        ranges[key] = (at, at)
+    elif at < lo_hi[0]:
+        ranges[key] = (at, lo_hi[1])
+    elif at > lo_hi[1]:
+        ranges[key] = (lo_hi[0], at)
+
+
+def _anything_stored(conn: Connection, ch: _Chunk, sqlite: bool) -> bool:
+    """Whether any sample or snapshot is stored inside the chunk's time range of its series."""
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    ph = "?" if sqlite else "%s"
+    try:
+        for sid, (lo, hi) in ch.ranges.items():
+            cur.execute(
+                f"SELECT 1 FROM samples WHERE series_id = {ph} AND observed_at >= {ph} "  # noqa: S608
+                f"AND observed_at <= {ph} LIMIT 1",
+                (sid, lo, hi),
+            )
+            if cur.fetchone() is not None:
+                return True
+        for source, (lo, hi) in ch.snap_ranges.items():
+            cur.execute(
+                f"SELECT 1 FROM snapshots WHERE source = {ph} AND observed_at >= {ph} "  # noqa: S608
+                f"AND observed_at <= {ph} LIMIT 1",
+                (source, lo, hi),
+            )
+            if cur.fetchone() is not None:
+                return True
+        return False
+    finally:
+        cur.close()
+
+
+def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, dict[int, tuple[Any, Any]]]:
+    """Nothing of the chunk is stored yet: write straight into the tables with pre-assigned ids."""
+    raw: Any = conn.connection.driver_connection
+    snaps, samples = ch.snap_rows, ch.sample_rows
+    if sqlite:
+        import sqlite3
+
+        cur = raw.cursor()
+        try:
+            base = cur.execute("SELECT coalesce(max(id), 0) FROM snapshots").fetchone()[0] + 1
+            cur.executemany(
+                "INSERT INTO snapshots (id, source, kind, observed_at, received_at, origin, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(base + r[0], *r[1:]) for r in snaps],
+            )
+            cur.executemany(
+                "INSERT INTO samples (series_id, observed_at, value, plan_limit, status, snapshot_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(*r[:5], base + r[5]) for r in samples],
+            )
+        except sqlite3.IntegrityError:
+            raise _Retry() from None
+        finally:
+            cur.close()
+    else:
+        import psycopg
+
+        cur = raw.cursor()
+        try:
+            cur.execute(
+                "SELECT nextval(pg_get_serial_sequence('snapshots', 'id')) "
+                "FROM generate_series(1, %s)",
+                (len(snaps),),
+            )
+            ids = [row[0] for row in cur.fetchall()]
+            with cur.copy(
+                "COPY snapshots (id, source, kind, observed_at, received_at, origin, payload) "
+                "FROM STDIN"
+            ) as cp:
+                for r in snaps:
+                    cp.write_row((ids[r[0]], *r[1:]))
+            with cur.copy(
+                "COPY samples (series_id, observed_at, value, plan_limit, status, snapshot_id) "
+                "FROM STDIN"
+            ) as cp:
+                for r in samples:
+                    cp.write_row((*r[:5], ids[r[5]]))
+        except psycopg.errors.UniqueViolation:
+            raise _Retry() from None
+        finally:
+            cur.close()
+    res = StoreResult(snapshots=len(snaps), samples=len(samples))
+    _repeats(res, ch, {})
+    return res, dict(ch.ranges)
+
+
+_SQLITE_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS bulk_snap (k INTEGER, source TEXT, kind TEXT, "
+    "observed_at INTEGER, received_at INTEGER, origin TEXT, payload TEXT)",
+    "CREATE TEMP TABLE IF NOT EXISTS bulk_samp (series_id INTEGER, observed_at INTEGER, "
+    "value REAL, plan_limit REAL, status TEXT, k INTEGER)",
+)
+_PG_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS bulk_snap (k integer, source text, kind text, "
+    "observed_at timestamptz, received_at timestamptz, origin text, payload text) "
+    "ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS bulk_samp (series_id integer, observed_at timestamptz, "
+    "value double precision, plan_limit double precision, status text, k integer) "
+    "ON COMMIT DELETE ROWS",
+)
+
+
+def _staged(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, dict[int, tuple[Any, Any]]]:
+    """Some keys may be stored already: stage the chunk, classify against what is stored, merge."""
+    raw: Any = conn.connection.driver_connection
+    cur = raw.cursor()
+    try:
+        for ddl in _SQLITE_STAGE if sqlite else _PG_STAGE:
+            cur.execute(ddl)
+        cur.execute("DELETE FROM bulk_snap")
+        cur.execute("DELETE FROM bulk_samp")
+        if sqlite:
+            cur.executemany("INSERT INTO bulk_snap VALUES (?, ?, ?, ?, ?, ?, ?)", ch.snap_rows)
+            cur.executemany("INSERT INTO bulk_samp VALUES (?, ?, ?, ?, ?, ?)", ch.sample_rows)
+        else:
+            with cur.copy("COPY bulk_snap FROM STDIN") as cp:
+                for r in ch.snap_rows:
+                    cp.write_row(r)
+            with cur.copy("COPY bulk_samp FROM STDIN") as cp:
+                for r in ch.sample_rows:
+                    cp.write_row(r)
+        cur.execute(
+            "SELECT b.series_id, b.observed_at, s.value FROM bulk_samp b "
+            "JOIN samples s ON s.series_id = b.series_id AND s.observed_at = b.observed_at"
+        )
+        stored: dict[tuple[int, Any], float] = {
+            (sid, at): value for sid, at, value in cur.fetchall()
+        }
+        # SQLite needs the WHERE to tell the upsert clause from a join constraint.
+        cur.execute(
+            "INSERT INTO snapshots (source, kind, observed_at, received_at, origin, payload) "
+            "SELECT source, kind, observed_at, received_at, origin, payload FROM bulk_snap "
+            "WHERE true ON CONFLICT (source, observed_at) DO NOTHING"
+        )
+        n_snaps = cur.rowcount
+        cur.execute(
+            "INSERT INTO samples (series_id, observed_at, value, plan_limit, status, snapshot_id) "
+            "SELECT b.series_id, b.observed_at, b.value, b.plan_limit, b.status, n.id "
+            "FROM bulk_samp b JOIN bulk_snap bs ON bs.k = b.k "
+            "LEFT JOIN snapshots n ON n.source = bs.source AND n.observed_at = bs.observed_at "
+            "WHERE true ON CONFLICT (series_id, observed_at) DO NOTHING"
+        )
+        n_samples = cur.rowcount
+    finally:
+        cur.close()
+    res = StoreResult(snapshots=n_snaps, samples=n_samples)
+    touched: dict[int, tuple[Any, Any]] = {}
+    for key, (value, source, metric, at) in ch.first.items():
+        old = stored.get(key)
+        if old is None:
+            _widen(touched, key[0], key[1])
+        elif old == value:
+            res.duplicates += 1
+        else:
+            res.conflicts.append(Conflict(source, metric, at, old, value))
+    _repeats(res, ch, stored)
+    return res, touched
+
+
+def _repeats(res: StoreResult, ch: _Chunk, stored: dict[tuple[int, Any], float]) -> None:
+    """Repeats of a key inside the chunk compare with the value that ended up stored."""
+    for sid, at, value in ch.repeats:
+        first = ch.first.get((sid, at))
+        if first is None:  # a metric the first observation of this key did not have
+            continue
+        first_value, source, metric, when = first
+        kept = stored.get((sid, at), first_value)
+        if kept == value:
+            res.duplicates += 1
+        else:
+            res.conflicts.append(Conflict(source, metric, when, kept, value))
+
+
+def _mark(conn: Connection, touched: dict[int, tuple[Any, Any]]) -> None:
+    """Tell the rollups which series' time spans changed (same transaction)."""
+    if not touched:
+        return
+    from etl.rollup import mark_dirty_raw
+
+    mark_dirty_raw(conn, touched)
+
+
+def chunks(items: Iterable[Observation], size: int = CHUNK) -> Iterator[list[Observation]]:
+    """Split an iterable into lists of at most `size` observations."""
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch
