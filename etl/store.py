@@ -171,6 +171,7 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
     if sample_rows:
         conn.execute(_insert_ignore(conn, Sample, ("series_id", "observed_at")), sample_rows)
         result.samples = len(sample_rows)
+        _mark_rollups_dirty(conn, sample_rows)
 
     for obs in later:
         first = unique[(obs.source, obs.observed_at)]
@@ -184,6 +185,19 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
                              stored_values.get(sv.metric, float("nan")), sv.value)
                 )
     return result
+
+
+def _mark_rollups_dirty(conn: Connection, sample_rows: list[dict[str, object]]) -> None:
+    """Daily rollups over these series' new time spans must be recomputed (etl.rollup)."""
+    from etl.rollup import mark_dirty
+
+    spans: dict[int, tuple[datetime, datetime]] = {}
+    for row in sample_rows:
+        sid, at = row["series_id"], row["observed_at"]
+        assert isinstance(sid, int) and isinstance(at, datetime)
+        lo_hi = spans.get(sid)
+        spans[sid] = (at, at) if lo_hi is None else (min(lo_hi[0], at), max(lo_hi[1], at))
+    mark_dirty(conn, spans)
 
 
 def _existing_values(
