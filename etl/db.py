@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,15 @@ from etl.errors import DatabaseError, InputError, SchemaOutdatedError
 from etl.redact import redact_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def sqlite_busy_timeout_ms() -> int:
+    """How long SQLite waits for a lock: $USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS, else 30 s."""
+    raw = os.environ.get("USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS", "").strip()
+    try:
+        return max(0, int(raw)) if raw else SQLITE_BUSY_TIMEOUT_MS
+    except ValueError:
+        return SQLITE_BUSY_TIMEOUT_MS
 
 
 def normalize_url(url: str) -> str:
@@ -42,7 +52,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             if not parent.is_dir():
                 raise InputError(f"database_url: folder {parent} does not exist")
         kwargs.setdefault("poolclass", NullPool)
-        kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        kwargs.setdefault("connect_args", {"timeout": sqlite_busy_timeout_ms() / 1000})
     else:
         kwargs.setdefault("pool_pre_ping", True)
     try:
@@ -65,7 +75,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute(f"PRAGMA busy_timeout={sqlite_busy_timeout_ms()}")
     # WAL makes NORMAL durable against application crashes, and it is much faster than FULL.
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()

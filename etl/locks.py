@@ -1,0 +1,190 @@
+"""Replica coordination: at most one poll per source and interval slot, whoever claims it first.
+
+Time is cut into slots per source: ``[offset + k * interval, offset + (k + 1) * interval)``
+where the offset is a stable hash of the source name (so sources with the same interval do
+not fire together, and every replica computes the same slots). A replica polls a source only
+after it has
+
+1. taken a lock for that source, held while it polls and stores: a PostgreSQL session
+   advisory lock (``pg_try_advisory_lock``), or on SQLite a POSIX byte-range lock in a file
+   next to the database; a replica that cannot take it skips, someone else is polling;
+2. seen no attempt of that source started inside the current slot, and no pause
+   (``source_state.paused_until``) in force.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import os
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from etl.config import SourceConfig
+from etl.models import EPOCH, CollectionAttempt, SourceState
+
+log = logging.getLogger("etl.locks")
+
+# First key of the two-int advisory lock: a namespace so we never collide with other apps.
+ADVISORY_NAMESPACE = 0x05E7_0001
+
+
+def source_key(name: str) -> int:
+    """A stable signed 32-bit key for a source name (Python's hash() is salted per process)."""
+    value = zlib.crc32(name.encode("utf-8"))
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def phase_offset(source: SourceConfig) -> float:
+    """Seconds into each interval at which `source`'s slots start; the same in every replica."""
+    return (zlib.crc32(source.name.encode("utf-8")) % 10_000) / 10_000 * source.interval_seconds
+
+
+def slot_of(source: SourceConfig, at: datetime) -> int:
+    seconds = (at - EPOCH).total_seconds() - phase_offset(source)
+    return math.floor(seconds / source.interval_seconds)
+
+
+def slot_bounds(source: SourceConfig, slot: int) -> tuple[datetime, datetime]:
+    start = EPOCH + timedelta(seconds=phase_offset(source) + slot * source.interval_seconds)
+    return start, start + timedelta(seconds=source.interval_seconds)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to "may this replica poll this source now?"."""
+
+    granted: bool
+    reason: str = ""  # why not: "locked" | "slot-taken" | "paused"; or "uncoordinated"
+    paused_until: datetime | None = None
+    pause_reason: str | None = None
+
+
+class PollGate:
+    """Claims (source, slot) pairs through the database so replicas never poll twice."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._lock_file: Path | None = None
+        if self.dialect == "sqlite":
+            db = engine.url.database
+            if db and db != ":memory:" and not db.startswith("file:"):
+                self._lock_file = Path(db).expanduser().resolve().with_name(
+                    Path(db).name + ".poll-lock"
+                )
+
+    @contextmanager
+    def claim(self, source: SourceConfig, now: datetime | None = None) -> Iterator[Claim]:
+        """Hold the source's lock for the body if granted; the body polls and stores.
+
+        If the database cannot be reached the claim is granted as "uncoordinated": losing
+        a poll is worse than a rare duplicate, which the sample key makes harmless.
+        """
+        now = now or datetime.now(UTC)
+        if self.dialect == "postgresql":
+            with self._claim_pg(source, now) as claim:
+                yield claim
+        else:
+            with self._claim_file(source, now) as claim:
+                yield claim
+
+    @contextmanager
+    def _claim_pg(self, source: SourceConfig, now: datetime) -> Iterator[Claim]:
+        key = source_key(source.name)
+        try:
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except SQLAlchemyError as exc:
+            log.debug("lock for %s unavailable: %s", source.name, exc)
+            yield Claim(True, "uncoordinated")
+            return
+        locked = False
+        try:
+            try:
+                locked = bool(
+                    conn.execute(
+                        text("SELECT pg_try_advisory_lock(:ns, :key)"),
+                        {"ns": ADVISORY_NAMESPACE, "key": key},
+                    ).scalar()
+                )
+                decision = self._decide(conn, source, now) if locked else Claim(False, "locked")
+            except SQLAlchemyError as exc:
+                log.debug("lock for %s unavailable: %s", source.name, exc)
+                decision = Claim(True, "uncoordinated")
+            yield decision
+        finally:
+            if locked:
+                try:
+                    conn.execute(
+                        text("SELECT pg_advisory_unlock(:ns, :key)"),
+                        {"ns": ADVISORY_NAMESPACE, "key": key},
+                    )
+                except SQLAlchemyError:
+                    # The session is gone, and with it the lock.
+                    conn.invalidate()
+            try:
+                conn.close()
+            except SQLAlchemyError:
+                pass
+
+    @contextmanager
+    def _claim_file(self, source: SourceConfig, now: datetime) -> Iterator[Claim]:
+        fh: IO[bytes] | None = None
+        offset = source_key(source.name) & 0x7FFF_FFFF
+        if self._lock_file is not None:
+            try:
+                fh = open(self._lock_file, "a+b")  # noqa: SIM115 - closed below
+                # One byte per source: POSIX record locks exclude other processes only, and
+                # max_instances=1 already keeps threads of one process apart.
+                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset, os.SEEK_SET)
+            except BlockingIOError:
+                assert fh is not None
+                fh.close()
+                yield Claim(False, "locked")
+                return
+            except OSError as exc:
+                if fh is not None:
+                    fh.close()
+                fh = None
+                log.debug("lock file %s unusable: %s", self._lock_file, exc)
+        try:
+            try:
+                with self.engine.connect() as conn:
+                    decision = self._decide(conn, source, now)
+            except SQLAlchemyError as exc:
+                log.debug("slot check for %s failed: %s", source.name, exc)
+                decision = Claim(True, "uncoordinated")
+            yield decision
+        finally:
+            if fh is not None:
+                fh.close()  # closing drops the record lock
+
+    @staticmethod
+    def _decide(conn: Connection, source: SourceConfig, now: datetime) -> Claim:
+        state = conn.execute(
+            select(SourceState.paused_until, SourceState.pause_reason).where(
+                SourceState.source == source.name
+            )
+        ).first()
+        if state is not None and state.paused_until is not None and state.paused_until > now:
+            return Claim(False, "paused", state.paused_until, state.pause_reason)
+        start, end = slot_bounds(source, slot_of(source, now))
+        taken = conn.execute(
+            select(func.count()).select_from(CollectionAttempt).where(
+                CollectionAttempt.source == source.name,
+                CollectionAttempt.started_at >= start,
+                CollectionAttempt.started_at < end,
+            )
+        ).scalar()
+        if taken:
+            return Claim(False, "slot-taken")
+        return Claim(True)
