@@ -109,3 +109,59 @@ def engine(empty_db_url: str) -> Iterator[Engine]:
     finally:
         forget_series_cache(eng)
         eng.dispose()
+
+
+# --- the simulated vendor (etl.simulator), for collector, scheduler and demo tests ---------
+
+from etl.simulator import SimulatedVendor  # noqa: E402
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimulatedVendor]:
+    """A running SimulatedVendor on a free loopback port, with credentials unique to the test.
+
+    Unique credentials keep the process-wide pacer and the simulator's rate window of one
+    test from touching another's.
+    """
+    sim = SimulatedVendor(
+        port=0, tokens=(f"ws-tok-{uuid.uuid4().hex}",), api_keys=(f"nk-key-{uuid.uuid4().hex}",)
+    )
+    with sim:
+        yield sim
+
+
+def write_sim_config(
+    path: os.PathLike[str] | str,
+    sim: SimulatedVendor,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    interval: float = 60,
+    timeout: float = 5,
+    extra: str = "",
+) -> str:
+    """Write a config with sources `ws` (wiresocket) and `rules` (nected) pointing at `sim`.
+
+    The credentials go into environment variables (set with `monkeypatch`), never the file.
+    Returns the config path.
+    """
+    tag = uuid.uuid4().hex[:8].upper()
+    ws_env, nk_env = f"TEST_WS_TOKEN_{tag}", f"TEST_NECTED_KEY_{tag}"
+    monkeypatch.setenv(ws_env, sim.token)
+    monkeypatch.setenv(nk_env, sim.api_key)
+    text = (
+        f'database_url = "{database_url}"\n'
+        'timezone = "UTC"\n\n'
+        "[[sources]]\n"
+        'name = "ws"\nkind = "wiresocket"\n'
+        f'base_url = "{sim.base_url}"\ntoken_env = "{ws_env}"\n'
+        f"interval_seconds = {interval}\ntimeout_seconds = {timeout}\n\n"
+        "[[sources]]\n"
+        'name = "rules"\nkind = "nected"\n'
+        f'base_url = "{sim.base_url}"\napi_key_env = "{nk_env}"\n'
+        f"interval_seconds = {interval}\ntimeout_seconds = {timeout}\n"
+        + extra
+    )
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return str(path)

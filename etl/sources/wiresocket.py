@@ -1,0 +1,77 @@
+"""WireSocket adapter: GET {base}/usage with a bearer token; gauges connections and documents."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from etl.errors import ParseError
+from etl.sources.base import (
+    STATUS_MAX_LEN,
+    mapping,
+    number,
+    optional_number,
+    optional_text,
+    parse_timestamp,
+    to_payload,
+)
+from etl.store import Observation, SampleValue
+
+KIND = "wiresocket"
+METRICS = ("connections", "documents")
+# "this endpoint allows 12 requests per minute" (vendor docs), retries included.
+RATE_LIMIT = (12, 60.0)
+
+
+def auth_headers(secret: str) -> dict[str, str]:
+    """The credential as a header; never the documented `?token=` form (URLs reach logs)."""
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def parse(
+    source: str,
+    body: Any,
+    *,
+    received_at: datetime | None = None,
+    observed_at: datetime | None = None,
+    payload: str | None = None,
+    origin: str = "collect",
+) -> Observation:
+    """One Observation from a usage body; observed_at is always the body's `timestamp`.
+
+    `observed_at` is accepted for a uniform adapter signature and ignored: the vendor's
+    timestamp is the observation time (SPEC 5). tenantId, appId and any unknown fields stay
+    in the raw payload; identifiers are opaque strings, never checked for a UUID shape.
+    """
+    del observed_at
+    doc = mapping(body, "body")
+    for key in ("tenantId", "appId"):
+        optional_text(doc, key, key)
+    at = parse_timestamp(doc.get("timestamp"), "timestamp")
+    usage = mapping(doc.get("usage"), "usage")
+    samples = []
+    for metric in METRICS:
+        entry = mapping(usage.get(metric), f"usage.{metric}")
+        if "current" not in entry:
+            raise ParseError(f"usage.{metric}.current: missing")
+        value = number(entry["current"], f"usage.{metric}.current")
+        limit = optional_number(entry, "limit", f"usage.{metric}.limit")
+        optional_number(entry, "percent", f"usage.{metric}.percent")
+        status = optional_text(entry, "status", f"usage.{metric}.status")
+        samples.append(
+            SampleValue(
+                metric=metric,
+                value=value,
+                limit=limit,
+                status=status[:STATUS_MAX_LEN] if status is not None else None,
+            )
+        )
+    return Observation(
+        source=source,
+        kind=KIND,
+        observed_at=at,
+        payload=payload if payload is not None else to_payload(body),
+        samples=tuple(samples),
+        received_at=received_at,
+        origin=origin,
+    )
