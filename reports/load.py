@@ -1,0 +1,95 @@
+"""Read what the reports need from the database: series keys, sample arrays, latest snapshots.
+
+Timestamps are read as integer microseconds (SQLite stores them so; PostgreSQL converts
+exactly with extract(epoch)) so no per-row Python datetime is ever built.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, select, text
+
+from etl.models import Series, from_micros, to_micros
+
+_SQLITE_SAMPLES = text(
+    "SELECT observed_at, value, plan_limit FROM samples "
+    "WHERE series_id = :sid AND observed_at >= :a AND observed_at < :b ORDER BY observed_at"
+)
+_PG_SAMPLES = text(
+    "SELECT (extract(epoch FROM observed_at) * 1000000)::bigint, value, plan_limit FROM samples "
+    "WHERE series_id = :sid AND observed_at >= :a AND observed_at < :b ORDER BY observed_at"
+)
+_PREV_VALUE = text(
+    "SELECT value FROM samples WHERE series_id = :sid AND observed_at < :a "
+    "ORDER BY observed_at DESC LIMIT 1"
+)
+_LATEST_PAYLOAD = text(
+    "SELECT payload FROM snapshots WHERE source = :source AND observed_at < :b "
+    "ORDER BY observed_at DESC LIMIT 1"
+)
+
+
+@dataclass(frozen=True)
+class SampleArrays:
+    """One series' samples in a time range: epoch microseconds, values, plan limits (NaN)."""
+
+    t: np.ndarray
+    value: np.ndarray
+    limit: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+def series_ids(engine: Engine) -> dict[tuple[str, str], int]:
+    """(source, metric) -> series id for every series stored."""
+    with engine.connect() as conn:
+        return {(s, m): i for i, s, m in conn.execute(
+            select(Series.id, Series.source, Series.metric))}
+
+
+def _bind(conn: Connection, us: int) -> Any:
+    # SQLite holds the raw integers; PostgreSQL compares timestamptz.
+    return int(us) if conn.dialect.name == "sqlite" else from_micros(int(us))
+
+
+def read_samples(conn: Connection, series_id: int, start_us: int, end_us: int) -> SampleArrays:
+    """The samples of one series with start_us <= observed_at < end_us, oldest first."""
+    query = _SQLITE_SAMPLES if conn.dialect.name == "sqlite" else _PG_SAMPLES
+    rows = conn.execute(
+        query, {"sid": series_id, "a": _bind(conn, start_us), "b": _bind(conn, end_us)}
+    ).fetchall()
+    if not rows:
+        empty = np.zeros(0)
+        return SampleArrays(np.zeros(0, dtype=np.int64), empty, empty.copy())
+    t, v, lim = zip(*rows, strict=True)
+    return SampleArrays(
+        np.fromiter(t, dtype=np.int64, count=len(rows)),
+        np.asarray(v, dtype=np.float64),
+        np.array(lim, dtype=np.float64),  # None becomes NaN
+    )
+
+
+def read_prev_value(conn: Connection, series_id: int, before_us: int) -> float | None:
+    """The value of the series' last sample before `before_us` (None if there is none)."""
+    row = conn.execute(_PREV_VALUE, {"sid": series_id, "a": _bind(conn, before_us)}).first()
+    return None if row is None else float(row[0])
+
+
+def latest_payload(engine: Engine, source: str, before: datetime) -> dict[str, Any] | None:
+    """The JSON body of the source's latest snapshot before `before`, if any parses."""
+    with engine.connect() as conn:
+        b = to_micros(before) if conn.dialect.name == "sqlite" else before
+        row = conn.execute(_LATEST_PAYLOAD, {"source": source, "b": b}).first()
+    if row is None:
+        return None
+    try:
+        body = json.loads(row[0])
+    except (TypeError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
