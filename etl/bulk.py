@@ -10,12 +10,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from etl.models import to_micros
+from etl.models import from_micros, to_micros
 from etl.store import Conflict, Observation, StoreResult, series_ids
 
 # Observations per transaction: big enough to amortize the per-chunk queries, small enough
 # that memory stays flat and an interrupted import keeps what it committed.
-CHUNK = 20_000
+CHUNK = 50_000
 
 
 class _Retry(Exception):
@@ -24,15 +24,26 @@ class _Retry(Exception):
 
 @dataclass
 class _Chunk:
-    """One chunk prepared in Python: unique observations, their rows, and the in-chunk repeats."""
+    """One chunk prepared in Python: unique observations' rows and the in-chunk repeats."""
 
+    base: int  # snapshot ids are base + k (SQLite); PostgreSQL maps k to sequence values
     snap_rows: list[tuple[Any, ...]] = field(default_factory=list)  # k, source, kind, at, recv, origin, payload
     sample_rows: list[tuple[Any, ...]] = field(default_factory=list)  # sid, at, value, limit, status, k
-    # (series id, observed_at as written) -> (value, source, metric, observed_at datetime)
-    first: dict[tuple[int, Any], tuple[float, str, str, datetime]] = field(default_factory=dict)
     repeats: list[tuple[int, Any, float]] = field(default_factory=list)  # sid, at, value
-    ranges: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # sid -> (min at, max at)
-    snap_ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    names: dict[int, tuple[str, str]] = field(default_factory=dict)  # sid -> source, metric
+    source_series: dict[str, list[int]] = field(default_factory=dict)
+    snap_ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # source -> lo, hi
+
+    def series_ranges(self) -> dict[int, tuple[Any, Any]]:
+        # All samples of an observation share its instant: a series spans its source's range.
+        return {
+            sid: lo_hi
+            for source, lo_hi in self.snap_ranges.items()
+            for sid in self.source_series[source]
+        }
+
+    def first_values(self) -> dict[tuple[int, Any], float]:
+        return {(r[0], r[1]): r[2] for r in self.sample_rows}
 
 
 def bulk_store(engine: Engine, observations: Iterable[Observation], *, chunk: int = CHUNK) -> StoreResult:
@@ -72,29 +83,44 @@ def _store_chunk(engine: Engine, batch: list[Observation]) -> StoreResult:
 
 
 def _prepare(conn: Connection, batch: list[Observation], sqlite: bool) -> _Chunk:
-    ch = _Chunk()
-    seen: dict[tuple[str, datetime], int] = {}
+    base = 0
+    if sqlite:
+        # Ids are assigned here; a writer racing us makes the direct insert fail and retry.
+        cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        base = cur.execute("SELECT coalesce(max(id), 0) + 1 FROM snapshots").fetchone()[0]
+        cur.close()
+    ch = _Chunk(base)
+    seen: set[tuple[str, datetime]] = set()
     ids_by_source: dict[tuple[str, str], dict[str, int]] = {}
     conv = to_micros if sqlite else _same
+    snap_rows, sample_rows, ranges = ch.snap_rows, ch.sample_rows, ch.snap_ranges
+    k = base
     for obs in batch:
-        key = (obs.source, obs.observed_at)
-        ids = ids_by_source.get((obs.source, obs.kind))
+        source = obs.source
+        key = (source, obs.observed_at)
+        ids = ids_by_source.get((source, obs.kind))
         if ids is None:
-            ids = ids_by_source[(obs.source, obs.kind)] = series_ids(conn, obs.source, obs.kind)
+            ids = ids_by_source[(source, obs.kind)] = series_ids(conn, source, obs.kind)
+            ch.source_series.setdefault(source, []).extend(ids.values())
+            ch.names.update({sid: (source, metric) for metric, sid in ids.items()})
         at = conv(obs.observed_at)
         if key in seen:
             for sv in obs.samples:
                 ch.repeats.append((ids[sv.metric], at, sv.value))
             continue
-        k = seen[key] = len(ch.snap_rows)
+        seen.add(key)
         recv = None if obs.received_at is None else conv(obs.received_at)
-        ch.snap_rows.append((k, obs.source, obs.kind, at, recv, obs.origin, obs.payload))
-        _widen(ch.snap_ranges, obs.source, at)
+        snap_rows.append((k, source, obs.kind, at, recv, obs.origin, obs.payload))
+        lo_hi = ranges.get(source)
+        if lo_hi is None:
+            ranges[source] = (at, at)
+        elif at < lo_hi[0]:
+            ranges[source] = (at, lo_hi[1])
+        elif at > lo_hi[1]:
+            ranges[source] = (lo_hi[0], at)
         for sv in obs.samples:
-            sid = ids[sv.metric]
-            ch.sample_rows.append((sid, at, sv.value, sv.limit, sv.status, k))
-            ch.first[(sid, at)] = (sv.value, obs.source, sv.metric, obs.observed_at)
-            _widen(ch.ranges, sid, at)
+            sample_rows.append((ids[sv.metric], at, sv.value, sv.limit, sv.status, k))
+        k += 1
     return ch
 
 
@@ -117,7 +143,7 @@ def _anything_stored(conn: Connection, ch: _Chunk, sqlite: bool) -> bool:
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     ph = "?" if sqlite else "%s"
     try:
-        for sid, (lo, hi) in ch.ranges.items():
+        for sid, (lo, hi) in ch.series_ranges().items():
             cur.execute(
                 f"SELECT 1 FROM samples WHERE series_id = {ph} AND observed_at >= {ph} "  # noqa: S608
                 f"AND observed_at <= {ph} LIMIT 1",
@@ -147,16 +173,15 @@ def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
 
         cur = raw.cursor()
         try:
-            base = cur.execute("SELECT coalesce(max(id), 0) FROM snapshots").fetchone()[0] + 1
             cur.executemany(
                 "INSERT INTO snapshots (id, source, kind, observed_at, received_at, origin, payload) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(base + r[0], *r[1:]) for r in snaps],
+                snaps,
             )
             cur.executemany(
                 "INSERT INTO samples (series_id, observed_at, value, plan_limit, status, snapshot_id) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [(*r[:5], base + r[5]) for r in samples],
+                samples,
             )
         except sqlite3.IntegrityError:
             raise _Retry() from None
@@ -191,7 +216,7 @@ def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
             cur.close()
     res = StoreResult(snapshots=len(snaps), samples=len(samples))
     _repeats(res, ch, {})
-    return res, dict(ch.ranges)
+    return res, ch.series_ranges()
 
 
 _SQLITE_STAGE = (
@@ -255,30 +280,38 @@ def _staged(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
         cur.close()
     res = StoreResult(snapshots=n_snaps, samples=n_samples)
     touched: dict[int, tuple[Any, Any]] = {}
-    for key, (value, source, metric, at) in ch.first.items():
-        old = stored.get(key)
+    for sid, at, value, *_ in ch.sample_rows:
+        old = stored.get((sid, at))
         if old is None:
-            _widen(touched, key[0], key[1])
+            _widen(touched, sid, at)
         elif old == value:
             res.duplicates += 1
         else:
-            res.conflicts.append(Conflict(source, metric, at, old, value))
+            source, metric = ch.names[sid]
+            res.conflicts.append(Conflict(source, metric, _instant(at), old, value))
     _repeats(res, ch, stored)
     return res, touched
 
 
 def _repeats(res: StoreResult, ch: _Chunk, stored: dict[tuple[int, Any], float]) -> None:
     """Repeats of a key inside the chunk compare with the value that ended up stored."""
+    if not ch.repeats:
+        return
+    firsts = ch.first_values()
     for sid, at, value in ch.repeats:
-        first = ch.first.get((sid, at))
-        if first is None:  # a metric the first observation of this key did not have
+        first_value = firsts.get((sid, at))
+        if first_value is None:  # a metric the first observation of this key did not have
             continue
-        first_value, source, metric, when = first
         kept = stored.get((sid, at), first_value)
         if kept == value:
             res.duplicates += 1
         else:
-            res.conflicts.append(Conflict(source, metric, when, kept, value))
+            source, metric = ch.names[sid]
+            res.conflicts.append(Conflict(source, metric, _instant(at), kept, value))
+
+
+def _instant(at: Any) -> datetime:
+    return from_micros(at) if isinstance(at, int) else at
 
 
 def _mark(conn: Connection, touched: dict[int, tuple[Any, Any]]) -> None:
