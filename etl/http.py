@@ -192,13 +192,16 @@ def validate_response(
                 "invalid_response", retriable=False, http_status=status,
             )
         try:
-            return json.loads(body.decode("utf-8"))
+            return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
         except UnicodeDecodeError:
             raise HttpFailure("response body is not UTF-8 text", "invalid_response",
                               retriable=False, http_status=status) from None
         except json.JSONDecodeError as exc:
             raise HttpFailure(f"response body is not JSON ({exc.msg} at char {exc.pos})",
                               "invalid_response", retriable=False, http_status=status) from None
+        except ValueError as exc:
+            raise HttpFailure(f"response body is not JSON ({exc})", "invalid_response",
+                              retriable=False, http_status=status) from None
     detail = _snippet(body)
     if status in (401, 403):
         raise HttpFailure(f"HTTP {status}: credential refused{detail}", "auth_error",
@@ -348,6 +351,10 @@ def _read_capped(response: requests.Response) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _snippet(body: bytes | None) -> str:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from datetime import datetime
+from pathlib import Path
 
 import click
 
 from etl.cli.context import AppContext
+from etl.errors import InputError
 
 
 @click.command("collect")
@@ -70,8 +74,6 @@ def simulate(port: int, token: str, api_key: str, seed: int, fault: str) -> None
     try:
         sim.start()
     except OSError as exc:
-        from etl.errors import InputError
-
         raise InputError(f"--port {port}: cannot listen: {exc.strerror}") from None
     if fault != "none":
         sim.set_fault(fault)
@@ -89,3 +91,101 @@ def simulate(port: int, token: str, api_key: str, seed: int, fault: str) -> None
 
 
 COMMANDS: list[click.Command] = [collect, simulate]
+
+
+@click.command("import")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.pass_obj
+def import_cmd(app: AppContext, files: tuple[str, ...]) -> None:
+    """Load raw vendor responses from JSONL archives; `-` reads standard input.
+
+    Each line goes through the same parse as a live poll. A bad line is reported as
+    `FILE:LINE: reason` on stderr and skipped; the good lines are kept. Importing the
+    same archive again changes nothing. Exit status 1 if any line was bad or conflicted.
+
+    \b
+    Example:
+      usage-etl import history-2026-10.jsonl history-2026-11.jsonl
+      zcat old.jsonl.gz | usage-etl import -
+    """
+    from etl.archive import import_archives
+
+    config = app.config
+    engine = app.engine
+    problem = lambda message: click.echo(message, err=True)  # noqa: E731
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        sizes = [Path(f).stat().st_size for f in files if f != "-" and Path(f).is_file()]
+        total = sum(sizes) if len(sizes) == len(files) else None
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      DownloadColumn(), TimeRemainingColumn(),
+                      console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("importing", total=total)
+            base = 0
+            last = 0
+
+            def advance(consumed: int) -> None:
+                nonlocal base, last
+                if consumed < last:  # a new file started
+                    base += last
+                last = consumed
+                bar.update(task, completed=base + consumed)
+
+            result = import_archives(engine, config, files, on_problem=problem,
+                                     on_progress=advance, stdin=sys.stdin.buffer)
+    else:
+        result = import_archives(engine, config, files, on_problem=problem,
+                                 stdin=sys.stdin.buffer)
+    click.echo(result.summary())
+    if not result.ok:
+        sys.exit(1)
+
+
+@click.command("export")
+@click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]), metavar="DATE",
+              help="First day (YYYY-MM-DD, config timezone).")
+@click.option("--end", required=True, type=click.DateTime(["%Y-%m-%d"]), metavar="DATE",
+              help="Last day, included (YYYY-MM-DD, config timezone).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
+              show_default=True, help="jsonl: raw archive (round-trips through import); "
+              "csv: one row per sample.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Output file (default: standard output).")
+@click.pass_obj
+def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: str | None) -> None:
+    """Write stored history between two days back out.
+
+    Days are local days of the config timezone, --start and --end both included.
+    JSONL holds one raw vendor response per line and round-trips through `import`;
+    CSV holds one row per sample: observed_at (UTC), source, metric, value, limit, status.
+
+    \b
+    Example:
+      usage-etl export --start 2026-11-01 --end 2026-11-30 --out nov.jsonl
+      usage-etl export --start 2026-11-21 --end 2026-11-21 --format csv
+    """
+    from etl.archive import export_archive
+
+    engine = app.engine
+    if out is None:
+        count = export_archive(engine, app.config, start.date(), end.date(),
+                               sys.stdout, fmt)
+    else:
+        # Written aside and renamed, so an interrupted export never leaves half a file.
+        target = Path(out)
+        partial = target.with_name(target.name + ".part")
+        try:
+            with partial.open("w", encoding="utf-8", newline="") as fh:
+                count = export_archive(engine, app.config, start.date(), end.date(), fh, fmt)
+            os.replace(partial, target)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise InputError(f"--out {out}: {exc.strerror}") from None
+        finally:
+            partial.unlink(missing_ok=True)
+    click.echo(f"exported {count} {'lines' if fmt == 'jsonl' else 'rows'}", err=True)
+
+
+COMMANDS.extend([import_cmd, export_cmd])

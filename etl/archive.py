@@ -1,0 +1,263 @@
+"""Raw archives (SPEC 4): import JSONL through the collectors' parse path; export JSONL or CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import IO, Any, BinaryIO, TextIO
+
+from sqlalchemy import Connection, Engine, select
+
+from etl.config import Config, SourceConfig
+from etl.errors import InputError, ParseError
+from etl.models import Sample, Series, Snapshot
+from etl.sources import adapter
+from etl.sources.base import parse_timestamp
+from etl.store import Observation, StoreResult, store_observations
+
+# Lines per transaction: large enough to amortise a commit, small enough to keep memory flat.
+BATCH_LINES = 5000
+# Rows fetched per round trip when exporting.
+EXPORT_FETCH = 2000
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+CSV_COLUMNS = ("observed_at", "source", "metric", "value", "limit", "status")
+
+Problem = Callable[[str], None]
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ImportResult:
+    """What an import did; `bad_lines` and `conflicts` make it a partial failure (exit 1)."""
+
+    lines: int = 0
+    snapshots: int = 0
+    samples: int = 0
+    duplicates: int = 0
+    bad_lines: int = 0
+    conflicts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.bad_lines == 0 and self.conflicts == 0
+
+    def summary(self) -> str:
+        return (f"{self.lines} lines: {self.snapshots} new snapshots, {self.samples} new samples, "
+                f"{self.duplicates} duplicate samples, {self.bad_lines} bad lines, "
+                f"{self.conflicts} conflicts")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observation:
+    """One archive line as an Observation, through the vendor adapter's parse (ParseError if bad)."""
+    try:
+        doc = json.loads(line, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"not JSON: {exc.msg} at column {exc.colno}") from None
+    except UnicodeDecodeError:
+        raise ParseError("not UTF-8 text") from None
+    except ValueError as exc:
+        raise ParseError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ParseError("not a JSON object")
+    name = doc.get("source")
+    if not isinstance(name, str) or not name:
+        raise ParseError("source: missing")
+    src = sources.get(name)
+    if src is None:
+        raise ParseError(f"source: {name!r} is not a configured source")
+    if "body" not in doc:
+        raise ParseError("body: missing")
+    observed_at = None
+    if doc.get("observed_at") is not None:
+        observed_at = parse_timestamp(doc["observed_at"], "observed_at")
+    elif src.kind == "nected":
+        raise ParseError("observed_at: required for a nected source")
+    try:
+        return adapter(src.kind).parse_body(name, doc["body"], observed_at=observed_at,
+                                            origin="import")
+    except ParseError as exc:
+        raise ParseError(f"body: {exc}") from None
+
+
+def _write_batch(conn: Connection, observations: list[Observation]) -> StoreResult:
+    """Store one batch in the caller's transaction (the one place a faster writer plugs in)."""
+    return store_observations(conn, observations)
+
+
+def _default_problem(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def import_archives(
+    engine: Engine,
+    config: Config,
+    paths: Sequence[str],
+    *,
+    batch_size: int = BATCH_LINES,
+    on_problem: Problem = _default_problem,
+    on_progress: Progress | None = None,
+    stdin: BinaryIO | None = None,
+) -> ImportResult:
+    """Import JSONL archives (`-` is standard input); bad lines are reported and skipped.
+
+    Each bad line and each conflict goes to `on_problem` as `FILE:LINE: reason`;
+    `on_progress` gets the number of bytes read after each batch.
+    """
+    for path in paths:
+        if path != "-" and not Path(path).is_file():
+            what = "is not a file" if Path(path).exists() else "no such file"
+            raise InputError(f"{path}: {what}")
+    sources = {s.name: s for s in config.sources}
+    total = ImportResult()
+    for path in paths:
+        if path == "-":
+            stream = stdin if stdin is not None else sys.stdin.buffer
+            _import_stream(engine, sources, stream, "-", total, batch_size, on_problem,
+                           on_progress)
+            continue
+        try:
+            with open(path, "rb") as fh:
+                _import_stream(engine, sources, fh, path, total, batch_size, on_problem,
+                               on_progress)
+        except OSError as exc:
+            raise InputError(f"{path}: {exc.strerror}") from None
+    return total
+
+
+def _import_stream(
+    engine: Engine,
+    sources: dict[str, SourceConfig],
+    stream: IO[bytes],
+    name: str,
+    total: ImportResult,
+    batch_size: int,
+    on_problem: Problem,
+    on_progress: Progress | None,
+) -> None:
+    batch: list[Observation] = []
+    where: dict[tuple[str, datetime], int] = {}  # key -> line, to name conflicting lines
+    consumed = 0
+
+    def flush() -> None:
+        if not batch:
+            return
+        with engine.begin() as conn:
+            stored = _write_batch(conn, batch)
+        total.snapshots += stored.snapshots
+        total.samples += stored.samples
+        total.duplicates += stored.duplicates
+        for c in stored.conflicts:
+            total.conflicts += 1
+            line = where.get((c.source, c.observed_at), 0)
+            on_problem(
+                f"{name}:{line}: conflict: {c.source}/{c.metric} at {_iso(c.observed_at)} "
+                f"is stored as {_num(c.stored)}; this line's {_num(c.offered)} was not stored"
+            )
+        batch.clear()
+        where.clear()
+        if on_progress is not None:
+            on_progress(consumed)
+
+    for lineno, raw in enumerate(stream, start=1):
+        consumed += len(raw)
+        if not raw.strip():
+            continue
+        total.lines += 1
+        try:
+            obs = parse_line(raw, sources)
+        except ParseError as exc:
+            total.bad_lines += 1
+            on_problem(f"{name}:{lineno}: {exc}")
+            continue
+        batch.append(obs)
+        where[(obs.source, obs.observed_at)] = lineno
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def export_range(config: Config, start: date, end: date) -> tuple[datetime, datetime]:
+    """[start 00:00, the day after end 00:00) in the config timezone, as UTC instants."""
+    if end < start:
+        raise InputError(f"--end {end} is before --start {start}")
+    tz = config.tz
+    lo = datetime.combine(start, time(0), tzinfo=tz).astimezone(UTC)
+    hi = datetime.combine(end + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
+    return lo, hi
+
+
+def iter_archive_lines(engine: Engine, lo: datetime, hi: datetime) -> Iterator[str]:
+    """Archive lines for every snapshot with lo <= observed_at < hi, in time order, streamed."""
+    stmt = (
+        select(Snapshot.source, Snapshot.observed_at, Snapshot.payload)
+        .where(Snapshot.observed_at >= lo, Snapshot.observed_at < hi)
+        .order_by(Snapshot.observed_at, Snapshot.source)
+    )
+    with engine.connect() as conn:
+        for source, at, payload in conn.execution_options(yield_per=EXPORT_FETCH).execute(stmt):
+            body = json.loads(payload)
+            yield json.dumps({"source": source, "observed_at": _iso(at), "body": body},
+                             ensure_ascii=False, separators=(",", ":"))
+
+
+def iter_csv_rows(engine: Engine, lo: datetime, hi: datetime) -> Iterator[tuple[str, ...]]:
+    """One row per sample (CSV_COLUMNS), in time order, streamed; formula cells escaped."""
+    stmt = (
+        select(Sample.observed_at, Series.source, Series.metric, Sample.value,
+               Sample.plan_limit, Sample.status)
+        .join(Series, Series.id == Sample.series_id)
+        .where(Sample.observed_at >= lo, Sample.observed_at < hi)
+        .order_by(Sample.observed_at, Series.source, Series.metric)
+    )
+    with engine.connect() as conn:
+        for at, source, metric, value, limit, status in conn.execution_options(
+            yield_per=EXPORT_FETCH
+        ).execute(stmt):
+            yield (_iso(at), _cell(source), _cell(metric), _num(value),
+                   "" if limit is None else _num(limit), _cell(status or ""))
+
+
+def export_archive(
+    engine: Engine, config: Config, start: date, end: date, out: TextIO, fmt: str = "jsonl"
+) -> int:
+    """Write history between two dates (config timezone, both included); return rows written."""
+    lo, hi = export_range(config, start, end)
+    count = 0
+    if fmt == "jsonl":
+        for line in iter_archive_lines(engine, lo, hi):
+            out.write(line + "\n")
+            count += 1
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for row in iter_csv_rows(engine, lo, hi):
+            writer.writerow(row)
+            count += 1
+    else:
+        raise InputError(f"--format {fmt!r}: expected jsonl or csv")
+    return count
+
+
+def _iso(at: datetime) -> str:
+    text = at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return text.replace(".000000Z", "Z")
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _cell(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text

@@ -1,0 +1,173 @@
+"""`usage-etl collect` against the simulator: outcomes recorded, exit statuses, no secret leaks."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from etl.cli import cli
+from etl.collect import Collector, store_poll
+from etl.config import load_config
+from etl.db import make_engine
+from etl.http import PacerRegistry
+from etl.models import Base, CollectionAttempt, Sample
+from etl.simulator import SimulatedVendor
+from tests.conftest import write_sim_config
+
+
+def run(config: str, *args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["--config", config, *args])
+
+
+def attempts(url: str) -> list[tuple[str, str, int | None, int]]:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(CollectionAttempt.source, CollectionAttempt.outcome,
+                   CollectionAttempt.http_status, CollectionAttempt.samples_stored)
+            .order_by(CollectionAttempt.source, CollectionAttempt.id)
+        ).all()
+    engine.dispose()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def dump_database(url: str) -> str:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        text = "\n".join(
+            repr(conn.execute(select(table)).all()) for table in Base.metadata.sorted_tables
+        )
+    engine.dispose()
+    return text
+
+
+def test_collect_all_sources_ok(simulator: SimulatedVendor, empty_db_url: str, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write_sim_config(tmp_path / "c.toml", simulator, empty_db_url, monkeypatch)
+    result = run(config, "collect")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].split()[:3] == ["ws", "ok", "2"] and "ms" in lines[0]
+    assert lines[1].split()[:3] == ["rules", "ok", "1"]
+    assert attempts(empty_db_url) == [("rules", "ok", 200, 1), ("ws", "ok", 200, 2)]
+
+
+@pytest.mark.parametrize(
+    ("fault", "vendor", "outcome", "status", "options"),
+    [
+        ("unauthorized", "wiresocket", "auth_error", 401, {}),
+        ("rate_limit", "wiresocket", "rate_limited", 429, {"retry_after": "3600"}),
+        ("unavailable", "nected", "http_error", 503, {"retry_after": "3600"}),
+        ("malformed", "wiresocket", "invalid_response", 200, {}),
+        ("oversize", "nected", "invalid_response", 200, {}),
+        ("error_code", "nected", "invalid_response", 200, {}),
+    ],
+)
+def test_a_fault_is_recorded_and_the_other_source_still_collects(
+    simulator: SimulatedVendor, sqlite_url: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, fault: str, vendor: str, outcome: str, status: int,
+    options: dict[str, str],
+) -> None:
+    config = write_sim_config(tmp_path / "c.toml", simulator, sqlite_url, monkeypatch)
+    simulator.set_fault(fault, vendor=vendor, **options)  # type: ignore[arg-type]
+    result = run(config, "collect")
+    assert result.exit_code == 1, result.output
+    failed, healthy = ("ws", "rules") if vendor == "wiresocket" else ("rules", "ws")
+    rows = {r[0]: r for r in attempts(sqlite_url)}
+    assert rows[failed][1:3] == (outcome, status)
+    assert rows[failed][3] == 0
+    assert rows[healthy][1] == "ok"
+    assert f"{failed}" in result.stdout and outcome in result.stdout
+
+
+def test_slow_vendor_times_out(simulator: SimulatedVendor, sqlite_url: str, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write_sim_config(tmp_path / "c.toml", simulator, sqlite_url, monkeypatch,
+                              interval=5, timeout=0.3)
+    simulator.set_fault("slow", vendor="nected", delay=2)
+    result = run(config, "collect", "--source", "rules")
+    assert result.exit_code == 1
+    assert [r[1] for r in attempts(sqlite_url)] == ["timeout"]
+
+
+def test_no_credential_in_output_logs_database_or_files(
+    simulator: SimulatedVendor, sqlite_url: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    config = write_sim_config(tmp_path / "c.toml", simulator, sqlite_url, monkeypatch)
+    # One source refused, one answering garbage, then a clean round.
+    simulator.set_fault("unauthorized", vendor="wiresocket", times=1)
+    first = run(config, "-vv", "collect")
+    simulator.set_fault("malformed", vendor="nected", times=1)
+    second = run(config, "-vv", "collect")
+    third = run(config, "-vv", "collect")
+    assert (first.exit_code, second.exit_code, third.exit_code) == (1, 1, 0)
+    everything = [first.output, second.output, third.output, caplog.text,
+                  dump_database(sqlite_url)]
+    everything += [p.read_bytes().decode("utf-8", "replace") for p in tmp_path.rglob("*")
+                   if p.is_file()]
+    for secret in (simulator.token, simulator.api_key):
+        assert not any(secret in text for text in everything)
+
+
+def test_wrong_credential_is_not_hammered(simulator: SimulatedVendor, sqlite_url: str,
+                                          tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write_sim_config(tmp_path / "c.toml", simulator, sqlite_url, monkeypatch)
+    env = [line.split('"')[1] for line in Path(config).read_text().splitlines()
+           if line.startswith("token_env")][0]
+    monkeypatch.setenv(env, "not-the-right-token-42")
+    result = run(config, "collect", "--source", "ws")
+    assert result.exit_code == 1
+    assert simulator.request_count(vendor="wiresocket") == 1
+    assert "not-the-right-token-42" not in result.output
+    assert attempts(sqlite_url) == [("ws", "auth_error", 401, 0)]
+
+
+def test_missing_secret_is_refused_before_polling(simulator: SimulatedVendor, sqlite_url: str,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write_sim_config(tmp_path / "c.toml", simulator, sqlite_url, monkeypatch)
+    env = [line.split('"')[1] for line in Path(config).read_text().splitlines()
+           if line.startswith("api_key_env")][0]
+    monkeypatch.delenv(env)
+    result = run(config, "collect")
+    assert result.exit_code == 2
+    assert env in result.stderr and "Traceback" not in result.output
+    assert simulator.request_count() == 0
+
+
+def test_source_option_selects_and_unknown_name_is_usage_error(
+    simulator: SimulatedVendor, sqlite_url: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = write_sim_config(tmp_path / "c.toml", simulator, sqlite_url, monkeypatch)
+    result = run(config, "collect", "--source", "rules")
+    assert result.exit_code == 0
+    assert simulator.request_count(vendor="wiresocket") == 0
+    bad = run(config, "collect", "--source", "nope")
+    assert bad.exit_code == 2 and "nope" in bad.stderr
+
+
+def test_storing_the_same_observation_twice_adds_nothing(
+    simulator: SimulatedVendor, engine, tmp_path: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = engine.url.render_as_string(hide_password=False)
+    config = load_config(write_sim_config(tmp_path / "c.toml", simulator, url, monkeypatch))
+    src = config.source("ws")
+    with Collector([src], pacers=PacerRegistry()) as collector:
+        result = collector.poll(src)
+    assert result.outcome == "ok"
+    first = store_poll(engine, result)
+    again = store_poll(engine, result)
+    assert (first.samples, again.samples, again.duplicates) == (2, 0, 2)
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Sample)) == 2
+        assert conn.scalar(select(func.count()).select_from(CollectionAttempt)) == 2
