@@ -99,4 +99,6 @@ def setup_daemon_logging(
         logger.propagate = False
         # APScheduler logs every job start at INFO; one line per poll is ours to write.
         logger.setLevel(level if name == "etl" else max(level, logging.WARNING))
+    # The collector's own per-poll lines would repeat the scheduler's "poll" line.
+    logging.getLogger("etl.collect").setLevel(max(level, logging.ERROR))
     return handler
