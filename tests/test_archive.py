@@ -1,0 +1,242 @@
+"""`usage-etl import` / `export`: the archive format of SPEC 4, bad lines, idempotence, round trip."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine, select
+
+from etl.archive import import_archives
+from etl.cli import cli
+from etl.config import load_config
+from etl.db import make_engine, upgrade
+from etl.models import Sample, Series
+from etl.simulator import generate_archive
+from etl.store import forget_series_cache
+
+# The two lines of SPEC section 4, verbatim.
+SPEC_LINES = [
+    '{"source": "rules", "observed_at": "2026-11-21T10:00:00Z", "body": {"data": {"invocations": 1000}, "code": "success", "message": "Success."}}',
+    '{"source": "ws-prod", "body": {"tenantId": "...", "appId": "...", "usage": {"connections": {"current": 82, "limit": 100, "percent": 82.0, "status": "warning"}, "documents": {"current": 4, "limit": 20, "percent": 20.0, "status": "healthy"}}, "timestamp": "2026-02-25T14:40:00.000Z"}}',
+]
+
+
+def write_config(tmp_path: Path, url: str, timezone: str = "UTC") -> str:
+    path = tmp_path / f"c-{abs(hash(url)) % 10**8}.toml"
+    path.write_text(
+        f'database_url = "{url}"\ntimezone = "{timezone}"\n\n'
+        '[[sources]]\nname = "ws-prod"\nkind = "wiresocket"\nregion = "eu"\n'
+        'token_env = "UNSET_WS_TOKEN_FOR_IMPORT"\n\n'
+        '[[sources]]\nname = "rules"\nkind = "nected"\n'
+        'api_key_env = "UNSET_NECTED_KEY_FOR_IMPORT"\ninterval_seconds = 300\n'
+    )
+    return str(path)
+
+
+def run(config: str, *args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["--config", config, *args], input=input)
+
+
+def samples(url_or_engine: str | Engine) -> list[tuple]:
+    engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Series.source, Series.metric, Sample.observed_at, Sample.value,
+                   Sample.plan_limit, Sample.status)
+            .join(Series, Series.id == Sample.series_id)
+            .order_by(Series.source, Series.metric, Sample.observed_at)
+        ).all()
+    if isinstance(url_or_engine, str):
+        engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def history(tmp_path: Path, days: int = 2) -> Path:
+    lines = generate_archive(
+        [("ws-prod", "wiresocket"), ("rules", "nected")],
+        datetime(2026, 10, 30, tzinfo=UTC), datetime(2026, 10, 30, tzinfo=UTC) + timedelta(days=days),
+        step_seconds=900, seed=7,
+    )
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_spec_example_lines_import(sqlite_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, sqlite_url)
+    archive = tmp_path / "spec.jsonl"
+    archive.write_text("\n".join(SPEC_LINES) + "\n")
+    result = run(config, "import", str(archive))
+    assert result.exit_code == 0, result.output
+    assert samples(sqlite_url) == [
+        ("rules", "invocations", datetime(2026, 11, 21, 10, tzinfo=UTC), 1000.0, None, None),
+        ("ws-prod", "connections", datetime(2026, 2, 25, 14, 40, tzinfo=UTC), 82.0, 100.0, "warning"),
+        ("ws-prod", "documents", datetime(2026, 2, 25, 14, 40, tzinfo=UTC), 4.0, 20.0, "healthy"),
+    ]
+
+
+def test_bad_lines_are_reported_and_good_lines_kept(sqlite_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, sqlite_url)
+    good_ws = json.loads(SPEC_LINES[1])
+    negative = json.loads(SPEC_LINES[1])
+    negative["body"]["usage"]["documents"]["current"] = -1
+    lines = [
+        SPEC_LINES[0],                                                        # 1 good
+        "{not json",                                                          # 2
+        json.dumps({"source": "nobody", "body": {}}),                         # 3
+        json.dumps({"source": "rules", "body": json.loads(SPEC_LINES[0])["body"]}),  # 4
+        json.dumps({"source": "rules", "observed_at": "2026-11-21T11:00:00Z",
+                    "body": {"data": {"invocations": "many"}, "code": "success"}}),  # 5
+        json.dumps(negative),                                                 # 6
+        '{"source": "rules", "observed_at": "2026-11-21T12:00:00Z", "body": '
+        '{"data": {"invocations": NaN}, "code": "success"}}',                 # 7
+        "",                                                                   # 8 blank: skipped
+        json.dumps(good_ws),                                                  # 9 good
+    ]
+    archive = tmp_path / "mixed.jsonl"
+    archive.write_text("\n".join(lines) + "\n")
+    result = run(config, "import", str(archive))
+    assert result.exit_code == 1
+    problems = result.stderr.strip().splitlines()
+    assert [p.split(":")[1] for p in problems] == ["2", "3", "4", "5", "6", "7"]
+    assert all(p.startswith(f"{archive}:") for p in problems)
+    assert "not JSON" in problems[0]
+    assert "'nobody' is not a configured source" in problems[1]
+    assert "observed_at" in problems[2]
+    assert "data.invocations" in problems[3]
+    assert "usage.documents.current" in problems[4]
+    assert "Traceback" not in result.output
+    assert len(samples(sqlite_url)) == 3
+
+
+def test_reimport_changes_nothing_and_order_does_not_matter(
+    empty_db_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    archive = history(tmp_path)
+    config = write_config(tmp_path, empty_db_url)
+    first = run(config, "import", str(archive))
+    assert first.exit_code == 0, first.output
+    before = samples(empty_db_url)
+    assert len(before) == 2 * 96 * 2 + 2 * 96
+    again = run(config, "import", str(archive))
+    assert again.exit_code == 0
+    assert "0 new snapshots, 0 new samples" in again.stdout
+    assert samples(empty_db_url) == before
+
+    # The same lines shuffled, into another database, in small batches: the same history.
+    lines = archive.read_text().splitlines()
+    random.Random(3).shuffle(lines)
+    shuffled = tmp_path / "shuffled.jsonl"
+    shuffled.write_text("\n".join(lines) + "\n")
+    other = tmp_path / "other.db"
+    other_url = f"sqlite:///{other}"
+    engine = make_engine(other_url)
+    upgrade(engine)
+    result = import_archives(engine, load_config(write_config(tmp_path, other_url)),
+                             [str(shuffled)], batch_size=37)
+    assert result.ok and result.lines == len(lines)
+    assert samples(engine) == before
+    forget_series_cache(engine)
+    engine.dispose()
+
+
+def test_conflicting_line_is_reported_and_first_value_kept(sqlite_url: str,
+                                                           tmp_path: Path) -> None:
+    config = write_config(tmp_path, sqlite_url)
+    changed = json.loads(SPEC_LINES[0])
+    changed["body"]["data"]["invocations"] = 999
+    archive = tmp_path / "conflict.jsonl"
+    archive.write_text(SPEC_LINES[0] + "\n" + json.dumps(changed) + "\n")
+    result = run(config, "import", str(archive))
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"{archive}:2: conflict: rules/invocations at 2026-11-21T10:00:00Z is stored as 1000; "
+        "this line's 999 was not stored"
+    ]
+    assert [s[3] for s in samples(sqlite_url)] == [1000.0]
+
+
+def test_import_reads_standard_input(sqlite_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, sqlite_url)
+    result = run(config, "import", "-", input="\n".join(SPEC_LINES) + "\n")
+    assert result.exit_code == 0, result.output
+    assert len(samples(sqlite_url)) == 3
+
+
+def test_missing_file_is_a_usage_error(sqlite_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, sqlite_url)
+    result = run(config, "import", str(tmp_path / "nope.jsonl"))
+    assert result.exit_code == 2
+    assert "no such file" in result.stderr and "Traceback" not in result.output
+
+
+def test_export_jsonl_round_trips_through_import(engine: Engine, tmp_path: Path) -> None:
+    url = engine.url.render_as_string(hide_password=False)
+    config = write_config(tmp_path, url)
+    assert run(config, "import", str(history(tmp_path, days=3))).exit_code == 0
+    out = tmp_path / "export.jsonl"
+    result = run(config, "export", "--start", "2026-10-30", "--end", "2026-11-01",
+                 "--out", str(out))
+    assert result.exit_code == 0, result.output
+    fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    fresh_config = write_config(tmp_path, fresh_url)
+    back = run(fresh_config, "import", str(out))
+    assert back.exit_code == 0, back.output
+    assert samples(fresh_url) == samples(engine)
+
+
+def test_export_days_are_local_and_end_is_included(sqlite_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, sqlite_url, timezone="Europe/Berlin")
+    body = json.loads(SPEC_LINES[0])["body"]
+    stamps = ["2026-11-20T22:59:00Z",   # 20 Nov 23:59 in Berlin: before --start
+              "2026-11-20T23:00:00Z",   # 21 Nov 00:00 in Berlin: first instant included
+              "2026-11-21T22:59:59Z",   # 21 Nov 23:59:59 in Berlin: last day, included
+              "2026-11-21T23:00:00Z"]   # 22 Nov 00:00 in Berlin: after --end
+    archive = tmp_path / "edges.jsonl"
+    archive.write_text("".join(
+        json.dumps({"source": "rules", "observed_at": at, "body": body}) + "\n" for at in stamps
+    ))
+    assert run(config, "import", str(archive)).exit_code == 0
+    result = run(config, "export", "--start", "2026-11-21", "--end", "2026-11-21")
+    assert result.exit_code == 0
+    exported = [json.loads(line)["observed_at"] for line in result.stdout.splitlines()]
+    assert exported == stamps[1:3]
+
+
+def test_export_csv_one_row_per_sample_with_formulas_escaped(sqlite_url: str,
+                                                             tmp_path: Path) -> None:
+    config = write_config(tmp_path, sqlite_url)
+    line = json.loads(SPEC_LINES[1])
+    line["body"]["usage"]["connections"]["status"] = "=HYPERLINK(1)"
+    archive = tmp_path / "a.jsonl"
+    archive.write_text(json.dumps(line) + "\n")
+    assert run(config, "import", str(archive)).exit_code == 0
+    result = run(config, "export", "--start", "2026-02-25", "--end", "2026-02-25",
+                 "--format", "csv")
+    assert result.exit_code == 0
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows == [
+        ["observed_at", "source", "metric", "value", "limit", "status"],
+        ["2026-02-25T14:40:00Z", "ws-prod", "connections", "82", "100", "'=HYPERLINK(1)"],
+        ["2026-02-25T14:40:00Z", "ws-prod", "documents", "4", "20", "healthy"],
+    ]
+
+
+def test_export_end_before_start_is_a_usage_error(sqlite_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, sqlite_url)
+    result = run(config, "export", "--start", "2026-11-21", "--end", "2026-11-20")
+    assert result.exit_code == 2 and "before" in result.stderr
+
+
+@pytest.mark.parametrize("bad", ["2026-13-01", "yesterday"])
+def test_export_bad_date_is_a_usage_error(sqlite_url: str, tmp_path: Path, bad: str) -> None:
+    result = run(write_config(tmp_path, sqlite_url), "export", "--start", bad, "--end",
+                 "2026-11-20")
+    assert result.exit_code == 2
