@@ -2,6 +2,157 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from etl.cli.context import AppContext
+from etl.errors import InputError
+
+FORMAT_OPTION = click.option(
+    "--format", "fmt", type=click.Choice(["csv", "html", "both"]), default="both",
+    show_default=True, help="Which files to write.",
+)
+OUT_OPTION = click.option(
+    "--out", "out", metavar="DIR",
+    help="Folder for the report files (default: the config's reports_dir, ./reports-out).",
+)
+TZ_OPTION = click.option(
+    "--tz", "tz", metavar="NAME", help="IANA time zone of days and months (default: config).",
+)
+
+
+def _formats(fmt: str) -> tuple[str, ...]:
+    return ("csv", "html") if fmt == "both" else (fmt,)
+
+
+def _out(app: AppContext, out: str | None) -> Path:
+    return Path(out) if out else Path(app.config.reports_dir)
+
+
+def _check_tz(tz: str | None) -> None:
+    # Checked before the database is opened, so a typo costs nothing.
+    if tz is not None:
+        from reports.periods import resolve_tz
+
+        resolve_tz(tz)
+
+
+def _echo_paths(paths: list[Path]) -> None:
+    for path in paths:
+        click.echo(str(path))
+
+
+@click.group("report")
+def report() -> None:
+    """Build daily consumption and monthly billing reports (CSV and/or HTML).
+
+    \b
+    Example:
+      usage-etl report daily --date 2026-11-21 --format both
+      usage-etl report billing --month 2026-11 --out reports-out
+    """
+
+
+@report.command("daily")
+@click.option("--date", "day", metavar="YYYY-MM-DD", help="One local day.")
+@click.option("--start", metavar="YYYY-MM-DD", help="First local day (with --end).")
+@click.option("--end", metavar="YYYY-MM-DD", help="Last local day, included (with --start).")
+@FORMAT_OPTION
+@OUT_OPTION
+@TZ_OPTION
+@click.pass_obj
+def report_daily(app: AppContext, day: str | None, start: str | None, end: str | None,
+                 fmt: str, out: str | None, tz: str | None) -> None:
+    """Daily consumption: one daily-YYYY-MM-DD file per local day, every configured series.
+
+    Prints the paths written.
+
+    \b
+    Example:
+      usage-etl report daily --date 2026-11-21
+      usage-etl report daily --start 2026-11-01 --end 2026-11-30 --format csv --tz Europe/Berlin
+    """
+    from reports.jobs import build_daily
+    from reports.periods import parse_date
+
+    if day is not None and (start is not None or end is not None):
+        raise InputError("--date: give either --date or --start and --end, not both")
+    if day is not None:
+        first = last = parse_date(day, "--date")
+    elif start is not None and end is not None:
+        first, last = parse_date(start, "--start"), parse_date(end, "--end")
+        if last < first:
+            raise InputError(f"--end: {last} is before --start {first}")
+    else:
+        raise InputError("--date: give --date DAY, or --start DAY and --end DAY")
+    _check_tz(tz)
+    paths = build_daily(app.engine, app.config, first, last, tz=tz, formats=_formats(fmt),
+                        out_dir=_out(app, out))
+    _echo_paths(paths)
+
+
+@report.command("billing")
+@click.option("--month", required=True, metavar="YYYY-MM", help="The month to bill.")
+@FORMAT_OPTION
+@OUT_OPTION
+@TZ_OPTION
+@click.pass_obj
+def report_billing(app: AppContext, month: str, fmt: str, out: str | None,
+                   tz: str | None) -> None:
+    """Monthly billing: quantity, overage and amount per [[billing]] rule (billing-YYYY-MM).
+
+    For a month in progress it adds the month-to-date and a projection to month end.
+    Prints the paths written.
+
+    \b
+    Example:
+      usage-etl report billing --month 2026-11 --format both
+    """
+    from reports.jobs import build_billing
+    from reports.periods import parse_month
+
+    parse_month(month)
+    _check_tz(tz)
+    paths = build_billing(app.engine, app.config, month, tz=tz, formats=_formats(fmt),
+                          out_dir=_out(app, out))
+    _echo_paths(paths)
+
+
+@click.command("reconcile")
+@click.option("--month", required=True, metavar="YYYY-MM", help="The invoiced month.")
+@click.option("--invoice", required=True, metavar="FILE",
+              help="Invoice CSV with columns source, month, metric, quantity, amount.")
+@click.option("--tolerance-pct", type=float, default=1.0, show_default=True,
+              help="Largest difference, in percent of the invoiced value, that still matches.")
+@FORMAT_OPTION
+@OUT_OPTION
+@TZ_OPTION
+@click.pass_obj
+def reconcile(app: AppContext, month: str, invoice: str, tolerance_pct: float, fmt: str,
+              out: str | None, tz: str | None) -> None:
+    """Compare metered usage with a vendor invoice (reconcile-YYYY-MM).
+
+    Each row is match, mismatch, missing_invoice or missing_metered, with a reason
+    pointing at a likely cause. Prints the paths written.
+
+    \b
+    Example:
+      usage-etl reconcile --month 2026-11 --invoice invoice-2026-11.csv --tolerance-pct 0.5
+    """
+    from reports.jobs import build_reconcile
+    from reports.periods import parse_month
+    from reports.reconcile import read_invoice
+
+    parse_month(month)
+    _check_tz(tz)
+    if not tolerance_pct >= 0:
+        raise InputError(f"--tolerance-pct: {tolerance_pct} must be 0 or more")
+    read_invoice(Path(invoice))  # a bad invoice is refused before the database is opened
+    paths = build_reconcile(app.engine, app.config, month, Path(invoice),
+                            tolerance_pct=tolerance_pct, tz=tz, formats=_formats(fmt),
+                            out_dir=_out(app, out))
+    _echo_paths(paths)
+
+
+COMMANDS: list[click.Command] = [report, reconcile]

@@ -1,0 +1,118 @@
+"""`usage-etl report daily | report billing | reconcile` end to end on a SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from etl.cli import cli
+from etl.db import make_engine, upgrade
+from etl.store import forget_series_cache
+from tests.test_reports_db import seed_month
+
+CONFIG = """
+database_url = "sqlite:///{db}"
+timezone = "UTC"
+reports_dir = "{out}"
+
+[[sources]]
+name = "ws-prod"
+kind = "wiresocket"
+region = "eu"
+token_env = "USAGE_ETL_TEST_UNSET_TOKEN"
+interval_seconds = 300
+
+[[sources]]
+name = "rules"
+kind = "nected"
+api_key_env = "USAGE_ETL_TEST_UNSET_KEY"
+interval_seconds = 300
+
+[[billing]]
+source = "rules"
+metric = "invocations"
+aggregation = "increase"
+included = 100
+unit_price = "0.001"
+currency = "USD"
+"""
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path]:
+    db = tmp_path / "usage.db"
+    out = tmp_path / "out"
+    cfg = tmp_path / "usage-etl.toml"
+    cfg.write_text(CONFIG.format(db=db, out=out))
+    eng = make_engine(f"sqlite:///{db}")
+    upgrade(eng)
+    seed_month(eng)
+    forget_series_cache(eng)
+    eng.dispose()
+    return cfg, out
+
+
+def run(cfg: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--config", str(cfg), *args])
+
+
+def test_report_daily_range_writes_one_file_per_day_and_prints_paths(setup: tuple[Path, Path]) -> None:
+    cfg, out = setup
+    result = run(cfg, "report", "daily", "--start", "2026-05-01", "--end", "2026-05-03",
+                 "--format", "csv")
+    assert result.exit_code == 0, result.output
+    names = [Path(line).name for line in result.stdout.splitlines()]
+    assert names == ["daily-2026-05-01.csv", "daily-2026-05-02.csv", "daily-2026-05-03.csv"]
+    text = (out / "daily-2026-05-02.csv").read_text().splitlines()
+    assert len(text) == 4  # header + 3 configured series
+    assert "2026-05-02,rules,invocations,1,1050,1050,1050,,,50,0," in text[3]
+
+
+def test_report_billing_and_reconcile_both_formats(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    cfg, out = setup
+    result = run(cfg, "report", "billing", "--month", "2026-05", "--out", str(tmp_path / "b"))
+    assert result.exit_code == 0, result.output
+    assert [Path(p).name for p in result.stdout.split()] == ["billing-2026-05.csv",
+                                                           "billing-2026-05.html"]
+    billing = (tmp_path / "b" / "billing-2026-05.csv").read_text().splitlines()
+    assert billing[1].startswith("2026-05,rules,invocations,increase,105,100,5,0.001,0.01,USD,")
+    invoice = tmp_path / "inv.csv"
+    invoice.write_text("source,month,metric,quantity,amount\nrules,2026-05,invocations,105,0.01\n")
+    result = run(cfg, "reconcile", "--month", "2026-05", "--invoice", str(invoice),
+                 "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = (out / "reconcile-2026-05.csv").read_text().splitlines()
+    assert rows[0].startswith("source,month,metric,metered_quantity,invoiced_quantity,"
+                              "quantity_diff,metered_amount,invoiced_amount,amount_diff,status")
+    assert rows[1].startswith("rules,2026-05,invocations,105,105,0,0.01,0.01,0.00,match")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["report", "daily", "--date", "2026-02-30"], "--date: '2026-02-30' is not a date"),
+    (["report", "daily", "--date", "2026-05-01", "--tz", "Mars/Base"], "Mars/Base"),
+    (["report", "daily", "--start", "2026-05-03", "--end", "2026-05-01"], "before --start"),
+    (["report", "daily", "--date", "2026-05-01", "--start", "2026-05-01"], "not both"),
+    (["report", "daily"], "give --date"),
+    (["report", "billing", "--month", "2026-13"], "--month: '2026-13' is not a month"),
+    (["reconcile", "--month", "2026-05", "--invoice", "nope.csv"], "nope.csv: invoice file not found"),
+])
+def test_bad_input_exits_2_with_one_line(setup: tuple[Path, Path], args: list[str],
+                                         message: str) -> None:
+    cfg, _ = setup
+    result = run(cfg, *args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_bad_invoice_line_exits_2_naming_file_line_and_column(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    cfg, _ = setup
+    invoice = tmp_path / "inv.csv"
+    invoice.write_text("source,month,metric,quantity,amount\nrules,2026-05,invocations,1,abc\n")
+    result = run(cfg, "reconcile", "--month", "2026-05", "--invoice", str(invoice))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"usage-etl: error: {invoice}:2: column amount: 'abc' "
+                                     "is not a number")
