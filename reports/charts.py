@@ -76,7 +76,7 @@ def series_day_chart(t_us: np.ndarray, value: np.ndarray, *, start_us: int, end_
     ax.grid(alpha=0.3)
     if len(x) == 0:
         ax.text(0.5, 0.5, "no samples", transform=ax.transAxes, ha="center", color="gray")
-    ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     return svg_of(fig)
 
 
@@ -85,17 +85,19 @@ def billing_chart(days: Sequence[date], cumulative: Sequence[Decimal | None],
     """The month's cumulative quantity (or running peak) per day against the included units."""
     fig = Figure(figsize=(7.5, 2.6), dpi=96)
     ax = fig.add_subplot()
-    x = np.array([d.day for d in days])
+    # Day d's cumulative value is drawn over [d, d+1), so the last day gets its full width.
+    x = np.array([d.day for d in days] + [len(days) + 1])
     y = np.array([np.nan if c is None else float(c) for c in cumulative])
+    y = np.append(y, y[-1] if len(y) else np.nan)
     label = "cumulative quantity" if aggregation == "increase" else "highest value so far"
     ax.step(x, y, where="post", color="#1f5fa8", lw=1.5, label=label)
     ax.axhline(float(included), color="#d0021b", ls="--", lw=1.2, label="included units")
     above = np.where(np.nan_to_num(y) > float(included), np.nan_to_num(y), float(included))
     ax.fill_between(x, float(included), above, step="post", color="#d0021b", alpha=0.15,
                     label="overage")
-    ax.set_xlim(1, max(len(days), 2))
+    ax.set_xlim(1, len(days) + 1)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("day of month")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     return svg_of(fig)
