@@ -1,0 +1,63 @@
+"""`usage-etl demo`: the whole pipeline, offline, in a working folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from etl.cli import cli
+from etl.cli.collect_cmd import reports_available
+from etl.config import load_config
+from etl.db import make_engine
+from etl.demo import NECTED_KEY_ENV, WS_TOKEN_ENV, run_demo
+from etl.models import CollectionAttempt, Snapshot
+
+
+def counts(db: Path) -> dict[str, int]:
+    engine = make_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        by_origin = dict(conn.execute(
+            select(Snapshot.origin, func.count()).group_by(Snapshot.origin)).all())
+        by_origin["attempts_ok"] = conn.scalar(
+            select(func.count()).where(CollectionAttempt.outcome == "ok")) or 0
+    engine.dispose()
+    return by_origin
+
+
+def test_demo_command_builds_everything_and_says_where(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    result = CliRunner().invoke(cli, ["demo", "--dir", str(folder), "--days", "2"])
+    assert result.exit_code == 0, result.output
+    db, config_path = folder / "usage.db", folder / "usage-etl.toml"
+    assert str(db.resolve()) in result.output and str(config_path.resolve()) in result.output
+    found = counts(db)
+    assert found["import"] >= 2 * (24 * 60 + 24 * 12)  # two days of both sources
+    assert found["collect"] == 6 and found["attempts_ok"] == 6  # three live rounds, two sources
+
+    config = load_config(str(config_path))
+    assert [s.name for s in config.sources] == ["ws-prod", "rules"]
+    assert config.database_url.endswith(str(db.resolve()))
+    # The credentials were the simulator's alone: not in the config, not left in the env.
+    assert WS_TOKEN_ENV not in os.environ and NECTED_KEY_ENV not in os.environ
+    assert {s.secret_env for s in config.sources} == {WS_TOKEN_ENV, NECTED_KEY_ENV}
+
+    if reports_available():
+        names = sorted(p.name for p in (folder / "reports-out").iterdir())
+        assert any(n.startswith("daily-") and n.endswith(".csv") for n in names)
+        assert any(n.startswith("billing-") and n.endswith(".html") for n in names)
+        for name in names:
+            assert str((folder / "reports-out" / name).resolve()) in result.output
+
+
+def test_demo_again_starts_from_a_fresh_database(tmp_path: Path) -> None:
+    lines: list[str] = []
+    first = run_demo(tmp_path, days=1, rounds=1, echo=lines.append)
+    before = counts(first.database)
+    second = run_demo(tmp_path, days=1, rounds=1, echo=lines.append)
+    assert second.imported.ok and second.imported.snapshots == first.imported.snapshots
+    assert counts(second.database)["collect"] == before["collect"] == 2
+    # Without a report builder the demo prints what is stored instead.
+    assert any("ws-prod/connections:" in line for line in lines)
