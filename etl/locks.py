@@ -69,6 +69,15 @@ class Claim:
     pause_reason: str | None = None
 
 
+def last_success(conn: Connection, source: str) -> datetime | None:
+    """When the newest successful attempt of `source` started."""
+    return conn.execute(
+        select(func.max(CollectionAttempt.started_at)).where(
+            CollectionAttempt.source == source, CollectionAttempt.outcome == "ok"
+        )
+    ).scalar()
+
+
 class PollGate:
     """Claims (source, slot) pairs through the database so replicas never poll twice."""
 
@@ -171,12 +180,16 @@ class PollGate:
     @staticmethod
     def _decide(conn: Connection, source: SourceConfig, now: datetime) -> Claim:
         state = conn.execute(
-            select(SourceState.paused_until, SourceState.pause_reason).where(
-                SourceState.source == source.name
-            )
+            select(
+                SourceState.paused_until, SourceState.pause_reason, SourceState.updated_at
+            ).where(SourceState.source == source.name)
         ).first()
         if state is not None and state.paused_until is not None and state.paused_until > now:
-            return Claim(False, "paused", state.paused_until, state.pause_reason)
+            # A success recorded after the pause (say `usage-etl collect` once the credential
+            # was fixed) lifts it.
+            ok_at = last_success(conn, source.name)
+            if ok_at is None or ok_at < state.updated_at:
+                return Claim(False, "paused", state.paused_until, state.pause_reason)
         start, end = slot_bounds(source, slot_of(source, now))
         taken = conn.execute(
             select(func.count()).select_from(CollectionAttempt).where(

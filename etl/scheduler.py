@@ -19,7 +19,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,6 +31,7 @@ from etl.logs import event
 from etl.models import EPOCH, SourceState
 from etl.redact import redact_url
 from etl.spool import ReplayResult, Spool, SpooledPoll
+from etl.status import failures_since_success
 
 if TYPE_CHECKING:
     from etl.collect import Collector, PollResult
@@ -88,6 +89,7 @@ class _Runtime:
     """What one process remembers about a source, also when the database is away."""
 
     not_before: datetime | None = None
+    pause_saved: bool = False  # is not_before also in source_state?
     consecutive_failures: int = 0
 
 
@@ -165,15 +167,16 @@ class Scheduler:
         with self._tracked():
             rt = self._runtime.setdefault(source.name, _Runtime())
             now = self.clock()
-            if rt.not_before is not None and now < rt.not_before:
-                event(log, logging.DEBUG, "skip", source=source.name, reason="paused",
-                      paused_until=rt.not_before)
-                return None
             with self.gate.claim(source, now) as claim:
                 if not claim.granted:
-                    if claim.reason == "paused" and claim.paused_until is not None:
-                        rt.not_before = claim.paused_until
                     event(log, logging.DEBUG, "skip", source=source.name, reason=claim.reason)
+                    return None
+                # The database's pause is authoritative (a later success may have lifted it);
+                # ours counts when the database could not be asked or never heard of it.
+                own_pause = rt.not_before is not None and now < rt.not_before
+                if own_pause and (claim.reason == "uncoordinated" or not rt.pause_saved):
+                    event(log, logging.DEBUG, "skip", source=source.name, reason="paused",
+                          paused_until=rt.not_before)
                     return None
                 result = self.collector.poll(source)
                 stored = self._store(result)
@@ -230,7 +233,9 @@ class Scheduler:
             if db_ok:
                 self._save_state(source.name, 0, None, None)
             return None
-        failures = max(rt.consecutive_failures, self._stored_failures(source.name)) + 1
+        failures = rt.consecutive_failures + 1
+        if db_ok:
+            failures = self._stored_failures(source.name) or failures
         rt.consecutive_failures = failures
         until: datetime | None = None
         reason: str | None = None
@@ -242,23 +247,20 @@ class Scheduler:
             until = now + timedelta(seconds=result.retry_after)
             reason = f"{result.outcome}: vendor asked to wait {result.retry_after:g}s"
         rt.not_before = until
-        if db_ok:
-            self._save_state(source.name, failures, until, reason)
+        rt.pause_saved = db_ok and self._save_state(source.name, failures, until, reason)
         return (until, reason) if until is not None and reason is not None else None
 
     def _stored_failures(self, name: str) -> int:
+        """Failures in a row in the collection record (this poll included), 0 if unknown."""
         try:
             with self.engine.connect() as conn:
-                value = conn.execute(
-                    select(SourceState.consecutive_failures).where(SourceState.source == name)
-                ).scalar()
-            return int(value or 0)
+                return failures_since_success(conn, name)
         except SQLAlchemyError:
             return 0
 
     def _save_state(
         self, name: str, failures: int, until: datetime | None, reason: str | None
-    ) -> None:
+    ) -> bool:
         values = {
             "source": name,
             "consecutive_failures": failures,
@@ -277,6 +279,8 @@ class Scheduler:
                 conn.execute(stmt)
         except SQLAlchemyError as exc:
             event(log, logging.DEBUG, "state-not-saved", source=name, error=_first_line(exc))
+            return False
+        return True
 
     # -- spool and reports ---------------------------------------------------------------------
 

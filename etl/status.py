@@ -40,12 +40,34 @@ class SourceStatus:
         return out
 
 
+def failures_since_success(
+    conn: Connection, source: str, last_ok_started: datetime | None = None
+) -> int:
+    """Failed attempts after the newest success, from the record itself, so that polls made
+    by `collect` count as much as the daemon's."""
+    if last_ok_started is None:
+        last_ok_started = conn.execute(
+            select(func.max(CollectionAttempt.started_at)).where(
+                CollectionAttempt.source == source, CollectionAttempt.outcome == "ok"
+            )
+        ).scalar()
+    since = select(func.count()).select_from(CollectionAttempt).where(
+        CollectionAttempt.source == source,
+        CollectionAttempt.outcome.not_in(NOT_AN_ERROR),
+    )
+    if last_ok_started is not None:
+        since = since.where(CollectionAttempt.started_at > last_ok_started)
+    return int(conn.execute(since).scalar() or 0)
+
+
 def _source_status(conn: Connection, src: SourceConfig, now: datetime) -> SourceStatus:
-    last_ok = conn.execute(
-        select(func.max(CollectionAttempt.finished_at)).where(
-            CollectionAttempt.source == src.name, CollectionAttempt.outcome == "ok"
-        )
-    ).scalar()
+    last = conn.execute(
+        select(CollectionAttempt.started_at, CollectionAttempt.finished_at)
+        .where(CollectionAttempt.source == src.name, CollectionAttempt.outcome == "ok")
+        .order_by(CollectionAttempt.started_at.desc())
+        .limit(1)
+    ).first()
+    last_ok = last.finished_at if last is not None else None
     err = conn.execute(
         select(
             CollectionAttempt.outcome, CollectionAttempt.error, CollectionAttempt.finished_at,
@@ -58,27 +80,16 @@ def _source_status(conn: Connection, src: SourceConfig, now: datetime) -> Source
         .order_by(CollectionAttempt.started_at.desc())
         .limit(1)
     ).first()
+    failures = failures_since_success(conn, src.name, last.started_at if last else None)
+
     state = conn.execute(
-        select(
-            SourceState.consecutive_failures, SourceState.paused_until, SourceState.pause_reason
-        ).where(SourceState.source == src.name)
+        select(SourceState.paused_until, SourceState.pause_reason, SourceState.updated_at)
+        .where(SourceState.source == src.name)
     ).first()
-
-    if state is not None:
-        failures = state.consecutive_failures
-    else:
-        # No scheduler state (e.g. only `collect` ran): count failures since the last success.
-        since = select(func.count()).select_from(CollectionAttempt).where(
-            CollectionAttempt.source == src.name,
-            CollectionAttempt.outcome.not_in(NOT_AN_ERROR),
-        )
-        if last_ok is not None:
-            since = since.where(CollectionAttempt.finished_at > last_ok)
-        failures = int(conn.execute(since).scalar() or 0)
-
     paused_until = state.paused_until if state is not None else None
     pause_reason = state.pause_reason if state is not None else None
-    if paused_until is not None and paused_until <= now:
+    lifted = state is not None and last is not None and last.started_at >= state.updated_at
+    if paused_until is not None and (paused_until <= now or lifted):
         paused_until, pause_reason = None, None
 
     age = (now - last_ok).total_seconds() if last_ok is not None else None

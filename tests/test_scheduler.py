@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from etl.collect import Collector
+from etl.collect import Collector, collect_once
 from etl.config import Config, parse_config
 from etl.db import make_engine, upgrade
 from etl.models import CollectionAttempt, Sample, SourceState
@@ -353,9 +353,14 @@ def test_auth_failure_pauses_with_growing_delays(
     assert [auth_pause_seconds(n) for n in (1, 2, 3, 6, 7, 30)] == [
         60, 120, 240, 1920, 3600, 3600]
 
-    # A fixed credential works again once the pause is over, and clears it.
+    # The credential is fixed and `usage-etl collect` succeeds: that lifts the pause, and
+    # the daemon polls at its next slot instead of waiting out the two minutes.
     monkeypatch.setenv("SCHED_TEST_WS_TOKEN", sim.token)
-    clock.advance(121)
+    (fixed,) = collect_once(engine, sched.config, ["ws-prod"], collector=sched.collector)
+    assert fixed.outcome == "ok"
+    (status, _) = source_statuses(engine, sched.config, now=clock.now)
+    assert status.paused_until is None and status.consecutive_failures == 0
+    clock.now = max(clock.now, datetime.now(UTC)) + timedelta(seconds=INTERVAL)
     third = sched.poll_source(ws)
     assert third is not None and third.outcome == "ok"
     assert state(engine, "ws-prod") == (0, None, None)
