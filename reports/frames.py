@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from etl.config import Config
 from etl.kinds import KINDS
+from etl.rollup import RollupStore
 from reports.billing import billing_table
 from reports.compute import DAY_COLUMNS, aggregate_days, day_report_values
 from reports.load import read_prev_value, read_samples, series_ids
@@ -65,13 +66,18 @@ def configured_series(config: Config, only: Sequence[tuple[str, str]] | None = N
 
 
 def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period,
-                    *, chunk_days: int = CHUNK_DAYS) -> pd.DataFrame:
+                    *, chunk_days: int = CHUNK_DAYS, rollup_tz: str | None = None
+                    ) -> pd.DataFrame:
     """aggregate_days() rows for each series and local day of `period` (zero rows too).
 
     Columns: source, metric, metric_type, date, then compute.DAY_COLUMNS. These rows alone
-    are enough to build any longer period (see compute.combine_days).
+    are enough to build any longer period (see compute.combine_days). With `rollup_tz`
+    (the configured zone's name), day rows come from the stored rollups where they are
+    fresh, and the ones computed here are stored (etl.rollup).
     """
     ids = series_ids(engine)
+    rollups = (RollupStore(engine, rollup_tz, period.start_us, period.end_us)
+               if rollup_tz is not None else None)
     days = period.days
     frames = []
     with engine.connect() as conn:
@@ -86,6 +92,9 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
                     agg = aggregate_days(np.zeros(0, dtype=np.int64), empty, empty, bounds,
                                          metric_type=info.metric_type,
                                          staleness_us=info.staleness_us)
+                elif rollups is not None and (cached := rollups.get(
+                        sid, [str(d) for d in days[i:j]], info.staleness_us / US_PER_SECOND)):
+                    agg = pd.DataFrame.from_records(cached, columns=DAY_COLUMNS)
                 else:
                     arr = read_samples(conn, sid, read_from, int(bounds[-1]))
                     prev = (read_prev_value(conn, sid, read_from)
@@ -93,11 +102,16 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
                     agg = aggregate_days(arr.t, arr.value, arr.limit, bounds,
                                          metric_type=info.metric_type,
                                          staleness_us=info.staleness_us, prev_value=prev)
+                    if rollups is not None:
+                        rollups.put(sid, [str(d) for d in days[i:j]], bounds.tolist(),
+                                    info.staleness_us / US_PER_SECOND, agg.to_dict("records"))
                 agg.insert(0, "date", days[i:j])
                 agg.insert(0, "metric_type", info.metric_type)
                 agg.insert(0, "metric", info.metric)
                 agg.insert(0, "source", info.source)
                 frames.append(agg)
+    if rollups is not None:
+        rollups.flush()
     if not frames:
         return pd.DataFrame(columns=["source", "metric", "metric_type", "date", *DAY_COLUMNS])
     return pd.concat(frames, ignore_index=True)
@@ -135,12 +149,18 @@ def _tz_name(config: Config, tz: str | None) -> str:
     return name
 
 
+def rollup_tz(config: Config, tz: str | None) -> str | None:
+    """The zone whose daily rollups a report may use: only the configured one is kept."""
+    return config.timezone if tz is None or tz == config.timezone else None
+
+
 def daily_frame(engine: Engine, config: Config, start: date, end: date,
                 tz: str | None = None) -> pd.DataFrame:
     """The daily report rows for local days start..end (both included), in `tz` or the config's."""
     zone = resolve_tz(_tz_name(config, tz))
     period = days_period(start, end + timedelta(days=1), zone)
-    return daily_from_rows(series_day_rows(engine, configured_series(config), period))
+    return daily_from_rows(series_day_rows(engine, configured_series(config), period,
+                                           rollup_tz=rollup_tz(config, tz)))
 
 
 def billing_day_rows(engine: Engine, config: Config, month: date, tz: str | None = None
@@ -148,7 +168,8 @@ def billing_day_rows(engine: Engine, config: Config, month: date, tz: str | None
     """series_day_rows() for the series the billing rules name, over the month."""
     zone = resolve_tz(_tz_name(config, tz))
     wanted = [(r.source, r.metric) for r in config.billing]
-    return series_day_rows(engine, configured_series(config, wanted), month_period(month, zone))
+    return series_day_rows(engine, configured_series(config, wanted), month_period(month, zone),
+                           rollup_tz=rollup_tz(config, tz))
 
 
 def billing_frame(engine: Engine, config: Config, month: str | date, tz: str | None = None,

@@ -19,6 +19,7 @@ from reports.frames import (
     billing_day_rows,
     configured_series,
     daily_from_rows,
+    rollup_tz,
     series_day_rows,
 )
 from reports.load import latest_payload, read_prev_value, read_samples, series_ids
@@ -71,7 +72,8 @@ def build_daily(engine: Engine, config: Config, start: date, end: date, *,
     if end < start:
         raise InputError(f"--end: {end} is before --start {start}")
     period = days_period(start, end + timedelta(days=1), zone)
-    rows = series_day_rows(engine, configured_series(config), period)
+    rows = series_day_rows(engine, configured_series(config), period,
+                           rollup_tz=rollup_tz(config, tz))
     daily = daily_from_rows(rows)
     out = _out_dir(out_dir)
     ids = series_ids(engine) if "html" in wanted else {}

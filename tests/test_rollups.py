@@ -1,0 +1,169 @@
+"""Daily rollups: warm reports (configured zone, from rollups) equal cold ones (raw samples)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, func, select, update
+
+from etl.bulk import bulk_store
+from etl.config import BillingRule, Config, SourceConfig
+from etl.db import make_engine, upgrade
+from etl.models import RollupDay, RollupDirty, Series
+from etl.store import Observation, SampleValue, forget_series_cache, store_observations
+from reports.frames import billing_frame, daily_frame
+
+TZ = "Europe/Berlin"  # 2026-10-25 has 25 hours there
+START, END = date(2026, 10, 23), date(2026, 10, 27)
+T0 = datetime(2026, 10, 22, 20, 0, tzinfo=UTC)
+
+
+def config(timezone: str = TZ) -> Config:
+    from decimal import Decimal
+
+    return Config(
+        database_url="sqlite://", timezone=timezone,
+        sources=(
+            SourceConfig(name="rules", kind="nected", interval_seconds=3600, secret_env="X"),
+            SourceConfig(name="ws", kind="wiresocket", interval_seconds=1800, secret_env="Y",
+                         staleness_seconds=5400),
+        ),
+        billing=(
+            BillingRule("rules", "invocations", "increase", Decimal(100), Decimal("0.01"), "USD"),
+            BillingRule("ws", "connections", "peak", Decimal(5), Decimal("0.5"), "USD"),
+        ),
+    )
+
+
+def nected(at: datetime, value: float) -> Observation:
+    return Observation(source="rules", kind="nected", observed_at=at, payload="{}",
+                       samples=(SampleValue("invocations", value),))
+
+
+def wiresocket(at: datetime, conns: float) -> Observation:
+    return Observation(source="ws", kind="wiresocket", observed_at=at, payload="{}",
+                       samples=(SampleValue("connections", conns, 10.0, "healthy"),
+                                SampleValue("documents", conns / 2, 20.0, "healthy")))
+
+
+def reports(engine: Engine, cold: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Daily and billing frames; cold = asked for in a zone that is not the configured one."""
+    cfg, tz = (config("UTC"), TZ) if cold else (config(), None)
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    return (daily_frame(engine, cfg, START, END, tz),
+            billing_frame(engine, cfg, "2026-10", tz, now=now))
+
+
+def assert_warm_equals_cold(engine: Engine) -> None:
+    warm_daily, warm_bill = reports(engine, cold=False)
+    cold_daily, cold_bill = reports(engine, cold=True)
+    pd.testing.assert_frame_equal(warm_daily, cold_daily)
+    pd.testing.assert_frame_equal(warm_bill, cold_bill)
+
+
+def store(engine: Engine, batch: list[Observation], bulk: bool) -> None:
+    if bulk:
+        bulk_store(engine, batch)
+    else:
+        with engine.begin() as conn:
+            store_observations(conn, batch)
+
+
+def rollup_rows(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(RollupDay)) or 0)
+
+
+def history() -> list[Observation]:
+    out = []
+    for h in range(0, 24 * 6, 1):
+        at = T0 + timedelta(hours=h)
+        out.append(nected(at, 1000 + 10 * h if h != 50 else 3))  # one reset
+        if h % 7:  # some gaps
+            out.append(wiresocket(at, float(h % 11)))
+    return out
+
+
+def test_warm_reports_read_rollups_and_late_samples_refresh_only_their_days(engine: Engine) -> None:
+    store(engine, history(), bulk=True)
+    assert_warm_equals_cold(engine)  # the first warm run computes and stores the rollups
+    stored = rollup_rows(engine)
+    assert stored > 0
+    # Reports read the stored rows: a doctored row shows up in the warm report only.
+    warm_daily, _ = reports(engine, cold=False)
+    with engine.begin() as conn:
+        ws_id = conn.scalar(select(Series.id).where(Series.source == "ws",
+                                                    Series.metric == "connections"))
+        where = (RollupDay.series_id == ws_id, RollupDay.day == "2026-10-24")
+        data = json.loads(conn.scalar(select(RollupDay.data).where(*where)) or "{}")
+        data["samples"] = 9999
+        conn.execute(update(RollupDay).where(*where).values(data=json.dumps(data)))
+    doctored, _ = reports(engine, cold=False)
+    assert (doctored["samples"] != warm_daily["samples"]).sum() == 1
+    assert 9999 in doctored["samples"].tolist()
+
+    # A late counter reading in the middle of history: only its series is recomputed, so the
+    # doctored gauge row is still served as stored while the counter's figures change.
+    store(engine, [nected(T0 + timedelta(hours=60, minutes=30), 1605)], bulk=False)
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(RollupDirty)) == 1
+    warm_daily, _ = reports(engine, cold=False)
+    cold_daily, _ = reports(engine, cold=True)
+    differs = warm_daily.compare(cold_daily)
+    assert list(differs.index) == [int(doctored["samples"].tolist().index(9999))]
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(RollupDirty)) == 0
+
+    # A late gauge sample in a gap (its staleness spills into the next day): recomputed too.
+    store(engine, [wiresocket(T0 + timedelta(hours=49), 9.0)], bulk=True)
+    assert_warm_equals_cold(engine)
+
+
+_times = st.integers(min_value=0, max_value=6 * 24 * 4 - 1)  # quarter hours from T0
+_batches = st.lists(
+    st.tuples(_times, st.integers(min_value=0, max_value=50), st.booleans()),
+    min_size=0, max_size=40,
+)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=_batches, later=st.lists(_batches, min_size=1, max_size=3), bulk=st.booleans())
+def test_warm_equals_cold_after_any_late_out_of_order_writes(
+    first: list[tuple[int, int, bool]], later: list[list[tuple[int, int, bool]]], bulk: bool
+) -> None:
+    def batch(items: list[tuple[int, int, bool]]) -> list[Observation]:
+        return [
+            (nected if is_counter else wiresocket)(T0 + timedelta(minutes=15 * q), float(v))
+            for q, v, is_counter in items
+        ]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{Path(tmp) / 'r.db'}")
+        upgrade(engine)
+        try:
+            store(engine, batch(first), bulk)
+            assert_warm_equals_cold(engine)
+            for items in later:
+                store(engine, batch(items), not bulk)
+                assert_warm_equals_cold(engine)
+        finally:
+            forget_series_cache(engine)
+            engine.dispose()
+
+
+def test_changed_staleness_is_not_served_from_old_rollups(engine: Engine) -> None:
+    store(engine, history(), bulk=True)
+    reports(engine, cold=False)
+    cfg = config()
+    longer = dataclasses.replace(cfg, sources=(
+        cfg.sources[0], dataclasses.replace(cfg.sources[1], staleness_seconds=7200)))
+    warm = daily_frame(engine, longer, START, END)
+    cold = daily_frame(engine, dataclasses.replace(longer, timezone="UTC"), START, END, TZ)
+    pd.testing.assert_frame_equal(warm, cold)
