@@ -11,17 +11,18 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TextIO
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Engine, select
 
+from etl.bulk import bulk_store
 from etl.config import Config, SourceConfig
 from etl.errors import InputError, ParseError
 from etl.models import Sample, Series, Snapshot
 from etl.sources import adapter
 from etl.sources.base import parse_timestamp
-from etl.store import Observation, StoreResult, store_observations
+from etl.store import Observation, StoreResult
 
 # Lines per transaction: large enough to amortise a commit, small enough to keep memory flat.
-BATCH_LINES = 5000
+BATCH_LINES = 50_000
 # Rows fetched per round trip when exporting.
 EXPORT_FETCH = 2000
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -88,9 +89,9 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
         raise ParseError(f"body: {exc}") from None
 
 
-def _write_batch(conn: Connection, observations: list[Observation]) -> StoreResult:
-    """Store one batch in the caller's transaction (the one place a faster writer plugs in)."""
-    return store_observations(conn, observations)
+def _write_batch(engine: Engine, observations: list[Observation]) -> StoreResult:
+    """Store one batch with the bulk writer (etl.bulk: same rules as store_observations)."""
+    return bulk_store(engine, observations)
 
 
 def _default_problem(message: str) -> None:
@@ -150,8 +151,7 @@ def _import_stream(
     def flush() -> None:
         if not batch:
             return
-        with engine.begin() as conn:
-            stored = _write_batch(conn, batch)
+        stored = _write_batch(engine, batch)
         total.snapshots += stored.snapshots
         total.samples += stored.samples
         total.duplicates += stored.duplicates
