@@ -23,6 +23,8 @@ from etl.store import Observation, StoreResult
 
 # Lines per transaction: large enough to amortise a commit, small enough to keep memory flat.
 BATCH_LINES = 50_000
+# The progress bar moves at least this often (in lines), whatever the batch size.
+PROGRESS_LINES = 5000
 # Rows fetched per round trip when exporting.
 EXPORT_FETCH = 2000
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -111,7 +113,7 @@ def import_archives(
     """Import JSONL archives (`-` is standard input); bad lines are reported and skipped.
 
     Each bad line and each conflict goes to `on_problem` as `FILE:LINE: reason`;
-    `on_progress` gets the number of bytes read after each batch.
+    `on_progress` gets the number of bytes read so far, every few thousand lines.
     """
     for path in paths:
         if path != "-" and not Path(path).is_file():
@@ -182,6 +184,8 @@ def _import_stream(
         where[(obs.source, obs.observed_at)] = lineno
         if len(batch) >= batch_size:
             flush()
+        elif on_progress is not None and lineno % PROGRESS_LINES == 0:
+            on_progress(consumed)
     flush()
 
 
