@@ -188,6 +188,7 @@ class Scheduler:
                 "http_status": result.http_status,
                 "tries": result.tries,
                 "stored": stored,
+                "samples": getattr(result, "samples_stored", None) if stored == "db" else None,
                 "started_at": result.started_at,
             }
             if result.error:
