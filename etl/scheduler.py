@@ -210,7 +210,7 @@ class Scheduler:
         try:
             store_poll(self.engine, result)
             return "db"
-        except (SQLAlchemyError, UsageEtlError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever broke the write, keep the poll
             reason = _first_line(exc)
         try:
             path = self.spool.put(result)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
+from sqlalchemy import Engine
 
 from etl.cli.context import AppContext
+from etl.db import ensure_schema, make_engine, normalize_url
 from etl.errors import ConfigError
 from etl.logs import LOG_FORMATS, setup_daemon_logging
+
+PG_CONNECT_TIMEOUT_S = 10
 
 
 @click.command("schedule")
@@ -42,10 +47,22 @@ def schedule(app: AppContext, log_format: str, stop_timeout: float) -> None:
     config.check_secrets()
     secrets = [s.read_secret() for s in config.sources]
     setup_daemon_logging(log_format, secrets)
-    scheduler = Scheduler(config, app.engine, stop_timeout=stop_timeout)
+    engine = daemon_engine(config.database_url)
+    scheduler = Scheduler(config, engine, stop_timeout=stop_timeout)
     code = scheduler.run()
-    app.engine.dispose()
+    engine.dispose()
     sys.exit(code)
+
+
+def daemon_engine(url: str) -> Engine:
+    """The daemon's database: like every command's, but a PostgreSQL server that stops
+    answering fails a connect in seconds (then the poll is spooled) instead of minutes."""
+    kwargs: dict[str, Any] = {}
+    if normalize_url(url).startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    engine = make_engine(url, **kwargs)
+    ensure_schema(engine)
+    return engine
 
 
 @click.command("status")
