@@ -1,0 +1,556 @@
+"""The analysts' API: stored history and the reports as tidy, typed pandas DataFrames.
+
+Every function takes ``db``: a database URL, a SQLite file path, an SQLAlchemy Engine or an
+``etl.config.Config`` (whose ``database_url`` is used). The report functions also need the
+config (sources, staleness, billing rules): with a URL, path or Engine they take
+``config=`` (a Config or a TOML path) and otherwise load the usual one
+(``$USAGE_ETL_CONFIG`` or ``./usage-etl.toml``).
+
+The figures are computed by the same code as the CSV reports (``reports.frames``), so they
+are the same numbers. These functions only read: they never write to the database, except
+that an existing but empty database gets the schema, as every usage-etl command does. A
+SQLite file that does not exist is an error rather than a new empty database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+from sqlalchemy import BigInteger, ColumnElement, Engine, Select, cast, func, select, type_coerce
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from etl.config import Config, load_config
+from etl.db import ensure_schema, make_engine, normalize_url
+from etl.errors import InputError
+from etl.models import CollectionAttempt, Sample, Series
+from etl.redact import redact_url
+from reports.billing import BILLING_COLUMNS, billing_table
+from reports.compute import CRITICAL_PCT, WARNING_PCT
+from reports.frames import (
+    DAILY_COLUMNS,
+    SeriesInfo,
+    configured_series,
+    daily_from_rows,
+    rollup_tz,
+    series_day_rows,
+)
+from reports.periods import DATE_RE, days_period, local_midnight, month_period, parse_month
+from reports.reconcile import RECONCILE_COLUMNS, read_invoice, reconcile_table
+
+__all__ = [
+    "CRITICAL_PCT",
+    "WARNING_PCT",
+    "billing",
+    "daily_usage",
+    "list_series",
+    "load_attempts",
+    "load_samples",
+    "reconcile",
+]
+
+DbLike = str | os.PathLike[str] | Engine | Config
+ConfigLike = Config | str | os.PathLike[str] | None
+TimeLike = date | datetime | str
+NameFilter = str | Iterable[str] | None
+_Q = TypeVar("_Q", bound="Select[*tuple[Any, ...]]")
+
+SAMPLE_COLUMNS = ["observed_at", "source", "metric", "metric_type", "value", "limit", "pct",
+                  "status"]
+ATTEMPT_COLUMNS = ["source", "started_at", "finished_at", "outcome", "http_status",
+                   "latency_ms", "tries", "samples_stored", "error"]
+SERIES_COLUMNS = ["source", "metric", "kind", "metric_type", "samples", "first", "last"]
+RECONCILE_STATUSES = ["match", "mismatch", "missing_invoice", "missing_metered"]
+_MONEY_COLUMNS = ["quantity", "included", "overage", "unit_price", "amount", "mtd_quantity",
+                  "mtd_amount", "projected_quantity", "projected_amount"]
+_RECONCILE_MONEY = ["metered_quantity", "invoiced_quantity", "quantity_diff", "metered_amount",
+                    "invoiced_amount", "amount_diff"]
+
+
+# --- where the data is -------------------------------------------------------------------
+
+
+def _url_of(db: str | os.PathLike[str]) -> str:
+    """A URL as given, or a SQLite URL for a plain file path."""
+    text = os.fspath(db)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def _check_exists(url: URL) -> None:
+    # SQLite would silently create a missing file: a typo in a path must not look like an
+    # empty history.
+    if url.get_backend_name() != "sqlite":
+        return
+    name = url.database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return
+    path = Path(name).expanduser().resolve()
+    if not path.is_file():
+        raise InputError(
+            f"database {path} does not exist (check the URL or path; "
+            "`usage-etl demo` creates a demo database)"
+        )
+
+
+@contextmanager
+def _engine(db: DbLike) -> Iterator[Engine]:
+    """An engine with a ready schema; one made here is disposed of afterwards."""
+    if isinstance(db, Engine):
+        _check_exists(db.url)
+        ensure_schema(db)
+        yield db
+        return
+    if isinstance(db, Config):
+        url = db.database_url
+    elif isinstance(db, str | os.PathLike):
+        url = _url_of(db)
+    else:
+        raise InputError(f"db: expected a database URL, a path, an Engine or a Config, "
+                         f"not {type(db).__name__}")
+    try:
+        parsed = make_url(normalize_url(url))
+    except ArgumentError:
+        raise InputError(f"db: cannot parse {redact_url(url)!r} as a database URL") from None
+    _check_exists(parsed)
+    engine = make_engine(url)
+    try:
+        ensure_schema(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _config(db: DbLike, config: ConfigLike) -> Config:
+    """The config to report with: `config`, else `db` if it is one, else the usual one."""
+    if isinstance(config, Config):
+        cfg = config
+    elif config is not None:
+        cfg = load_config(os.fspath(config))
+    elif isinstance(db, Config):
+        cfg = db
+    else:
+        cfg = load_config()
+    if not cfg.sources:
+        where = cfg.path or "no config file found"
+        raise InputError(
+            f"config ({where}) has no [[sources]]: the reports need the config that lists "
+            "them; pass config= (a Config or a TOML path) or set USAGE_ETL_CONFIG"
+        )
+    return cfg
+
+
+# --- time arguments ----------------------------------------------------------------------
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):
+        raise InputError(f"tz: {name!r} is not an IANA time zone name") from None
+
+
+def _parse_time(value: TimeLike, what: str) -> date | datetime:
+    if isinstance(value, date):  # datetime and pd.Timestamp are dates too
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if DATE_RE.match(text):
+                return date.fromisoformat(text)
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    raise InputError(f"{what}: {value!r} is not a date or an ISO 8601 date-time")
+
+
+def _instant(value: TimeLike, zone: ZoneInfo, what: str, *, end: bool = False) -> datetime:
+    """An aware instant; a date is its local midnight (for `end`: the next one)."""
+    parsed = _parse_time(value, what)
+    if isinstance(parsed, datetime):
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=zone)
+    return local_midnight(parsed + timedelta(days=1) if end else parsed, zone)
+
+
+def _day(value: TimeLike, zone: ZoneInfo, what: str) -> date:
+    """The local day of a date, a datetime (naive = local) or an ISO string."""
+    parsed = _parse_time(value, what)
+    if isinstance(parsed, datetime):
+        return parsed.astimezone(zone).date() if parsed.tzinfo is not None else parsed.date()
+    return parsed
+
+
+def _month(value: TimeLike) -> date:
+    if isinstance(value, str):
+        text = value.strip()
+        if DATE_RE.match(text):
+            return date.fromisoformat(text).replace(day=1)
+        return parse_month(text, "month")
+    if isinstance(value, date):
+        return value.replace(day=1)
+    raise InputError(f"month: {value!r} is not a month (expected YYYY-MM)")
+
+
+def _names(value: NameFilter) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _check_names(what: str, wanted: list[str] | None, known: Iterable[str]) -> None:
+    if wanted is None:
+        return
+    have = sorted(set(known))
+    unknown = [w for w in wanted if w not in have]
+    if unknown:
+        raise InputError(f"{what}: {', '.join(map(repr, unknown))} not found "
+                         f"(known: {', '.join(have) or 'none'})")
+
+
+# --- typed columns -----------------------------------------------------------------------
+
+
+def _micros(column: Any, engine: Engine) -> ColumnElement[int]:
+    """A UTC timestamp column as integer epoch microseconds, read without Python datetimes."""
+    if engine.dialect.name == "sqlite":
+        return type_coerce(column, BigInteger)
+    return cast(func.extract("epoch", column) * 1_000_000, BigInteger)
+
+
+def _timestamps(micros: Sequence[Any] | pd.Series, zone: ZoneInfo) -> pd.Series:
+    """Aware timestamps in `zone` (microsecond resolution) from epoch microseconds."""
+    values = pd.Series(micros, dtype="Int64")
+    return pd.to_datetime(values, unit="us", utc=True).dt.tz_convert(zone)
+
+
+def _local_days(days: pd.Series, zone: ZoneInfo) -> pd.Series:
+    """Each local date as the aware instant its day starts at, in `zone`."""
+    starts = {d: local_midnight(d, zone) for d in days.dropna().unique()}
+    out = pd.to_datetime(days.map(starts), utc=True).dt.tz_convert(zone)
+    return out.astype(f"datetime64[us, {zone.key}]")
+
+
+def _category(values: pd.Series, order: Sequence[str] | None = None) -> pd.Series:
+    cats = list(order) if order is not None else sorted(values.dropna().unique())
+    return values.astype(pd.CategoricalDtype(cats))
+
+
+def _float(values: pd.Series) -> pd.Series:
+    return pd.Series([None if v is None or v is pd.NA else float(v) for v in values],
+                     index=values.index, dtype="Float64")
+
+
+# --- raw history -------------------------------------------------------------------------
+
+
+def list_series(db: DbLike, tz: str = "UTC") -> pd.DataFrame:
+    """The stored series: one row per (source, metric) with sample count and time range.
+
+    Columns: ``source, metric, kind, metric_type`` (categorical), ``samples`` (Int64),
+    ``first, last`` (aware timestamps in `tz`).
+
+    Example::
+
+        >>> from reports import list_series
+        >>> list_series("usage-etl-demo/usage.db")          # doctest: +SKIP
+            source       metric        kind metric_type  samples                     first ...
+        0    rules  invocations      nected     counter     8065 2026-10-24 00:00:00+00:00 ...
+    """
+    zone = _zone(tz)
+    with _engine(db) as engine, engine.connect() as conn:
+        query = (
+            select(Series.source, Series.metric, Series.kind, Series.metric_type,
+                   func.count(Sample.observed_at), func.min(_micros(Sample.observed_at, engine)),
+                   func.max(_micros(Sample.observed_at, engine)))
+            .join(Sample, Sample.series_id == Series.id, isouter=True)
+            .group_by(Series.source, Series.metric, Series.kind, Series.metric_type)
+            .order_by(Series.source, Series.metric)
+        )
+        rows = conn.execute(query).all()
+    df = pd.DataFrame.from_records(rows, columns=SERIES_COLUMNS)
+    for col in ("source", "metric", "kind", "metric_type"):
+        df[col] = _category(df[col].astype(object))
+    df["samples"] = df["samples"].astype("Int64")
+    df["first"] = _timestamps(df["first"], zone)
+    df["last"] = _timestamps(df["last"], zone)
+    return df
+
+
+def _time_filter(query: _Q, column: Any, start: TimeLike | None,
+                 end: TimeLike | None, zone: ZoneInfo) -> _Q:
+    lo = _instant(start, zone, "start") if start is not None else None
+    hi = _instant(end, zone, "end", end=True) if end is not None else None
+    if lo is not None and hi is not None and hi <= lo:
+        raise InputError(f"end: {end!r} is not after start {start!r}")
+    if lo is not None:
+        query = query.where(column >= lo.astimezone(UTC))
+    if hi is not None:
+        query = query.where(column < hi.astimezone(UTC))
+    return query
+
+
+def load_samples(db: DbLike, source: NameFilter = None, metric: NameFilter = None,
+                 start: TimeLike | None = None, end: TimeLike | None = None,
+                 tz: str | None = "UTC") -> pd.DataFrame:
+    """Every stored sample, long format: one row per (series, observed_at), oldest first.
+
+    `source` and `metric` take a name or a list of names (an unknown one is an error naming
+    the known ones). `start` is included, `end` is not: a date means its local midnight in
+    `tz`, except that a date `end` includes that whole day (``end="2026-11-30"`` reads up to
+    December 1st, 00:00). Naive datetimes are taken in `tz`. ``tz=None``: the config's zone
+    when `db` is a Config, else UTC.
+
+    Columns: ``observed_at`` (aware, in `tz`), ``source, metric, metric_type`` (categorical),
+    ``value`` (float64), ``limit`` (Float64, <NA> when the vendor reports none), ``pct``
+    (value / limit x 100, Float64), ``status`` (the vendor's healthy/warning/critical, string).
+
+    Example::
+
+        >>> from reports import load_samples
+        >>> df = load_samples("sqlite:///usage.db", source="ws-prod", metric="connections",
+        ...                   start="2026-11-01", end="2026-11-30", tz="Europe/Berlin")
+        >>> df.set_index("observed_at")["value"].resample("1h").max()   # doctest: +SKIP
+    """
+    zone = _zone(tz or (db.timezone if isinstance(db, Config) else "UTC"))
+    sources, metrics = _names(source), _names(metric)
+    with _engine(db) as engine, engine.connect() as conn:
+        stored = conn.execute(select(Series.source, Series.metric)).all()
+        _check_names("source", sources, (s for s, _ in stored))
+        _check_names("metric", metrics, (m for _, m in stored))
+        query = (
+            select(_micros(Sample.observed_at, engine), Series.source, Series.metric,
+                   Series.metric_type, Sample.value, Sample.plan_limit, Sample.status)
+            .join(Series, Series.id == Sample.series_id)
+        )
+        if sources is not None:
+            query = query.where(Series.source.in_(sources))
+        if metrics is not None:
+            query = query.where(Series.metric.in_(metrics))
+        query = _time_filter(query, Sample.observed_at, start, end, zone)
+        rows = conn.execute(
+            query.order_by(Series.source, Series.metric, Sample.observed_at)).all()
+    raw = pd.DataFrame.from_records(
+        rows, columns=["observed_at", "source", "metric", "metric_type", "value", "limit",
+                       "status"])
+    df = pd.DataFrame({
+        "observed_at": _timestamps(raw["observed_at"], zone),
+        "source": _category(raw["source"].astype(object), sorted({s for s, _ in stored})),
+        "metric": _category(raw["metric"].astype(object), sorted({m for _, m in stored})),
+        "metric_type": _category(raw["metric_type"].astype(object), ["counter", "gauge"]),
+        "value": raw["value"].astype("float64"),
+        "limit": raw["limit"].astype("Float64"),
+        "status": raw["status"].astype("string"),
+    })
+    limit = df["limit"].where(df["limit"] > 0)
+    df.insert(6, "pct", (df["value"] / limit * 100).astype("Float64"))
+    return df[SAMPLE_COLUMNS]
+
+
+def load_attempts(db: DbLike, source: NameFilter = None, start: TimeLike | None = None,
+                  end: TimeLike | None = None, tz: str | None = "UTC") -> pd.DataFrame:
+    """Every poll of a vendor (``collection_attempts``), oldest first.
+
+    `start`/`end` select on ``started_at`` as in `load_samples`. Columns: ``source``,
+    ``outcome`` (categorical: ok, auth_error, rate_limited, ...), ``started_at, finished_at``
+    (aware, in `tz`), ``http_status, tries, samples_stored`` (Int64), ``latency_ms``
+    (Float64), ``error`` (string, secrets already redacted).
+
+    Example::
+
+        >>> from reports import load_attempts
+        >>> att = load_attempts("sqlite:///usage.db", start="2026-11-01")
+        >>> att.groupby("source", observed=True)["outcome"].value_counts()  # doctest: +SKIP
+    """
+    zone = _zone(tz or (db.timezone if isinstance(db, Config) else "UTC"))
+    sources = _names(source)
+    with _engine(db) as engine, engine.connect() as conn:
+        query = select(
+            CollectionAttempt.source, _micros(CollectionAttempt.started_at, engine),
+            _micros(CollectionAttempt.finished_at, engine), CollectionAttempt.outcome,
+            CollectionAttempt.http_status, CollectionAttempt.latency_ms, CollectionAttempt.tries,
+            CollectionAttempt.samples_stored, CollectionAttempt.error)
+        if sources is not None:
+            query = query.where(CollectionAttempt.source.in_(sources))
+        query = _time_filter(query, CollectionAttempt.started_at, start, end, zone)
+        rows = conn.execute(
+            query.order_by(CollectionAttempt.started_at, CollectionAttempt.id)).all()
+    df = pd.DataFrame.from_records(rows, columns=ATTEMPT_COLUMNS)
+    df["source"] = _category(df["source"].astype(object))
+    df["started_at"] = _timestamps(df["started_at"], zone)
+    df["finished_at"] = _timestamps(df["finished_at"], zone)
+    df["outcome"] = _category(df["outcome"].astype(object))
+    for col in ("http_status", "tries", "samples_stored"):
+        df[col] = df[col].astype("Int64")
+    df["latency_ms"] = df["latency_ms"].astype("Float64")
+    df["error"] = df["error"].astype("string")
+    return df
+
+
+# --- the reports -------------------------------------------------------------------------
+
+
+def _series(config: Config, source: NameFilter, metric: NameFilter) -> list[SeriesInfo]:
+    sources, metrics = _names(source), _names(metric)
+    every = configured_series(config)
+    _check_names("source", sources, (s.source for s in every))
+    _check_names("metric", metrics, (s.metric for s in every))
+    return [s for s in every if (sources is None or s.source in sources)
+            and (metrics is None or s.metric in metrics)]
+
+
+def daily_usage(db: DbLike, start: TimeLike, end: TimeLike | None = None,
+                tz: str | None = None, *, source: NameFilter = None,
+                metric: NameFilter = None, config: ConfigLike = None,
+                rollups: bool = False) -> pd.DataFrame:
+    """The daily report as a DataFrame: one row per configured series and local day.
+
+    Days `start` to `end` are **both included** (like ``usage-etl report daily``); `end`
+    defaults to `start`. Each takes a date, a datetime (its local day in `tz`) or an ISO
+    string. `tz` defaults to the config's ``timezone``. `source`/`metric` narrow the series
+    (a name or a list). ``rollups=True`` reads and refreshes the stored daily rollups
+    (faster over long histories, but it writes those cache rows); by default nothing is
+    written and the days are computed from the samples.
+
+    The columns and figures are those of ``daily-YYYY-MM-DD.csv`` (see docs/reports.md),
+    except that ``date`` is the aware instant the local day starts at, in `tz`
+    (``df["date"].dt.date`` gives the plain dates). ``source, metric, metric_type`` are
+    categorical, counts ``Int64``, measures ``Float64``; <NA> where the CSV cell is empty.
+
+    Example::
+
+        >>> from reports import daily_usage
+        >>> d = daily_usage("sqlite:///usage.db", "2026-11-01", "2026-11-30",
+        ...                 config="usage-etl.toml", metric="connections")
+        >>> d.nlargest(5, "max")[["date", "max", "peak_pct", "critical_minutes"]]  # doctest: +SKIP
+    """
+    cfg = _config(db, config)
+    zone = _zone(tz or cfg.timezone)
+    first, last = _day(start, zone, "start"), _day(end if end is not None else start, zone, "end")
+    if last < first:
+        raise InputError(f"end: {last} is before start {first}")
+    series = _series(cfg, source, metric)
+    period = days_period(first, last + timedelta(days=1), zone)
+    with _engine(db) as engine:
+        rows = series_day_rows(engine, series, period,
+                               rollup_tz=rollup_tz(cfg, zone.key) if rollups else None)
+    df = daily_from_rows(rows)
+    df["date"] = _local_days(df["date"], zone)
+    order = list(dict.fromkeys(s.source for s in series))
+    df["source"] = _category(df["source"].astype(object), order)
+    df["metric"] = _category(df["metric"].astype(object),
+                             list(dict.fromkeys(s.metric for s in series)))
+    df["metric_type"] = _category(df["metric_type"].astype(object), ["counter", "gauge"])
+    return df[DAILY_COLUMNS]
+
+
+def _billing_table(engine: Engine, cfg: Config, first: date, zone: ZoneInfo,
+                   now: datetime | None, rollups: bool) -> pd.DataFrame:
+    # As reports.frames.billing_frame, with the rollup cache optional.
+    wanted = [(r.source, r.metric) for r in cfg.billing]
+    period = month_period(first, zone)
+    rows = series_day_rows(engine, configured_series(cfg, wanted), period,
+                           rollup_tz=rollup_tz(cfg, zone.key) if rollups else None)
+    return billing_table(rows, cfg.billing, period, now=now or datetime.now(UTC))
+
+
+def _money(df: pd.DataFrame, columns: Sequence[str], decimal: bool) -> None:
+    for col in columns:
+        if decimal:
+            df[col] = df[col].astype(object).where(df[col].notna(), None)
+        else:
+            df[col] = _float(df[col])
+
+
+def billing(db: DbLike, month: TimeLike, tz: str | None = None, *, config: ConfigLike = None,
+            now: datetime | None = None, decimal: bool = False,
+            rollups: bool = False) -> pd.DataFrame:
+    """The billing report for a month: one row per ``[[billing]]`` rule.
+
+    `month` is ``"YYYY-MM"`` (or any date in it); the month runs from its first local
+    midnight in `tz` (default: the config's zone) to the next month's. Columns and figures
+    as in ``billing-YYYY-MM.csv``, including the month-to-date and, for the month in
+    progress (relative to `now`, default the current time), the projection to month end
+    (``projected_quantity``, ``projected_amount``, ``included_used_up_on``). Quantities and
+    money are Float64 (<NA> where empty); ``decimal=True`` keeps them as the exact
+    ``decimal.Decimal`` values the report computes. ``included_used_up_on`` is the aware
+    start of that local day. ``rollups`` as in `daily_usage`.
+
+    Example::
+
+        >>> from reports import billing
+        >>> b = billing("sqlite:///usage.db", "2026-11", config="usage-etl.toml")
+        >>> b[["source", "metric", "quantity", "amount", "projected_amount"]]  # doctest: +SKIP
+    """
+    cfg = _config(db, config)
+    zone = _zone(tz or cfg.timezone)
+    first = _month(month)
+    with _engine(db) as engine:
+        df = _billing_table(engine, cfg, first, zone, now, rollups)
+    return _typed_billing(df, zone, decimal)
+
+
+def _typed_billing(df: pd.DataFrame, zone: ZoneInfo, decimal: bool) -> pd.DataFrame:
+    df = df.copy()
+    df["month"] = df["month"].astype("string")
+    for col in ("source", "metric"):
+        df[col] = _category(df[col].astype(object), list(dict.fromkeys(df[col])))
+    df["aggregation"] = _category(df["aggregation"].astype(object), ["increase", "peak"])
+    df["currency"] = df["currency"].astype("string")
+    _money(df, _MONEY_COLUMNS, decimal)
+    df["coverage_pct"] = df["coverage_pct"].astype("Float64")
+    df["samples"] = df["samples"].astype("Int64")
+    df["resets"] = df["resets"].astype("Int64")
+    used = df["included_used_up_on"].astype(object).where(df["included_used_up_on"].notna())
+    df["included_used_up_on"] = _local_days(used, zone)
+    df["used_up_projected"] = df["used_up_projected"].astype("boolean")
+    return df[BILLING_COLUMNS]
+
+
+def reconcile(db: DbLike, month: TimeLike, invoice: str | os.PathLike[str],
+              tolerance_pct: float = 1.0, tz: str | None = None, *,
+              config: ConfigLike = None, now: datetime | None = None,
+              decimal: bool = False, rollups: bool = False) -> pd.DataFrame:
+    """Metered (`billing`) against the invoice CSV's lines for `month`.
+
+    The invoice CSV has at least ``source, month, metric, quantity, amount``; a bad file is
+    an error naming ``FILE:LINE``. Columns and figures as in ``reconcile-YYYY-MM.csv``:
+    ``*_diff`` = metered - invoiced, ``status`` (categorical) is ``match`` when quantity and
+    amount are both within `tolerance_pct` percent of the invoiced ones, else ``mismatch``,
+    ``missing_invoice`` or ``missing_metered``; ``reason`` names a likely cause and
+    ``coverage_pct``/``resets`` show what the metered figures rest on. Numbers are Float64
+    (``decimal=True``: exact Decimals).
+
+    Example::
+
+        >>> from reports import reconcile
+        >>> r = reconcile("sqlite:///usage.db", "2026-11", "invoice-2026-11.csv",
+        ...               tolerance_pct=0.5, config="usage-etl.toml")
+        >>> r[r["status"] != "match"]                                  # doctest: +SKIP
+    """
+    if not (tolerance_pct >= 0):
+        raise InputError(f"tolerance_pct: {tolerance_pct} must be 0 or more")
+    cfg = _config(db, config)
+    zone = _zone(tz or cfg.timezone)
+    first = _month(month)
+    lines = read_invoice(Path(invoice))
+    with _engine(db) as engine:
+        billed = _billing_table(engine, cfg, first, zone, now, rollups)
+    df = reconcile_table(billed, lines, first.strftime("%Y-%m"), tolerance_pct=tolerance_pct)
+    df["month"] = df["month"].astype("string")
+    for col in ("source", "metric"):
+        df[col] = _category(df[col].astype(object), list(dict.fromkeys(df[col])))
+    _money(df, _RECONCILE_MONEY, decimal)
+    df["status"] = _category(df["status"].astype(object), RECONCILE_STATUSES)
+    df["reason"] = df["reason"].astype("string")
+    df["currency"] = df["currency"].astype("string")
+    df["coverage_pct"] = _float(df["coverage_pct"])
+    df["resets"] = df["resets"].astype("Int64")
+    return df[RECONCILE_COLUMNS]
