@@ -53,11 +53,20 @@ def rule_days(rows: pd.DataFrame, rule: BillingRule) -> pd.DataFrame:
     return sel.sort_values("date").reset_index(drop=True)
 
 
-def cumulative_quantity(days: pd.DataFrame, aggregation: str) -> list[Decimal | None]:
-    """Per day: the month's quantity up to and including that day (None before any sample)."""
+def cumulative_quantity(days: pd.DataFrame, aggregation: str,
+                        now_us: int | None = None) -> list[Decimal | None]:
+    """Per day: the month's quantity up to and including that day.
+
+    None before any sample and, when `now_us` is given, for days that have not begun yet
+    (so a chart of a month in progress stops at today instead of running flat to its end).
+    """
     out: list[Decimal | None] = []
     total: Decimal | None = None
-    for inc, mx, n in zip(days["increase"], days["max"], days["samples"], strict=True):
+    for start, inc, mx, n in zip(days["day_start_us"], days["increase"], days["max"],
+                                 days["samples"], strict=True):
+        if now_us is not None and start >= now_us:
+            out.append(None)
+            continue
         if aggregation == "increase":
             total = (total or Decimal(0)) + to_decimal(inc)
         elif n > 0:

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from etl.config import Config
 from etl.errors import InputError
+from etl.models import to_micros
 from reports.billing import billing_table, cumulative_quantity, rule_days
 from reports.charts import billing_chart, series_day_chart
 from reports.frames import (
@@ -144,7 +145,8 @@ def build_billing(engine: Engine, config: Config, month: str, *, tz: str | None 
     tz_name = tz or config.timezone
     period = month_period(first, resolve_tz(tz_name))
     rows = billing_day_rows(engine, config, first, tz_name)
-    table = billing_table(rows, config.billing, period, now=now or datetime.now(UTC))
+    now = now or datetime.now(UTC)
+    table = billing_table(rows, config.billing, period, now=now)
     out = _out_dir(out_dir)
     base = out / f"billing-{first.strftime('%Y-%m')}"
     paths: list[Path] = []
@@ -154,7 +156,7 @@ def build_billing(engine: Engine, config: Config, month: str, *, tz: str | None 
         charts = []
         for rule in config.billing:
             days = rule_days(rows, rule)
-            cum = cumulative_quantity(days, rule.aggregation)
+            cum = cumulative_quantity(days, rule.aggregation, to_micros(now))
             svg = billing_chart(period.days, cum, rule.included, rule.aggregation)
             charts.append(Chart(f"{rule.source} / {rule.metric} ({rule.aggregation}) "
                                 f"vs {rule.included} included", Markup(svg)))

@@ -193,3 +193,25 @@ def test_daily_increases_add_up_to_the_month(points: list[tuple[int, int]], spli
     chunked = np.concatenate([p["increase"].to_numpy() for p in parts])
     assert list(chunked) == list(days["increase"])
     assert list(np.concatenate([p["covered_us"] for p in parts])) == list(days["covered_us"])
+
+
+def test_cumulative_quantity_stops_at_now_for_a_month_in_progress() -> None:
+    from decimal import Decimal
+
+    import pandas as pd
+
+    from reports.billing import cumulative_quantity
+
+    day = 86_400_000_000
+    days = pd.DataFrame(
+        {
+            "day_start_us": [0, day, 2 * day, 3 * day],
+            "increase": [5, 7, 0, 0],
+            "max": [10.0, 17.0, float("nan"), float("nan")],
+            "samples": [2, 2, 0, 0],
+        }
+    )
+    assert cumulative_quantity(days, "increase") == [Decimal(5), Decimal(12), Decimal(12), Decimal(12)]
+    # "now" is during day 2 (index 1): later days have not begun and are left out.
+    assert cumulative_quantity(days, "increase", now_us=day + 5) == [Decimal(5), Decimal(12), None, None]
+    assert cumulative_quantity(days, "peak", now_us=day + 5) == [Decimal(10), Decimal(17), None, None]
