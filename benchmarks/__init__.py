@@ -1,0 +1,1 @@
+"""Benchmarks of usage-etl: run `python -m benchmarks [--quick] [--json FILE]`."""

@@ -1,0 +1,246 @@
+"""Figure 1 (bulk import against the raw driver) and figure 5 (bytes per sample on SQLite)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from benchmarks.common import pg_database, pg_problem, sqlite_engine
+from etl.archive import import_archives, parse_line
+from etl.bulk import bulk_store
+from etl.config import Config, load_config
+from etl.db import make_engine, upgrade
+from etl.models import to_micros
+from etl.store import Observation, forget_series_cache, series_ids
+
+KIND = {"ws": "wiresocket", "nx": "nected"}
+
+
+def _ids(engine: Engine, config: Config) -> dict[tuple[str, str], int]:
+    """Create every series up front (the raw scripts need the same integer keys)."""
+    out: dict[tuple[str, str], int] = {}
+    with engine.begin() as conn:
+        for src in config.sources:
+            for metric, sid in series_ids(conn, src.name, src.kind).items():
+                out[(src.name, metric)] = sid
+    return out
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def plain_rows(path: Path, ids: dict[tuple[str, str], int], sqlite: bool
+               ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What a plain script does with the archive: json.loads each line, keep a key's first."""
+    snaps: list[tuple[Any, ...]] = []
+    samples: list[tuple[Any, ...]] = []
+    seen: set[tuple[str, datetime]] = set()
+    with path.open("rb") as fh:
+        for line in fh:
+            doc = json.loads(line)
+            source, body = doc["source"], doc["body"]
+            kind = KIND[source[:2]]
+            at = _ts(body["timestamp"] if kind == "wiresocket" else doc["observed_at"])
+            if (source, at) in seen:
+                continue
+            seen.add((source, at))
+            k = len(snaps) + 1
+            when = to_micros(at) if sqlite else at
+            snaps.append((k, source, kind, when, None, "import", json.dumps(body)))
+            if kind == "wiresocket":
+                for metric in ("connections", "documents"):
+                    m = body["usage"][metric]
+                    samples.append((ids[(source, metric)], when, float(m["current"]),
+                                    float(m["limit"]), m["status"], k))
+            else:
+                samples.append((ids[(source, "invocations")], when,
+                                float(body["data"]["invocations"]), None, None, k))
+    return snaps, samples
+
+
+def rows_from_observations(obs: list[Observation], ids: dict[tuple[str, str], int], sqlite: bool
+                           ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows bulk_store writes for these observations, ready for the raw driver."""
+    snaps: list[tuple[Any, ...]] = []
+    samples: list[tuple[Any, ...]] = []
+    seen: set[tuple[str, datetime]] = set()
+    for o in obs:
+        if (o.source, o.observed_at) in seen:
+            continue
+        seen.add((o.source, o.observed_at))
+        k = len(snaps) + 1
+        when = to_micros(o.observed_at) if sqlite else o.observed_at
+        snaps.append((k, o.source, o.kind, when, None, o.origin, o.payload))
+        for sv in o.samples:
+            samples.append((ids[(o.source, sv.metric)], when, sv.value, sv.limit, sv.status, k))
+    return snaps, samples
+
+
+_SNAP_COLS = "id, source, kind, observed_at, received_at, origin, payload"
+_SAMPLE_COLS = "series_id, observed_at, value, plan_limit, status, snapshot_id"
+
+
+def raw_sqlite(db: Path, snaps: list[tuple[Any, ...]], samples: list[tuple[Any, ...]]) -> None:
+    """sqlite3 executemany in one transaction (same pragmas as the product's engine)."""
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    with con:
+        con.executemany(f"INSERT INTO snapshots ({_SNAP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                        snaps)
+        con.executemany(f"INSERT INTO samples ({_SAMPLE_COLS}) VALUES (?, ?, ?, ?, ?, ?)",  # noqa: S608
+                        samples)
+    con.close()
+
+
+def raw_pg(url: str, snaps: list[tuple[Any, ...]], samples: list[tuple[Any, ...]]) -> None:
+    """psycopg 3 COPY into the tables, one transaction."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as con:
+        with con.cursor() as cur:
+            with cur.copy(f"COPY snapshots ({_SNAP_COLS}) FROM STDIN") as cp:
+                for r in snaps:
+                    cp.write_row(r)
+            with cur.copy(f"COPY samples ({_SAMPLE_COLS}) FROM STDIN") as cp:
+                for r in samples:
+                    cp.write_row(r)
+
+
+def _fresh(url_or_path: str | Path) -> Engine:
+    if isinstance(url_or_path, Path):
+        return sqlite_engine(url_or_path)
+    engine = make_engine(url_or_path)
+    upgrade(engine)
+    return engine
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def bench_engine(name: str, archive: Path, config_path: Path, workdir: Path,
+                 make_target: Any, cli: bool) -> dict[str, Any]:
+    """All import figures on one engine. make_target(tag) gives a fresh URL or SQLite path."""
+    config = load_config(str(config_path))
+    sqlite = name == "sqlite"
+    out: dict[str, Any] = {}
+
+    # The product: usage-etl import's library call (parse + bulk writer).
+    target = make_target("lib")
+    engine = _fresh(target)
+    t = time.perf_counter()
+    res = import_archives(engine, config, [str(archive)], on_problem=_quiet)
+    lib_s = time.perf_counter() - t
+    samples = res.samples
+    out["samples"] = samples
+    out["import_library_s"] = lib_s
+    if sqlite:
+        out["storage"] = storage(engine, Path(str(target)))
+    forget_series_cache(engine)
+    engine.dispose()
+
+    # The baseline: a plain script with the raw driver, from the same archive.
+    target = make_target("raw")
+    engine = _fresh(target)
+    ids = _ids(engine, config)
+    forget_series_cache(engine)
+    engine.dispose()
+    t = time.perf_counter()
+    snaps, rows = plain_rows(archive, ids, sqlite)
+    if sqlite:
+        raw_sqlite(Path(str(target)), snaps, rows)
+    else:
+        raw_pg(str(target), snaps, rows)
+    raw_s = time.perf_counter() - t
+    assert len(rows) == samples, (len(rows), samples)
+    out["raw_script_s"] = raw_s
+    out["import_library_ratio"] = raw_s / lib_s
+    del snaps, rows
+
+    if cli:
+        target = make_target("cli")
+        _fresh(target).dispose()
+        url = f"sqlite:///{target}" if sqlite else str(target)
+        import subprocess
+
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "etl", "--config", str(config_path),
+                        "--database-url", url, "import", str(archive)],
+                       check=False, capture_output=True)
+        cli_s = time.perf_counter() - t
+        out["import_cli_s"] = cli_s
+        out["import_cli_ratio"] = raw_s / cli_s
+
+    # The write path alone: bulk_store of parsed observations vs the raw driver's rows.
+    sources = {s.name: s for s in config.sources}
+    with archive.open("rb") as fh:
+        obs = [parse_line(line, sources) for line in fh]
+    target = make_target("wlib")
+    engine = _fresh(target)
+    t = time.perf_counter()
+    bulk_store(engine, obs)
+    write_s = time.perf_counter() - t
+    forget_series_cache(engine)
+    engine.dispose()
+    target = make_target("wraw")
+    engine = _fresh(target)
+    ids = _ids(engine, config)
+    forget_series_cache(engine)
+    engine.dispose()
+    snaps, rows = rows_from_observations(obs, ids, sqlite)
+    del obs
+    t = time.perf_counter()
+    if sqlite:
+        raw_sqlite(Path(str(target)), snaps, rows)
+    else:
+        raw_pg(str(target), snaps, rows)
+    raw_write_s = time.perf_counter() - t
+    out["write_bulk_s"] = write_s
+    out["write_raw_s"] = raw_write_s
+    out["write_ratio"] = raw_write_s / write_s
+    return out
+
+
+def storage(engine: Engine, db: Path) -> dict[str, Any]:
+    """Bytes per stored sample in the SQLite file, raw payloads included."""
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    samples = con.execute("SELECT count(*) FROM samples").fetchone()[0]
+    payload = con.execute("SELECT coalesce(sum(length(payload)), 0) FROM snapshots").fetchone()[0]
+    con.close()
+    size = db.stat().st_size
+    return {"file_bytes": size, "samples": samples, "bytes_per_sample": size / max(samples, 1),
+            "payload_bytes_per_sample": payload / max(samples, 1)}
+
+
+def run(archive: Path, config_path: Path, workdir: Path, *, cli: bool = True,
+        postgres: bool = True, log: Any = print) -> dict[str, Any]:
+    """Figure 1 on SQLite and (if reachable) PostgreSQL; figure 5 from the SQLite import."""
+    results: dict[str, Any] = {}
+    log("import: SQLite")
+    results["sqlite"] = bench_engine("sqlite", archive, config_path, workdir,
+                                     lambda tag: workdir / f"import-{tag}.db", cli)
+    for tag in ("lib", "raw", "cli", "wlib", "wraw"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(workdir / f"import-{tag}.db") + suffix).unlink(missing_ok=True)
+    problem = pg_problem() if postgres else "skipped (--no-postgres)"
+    if problem:
+        log(f"import: PostgreSQL skipped: {problem}")
+        results["postgresql"] = {"skipped": problem}
+        return results
+    log("import: PostgreSQL")
+    with pg_database() as a, pg_database() as b, pg_database() as c, pg_database() as d, \
+            pg_database() as e:
+        urls = {"lib": a, "raw": b, "cli": c, "wlib": d, "wraw": e}
+        results["postgresql"] = bench_engine("postgresql", archive, config_path, workdir,
+                                             urls.__getitem__, cli)
+    return results

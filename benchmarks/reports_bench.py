@@ -1,0 +1,195 @@
+"""Figures 2 and 3: the month's reports cold (raw samples) and warm (rollups) vs plain pandas.
+
+Each run is a child process (`python -m benchmarks.reports_bench MODE ...`) so its peak RSS
+is its own; the parent reaps it with wait4 and reads ru_maxrss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import math
+import random
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import last_json, run_child_rss, sqlite_engine
+from benchmarks.workload import LEAD_MINUTES, MONTH, MONTH_START, Workload, nx_name, ws_name
+from etl.models import to_micros
+from etl.store import forget_series_cache, series_ids
+
+US_MIN = 60_000_000
+
+
+def build_db(w: Workload, db: Path, seed: int = 2) -> int:
+    """Fill a migrated SQLite file with the workload's samples directly (fast, no payloads).
+
+    Import speed is figure 1; here only the history matters. Returns the sample count.
+    """
+    engine = sqlite_engine(db)
+    with engine.begin() as conn:
+        ids = {}
+        for i in range(w.pairs):
+            for name, kind in ((ws_name(i), "wiresocket"), (nx_name(i), "nected")):
+                for metric, sid in series_ids(conn, name, kind).items():
+                    ids[(name, metric)] = sid
+    forget_series_cache(engine)
+    engine.dispose()
+    rng = random.Random(seed)
+    t0 = to_micros(MONTH_START) - LEAD_MINUTES * US_MIN
+    steps = w.minutes // w.step_minutes
+    step_us = w.step_minutes * US_MIN
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    total = 0
+    with con:
+        for i in range(w.pairs):
+            lim = rng.choice((100, 250, 500, 1000))
+            phase = rng.random() * 2 * math.pi
+            rate = rng.uniform(5, 200)
+            gap = rng.randrange(steps - 120) if i % 7 == 0 else -10_000
+            times = [t0 + k * step_us for k in range(steps) if not gap <= k < gap + 120]
+            conns, docs, inv = [], [], []
+            counter = rng.uniform(1e6, 5e6)
+            for t in times:
+                frac = (t // US_MIN % 1440) / 1440.0
+                cyc = 0.5 + 0.4 * math.sin(2 * math.pi * frac + phase)
+                c = max(0, min(lim, int(lim * cyc * rng.uniform(0.85, 1.15))))
+                status = "critical" if c >= 0.9 * lim else "warning" if c >= 0.75 * lim else "healthy"
+                conns.append((ids[(ws_name(i), "connections")], t, float(c), float(lim), status))
+                docs.append((ids[(ws_name(i), "documents")], t, float(int(20 * (0.3 + 0.2 * cyc))),
+                             20.0, "healthy"))
+                counter = 0.0 if t == to_micros(MONTH_START) else counter + rate * (0.2 + cyc)
+                inv.append((ids[(nx_name(i), "invocations")], t, float(int(counter)), None, None))
+            for rows in (conns, docs, inv):
+                con.executemany("INSERT INTO samples (series_id, observed_at, value, plan_limit, "
+                                "status) VALUES (?, ?, ?, ?, ?)", rows)
+                total += len(rows)
+    con.close()
+    return total
+
+
+def _month_days(month: str) -> tuple[Any, Any]:
+    from datetime import date, timedelta
+
+    first = date.fromisoformat(month + "-01")
+    nxt = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return first, nxt - timedelta(days=1)
+
+
+def child_product(config_path: str, month: str, out: str, tz: str | None) -> dict[str, Any]:
+    """The month's 30 daily reports and its billing report, CSV, through reports.jobs."""
+    from etl.config import load_config
+    from etl.db import open_database
+    from reports.jobs import build_billing, build_daily
+
+    config = load_config(config_path)
+    engine = open_database(config.database_url)
+    first, last = _month_days(month)
+    t = time.perf_counter()
+    daily = build_daily(engine, config, first, last, tz=tz, formats=("csv",), out_dir=Path(out))
+    bill = build_billing(engine, config, month, tz=tz, formats=("csv",), out_dir=Path(out))
+    return {"elapsed_s": time.perf_counter() - t, "files": len(daily) + len(bill)}
+
+
+def child_plain(db_url: str, month: str) -> dict[str, Any]:
+    """What a user would write: read_sql the month through SQLAlchemy, then groupby per day."""
+    import pandas as pd
+    from sqlalchemy import create_engine
+
+    first, last = _month_days(month)
+    start = to_micros(pd.Timestamp(first, tz="UTC").to_pydatetime())
+    end = to_micros(pd.Timestamp(last, tz="UTC").to_pydatetime()) + 86_400 * 1_000_000
+    t = time.perf_counter()
+    engine = create_engine(db_url)
+    df = pd.read_sql(
+        "SELECT s.series_id, r.source, r.metric, r.metric_type, s.observed_at, s.value, "
+        "s.plan_limit FROM samples s JOIN series r ON r.id = s.series_id "
+        f"WHERE s.observed_at >= {start} AND s.observed_at < {end}",  # noqa: S608
+        engine,
+    )
+    df["at"] = pd.to_datetime(df["observed_at"], unit="us", utc=True)
+    df["date"] = df["at"].dt.date
+    df = df.sort_values(["series_id", "observed_at"])
+    inc = df.groupby("series_id")["value"].diff()
+    df["increase"] = inc.where(inc >= 0, df["value"]).fillna(0)
+    df["pct"] = df["value"] / df["plan_limit"] * 100
+    daily = df.groupby(["source", "metric", "date"]).agg(
+        samples=("value", "size"), min=("value", "min"), max=("value", "max"),
+        mean=("value", "mean"), limit=("plan_limit", "last"), peak_pct=("pct", "max"),
+        increase=("increase", "sum"),
+    )
+    monthly = daily.groupby(["source", "metric"]).agg(increase=("increase", "sum"), peak=("max", "max"))
+    return {"elapsed_s": time.perf_counter() - t, "rows": len(daily) + len(monthly)}
+
+
+def run(w: Workload, workdir: Path, config_path: Path, *, log: Any = print) -> dict[str, Any]:
+    """Figures 2 and 3 on SQLite at the workload's size."""
+    db = workdir / "reports.db"
+    t = time.perf_counter()
+    samples = build_db(w, db)
+    log(f"reports: history of {samples:,} samples built in {time.perf_counter() - t:.0f} s")
+    url = f"sqlite:///{db}"
+    env = {"USAGE_ETL_DATABASE_URL": url}
+    mod = ["-m", "benchmarks.reports_bench"]
+
+    log("reports: plain pandas read_sql + groupby")
+    wall, plain_rss, out = run_child_rss([*mod, "plain", "--db", url], env)
+    plain = last_json(out)
+    results: dict[str, Any] = {"samples": samples}
+
+    def product(tag: str, tz: str | None = None) -> dict[str, Any]:
+        args = [*mod, "product", "--config", str(config_path), "--out", str(workdir / tag)]
+        if tz:
+            args += ["--tz", tz]
+        _, rss, text = run_child_rss(args, env)
+        res = last_json(text)
+        res["peak_rss_bytes"] = rss
+        return res
+
+    log("reports: cold (first run: raw samples, fills the rollups)")
+    cold = product("cold")
+    log("reports: warm (rollups)")
+    warm = product("warm")
+    log("reports: cold in another zone (--tz, raw samples)")
+    other = product("other", tz="Etc/GMT-1")
+    names = sorted(p.name for p in (workdir / "cold").iterdir())
+    _, mismatch, errors = filecmp.cmpfiles(workdir / "cold", workdir / "warm", names, shallow=False)
+    results.update(
+        plain_s=plain["elapsed_s"], plain_peak_rss_bytes=plain_rss,
+        cold_s=cold["elapsed_s"], cold_peak_rss_bytes=cold["peak_rss_bytes"],
+        cold_ratio=cold["elapsed_s"] / plain["elapsed_s"],
+        cold_other_tz_s=other["elapsed_s"], cold_other_tz_peak_rss_bytes=other["peak_rss_bytes"],
+        cold_other_tz_ratio=other["elapsed_s"] / plain["elapsed_s"],
+        warm_s=warm["elapsed_s"], warm_peak_rss_bytes=warm["peak_rss_bytes"],
+        warm_ratio=warm["elapsed_s"] / plain["elapsed_s"],
+        report_files=len(names), warm_identical_to_cold=not mismatch and not errors,
+    )
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    return results
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.reports_bench")
+    ap.add_argument("mode", choices=("product", "plain"))
+    ap.add_argument("--config")
+    ap.add_argument("--db")
+    ap.add_argument("--out")
+    ap.add_argument("--tz")
+    ap.add_argument("--month", default=MONTH)
+    args = ap.parse_args(argv)
+    if args.mode == "product":
+        res = child_product(args.config, args.month, args.out, args.tz)
+    else:
+        res = child_plain(args.db, args.month)
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
