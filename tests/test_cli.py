@@ -63,3 +63,19 @@ def test_python_dash_m_etl_works() -> None:
         [sys.executable, "-m", "etl", "--help"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0 and "usage-etl" in out.stdout
+
+
+def test_command_on_a_database_behind_head_names_db_upgrade(tmp_path: Path) -> None:
+    from etl.db import head_revision, make_engine, upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    upgrade(engine, "0001_initial")
+    engine.dispose()
+    assert head_revision() != "0001_initial"
+    result = CliRunner().invoke(cli, ["--database-url", url, "status"])
+    assert result.exit_code == 2
+    assert "run `usage-etl db upgrade`" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    fixed = CliRunner().invoke(cli, ["--database-url", url, "db", "upgrade"])
+    assert fixed.exit_code == 0 and "0001_initial ->" in fixed.output
