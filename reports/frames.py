@@ -80,6 +80,7 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
                if rollup_tz is not None else None)
     days = period.days
     frames = []
+    records: list[dict[str, object]] = []
     with engine.connect() as conn:
         for info in series:
             sid = ids.get((info.source, info.metric))
@@ -94,7 +95,8 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
                                          staleness_us=info.staleness_us)
                 elif rollups is not None and (cached := rollups.get(
                         sid, [str(d) for d in days[i:j]], info.staleness_us / US_PER_SECOND)):
-                    agg = pd.DataFrame.from_records(cached, columns=DAY_COLUMNS)
+                    _label(records, info, days[i:j], cached)
+                    continue
                 else:
                     arr = read_samples(conn, sid, read_from, int(bounds[-1]))
                     prev = (read_prev_value(conn, sid, read_from)
@@ -103,8 +105,14 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
                                          metric_type=info.metric_type,
                                          staleness_us=info.staleness_us, prev_value=prev)
                     if rollups is not None:
+                        computed = agg.to_dict("records")
                         rollups.put(sid, [str(d) for d in days[i:j]], bounds.tolist(),
-                                    info.staleness_us / US_PER_SECOND, agg.to_dict("records"))
+                                    info.staleness_us / US_PER_SECOND, computed)
+                        _label(records, info, days[i:j], computed)
+                        continue
+                if rollups is not None:
+                    _label(records, info, days[i:j], agg.to_dict("records"))
+                    continue
                 agg.insert(0, "date", days[i:j])
                 agg.insert(0, "metric_type", info.metric_type)
                 agg.insert(0, "metric", info.metric)
@@ -112,9 +120,20 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
                 frames.append(agg)
     if rollups is not None:
         rollups.flush()
+        # Hundreds of small frames cost more than the rows: build one frame from records.
+        return pd.DataFrame.from_records(
+            records, columns=["source", "metric", "metric_type", "date", *DAY_COLUMNS])
     if not frames:
         return pd.DataFrame(columns=["source", "metric", "metric_type", "date", *DAY_COLUMNS])
     return pd.concat(frames, ignore_index=True)
+
+
+def _label(records: list[dict[str, object]], info: SeriesInfo, days: Sequence[date],
+           rows: Sequence[dict[str, object]]) -> None:
+    """Append day rows with the columns that say whose and which day they are."""
+    for day, row in zip(days, rows, strict=True):
+        records.append({"source": info.source, "metric": info.metric,
+                        "metric_type": info.metric_type, "date": day, **row})
 
 
 def daily_from_rows(rows: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,153 @@
+"""`python -m benchmarks [--quick] [--json FILE]`: every figure of docs/performance.md.
+
+Each figure is a ratio against a baseline measured in the same run on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import collector_bench, imports, reports_bench
+from benchmarks.workload import Workload, config_text, write_archive
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big a run is."""
+
+    import_workload: Workload  # archive imported four times per engine
+    reports_workload: Workload  # history the reports read
+    collector_sources: int
+    collector_rounds: int
+
+
+FULL = Size(Workload(pairs=100, days=1), Workload(pairs=100, days=30), 1000, 6)
+QUICK = Size(Workload(pairs=3, days=1, step_minutes=5), Workload(pairs=3, days=30, step_minutes=15),
+             40, 2)
+
+GOALS = {
+    "import_sqlite_library": (">=", 0.7), "import_sqlite_cli": (">=", 0.7),
+    "import_sqlite_write_path": (">=", 0.7),
+    "import_postgresql_library": (">=", 0.7), "import_postgresql_cli": (">=", 0.7),
+    "import_postgresql_write_path": (">=", 0.7),
+    "reports_cold": ("<=", 0.3), "reports_cold_peak_rss_gib": ("<=", 1.0),
+    "reports_cold_other_tz": ("<=", 0.3),
+    "reports_warm_seconds": ("<=", 1.0), "reports_warm_identical": ("==", True),
+    "collector_polls_per_s": (">=", 200.0), "collector_every_poll_stored": ("==", True),
+    "collector_no_schedule_lag": ("==", True),
+}
+
+
+def figures(results: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures (ratios against the same-run baselines) from the raw results."""
+    out: dict[str, Any] = {}
+    for engine in ("sqlite", "postgresql"):
+        res = results["import"].get(engine, {})
+        if "skipped" in res:
+            continue
+        out[f"import_{engine}_library"] = res["import_library_ratio"]
+        out[f"import_{engine}_cli"] = res["import_cli_ratio"]
+        out[f"import_{engine}_write_path"] = res["write_ratio"]
+    rep = results["reports"]
+    out["reports_cold"] = rep["cold_ratio"]
+    out["reports_cold_peak_rss_gib"] = rep["cold_peak_rss_bytes"] / GIB
+    out["reports_cold_other_tz"] = rep["cold_other_tz_ratio"]
+    out["reports_plain_peak_rss_gib"] = rep["plain_peak_rss_bytes"] / GIB
+    out["reports_warm"] = rep["warm_ratio"]
+    out["reports_warm_seconds"] = rep["warm_s"]
+    out["reports_warm_frames_seconds"] = rep["warm_frames_s"]
+    out["reports_warm_identical"] = rep["warm_identical_to_cold"]
+    col = results["collector"]
+    out["collector_polls_per_s"] = col["sustained_polls_per_s"]
+    out["collector_capacity_polls_per_s"] = col["capacity_polls_per_s"]
+    out["collector_vs_plain_loop"] = col["capacity_ratio"]
+    out["collector_every_poll_stored"] = col["every_poll_stored"]
+    out["collector_no_schedule_lag"] = col["no_schedule_lag"]
+    out["storage_bytes_per_sample"] = results["import"]["sqlite"]["storage"]["bytes_per_sample"]
+    return out
+
+
+def verdicts(figs: dict[str, Any]) -> dict[str, bool]:
+    out = {}
+    for name, (op, goal) in GOALS.items():
+        if name not in figs:
+            continue
+        value = figs[name]
+        out[name] = (value >= goal if op == ">=" else value <= goal if op == "<=" else value == goal)
+    return out
+
+
+def table(figs: dict[str, Any], met: dict[str, bool]) -> str:
+    lines = [f"{'figure':34} {'value':>12}  goal", "-" * 60]
+    for name, value in figs.items():
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        goal = GOALS.get(name)
+        mark = "" if goal is None else f"{goal[0]} {goal[1]}  " + ("met" if met[name] else "MISSED")
+        lines.append(f"{name:34} {shown:>12}  {mark}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes for CI (no meaningful figures)")
+    ap.add_argument("--json", metavar="FILE", help="write every figure and raw timing here")
+    ap.add_argument("--workdir", metavar="DIR", help="where to put the archive and databases")
+    ap.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
+    args = ap.parse_args(argv)
+    size = QUICK if args.quick else FULL
+    own = args.workdir is None
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="usage-etl-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {"size": asdict(size), "quick": args.quick,
+                               "machine": {"python": platform.python_version(),
+                                           "platform": platform.platform()}}
+    try:
+        w = size.import_workload
+        archive = workdir / "archive.jsonl"
+        lines = write_archive(w, archive)
+        cfg = workdir / "import.toml"
+        cfg.write_text(config_text(w, f"sqlite:///{workdir / 'unused.db'}"))
+        log(f"workload: {lines:,} archive lines, {w.samples:,} samples to import")
+        results["import"] = imports.run(archive, cfg, workdir, postgres=not args.no_postgres,
+                                        log=log)
+        archive.unlink()
+
+        rw = size.reports_workload
+        rcfg = workdir / "reports.toml"
+        rcfg.write_text(config_text(rw, f"sqlite:///{workdir / 'reports.db'}"))
+        results["reports"] = reports_bench.run(rw, workdir, rcfg, log=log)
+        results["collector"] = collector_bench.run(size.collector_sources, size.collector_rounds,
+                                                   workdir, log=log)
+    finally:
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
+    figs = figures(results)
+    met = verdicts(figs)
+    results["figures"] = figs
+    results["goals_met"] = met
+    results["elapsed_s"] = time.perf_counter() - started
+    print(table(figs, met))
+    print(f"total {results['elapsed_s']:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

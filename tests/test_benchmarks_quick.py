@@ -1,0 +1,38 @@
+"""`python -m benchmarks --quick` runs end to end and writes every figure (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.__main__ import GOALS
+
+
+def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out),
+            "--workdir", str(tmp_path / "work")]
+    from tests.conftest import pg_problem
+
+    if pg_problem():
+        args.append("--no-postgres")
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    figs = results["figures"]
+    wanted = set(GOALS) | {"storage_bytes_per_sample", "reports_plain_peak_rss_gib",
+                           "collector_capacity_polls_per_s", "collector_vs_plain_loop"}
+    if pg_problem():
+        wanted = {name for name in wanted if "postgresql" not in name}
+    assert wanted <= set(figs)
+    for name in wanted:
+        value = figs[name]
+        if isinstance(value, bool):
+            continue
+        assert isinstance(value, float) and value > 0, (name, value)
+    # The two report paths give the same files, and every poll was stored.
+    assert figs["reports_warm_identical"] is True
+    assert figs["collector_every_poll_stored"] is True
+    assert "import_sqlite_library" in proc.stdout  # the printed table
