@@ -7,12 +7,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import requests
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 
 from etl.config import Config, SourceConfig
 from etl.errors import ConfigError, ParseError, SecretError
@@ -26,6 +26,7 @@ from etl.http import (
     new_session,
     poll_deadline,
 )
+from etl.models import CollectionAttempt
 from etl.redact import redact
 from etl.sources import adapter
 from etl.store import Observation, StoreResult, record_attempt, store_observations
@@ -34,6 +35,10 @@ log = logging.getLogger("etl.collect")
 
 # Polls run in parallel, but a handful of threads is plenty: each poll mostly waits.
 MAX_WORKERS = 8
+# collect_once stores finished polls in batches: one transaction per batch (still one
+# collection_attempts row per poll), after at most this many polls or this long a wait.
+STORE_BATCH = 200
+STORE_LINGER_S = 0.02
 OUTCOMES = ("ok", "auth_error", "rate_limited", "http_error", "timeout", "connection_error",
             "invalid_response")
 
@@ -84,13 +89,18 @@ class Collector:
         self._sleep = sleep
         self._now = now
         self._lock = threading.Lock()
-        self._sessions: dict[str, requests.Session] = {s.name: new_session() for s in sources}
+        self._sessions: dict[str, requests.Session] = {
+            s.name: _settled_session(s.url) for s in sources
+        }
 
-    def _session(self, name: str) -> requests.Session:
+    def _session(self, source: SourceConfig) -> requests.Session:
+        session = self._sessions.get(source.name)
+        if session is not None:
+            return session
         with self._lock:
-            if name not in self._sessions:
-                self._sessions[name] = new_session()
-            return self._sessions[name]
+            if source.name not in self._sessions:
+                self._sessions[source.name] = _settled_session(source.url)
+            return self._sessions[source.name]
 
     def poll(self, source: SourceConfig) -> PollResult:
         """Fetch and parse one response; never touches the database, never raises."""
@@ -101,7 +111,7 @@ class Collector:
             secret = source.read_secret()
             pacer = self.pacers.get(source.kind, secret, vendor.rate_limit)
             fetched = fetch_json(
-                self._session(source.name),
+                self._session(source),
                 source.url,
                 vendor.auth_headers(secret),
                 timeout=source.timeout_seconds,
@@ -134,7 +144,9 @@ class Collector:
             http_status=fetched.status, latency_ms=fetched.latency_ms, tries=fetched.tries,
             error=None, observation=observation, retry_after=None,
         )
-        log.info("%s: ok in %.0f ms (%d tries)", source.name, fetched.latency_ms, fetched.tries)
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s: ok in %.0f ms (%d tries)", source.name, fetched.latency_ms,
+                     fetched.tries)
         return result
 
     def _failed(
@@ -172,6 +184,25 @@ class Collector:
         self.close()
 
 
+def _settled_session(url: str) -> requests.Session:
+    """A session with the environment's proxy, CA bundle and netrc settings for `url` read once.
+
+    With trust_env, requests scans the whole environment (and looks for ~/.netrc) on every
+    request; with one secret variable per source that scan cost more than the request itself.
+    The settings are the same ones requests would pick for `url`, read when the Collector starts.
+    """
+    session = new_session()
+    if not session.trust_env:
+        return session
+    settings = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies.update(settings["proxies"])
+    session.verify = settings["verify"]
+    if session.auth is None:
+        session.auth = requests.utils.get_netrc_auth(url)
+    session.trust_env = False
+    return session
+
+
 def store_poll(engine: Engine, result: PollResult, *, origin: str = "collect") -> StoreResult:
     """Write the observation (if any) and the collection_attempts row in ONE transaction."""
     stored = StoreResult()
@@ -194,11 +225,57 @@ def store_poll(engine: Engine, result: PollResult, *, origin: str = "collect") -
             error=result.error,
         )
     result.samples_stored = stored.samples
+    _log_conflicts(stored)
+    return stored
+
+
+def store_polls(
+    engine: Engine, results: Sequence[PollResult], *, origin: str = "collect"
+) -> list[StoreResult]:
+    """Like store_poll for each result, but all of them in ONE transaction (all or nothing).
+
+    Each result still gets its own collection_attempts row and its own samples_stored.
+    """
+    if not results:
+        return []
+    stored: list[StoreResult] = []
+    with engine.begin() as conn:
+        for result in results:
+            one = StoreResult()
+            if result.observation is not None:
+                obs = result.observation
+                if obs.origin != origin:
+                    obs = dataclasses.replace(obs, origin=origin)
+                one = store_observations(conn, [obs])
+            stored.append(one)
+        conn.execute(
+            insert(CollectionAttempt),
+            [
+                {
+                    "source": r.source,
+                    "started_at": r.started_at,
+                    "finished_at": r.finished_at,
+                    "outcome": r.outcome,
+                    "http_status": r.http_status,
+                    "latency_ms": r.latency_ms,
+                    "tries": r.tries,
+                    "samples_stored": one.samples,
+                    "error": r.error,
+                }
+                for r, one in zip(results, stored, strict=True)
+            ],
+        )
+    for result, one in zip(results, stored, strict=True):
+        result.samples_stored = one.samples
+        _log_conflicts(one)
+    return stored
+
+
+def _log_conflicts(stored: StoreResult) -> None:
     for conflict in stored.conflicts:
         log.warning("%s: %s at %s: stored value %g kept, %g from the vendor not stored",
                     conflict.source, conflict.metric, conflict.observed_at.isoformat(),
                     conflict.stored, conflict.offered)
-    return stored
 
 
 def collect_once(
@@ -210,8 +287,10 @@ def collect_once(
 ) -> list[PollResult]:
     """Poll the (named) sources concurrently with a bounded pool and store each result.
 
-    Missing secrets are refused up front (SecretError); one failing source never stops the
-    others. Results come back in config order.
+    Finished polls are stored in batches (store_polls: one transaction per batch, one
+    collection_attempts row per poll) while the others are still polling. Missing secrets
+    are refused up front (SecretError); one failing source never stops the others. Results
+    come back in config order.
     """
     sources = config.select_sources(list(names))
     if not sources:
@@ -223,12 +302,20 @@ def collect_once(
     try:
         with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(sources)),
                                 thread_name_prefix="poll") as pool:
-            futures = {pool.submit(poller.poll, src): src for src in sources}
-            # Stored from this thread, one at a time, as polls finish.
-            for future in as_completed(futures):
-                result = future.result()
-                store_poll(engine, result)
-                results[result.source] = result
+            pending: set[Future[PollResult]] = {pool.submit(poller.poll, s) for s in sources}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                # Linger briefly so that one transaction carries many polls.
+                deadline = time.monotonic() + STORE_LINGER_S
+                while pending and len(done) < STORE_BATCH:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    more, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
+                    done |= more
+                batch = [f.result() for f in done]
+                store_polls(engine, batch)
+                results.update((r.source, r) for r in batch)
     finally:
         if own:
             poller.close()

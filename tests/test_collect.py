@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from etl.cli import cli
-from etl.collect import Collector, store_poll
+from etl.collect import Collector, PollResult, store_poll, store_polls
 from etl.config import load_config
 from etl.db import make_engine
 from etl.http import PacerRegistry
@@ -171,3 +171,24 @@ def test_storing_the_same_observation_twice_adds_nothing(
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(Sample)) == 2
         assert conn.scalar(select(func.count()).select_from(CollectionAttempt)) == 2
+
+
+def test_a_batch_of_polls_is_stored_with_one_attempt_row_and_count_each(
+    simulator: SimulatedVendor, engine, tmp_path: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = engine.url.render_as_string(hide_password=False)
+    config = load_config(write_sim_config(tmp_path / "c.toml", simulator, url, monkeypatch))
+    ws, rules = config.source("ws"), config.source("rules")
+    with Collector([ws, rules], pacers=PacerRegistry()) as collector:
+        first, second = collector.poll(ws), collector.poll(rules)
+        simulator.set_fault("unauthorized", times=1, vendor="wiresocket")
+        failed = collector.poll(ws)
+    assert (first.outcome, second.outcome, failed.outcome) == ("ok", "ok", "auth_error")
+    again = PollResult(**{**vars(first), "samples_stored": 0})
+    # The same observation again in the same batch is a duplicate, not a second sample.
+    stored = store_polls(engine, [first, second, failed, again])
+    assert [s.samples for s in stored] == [2, 1, 0, 0] and stored[3].duplicates == 2
+    assert [r.samples_stored for r in (first, second, failed, again)] == [2, 1, 0, 0]
+    assert attempts(url) == [("rules", "ok", 200, 1), ("ws", "ok", 200, 2),
+                             ("ws", "auth_error", 401, 0), ("ws", "ok", 200, 0)]
