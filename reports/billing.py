@@ -53,6 +53,14 @@ def rule_days(rows: pd.DataFrame, rule: BillingRule) -> pd.DataFrame:
     return sel.sort_values("date").reset_index(drop=True)
 
 
+def days_by_series(rows: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """rule_days() for every (source, metric) at once: one groupby, not a scan per rule."""
+    if not len(rows):
+        return {}
+    return {(str(key[0]), str(key[1])): g.sort_values("date").reset_index(drop=True)
+            for key, g in rows.groupby(["source", "metric"], sort=False)}
+
+
 def cumulative_quantity(days: pd.DataFrame, aggregation: str,
                         now_us: int | None = None) -> list[Decimal | None]:
     """Per day: the month's quantity up to and including that day.
@@ -87,8 +95,11 @@ def billing_table(rows: pd.DataFrame, rules: Sequence[BillingRule], period: Peri
     now_us = to_micros(now)
     in_progress = period.start_us <= now_us < period.end_us
     records = []
+    grouped = days_by_series(rows)
     for rule in rules:
-        days = rule_days(rows, rule)
+        days = grouped.get((rule.source, rule.metric))
+        if days is None:
+            days = rule_days(rows, rule)
         totals = combine_days(days) if len(days) else None
         samples = int(totals["samples"]) if totals else 0
         cum = cumulative_quantity(days, rule.aggregation) if len(days) else []

@@ -79,8 +79,10 @@ def build_daily(engine: Engine, config: Config, start: date, end: date, *,
     out = _out_dir(out_dir)
     ids = series_ids(engine) if "html" in wanted else {}
     paths: list[Path] = []
+    # One groupby instead of a scan of the whole table per day.
+    by_day = {key: g for key, g in daily.groupby("date", sort=False)} if len(daily) else {}
     for i, day in enumerate(period.days):
-        table = daily[daily["date"] == day].reset_index(drop=True)
+        table = by_day.get(day, daily.iloc[:0]).reset_index(drop=True)
         base = out / f"daily-{day.isoformat()}"
         if "csv" in wanted:
             paths.append(write_csv(table, base.with_suffix(".csv")))
