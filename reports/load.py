@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -24,14 +25,34 @@ _PG_SAMPLES = text(
     "SELECT (extract(epoch FROM observed_at) * 1000000)::bigint, value, plan_limit FROM samples "
     "WHERE series_id = :sid AND observed_at >= :a AND observed_at < :b ORDER BY observed_at"
 )
-# The same reads in the drivers' own parameter styles.
+# The same reads in the drivers' own parameter styles. A missing limit comes back as -inf
+# (no vendor sends that as a limit; if one is stored, the chunk is read again exactly), so
+# every cell is a number and rows stream straight into one array, no list of tuples.
+_NO_LIMIT = float("-inf")
 _SQLITE_SAMPLES_RAW = (
-    "SELECT observed_at, value, plan_limit FROM samples "
+    "SELECT observed_at, value, coalesce(plan_limit, -9e999) FROM samples "
     "WHERE series_id = ? AND observed_at >= ? AND observed_at < ? ORDER BY observed_at"
 )
 _PG_SAMPLES_RAW = (
+    "SELECT (extract(epoch FROM observed_at) * 1000000)::bigint, value, "
+    "coalesce(plan_limit, '-Infinity'::float8) FROM samples "
+    "WHERE series_id = %s AND observed_at >= %s AND observed_at < %s ORDER BY observed_at"
+)
+_SQLITE_SAMPLES_EXACT = (
+    "SELECT observed_at, value, plan_limit FROM samples "
+    "WHERE series_id = ? AND observed_at >= ? AND observed_at < ? ORDER BY observed_at"
+)
+_PG_SAMPLES_EXACT = (
     "SELECT (extract(epoch FROM observed_at) * 1000000)::bigint, value, plan_limit FROM samples "
     "WHERE series_id = %s AND observed_at >= %s AND observed_at < %s ORDER BY observed_at"
+)
+_SQLITE_MINUS_INF = (
+    "SELECT count(*) FROM samples WHERE series_id = ? AND observed_at >= ? "
+    "AND observed_at < ? AND plan_limit < -1.7e308"
+)
+_PG_MINUS_INF = (
+    "SELECT count(*) FROM samples WHERE series_id = %s AND observed_at >= %s "
+    "AND observed_at < %s AND plan_limit < -1.7e308"
 )
 _PREV_VALUE = text(
     "SELECT value FROM samples WHERE series_id = :sid AND observed_at < :a "
@@ -70,21 +91,32 @@ def _bind(conn: Connection, us: int) -> Any:
 def read_samples(conn: Connection, series_id: int, start_us: int, end_us: int) -> SampleArrays:
     """The samples of one series with start_us <= observed_at < end_us, oldest first."""
     sqlite = conn.dialect.name == "sqlite"
-    query = _SQLITE_SAMPLES_RAW if sqlite else _PG_SAMPLES_RAW
+    params = (series_id, _bind(conn, start_us), _bind(conn, end_us))
     # The driver's own cursor: at millions of rows, building SQLAlchemy Row objects costs
     # more than the read itself (measured by benchmarks/, see docs/performance.md).
     cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cur.execute(query, (series_id, _bind(conn, start_us), _bind(conn, end_us)))
-        rows = cur.fetchall()
+        cur.execute(_SQLITE_SAMPLES_RAW if sqlite else _PG_SAMPLES_RAW, params)
+        # One float64 block; epoch microseconds (< 2**53) stay exact.
+        flat = np.fromiter(chain.from_iterable(cur), dtype=np.float64)
+        block = flat.reshape(-1, 3)
+        limit = block[:, 2].copy()
+        missing = limit == _NO_LIMIT
+        if missing.any():
+            if _stored_minus_inf(cur, sqlite, params):
+                cur.execute(_SQLITE_SAMPLES_EXACT if sqlite else _PG_SAMPLES_EXACT, params)
+                block = np.array(cur.fetchall() or np.zeros((0, 3)), dtype=np.float64)
+                limit = block[:, 2].copy()
+            else:
+                limit[missing] = np.nan
     finally:
         cur.close()
-    if not rows:
-        empty = np.zeros(0)
-        return SampleArrays(np.zeros(0, dtype=np.int64), empty, empty.copy())
-    # One float64 block: None becomes NaN, and epoch microseconds (< 2**53) stay exact.
-    block = np.array(rows, dtype=np.float64)
-    return SampleArrays(block[:, 0].astype(np.int64), block[:, 1].copy(), block[:, 2].copy())
+    return SampleArrays(block[:, 0].astype(np.int64), block[:, 1].copy(), limit)
+
+
+def _stored_minus_inf(cur: Any, sqlite: bool, params: tuple[Any, ...]) -> bool:
+    cur.execute(_SQLITE_MINUS_INF if sqlite else _PG_MINUS_INF, params)
+    return bool(cur.fetchone()[0])
 
 
 def read_prev_value(conn: Connection, series_id: int, before_us: int) -> float | None:

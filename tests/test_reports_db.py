@@ -230,3 +230,26 @@ def test_bad_invoice_names_file_line_and_column(engine: Engine, tmp_path: Path, 
         reconcile_frame(engine, make_config(billing=billing_rules()), "2026-05", invoice)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_sample_reads_keep_missing_and_odd_limits_apart(engine: Engine) -> None:
+    from etl.models import to_micros
+    from reports.load import read_samples, series_ids
+
+    t0 = at("2026-05-03T10:00:00")
+    limits = [100.0, None, float("-inf"), 250.0]
+    obs = [Observation("ws", "wiresocket", t0 + timedelta(minutes=k), "{}",
+                       (SampleValue("connections", 10.0 + k, lim),
+                        SampleValue("documents", 1.0, None)))
+           for k, lim in enumerate(limits)]
+    with engine.begin() as conn:
+        store_observations(conn, obs)
+    sid = series_ids(engine)[("ws", "connections")]
+    with engine.connect() as conn:
+        arr = read_samples(conn, sid, to_micros(t0), to_micros(t0 + timedelta(hours=1)))
+        tail = read_samples(conn, sid, to_micros(t0 + timedelta(minutes=3)),
+                            to_micros(t0 + timedelta(hours=1)))
+    assert arr.t.tolist() == [to_micros(t0) + k * 60_000_000 for k in range(4)]
+    assert arr.value.tolist() == [10.0, 11.0, 12.0, 13.0]
+    assert arr.limit[0] == 100.0 and pd.isna(arr.limit[1]) and arr.limit[2] == float("-inf")
+    assert tail.limit.tolist() == [250.0] and len(tail) == 1
