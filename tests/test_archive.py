@@ -240,3 +240,45 @@ def test_export_bad_date_is_a_usage_error(sqlite_url: str, tmp_path: Path, bad: 
     result = run(write_config(tmp_path, sqlite_url), "export", "--start", bad, "--end",
                  "2026-11-20")
     assert result.exit_code == 2
+
+
+def test_snapshot_keeps_the_body_text_of_the_line(sqlite_url: str, tmp_path: Path) -> None:
+    from etl.models import Snapshot
+
+    config = write_config(tmp_path, sqlite_url)
+    body_first = ('{"body": {"data": {"invocations": 7}, "code": "success"}, '
+                  '"observed_at": "2026-11-21T12:00:00Z", "source": "rules"}')
+    nested_key = ('{"source": "rules", "observed_at": "2026-11-21T13:00:00Z", "body": '
+                  '{"data": {"invocations": 8, "body": {"x": 1}}, "code": "success"}}')
+    big_int = ('{"source": "rules", "observed_at": "2026-11-21T14:00:00Z", "body": '
+               '{"data": {"invocations": 9, "n": 123456789012345678901234567890}, '
+               '"code": "success"}}')
+    archive = tmp_path / "a.jsonl"
+    archive.write_text("\n".join([*SPEC_LINES, body_first, nested_key, big_int]) + "\n")
+    assert run(config, "import", str(archive)).exit_code == 0
+    engine = make_engine(sqlite_url)
+    with engine.connect() as conn:
+        payloads = dict(conn.execute(select(Snapshot.observed_at, Snapshot.payload)).all())
+    engine.dispose()
+    by_hour = {at.hour: p for at, p in payloads.items()}
+    # As it stands in the line (the vendor's spacing), when the body ends the line.
+    assert by_hour[10] == SPEC_LINES[0][SPEC_LINES[0].index('{"data"'):-1]
+    assert by_hour[14] == ('{"data": {"invocations": 9, "n": 123456789012345678901234567890}, '
+                           '"code": "success"}')
+    # Otherwise the same body, serialised again.
+    assert by_hour[12] == '{"data":{"invocations":7},"code":"success"}'
+    assert json.loads(by_hour[13]) == {"data": {"invocations": 8, "body": {"x": 1}},
+                                       "code": "success"}
+
+
+def test_lines_only_the_standard_parser_reads_still_import(sqlite_url: str,
+                                                         tmp_path: Path) -> None:
+    config = write_config(tmp_path, sqlite_url)
+    archive = tmp_path / "bom.jsonl"
+    # A UTF-8 byte order mark, and an integer too large for 64 bits: json reads both.
+    archive.write_bytes(b"\xef\xbb\xbf" + SPEC_LINES[0].encode() + b"\n" +
+                        SPEC_LINES[1].replace('"current": 4,', '"current": 4, "n": '
+                                              + "9" * 30 + ",").encode() + b"\n")
+    result = run(config, "import", str(archive))
+    assert result.exit_code == 0, result.output
+    assert len(samples(sqlite_url)) == 3

@@ -6,6 +6,7 @@ import json
 import math
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from etl.errors import ParseError
@@ -20,6 +21,18 @@ STATUS_MAX_LEN = 16
 
 def parse_timestamp(value: Any, field: str) -> datetime:
     """An aware UTC datetime from an ISO 8601 string (Z or offset; naive is taken as UTC)."""
+    if isinstance(value, str):
+        # Archives and polls repeat each instant across sources: parse each text once.
+        return _parse_timestamp_text(value, field)
+    return _parse_timestamp(value, field)
+
+
+@lru_cache(maxsize=4096)
+def _parse_timestamp_text(value: str, field: str) -> datetime:
+    return _parse_timestamp(value, field)  # errors raise and are not cached
+
+
+def _parse_timestamp(value: Any, field: str) -> datetime:
     if not isinstance(value, str) or not _TS_RE.match(value.strip()):
         raise ParseError(f"{field}: not an ISO 8601 date and time: {_short(value)}")
     text = value.strip()
@@ -36,6 +49,11 @@ def parse_timestamp(value: Any, field: str) -> datetime:
 
 def number(value: Any, field: str) -> float:
     """A finite number of 0 or more (booleans and numeric strings are refused)."""
+    kind = type(value)
+    if kind is int or kind is float:  # the common case, checked in full below otherwise
+        result = float(value)
+        if 0 <= result < math.inf:
+            return result
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ParseError(f"{field}: must be a number, got {_short(value)}")
     result = float(value)
