@@ -76,10 +76,70 @@ def _store_chunk(engine: Engine, batch: list[Observation]) -> StoreResult:
         return res
     except _Retry:
         pass
+    try:
+        # Usually only a few keys (a repeated line, a late one) fall where something is
+        # stored: everything newer than all that is stored goes in directly, the rest staged.
+        with engine.begin() as conn:
+            fresh, rest = _split(conn, prepared, sqlite)
+            if fresh.snap_rows and rest.snap_rows:
+                res, touched = _direct(conn, fresh, sqlite)
+                more, more_touched = _staged(conn, rest, sqlite)
+                res.add(more)
+                for sid, (lo, hi) in more_touched.items():
+                    _widen(touched, sid, lo)
+                    _widen(touched, sid, hi)
+                _mark(conn, touched)
+                return res
+    except _Retry:
+        pass
     with engine.begin() as conn:
         res, touched = _staged(conn, prepared, sqlite)
         _mark(conn, touched)
     return res
+
+
+def _split(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[_Chunk, _Chunk]:
+    """The chunk's observations later than anything stored for their source, and the rest."""
+    cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    ph = "?" if sqlite else "%s"
+    after: dict[str, Any] = {}  # source -> latest stored instant of its snapshots and series
+    try:
+        for source, sids in ch.source_series.items():
+            cur.execute(f"SELECT max(observed_at) FROM snapshots WHERE source = {ph}",  # noqa: S608
+                        (source,))
+            latest = [cur.fetchone()[0]]
+            for sid in sids:
+                cur.execute(f"SELECT max(observed_at) FROM samples WHERE series_id = {ph}",  # noqa: S608
+                            (sid,))
+                latest.append(cur.fetchone()[0])
+            found = [x for x in latest if x is not None]
+            if found:
+                after[source] = max(found)
+    finally:
+        cur.close()
+
+    def is_fresh(source: str, at: Any) -> bool:
+        latest = after.get(source)
+        return latest is None or at > latest
+
+    fresh, rest = _Chunk(ch.base), _Chunk(ch.base)
+    fresh_k: set[int] = set()
+    for part in (fresh, rest):
+        part.names, part.source_series = ch.names, ch.source_series
+    for row in ch.snap_rows:
+        part = fresh if is_fresh(row[1], row[3]) else rest
+        if part is fresh:
+            fresh_k.add(row[0])
+        part.snap_rows.append(row)
+        _widen(part.snap_ranges, row[1], row[3])
+    for row in ch.sample_rows:
+        (fresh if row[5] in fresh_k else rest).sample_rows.append(row)
+    for rep in ch.repeats:
+        (fresh if is_fresh(ch.names[rep[0]][0], rep[1]) else rest).repeats.append(rep)
+    for part in (fresh, rest):
+        # series_ranges() covers the sources of this part only.
+        part.source_series = {src: ch.source_series[src] for src in part.snap_ranges}
+    return fresh, rest
 
 
 def _prepare(conn: Connection, batch: list[Observation], sqlite: bool) -> _Chunk:
@@ -197,7 +257,8 @@ def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
                 "FROM generate_series(1, %s)",
                 (len(snaps),),
             )
-            ids = [row[0] for row in cur.fetchall()]
+            # k -> id (a split chunk's k are not 0..n-1).
+            ids = {r[0]: row[0] for r, row in zip(snaps, cur.fetchall(), strict=True)}
             with cur.copy(
                 "COPY snapshots (id, source, kind, observed_at, received_at, origin, payload) "
                 "FROM STDIN"

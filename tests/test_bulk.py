@@ -106,6 +106,53 @@ def test_bulk_agrees_with_store_observations_on_random_batches(engine: Engine, t
             drop_pg_database(str(ref_engine.url.render_as_string(hide_password=False)))
 
 
+def test_a_chunk_of_new_and_already_stored_keys_is_stored_like_one_at_a_time(
+    engine: Engine, tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    # An import whose chunk mostly extends the history but repeats a few stored keys (a
+    # repeated archive line, a late one): the new part is written directly, the rest staged.
+    from etl.db import make_engine, upgrade
+
+    if engine.dialect.name == "sqlite":
+        ref_engine = make_engine(f"sqlite:///{tmp_path / 'ref.db'}")
+    else:
+        from tests.conftest import create_pg_database
+
+        ref_engine = make_engine(create_pg_database())
+    upgrade(ref_engine)
+    rng = random.Random(11)
+    minute = timedelta(minutes=1)
+    first = [nected("n1", T0 + k * minute, float(k)) for k in range(20)]
+    first += [wiresocket("ws", T0 + k * minute, float(k), 1.0) for k in range(0, 20, 2)]
+    second = [nected("n1", T0 + k * minute, float(k)) for k in range(20, 40)]
+    second += [wiresocket("ws", T0 + k * minute, float(k), 1.0) for k in range(20, 40)]
+    second += [nected("n2", T0 + k * minute, 5.0) for k in range(10)]  # a new source
+    second += [nected("n1", T0 + 3 * minute, 3.0),            # duplicate of a stored key
+               nected("n1", T0 + 4 * minute, 99.0),           # conflict with a stored key
+               wiresocket("ws", T0 + 5 * minute, 7.0, 1.0),   # late: a gap in the history
+               nected("n1", T0 + 30 * minute, 31.0)]          # conflict inside the chunk
+    rng.shuffle(second)
+    try:
+        for batch in (first, second):
+            got = bulk_store(engine, batch)
+            want = StoreResult()
+            for obs in batch:
+                with ref_engine.begin() as conn:
+                    want.add(store_observations(conn, [obs]))
+            assert summary(got) == summary(want)
+            assert content(engine) == content(ref_engine)
+        assert summary(got)[:3] == (51, 72, 1) and len(got.conflicts) == 2
+    finally:
+        from etl.store import forget_series_cache
+
+        forget_series_cache(ref_engine)
+        ref_engine.dispose()
+        if engine.dialect.name != "sqlite":
+            from tests.conftest import drop_pg_database
+
+            drop_pg_database(str(ref_engine.url.render_as_string(hide_password=False)))
+
+
 def test_reimport_changes_nothing_and_counts_duplicates(engine: Engine) -> None:
     batch = [nected("rules", T0 + timedelta(minutes=i), float(i)) for i in range(500)]
     first = bulk_store(engine, reversed(batch))
