@@ -152,7 +152,16 @@ def _prepare(conn: Connection, batch: list[Observation], sqlite: bool) -> _Chunk
     ch = _Chunk(base)
     seen: set[tuple[str, datetime]] = set()
     ids_by_source: dict[tuple[str, str], dict[str, int]] = {}
-    conv = to_micros if sqlite else _same
+    micros: dict[datetime, int] = {}
+
+    def to_db(value: datetime) -> Any:
+        # Sources share instants: convert each one once per chunk.
+        found = micros.get(value)
+        if found is None:
+            found = micros[value] = to_micros(value)
+        return found
+
+    conv = to_db if sqlite else _same
     snap_rows, sample_rows, ranges = ch.snap_rows, ch.sample_rows, ch.snap_ranges
     k = base
     for obs in batch:
