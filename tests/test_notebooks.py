@@ -1,0 +1,104 @@
+"""The notebooks in notebooks/: committed without outputs, and they run against a fresh demo database."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[notebooks]'")
+nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[notebooks]'")
+ipykernel_spec = pytest.importorskip("ipykernel.kernelspec",
+                                     reason="pip install -e '.[notebooks]'")
+
+from etl.demo import run_demo  # noqa: E402
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NAMES = ["usage_analysis.ipynb", "billing_reconciliation.ipynb"]
+KERNEL = "usage-etl-tests"
+ENV_VARS = ("USAGE_ETL_CONFIG", "USAGE_ETL_DATABASE_URL", "USAGE_ETL_INVOICE", "USAGE_ETL_MONTH",
+            "USAGE_ETL_TOLERANCE_PCT", "USAGE_ETL_DAYS", "USAGE_ETL_TIMEZONE")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_is_committed_without_outputs(name: str) -> None:
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code
+    for cell in code:
+        assert cell.execution_count is None, cell.source[:60]
+        assert cell.outputs == [], cell.source[:60]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh `usage-etl demo` folder (a short history: enough for every chart)."""
+    folder = tmp_path_factory.mktemp("nb-demo")
+    result = run_demo(folder / "usage-etl-demo", days=8, rounds=1, echo=lambda _line: None)
+    return result.config
+
+
+@pytest.fixture(scope="module")
+def kernel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kernelspec for this very interpreter, so a fresh clone needs no `ipykernel install`."""
+    prefix = tmp_path_factory.mktemp("jupyter")
+    ipykernel_spec.install(kernel_name=KERNEL, display_name="usage-etl tests", prefix=str(prefix))
+    return prefix / "share" / "jupyter"
+
+
+@pytest.fixture
+def notebook_env(demo: Path, kernel_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                 tmp_path: Path) -> Iterator[Path]:
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("USAGE_ETL_CONFIG", str(demo))
+    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(
+        p for p in (str(kernel_dir), os.environ.get("JUPYTER_PATH", "")) if p))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # The kernel runs in an empty folder, so it reads the demo only through the environment.
+    yield tmp_path
+
+
+def execute(name: str, cwd: Path) -> nbformat.NotebookNode:
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=120,
+                                     resources={"metadata": {"path": str(cwd)}})
+    client.execute()  # a cell that raises fails the test (CellExecutionError)
+    return nb
+
+
+def outputs(nb: nbformat.NotebookNode) -> tuple[str, int]:
+    """All text the notebook showed, and how many images (charts) it drew."""
+    text, images = [], 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            text.append(out.get("text", ""))
+            data = out.get("data", {})
+            text.append(data.get("text/plain", ""))
+            images += "image/png" in data
+    return "\n".join(text), images
+
+
+def test_usage_analysis_runs_on_the_demo(notebook_env: Path) -> None:
+    nb = execute("usage_analysis.ipynb", notebook_env)
+    text, images = outputs(nb)
+    # The limits chart, the heatmap, the warning/critical bars, invocations per day, projection.
+    assert images >= 5
+    assert "busiest slot:" in text, text
+    assert "rules/invocations:" in text and "month-end projection" in text, text
+    assert "Traceback" not in text
+
+
+def test_billing_reconciliation_runs_on_the_demo(notebook_env: Path) -> None:
+    nb = execute("billing_reconciliation.ipynb", notebook_env)
+    text, images = outputs(nb)
+    assert images >= 2  # the differences and the coverage
+    # The sample invoice's deliberate differences show up as such.
+    assert "wrote a sample invoice" in text
+    for status in ("match", "mismatch", "missing_metered"):
+        assert re.search(rf"^{status} +1$", text, re.MULTILINE), (status, text)
+    assert "rules/invocations: mismatch: coverage" in text  # the reason behind the difference
