@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -210,7 +209,7 @@ def store_poll(engine: Engine, result: PollResult, *, origin: str = "collect") -
         if result.observation is not None:
             obs = result.observation
             if obs.origin != origin:
-                obs = dataclasses.replace(obs, origin=origin)
+                obs = obs._replace(origin=origin)
             stored = store_observations(conn, [obs])
         record_attempt(
             conn,
@@ -245,7 +244,7 @@ def store_polls(
             if result.observation is not None:
                 obs = result.observation
                 if obs.origin != origin:
-                    obs = dataclasses.replace(obs, origin=origin)
+                    obs = obs._replace(origin=origin)
                 one = store_observations(conn, [obs])
             stored.append(one)
         conn.execute(
