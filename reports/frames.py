@@ -170,34 +170,41 @@ def _tz_name(config: Config, tz: str | None) -> str:
 
 
 def rollup_tz(config: Config, tz: str | None) -> str | None:
-    """The zone whose daily rollups a report may use: only the configured one is kept."""
-    return config.timezone if tz is None or tz == config.timezone else None
+    """The zone whose daily rollups a report reads and fills: the one it reports in.
+
+    Rollups are kept per zone, so a report in another zone (`--tz`) is cold once and warm
+    after; a write invalidates the affected days of every zone (etl.rollup.invalidate_dirty).
+    """
+    return tz or config.timezone
 
 
 def daily_frame(engine: Engine, config: Config, start: date, end: date,
-                tz: str | None = None) -> pd.DataFrame:
-    """The daily report rows for local days start..end (both included), in `tz` or the config's."""
+                tz: str | None = None, *, rollups: bool = True) -> pd.DataFrame:
+    """The daily report rows for local days start..end (both included), in `tz` or the config's.
+
+    `rollups=False` computes every day from raw samples and stores nothing.
+    """
     zone = resolve_tz(_tz_name(config, tz))
     period = days_period(start, end + timedelta(days=1), zone)
     return daily_from_rows(series_day_rows(engine, configured_series(config), period,
-                                           rollup_tz=rollup_tz(config, tz)))
+                                           rollup_tz=rollup_tz(config, tz) if rollups else None))
 
 
-def billing_day_rows(engine: Engine, config: Config, month: date, tz: str | None = None
-                     ) -> pd.DataFrame:
+def billing_day_rows(engine: Engine, config: Config, month: date, tz: str | None = None,
+                     *, rollups: bool = True) -> pd.DataFrame:
     """series_day_rows() for the series the billing rules name, over the month."""
     zone = resolve_tz(_tz_name(config, tz))
     wanted = [(r.source, r.metric) for r in config.billing]
     return series_day_rows(engine, configured_series(config, wanted), month_period(month, zone),
-                           rollup_tz=rollup_tz(config, tz))
+                           rollup_tz=rollup_tz(config, tz) if rollups else None)
 
 
 def billing_frame(engine: Engine, config: Config, month: str | date, tz: str | None = None,
-                  *, now: datetime | None = None) -> pd.DataFrame:
+                  *, now: datetime | None = None, rollups: bool = True) -> pd.DataFrame:
     """One row per billing rule for the month (YYYY-MM), SPEC 6 columns then extras."""
     first = parse_month(month) if isinstance(month, str) else month.replace(day=1)
     zone = resolve_tz(_tz_name(config, tz))
-    rows = billing_day_rows(engine, config, first, tz)
+    rows = billing_day_rows(engine, config, first, tz, rollups=rollups)
     return billing_table(rows, config.billing, month_period(first, zone),
                                      now=now or datetime.now(UTC))
 

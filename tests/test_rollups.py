@@ -23,6 +23,7 @@ from reports.frames import billing_frame, daily_frame
 TZ = "Europe/Berlin"  # 2026-10-25 has 25 hours there
 START, END = date(2026, 10, 23), date(2026, 10, 27)
 T0 = datetime(2026, 10, 22, 20, 0, tzinfo=UTC)
+OTHER_TZ = "America/New_York"  # not the configured zone; its own DST change is a week later
 
 
 def config(timezone: str = TZ) -> Config:
@@ -53,19 +54,22 @@ def wiresocket(at: datetime, conns: float) -> Observation:
                                 SampleValue("documents", conns / 2, 20.0, "healthy")))
 
 
-def reports(engine: Engine, cold: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Daily and billing frames; cold = asked for in a zone that is not the configured one."""
-    cfg, tz = (config("UTC"), TZ) if cold else (config(), None)
+def reports(engine: Engine, cold: bool, tz: str | None = None
+            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Daily and billing frames; cold = from raw samples, without rollups."""
+    cfg = config()
     now = datetime(2026, 12, 1, tzinfo=UTC)
-    return (daily_frame(engine, cfg, START, END, tz),
-            billing_frame(engine, cfg, "2026-10", tz, now=now))
+    return (daily_frame(engine, cfg, START, END, tz, rollups=not cold),
+            billing_frame(engine, cfg, "2026-10", tz, now=now, rollups=not cold))
 
 
 def assert_warm_equals_cold(engine: Engine) -> None:
-    warm_daily, warm_bill = reports(engine, cold=False)
-    cold_daily, cold_bill = reports(engine, cold=True)
-    pd.testing.assert_frame_equal(warm_daily, cold_daily)
-    pd.testing.assert_frame_equal(warm_bill, cold_bill)
+    # The configured zone and another one asked for with --tz: each keeps its own rollups.
+    for tz in (None, OTHER_TZ):
+        warm_daily, warm_bill = reports(engine, cold=False, tz=tz)
+        cold_daily, cold_bill = reports(engine, cold=True, tz=tz)
+        pd.testing.assert_frame_equal(warm_daily, cold_daily)
+        pd.testing.assert_frame_equal(warm_bill, cold_bill)
 
 
 def store(engine: Engine, batch: list[Observation], bulk: bool) -> None:
@@ -126,6 +130,32 @@ def test_warm_reports_read_rollups_and_late_samples_refresh_only_their_days(engi
     assert_warm_equals_cold(engine)
 
 
+def test_a_report_in_another_zone_keeps_and_serves_rollups_of_that_zone(engine: Engine) -> None:
+    store(engine, history(), bulk=True)
+    first_daily, _ = reports(engine, cold=False, tz=OTHER_TZ)
+    with engine.connect() as conn:
+        zones = set(conn.scalars(select(RollupDay.tz).distinct()))
+    assert zones == {OTHER_TZ}  # the configured zone was not asked for, so not rolled up
+    # A second run in that zone reads the stored rows (a doctored one shows up)...
+    with engine.begin() as conn:
+        ws_id = conn.scalar(select(Series.id).where(Series.source == "ws",
+                                                    Series.metric == "connections"))
+        where = (RollupDay.series_id == ws_id, RollupDay.tz == OTHER_TZ,
+                 RollupDay.day == "2026-10-24")
+        data = json.loads(conn.scalar(select(RollupDay.data).where(*where)) or "{}")
+        data["samples"] = 9999
+        conn.execute(update(RollupDay).where(*where).values(data=json.dumps(data)))
+    again, _ = reports(engine, cold=False, tz=OTHER_TZ)
+    assert 9999 in again["samples"].tolist()
+    # ...until a write touches that day: then it is recomputed from the samples.
+    store(engine, [wiresocket(datetime(2026, 10, 24, 15, 10, tzinfo=UTC), 7.0)], bulk=False)
+    after, _ = reports(engine, cold=False, tz=OTHER_TZ)
+    assert 9999 not in after["samples"].tolist()
+    cold, _ = reports(engine, cold=True, tz=OTHER_TZ)
+    pd.testing.assert_frame_equal(after, cold)
+    assert not after.equals(first_daily)  # the new sample counts
+
+
 _times = st.integers(min_value=0, max_value=6 * 24 * 4 - 1)  # quarter hours from T0
 _batches = st.lists(
     st.tuples(_times, st.integers(min_value=0, max_value=50), st.booleans()),
@@ -165,5 +195,5 @@ def test_changed_staleness_is_not_served_from_old_rollups(engine: Engine) -> Non
     longer = dataclasses.replace(cfg, sources=(
         cfg.sources[0], dataclasses.replace(cfg.sources[1], staleness_seconds=7200)))
     warm = daily_frame(engine, longer, START, END)
-    cold = daily_frame(engine, dataclasses.replace(longer, timezone="UTC"), START, END, TZ)
+    cold = daily_frame(engine, longer, START, END, rollups=False)
     pd.testing.assert_frame_equal(warm, cold)
