@@ -33,7 +33,15 @@ def to_decimal(x: Any) -> Decimal:
         return Decimal(int(x))
     else:
         d = Decimal(repr(float(x)))
-    return Decimal(int(d)) if d == d.to_integral_value() else d
+    return plain(d)
+
+
+def plain(d: Decimal) -> Decimal:
+    """The same value without trailing zeros: sums of 100.5 and 99.5 print as 200, not 200.0."""
+    if d == d.to_integral_value():
+        return Decimal(int(d))
+    # normalize() alone would give 2E+2 for an integral value; fractions print plainly.
+    return d.normalize()
 
 
 def money(x: Decimal) -> Decimal:
@@ -43,7 +51,7 @@ def money(x: Decimal) -> Decimal:
 
 def charge(quantity: Decimal, rule: BillingRule) -> tuple[Decimal, Decimal]:
     """(overage, amount) for a quantity under the rule."""
-    overage = max(Decimal(0), quantity - rule.included)
+    overage = plain(max(Decimal(0), quantity - rule.included))
     return overage, money(overage * rule.unit_price)
 
 
@@ -80,7 +88,7 @@ def cumulative_quantity(days: pd.DataFrame, aggregation: str,
         elif n > 0:
             value = to_decimal(mx)
             total = value if total is None or value > total else total
-        out.append(total)
+        out.append(None if total is None else plain(total))
     return out
 
 

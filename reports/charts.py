@@ -35,6 +35,13 @@ def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[::step], y[::step]
 
 
+def _legend(ax: Axes) -> None:
+    # legend() with nothing labelled warns on stderr, once per empty chart: a month of daily
+    # reports printed dozens of lines. Such a chart carries its "no samples" note instead.
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+
+
 def _bands(ax: Axes, limit: float | None, top: float) -> None:
     if limit is None or not np.isfinite(limit) or limit <= 0:
         return
@@ -50,15 +57,15 @@ def series_day_chart(t_us: np.ndarray, value: np.ndarray, *, start_us: int, end_
                      prev_value: float | None = None) -> str:
     """One series over one local day: gauge values (with limit and bands) or the counter's
     running increase. x is hours since local midnight, so DST days are 23 or 25 h wide."""
-    from reports.compute import counter_increments
+    from reports.compute import counter_increments, unscale
 
     fig = Figure(figsize=(7.5, 2.4), dpi=96)
     ax = fig.add_subplot()
     hours = (end_us - start_us) / (3600 * US_PER_SECOND)
     x = (np.asarray(t_us, dtype=np.int64) - start_us) / (3600 * US_PER_SECOND)
     if metric_type == "counter":
-        inc, _ = counter_increments(np.asarray(value, dtype=np.float64), prev_value)
-        y = np.cumsum(inc).astype(np.float64)
+        inc, _, scale = counter_increments(np.asarray(value, dtype=np.float64), prev_value)
+        y = unscale(np.cumsum(inc), scale).astype(np.float64)
         label = f"{metric}: increase since midnight"
     else:
         y = np.asarray(value, dtype=np.float64)
@@ -76,7 +83,7 @@ def series_day_chart(t_us: np.ndarray, value: np.ndarray, *, start_us: int, end_
     ax.grid(alpha=0.3)
     if len(x) == 0:
         ax.text(0.5, 0.5, "no samples", transform=ax.transAxes, ha="center", color="gray")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    _legend(ax)
     return svg_of(fig)
 
 
@@ -99,5 +106,5 @@ def billing_chart(days: Sequence[date], cumulative: Sequence[Decimal | None],
     ax.set_ylim(bottom=0)
     ax.set_xlabel("day of month")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    _legend(ax)
     return svg_of(fig)

@@ -7,7 +7,7 @@ time, last values), so monthly figures are derived from the day rows alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -43,28 +43,75 @@ def prepare_samples(t: np.ndarray, value: np.ndarray, limit: np.ndarray | None =
     return t, value, lim
 
 
+# Most decimal places tried when reading fractional counter readings as exact decimals.
+_MAX_DECIMALS = 9
+
+
+def decimal_scale(value: np.ndarray, prev_value: float | None = None) -> int | None:
+    """The smallest power of ten that turns every reading into an exact integer, or None.
+
+    Vendors send decimal text: 1000000000.1 is stored as the nearest double, and differences
+    of such doubles carry binary noise (0.19999992847442627, not 0.2). When every reading
+    is the nearest double to k / 10**d with |k| < 2**53, the integers k are exact and so is
+    every increment and sum of them; dividing once at the end rounds to the decimal's double.
+    """
+    v = np.asarray(value, dtype=np.float64)
+    if prev_value is not None:
+        v = np.append(v, float(prev_value))
+    if not np.all(np.isfinite(v)):
+        return None
+    # Most readings settle at a small d: only the ones that do not are tried further.
+    rest = v
+    for d in range(_MAX_DECIMALS + 1):
+        scale = 10.0**d
+        k = np.rint(rest * scale)
+        rest = rest[(k / scale != rest) | (np.abs(k) >= _EXACT_INT_LIMIT)]
+        if not len(rest):
+            break
+    else:
+        return None
+    if d == 0:  # integral readings, the common case: checked in full above
+        return 1
+    # A reading exact at fewer places must stay exact at d (|k| near 2**53 may not).
+    k = np.rint(v * 10.0**d)
+    if np.any(np.abs(k) >= _EXACT_INT_LIMIT) or np.any(k / 10.0**d != v):
+        return None
+    return 10**d
+
+
 def counter_increments(value: np.ndarray, prev_value: float | None
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Per sample: what it adds to the counter's increase, and whether it was a reset.
+                       ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per sample: what it adds to the counter's increase, whether it was a reset, the scale.
 
     `v_i - v_{i-1}` when the counter did not go down, else `v_i` (a reset); the first sample
-    of a series (no `prev_value`) adds 0. Integral readings stay exact int64.
+    of a series (no `prev_value`) adds 0. With a scale (see `decimal_scale`) the increments
+    are exact int64 in units of 1/scale (scale 1: integral readings); otherwise they are
+    float64 differences and the scale is 1.
     """
-    exact = bool(
-        len(value) == 0
-        or (np.all(np.isfinite(value)) and np.all(value == np.rint(value))
-            and np.all(np.abs(value) < _EXACT_INT_LIMIT))
-    ) and (prev_value is None or (float(prev_value).is_integer()
-                                  and abs(prev_value) < _EXACT_INT_LIMIT))
-    v = value.astype(np.int64) if exact else value.astype(np.float64)
+    scale = decimal_scale(value, prev_value)
+    prev: float | None
+    if scale is not None:
+        v = np.rint(np.asarray(value, dtype=np.float64) * scale).astype(np.int64)
+        prev = None if prev_value is None else float(np.rint(float(prev_value) * scale))
+    else:
+        v = np.asarray(value, dtype=np.float64)
+        prev = prev_value
     if len(v) == 0:
-        return v, np.zeros(0, dtype=bool)
+        return v, np.zeros(0, dtype=bool), scale or 1
     before = np.empty_like(v)
     before[1:] = v[:-1]
-    before[0] = (int(prev_value) if exact else prev_value) if prev_value is not None else v[0]
+    before[0] = prev if prev is not None else v[0]
     reset = v < before
     inc = np.where(reset, v, v - before)
-    return inc, reset
+    return inc, reset, scale or 1
+
+
+def unscale(total: np.ndarray, scale: int) -> np.ndarray:
+    """Exact scaled sums back in reading units: int64 when integral readings, else float64."""
+    if scale == 1 or total.dtype.kind == "f":
+        return total
+    # One correctly rounded division: the double nearest to the exact decimal.
+    return total / float(scale)
 
 
 def _cum_weighted(a: np.ndarray, length: np.ndarray, weight: np.ndarray,
@@ -133,9 +180,13 @@ def aggregate_days(t: np.ndarray, value: np.ndarray, limit: np.ndarray | None,
     out["last_limit"] = last_limit
 
     if metric_type == "counter":
-        inc, reset = counter_increments(value, prev_value)
-        cs = np.concatenate((np.zeros(1, dtype=inc.dtype), np.cumsum(inc)))
-        out["increase"] = cs[pos[1:]] - cs[pos[:-1]]
+        inc, reset, scale = counter_increments(value, prev_value)
+        # Each day's increments summed on their own: a difference of running float sums
+        # would carry the rounding of every earlier day into this one.
+        day_inc = np.zeros(ndays, dtype=inc.dtype)
+        if len(starts):
+            day_inc[nonempty] = np.add.reduceat(inc[pos[0]:pos[-1]], starts)
+        out["increase"] = unscale(day_inc, scale)
         rs = np.concatenate(([0], np.cumsum(reset.astype(np.int64))))
         out["resets"] = rs[pos[1:]] - rs[pos[:-1]]
     else:
@@ -202,10 +253,23 @@ def combine_days(days: pd.DataFrame) -> dict[str, Any]:
 
 
 def _exact_sum(col: pd.Series) -> int | float:
-    # int64 sums stay exact; only non-integral counters are summed as floats.
-    if col.dtype.kind in "iu":
-        return int(col.sum())
-    return float(col.sum())
+    total = exact_total(col)
+    return int(total) if total == total.to_integral_value() else float(total)
+
+
+def exact_total(values: Iterable[Any]) -> Decimal:
+    """The exact decimal sum of day figures as printed (each float's shortest repr).
+
+    This is the sum a spreadsheet gets from the daily CSV, and the billing quantity, so a
+    month's increase is exactly the sum of its days. One term per day, not per sample.
+    """
+    total = Decimal(0)
+    for x in values:
+        if isinstance(x, int | np.integer):
+            total += int(x)
+        elif not pd.isna(x):
+            total += Decimal(repr(float(x)))
+    return Decimal(int(total)) if total == total.to_integral_value() else total.normalize()
 
 
 def coverage_pct(covered_us: int, length_us: int) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -196,8 +197,6 @@ def test_daily_increases_add_up_to_the_month(points: list[tuple[int, int]], spli
 
 
 def test_cumulative_quantity_stops_at_now_for_a_month_in_progress() -> None:
-    from decimal import Decimal
-
     import pandas as pd
 
     from reports.billing import cumulative_quantity
@@ -215,3 +214,102 @@ def test_cumulative_quantity_stops_at_now_for_a_month_in_progress() -> None:
     # "now" is during day 2 (index 1): later days have not begun and are left out.
     assert cumulative_quantity(days, "increase", now_us=day + 5) == [Decimal(5), Decimal(12), None, None]
     assert cumulative_quantity(days, "peak", now_us=day + 5) == [Decimal(10), Decimal(17), None, None]
+
+
+def test_fractional_counter_adds_the_decimals_the_vendor_sent() -> None:
+    from reports.billing import cumulative_quantity
+
+    b = day_bounds(2)
+    t = np.array([b[0] + 1 * H, b[0] + 2 * H, b[0] + 3 * H, b[1] + 1 * H, b[1] + 2 * H])
+    v = np.array([1_000_000_000.1, 1_000_000_000.3, 0.25, 0.75, 1.5])
+    rows = aggregate_days(t, v, None, b, metric_type="counter", staleness_us=600 * 1_000_000,
+                          prev_value=999_999_999.9)
+    # Day 1: 0.2 + 0.2 + 0.25 (reset); day 2: 0.5 + 0.75. The doubles' own difference
+    # 1000000000.3 - 1000000000.1 would be 0.19999992847442627.
+    assert list(rows["increase"]) == [0.65, 1.25]
+    assert list(rows["resets"]) == [1, 0]
+    whole = aggregate_days(t, v, None, b[[0, -1]], metric_type="counter",
+                           staleness_us=600 * 1_000_000, prev_value=999_999_999.9)
+    assert float(whole["increase"][0]) == 1.9
+    assert combine_days(rows)["increase"] == 1.9
+    assert cumulative_quantity(rows, "increase") == [Decimal("0.65"), Decimal("1.9")]
+    vals = day_report_values(rows.iloc[0], "counter")
+    assert vals["increase"] == 0.65 and vals["resets"] == 1
+
+
+def test_billing_quantity_and_overage_of_fractional_days_print_without_trailing_zero() -> None:
+    import pandas as pd
+
+    from etl.config import BillingRule
+    from reports.billing import charge, cumulative_quantity
+    from reports.render_csv import format_cell
+
+    days = pd.DataFrame({"day_start_us": [0, 86_400_000_000], "increase": [100.5, 99.5],
+                         "max": [np.nan, np.nan], "samples": [3, 3]})
+    cum = cumulative_quantity(days, "increase")
+    assert cum == [Decimal("100.5"), Decimal(200)]
+    assert cum[-1] is not None and format_cell(cum[-1]) == "200"  # not 200.0
+    rule = BillingRule("rules", "invocations", "increase", Decimal(100), Decimal("0.002"), "USD")
+    overage, amount = charge(cum[-1], rule)
+    assert (format_cell(overage), format_cell(amount)) == ("100", "0.20")
+
+
+def naive_decimal_days(t: list[int], k: list[int], bounds: np.ndarray) -> list[Decimal]:
+    """SPEC 5 one sample at a time on the decimal readings k/100, summed per day."""
+    first: dict[int, int] = {}
+    for ti, ki in zip(t, k, strict=True):
+        first.setdefault(ti, ki)
+    days = [Decimal(0)] * (len(bounds) - 1)
+    prev = None
+    for ti in sorted(first):
+        vi = Decimal(first[ti]) / 100
+        add = Decimal(0) if prev is None else (vi - prev if vi >= prev else vi)
+        j = int(np.searchsorted(bounds, ti, side="right")) - 1
+        days[j] += add
+        prev = vi
+    return days
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10 * 24 * 60 - 1), st.integers(0, 10**11)),
+                min_size=0, max_size=60))
+def test_fractional_daily_increases_are_exact_decimals_that_add_up_to_the_month(
+        points: list[tuple[int, int]]) -> None:
+    from reports.billing import cumulative_quantity
+    from reports.compute import exact_total
+
+    b = day_bounds(10)
+    t = [int(b[0]) + m * MIN for m, _ in points]
+    hundredths = [k for _, k in points]
+    v = np.array([k / 100 for k in hundredths], dtype=np.float64)  # as parsed from JSON text
+    days = aggregate_days(np.array(t, dtype=np.int64), v, None, b, metric_type="counter",
+                          staleness_us=30 * MIN)
+    expected = naive_decimal_days(t, hundredths, b)
+    # Each day is the double nearest its exact decimal, so its CSV text is that decimal...
+    assert [Decimal(repr(float(x))) for x in days["increase"]] == expected
+    # ...and the month (billing quantity, combined days, one whole-period row) is their sum.
+    month = sum(expected, Decimal(0))
+    assert exact_total(days["increase"]) == month
+    cum = cumulative_quantity(days, "increase")
+    assert cum[-1] == month
+    whole = aggregate_days(np.array(t, dtype=np.int64), v, None, b[[0, -1]],
+                           metric_type="counter", staleness_us=30 * MIN)
+    assert float(whole["increase"][0]) == float(month) == float(combine_days(days)["increase"])
+
+
+def test_a_day_chart_of_a_series_without_samples_prints_no_warning(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    from reports.charts import series_day_chart
+
+    b = day_bounds(1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for metric_type, limit in (("counter", None), ("gauge", None), ("gauge", 100.0)):
+            svg = series_day_chart(np.zeros(0, dtype=np.int64), np.zeros(0), start_us=int(b[0]),
+                                   end_us=int(b[1]), metric="m", metric_type=metric_type,
+                                   limit=limit)
+            assert svg.startswith("<svg")
+    assert [str(w.message) for w in caught] == []
+    assert capfd.readouterr().err == ""
