@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,15 @@ MIN_INTERVAL_SECONDS = 5.0
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 REGION_RE = re.compile(r"^[a-z0-9-]+$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 TOP_KEYS = {"database_url", "timezone", "reports_dir", "spool_dir", "sources", "billing"}
 SOURCE_COMMON_KEYS = {
     "name", "kind", "region", "base_url", "interval_seconds", "staleness_seconds",
     "timeout_seconds",
 }
+# Every key some kind of source accepts: what an entry of unknown kind is checked against.
+SOURCE_ANY_KEYS = SOURCE_COMMON_KEYS | {key for pair in SECRET_KEYS.values() for key in pair}
 BILLING_KEYS = {"source", "metric", "aggregation", "included", "unit_price", "currency"}
 # Environment variables that override top-level keys (the CLI's --database-url beats them).
 ENV_OVERRIDES = {
@@ -37,6 +43,8 @@ ENV_OVERRIDES = {
     "USAGE_ETL_REPORTS_DIR": "reports_dir",
     "USAGE_ETL_SPOOL_DIR": "spool_dir",
 }
+# Database URL schemes and drivers usage-etl is built and tested for ("" = the default driver).
+DATABASE_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg")}
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,8 @@ class SourceConfig:
             value = Path(self.secret_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise SecretError(f"{self.secret_origin}: cannot read file: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise SecretError(f"{self.secret_origin}: file is not UTF-8 ({_bad_byte(exc)})") from None
         if not value:
             raise SecretError(f"{self.secret_origin}: file is empty")
         return value
@@ -168,6 +178,8 @@ def load_config(path: str | None = None, database_url: str | None = None) -> Con
 
     A config file that was asked for (``--config`` or ``$USAGE_ETL_CONFIG``) must exist; the
     default ``./usage-etl.toml`` may be absent, which gives a config with no sources.
+    `database_url` is the ``--database-url`` option: it beats the file and the environment,
+    and an empty one is refused rather than ignored.
     """
     cfg_path, explicit = find_config_path(path)
     raw: dict[str, Any] = {}
@@ -179,35 +191,63 @@ def load_config(path: str | None = None, database_url: str | None = None) -> Con
             raise ConfigError(f"config file {cfg_path}: not found") from None
         except OSError as exc:
             raise ConfigError(f"config file {cfg_path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {cfg_path}: not UTF-8 ({_bad_byte(exc)})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {cfg_path}: not valid TOML: {exc}") from None
+    # A bad overridden value is blamed on the variable or option the user set, not on a file
+    # that may not even mention the key.
+    origins: dict[str, str] = {}
     for env, key in ENV_OVERRIDES.items():
-        if os.environ.get(env):
-            raw[key] = os.environ[env]
-    if database_url:
+        value = os.environ.get(env)
+        if value:
+            raw[key] = value
+            origins[key] = f"${env}"
+    if database_url is not None:
         raw["database_url"] = database_url
-    return parse_config(raw, str(cfg_path) if (cfg_path.exists() or explicit) else None)
+        origins["database_url"] = "--database-url"
+    return parse_config(raw, str(cfg_path) if (cfg_path.exists() or explicit) else None, origins)
 
 
-def parse_config(raw: dict[str, Any], path: str | None = None) -> Config:
-    """Validate a config mapping (as read from TOML); raise ConfigError listing every problem."""
+def parse_config(
+    raw: dict[str, Any], path: str | None = None, origins: Mapping[str, str] | None = None
+) -> Config:
+    """Validate a config mapping (as read from TOML); raise ConfigError listing every problem.
+
+    `origins` maps an overridden top-level key to where its value came from
+    (``$USAGE_ETL_TIMEZONE``, ``--database-url``): its problems name that, not `path`.
+    """
+    origins = origins or {}
+    where = f"{path}: " if path else ""
     problems: list[str] = []
+
+    def top(key: str, message: str) -> None:
+        origin = origins.get(key)
+        problems.append(f"{origin}: {message}" if origin else f"{where}{key}: {message}")
+
     for key in sorted(set(raw) - TOP_KEYS):
-        problems.append(f"{key}: unknown key")
+        top(key, "unknown key")
 
     def text(key: str, default: str) -> str:
         value = raw.get(key, default)
         if not isinstance(value, str) or not value.strip():
-            problems.append(f"{key}: must be a non-empty string")
+            top(key, "must be a non-empty string")
+            return default
+        if not value.isprintable():
+            # A NUL or newline would only fail later, deep in a file or database call.
+            top(key, "must not contain control characters")
             return default
         return value
 
     database_url = text("database_url", DEFAULT_DATABASE_URL)
+    url_problem = database_url_problem(database_url)
+    if url_problem:
+        top("database_url", url_problem)
     timezone = text("timezone", "UTC")
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        problems.append(f"timezone: {timezone!r} is not an IANA time zone name")
+        top("timezone", f"{timezone!r} is not an IANA time zone name")
         timezone = "UTC"
     reports_dir = text("reports_dir", DEFAULT_REPORTS_DIR)
     spool_dir = text("spool_dir", DEFAULT_SPOOL_DIR)
@@ -215,42 +255,43 @@ def parse_config(raw: dict[str, Any], path: str | None = None) -> Config:
     sources: list[SourceConfig] = []
     raw_sources = raw.get("sources", [])
     if not isinstance(raw_sources, list):
-        problems.append("sources: must be an array of tables ([[sources]])")
+        top("sources", "must be an array of tables ([[sources]])")
         raw_sources = []
-    seen: set[str] = set()
+    # Every named entry, valid or not, with its kind when that is known: a billing rule naming
+    # a broken source is checked against it rather than told the source does not exist.
+    declared: dict[str, str | None] = {}
     for i, entry in enumerate(raw_sources):
+        found: list[str] = []
         name = entry.get("name") if isinstance(entry, dict) else None
-        if isinstance(name, str) and name in seen:
-            problems.append(f"sources[{i}].name: duplicate source name {name!r}")
-            continue
-        if isinstance(name, str):
-            seen.add(name)
-        src = _parse_source(entry, i, problems)
-        if src is not None:
-            sources.append(src)
+        duplicate = isinstance(name, str) and name in declared
+        if duplicate:
+            found.append(f"sources[{i}].name: duplicate source name {name!r}")
+        src = _parse_source(entry, i, found, duplicate=duplicate)
+        problems.extend(where + p for p in found)
+        if isinstance(name, str) and not duplicate:
+            kind = entry.get("kind")
+            declared[name] = kind if isinstance(kind, str) and kind in KINDS else None
+            if src is not None:
+                sources.append(src)
 
     billing: list[BillingRule] = []
     raw_billing = raw.get("billing", [])
     if not isinstance(raw_billing, list):
-        problems.append("billing: must be an array of tables ([[billing]])")
+        top("billing", "must be an array of tables ([[billing]])")
         raw_billing = []
-    by_name = {s.name: s for s in sources}
     seen_rules: set[tuple[str, str]] = set()
     for i, entry in enumerate(raw_billing):
-        rule = _parse_billing(entry, i, by_name, problems)
-        if rule is None:
-            continue
-        if (rule.source, rule.metric) in seen_rules:
-            problems.append(
-                f"billing[{i}]: a rule for {rule.source}/{rule.metric} is already defined"
-            )
-            continue
-        seen_rules.add((rule.source, rule.metric))
-        billing.append(rule)
+        found = []
+        rule = _parse_billing(entry, i, declared, found)
+        if rule is not None and (rule.source, rule.metric) in seen_rules:
+            found.append(f"billing[{i}]: a rule for {rule.source}/{rule.metric} is already defined")
+        elif rule is not None:
+            seen_rules.add((rule.source, rule.metric))
+            billing.append(rule)
+        problems.extend(where + p for p in found)
 
     if problems:
-        where = f"{path}: " if path else ""
-        raise ConfigError([where + p for p in problems])
+        raise ConfigError(problems)
     return Config(
         database_url=database_url,
         timezone=timezone,
@@ -262,90 +303,176 @@ def parse_config(raw: dict[str, Any], path: str | None = None) -> Config:
     )
 
 
+def normalize_url(url: str) -> str:
+    """Pick psycopg 3 for plain ``postgresql://`` URLs (SQLAlchemy would pick psycopg2)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with the form of database URL `url`, or None; nothing is opened."""
+    # Imported here so that reading a config does not need SQLAlchemy loaded up front.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from etl.redact import redact_url
+
+    try:
+        parsed = make_url(normalize_url(url))
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return f"cannot parse {redact_url(url)!r} as a database URL"
+    backend, _, driver = parsed.drivername.partition("+")
+    if driver not in DATABASE_DRIVERS.get(backend, ()):
+        scheme = url.split("://", 1)[0]
+        return (
+            f"scheme {scheme!r} is not supported "
+            "(use sqlite:///PATH or postgresql://[USER@]HOST[:PORT]/DB)"
+        )
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        # With one connection per use, every connection would see a new, empty database.
+        return "an in-memory SQLite database cannot hold history; give a file: sqlite:///PATH"
+    return None
+
+
+def _bad_byte(exc: UnicodeDecodeError) -> str:
+    line = exc.object.count(b"\n", 0, exc.start) + 1
+    return f"byte 0x{exc.object[exc.start]:02x} on line {line}"
+
+
+def _what(value: Any) -> str:
+    """The TOML type of `value`, for messages."""
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a float"),
+                       (str, "a string"), (list, "an array"), (dict, "a table")):
+        if isinstance(value, kind):
+            return name
+    if isinstance(value, date | time):
+        return "a date/time"
+    return type(value).__name__
+
+
 def _number(value: Any) -> float | None:
+    """`value` as a float if it is a finite integer or float: nan and inf pass no `<` check."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer literal too big for a float
+        return None
+    return number if math.isfinite(number) else None
 
 
-def _parse_source(entry: Any, i: int, problems: list[str]) -> SourceConfig | None:
+def _base_url_problem(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"must be an http:// or https:// URL, not {_what(value)}"
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "must not contain spaces or control characters"
+    try:
+        parsed = urlparse(value)
+        _ = parsed.port  # ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        return "must be an http:// or https:// URL"
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return "must be an http:// or https:// URL"
+    if parsed.username or parsed.password or parsed.query:
+        return "must not hold credentials or a query string"
+    return None
+
+
+def _parse_source(
+    entry: Any, i: int, problems: list[str], *, duplicate: bool = False
+) -> SourceConfig | None:
+    """The source in `entry`, or None once every problem with it is added to `problems`.
+
+    A duplicate is still checked, labelled by its index since its name is taken, but never
+    returned.
+    """
     if not isinstance(entry, dict):
         problems.append(f"sources[{i}]: must be a table")
         return None
+    before = len(problems)
     name = entry.get("name")
     label = f"sources[{i}]"
-    ok = True
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         problems.append(f"{label}.name: required, lowercase letters, digits, '_' or '-' only")
-        ok = False
-    else:
+    elif not duplicate:
         label = f"sources.{name}"
+
     kind = entry.get("kind")
-    if kind not in KINDS:
-        problems.append(f"{label}.kind: unknown kind {kind!r} (expected one of: {', '.join(KINDS)})")
-        return None
-    env_key, file_key = SECRET_KEYS[kind]
-    allowed = SOURCE_COMMON_KEYS | {env_key, file_key}
-    for key in sorted(set(entry) - allowed):
-        problems.append(f"{label}.{key}: unknown key for a {kind} source")
-        ok = False
+    expected = ", ".join(KINDS)
+    if kind is None:
+        problems.append(f"{label}.kind: required, one of: {expected}")
+    elif not isinstance(kind, str):
+        problems.append(f"{label}.kind: must be a string, not {_what(kind)} (one of: {expected})")
+    elif kind not in KINDS:
+        problems.append(f"{label}.kind: unknown kind {kind!r} (expected one of: {expected})")
+    known_kind = kind if isinstance(kind, str) and kind in KINDS else None
+    if known_kind is not None:
+        secret_pairs = [SECRET_KEYS[known_kind]]
+        for key in sorted(set(entry) - SOURCE_COMMON_KEYS - set(SECRET_KEYS[known_kind])):
+            problems.append(f"{label}.{key}: unknown key for a {known_kind} source")
+    else:
+        # Without a kind, still report what no kind accepts, so one run shows everything.
+        secret_pairs = list(SECRET_KEYS.values())
+        for key in sorted(set(entry) - SOURCE_ANY_KEYS):
+            problems.append(f"{label}.{key}: unknown key")
 
     interval = _number(entry.get("interval_seconds", 60))
     if interval is None or interval < MIN_INTERVAL_SECONDS:
         problems.append(
-            f"{label}.interval_seconds: must be a number of at least {MIN_INTERVAL_SECONDS:g}"
+            f"{label}.interval_seconds: must be a finite number of at least "
+            f"{MIN_INTERVAL_SECONDS:g}"
         )
-        ok = False
     staleness = entry.get("staleness_seconds")
     if staleness is not None:
         staleness = _number(staleness)
         if staleness is None or staleness <= 0:
-            problems.append(f"{label}.staleness_seconds: must be a positive number")
-            ok = False
+            problems.append(f"{label}.staleness_seconds: must be a finite positive number")
     timeout = _number(entry.get("timeout_seconds", 10))
     if timeout is None or timeout <= 0:
-        problems.append(f"{label}.timeout_seconds: must be a positive number")
-        ok = False
+        problems.append(f"{label}.timeout_seconds: must be a finite positive number")
 
     region = entry.get("region")
     base_url = entry.get("base_url")
     if base_url is not None:
-        parsed = urlparse(base_url) if isinstance(base_url, str) else None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
-            problems.append(f"{label}.base_url: must be an http:// or https:// URL")
-            ok = False
-        elif parsed.username or parsed.password or parsed.query:
-            problems.append(f"{label}.base_url: must not hold credentials or a query string")
-            ok = False
-    if region is not None and (not isinstance(region, str) or not REGION_RE.match(region)):
+        url_problem = _base_url_problem(base_url)
+        if url_problem:
+            problems.append(f"{label}.base_url: {url_problem}")
+    if region is not None and (not isinstance(region, str) or not REGION_RE.fullmatch(region)):
         problems.append(f"{label}.region: must be lowercase letters, digits or '-'")
-        ok = False
     if kind == "wiresocket" and region is None and base_url is None:
         problems.append(f"{label}.region: required for a wiresocket source (or set base_url)")
-        ok = False
 
-    secret_env = entry.get(env_key)
-    secret_file = entry.get(file_key)
-    if (secret_env is None) == (secret_file is None):
-        problems.append(f"{label}.{env_key}: set exactly one of {env_key} or {file_key}")
-        ok = False
-    elif secret_env is not None and (not isinstance(secret_env, str) or not secret_env):
-        problems.append(f"{label}.{env_key}: must name an environment variable")
-        ok = False
-    elif secret_file is not None and (not isinstance(secret_file, str) or not secret_file):
-        problems.append(f"{label}.{file_key}: must be a file path")
-        ok = False
-    if not ok:
+    for env_key, file_key in secret_pairs:
+        secret_env, secret_file = entry.get(env_key), entry.get(file_key)
+        if known_kind is not None and (secret_env is None) == (secret_file is None):
+            problems.append(f"{label}.{env_key}: set exactly one of {env_key} or {file_key}")
+        if secret_env is not None and (
+            not isinstance(secret_env, str) or not ENV_NAME_RE.fullmatch(secret_env)
+        ):
+            problems.append(
+                f"{label}.{env_key}: must name an environment variable (letters, digits, '_')"
+            )
+        if secret_file is not None and (
+            not isinstance(secret_file, str)
+            or not secret_file
+            or not secret_file.isprintable()
+        ):
+            problems.append(f"{label}.{file_key}: must be a file path")
+
+    if duplicate or len(problems) > before:
         return None
+    assert isinstance(name, str) and known_kind is not None
     assert interval is not None and timeout is not None
+    env_key, file_key = SECRET_KEYS[known_kind]
     return SourceConfig(
-        name=name,  # type: ignore[arg-type]
-        kind=kind,
+        name=name,
+        kind=known_kind,
         interval_seconds=interval,
         region=region,
         base_url=base_url,
-        secret_env=secret_env,
-        secret_file=secret_file,
+        secret_env=entry.get(env_key),
+        secret_file=entry.get(file_key),
         staleness_seconds=staleness,
         timeout_seconds=timeout,
     )
@@ -365,8 +492,12 @@ def _decimal(value: Any) -> Decimal | None:
 
 
 def _parse_billing(
-    entry: Any, i: int, sources: dict[str, SourceConfig], problems: list[str]
+    entry: Any, i: int, declared: Mapping[str, str | None], problems: list[str]
 ) -> BillingRule | None:
+    """The rule in `entry`, or None once every problem with it is added to `problems`.
+
+    `declared` maps each source name in the config to its kind (None when that is unknown).
+    """
     label = f"billing[{i}]"
     if not isinstance(entry, dict):
         problems.append(f"{label}: must be a table")
@@ -375,24 +506,36 @@ def _parse_billing(
     for key in sorted(set(entry) - BILLING_KEYS):
         problems.append(f"{label}.{key}: unknown key")
     source = entry.get("source")
-    metric = entry.get("metric")
-    src = sources.get(str(source)) if isinstance(source, str) else None
-    if src is None:
+    kind: str | None = None
+    if source is None:
+        problems.append(f"{label}.source: required, the name of a [[sources]] entry")
+    elif not isinstance(source, str):
+        problems.append(f"{label}.source: must be a string naming a source, not {_what(source)}")
+    elif source not in declared:
         problems.append(f"{label}.source: {source!r} is not a configured source")
-    elif metric not in KINDS[src.kind]:
+    else:
+        kind = declared[source]
+    metric = entry.get("metric")
+    if metric is None:
+        problems.append(f"{label}.metric: required, the name of one of the source's metrics")
+    elif not isinstance(metric, str):
+        problems.append(f"{label}.metric: must be a string, not {_what(metric)}")
+    elif kind is not None and metric not in KINDS[kind]:
         problems.append(
-            f"{label}.metric: {metric!r} is not a metric of {src.kind} source {source!r} "
-            f"(expected one of: {', '.join(KINDS[src.kind])})"
+            f"{label}.metric: {metric!r} is not a metric of {kind} source {source!r} "
+            f"(expected one of: {', '.join(KINDS[kind])})"
         )
     aggregation = entry.get("aggregation")
-    if aggregation not in ("increase", "peak"):
+    if not isinstance(aggregation, str) or aggregation not in ("increase", "peak"):
         problems.append(f"{label}.aggregation: must be 'increase' or 'peak'")
     elif (
         aggregation == "increase"
-        and src is not None
-        and KINDS[src.kind].get(str(metric)) == "gauge"
+        and kind is not None
+        and isinstance(metric, str)
+        and KINDS[kind].get(metric) == "gauge"
     ):
         problems.append(f"{label}.aggregation: 'increase' needs a counter; {metric!r} is a gauge")
+    # Unset, a rule bills from the first unit in US dollars (documented in docs/configuration.md).
     included = _decimal(entry.get("included", 0))
     if included is None or included < 0:
         problems.append(f"{label}.included: must be a number of 0 or more")
@@ -400,15 +543,16 @@ def _parse_billing(
     if unit_price is None or unit_price < 0:
         problems.append(f"{label}.unit_price: required, a decimal string or number of 0 or more")
     currency = entry.get("currency", "USD")
-    if not isinstance(currency, str) or not CURRENCY_RE.match(currency):
+    if not isinstance(currency, str) or not CURRENCY_RE.fullmatch(currency):
         problems.append(f"{label}.currency: must be a three-letter code such as 'USD'")
-    if len(problems) > before:
+    if len(problems) > before or kind is None:
         return None
+    assert isinstance(source, str) and isinstance(metric, str) and isinstance(aggregation, str)
     assert included is not None and unit_price is not None
     return BillingRule(
-        source=source,  # type: ignore[arg-type]
-        metric=metric,  # type: ignore[arg-type]
-        aggregation=aggregation,  # type: ignore[arg-type]
+        source=source,
+        metric=metric,
+        aggregation=aggregation,
         included=included,
         unit_price=unit_price,
         currency=currency,

@@ -7,7 +7,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from etl.cli import cli
 from etl.config import load_config, parse_config
 from etl.errors import ConfigError, SecretError
 
@@ -71,6 +73,7 @@ def test_spec_example_loads(tmp_path: Path) -> None:
 def test_every_problem_is_reported_once_per_line(tmp_path: Path) -> None:
     bad = textwrap.dedent(
         """
+        database_url = "mysql://u:secret-pw@db/usage"
         timezone = "Mars/Olympus"
         colour = "blue"
 
@@ -85,10 +88,14 @@ def test_every_problem_is_reported_once_per_line(tmp_path: Path) -> None:
         name = "a"
         kind = "nected"
         api_key_env = "K"
+        timeout_seconds = 0
+        shade = "red"
 
         [[sources]]
         name = "Bad Name"
         kind = "ftp"
+        interval_seconds = 1
+        hue = 3
 
         [[billing]]
         source = "ghost"
@@ -99,16 +106,206 @@ def test_every_problem_is_reported_once_per_line(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, bad))
-    text = "\n".join(err.value.problems)
+    problems = err.value.problems
+    text = "\n".join(problems)
+    # Top level: a bad URL and a bad time zone in the same run.
+    assert "database_url: scheme 'mysql' is not supported" in text
+    assert "secret-pw" not in text
     assert "colour: unknown key" in text
     assert "timezone: 'Mars/Olympus'" in text
     assert "sources.a.interval_seconds" in text
-    assert "duplicate source name 'a'" in text
+    # A duplicate entry is still checked, under its index since its name is taken.
+    assert "sources[1].name: duplicate source name 'a'" in text
+    assert "sources[1].timeout_seconds: must be a finite positive number" in text
+    assert "sources[1].shade: unknown key for a nected source" in text
+    # An entry of unknown kind is still checked against the keys any kind accepts.
     assert "unknown kind 'ftp'" in text
-    assert "billing[0].source: 'ghost'" in text
     assert "sources[2].name: required, lowercase" in text
-    assert len(err.value.problems) == 7
-    assert all("\n" not in p for p in err.value.problems)
+    assert "sources[2].hue: unknown key" in text
+    assert "sources[2].interval_seconds: must be a finite number of at least 5" in text
+    assert "billing[0].source: 'ghost'" in text
+    assert len(problems) == 12, problems
+    assert len(set(problems)) == len(problems)
+    assert all("\n" not in p for p in problems)
+
+
+def test_a_billing_rule_on_a_broken_source_is_not_told_the_source_is_missing(
+    tmp_path: Path,
+) -> None:
+    bad = textwrap.dedent(
+        """
+        [[sources]]
+        name = "rules"
+        kind = "nected"
+        api_key_env = "K"
+        interval_seconds = 1
+
+        [[billing]]
+        source = "rules"
+        metric = "connections"
+        aggregation = "peak"
+        unit_price = "1"
+        """
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, bad))
+    assert len(err.value.problems) == 2, err.value.problems
+    assert "sources.rules.interval_seconds" in err.value.problems[0]
+    assert "billing[0].metric: 'connections' is not a metric of nected" in err.value.problems[1]
+
+
+# Values of the wrong TOML type for every key that is compared, hashed or parsed: each must be
+# a one-line error naming the key, never a traceback.
+SOURCE = 'name = "x"\nkind = "nected"\napi_key_env = "K"\n'
+RULE = {"source": '"x"', "metric": '"invocations"', "aggregation": '"increase"', "unit_price": '"1"'}
+
+
+def billing(**values: str) -> str:
+    """Source x and one billing rule on it, with `values` (TOML text) replacing the defaults."""
+    fields = {**RULE, **values}
+    return f"[[sources]]\n{SOURCE}[[billing]]\n" + "".join(f"{k} = {v}\n" for k, v in fields.items())
+
+
+WRONG_TYPES = [
+    ('database_url = ["sqlite:///x.db"]\n', "database_url: must be a non-empty string"),
+    ('timezone = {}\n', "timezone: must be a non-empty string"),
+    ('reports_dir = 3\n', "reports_dir: must be a non-empty string"),
+    ('spool_dir = "a\\u0000b"\n', "spool_dir: must not contain control characters"),
+    ("sources = 1\n", "sources: must be an array of tables"),
+    ("billing = {}\n", "billing: must be an array of tables"),
+    ('[[sources]]\nname = "x"\nkind = ["wiresocket"]\n', "sources.x.kind: must be a string, not an array"),
+    ('[[sources]]\nname = "x"\nkind = {}\n', "sources.x.kind: must be a string, not a table"),
+    ('[[sources]]\nname = "x"\napi_key_env = "K"\n', "sources.x.kind: required"),
+    ('[[sources]]\nname = ["x"]\nkind = "nected"\napi_key_env = "K"\n', "sources[0].name: required"),
+    ('[[sources]]\nname = "x\\n"\nkind = "nected"\napi_key_env = "K"\n', "sources[0].name: required"),
+    (f"[[sources]]\n{SOURCE}region = [1]\n", "sources.x.region: must be"),
+    (f"[[sources]]\n{SOURCE}base_url = {{}}\n", "sources.x.base_url: must be an http:// or https:// URL"),
+    (f'[[sources]]\n{SOURCE}base_url = "http://[::1"\n', "sources.x.base_url: must be an http"),
+    (f'[[sources]]\n{SOURCE}base_url = "http://h:port"\n', "sources.x.base_url: must be an http"),
+    ('[[sources]]\nname = "x"\nkind = "nected"\napi_key_env = {}\n', "sources.x.api_key_env: must name an environment variable"),
+    ('[[sources]]\nname = "x"\nkind = "nected"\napi_key_env = "A=B"\n', "sources.x.api_key_env: must name an environment variable"),
+    ('[[sources]]\nname = "x"\nkind = "wiresocket"\nregion = "eu"\ntoken_file = [""]\n', "sources.x.token_file: must be a file path"),
+    (f'[[sources]]\n{SOURCE}interval_seconds = "60"\n', "sources.x.interval_seconds"),
+    (f"[[sources]]\n{SOURCE}timeout_seconds = true\n", "sources.x.timeout_seconds"),
+    (billing(currency="1"), "billing[0].currency: must be a three-letter code"),
+    (billing(currency='"USD\\n"'), "billing[0].currency: must be a three-letter code"),
+    (billing(aggregation='["peak"]'), "billing[0].aggregation: must be 'increase' or 'peak'"),
+    (billing(metric='["x"]'), "billing[0].metric: must be a string, not an array"),
+    (billing(metric="{x = 1}"), "billing[0].metric: must be a string, not a table"),
+    (billing(source='["x"]'), "billing[0].source: must be a string naming a source"),
+    (billing(included="[]"), "billing[0].included: must be a number of 0 or more"),
+    (billing(unit_price="{}"), "billing[0].unit_price: required"),
+    ("[[sources]]\n[[billing]]\n", "billing[0].source: required"),
+]
+
+
+@pytest.mark.parametrize(("body", "needle"), WRONG_TYPES)
+def test_wrong_types_are_one_line_errors_exit_2(tmp_path: Path, body: str, needle: str) -> None:
+    path = write(tmp_path, body)
+    result = CliRunner().invoke(cli, ["--config", path, "status"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines and all(line.startswith(f"usage-etl: error: {path}: ") for line in lines), lines
+    assert any(needle in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("interval_seconds", "nan"),
+        ("interval_seconds", "inf"),
+        ("interval_seconds", "-inf"),
+        ("timeout_seconds", "nan"),
+        ("timeout_seconds", "inf"),
+        ("staleness_seconds", "nan"),
+        ("staleness_seconds", "inf"),
+    ],
+)
+def test_non_finite_source_numbers_are_refused(tmp_path: Path, key: str, value: str) -> None:
+    # nan slips past every `<` check (`nan < 5` is false), so it must be refused up front.
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, f"[[sources]]\n{SOURCE}{key} = {value}\n"))
+    assert err.value.problems == [
+        p for p in err.value.problems if f"sources.x.{key}: must be a finite" in p
+    ]
+    assert len(err.value.problems) == 1
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", '"NaN"', '"Infinity"', '"-inf"'])
+@pytest.mark.parametrize("key", ["included", "unit_price"])
+def test_non_finite_billing_numbers_are_refused(tmp_path: Path, key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, billing(**{key: value})))
+    assert len(err.value.problems) == 1 and f"billing[0].{key}:" in err.value.problems[0]
+
+
+def test_billing_defaults_bill_from_the_first_unit_in_usd(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, billing()))
+    assert cfg.billing[0].currency == "USD"
+    assert cfg.billing[0].included == 0
+
+
+def test_config_doc_lists_every_key_and_override() -> None:
+    from etl.config import BILLING_KEYS, ENV_OVERRIDES, SOURCE_ANY_KEYS, TOP_KEYS
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    for key in TOP_KEYS | SOURCE_ANY_KEYS | BILLING_KEYS:
+        assert f"`{key}`" in doc, key
+    for env in [*ENV_OVERRIDES, "USAGE_ETL_CONFIG", "USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS"]:
+        assert f"`{env}`" in doc, env
+    assert "USD" in doc and "--database-url" in doc
+
+
+def test_non_utf8_config_is_one_line_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'timezone = "UTC"\na = "\xff"\n')
+    result = CliRunner().invoke(cli, ["--config", str(path), "status"])
+    assert result.exit_code == 2
+    assert result.stderr == f"usage-etl: error: config file {path}: not UTF-8 (byte 0xff on line 2)\n"
+
+
+def test_non_utf8_token_file_is_one_line_exit_2_on_collect(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(b"tok\xffen\n")
+    path = write(
+        tmp_path,
+        f'database_url = "sqlite:///{tmp_path / "u.db"}"\n'
+        f'[[sources]]\nname = "x"\nkind = "nected"\nbase_url = "http://127.0.0.1:9"\n'
+        f'api_key_file = "{token}"\n',
+    )
+    result = CliRunner().invoke(cli, ["--config", path, "collect"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"usage-etl: error: sources.x.api_key_file ({token}): file is not UTF-8 (byte 0xff on line 1)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "needle"),
+    [
+        ("USAGE_ETL_TIMEZONE", "Bad/Zone", "$USAGE_ETL_TIMEZONE: 'Bad/Zone' is not an IANA time zone name"),
+        ("USAGE_ETL_DATABASE_URL", "mysql://u:pw@h/db", "$USAGE_ETL_DATABASE_URL: scheme 'mysql' is not supported"),
+        ("USAGE_ETL_REPORTS_DIR", "a\x01b", "$USAGE_ETL_REPORTS_DIR: must not contain control characters"),
+        ("USAGE_ETL_SPOOL_DIR", "  ", "$USAGE_ETL_SPOOL_DIR: must be a non-empty string"),
+    ],
+)
+def test_a_bad_override_names_the_variable_not_the_file(
+    tmp_path: Path, env: str, value: str, needle: str
+) -> None:
+    path = write(tmp_path, GOOD)
+    result = CliRunner().invoke(cli, ["--config", path, "status"], env={env: value})
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"usage-etl: error: {needle}"), lines
+    assert path not in result.stderr and "pw" not in result.stderr
+
+
+def test_a_bad_database_url_option_names_the_option(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    result = CliRunner().invoke(cli, ["--config", path, "--database-url", "", "status"])
+    assert result.exit_code == 2
+    assert result.stderr == "usage-etl: error: --database-url: must be a non-empty string\n"
 
 
 @pytest.mark.parametrize(
