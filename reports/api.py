@@ -43,7 +43,12 @@ from reports.frames import (
     series_day_rows,
 )
 from reports.periods import DATE_RE, days_period, local_midnight, month_period, parse_month
-from reports.reconcile import RECONCILE_COLUMNS, read_invoice, reconcile_table
+from reports.reconcile import (
+    RECONCILE_COLUMNS,
+    check_tolerance,
+    read_invoice,
+    reconcile_table,
+)
 
 __all__ = [
     "CRITICAL_PCT",
@@ -535,12 +540,11 @@ def reconcile(db: DbLike, month: TimeLike, invoice: str | os.PathLike[str],
         ...               tolerance_pct=0.5, config="usage-etl.toml")
         >>> r[r["status"] != "match"]                                  # doctest: +SKIP
     """
-    if not (tolerance_pct >= 0):
-        raise InputError(f"tolerance_pct: {tolerance_pct} must be 0 or more")
+    check_tolerance(tolerance_pct, "tolerance_pct")
     cfg = _config(db, config)
     zone = _zone(tz or cfg.timezone)
     first = _month(month)
-    lines = read_invoice(Path(invoice))
+    lines = read_invoice(Path(invoice), first.strftime("%Y-%m"))
     with _engine(db) as engine:
         billed = _billing_table(engine, cfg, first, zone, now, rollups)
     df = reconcile_table(billed, lines, first.strftime("%Y-%m"), tolerance_pct=tolerance_pct)

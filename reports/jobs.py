@@ -16,6 +16,7 @@ from etl.errors import InputError
 from etl.models import to_micros
 from reports.billing import billing_table, cumulative_quantity, rule_days
 from reports.charts import billing_chart, series_day_chart
+from reports.compute import exact_total
 from reports.frames import (
     billing_day_rows,
     configured_series,
@@ -25,7 +26,7 @@ from reports.frames import (
 )
 from reports.load import latest_payload, read_prev_value, read_samples, series_ids
 from reports.periods import days_period, month_period, parse_month, resolve_tz, us_to_datetime
-from reports.reconcile import read_invoice, reconcile_table
+from reports.reconcile import check_tolerance, read_invoice, reconcile_table
 from reports.render_csv import write_csv
 from reports.render_html import Chart, render_report, table_from_frame, write_html
 
@@ -127,7 +128,8 @@ def _daily_html(engine: Engine, config: Config, table: pd.DataFrame, day: date, 
         ("lowest coverage", f"{min(covs):g} %" if covs else ""),
     ]
     if len(counters):
-        summary.append(("counter increase", int(counters["increase"].sum())))
+        # Exact: fractional counters keep their decimals (int() would cut them off).
+        summary.append(("counter increase", exact_total(counters["increase"])))
     until = us_to_datetime(end_us)
     return render_report(
         title=f"Daily usage {day.isoformat()}",
@@ -191,9 +193,8 @@ def build_reconcile(engine: Engine, config: Config, month: str, invoice: Path, *
     """reconcile-YYYY-MM.{csv,html}: metered against the invoice CSV."""
     wanted = _formats(formats)
     first = parse_month(month)
-    if not (tolerance_pct >= 0):
-        raise InputError(f"--tolerance-pct: {tolerance_pct} must be 0 or more")
-    lines = read_invoice(Path(invoice))
+    check_tolerance(tolerance_pct)
+    lines = read_invoice(Path(invoice), first.strftime("%Y-%m"))
     tz_name = tz or config.timezone
     period = month_period(first, resolve_tz(tz_name))
     rows = billing_day_rows(engine, config, first, tz_name)

@@ -24,7 +24,7 @@ RECONCILE_COLUMNS = [
 
 @dataclass(frozen=True)
 class InvoiceLine:
-    """One row of the invoice CSV; `line` is its line number in the file."""
+    """One row of the invoice CSV; `line` is its line number in `path`."""
 
     source: str
     month: str
@@ -32,19 +32,54 @@ class InvoiceLine:
     quantity: Decimal
     amount: Decimal
     line: int
+    path: str = ""
 
 
-def read_invoice(path: Path) -> list[InvoiceLine]:
-    """Parse and check the invoice CSV; the first problem is an InputError naming file:line."""
+def check_tolerance(tolerance_pct: float, name: str = "--tolerance-pct") -> Decimal:
+    """The tolerance as a Decimal; anything but a finite number of 0 or more is an InputError.
+
+    Every entry point (CLI, jobs, API) calls this, so `inf` or `nan` is one clear line
+    rather than a decimal.InvalidOperation from deep in the comparison.
+    """
+    try:
+        tol = Decimal(str(tolerance_pct))
+    except (InvalidOperation, ValueError, TypeError):
+        raise InputError(f"{name}: {tolerance_pct!r} is not a number") from None
+    if not tol.is_finite() or tol < 0:
+        raise InputError(f"{name}: {tolerance_pct} must be a finite number, 0 or more")
+    return tol
+
+
+def check_invoice_month(lines: Sequence[InvoiceLine], month: str) -> None:
+    """Refuse an invoice that has rows, but none for `month`: most likely the wrong file.
+
+    Without this every billing rule would come out missing_invoice with exit status 0.
+    Rows of other months next to the month's own rows are still ignored.
+    """
+    if not lines or any(ln.month == month for ln in lines):
+        return
+    others = ", ".join(sorted({ln.month for ln in lines}))
+    where = lines[0].path or "invoice"
+    raise InputError(f"{where}: no rows for {month} (it has {others})")
+
+
+def read_invoice(path: Path, month: str | None = None) -> list[InvoiceLine]:
+    """Parse and check the invoice CSV; the first problem is an InputError naming file:line.
+
+    With `month` (YYYY-MM), an invoice whose rows are all for other months is refused too.
+    """
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            return _parse(path, fh.read().splitlines())
+            lines = _parse(path, fh.read().splitlines())
     except FileNotFoundError:
         raise InputError(f"{path}: invoice file not found") from None
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a UTF-8 text file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    if month is not None:
+        check_invoice_month(lines, month)
+    return lines
 
 
 def _parse(path: Path, text: list[str]) -> list[InvoiceLine]:
@@ -92,7 +127,8 @@ def _parse(path: Path, text: list[str]) -> list[InvoiceLine]:
                                  f"is already on line {seen[key]}")
             seen[key] = lineno
             lines.append(InvoiceLine(cells["source"], cells["month"], cells["metric"],
-                                     numbers["quantity"], numbers["amount"], lineno))
+                                     numbers["quantity"], numbers["amount"], lineno,
+                                     str(path)))
     except csv.Error as exc:
         raise InputError(f"{path}:{reader.line_num}: not CSV: {exc}") from None
     return lines
@@ -117,8 +153,13 @@ def _reasons(cov: float, resets: int, samples: int) -> list[str]:
 
 def reconcile_table(billed: pd.DataFrame, invoice: Sequence[InvoiceLine], month: str,
                     *, tolerance_pct: float = 1.0) -> pd.DataFrame:
-    """Compare billing_table() rows with the invoice lines of `month` (pure)."""
-    tol = Decimal(str(tolerance_pct))
+    """Compare billing_table() rows with the invoice lines of `month` (pure).
+
+    An invoice with rows for other months only, or a tolerance that is not a finite number
+    of 0 or more, is an InputError.
+    """
+    tol = check_tolerance(tolerance_pct, "tolerance_pct")
+    check_invoice_month(invoice, month)
     by_key = {(ln.source, ln.metric): ln for ln in invoice if ln.month == month}
     records = []
     for rule in billed.to_dict("records"):

@@ -173,6 +173,43 @@ def test_billing_and_reconcile_have_the_figures_of_their_csvs(history: History,
                                                 "missing_metered"]
 
 
+def test_every_reconcile_entry_point_refuses_bad_tolerance_and_a_wrong_month_invoice(
+        history: History, tmp_path: Path) -> None:
+    from reports.frames import reconcile_frame
+
+    wrong = tmp_path / "invoice-april.csv"
+    wrong.write_text("source,month,metric,quantity,amount\n"
+                     "rules,2026-04,invocations,10,0.00\n", encoding="utf-8")
+    month = f"{wrong}: no rows for 2026-03 (it has 2026-04)"
+    with pytest.raises(InputError) as info:
+        reports.reconcile(history.engine, "2026-03", wrong, config=history.config, now=NOW)
+    assert str(info.value) == month
+    with pytest.raises(InputError) as info:
+        build_reconcile(history.engine, history.config, "2026-03", wrong, formats=("csv",),
+                        out_dir=tmp_path / "out", now=NOW)
+    assert str(info.value) == month
+    with pytest.raises(InputError) as info:
+        reconcile_frame(history.engine, history.config, "2026-03", wrong, now=NOW)
+    assert str(info.value) == month
+
+    # Invoiced 0, where an infinite tolerance would multiply 0 by infinity.
+    zero = tmp_path / "invoice-march.csv"
+    zero.write_text("source,month,metric,quantity,amount\n"
+                    "rules,2026-03,invocations,0,0\n", encoding="utf-8")
+    for bad in (float("inf"), float("nan"), -0.5):
+        with pytest.raises(InputError, match="tolerance_pct: .* must be a finite number"):
+            reports.reconcile(history.engine, "2026-03", zero, tolerance_pct=bad,
+                              config=history.config, now=NOW)
+        with pytest.raises(InputError, match="--tolerance-pct: .* must be a finite number"):
+            build_reconcile(history.engine, history.config, "2026-03", zero,
+                            tolerance_pct=bad, formats=("csv",), out_dir=tmp_path / "out",
+                            now=NOW)
+        with pytest.raises(InputError, match="tolerance_pct: .* must be a finite number"):
+            reconcile_frame(history.engine, history.config, "2026-03", zero,
+                            tolerance_pct=bad, now=NOW)
+    assert not (tmp_path / "out" / "reconcile-2026-03.csv").exists()
+
+
 def test_month_in_progress_has_a_projection(history: History) -> None:
     b = reports.billing(history.engine, date(2026, 4, 15), config=history.config, now=NOW)
     row = b.set_index("metric").loc["invocations"]

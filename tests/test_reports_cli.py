@@ -116,3 +116,44 @@ def test_bad_invoice_line_exits_2_naming_file_line_and_column(setup: tuple[Path,
     assert result.exit_code == 2
     assert result.stderr.strip() == (f"usage-etl: error: {invoice}:2: column amount: 'abc' "
                                      "is not a number")
+
+
+@pytest.mark.parametrize("tolerance", ["inf", "-inf", "nan", "1e400", "-1"])
+def test_reconcile_refuses_a_tolerance_that_is_not_a_finite_number_of_0_or_more(
+        setup: tuple[Path, Path], tmp_path: Path, tolerance: str) -> None:
+    cfg, out = setup
+    invoice = tmp_path / "inv.csv"
+    # Invoiced 0: an infinite tolerance used to crash with decimal.InvalidOperation.
+    invoice.write_text("source,month,metric,quantity,amount\nrules,2026-05,invocations,0,0\n")
+    result = run(cfg, "reconcile", "--month", "2026-05", "--invoice", str(invoice),
+                 "--tolerance-pct", tolerance)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--tolerance-pct:" in lines[0]
+    assert "must be a finite number, 0 or more" in lines[0]
+    assert "Traceback" not in result.output
+    assert not (out / "reconcile-2026-05.csv").exists()
+
+
+def test_reconcile_refuses_an_invoice_without_rows_for_the_month(setup: tuple[Path, Path],
+                                                                 tmp_path: Path) -> None:
+    cfg, out = setup
+    invoice = tmp_path / "inv.csv"
+    invoice.write_text("source,month,metric,quantity,amount\n"
+                       "rules,2026-06,invocations,105,0.01\n"
+                       "rules,2026-04,invocations,80,0.00\n"
+                       "ws-prod,2026-06,connections,3,1.50\n")
+    result = run(cfg, "reconcile", "--month", "2026-05", "--invoice", str(invoice))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"usage-etl: error: {invoice}: no rows for 2026-05 "
+                                     "(it has 2026-04, 2026-06)")
+    assert not (out / "reconcile-2026-05.csv").exists()
+    # With the month's own row present, the other months' rows are still just ignored.
+    with invoice.open("a") as fh:
+        fh.write("rules,2026-05,invocations,105,0.01\n")
+    result = run(cfg, "reconcile", "--month", "2026-05", "--invoice", str(invoice),
+                 "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = (out / "reconcile-2026-05.csv").read_text().splitlines()
+    assert len(rows) == 2
+    assert rows[1].startswith("rules,2026-05,invocations,105,105,0,0.01,0.01,0.00,match")

@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
@@ -125,6 +126,32 @@ def test_html_escapes_vendor_values_and_is_self_contained(engine: Engine, tmp_pa
     assert daily.count("<svg") == 3  # one chart per series with samples
     assert "critical" in daily and "plan limit" not in daily.split("<svg")[0]
     assert paths[1].read_text().count("<svg") == 2
+
+
+def test_daily_html_with_empty_series_warns_nothing_and_keeps_fractional_increase(
+        engine: Engine, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    import json
+    import warnings
+
+    from etl.store import Observation, SampleValue
+
+    # Only the counter has samples that day: both ws-prod gauges (stored, from May 1st)
+    # are empty on May 3rd, and their charts used to warn that the legend was empty.
+    store(engine, [wiresocket(at("2026-05-01T10:00:00"), 5)])
+    store(engine, [Observation("rules", "nected", at(f"2026-05-03T{h}:00:00"),
+                               json.dumps({"data": {"invocations": v}}),
+                               (SampleValue("invocations", v),), origin="import")
+                   for h, v in (("10", 10.25), ("11", 11.5), ("12", 12.0))])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        [path] = build_daily(engine, make_config(), date(2026, 5, 3), date(2026, 5, 3),
+                             formats=["html"], out_dir=tmp_path)
+    assert [str(w.message) for w in caught] == []
+    assert capfd.readouterr().err == ""
+    html = path.read_text()
+    assert html.count("<svg") == 3  # the empty series still get a chart ("no samples")
+    # First sample ever adds 0, then +1.25 and +0.5: 1.75, not int()'s 1.
+    assert re.search(r'counter increase</div><div class="v">1\.75</div>', html)
 
 
 def test_sqlite_and_postgresql_give_identical_reports(sqlite_url: str, pg_url: str,

@@ -142,13 +142,13 @@ def reconcile(app: AppContext, month: str, invoice: str, tolerance_pct: float, f
     """
     from reports.jobs import build_reconcile
     from reports.periods import parse_month
-    from reports.reconcile import read_invoice
+    from reports.reconcile import check_tolerance, read_invoice
 
-    parse_month(month)
+    first = parse_month(month)
     _check_tz(tz)
-    if not tolerance_pct >= 0:
-        raise InputError(f"--tolerance-pct: {tolerance_pct} must be 0 or more")
-    read_invoice(Path(invoice))  # a bad invoice is refused before the database is opened
+    check_tolerance(tolerance_pct)
+    # A bad invoice (or one for another month) is refused before the database is opened.
+    read_invoice(Path(invoice), first.strftime("%Y-%m"))
     paths = build_reconcile(app.engine, app.config, month, Path(invoice),
                             tolerance_pct=tolerance_pct, tz=tz, formats=_formats(fmt),
                             out_dir=_out(app, out))
