@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from etl.errors import UsageEtlError
 from etl.models import CollectionAttempt, to_micros
 from etl.store import Observation, SampleValue, record_attempt, store_observations
 
@@ -24,6 +26,16 @@ FORMAT_VERSION = 1
 SUFFIX = ".json"
 TMP_PREFIX = ".tmp-"
 BAD_DIR = "unreadable"
+# Held (flock) by the daemon that owns the folder, for as long as it runs.
+LOCK_NAME = ".daemon.lock"
+# What reading a spool file back can raise when it is not a complete record.
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError, AssertionError)
+
+
+class SpoolInUseError(UsageEtlError):
+    """The spool folder is owned by another running daemon (or cannot be locked at all)."""
+
+    exit_code = 2
 
 
 class PollLike(Protocol):
@@ -54,6 +66,34 @@ class SpooledPoll:
     error: str | None
     observation: Observation | None
     retry_after: float | None = None
+
+
+@dataclass
+class Recovery:
+    """What start-up did with the temp files a crash left in the spool."""
+
+    restored: list[str] = field(default_factory=list)  # complete: renamed into place
+    set_aside: list[str] = field(default_factory=list)  # not a complete record: unreadable/
+    duplicates: list[str] = field(default_factory=list)  # same bytes as the renamed file
+
+
+class SpoolLock:
+    """An exclusive flock on the spool's lock file; dropped by release() or process exit."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd: int | None = fd
+        self.path = path
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+    def __enter__(self) -> SpoolLock:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
 
 
 @dataclass
@@ -196,25 +236,96 @@ class Spool:
     def __len__(self) -> int:
         return len(self.pending())
 
-    def clean_partial(self) -> int:
-        """Remove half-written temp files left by a crash (their poll was never acknowledged)."""
+    def lock(self) -> SpoolLock:
+        """Claim the folder for this process, or raise SpoolInUseError naming the holder.
+
+        Temp files are only safe to touch by the process that owns the folder: another daemon
+        sharing it could be half-way through writing one.
+        """
+        path = self.dir / LOCK_NAME
+        try:
+            self._ensure_dir()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise SpoolInUseError(
+                f"spool_dir {self.dir}: cannot create {LOCK_NAME}: {exc.strerror or exc}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if isinstance(exc, BlockingIOError):
+                raise SpoolInUseError(
+                    f"spool_dir {self.dir} is in use by another usage-etl schedule "
+                    f"(pid {holder}); give each daemon its own spool_dir "
+                    "(or $USAGE_ETL_SPOOL_DIR)"
+                ) from None
+            raise SpoolInUseError(
+                f"spool_dir {self.dir}: cannot lock {LOCK_NAME}: {exc.strerror or exc}"
+            ) from None
+        # The pid is only for the message above; the flock is what excludes.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        return SpoolLock(fd, path)
+
+    def recover_partial(self) -> Recovery:
+        """Deal with temp files a crash left behind; call only while holding lock().
+
+        A temp file is written, flushed and fsynced before its rename, so one that parses as
+        a complete record is a poll that was finished but not yet renamed: it is renamed into
+        place and replayed like any other. Anything else (cut short, empty) is moved to
+        unreadable/ for a person to look at; nothing is deleted unless it is an exact copy.
+        """
+        done = Recovery()
         if not self.dir.is_dir():
-            return 0
-        removed = 0
-        for p in self.dir.iterdir():
-            if p.name.startswith(TMP_PREFIX):
-                p.unlink(missing_ok=True)
-                removed += 1
-        return removed
+            return done
+        for tmp in sorted(self.dir.iterdir()):
+            if not tmp.name.startswith(TMP_PREFIX) or not tmp.is_file():
+                continue
+            final = self.dir / tmp.name[len(TMP_PREFIX):]
+            complete = final.name.endswith(SUFFIX)
+            if complete:
+                try:
+                    self.load(tmp)
+                except _UNREADABLE:
+                    complete = False
+            if not complete:
+                self._set_aside(tmp, f"partial-{final.name}")
+                done.set_aside.append(tmp.name)
+            elif final.exists():
+                if final.read_bytes() == tmp.read_bytes():
+                    tmp.unlink()
+                    done.duplicates.append(tmp.name)
+                else:
+                    self._set_aside(tmp, f"partial-{final.name}")
+                    done.set_aside.append(tmp.name)
+            else:
+                # Its fsync may never have happened: make the content durable before the name.
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, final)
+                done.restored.append(final.name)
+        if done.restored or done.duplicates:
+            _fsync_dir(self.dir)
+        return done
+
+    def unreadable(self) -> list[Path]:
+        """Files set aside in unreadable/ (never replayed; a person has to look at them)."""
+        bad = self.dir / BAD_DIR
+        if not bad.is_dir():
+            return []
+        return sorted(p for p in bad.iterdir() if p.is_file())
 
     def load(self, path: Path) -> SpooledPoll:
         return poll_from_dict(json.loads(path.read_text(encoding="utf-8")))
 
-    def _set_aside(self, path: Path) -> None:
+    def _set_aside(self, path: Path, name: str | None = None) -> None:
         # Never delete what we cannot read: a person may be able to recover it.
         bad = self.dir / BAD_DIR
         bad.mkdir(exist_ok=True)
-        os.replace(path, bad / path.name)
+        os.replace(path, bad / (name or path.name))
+        _fsync_dir(bad)
         _fsync_dir(self.dir)
 
     def replay(
@@ -233,7 +344,7 @@ class Spool:
         for i, path in enumerate(files):
             try:
                 poll = self.load(path)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except _UNREADABLE as exc:
                 log.error("spool file %s is unreadable (%s); moved to %s/", path.name, exc, BAD_DIR)
                 self._set_aside(path)
                 result.unreadable += 1

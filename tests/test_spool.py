@@ -7,11 +7,12 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, func, select
 
 from etl.db import make_engine, upgrade
 from etl.models import CollectionAttempt, Sample, Snapshot
-from etl.spool import Spool, SpooledPoll
+from etl.spool import Spool, SpooledPoll, SpoolInUseError, poll_to_dict
 from etl.store import Observation, SampleValue
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -108,9 +109,45 @@ def test_unreadable_file_is_set_aside_not_deleted(engine: Engine, tmp_path: Path
     spool.put(ok_poll(1))
     bad = spool.dir / "00000000000000000001-rules-deadbeef.json"
     bad.write_text("{not json")
-    (spool.dir / ".tmp-00000000000000000002-rules-x.json").write_text('{"half": ')
-    assert spool.clean_partial() == 1
     result = spool.replay(engine)
     assert (result.replayed, result.unreadable) == (1, 1)
     assert (spool.dir / "unreadable" / bad.name).read_text() == "{not json"
     assert spool.pending() == []
+    assert spool.unreadable() == [spool.dir / "unreadable" / bad.name]
+
+
+def test_crash_leftovers_are_kept_if_complete_and_set_aside_if_not(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A SIGKILL between fsync and rename leaves a complete temp file: it is a poll."""
+    spool = Spool(tmp_path / "spool")
+    spool.put(ok_poll(1))
+    whole = json.dumps(poll_to_dict(ok_poll(2))).encode()
+    done = "00000000000000000002-rules-0000aaaa.json"
+    (spool.dir / f".tmp-{done}").write_bytes(whole)
+    cut = "00000000000000000003-rules-0000bbbb.json"
+    (spool.dir / f".tmp-{cut}").write_bytes(whole[: len(whole) // 2])
+    (spool.dir / ".tmp-00000000000000000004-rules-0000cccc.json").write_bytes(b"")
+
+    with spool.lock():
+        recovery = spool.recover_partial()
+    assert recovery.restored == [done]
+    assert len(recovery.set_aside) == 2 and recovery.duplicates == []
+    assert not [p for p in spool.dir.iterdir() if p.name.startswith(".tmp-")]
+    assert (spool.dir / "unreadable" / f"partial-{cut}").read_bytes() == whole[: len(whole) // 2]
+    assert len(spool.unreadable()) == 2
+    result = spool.replay(engine)
+    assert (result.replayed, result.unreadable) == (2, 0)
+    assert counts(engine) == (2, 2, 2)
+
+
+def test_a_second_owner_of_the_spool_is_refused_and_touches_nothing(tmp_path: Path) -> None:
+    first, second = Spool(tmp_path / "spool"), Spool(tmp_path / "spool")
+    held = first.lock()
+    in_flight = first.dir / ".tmp-00000000000000000009-rules-0000dddd.json"
+    in_flight.write_bytes(b'{"version": 1, "sou')  # the owner is half-way through a write
+    with pytest.raises(SpoolInUseError, match=r"in use by another usage-etl schedule \(pid \d+\)"):
+        second.lock()
+    assert in_flight.exists()
+    held.release()
+    second.lock().release()  # free again once the owner is gone
