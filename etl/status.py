@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -143,29 +144,49 @@ def _when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if value is not None else "-"
 
 
+def state_label(s: SourceStatus) -> str:
+    """ok | stale | paused | stale,paused: a paused source can be stale too, and both matter."""
+    labels = [label for label, on in (("stale", s.stale), ("paused", s.paused_until)) if on]
+    return ",".join(labels) or "ok"
+
+
 def status_rows(statuses: list[SourceStatus]) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of the status table (shared by the plain and the rich output)."""
     header = [
         "source", "state", "last success", "last error", "error at", "failures",
-        "interval", "paused until",
+        "interval", "stale after", "paused until",
     ]
     rows = []
     for s in statuses:
-        state = "paused" if s.paused_until else "stale" if s.stale else "ok"
         last = "never" if s.last_success is None else (
             f"{_when(s.last_success)} ({human_age(s.age_seconds)})"
         )
         rows.append([
             s.source,
-            state,
+            state_label(s),
             last,
             (s.last_error or "-")[:80],
             _when(s.last_error_at),
             str(s.consecutive_failures),
             f"{s.interval_seconds:g}s",
+            f"{s.staleness_seconds:g}s",
             _when(s.paused_until) + (f" ({s.pause_reason})" if s.pause_reason else ""),
         ])
     return header, rows
+
+
+def spool_notes(spool_dir: str, pending: int, unreadable: int) -> list[str]:
+    """The lines under the table about the spool folder (none when it is empty)."""
+    notes = []
+    if pending:
+        notes.append(f"{pending} poll(s) waiting in the spool ({spool_dir})")
+    if unreadable:
+        notes.append(
+            f"{unreadable} spool file(s) could not be read and are not replayed: see "
+            f"{os.path.join(spool_dir, 'unreadable')} (the daemon log says why; repair a file "
+            "and move it back into the spool folder, or delete it)"
+        )
+    return notes
 
 
 def format_plain(statuses: list[SourceStatus]) -> str:

@@ -117,3 +117,42 @@ def test_all_fresh_exits_0_and_old_success_is_stale(engine: Engine, tmp_path: Pa
     (status,) = source_statuses(engine, config, now=later)
     assert status.stale and status.age_seconds is not None and status.age_seconds > 120
     assert "stale" in format_plain([status]).splitlines()[1]
+
+
+def test_paused_and_stale_shows_both_with_the_window_and_unreadable_spool_files(
+    engine: Engine, tmp_path: Path
+) -> None:
+    url = engine.url.render_as_string(hide_password=False)
+    cfg = write_config(tmp_path, url)
+    attempt(engine, "ws-prod", 600)  # stale: 600 s > 2 x 60 s
+    attempt(engine, "ws-prod", 30, "auth_error", "HTTP 401 from vendor")
+    attempt(engine, "rules", 5)
+    attempt(engine, "never", 5)
+    with engine.begin() as conn:
+        conn.execute(insert(SourceState), {
+            "source": "ws-prod", "consecutive_failures": 1,
+            "paused_until": datetime.now(UTC) + timedelta(minutes=1),
+            "pause_reason": "authentication failed", "updated_at": datetime.now(UTC),
+        })
+    bad = tmp_path / "spool" / "unreadable"
+    bad.mkdir(parents=True)
+    (bad / "00000000000000000001-rules-deadbeef.json").write_text("{not json")
+
+    plain = CliRunner().invoke(cli, ["--config", str(cfg), "status"])
+    assert plain.exit_code == 1
+    lines = plain.stdout.splitlines()
+    header = lines[0]
+    assert "stale after" in header
+    rows = {line.split()[0]: line for line in lines[1:4]}
+    assert rows["ws-prod"].split()[1] == "stale,paused"
+    assert rows["rules"].split()[1] == "ok"
+    # The window sits under its header: 2 x 60 s, and the configured 3600 s.
+    column = header.index("stale after")
+    assert rows["ws-prod"][column:].split()[0] == "120s"
+    assert rows["rules"][column:].split()[0] == "3600s"
+    assert lines[-1].startswith(f"1 spool file(s) could not be read and are not replayed: see {bad}")
+
+    data = json.loads(CliRunner().invoke(cli, ["--config", str(cfg), "status", "--json"]).stdout)
+    assert data["spool_unreadable"] == 1 and data["spool_pending"] == 0
+    ws = next(s for s in data["sources"] if s["source"] == "ws-prod")
+    assert ws["stale"] is True and ws["paused_until"] is not None
