@@ -13,69 +13,74 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
+from etl.config import database_url_problem, normalize_url
 from etl.errors import DatabaseError, InputError, SchemaOutdatedError
 from etl.redact import redact_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A PostgreSQL server that does not answer fails a command in seconds, not minutes of TCP
+# retries; a connect_timeout in the URL wins.
+PG_CONNECT_TIMEOUT_S = 10
 
 
 def sqlite_busy_timeout_ms() -> int:
     """How long SQLite waits for a lock: $USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS, else 30 s."""
     raw = os.environ.get("USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS", "").strip()
-    try:
-        return max(0, int(raw)) if raw else SQLITE_BUSY_TIMEOUT_MS
-    except ValueError:
+    if not raw:
         return SQLITE_BUSY_TIMEOUT_MS
-
-
-def normalize_url(url: str) -> str:
-    """Pick psycopg 3 for plain ``postgresql://`` URLs (SQLAlchemy would pick psycopg2)."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
+    if not raw.isascii() or not raw.isdigit():
+        raise InputError(
+            f"$USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS: {raw!r} is not a whole number of milliseconds"
+        )
+    return int(raw)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An Engine for `url`; SQLite gets WAL, foreign keys and a busy timeout."""
-    url = normalize_url(url)
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise InputError(f"database_url: cannot parse {redact_url(url)!r}") from None
+    problem = database_url_problem(url)
+    if problem:
+        raise InputError(f"database_url: {problem}")
+    parsed = make_url(normalize_url(url))
+    connect_args = dict(kwargs.pop("connect_args", None) or {})
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database
-        if db and db != ":memory:" and not db.startswith("file:"):
+        if db and not db.startswith("file:"):
             parent = Path(db).expanduser().resolve().parent
             if not parent.is_dir():
                 raise InputError(f"database_url: folder {parent} does not exist")
+        # Read once: a bad value is refused here, not inside every later connect.
+        busy_ms = sqlite_busy_timeout_ms()
         kwargs.setdefault("poolclass", NullPool)
-        kwargs.setdefault("connect_args", {"timeout": sqlite_busy_timeout_ms() / 1000})
+        connect_args.setdefault("timeout", busy_ms / 1000)
     else:
+        busy_ms = 0
         kwargs.setdefault("pool_pre_ping", True)
+        if "connect_timeout" not in parsed.query:
+            connect_args.setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
     try:
-        engine = create_engine(parsed, **kwargs)
-    except NoSuchModuleError:
-        raise InputError(
-            f"database_url: unsupported database {parsed.get_backend_name()!r}"
-        ) from None
+        engine = create_engine(parsed, connect_args=connect_args, **kwargs)
     except ModuleNotFoundError as exc:
         raise InputError(
             f"database_url: driver {exc.name!r} is not installed "
             "(pip install 'usage-etl[postgres]' for PostgreSQL)"
         ) from None
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+
+        def pragmas(dbapi_conn: Any, _record: Any) -> None:
+            _sqlite_pragmas(dbapi_conn, busy_ms)
+
+        event.listen(engine, "connect", pragmas)
     return engine
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, busy_ms: int) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute(f"PRAGMA busy_timeout={sqlite_busy_timeout_ms()}")
+    cur.execute(f"PRAGMA busy_timeout={busy_ms}")
     # WAL makes NORMAL durable against application crashes, and it is much faster than FULL.
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()

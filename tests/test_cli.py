@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from etl.cli import cli
@@ -65,17 +66,51 @@ def test_python_dash_m_etl_works() -> None:
     assert out.returncode == 0 and "usage-etl" in out.stdout
 
 
-def test_command_on_a_database_behind_head_names_db_upgrade(tmp_path: Path) -> None:
+def test_command_on_a_database_behind_head_names_db_upgrade(empty_db_url: str) -> None:
     from etl.db import head_revision, make_engine, upgrade
 
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = make_engine(url)
+    engine = make_engine(empty_db_url)
     upgrade(engine, "0001_initial")
     engine.dispose()
     assert head_revision() != "0001_initial"
-    result = CliRunner().invoke(cli, ["--database-url", url, "status"])
+    result = CliRunner().invoke(cli, ["--database-url", empty_db_url, "status"])
     assert result.exit_code == 2
     assert "run `usage-etl db upgrade`" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    fixed = CliRunner().invoke(cli, ["--database-url", url, "db", "upgrade"])
+    fixed = CliRunner().invoke(cli, ["--database-url", empty_db_url, "db", "upgrade"])
     assert fixed.exit_code == 0 and "0001_initial ->" in fixed.output
+    assert CliRunner().invoke(cli, ["--database-url", empty_db_url, "status"]).exit_code != 2
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("", "--database-url: must be a non-empty string"),
+        ("mysql://u:secret-pw@h/db", "--database-url: scheme 'mysql' is not supported (use sqlite:///PATH or postgresql://[USER@]HOST[:PORT]/DB)"),
+        ("postgresql://u:secret-pw@host:notaport/db", "--database-url: cannot parse 'postgresql://u:***@host:notaport/db' as a database URL"),
+        ("sqlite:///:memory:", "--database-url: an in-memory SQLite database cannot hold history; give a file: sqlite:///PATH"),
+    ],
+)
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "current"], ["status"]])
+def test_bad_database_url_option_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, message: str, command: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["--database-url", url, *command], env={"USAGE_ETL_CONFIG": ""})
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"usage-etl: error: {message}\n"
+    assert "secret-pw" not in result.output
+    # Nothing was created on the side, such as the default ./usage.db.
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_sqlite_busy_timeout_is_one_line_exit_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["--database-url", f"sqlite:///{tmp_path / 'u.db'}", "db", "upgrade"],
+        env={"USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS": "30s"},
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "usage-etl: error: $USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS: '30s' is not a whole number "
+        "of milliseconds\n"
+    )

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import StatementError
 
 from etl.db import downgrade, ensure_schema, make_engine, open_database
 from etl.errors import InputError, SchemaOutdatedError
@@ -79,9 +80,12 @@ def test_timestamps_come_back_utc_and_aware(engine) -> None:  # type: ignore[no-
 
 
 def test_naive_timestamps_are_refused(engine) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(Exception, match="timezone-aware"):
+    with pytest.raises(StatementError, match="timezone-aware") as err:
         with engine.begin() as conn:
             store_observations(conn, [obs(datetime(2026, 1, 1), 1)])
+    assert isinstance(err.value.orig, ValueError)
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Sample)) == 0
 
 
 def test_sqlite_pragmas(sqlite_url: str) -> None:
@@ -107,8 +111,49 @@ def test_empty_database_gets_schema_and_old_one_is_refused(empty_db_url: str) ->
         ensure_schema(engine2)
 
 
-def test_bad_database_urls(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(InputError, match="does not exist"):
-        make_engine(f"sqlite:///{tmp_path}/no/such/dir/x.db")
-    with pytest.raises(InputError, match="unsupported database"):
-        make_engine("oracle2://x/y")
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("sqlite:///{tmp}/no/such/dir/x.db", "does not exist"),
+        ("oracle2://x/y", "scheme 'oracle2' is not supported"),
+        ("mysql://u:secret-pw@h/db", "scheme 'mysql' is not supported (use sqlite:///PATH or postgresql://"),
+        ("postgresql+psycopg2://u@h/db", "scheme 'postgresql+psycopg2' is not supported"),
+        ("postgresql://u:secret-pw@host:notaport/db", "cannot parse 'postgresql://u:***@host:notaport/db'"),
+        ("not a url", "cannot parse"),
+        ("sqlite:///:memory:", "in-memory SQLite database"),
+        ("sqlite://", "in-memory SQLite database"),
+    ],
+)
+def test_bad_database_urls(tmp_path, url: str, needle: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InputError) as err:
+        make_engine(url.format(tmp=tmp_path))
+    assert needle in str(err.value)
+    assert str(err.value).startswith("database_url: ")
+    assert "secret-pw" not in str(err.value)
+
+
+def test_bad_sqlite_busy_timeout_is_refused(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for bad in ("abc", "-5", "1.5", "30s"):
+        monkeypatch.setenv("USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS", bad)
+        with pytest.raises(InputError, match=r"^\$USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS: .* whole number"):
+            make_engine(sqlite_url)
+    monkeypatch.setenv("USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS", "1234")
+    engine = open_database(sqlite_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 1234
+    engine.dispose()
+
+
+def test_postgresql_connect_timeout_defaults_to_10s_unless_the_url_sets_one(pg_url: str) -> None:
+    for url, expected in ((pg_url, "10"), (pg_url + "?connect_timeout=3", "3")):
+        engine = make_engine(url)
+        raw = engine.raw_connection()
+        try:
+            # What libpq was actually given, as the server connection was opened.
+            params = raw.driver_connection.info.get_parameters()  # type: ignore[union-attr]
+        finally:
+            raw.close()
+            engine.dispose()
+        assert params.get("connect_timeout") == expected
