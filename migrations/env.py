@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from logging.config import fileConfig
+from typing import NoReturn
 
 from alembic import context
 from sqlalchemy import Engine
 
 from etl.config import load_config
 from etl.db import make_engine
+from etl.errors import ConfigError, UsageEtlError
 from etl.models import Base
 
 config = context.config
@@ -18,18 +21,42 @@ if config.config_file_name is not None:
 target_metadata = Base.metadata
 
 
+def _fail(problems: list[str], exit_code: int) -> NoReturn:
+    """Stop the `alembic` command with one line per problem, as `usage-etl` would."""
+    for problem in problems:
+        print(f"alembic: error: {problem}", file=sys.stderr)
+    raise SystemExit(exit_code)
+
+
+def _configured_url() -> str:
+    """The URL from the ini or the usage-etl config (file, environment)."""
+    url = config.get_main_option("sqlalchemy.url")
+    if url:
+        return url
+    try:
+        return load_config().database_url
+    except ConfigError as exc:
+        # From the `alembic` command line a bad config is a usage error, not a crash; called
+        # from usage-etl (no cmd_opts) it goes up to the caller, which reports it its own way.
+        if config.cmd_opts is None:
+            raise
+        _fail(exc.problems, exc.exit_code)
+
+
 def _engine() -> Engine:
     engine = config.attributes.get("engine")
     if engine is not None:
         return engine
-    url = config.get_main_option("sqlalchemy.url")
-    if not url:
-        url = load_config().database_url
-    return make_engine(url)
+    try:
+        return make_engine(_configured_url())
+    except UsageEtlError as exc:
+        if config.cmd_opts is None:
+            raise
+        _fail([str(exc)], exc.exit_code)
 
 
 def run_migrations_offline() -> None:
-    url = config.get_main_option("sqlalchemy.url") or load_config().database_url
+    url = _configured_url()
     context.configure(
         url=url,
         target_metadata=target_metadata,

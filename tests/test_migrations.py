@@ -6,13 +6,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from click.testing import CliRunner
+from sqlalchemy import BigInteger, DateTime, Engine, Float, Integer, String, inspect
+from sqlalchemy.types import TypeEngine
 
+from etl.cli import cli
 from etl.db import current_revision, downgrade, head_revision, make_engine, upgrade
-from etl.models import Base
+from etl.models import Base, UtcDateTime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,20 +53,105 @@ def test_alembic_command_takes_url_from_usage_etl_config(empty_db_url: str, tmp_
     engine.dispose()
 
 
-def test_same_tables_on_both_engines(sqlite_url: str, pg_url: str) -> None:
+def _type(dialect: str, table: str, column: str, reflected: TypeEngine[Any]) -> str:
+    """A reflected column type in words both engines can agree on."""
+    model = Base.metadata.tables.get(table)
+    if model is not None and column in model.c and isinstance(model.c[column].type, UtcDateTime):
+        # By design: timestamptz on PostgreSQL, integer microseconds on SQLite.
+        if dialect == "postgresql" and isinstance(reflected, DateTime) and reflected.timezone:
+            return "utc instant"
+        if dialect == "sqlite" and isinstance(reflected, BigInteger):
+            return "utc instant"
+        return f"not a utc instant: {reflected!r}"
+    if isinstance(reflected, Integer):
+        # BIGINT ids on PostgreSQL are INTEGER on SQLite, the only type it autoincrements.
+        return "integer"
+    if isinstance(reflected, Float):
+        return "float"  # FLOAT on SQLite, DOUBLE PRECISION on PostgreSQL
+    if isinstance(reflected, String):
+        return f"varchar({reflected.length})" if reflected.length else "text"
+    return type(reflected).__name__.lower()
+
+
+def _schema(engine: Engine) -> dict[str, Any]:
+    """Everything a query or a constraint violation could tell apart, per table."""
+    insp = inspect(engine)
+    dialect = engine.dialect.name
+    shape: dict[str, Any] = {}
+    for table in sorted(insp.get_table_names()):
+        shape[table] = {
+            "columns": [
+                (c["name"], _type(dialect, table, c["name"], c["type"]), c["nullable"])
+                for c in insp.get_columns(table)
+            ],
+            "primary key": (
+                insp.get_pk_constraint(table)["name"],
+                insp.get_pk_constraint(table)["constrained_columns"],
+            ),
+            "foreign keys": sorted(
+                (fk["name"], fk["constrained_columns"], fk["referred_table"], fk["referred_columns"])
+                for fk in insp.get_foreign_keys(table)
+            ),
+            # PostgreSQL also lists the index behind each unique constraint; that is the
+            # constraint, compared below.
+            "indexes": sorted(
+                (ix["name"], ix["column_names"], bool(ix["unique"]))
+                for ix in insp.get_indexes(table)
+                if not ix.get("duplicates_constraint")
+            ),
+            "unique constraints": sorted(
+                (uq["name"], uq["column_names"]) for uq in insp.get_unique_constraints(table)
+            ),
+        }
+    return shape
+
+
+def test_same_schema_on_both_engines_through_the_cli(tmp_path: Path, pg_url: str) -> None:
+    sqlite_file = tmp_path / "usage.db"
+    sqlite_file.touch()  # an existing, empty file is an empty database
     shapes = []
-    for url in (sqlite_url, pg_url):
-        engine = make_engine(url)
-        upgrade(engine)
-        insp = inspect(engine)
-        shapes.append(
-            {
-                t: (
-                    sorted(c["name"] for c in insp.get_columns(t)),
-                    insp.get_pk_constraint(t)["constrained_columns"],
-                )
-                for t in insp.get_table_names()
-            }
+    for url in (f"sqlite:///{sqlite_file}", pg_url):
+        result = CliRunner().invoke(
+            cli, ["--database-url", url, "db", "upgrade"], env={"USAGE_ETL_CONFIG": ""}
         )
+        assert result.exit_code == 0, result.output
+        assert f"schema upgraded empty -> {head_revision()}" in result.output
+        engine = make_engine(url)
+        assert _diff(engine) == []
+        shapes.append(_schema(engine))
         engine.dispose()
-    assert shapes[0] == shapes[1]
+    sqlite_shape, pg_shape = shapes
+    assert set(sqlite_shape) >= {"series", "snapshots", "samples", "collection_attempts"}
+    assert "not a utc instant" not in repr(shapes)
+    assert sqlite_shape == pg_shape
+
+
+def test_alembic_command_with_a_bad_config_is_one_line_per_problem_exit_2(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('timezone = "Nowhere/Land"\n[[sources]]\nname = "x"\nkind = ["nected"]\n')
+    runs = [
+        {"USAGE_ETL_CONFIG": str(cfg)},
+        {"USAGE_ETL_CONFIG": "", "USAGE_ETL_DATABASE_URL": "mysql://u:secret-pw@h/db"},
+    ]
+    expected = [
+        [
+            f"alembic: error: {cfg}: timezone: 'Nowhere/Land' is not an IANA time zone name",
+            f"alembic: error: {cfg}: sources.x.kind: must be a string, not an array "
+            "(one of: wiresocket, nected)",
+        ],
+        [
+            "alembic: error: $USAGE_ETL_DATABASE_URL: scheme 'mysql' is not supported "
+            "(use sqlite:///PATH or postgresql://[USER@]HOST[:PORT]/DB)",
+        ],
+    ]
+    for extra, lines in zip(runs, expected, strict=True):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("USAGE_ETL_")}
+        out = subprocess.run(
+            [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "head"],
+            cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.strip().splitlines() == lines
+        assert list(tmp_path.iterdir()) == [cfg]
