@@ -8,14 +8,11 @@ credential's pacer, and no wait may run past the caller's deadline (the next pol
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +29,14 @@ from urllib3.util.retry import Retry
 
 from etl import __version__
 from etl.errors import CollectError
+from etl.pacing import PACERS, PACING_MARGIN_SECONDS, Pacer, PacerRegistry
+from etl.redact import redact
+
+__all__ = [
+    "PACERS", "PACING_MARGIN_SECONDS", "FetchResult", "HttpFailure", "Pacer", "PacerRegistry",
+    "classify_exception", "default_retry", "fetch_json", "new_session", "parse_retry_after",
+    "poll_deadline", "validate_response",
+]
 
 log = logging.getLogger("etl.http")
 
@@ -41,8 +46,6 @@ BACKOFF_FACTOR = 0.5
 BACKOFF_JITTER = 0.5
 # Share of a source's interval that one poll may spend, retries and waits included.
 POLL_BUDGET_SHARE = 0.8
-# Extra seconds added to a vendor's rate window: our clock and the vendor's differ a little.
-PACING_MARGIN_SECONDS = 1.0
 RETRIABLE_STATUSES = frozenset({429, *range(500, 600)})
 USER_AGENT = f"usage-etl/{__version__}"
 
@@ -111,64 +114,13 @@ def new_session() -> requests.Session:
     return session
 
 
-class Pacer:
-    """A sliding window: at most `limit` sends in any `period` seconds, shared by threads."""
-
-    def __init__(self, limit: int, period: float, clock: Clock = time.monotonic) -> None:
-        self.limit = limit
-        self.period = period
-        self._clock = clock
-        self._sent: deque[float] = deque(maxlen=limit)
-        self._lock = threading.Lock()
-
-    def reserve(self, max_wait: float) -> float | None:
-        """Book the earliest send slot; return seconds to wait for it, or None if > max_wait."""
-        with self._lock:
-            now = self._clock()
-            at = max(now, self._sent[-1]) if self._sent else now
-            if len(self._sent) == self.limit:
-                at = max(at, self._sent[0] + self.period)
-            wait = at - now
-            if wait > max_wait:
-                return None
-            self._sent.append(at)
-            return wait
-
-    def sent_times(self) -> list[float]:
-        with self._lock:
-            return list(self._sent)
-
-
-class PacerRegistry:
-    """One Pacer per (vendor kind, credential), so sources sharing a credential share a budget."""
-
-    def __init__(self, clock: Clock = time.monotonic, margin: float = PACING_MARGIN_SECONDS) -> None:
-        self.clock = clock
-        self.margin = margin
-        self._pacers: dict[tuple[str, str], Pacer] = {}
-        self._lock = threading.Lock()
-
-    def get(self, kind: str, secret: str, rate: tuple[int, float]) -> Pacer:
-        # Keyed by a digest, so the registry never holds the credential itself.
-        key = (kind, hashlib.sha256(secret.encode()).hexdigest())
-        with self._lock:
-            pacer = self._pacers.get(key)
-            if pacer is None:
-                pacer = Pacer(rate[0], rate[1] + self.margin, self.clock)
-                self._pacers[key] = pacer
-            return pacer
-
-
-# The process-wide registry: every Collector in the process shares it unless given another.
-PACERS = PacerRegistry()
-
-
 def validate_response(
     response: requests.Response | None = None,
     body: bytes | None = None,
     *,
     error: BaseException | None = None,
     retry: Retry | None = None,
+    secrets: Iterable[str] = (),
 ) -> Any:
     """Return the JSON of a good response; otherwise raise HttpFailure, retriable or fatal.
 
@@ -179,6 +131,9 @@ def validate_response(
     * 429 -> rate_limited, 5xx -> http_error (retriable, Retry-After honoured);
     * any other non-2xx (redirects included) -> http_error, fatal;
     * a body over MAX_BODY_BYTES, not UTF-8 or not JSON -> invalid_response, fatal.
+
+    The start of an error body goes into the message, with `secrets` masked: vendors echo
+    credentials back in error bodies.
     """
     retry = retry or default_retry()
     if error is not None:
@@ -202,7 +157,7 @@ def validate_response(
         except ValueError as exc:
             raise HttpFailure(f"response body is not JSON ({exc})", "invalid_response",
                               retriable=False, http_status=status) from None
-    detail = _snippet(body)
+    detail = _snippet(body, secrets)
     if status in (401, 403):
         raise HttpFailure(f"HTTP {status}: credential refused{detail}", "auth_error",
                           retriable=False, http_status=status)
@@ -254,23 +209,25 @@ def fetch_json(
     sleep: Sleep = time.sleep,
     retry: Retry | None = None,
     label: str = "",
+    secrets: Iterable[str] = (),
 ) -> FetchResult:
     """GET `url` and return its JSON, retrying per policy until `deadline` (on `clock`).
 
     Raises HttpFailure with the last try's outcome when the tries, or the time, run out.
+    Every message raised or logged has the credentials masked: `secrets` and the values of
+    `headers` (what is actually sent, so a credential rotated since the config was read is
+    masked too).
     """
     retry = retry or default_retry()
+    masked = _sent_secrets(headers, secrets)
     tries = 0
+    failure: HttpFailure | None = None
     while True:
         remaining = deadline - clock()
         if pacer is not None:
             wait = pacer.reserve(max(0.0, remaining - 0.05))
             if wait is None:
-                raise HttpFailure(
-                    f"not sent: this credential may make at most {pacer.limit} requests per "
-                    f"{pacer.period:g} s and no slot is free before the next poll",
-                    "rate_limited", retriable=False,
-                )
+                raise _no_slot(pacer, failure)
             if wait > 0:
                 log.info("%s: pacing, waiting %.1f s for a request slot", label, wait)
                 sleep(wait)
@@ -288,7 +245,7 @@ def fetch_json(
             finally:
                 if response is not None:
                     response.close()
-            data = validate_response(response, body, retry=retry)
+            data = validate_response(response, body, retry=retry, secrets=masked)
             latency = (time.perf_counter() - started) * 1000
             text = body.decode("utf-8")
             return FetchResult(response.status_code, data, text, tries, latency)
@@ -296,6 +253,7 @@ def fetch_json(
             failure = exc
         except requests.RequestException as exc:
             failure = classify_exception(exc)
+        _mask(failure, masked)
         failure.tries = tries
         failure.latency_ms = (time.perf_counter() - started) * 1000
         if not failure.retriable:
@@ -357,11 +315,53 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _snippet(body: bytes | None) -> str:
+def _snippet(body: bytes | None, secrets: Iterable[str] = ()) -> str:
     if not body:
         return ""
-    text = body[:300].decode("utf-8", "replace").strip().replace("\n", " ")
+    # Masked before it is cut: a credential straddling the cut would leave its start behind.
+    text = redact(body[:64 * 1024].decode("utf-8", "replace"), secrets)
+    text = text[:300].strip().replace("\n", " ").replace("\r", " ")
     return f": {text[:200]}" if text else ""
+
+
+def _sent_secrets(headers: Mapping[str, str], secrets: Iterable[str]) -> tuple[str, ...]:
+    """The credentials in `headers` (whole values and the part after an auth scheme)."""
+    found = [s for s in secrets if s]
+    for value in headers.values():
+        found.append(value)
+        scheme, _, credential = value.partition(" ")
+        if credential and scheme.isalpha():
+            found.append(credential.strip())
+    return tuple(found)
+
+
+def _mask(failure: HttpFailure, secrets: tuple[str, ...]) -> None:
+    # Also for exceptions of requests: their text may quote a header or a URL.
+    text = str(failure)
+    clean = redact(text, secrets)
+    if clean != text:
+        failure.args = (clean,)
+
+
+def _no_slot(pacer: Pacer, last: HttpFailure | None) -> HttpFailure:
+    """The failure for a try that found no request slot before the deadline.
+
+    After earlier tries the poll keeps what they saw (outcome, HTTP status, tries,
+    Retry-After) and says why it stopped; before any try nothing was sent.
+    """
+    limit = (f"this credential may make at most {pacer.limit} requests per "
+             f"{pacer.period:g} s")
+    if last is None:
+        return HttpFailure(f"not sent: {limit} and no slot is free before the next poll",
+                           "rate_limited", retriable=False)
+    failure = HttpFailure(
+        f"{last}, then no request slot before the next poll ({limit})", last.outcome,
+        retriable=False, http_status=last.http_status, retry_after=last.retry_after,
+        cause=last.cause,
+    )
+    failure.tries = last.tries
+    failure.latency_ms = last.latency_ms
+    return failure
 
 
 def _root_reason(exc: BaseException) -> str:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
+from functools import lru_cache
+from urllib.parse import quote, quote_plus
 
 from sqlalchemy.engine import make_url
 
 _MASK = "***"
+# Shorter values are not masked: replacing every "ab" or "123" in a message would garble it
+# (numbers, status codes, words) and hide nothing, since so short a credential could be
+# guessed anyway. Config validation is where a too-short credential belongs, not here.
+MIN_SECRET_LENGTH = 4
 # Query parameters whose values are credentials wherever they appear.
 _SECRET_PARAMS = re.compile(r"(?i)([?&](?:token|api_key|apikey|access_token|key|password)=)[^&#\s]*")
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]+):[^@/\s]+@")
@@ -25,9 +32,27 @@ def redact_url(url: str) -> str:
     return _SECRET_PARAMS.sub(rf"\1{_MASK}", url)
 
 
+@lru_cache(maxsize=4096)
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """The ways a vendor may echo `secret` back: as is, JSON-escaped, URL-encoded.
+
+    Longest first, so that a form containing another is masked whole.
+    """
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote(secret, safe=""),
+        quote_plus(secret, safe=""),
+    }
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with every known secret value and credential-looking URL part masked."""
     for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, _MASK)
+        if secret and len(secret) >= MIN_SECRET_LENGTH:
+            for form in secret_forms(secret):
+                if form in text:
+                    text = text.replace(form, _MASK)
     return redact_url(text)

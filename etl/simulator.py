@@ -39,6 +39,9 @@ FAULTS = (
     "oversize",      # 200 with a body larger than 1 MiB
     "error_code",    # Nected only: 200 whose code is not "success"
 )
+# Not a fault of its own but a switch on top of any: `echo_credential` makes every error
+# body (401, 429, 500, 503) quote the credential the request carried, as careless vendors
+# do, so that tests can prove it never reaches our logs, messages or database.
 CONNECTIONS_LIMIT = 100
 DOCUMENTS_LIMIT = 20
 
@@ -220,6 +223,7 @@ class SimulatedVendor:
     WireSocket answers at {base_url}/usage (Bearer token or ?token=), Nected at
     {base_url}/dev/usage (Nected-API-Key header). Every credential may make at most
     `ws_rate` requests per window on WireSocket (429 + Retry-After beyond that, always on).
+    With `echo_credential` (also settable later) every error body quotes the credential.
     """
 
     def __init__(
@@ -233,6 +237,7 @@ class SimulatedVendor:
         clock: Callable[[], float] = time.time,
         ws_rate: tuple[int, float] = (12, 60.0),
         nected_rate: tuple[int, float] = (60, 60.0),
+        echo_credential: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -241,6 +246,7 @@ class SimulatedVendor:
         self.seed = seed
         self.clock = clock
         self.rates = {"wiresocket": ws_rate, "nected": nected_rate}
+        self.echo_credential = echo_credential
         self.records: list[RequestRecord] = []
         self._windows: dict[tuple[str, str], deque[float]] = {}
         self._fault: _Fault | None = None
@@ -383,22 +389,23 @@ class SimulatedVendor:
 
     def _answer(self, vendor: str, credential: str, ok: bool
                 ) -> tuple[int, dict[str, str], bytes, float]:
+        echo = credential if self.echo_credential else None
         if not ok:
-            return 401, {}, _error(vendor, 401), 0.0
+            return 401, {}, _error_body(vendor, 401, echo), 0.0
         wait = self._rate_check(vendor, credential)
         if wait is not None:
-            return 429, {"Retry-After": str(math.ceil(wait))}, _error(vendor, 429), 0.0
+            return 429, {"Retry-After": str(math.ceil(wait))}, _error_body(vendor, 429, echo), 0.0
         fault = self._take_fault(vendor)
         name = fault.name if fault else None
         retry_hdr = {"Retry-After": fault.retry_after} if fault and fault.retry_after else {}
         if name == "unauthorized":
-            return 401, {}, _error(vendor, 401), 0.0
+            return 401, {}, _error_body(vendor, 401, echo), 0.0
         if name == "rate_limit":
-            return 429, retry_hdr, _error(vendor, 429), 0.0
+            return 429, retry_hdr, _error_body(vendor, 429, echo), 0.0
         if name == "unavailable":
-            return 503, retry_hdr, _error(vendor, 503), 0.0
+            return 503, retry_hdr, _error_body(vendor, 503, echo), 0.0
         if name == "server_error":
-            return 500, {}, _error(vendor, 500), 0.0
+            return 500, {}, _error_body(vendor, 500, echo), 0.0
         if name == "malformed":
             return 200, {}, b'{"usage": {"connections": {"current": 8', 0.0
         if name == "oversize":
@@ -428,8 +435,13 @@ _ERRORS = {
 }
 
 
-def _error(vendor: str, status: int) -> bytes:
-    return _json(_ERRORS[vendor][status])
+def _error_body(vendor: str, status: int, echo: str | None = None) -> bytes:
+    body = dict(_ERRORS[vendor][status])
+    if echo is not None:
+        # Early in the body, where the start of it that clients log would show it.
+        body = {"credential": echo, **body,
+                "detail": f"request with credential {echo} refused"}
+    return _json(body)
 
 
 def _json(body: Any) -> bytes:

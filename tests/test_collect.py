@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,23 +97,47 @@ def test_slow_vendor_times_out(simulator: SimulatedVendor, sqlite_url: str, tmp_
     assert [r[1] for r in attempts(sqlite_url)] == ["timeout"]
 
 
+def run_process(config: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`usage-etl` as a real process: its own pacer, its real -v/-vv output on stderr."""
+    return subprocess.run([sys.executable, "-m", "etl", "--config", config, *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_no_credential_in_output_logs_database_or_files(
     simulator: SimulatedVendor, sqlite_url: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("USAGE_ETL_PACING_DIR", str(tmp_path / "pacing"))
     config = write_sim_config(tmp_path / "c.toml", simulator, sqlite_url, monkeypatch)
-    # One source refused, one answering garbage, then a clean round.
-    simulator.set_fault("unauthorized", vendor="wiresocket", times=1)
-    first = run(config, "-vv", "collect")
-    simulator.set_fault("malformed", vendor="nected", times=1)
-    second = run(config, "-vv", "collect")
-    third = run(config, "-vv", "collect")
-    assert (first.exit_code, second.exit_code, third.exit_code) == (1, 1, 0)
-    everything = [first.output, second.output, third.output, caplog.text,
-                  dump_database(sqlite_url)]
-    everything += [p.read_bytes().decode("utf-8", "replace") for p in tmp_path.rglob("*")
-                   if p.is_file()]
+    # The vendor quotes the credential in every error body (401, 429, 503, 500), and the
+    # retry lines (-v) and stored errors carry the start of those bodies.
+    simulator.echo_credential = True
+    rounds = [
+        ("unauthorized", "wiresocket", "3600", "-vv", 1),  # refused: stored with the body
+        ("rate_limit", "nected", "1", "-v", 0),  # retried after 1 s: a retry line
+        ("unavailable", "wiresocket", "3600", "-v", 1),  # given up at once: stored
+        ("unavailable", "wiresocket", "1", "-v", 0),  # the audited case: 503, retry line
+        ("server_error", "nected", None, "-vv", 0),  # backoff, a retry line
+        ("malformed", "nected", None, "-vv", 1),
+    ]
+    everything: list[str] = []
+    for fault, vendor, retry_after, verbosity, status in rounds:
+        simulator.set_fault(fault, vendor=vendor, times=1, retry_after=retry_after)
+        proc = run_process(config, verbosity, "collect")
+        assert proc.returncode == status, (fault, proc.stdout, proc.stderr)
+        everything += [proc.stdout, proc.stderr]
+    # And in-process, where the log records reach caplog.
+    simulator.set_fault("unavailable", vendor="nected", times=1, retry_after="1")
+    inproc = run(config, "-vv", "collect")
+    assert inproc.exit_code == 0, inproc.output
+    log_text = "\n".join(everything)
+    assert log_text.count("retry 1 in") >= 3 and "***" in log_text
+    everything += [inproc.output, caplog.text, dump_database(sqlite_url)]
+    assert "***" in everything[-1]  # the stored errors kept the (masked) body
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".pace" for p in files)
+    everything += [p.read_bytes().decode("utf-8", "replace") + p.name for p in files]
     for secret in (simulator.token, simulator.api_key):
         assert not any(secret in text for text in everything)
 

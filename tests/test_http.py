@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
 import time
 from email.utils import formatdate
+from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 
 from etl.collect import Collector, PollResult
 from etl.config import SourceConfig
-from etl.http import MAX_RETRIES, PacerRegistry
+from etl.http import MAX_RETRIES, HttpFailure, PacerRegistry, fetch_json, new_session
+from etl.redact import redact
 from etl.simulator import SimulatedVendor
 
 
@@ -208,3 +212,84 @@ def test_pacing_keeps_one_credential_at_12_per_minute(
     for i, at in enumerate(sent):
         in_window = [t for t in sent[i:] if t < at + 60]
         assert len(in_window) <= 12
+
+
+ECHOED_FAULTS = [("unauthorized", 401), ("rate_limit", 429), ("unavailable", 503),
+                 ("server_error", 500)]
+
+
+@pytest.mark.parametrize(("fault", "status"), ECHOED_FAULTS)
+@pytest.mark.parametrize("kind", ["wiresocket", "nected"])
+def test_credential_echoed_in_an_error_body_is_masked_in_logs_and_errors(
+    simulator: SimulatedVendor, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, fault: str, status: int, kind: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    simulator.echo_credential = True
+    # Twice, so that the retriable ones also log their retry line with the body in it.
+    simulator.set_fault(fault, times=2, retry_after="1")
+    result = poll(source(simulator, kind, monkeypatch), sleep=SleepRecorder())
+    secret = simulator.token if kind == "wiresocket" else simulator.api_key
+    assert simulator.request_count(status=status) >= 1
+    texts = [caplog.text, result.error or ""]
+    if status == 401:
+        assert result.outcome == "auth_error" and "***" in (result.error or "")
+    else:
+        assert result.outcome == "ok" and "retry 1" in caplog.text and "***" in caplog.text
+    assert not any(secret in text for text in texts)
+
+
+def test_a_long_credential_cut_by_the_snippet_leaves_no_part_behind(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The error message keeps 200 characters of the body; this credential straddles them.
+    token = "long-" + "0123456789abcdef" * 20
+    caplog.set_level(logging.DEBUG)
+    with SimulatedVendor(tokens=(token,), echo_credential=True) as sim:
+        sim.set_fault("unavailable", retry_after="3600")
+        result = poll(source(sim, "wiresocket", monkeypatch), sleep=SleepRecorder())
+    assert result.outcome == "http_error" and result.http_status == 503
+    assert "***" in (result.error or "")
+    assert token[5:25] not in (result.error or "") and token[5:25] not in caplog.text
+
+
+def test_redaction_uses_the_credential_actually_sent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The credential file is rotated between polls: the new value, read at the poll and sent,
+    # is what gets masked (the daemon's log formatter only knows the values read at start).
+    old, new = "rotated-old-token-1234", "rotated-new-token-5678"
+    secret_file = tmp_path / "ws-token"
+    secret_file.write_text(old + "\n")
+    caplog.set_level(logging.DEBUG)
+    with SimulatedVendor(tokens=(old, new), echo_credential=True) as sim:
+        src = SourceConfig(name="ws", kind="wiresocket", interval_seconds=60,
+                           base_url=sim.base_url, secret_file=str(secret_file))
+        with Collector([src], pacers=PacerRegistry(), sleep=SleepRecorder()) as collector:
+            assert collector.poll(src).outcome == "ok"
+            secret_file.write_text(new + "\n")
+            sim.set_fault("unavailable", times=1, retry_after="1")
+            retried = collector.poll(src)
+            sim.set_fault("server_error")
+            failed = collector.poll(src)
+        # fetch_json on its own, told nothing but the headers it sends.
+        with pytest.raises(HttpFailure) as caught:
+            fetch_json(new_session(), src.url, {"Authorization": f"Bearer {new}"}, timeout=5,
+                       deadline=time.monotonic() + 10, sleep=SleepRecorder())
+    assert retried.outcome == "ok" and retried.tries == 2
+    assert failed.outcome == "http_error" and failed.http_status == 500
+    assert "***" in str(caught.value) and new not in str(caught.value)
+    assert "retry 1" in caplog.text
+    for text in (caplog.text, failed.error or ""):
+        assert new not in text and old not in text
+
+
+def test_redaction_masks_json_and_url_escaped_forms() -> None:
+    secret = 'p/a"ss word+1é'
+    echoed = (f'{{"a": {json.dumps(secret)}, "b": {json.dumps(secret, ensure_ascii=False)}, '
+              f'"c": "{quote(secret, safe="")}", "d": "{quote_plus(secret)}"}}')
+    clean = redact(echoed, [secret])
+    assert clean.count("***") == 4
+    assert "ss word" not in clean and "ss%20word" not in clean and "ss+word" not in clean
+    # Under 4 characters nothing is masked (see MIN_SECRET_LENGTH).
+    assert redact("HTTP 500 abc", ["abc", "500"]) == "HTTP 500 abc"
