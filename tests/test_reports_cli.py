@@ -157,3 +157,29 @@ def test_reconcile_refuses_an_invoice_without_rows_for_the_month(setup: tuple[Pa
     rows = (out / "reconcile-2026-05.csv").read_text().splitlines()
     assert len(rows) == 2
     assert rows[1].startswith("rules,2026-05,invocations,105,105,0,0.01,0.01,0.00,match")
+
+
+def test_reports_of_history_loaded_with_usage_etl_import(tmp_path: Path) -> None:
+    import csv
+
+    from tests.test_reports_db import assert_subsecond_reports, write_subsecond_archive
+
+    out = tmp_path / "out"
+    cfg = tmp_path / "usage-etl.toml"
+    cfg.write_text(CONFIG.format(db=tmp_path / "usage.db", out=out))
+    archive = write_subsecond_archive(tmp_path / "history.jsonl")
+    result = run(cfg, "import", str(archive))
+    assert result.exit_code == 0, result.output
+    result = run(cfg, "report", "daily", "--start", "2026-05-02", "--end", "2026-05-04",
+                 "--format", "csv")
+    assert result.exit_code == 0, result.output
+    result = run(cfg, "report", "billing", "--month", "2026-05", "--format", "csv")
+    assert result.exit_code == 0, result.output
+
+    def rows(name: str) -> list[dict[str, str]]:
+        with (out / name).open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+
+    assert_subsecond_reports({d: rows(f"daily-{d}.csv")
+                              for d in ("2026-05-02", "2026-05-03", "2026-05-04")},
+                             rows("billing-2026-05.csv"))

@@ -253,3 +253,196 @@ def test_sample_reads_keep_missing_and_odd_limits_apart(engine: Engine) -> None:
     assert arr.value.tolist() == [10.0, 11.0, 12.0, 13.0]
     assert arr.limit[0] == 100.0 and pd.isna(arr.limit[1]) and arr.limit[2] == float("-inf")
     assert tail.limit.tolist() == [250.0] and len(tail) == 1
+
+
+def gauge(when: datetime, conns: float, limit: float | None) -> Observation:
+    return Observation("ws-prod", "wiresocket", when, "{}",
+                       (SampleValue("connections", conns, limit),
+                        SampleValue("documents", 1.0, 20.0)), origin="import")
+
+
+def test_limit_zero_or_missing_gives_no_peak_pct(engine: Engine, tmp_path: Path) -> None:
+    from reports.jobs import build_daily
+
+    store(engine, [
+        gauge(at("2026-05-03T10:00:00"), 5, 0), gauge(at("2026-05-03T11:00:00"), 7, 0),
+        gauge(at("2026-05-04T10:00:00"), 5, None), gauge(at("2026-05-04T11:00:00"), 7, None),
+        # 40 of limit 0 has no percentage; 10 of 50 is 20 %; the last limit seen is 50.
+        gauge(at("2026-05-05T10:00:00"), 40, 0), gauge(at("2026-05-05T11:00:00"), 10, 50),
+        gauge(at("2026-05-05T12:00:00"), 20, None),
+    ])
+    config = make_config()
+    df = daily_frame(engine, config, date(2026, 5, 3), date(2026, 5, 5))
+    zero = row(df, date=date(2026, 5, 3), metric="connections")
+    assert (zero["max"], zero["limit"]) == (7, 0) and pd.isna(zero["peak_pct"])
+    assert zero["warning_minutes"] == 0 and zero["critical_minutes"] == 0
+    missing = row(df, date=date(2026, 5, 4), metric="connections")
+    assert missing["max"] == 7 and pd.isna(missing["limit"]) and pd.isna(missing["peak_pct"])
+    mixed = row(df, date=date(2026, 5, 5), metric="connections")
+    assert (mixed["max"], mixed["limit"], mixed["peak_pct"]) == (40, 50, 20.0)
+    paths = build_daily(engine, config, date(2026, 5, 3), date(2026, 5, 4), formats=["csv"],
+                        out_dir=tmp_path)
+    cells = [p.read_text().splitlines()[1].split(",") for p in paths]
+    # date, source, metric, samples, min, max, mean, limit, peak_pct, increase, resets, ...
+    assert cells[0][:11] == ["2026-05-03", "ws-prod", "connections", "2", "5", "7", "6", "0",
+                             "", "", ""]
+    assert cells[1][:11] == ["2026-05-04", "ws-prod", "connections", "2", "5", "7", "6", "",
+                             "", "", ""]
+
+
+def test_invoice_with_bom_and_extra_columns_in_any_order(engine: Engine, tmp_path: Path) -> None:
+    seed_month(engine)
+    config = make_config(billing=billing_rules())
+    # Metered: invocations 105 -> 5 over, 0.01; connections peak 103.5 -> 3.5 x 0.50 = 1.75.
+    invoice = tmp_path / "inv.csv"
+    invoice.write_bytes(
+        "\ufeffNotes,Source,metric,amount,MONTH,quantity,currency\n"
+        "plan A,rules,invocations,0.01,2026-05,105,USD\n"
+        "plan B,ws-prod,connections,1.80,2026-05,103.5,EUR\n".encode())
+    df = reconcile_frame(engine, config, "2026-05", invoice, now=NOW)
+    inv = row(df, metric="invocations")
+    assert inv["status"] == "match"
+    assert (inv["invoiced_quantity"], inv["invoiced_amount"]) == (105, Decimal("0.01"))
+    assert (inv["quantity_diff"], inv["amount_diff"]) == (0, Decimal("0.00"))
+    conns = row(df, metric="connections")
+    # 1.75 - 1.80 = -0.05, 2.8 % of the invoiced amount: beyond the default 1 %.
+    assert conns["status"] == "mismatch" and conns["amount_diff"] == Decimal("-0.05")
+    assert conns["quantity_diff"] == 0
+
+
+def test_tolerance_of_an_invoiced_zero(engine: Engine, tmp_path: Path) -> None:
+    store(engine, [nected(at("2026-05-02T00:00:00"), 500), nected(at("2026-05-20T00:00:00"), 500),
+                   wiresocket(at("2026-05-10T00:00:00"), 3)])
+    config = make_config(billing=billing_rules(included_inv=0, included_peak=0))
+    invoice = write_invoice(tmp_path / "inv.csv", (
+        "source,month,metric,quantity,amount\n"
+        "rules,2026-05,invocations,0,0\n"
+        "ws-prod,2026-05,connections,0,0.00\n"
+    ))
+    for tolerance in (1.0, 0.0, 1e6):
+        df = reconcile_frame(engine, config, "2026-05", invoice, tolerance_pct=tolerance,
+                             now=NOW)
+        # A flat counter meters 0: equal to the invoiced 0 at any tolerance.
+        flat = row(df, metric="invocations")
+        assert (flat["metered_quantity"], flat["metered_amount"]) == (0, Decimal("0.00"))
+        assert flat["status"] == "match"
+        # Peak 3 at 0.50 meters 1.50: no percentage of 0 covers it.
+        peak = row(df, metric="connections")
+        assert (peak["quantity_diff"], peak["amount_diff"]) == (3, Decimal("1.50"))
+        assert peak["status"] == "mismatch"
+
+
+@pytest.mark.parametrize("day,hours", [(date(2026, 3, 29), 23), (date(2026, 10, 25), 25)])
+def test_counter_with_a_reset_on_berlin_dst_days(engine: Engine, day: date, hours: int) -> None:
+    start = local_midnight(day, ZoneInfo("Europe/Berlin"))
+    # One reading at half past every hour of the day, +10 each, reset to 5 at hour 12; the
+    # reading one minute before midnight is the predecessor and covers 9 minutes of the day.
+    values = [1000 + 10 * (h + 1) if h < 12 else 5 + 10 * (h - 12) for h in range(hours)]
+    store(engine, [nected(start - timedelta(minutes=1), 1000)]
+          + [nected(start + timedelta(hours=h, minutes=30), v) for h, v in enumerate(values)]
+          + [nected(start + timedelta(hours=hours, minutes=5), 10_000)])  # the next day
+    config = make_config("Europe/Berlin")
+    df = daily_frame(engine, config, day, day)
+    r = row(df, metric="invocations")
+    # 12 x 10 up to the reset, +5 at it, then 10 for each of the hours - 13 after it.
+    expected = 12 * 10 + 5 + 10 * (hours - 13)
+    assert expected == {23: 225, 25: 245}[hours]
+    assert (r["samples"], r["increase"], r["resets"]) == (hours, expected, 1)
+    assert (r["min"], r["max"]) == (5, 1120)
+    # 10 minutes (2 x 300 s staleness) per reading, plus 9 from the one before midnight.
+    assert r["coverage_pct"] == round((hours * 10 + 9) / (hours * 60) * 100, 2)
+    assert r["coverage_pct"] == {23: 17.32, 25: 17.27}[hours]  # 239/1380, 259/1500
+
+
+# Sub-second timestamps (both sides of midnight by a microsecond) and fractional counter
+# readings, as the vendors send them: what the import path (etl.bulk) stores.
+SUBSECOND_ARCHIVE = [
+    ("rules", "2026-05-02T12:00:00Z", 999999999.9),
+    ("rules", "2026-05-03T10:00:00.250Z", 1000000000.1),
+    ("rules", "2026-05-03T10:00:00.750Z", 1000000000.3),
+    ("rules", "2026-05-03T23:59:59.999999Z", 0.25),
+    ("rules", "2026-05-04T00:00:00.000001Z", 100.5),
+    ("rules", "2026-05-20T00:00:00Z", 199.6),
+    ("ws-prod", "2026-05-03T10:00:00.500Z", 80),
+    ("ws-prod", "2026-05-03T10:00:01.250Z", 95),
+    ("ws-prod", "2026-05-03T23:59:59.999999Z", 50),
+]
+SUBSECOND_BILLING = [{"source": "rules", "metric": "invocations", "aggregation": "increase",
+                      "included": 100, "unit_price": "0.001", "currency": "USD"}]
+
+
+def write_subsecond_archive(path: Path) -> Path:
+    with path.open("w", encoding="utf-8") as fh:
+        for source, when, value in SUBSECOND_ARCHIVE:
+            if source == "rules":
+                line: dict[str, Any] = {
+                    "source": source, "observed_at": when,
+                    "body": {"data": {"invocations": value}, "code": "success",
+                             "message": "Success."}}
+            else:
+                line = {"source": source, "body": {
+                    "tenantId": "t-1", "appId": "a-1", "timestamp": when,
+                    "usage": {"connections": {"current": value, "limit": 100},
+                              "documents": {"current": 1, "limit": 20}}}}
+            fh.write(json.dumps(line) + "\n")
+    return path
+
+
+def assert_subsecond_reports(daily: dict[str, list[dict[str, str]]],
+                             billing: list[dict[str, str]]) -> None:
+    """Hand-computed figures of SUBSECOND_ARCHIVE (UTC days) as CSV cells."""
+    def cells(rows: list[dict[str, str]], metric: str, *cols: str) -> tuple[str, ...]:
+        [r] = [r for r in rows if r["metric"] == metric]
+        return tuple(r[c] for c in cols)
+
+    cols = ("samples", "min", "max", "increase", "resets", "coverage_pct")
+    # First reading ever adds 0.
+    assert cells(daily["2026-05-02"], "invocations", *cols) == ("1", "999999999.9",
+                                                                "999999999.9", "0", "0", "0.69")
+    # +0.2 (not the doubles' 0.19999992847442627), +0.2, then a reset to 0.25 a microsecond
+    # before midnight: 0.65. Covered: 10:00:00.25 to 10:10:00.75 (600.5 s) plus 1 us.
+    assert cells(daily["2026-05-03"], "invocations", *cols) == ("3", "0.25", "1000000000.3",
+                                                                "0.65", "1", "0.7")
+    # 100.5 - 0.25 a microsecond after midnight; covered 00:00 to 00:10:00.000001.
+    assert cells(daily["2026-05-04"], "invocations", *cols) == ("1", "100.5", "100.5",
+                                                                "100.25", "0", "0.69")
+    assert cells(daily["2026-05-03"], "connections",
+                 "samples", "min", "max", "limit", "peak_pct") == ("3", "50", "95", "100", "95")
+    assert cells(daily["2026-05-04"], "connections", "samples") == ("0",)
+    # 0.65 + 100.25 + (199.6 - 100.5 = 99.1) = 200 exactly; 100 over at 0.001 = 0.10.
+    [b] = billing
+    assert (b["quantity"], b["included"], b["overage"], b["amount"]) == ("200", "100", "100",
+                                                                        "0.10")
+    assert b["resets"] == "1"
+
+
+def test_sqlite_and_postgresql_agree_on_imported_subsecond_fractional_history(
+        sqlite_url: str, pg_url: str, tmp_path: Path) -> None:
+    import csv
+
+    from etl.archive import import_archives
+    from etl.db import make_engine, upgrade
+    from etl.store import forget_series_cache
+    from reports.jobs import build_billing, build_daily
+
+    archive = write_subsecond_archive(tmp_path / "history.jsonl")
+    config = make_config(billing=SUBSECOND_BILLING)
+    texts = []
+    for name, url in (("sqlite", sqlite_url), ("pg", pg_url)):
+        eng = make_engine(url)
+        upgrade(eng)
+        try:
+            assert import_archives(eng, config, [str(archive)]).ok
+            out = tmp_path / name
+            paths = build_daily(eng, config, date(2026, 5, 2), date(2026, 5, 4),
+                                formats=["csv"], out_dir=out)
+            paths += build_billing(eng, config, "2026-05", formats=["csv"], out_dir=out,
+                                   now=NOW)
+            texts.append([p.read_text() for p in paths])
+        finally:
+            forget_series_cache(eng)
+            eng.dispose()
+    assert texts[0] == texts[1]
+    rows = [list(csv.DictReader(t.splitlines())) for t in texts[0]]
+    assert_subsecond_reports({"2026-05-02": rows[0], "2026-05-03": rows[1],
+                              "2026-05-04": rows[2]}, rows[3])

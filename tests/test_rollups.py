@@ -197,3 +197,27 @@ def test_changed_staleness_is_not_served_from_old_rollups(engine: Engine) -> Non
     warm = daily_frame(engine, longer, START, END)
     cold = daily_frame(engine, longer, START, END, rollups=False)
     pd.testing.assert_frame_equal(warm, cold)
+
+
+def test_fractional_counter_is_the_same_from_rollups_as_from_samples(engine: Engine) -> None:
+    from decimal import Decimal
+
+    # Readings as parsed from the vendor's decimal text: 1000000000.0, .1, .2, ... then a
+    # reset to 0.35 at h=50 (Berlin midnight of the 25-hour day) and +0.1 an hour again.
+    def reading(h: int) -> float:
+        if h < 50:
+            return float(Decimal(1_000_000_000) + Decimal(h) / 10)
+        return float(Decimal("0.35") + Decimal(h - 50) / 10)
+
+    store(engine, [nected(T0 + timedelta(hours=h), reading(h)) for h in range(24 * 6)],
+          bulk=True)
+    assert_warm_equals_cold(engine)  # computes and stores the rollups (JSON)
+    assert rollup_rows(engine) > 0
+    assert_warm_equals_cold(engine)  # now read back from them
+    daily, bill = reports(engine, cold=False)
+    inc = daily[daily["metric"] == "invocations"].set_index("date")["increase"]
+    # 2026-10-24 (h 26..49): 24 x 0.1; 2026-10-25 (h 50..74): 0.35 (reset) + 24 x 0.1.
+    assert (inc[date(2026, 10, 24)], inc[date(2026, 10, 25)]) == (2.4, 2.75)
+    # October: 49 x 0.1 + 0.35 + 93 x 0.1, exactly.
+    quantity = bill.set_index("metric").loc["invocations", "quantity"]
+    assert quantity == Decimal("14.55") and str(quantity) == "14.55"
