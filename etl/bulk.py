@@ -296,6 +296,8 @@ def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
 # Column types of snapshots and samples on PostgreSQL, for binary COPY.
 _SNAP_TYPES = ["int8", "varchar", "varchar", "timestamptz", "timestamptz", "varchar", "text"]
 _SAMPLE_TYPES = ["int4", "timestamptz", "float8", "float8", "varchar", "int8"]
+_STAGE_SNAP_TYPES = ["int4", "text", "text", "timestamptz", "timestamptz", "text", "text"]
+_STAGE_SAMPLE_TYPES = ["int4", "timestamptz", "float8", "float8", "text", "int4"]
 
 _SQLITE_STAGE = (
     "CREATE TEMP TABLE IF NOT EXISTS bulk_snap (k INTEGER, source TEXT, kind TEXT, "
@@ -326,10 +328,12 @@ def _staged(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
             cur.executemany("INSERT INTO bulk_snap VALUES (?, ?, ?, ?, ?, ?, ?)", ch.snap_rows)
             cur.executemany("INSERT INTO bulk_samp VALUES (?, ?, ?, ?, ?, ?)", ch.sample_rows)
         else:
-            with cur.copy("COPY bulk_snap FROM STDIN") as cp:
+            with cur.copy("COPY bulk_snap FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(_STAGE_SNAP_TYPES)
                 for r in ch.snap_rows:
                     cp.write_row(r)
-            with cur.copy("COPY bulk_samp FROM STDIN") as cp:
+            with cur.copy("COPY bulk_samp FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(_STAGE_SAMPLE_TYPES)
                 for r in ch.sample_rows:
                     cp.write_row(r)
         cur.execute(
