@@ -7,6 +7,7 @@ time, last values), so monthly figures are derived from the day rows alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -57,12 +58,17 @@ def decimal_scale(value: np.ndarray, prev_value: float | None = None) -> int | N
     """
     v = np.asarray(value, dtype=np.float64)
     if prev_value is not None:
-        v = np.append(v, float(prev_value))
+        p = float(prev_value)
+        if not (math.isfinite(p) and p.is_integer() and abs(p) < _EXACT_INT_LIMIT):
+            v = np.append(v, p)  # the rare case: checked with the readings below
+    # Integral readings, the common case: one pass, no copies.
+    if np.all(np.abs(v) < _EXACT_INT_LIMIT) and np.all(v == np.rint(v)):
+        return 1
     if not np.all(np.isfinite(v)):
         return None
     # Most readings settle at a small d: only the ones that do not are tried further.
     rest = v
-    for d in range(_MAX_DECIMALS + 1):
+    for d in range(1, _MAX_DECIMALS + 1):
         scale = 10.0**d
         k = np.rint(rest * scale)
         rest = rest[(k / scale != rest) | (np.abs(k) >= _EXACT_INT_LIMIT)]
@@ -70,11 +76,12 @@ def decimal_scale(value: np.ndarray, prev_value: float | None = None) -> int | N
             break
     else:
         return None
-    if d == 0:  # integral readings, the common case: checked in full above
-        return 1
     # A reading exact at fewer places must stay exact at d (|k| near 2**53 may not).
     k = np.rint(v * 10.0**d)
     if np.any(np.abs(k) >= _EXACT_INT_LIMIT) or np.any(k / 10.0**d != v):
+        return None
+    # The integral prev_value skipped above is exact at any d whose k stay below 2**53.
+    if prev_value is not None and abs(float(prev_value)) * 10.0**d >= _EXACT_INT_LIMIT:
         return None
     return 10**d
 
@@ -90,7 +97,10 @@ def counter_increments(value: np.ndarray, prev_value: float | None
     """
     scale = decimal_scale(value, prev_value)
     prev: float | None
-    if scale is not None:
+    if scale == 1:
+        v = np.asarray(value, dtype=np.float64).astype(np.int64)
+        prev = prev_value
+    elif scale is not None:
         v = np.rint(np.asarray(value, dtype=np.float64) * scale).astype(np.int64)
         prev = None if prev_value is None else float(np.rint(float(prev_value) * scale))
     else:
