@@ -25,13 +25,11 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 from sqlalchemy import BigInteger, ColumnElement, Engine, Select, cast, func, select, type_coerce
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
 
-from etl.config import Config, load_config
+from etl.config import Config, database_url_problem, load_config
 from etl.db import ensure_schema, make_engine, normalize_url
 from etl.errors import InputError
 from etl.models import CollectionAttempt, Sample, Series
-from etl.redact import redact_url
 from reports.billing import BILLING_COLUMNS, billing_table
 from reports.compute import CRITICAL_PCT, WARNING_PCT
 from reports.frames import (
@@ -121,10 +119,10 @@ def _engine(db: DbLike) -> Iterator[Engine]:
     else:
         raise InputError(f"db: expected a database URL, a path, an Engine or a Config, "
                          f"not {type(db).__name__}")
-    try:
-        parsed = make_url(normalize_url(url))
-    except ArgumentError:
-        raise InputError(f"db: cannot parse {redact_url(url)!r} as a database URL") from None
+    problem = database_url_problem(url)
+    if problem is not None:
+        raise InputError(f"db: {problem}")
+    parsed = make_url(normalize_url(url))
     _check_exists(parsed)
     engine = make_engine(url)
     try:

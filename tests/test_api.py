@@ -333,6 +333,12 @@ def test_bad_arguments_are_clear_errors(history: History) -> None:
         reports.daily_usage(history.engine, "2026-03-02", "2026-03-01", config=history.config)
     with pytest.raises(InputError, match="month: '2026-13'"):
         reports.billing(history.engine, "2026-13", config=history.config)
+    # A URL that does not parse, or names an unsupported database: one line, password masked.
+    for url, why in (("postgresql://u:hunter2@db:notaport/x", "cannot parse"),
+                     ("mysql://u:hunter2@db/x", "not supported")):
+        with pytest.raises(InputError, match=f"db: .*{why}") as info:
+            reports.load_samples(url)
+        assert "hunter2" not in str(info.value)
 
 
 def test_missing_sqlite_database_is_a_clear_error_and_is_not_created(tmp_path: Path) -> None:
