@@ -7,10 +7,12 @@ import math
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -30,7 +32,7 @@ from etl.locks import PollGate, phase_offset
 from etl.logs import event
 from etl.models import EPOCH, SourceState
 from etl.redact import redact_url
-from etl.spool import ReplayResult, Spool, SpooledPoll
+from etl.spool import ReplayResult, Spool, SpooledPoll, SpoolLock
 from etl.status import failures_since_success
 
 if TYPE_CHECKING:
@@ -44,7 +46,14 @@ AUTH_PAUSE_MAX = 3600.0
 DEFAULT_STOP_TIMEOUT = 30.0
 SPOOL_REPLAY_EVERY = 5.0
 # The nightly reports run a few minutes after local midnight, once the last polls are in.
-NIGHTLY_HOUR, NIGHTLY_MINUTE = 0, 5
+NIGHTLY_AT = clock_time(0, 5)
+# Reports that could not be built (database away, disk full) are tried again this often.
+NIGHTLY_RETRY_S = 15 * 60.0
+NIGHTLY_FORMATS = ("csv", "html")
+# After --stop-timeout: how long a poll already writing its result may still finish, and
+# the least time the last spool replay gets, before the process leaves without them.
+FINISH_GRACE_S = 1.0
+FINAL_REPLAY_MIN_S = 1.0
 
 
 def jitter_for(source: SourceConfig) -> float:
@@ -93,6 +102,16 @@ class _Runtime:
     consecutive_failures: int = 0
 
 
+def nightly_files(config: Config, today: date) -> list[Path]:
+    """The files the nightly job of `today` writes (see nightly_reports)."""
+    out_dir = Path(config.reports_dir)
+    yesterday = today - timedelta(days=1)
+    names = [f"daily-{yesterday.isoformat()}.{fmt}" for fmt in NIGHTLY_FORMATS]
+    if today.day == 1 and config.billing:
+        names += [f"billing-{yesterday:%Y-%m}.{fmt}" for fmt in NIGHTLY_FORMATS]
+    return [out_dir / name for name in names]
+
+
 def nightly_reports(engine: Engine, config: Config, today: date) -> list[Path]:
     """Yesterday's daily report, and on the 1st of a month last month's billing report."""
     # Imported here: `etl` stays free of pandas unless a report is actually built.
@@ -101,12 +120,12 @@ def nightly_reports(engine: Engine, config: Config, today: date) -> list[Path]:
     out_dir = Path(config.reports_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     yesterday = today - timedelta(days=1)
-    written = list(
-        build_daily(engine, config, yesterday, yesterday, tz=config.timezone, out_dir=out_dir)
-    )
+    written = list(build_daily(engine, config, yesterday, yesterday, tz=config.timezone,
+                               formats=NIGHTLY_FORMATS, out_dir=out_dir))
     if today.day == 1 and config.billing:
         month = f"{yesterday.year:04d}-{yesterday.month:02d}"
-        written += build_billing(engine, config, month, tz=config.timezone, out_dir=out_dir)
+        written += build_billing(engine, config, month, tz=config.timezone,
+                                 formats=NIGHTLY_FORMATS, out_dir=out_dir)
     return written
 
 
@@ -115,6 +134,10 @@ class Scheduler:
 
     Library use (tests, notebooks): ``poll_source`` runs one scheduled poll now (claim, poll,
     store or spool, pause bookkeeping, log line) without starting anything.
+
+    `schema_ready=False` is spool-only mode, for a database that was unreachable at start-up:
+    polls go to the spool until a replay pass has checked (or created) the schema.
+    `nightly_at` (local time in the config's zone) and `nightly_retry_s` exist for tests.
     """
 
     def __init__(
@@ -127,6 +150,10 @@ class Scheduler:
         sources: list[SourceConfig] | None = None,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         clock: Callable[[], datetime] | None = None,
+        report_engine: Engine | None = None,
+        schema_ready: bool = True,
+        nightly_at: clock_time = NIGHTLY_AT,
+        nightly_retry_s: float = NIGHTLY_RETRY_S,
     ) -> None:
         if collector is None:
             from etl.collect import Collector
@@ -139,13 +166,29 @@ class Scheduler:
         self.sources = list(sources if sources is not None else config.sources)
         self.stop_timeout = stop_timeout
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.report_engine = report_engine or engine
+        self.nightly_at = nightly_at
+        self.nightly_retry_s = nightly_retry_s
         self.gate = PollGate(engine)
         self._runtime = {s.name: _Runtime() for s in self.sources}
         self._stopping = threading.Event()
         self._inflight = 0
+        self._finishing = 0  # polls past their HTTP request, storing and logging
+        self._reports_busy = 0  # nightly builds running
+        self._reports_owed: set[date] = set()  # days whose nightly job waits for a retry
+        self._abandoned = False  # stop() gave up waiting: late polls neither store nor log
         self._inflight_cv = threading.Condition()
+        self._emit_lock = threading.Lock()
+        self._silenced = False  # set with the "stopped" line: nothing is logged after it
         self._replay_lock = threading.Lock()
+        self._nightly_lock = threading.Lock()
+        self._schema_ready = schema_ready
+        self._schema_problem: str | None = None
+        self._spool_lock: SpoolLock | None = None
         self._scheduler: BackgroundScheduler | None = None
+        # After stop(): True if threads that could not be stopped are still running, so the
+        # process must leave with os._exit (the CLI does) or wait for them.
+        self.threads_left = False
 
     # -- one poll ------------------------------------------------------------------------------
 
@@ -179,47 +222,77 @@ class Scheduler:
                           paused_until=rt.not_before)
                     return None
                 result = self.collector.poll(source)
-                stored = self._store(result)
-                pause = self._politeness(source, result, stored == "db")
-            fields: dict[str, Any] = {
-                "source": source.name,
-                "outcome": result.outcome,
-                "latency_ms": round(result.latency_ms, 1) if result.latency_ms is not None else None,
-                "http_status": result.http_status,
-                "tries": result.tries,
-                "stored": stored,
-                "samples": getattr(result, "samples_stored", None) if stored == "db" else None,
-                "started_at": result.started_at,
-            }
-            if result.error:
-                fields["error"] = result.error
-            level = logging.INFO if result.outcome == "ok" else logging.WARNING
-            if stored == "lost":
-                level = logging.ERROR
-            event(log, level, "poll", **fields)
-            if pause is not None:
-                until, reason = pause
-                event(log, logging.WARNING, "pause", source=source.name, until=until,
-                      reason=reason)
+                with self._finishing_poll() as go_on:
+                    if not go_on:
+                        return None  # stop() gave up on this poll; the process is leaving
+                    stored = self._store(result)
+                    pause = self._politeness(source, result, stored == "db")
+                    self._log_poll(source, result, stored, pause)
             return result
+
+    @contextmanager
+    def _finishing_poll(self) -> Iterator[bool]:
+        """Yields False once stop() has given up on in-flight polls, else counts this one."""
+        with self._inflight_cv:
+            allowed = not self._abandoned
+            if allowed:
+                self._finishing += 1
+        try:
+            yield allowed
+        finally:
+            if allowed:
+                with self._inflight_cv:
+                    self._finishing -= 1
+                    self._inflight_cv.notify_all()
+
+    def _emit(self, level: int, name: str, **fields: Any) -> None:
+        """Log an event from a worker thread, unless the "stopped" line is already out."""
+        with self._emit_lock:
+            if not self._silenced:
+                event(log, level, name, **fields)
+
+    def _log_poll(self, source: SourceConfig, result: PollResult, stored: str,
+                  pause: tuple[datetime, str] | None) -> None:
+        fields: dict[str, Any] = {
+            "source": source.name,
+            "outcome": result.outcome,
+            "latency_ms": round(result.latency_ms, 1) if result.latency_ms is not None else None,
+            "http_status": result.http_status,
+            "tries": result.tries,
+            "stored": stored,
+            "samples": getattr(result, "samples_stored", None) if stored == "db" else None,
+            "started_at": result.started_at,
+        }
+        if result.error:
+            fields["error"] = result.error
+        level = logging.INFO if result.outcome == "ok" else logging.WARNING
+        if stored == "lost":
+            level = logging.ERROR
+        self._emit(level, "poll", **fields)
+        if pause is not None:
+            until, reason = pause
+            self._emit(logging.WARNING, "pause", source=source.name, until=until, reason=reason)
 
     def _store(self, result: PollResult) -> str:
         """Store the poll; on a database failure spool it. Returns db | spool | lost."""
         from etl.collect import store_poll
 
-        try:
-            store_poll(self.engine, result)
-            return "db"
-        except Exception as exc:  # noqa: BLE001 - whatever broke the write, keep the poll
-            reason = _first_line(exc)
+        if not self._schema_ready:
+            reason = self._schema_problem or "database not checked yet (unreachable at start-up)"
+        else:
+            try:
+                store_poll(self.engine, result)
+                return "db"
+            except Exception as exc:  # noqa: BLE001 - whatever broke the write, keep the poll
+                reason = _first_line(exc)
         try:
             path = self.spool.put(result)
         except OSError as exc:
-            event(log, logging.ERROR, "spool-failed", source=result.source,
-                  database_error=reason, disk_error=str(exc))
+            self._emit(logging.ERROR, "spool-failed", source=result.source,
+                       database_error=reason, disk_error=str(exc))
             return "lost"
-        event(log, logging.WARNING, "spooled", source=result.source, file=path.name,
-              database_error=reason)
+        self._emit(logging.WARNING, "spooled", source=result.source, file=path.name,
+                   database_error=reason)
         return "spool"
 
     def _politeness(
@@ -286,41 +359,141 @@ class Scheduler:
     # -- spool and reports ---------------------------------------------------------------------
 
     def replay_spool(self) -> ReplayResult:
-        """Write spooled polls to the database (each once); quiet when there is nothing to do."""
+        """Write spooled polls to the database (each once); quiet when there is nothing to do.
+
+        In spool-only mode it first checks (or creates) the schema, and ends that mode.
+        """
         with self._replay_lock:
+            if not self.ensure_database():
+                return ReplayResult(remaining=len(self.spool))
             if not self.spool.pending():
                 return ReplayResult()
             result = self.spool.replay(self.engine, on_stored=self._log_replayed)
         if result.replayed or result.already_stored:
-            event(log, logging.INFO, "spool-replayed", replayed=result.replayed,
-                  already_stored=result.already_stored, remaining=result.remaining)
+            self._emit(logging.INFO, "spool-replayed", replayed=result.replayed,
+                       already_stored=result.already_stored, remaining=result.remaining)
         if result.error:
-            event(log, logging.DEBUG, "spool-waiting", remaining=result.remaining,
-                  database_error=result.error)
+            self._emit(logging.DEBUG, "spool-waiting", remaining=result.remaining,
+                       database_error=result.error)
         return result
 
+    def ensure_database(self) -> bool:
+        """True once the schema has been found ready (or created) since start-up."""
+        if self._schema_ready:
+            return True
+        from etl.db import ensure_schema
+        from etl.errors import SchemaOutdatedError
+
+        try:
+            ensure_schema(self.engine)
+        except SchemaOutdatedError as exc:
+            # Polls keep going to the spool (nothing is lost); say so once, loudly.
+            if self._schema_problem != str(exc):
+                self._emit(logging.ERROR, "database-refused", error=str(exc),
+                           message="polls stay in the spool until this is fixed")
+            self._schema_problem = str(exc)
+            return False
+        except (UsageEtlError, SQLAlchemyError) as exc:
+            self._emit(logging.DEBUG, "database-waiting", error=_first_line(exc))
+            return False
+        self._schema_ready = True
+        self._schema_problem = None
+        self._emit(logging.INFO, "database-ready", database=redact_url(str(self.engine.url)),
+                   pending_spool=len(self.spool))
+        # Reports that failed only because the database was away need not wait out the delay.
+        for day in sorted(self._reports_owed.copy()):
+            self._retry_nightly(day, delay=0.0)
+        return True
+
     def _log_replayed(self, poll: SpooledPoll) -> None:
-        event(log, logging.DEBUG, "replayed", source=poll.source, started_at=poll.started_at)
+        self._emit(logging.DEBUG, "replayed", source=poll.source, started_at=poll.started_at)
+
+    def _local_today(self) -> date:
+        return self.clock().astimezone(self.config.tz).date()
+
+    def nightly_due(self) -> date | None:
+        """The day whose nightly job should have run by now (today once its time has passed)."""
+        local = self.clock().astimezone(self.config.tz)
+        fire = datetime.combine(local.date(), self.nightly_at, tzinfo=self.config.tz)
+        return local.date() if local >= fire else None
+
+    def missing_reports(self, today: date) -> list[Path]:
+        return [p for p in nightly_files(self.config, today) if not p.is_file()]
 
     def nightly(self, today: date | None = None) -> list[Path]:
         """Build the reports due after local midnight of `today` (default: today, report zone)."""
-        if today is None:
-            today = self.clock().astimezone(self.config.tz).date()
+        written = self._build_nightly(today or self._local_today())
+        return written or []
+
+    def _build_nightly(self, today: date) -> list[Path] | None:
+        """The nightly reports of `today`; None (logged) if they could not be built."""
         try:
-            written = nightly_reports(self.engine, self.config, today)
-        except (UsageEtlError, SQLAlchemyError, OSError) as exc:
-            event(log, logging.ERROR, "reports-failed", day=today.isoformat(),
-                  error=_first_line(exc))
-            return []
-        event(log, logging.INFO, "reports", day=today.isoformat(),
-              files=",".join(p.name for p in written))
+            if not self._schema_ready:
+                raise UsageEtlError(
+                    self._schema_problem or "database not reachable since start-up")
+            written = nightly_reports(self.report_engine, self.config, today)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the retry must still come
+            # (a job that raises is only logged by APScheduler, and never run again)
+            self._emit(logging.ERROR, "reports-failed", day=today.isoformat(),
+                       error=_first_line(exc))
+            return None
+        self._emit(logging.INFO, "reports", day=today.isoformat(),
+                   files=",".join(p.name for p in written))
         return written
+
+    def _nightly_job(self, today: date | None = None, only_missing: bool = False) -> None:
+        """The nightly job (the timed run, a catch-up at start or a retry), rescheduling
+        itself every `nightly_retry_s` until the day's report files exist."""
+        if today is None:
+            today = self._local_today()
+        with self._inflight_cv:
+            if self._stopping.is_set():
+                return
+            self._reports_busy += 1
+        try:
+            with self._nightly_lock:
+                if only_missing and not self.missing_reports(today):
+                    self._reports_owed.discard(today)
+                    return  # built meanwhile (by the timed run, another replica or a person)
+                written = self._build_nightly(today)
+                missing = self.missing_reports(today)
+        finally:
+            with self._inflight_cv:
+                self._reports_busy -= 1
+                self._inflight_cv.notify_all()
+        if written is None or missing:
+            self._retry_nightly(today)
+        else:
+            self._reports_owed.discard(today)
+
+    def _retry_nightly(self, today: date, delay: float | None = None) -> None:
+        sched = self._scheduler
+        if sched is None or self._stopping.is_set():
+            return
+        self._reports_owed.add(today)
+        at = datetime.now(UTC) + timedelta(
+            seconds=self.nightly_retry_s if delay is None else delay)
+        sched.add_job(
+            self._nightly_job, "date", run_date=at, args=[today], kwargs={"only_missing": True},
+            id=f"nightly-retry:{today.isoformat()}", replace_existing=True,
+            misfire_grace_time=None, coalesce=True,
+        )
+        self._emit(logging.WARNING, "reports-retry", day=today.isoformat(), at=at)
 
     # -- the daemon ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Replay what an earlier run spooled, then start the jobs in background threads."""
-        self.spool.clean_partial()
+        """Replay what an earlier run spooled, then start the jobs in background threads.
+
+        Raises SpoolInUseError if another daemon owns the spool folder.
+        """
+        self._spool_lock = self.spool.lock()
+        recovered = self.spool.recover_partial()
+        if recovered.restored or recovered.set_aside or recovered.duplicates:
+            event(log, logging.WARNING, "spool-recovered",
+                  restored=",".join(recovered.restored) or None,
+                  set_aside=",".join(recovered.set_aside) or None,
+                  duplicates_removed=",".join(recovered.duplicates) or None)
         self.replay_spool()
         sched = BackgroundScheduler(
             timezone=UTC,
@@ -344,40 +517,94 @@ class Scheduler:
             coalesce=True, max_instances=1, misfire_grace_time=int(SPOOL_REPLAY_EVERY),
         )
         sched.add_job(
-            self.nightly,
-            CronTrigger(hour=NIGHTLY_HOUR, minute=NIGHTLY_MINUTE, timezone=self.config.tz),
+            self._nightly_job,
+            CronTrigger(hour=self.nightly_at.hour, minute=self.nightly_at.minute,
+                        second=self.nightly_at.second, timezone=self.config.tz),
             id="nightly-reports", coalesce=True, max_instances=1,
             misfire_grace_time=6 * 3600,
         )
-        sched.start()
+        # Jobs live in memory only: if this day's timed run was missed (the daemon was down
+        # or started late), its reports are built now unless they are already there.
+        due = self.nightly_due()
+        missing = self.missing_reports(due) if due is not None else []
+        if due is not None and missing:
+            sched.add_job(
+                self._nightly_job, "date", run_date=now, args=[due],
+                kwargs={"only_missing": True}, id=f"nightly-retry:{due.isoformat()}",
+                misfire_grace_time=None, coalesce=True,
+            )
         self._scheduler = sched
+        sched.start()
         event(log, logging.INFO, "started", sources=",".join(s.name for s in self.sources),
               database=redact_url(str(self.engine.url)), spool=str(self.spool.dir),
-              pending_spool=len(self.spool))
+              pending_spool=len(self.spool), database_ready=self._schema_ready)
+        if due is not None and missing:
+            event(log, logging.INFO, "reports-catch-up", day=due.isoformat(),
+                  missing=",".join(p.name for p in missing))
 
     def stop(self) -> bool:
-        """Stop firing, let in-flight polls finish (bounded), flush the spool; True if clean."""
+        """Stop firing, let in-flight polls finish (at most stop_timeout), flush the spool.
+
+        Returns True if everything finished. Otherwise polls still waiting on a vendor are
+        abandoned (they will neither store nor log), so is a report build (its files are
+        replaced atomically, and a missing one is caught up at the next start),
+        `threads_left` is set, and the caller should leave with os._exit: those threads
+        would otherwise delay the exit.
+        """
+        begun = time.monotonic()
         self._stopping.set()
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        deadline = self.stop_timeout
         with self._inflight_cv:
-            clean = self._inflight_cv.wait_for(lambda: self._inflight == 0, timeout=deadline)
-            left = self._inflight
+            self._inflight_cv.wait_for(
+                lambda: self._inflight == 0 and self._reports_busy == 0,
+                timeout=self.stop_timeout,
+            )
+            left, reports_left = self._inflight, self._reports_busy
+            if left:
+                self._abandoned = True
+                # A poll already writing its result gets a moment (the write is one
+                # transaction or one fsynced file either way, so cutting it loses nothing
+                # that was acknowledged).
+                self._inflight_cv.wait_for(lambda: self._finishing == 0,
+                                           timeout=FINISH_GRACE_S)
+        clean = not left and not reports_left
         if not clean:
-            event(log, logging.ERROR, "stop-timeout", still_running=left,
-                  waited_s=self.stop_timeout)
+            self._emit(logging.ERROR, "stop-timeout", still_running=left,
+                       reports_running=reports_left or None, waited_s=self.stop_timeout)
+        # The last replay runs in a thread of its own so a database that hangs cannot hold
+        # the exit past the stop timeout.
+        replayer = threading.Thread(target=self._final_replay, name="final-replay", daemon=True)
+        replayer.start()
+        budget = max(self.stop_timeout - (time.monotonic() - begun), FINAL_REPLAY_MIN_S)
+        replayer.join(budget)
+        if replayer.is_alive():
+            self._emit(logging.ERROR, "spool-flush-timeout", waited_s=round(budget, 1))
+        self.threads_left = not clean or replayer.is_alive()
+        pending = len(self.spool)
+        if not self.threads_left:
+            self.collector.close()
+        with self._emit_lock:
+            event(log, logging.INFO, "stopped", pending_spool=pending,
+                  abandoned_polls=left or None)
+            self._silenced = True
+        if self._spool_lock is not None and not self.threads_left:
+            self._spool_lock.release()
+            self._spool_lock = None
+        return clean and not self.threads_left
+
+    def _final_replay(self) -> None:
         try:
             self.replay_spool()
         except OSError as exc:
-            event(log, logging.ERROR, "spool-failed", error=str(exc))
-        pending = len(self.spool)
-        self.collector.close()
-        event(log, logging.INFO, "stopped", pending_spool=pending)
-        return clean
+            self._emit(logging.ERROR, "spool-failed", error=str(exc))
 
     def run(self, stop_event: threading.Event | None = None) -> int:
-        """Start, wait for SIGINT/SIGTERM (or `stop_event`), stop cleanly; returns exit status 0."""
+        """Start, wait for SIGINT/SIGTERM (or `stop_event`), stop; returns exit status 0.
+
+        If `threads_left` is then set, polls that outlived the stop timeout are still running:
+        the daemon leaves with os._exit rather than wait for them.
+        """
         stop_event = stop_event or threading.Event()
         received: list[str] = []
 

@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
+from etl.cli.schedule_cmd import PG_STATEMENT_TIMEOUT_MS, daemon_engine
 from etl.collect import Collector, collect_once
 from etl.config import Config, parse_config
 from etl.db import make_engine, upgrade
 from etl.models import CollectionAttempt, Sample, SourceState
-from etl.scheduler import Scheduler, SlotTrigger, auth_pause_seconds, nightly_reports
+from etl.scheduler import (
+    Scheduler,
+    SlotTrigger,
+    auth_pause_seconds,
+    nightly_files,
+    nightly_reports,
+)
 from etl.simulator import SimulatedVendor
-from etl.spool import Spool
+from etl.spool import Spool, poll_to_dict
 from etl.status import source_statuses
 from etl.store import forget_series_cache
 from tests.conftest import create_pg_database, drop_pg_database
@@ -70,9 +80,11 @@ def daemon_env(sim: SimulatedVendor, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_daemon(cfg: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_daemon(cfg: Path, env: dict[str, str], log: Path,
+                 extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "etl", "--config", str(cfg), "schedule", "--log-format", "json"],
+        [sys.executable, "-m", "etl", "--config", str(cfg), "schedule", "--log-format", "json",
+         *extra],
         stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env, cwd=cfg.parent,
     )
 
@@ -443,3 +455,319 @@ def test_schedule_without_sources_is_a_config_error(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         "usage-etl: error: sources: no [[sources]] configured, nothing to schedule"
     )
+
+
+# -- nightly reports: on time, caught up at start, retried -----------------------------------
+
+
+@pytest.fixture
+def schedule_events() -> Iterator[list[logging.LogRecord]]:
+    """The scheduler's event records (the daemon's handler may not propagate to caplog)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("etl.schedule")
+    handler, level = Keep(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def named(records: list[logging.LogRecord], name: str) -> list[dict[str, Any]]:
+    return [getattr(r, "fields", {}) for r in records if getattr(r, "event", None) == name]
+
+
+def nightly_scheduler(tmp_path: Path, url: str, engine: Engine, *, billing: bool = False,
+                      **kwargs: Any) -> Scheduler:
+    """A Scheduler with no sources to poll: only the spool replay and the nightly job run."""
+    with unique_sim() as sim:
+        cfg = write_config(tmp_path, url, sim)
+    if billing:
+        cfg.write_text(cfg.read_text() + (
+            '[[billing]]\nsource = "rules"\nmetric = "invocations"\naggregation = "increase"\n'
+            'included = 10\nunit_price = "0.01"\n'
+        ))
+    return Scheduler(load(cfg), engine, sources=[], **kwargs)
+
+
+def sqlite_engine(tmp_path: Path) -> tuple[str, Engine]:
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    return url, engine
+
+
+def test_nightly_job_fires_at_its_time(
+    tmp_path: Path, schedule_events: list[logging.LogRecord]
+) -> None:
+    pytest.importorskip("reports.jobs")
+    url, engine = sqlite_engine(tmp_path)
+    started = datetime.now(UTC)
+    fire = (started + timedelta(seconds=3)).replace(microsecond=0)
+    sched = nightly_scheduler(tmp_path, url, engine, nightly_at=fire.time())
+    expected = nightly_files(sched.config, fire.date())
+    assert [p.name for p in expected] == [
+        f"daily-{fire.date() - timedelta(days=1)}.csv", f"daily-{fire.date() - timedelta(days=1)}.html"]
+    sched.start()
+    try:
+        wait_for("the nightly reports", lambda: all(p.is_file() for p in expected), timeout=20)
+    finally:
+        assert sched.stop()
+    built = [r for r in schedule_events if getattr(r, "event", None) == "reports"]
+    assert built and built[0].created >= fire.timestamp() - 0.05  # not before its time
+    if started.date() == fire.date():  # else the start really was after that day's time
+        assert not named(schedule_events, "reports-catch-up")
+    forget_series_cache(engine)
+    engine.dispose()
+
+
+def test_missed_nightly_reports_are_built_at_start_once(
+    tmp_path: Path, schedule_events: list[logging.LogRecord]
+) -> None:
+    pytest.importorskip("reports.jobs")
+    url, engine = sqlite_engine(tmp_path)
+    clock = FakeClock()
+    clock.now = datetime(2026, 3, 1, 0, 28, tzinfo=UTC)  # started late, on the 1st
+    sched = nightly_scheduler(tmp_path, url, engine, billing=True, clock=clock)
+    expected = nightly_files(sched.config, date(2026, 3, 1))
+    assert sorted(p.name for p in expected) == [
+        "billing-2026-02.csv", "billing-2026-02.html",
+        "daily-2026-02-28.csv", "daily-2026-02-28.html"]
+    sched.start()
+    try:
+        wait_for("the missed reports", lambda: all(p.is_file() for p in expected), timeout=20)
+    finally:
+        assert sched.stop()
+    assert [f["day"] for f in named(schedule_events, "reports-catch-up")] == ["2026-03-01"]
+    before = {p: p.stat().st_mtime_ns for p in expected}
+
+    # Present already (built, or by another replica): a restart leaves them alone.
+    schedule_events.clear()
+    again = Scheduler(sched.config, engine, sources=[], clock=clock)
+    again.start()
+    assert again.stop()
+    assert not named(schedule_events, "reports-catch-up")
+    assert not named(schedule_events, "reports")
+    assert {p: p.stat().st_mtime_ns for p in expected} == before
+
+    # Before the nightly time nothing is due yet.
+    clock.now = datetime(2026, 3, 2, 0, 4, tzinfo=UTC)
+    assert again.nightly_due() is None
+    forget_series_cache(engine)
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_nightly_reports_are_retried_until_the_database_is_back(
+    tmp_path: Path, schedule_events: list[logging.LogRecord]
+) -> None:
+    pytest.importorskip("reports.jobs")
+    direct = create_pg_database()
+    try:
+        setup = make_engine(direct)
+        upgrade(setup)
+        setup.dispose()
+        with TcpProxy("127.0.0.1", 5432) as proxy:
+            via_proxy = direct.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+            engine = make_engine(via_proxy)
+            proxy.cut()
+            sched = nightly_scheduler(tmp_path, via_proxy, engine,
+                                      nightly_at=clock_time(0, 0), nightly_retry_s=0.5)
+            expected = nightly_files(sched.config, datetime.now(UTC).date())
+            sched.start()
+            try:
+                wait_for("two failed attempts",
+                         lambda: len(named(schedule_events, "reports-retry")) >= 2, timeout=15)
+                assert not any(p.exists() for p in expected)
+                proxy.restore()
+                wait_for("the reports", lambda: all(p.is_file() for p in expected), timeout=20)
+            finally:
+                assert sched.stop()
+            assert len(named(schedule_events, "reports-failed")) >= 2
+            forget_series_cache(engine)
+            engine.dispose()
+    finally:
+        drop_pg_database(direct)
+
+
+# -- stopping, start-up without a database, the spool's owner ---------------------------------
+
+
+def logged(log: Path, name: str, **match: Any) -> bool:
+    """Has the daemon logged event `name` (with these fields)? Tolerates a half-written line."""
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == name and all(entry.get(k) == v for k, v in match.items()):
+            return True
+    return False
+
+
+def test_stop_timeout_bounds_the_exit_with_a_poll_stuck_on_the_vendor(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    with unique_sim() as sim:
+        sim.set_fault("slow", delay=6.0)
+        cfg = write_config(tmp_path, url, sim)
+        log = tmp_path / "daemon.log"
+        proc = start_daemon(cfg, daemon_env(sim), log, ["--stop-timeout", "1"])
+        try:
+            wait_for("a request in flight", lambda: sim.request_count() >= 1, timeout=20)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        sent = time.monotonic()
+        code = stop_daemon(proc, timeout=20)
+        took = time.monotonic() - sent
+    assert code == 0, log.read_text()[-2000:]
+    assert took < 1 + 2.5, took  # the stop timeout plus a margin, not the vendor's 6 s
+    events = log_events(log)
+    names = [e["event"] for e in events]
+    assert names[-1] == "stopped", names
+    assert "poll" not in names[names.index("stopping"):]
+    timeout = next(e for e in events if e["event"] == "stop-timeout")
+    assert timeout["still_running"] >= 1
+    check_nothing_lost(url, log, [sim.token, sim.api_key])
+
+
+@pytest.mark.postgres
+def test_daemon_started_while_the_database_is_down_spools_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    direct = create_pg_database()  # empty: the daemon creates the schema once it is back
+    try:
+        spool = Spool(tmp_path / "spool")
+        with TcpProxy("127.0.0.1", 5432) as proxy, unique_sim() as sim:
+            proxy.cut()
+            via_proxy = direct.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+            cfg = write_config(tmp_path, via_proxy, sim)
+            log = tmp_path / "daemon.log"
+            proc = start_daemon(cfg, daemon_env(sim), log)
+            try:
+                wait_for("a spooled poll of each source",
+                         lambda: len({p.name.split("-")[1] for p in spool.pending()}) == 2,
+                         timeout=20)
+                assert proc.poll() is None
+                proxy.restore()
+                wait_for("the database to be taken into use",
+                         lambda: logged(log, "database-ready"), timeout=15)
+                wait_for("the spool to drain", lambda: not spool.pending(), timeout=15)
+                wait_for("a poll stored directly",
+                         lambda: logged(log, "poll", stored="db"), timeout=15)
+                now = datetime.now(UTC)
+                if now.time() >= clock_time(0, 5):  # the missed nightly run: once it is back
+                    reports = nightly_files(load(cfg), now.date())
+                    wait_for("the caught-up reports",
+                             lambda: all(p.is_file() for p in reports), timeout=20)
+            finally:
+                code = stop_daemon(proc)
+            assert code == 0, log.read_text()[-2000:]
+            polls = check_nothing_lost(direct, log, [sim.token, sim.api_key])
+        events = log_events(log)
+        assert events[0]["event"] == "database-unreachable"
+        assert next(e for e in events if e["event"] == "started")["database_ready"] is False
+        assert {p["stored"] for p in polls} == {"spool", "db"}
+        assert all(p["outcome"] == "ok" for p in polls)
+    finally:
+        drop_pg_database(direct)
+
+
+@pytest.mark.postgres
+def test_a_database_that_refuses_the_login_still_stops_the_daemon(tmp_path: Path) -> None:
+    url = create_pg_database()
+    drop_pg_database(url)  # the server answers: that database does not exist
+    with unique_sim() as sim:
+        cfg = write_config(tmp_path, url, sim)
+    out = subprocess.run(
+        [sys.executable, "-m", "etl", "--config", str(cfg), "schedule"],
+        capture_output=True, text=True, env=daemon_env(sim), timeout=60, cwd=tmp_path,
+    )
+    assert out.returncode == 1
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("usage-etl: error: database ") and "does not exist" in line
+
+
+@pytest.mark.postgres
+def test_daemon_engine_bounds_a_silent_server(pg_url: str) -> None:
+    def settings(url: str) -> tuple[dict[str, str], dict[str, int]]:
+        engine = daemon_engine(url)
+        try:
+            with engine.connect() as conn:
+                shown = {name: conn.execute(text(f"SHOW {name}")).scalar_one()
+                         for name in ("statement_timeout", "work_mem")}
+                fd = conn.connection.dbapi_connection.pgconn.socket  # type: ignore[union-attr]
+                sock = socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM)  # a dup
+                try:
+                    opts = {
+                        "keepalive": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                        "idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                        "interval": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                        "count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                        "user_timeout_ms": sock.getsockopt(socket.IPPROTO_TCP,
+                                                           socket.TCP_USER_TIMEOUT),
+                    }
+                finally:
+                    sock.close()
+        finally:
+            engine.dispose()
+        return shown, opts
+
+    assert PG_STATEMENT_TIMEOUT_MS == 60_000
+    shown, opts = settings(pg_url)
+    assert shown["statement_timeout"] == "1min"
+    assert opts == {"keepalive": 1, "idle": 30, "interval": 10, "count": 3,
+                    "user_timeout_ms": 60_000}
+    # What the URL says wins; its own options are kept and the limit added to them.
+    shown, opts = settings(pg_url + "?keepalives_idle=99&options=-c%20work_mem%3D8MB")
+    assert shown == {"statement_timeout": "1min", "work_mem": "8MB"}
+    assert opts["idle"] == 99 and opts["count"] == 3
+    shown, _ = settings(pg_url + "?options=-c%20statement_timeout%3D5s")
+    assert shown["statement_timeout"] == "5s"
+
+
+def test_spool_has_one_owner_and_a_crash_leftover_is_kept(tmp_path: Path) -> None:
+    from tests.test_spool import ok_poll
+
+    url, engine = sqlite_engine(tmp_path)
+    engine.dispose()
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    leftover = ok_poll(1)  # fsynced but not renamed when the last daemon was killed
+    name = "00000000000000000001-rules-0000abcd.json"
+    (spool_dir / f".tmp-{name}").write_text(json.dumps(poll_to_dict(leftover)))
+    with unique_sim() as sim:
+        cfg = write_config(tmp_path, url, sim, interval=60)
+        log = tmp_path / "daemon.log"
+        proc = start_daemon(cfg, daemon_env(sim), log)
+        try:
+            wait_for("the daemon to start", lambda: logged(log, "started"), timeout=20)
+            second = subprocess.run(
+                [sys.executable, "-m", "etl", "--config", str(cfg), "schedule"],
+                capture_output=True, text=True, env=daemon_env(sim), timeout=60, cwd=tmp_path,
+            )
+        finally:
+            code = stop_daemon(proc)
+    assert code == 0
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines() == [
+        f"usage-etl: error: spool_dir {spool_dir} is in use by another usage-etl schedule "
+        f"(pid {proc.pid}); give each daemon its own spool_dir (or $USAGE_ETL_SPOOL_DIR)"
+    ]
+    assert logged(log, "spool-recovered", restored=name)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(
+            select(func.count()).select_from(CollectionAttempt)
+            .where(CollectionAttempt.started_at == leftover.started_at)
+        ).scalar_one() == 1
+    engine.dispose()
+    assert not list(spool_dir.glob(".tmp-*")) and not (spool_dir / "unreadable").exists()
