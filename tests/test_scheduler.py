@@ -367,10 +367,11 @@ def test_auth_failure_pauses_with_growing_delays(
     assert [auth_pause_seconds(n) for n in (1, 2, 3, 6, 7, 30)] == [
         60, 120, 240, 1920, 3600, 3600]
 
-    # The credential is fixed and `usage-etl collect` succeeds: that lifts the pause, and
+    # The credential is fixed and `usage-etl collect --force` succeeds: that lifts the pause, and
     # the daemon polls at its next slot instead of waiting out the two minutes.
     monkeypatch.setenv("SCHED_TEST_WS_TOKEN", sim.token)
-    (fixed,) = collect_once(engine, sched.config, ["ws-prod"], collector=sched.collector)
+    (fixed,) = collect_once(engine, sched.config, ["ws-prod"], collector=sched.collector,
+                            force=True)
     assert fixed.outcome == "ok"
     (status, _) = source_statuses(engine, sched.config, now=clock.now)
     assert status.paused_until is None and status.consecutive_failures == 0
