@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -25,7 +28,7 @@ from etl.errors import InputError, ParseError
 from etl.models import Sample, Series, Snapshot
 from etl.sources import adapter
 from etl.sources.base import parse_timestamp
-from etl.store import Observation, StoreResult
+from etl.store import Conflict, Observation, StoreResult
 
 # Lines per transaction: large enough to amortise a commit, small enough to keep memory flat.
 BATCH_LINES = 50_000
@@ -33,6 +36,7 @@ BATCH_LINES = 50_000
 PROGRESS_LINES = 5000
 # Rows fetched per round trip when exporting.
 EXPORT_FETCH = 2000
+GZIP_MAGIC = b"\x1f\x8b"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = ("observed_at", "source", "metric", "value", "limit", "status")
 
@@ -162,7 +166,10 @@ def import_archives(
     """Import JSONL archives (`-` is standard input); bad lines are reported and skipped.
 
     Each bad line and each conflict goes to `on_problem` as `FILE:LINE: reason`;
-    `on_progress` gets the number of bytes read so far, every few thousand lines.
+    `on_progress` gets the number of bytes read so far, every few thousand lines (of the
+    file as stored: compressed bytes for a gzip file). Gzip files (and gzip on standard
+    input) are recognised by their first bytes and read decompressed; LINE then counts
+    decompressed lines.
     """
     for path in paths:
         if path != "-" and not Path(path).is_file():
@@ -173,31 +180,62 @@ def import_archives(
     for path in paths:
         if path == "-":
             stream = stdin if stdin is not None else sys.stdin.buffer
-            _import_stream(engine, sources, stream, "-", total, batch_size, on_problem,
-                           on_progress)
+            _import_file(engine, sources, stream, "-", total, batch_size, on_problem,
+                         on_progress)
             continue
         try:
             with open(path, "rb") as fh:
-                _import_stream(engine, sources, fh, path, total, batch_size, on_problem,
-                               on_progress)
+                _import_file(engine, sources, fh, path, total, batch_size, on_problem,
+                             on_progress)
         except OSError as exc:
-            raise InputError(f"{path}: {exc.strerror}") from None
+            raise InputError(f"{path}: {exc.strerror or exc}") from None
     return total
 
 
-def _import_stream(
+def _import_file(
     engine: Engine,
     sources: dict[str, SourceConfig],
-    stream: IO[bytes],
+    raw: IO[bytes],
     name: str,
     total: ImportResult,
     batch_size: int,
     on_problem: Problem,
     on_progress: Progress | None,
 ) -> None:
+    """Import one file or stream, decompressing it first if it starts like gzip."""
+    if not hasattr(raw, "peek"):  # e.g. a BytesIO: buffered for the look-ahead
+        raw = io.BufferedReader(raw)  # type: ignore[arg-type,type-var]
+    if raw.peek(2)[:2] != GZIP_MAGIC:  # type: ignore[attr-defined]
+        _import_stream(engine, sources, raw, name, total, batch_size, on_problem, on_progress)
+        return
+    with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+        _import_stream(engine, sources, unzipped, name, total, batch_size, on_problem,
+                       on_progress, position=raw.tell if raw.seekable() else None)
+
+
+def _import_stream(
+    engine: Engine,
+    sources: dict[str, SourceConfig],
+    stream: Iterable[bytes],
+    name: str,
+    total: ImportResult,
+    batch_size: int,
+    on_problem: Problem,
+    on_progress: Progress | None,
+    *,
+    position: Callable[[], int] | None = None,
+) -> None:
     batch: list[Observation] = []
-    where: dict[tuple[str, datetime], int] = {}  # key -> line, to name conflicting lines
+    lines: list[int] = []  # the line of each batch entry
+    # To name the line a conflict came from: the first batch entry of each key, and every
+    # entry of the (rare) keys seen more than once in the batch.
+    first: dict[tuple[str, datetime], int] = {}
+    repeats: dict[tuple[str, datetime], list[int]] = {}
     consumed = 0
+    lineno = 0
+
+    def progress() -> int:
+        return position() if position is not None else consumed
 
     def flush() -> None:
         if not batch:
@@ -206,36 +244,75 @@ def _import_stream(
         total.snapshots += stored.snapshots
         total.samples += stored.samples
         total.duplicates += stored.duplicates
+        named: set[tuple[int, str]] = set()
         for c in stored.conflicts:
             total.conflicts += 1
-            line = where.get((c.source, c.observed_at), 0)
+            line = _conflict_line(c, batch, lines, first, repeats, named)
             on_problem(
                 f"{name}:{line}: conflict: {c.source}/{c.metric} at {_iso(c.observed_at)} "
                 f"is stored as {_num(c.stored)}; this line's {_num(c.offered)} was not stored"
             )
         batch.clear()
-        where.clear()
+        lines.clear()
+        first.clear()
+        repeats.clear()
         if on_progress is not None:
-            on_progress(consumed)
+            on_progress(progress())
 
-    for lineno, raw in enumerate(stream, start=1):
-        consumed += len(raw)
-        if not raw.strip():
-            continue
-        total.lines += 1
-        try:
-            obs = parse_line(raw, sources)
-        except ParseError as exc:
-            total.bad_lines += 1
-            on_problem(f"{name}:{lineno}: {exc}")
-            continue
-        batch.append(obs)
-        where[(obs.source, obs.observed_at)] = lineno
-        if len(batch) >= batch_size:
-            flush()
-        elif on_progress is not None and lineno % PROGRESS_LINES == 0:
-            on_progress(consumed)
+    try:
+        for lineno, raw in enumerate(stream, start=1):
+            consumed += len(raw)
+            if not raw.strip():
+                continue
+            total.lines += 1
+            try:
+                obs = parse_line(raw, sources)
+            except ParseError as exc:
+                total.bad_lines += 1
+                on_problem(f"{name}:{lineno}: {exc}")
+                continue
+            key = (obs.source, obs.observed_at)
+            index = len(batch)
+            batch.append(obs)
+            lines.append(lineno)
+            seen = first.setdefault(key, index)
+            if seen != index:
+                repeats.setdefault(key, [seen]).append(index)
+            if len(batch) >= batch_size:
+                flush()
+            elif on_progress is not None and lineno % PROGRESS_LINES == 0:
+                on_progress(progress())
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        # A damaged or truncated gzip file: keep what was read, say where it broke off.
+        total.bad_lines += 1
+        on_problem(f"{name}:{lineno + 1}: damaged gzip data ({exc}); the rest of the file "
+                   "was not read")
     flush()
+
+
+def _conflict_line(
+    c: Conflict,
+    batch: list[Observation],
+    lines: list[int],
+    first: dict[tuple[str, datetime], int],
+    repeats: dict[tuple[str, datetime], list[int]],
+    named: set[tuple[int, str]],
+) -> int:
+    """The line whose value a conflict refused: the first line of the key offering that
+    value for that metric and not named yet (the same line and value may conflict twice:
+    with the database and within the batch)."""
+    key = (c.source, c.observed_at)
+    candidates = repeats.get(key) or ([first[key]] if key in first else [])
+    fallback = 0
+    for index in candidates:
+        offered = next((s.value for s in batch[index].samples if s.metric == c.metric), None)
+        if offered != c.offered:
+            continue
+        if (index, c.metric) not in named:
+            named.add((index, c.metric))
+            return lines[index]
+        fallback = fallback or lines[index]
+    return fallback
 
 
 # --- export -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import random
@@ -161,6 +162,79 @@ def test_conflicting_line_is_reported_and_first_value_kept(sqlite_url: str,
         "this line's 999 was not stored"
     ]
     assert [s[3] for s in samples(sqlite_url)] == [1000.0]
+
+
+def rules_line(value: int, at: str = "2026-11-21T10:00:00Z") -> str:
+    return json.dumps({"source": "rules", "observed_at": at,
+                       "body": {"data": {"invocations": value}, "code": "success"}})
+
+
+def test_conflict_names_the_line_whose_value_was_refused(sqlite_url: str,
+                                                         tmp_path: Path) -> None:
+    # Values 1, 2, 1 for one key: 1 (line 1) is kept, 2 (line 2) refused, line 3 a duplicate.
+    config = write_config(tmp_path, sqlite_url)
+    archive = tmp_path / "three.jsonl"
+    archive.write_text("".join(rules_line(v) + "\n" for v in (1, 2, 1)))
+    result = run(config, "import", str(archive))
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"{archive}:2: conflict: rules/invocations at 2026-11-21T10:00:00Z is stored as 1; "
+        "this line's 2 was not stored"
+    ]
+    assert "1 duplicate samples" in result.stdout and "1 conflicts" in result.stdout
+
+
+def test_a_line_conflicting_with_the_database_and_its_duplicate_are_both_named(
+    sqlite_url: str, tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, sqlite_url)
+    stored = tmp_path / "stored.jsonl"
+    stored.write_text(rules_line(5) + "\n")
+    assert run(config, "import", str(stored)).exit_code == 0
+    # Line 2 conflicts with the stored 5; line 4 repeats line 2 exactly (and conflicts too).
+    archive = tmp_path / "again.jsonl"
+    archive.write_text("\n".join([rules_line(7, "2026-11-21T11:00:00Z"), rules_line(9),
+                                  "", rules_line(9)]) + "\n")
+    result = run(config, "import", str(archive))
+    assert result.exit_code == 1
+    reasons = ("conflict: rules/invocations at 2026-11-21T10:00:00Z is stored as 5; "
+               "this line's 9 was not stored")
+    assert result.stderr.strip().splitlines() == [f"{archive}:2: {reasons}",
+                                                  f"{archive}:4: {reasons}"]
+    assert [s[3] for s in samples(sqlite_url)] == [5.0, 7.0]
+
+
+def test_gzip_archive_is_read_transparently(sqlite_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, sqlite_url)
+    plain = history(tmp_path)
+    packed = tmp_path / "history.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    result = run(config, "import", str(packed))
+    assert result.exit_code == 0, result.output
+    assert "0 bad lines" in result.stdout and result.stderr == ""
+    expected = samples(sqlite_url)
+    assert len(expected) == 2 * 96 * 3
+    # From standard input too, and whatever the file is called.
+    renamed = tmp_path / "history.archive"
+    renamed.write_bytes(packed.read_bytes())
+    for args, stdin in ((["-"], packed.read_bytes()), ([str(renamed)], None)):
+        again = CliRunner().invoke(cli, ["--config", config, "import", *args], input=stdin)
+        assert again.exit_code == 0, again.output
+        assert f"{len(expected)} duplicate samples" in again.stdout
+    assert samples(sqlite_url) == expected
+
+
+def test_damaged_gzip_keeps_the_lines_before_the_damage(sqlite_url: str,
+                                                        tmp_path: Path) -> None:
+    config = write_config(tmp_path, sqlite_url)
+    packed = gzip.compress(history(tmp_path).read_bytes())
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(packed[: len(packed) // 2])
+    result = run(config, "import", str(broken))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (problem,) = result.stderr.strip().splitlines()
+    assert problem.startswith(f"{broken}:") and "damaged gzip data" in problem
+    assert "1 bad lines" in result.stdout and len(samples(sqlite_url)) > 0
 
 
 def test_import_reads_standard_input(sqlite_url: str, tmp_path: Path) -> None:
