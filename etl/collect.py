@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import requests
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, func, insert, select
 
 from etl.config import Config, SourceConfig
 from etl.errors import ConfigError, ParseError, SecretError
@@ -25,7 +25,7 @@ from etl.http import (
     new_session,
     poll_deadline,
 )
-from etl.models import CollectionAttempt
+from etl.models import CollectionAttempt, SourceState
 from etl.redact import redact
 from etl.sources import adapter
 from etl.store import Observation, StoreResult, record_attempt, store_observations
@@ -39,7 +39,7 @@ MAX_WORKERS = 8
 STORE_BATCH = 200
 STORE_LINGER_S = 0.02
 OUTCOMES = ("ok", "auth_error", "rate_limited", "http_error", "timeout", "connection_error",
-            "invalid_response")
+            "invalid_response", "skipped")
 
 
 @dataclass
@@ -277,27 +277,85 @@ def _log_conflicts(stored: StoreResult) -> None:
                     conflict.stored, conflict.offered)
 
 
+def stored_pauses(
+    engine: Engine, names: Sequence[str], now: datetime | None = None
+) -> dict[str, tuple[datetime, str | None]]:
+    """The sources among `names` that a stored pause keeps from being polled now.
+
+    The daemon stores a pause in source_state after a 429/503 with Retry-After or an auth
+    failure; like the daemon's poll gate, a success recorded after the pause was stored
+    lifts it. Returns name -> (paused_until, reason).
+    """
+    now = now or _utcnow()
+    wanted = set(names)
+    with engine.connect() as conn:
+        rows = [
+            r for r in conn.execute(
+                select(SourceState.source, SourceState.paused_until, SourceState.pause_reason,
+                       SourceState.updated_at).where(SourceState.paused_until > now)
+            )
+            if r.source in wanted
+        ]
+        if not rows:
+            return {}
+        last_ok = dict(conn.execute(  # type: ignore[arg-type]
+            select(CollectionAttempt.source, func.max(CollectionAttempt.started_at))
+            .where(CollectionAttempt.source.in_([r.source for r in rows]),
+                   CollectionAttempt.outcome == "ok")
+            .group_by(CollectionAttempt.source)
+        ).all())
+    return {
+        r.source: (r.paused_until, r.pause_reason) for r in rows
+        if r.source not in last_ok or last_ok[r.source] < r.updated_at
+    }
+
+
+def skipped_poll(source: str, until: datetime, reason: str | None) -> PollResult:
+    """The record of a poll not made because the source is paused until `until`."""
+    now = _utcnow()
+    stamp = until.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    error = f"paused until {stamp}" + (f" ({reason})" if reason else "") + ": not polled"
+    return PollResult(
+        source=source, outcome="skipped", started_at=now, finished_at=now, http_status=None,
+        latency_ms=None, tries=0, error=error, observation=None, retry_after=None,
+    )
+
+
 def collect_once(
     engine: Engine,
     config: Config,
     names: Sequence[str] = (),
     *,
     collector: Collector | None = None,
+    force: bool = False,
 ) -> list[PollResult]:
     """Poll the (named) sources concurrently with a bounded pool and store each result.
 
     Finished polls are stored in batches (store_polls: one transaction per batch, one
     collection_attempts row per poll) while the others are still polling. Missing secrets
-    are refused up front (SecretError); one failing source never stops the others. Results
-    come back in config order.
+    are refused up front (SecretError); one failing source never stops the others. A source
+    under a stored pause (see `stored_pauses`) is not polled unless `force`: its result is
+    recorded with outcome "skipped". Results come back in config order.
     """
     sources = config.select_sources(list(names))
     if not sources:
         raise ConfigError("no sources configured: add a [[sources]] table to the config")
     config.check_secrets(sources)
+    results: dict[str, PollResult] = {}
+    if not force:
+        pauses = stored_pauses(engine, [s.name for s in sources])
+        if pauses:
+            skipped = [skipped_poll(name, until, reason)
+                       for name, (until, reason) in pauses.items()]
+            store_polls(engine, skipped)
+            results.update((r.source, r) for r in skipped)
+            for r in skipped:
+                log.warning("%s: %s", r.source, r.error)
+            sources = [s for s in sources if s.name not in pauses]
+    if not sources:
+        return [results[s.name] for s in config.sources if s.name in results]
     own = collector is None
     poller = collector if collector is not None else Collector(sources)
-    results: dict[str, PollResult] = {}
     try:
         with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(sources)),
                                 thread_name_prefix="poll") as pool:
@@ -318,4 +376,4 @@ def collect_once(
     finally:
         if own:
             poller.close()
-    return [results[s.name] for s in sources]
+    return [results[s.name] for s in config.sources if s.name in results]

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from etl.cli import cli
 from etl.collect import Collector, PollResult, store_poll, store_polls
 from etl.config import load_config
-from etl.db import make_engine
+from etl.db import make_engine, upgrade
 from etl.http import PacerRegistry
-from etl.models import Base, CollectionAttempt, Sample
+from etl.models import Base, CollectionAttempt, Sample, SourceState
 from etl.simulator import SimulatedVendor
 from tests.conftest import write_sim_config
 
@@ -218,3 +220,82 @@ def test_a_batch_of_polls_is_stored_with_one_attempt_row_and_count_each(
     assert [r.samples_stored for r in (first, second, failed, again)] == [2, 1, 0, 0]
     assert attempts(url) == [("rules", "ok", 200, 1), ("ws", "ok", 200, 2),
                              ("ws", "auth_error", 401, 0), ("ws", "ok", 200, 0)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("failure", ["persistent_500", "nothing_listening"])
+def test_collect_exits_1_when_a_source_keeps_failing(
+    simulator: SimulatedVendor, sqlite_url: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, failure: str,
+) -> None:
+    # interval 5: a 4 s budget bounds the backoff between the retries.
+    config = write_sim_config(tmp_path / "c.toml", simulator, sqlite_url, monkeypatch,
+                              interval=5)
+    if failure == "persistent_500":
+        simulator.set_fault("server_error", vendor="nected")
+        name, expected = "rules", ("rules", "http_error", 500, 0)
+    else:
+        text = Path(config).read_text()
+        dead = f'base_url = "http://127.0.0.1:{free_port()}"'
+        Path(config).write_text(text.replace(f'base_url = "{simulator.base_url}"', dead, 1))
+        name, expected = "ws", ("ws", "connection_error", None, 0)
+    result = run(config, "collect", "--source", name)
+    assert result.exit_code == 1, result.output
+    assert attempts(sqlite_url) == [expected]
+    line = result.stdout.strip()
+    assert line.split()[:2] == [name, expected[1]] and "Traceback" not in result.output
+    tries = int(line.split(" tries")[0].split()[-1])
+    assert tries >= 2  # retried before giving up
+    if failure == "persistent_500":
+        assert simulator.request_count(vendor="nected", status=500) == tries
+
+
+def store_pause(url: str, source: str, until: datetime, reason: str) -> None:
+    """A pause as the daemon stores it (etl.scheduler: source_state after a 429 or a 401)."""
+    engine = make_engine(url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(SourceState).values(
+            source=source, consecutive_failures=1, paused_until=until, pause_reason=reason,
+            updated_at=datetime.now(UTC),
+        ))
+    engine.dispose()
+
+
+def test_collect_skips_a_paused_source_unless_forced(
+    simulator: SimulatedVendor, sqlite_url: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = write_sim_config(tmp_path / "c.toml", simulator, sqlite_url, monkeypatch)
+    until = datetime.now(UTC) + timedelta(hours=1)
+    store_pause(sqlite_url, "ws", until, "authentication failed (1 failure(s) in a row)")
+    paused = run(config, "collect")
+    assert paused.exit_code == 1, paused.output
+    assert simulator.request_count(vendor="wiresocket") == 0
+    assert attempts(sqlite_url) == [("rules", "ok", 200, 1), ("ws", "skipped", None, 0)]
+    (line,) = [ln for ln in paused.stdout.splitlines() if ln.startswith("ws ")]
+    assert "skipped" in line and f"paused until {until:%Y-%m-%d %H:%M}" in line
+    assert "authentication failed" in line and "--force" in line
+    # --force polls it; that success lifts the pause for later runs (and for the daemon).
+    forced = run(config, "collect", "--force", "--source", "ws")
+    assert forced.exit_code == 0, forced.output
+    after = run(config, "collect", "--source", "ws")
+    assert after.exit_code == 0, after.output
+    assert simulator.request_count(vendor="wiresocket") == 2
+
+
+def test_collect_polls_a_source_whose_pause_is_over(
+    simulator: SimulatedVendor, sqlite_url: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = write_sim_config(tmp_path / "c.toml", simulator, sqlite_url, monkeypatch)
+    store_pause(sqlite_url, "ws", datetime.now(UTC) - timedelta(seconds=1),
+                "rate_limited: vendor asked to wait 30s")
+    result = run(config, "collect", "--source", "ws")
+    assert result.exit_code == 0, result.output
+    assert attempts(sqlite_url) == [("ws", "ok", 200, 2)]

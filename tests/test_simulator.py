@@ -7,13 +7,16 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from statistics import mean
 
 import pytest
 import requests
+from click.testing import CliRunner
 
 from etl.archive import parse_line
+from etl.cli import cli
 from etl.config import SourceConfig
 from etl.simulator import (
     SimulatedVendor,
@@ -121,3 +124,72 @@ def test_simulate_command_serves_until_interrupted() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize(("fault", "status"), [("unauthorized", 401), ("rate_limit", 429),
+                                               ("unavailable", 503), ("server_error", 500)])
+def test_echo_credential_quotes_the_received_credential_in_error_bodies(
+    simulator: SimulatedVendor, fault: str, status: int,
+) -> None:
+    simulator.echo_credential = True
+    simulator.set_fault(fault, times=1)
+    got = requests.get(simulator.base_url + "/dev/usage", timeout=5,
+                       headers={"Nected-API-Key": simulator.api_key})
+    assert got.status_code == status and simulator.api_key in got.text[:120]
+    # A wrong credential's 401 quotes that one; a good answer quotes nothing.
+    wrong = requests.get(simulator.base_url + "/usage", timeout=5,
+                         headers={"Authorization": "Bearer wrong-one-123"})
+    assert wrong.status_code == 401 and "wrong-one-123" in wrong.text
+    ok = requests.get(simulator.base_url + "/usage", timeout=5,
+                      headers={"Authorization": f"Bearer {simulator.token}"})
+    assert ok.status_code == 200 and simulator.token not in ok.text
+
+
+def test_simulate_command_fault_options() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl", "simulate", "--port", str(port), "--token", "t0k3n-abc",
+         "--fault", "unavailable", "--retry-after", "30", "--echo-credential"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert f"127.0.0.1:{port}" in proc.stdout.readline()
+        r = requests.get(f"http://127.0.0.1:{port}/usage", timeout=5,
+                         headers={"Authorization": "Bearer t0k3n-abc"})
+        assert r.status_code == 503 and r.headers["Retry-After"] == "30"
+        assert "t0k3n-abc" in r.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+
+
+def test_simulate_command_slow_delay_option() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl", "simulate", "--port", str(port), "--api-key", "k3y-abc",
+         "--fault", "slow", "--delay", "0.6"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        started = time.monotonic()
+        r = requests.get(f"http://127.0.0.1:{port}/dev/usage", timeout=5,
+                         headers={"Nected-API-Key": "k3y-abc"})
+        assert r.status_code == 200 and 0.5 <= time.monotonic() - started < 3
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+
+
+def test_simulate_help_documents_the_fault_options() -> None:
+    result = CliRunner().invoke(cli, ["simulate", "--help"])
+    assert result.exit_code == 0
+    for text in ("--retry-after SECONDS", "--delay SECONDS", "--echo-credential",
+                 "usage-etl simulate --fault unavailable --retry-after 30"):
+        assert text in result.output

@@ -19,24 +19,32 @@ from etl.errors import InputError
 @click.command("collect")
 @click.option("--source", "names", multiple=True, metavar="NAME",
               help="Poll only this source (repeatable); default: every source.")
+@click.option("--force", is_flag=True,
+              help="Poll sources the daemon paused too (after a 429 or an auth failure).")
 @click.pass_obj
-def collect(app: AppContext, names: tuple[str, ...]) -> None:
+def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
     """Poll each (named) source once now and store what came back.
 
-    Prints one line per source (outcome, samples stored, latency). Exit status 0 when
-    every source was polled, 1 when any failed, 2 for a bad config or a missing secret.
+    Prints one line per source (outcome, samples stored, latency). A source the daemon
+    paused (the vendor asked to wait, or refused the credential) is not polled unless
+    --force is given: its line says until when, and it counts as not polled. Requests per
+    credential are paced across every usage-etl process of this host.
+
+    Exit status 0 when every source was polled, 1 when any failed or was skipped, 2 for a
+    bad config or a missing secret.
 
     \b
     Example:
       usage-etl collect
       usage-etl collect --source ws-prod --source rules
+      usage-etl collect --force --source ws-prod    # check a fixed credential now
     """
     from etl.collect import collect_once
 
     config = app.config
     sources = config.select_sources(list(names))
     config.check_secrets(sources)
-    results = collect_once(app.engine, config, names)
+    results = collect_once(app.engine, config, names, force=force)
     width = max(len(r.source) for r in results)
     for r in results:
         latency = f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "-"
@@ -44,6 +52,8 @@ def collect(app: AppContext, names: tuple[str, ...]) -> None:
                 f"  {r.tries} tries")
         if r.error:
             line += f"  {r.error}"
+        if r.outcome == "skipped":
+            line += " (--force polls it anyway)"
         click.echo(line)
     if any(not r.ok for r in results):
         sys.exit(1)
@@ -60,7 +70,17 @@ def collect(app: AppContext, names: tuple[str, ...]) -> None:
                                             "unauthorized", "malformed", "slow", "oversize",
                                             "error_code"]),
               default="none", show_default=True, help="Answer every request with this fault.")
-def simulate(port: int, token: str, api_key: str, seed: int, fault: str) -> None:
+@click.option("--retry-after", type=click.IntRange(min=0), default=1, show_default=True,
+              metavar="SECONDS",
+              help="Retry-After sent with the rate_limit (429) and unavailable (503) faults; "
+              "0 sends none.")
+@click.option("--delay", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              metavar="SECONDS", help="How long the slow fault waits before answering.")
+@click.option("--echo-credential", is_flag=True,
+              help="Quote the request's credential in every error body (401, 429, 500, 503), "
+              "like a careless vendor: for checking that no output shows it.")
+def simulate(port: int, token: str, api_key: str, seed: int, fault: str, retry_after: int,
+             delay: float, echo_credential: bool) -> None:
     """Run a simulated WireSocket + Nected vendor on 127.0.0.1 until Ctrl-C.
 
     WireSocket answers at http://127.0.0.1:PORT/usage, Nected at
@@ -69,16 +89,20 @@ def simulate(port: int, token: str, api_key: str, seed: int, fault: str) -> None
     \b
     Example:
       usage-etl simulate --port 8081 --token my-token --api-key my-key
+      usage-etl simulate --fault unavailable --retry-after 30
+      usage-etl simulate --fault slow --delay 15 --echo-credential
     """
     from etl.simulator import SimulatedVendor
 
-    sim = SimulatedVendor(port=port, tokens=(token,), api_keys=(api_key,), seed=seed)
+    sim = SimulatedVendor(port=port, tokens=(token,), api_keys=(api_key,), seed=seed,
+                          echo_credential=echo_credential)
     try:
         sim.start()
     except OSError as exc:
         raise InputError(f"--port {port}: cannot listen: {exc.strerror}") from None
     if fault != "none":
-        sim.set_fault(fault)
+        sim.set_fault(fault, retry_after=str(retry_after) if retry_after > 0 else None,
+                      delay=delay)
     click.echo(f"simulated vendor listening on {sim.base_url}")
     click.echo(f"  wiresocket: {sim.base_url}/usage   (base_url = \"{sim.base_url}\")")
     click.echo(f"  nected:     {sim.base_url}/dev/usage")
@@ -104,11 +128,12 @@ def import_cmd(app: AppContext, files: tuple[str, ...]) -> None:
     Each line goes through the same parse as a live poll. A bad line is reported as
     `FILE:LINE: reason` on stderr and skipped; the good lines are kept. Importing the
     same archive again changes nothing. Exit status 1 if any line was bad or conflicted.
+    Gzip-compressed archives are recognised by their content and read as they are.
 
     \b
     Example:
       usage-etl import history-2026-10.jsonl history-2026-11.jsonl
-      zcat old.jsonl.gz | usage-etl import -
+      usage-etl import old.jsonl.gz
     """
     from etl.archive import import_archives
 
