@@ -18,6 +18,7 @@ from etl.config import SourceConfig
 from etl.http import MAX_RETRIES, HttpFailure, PacerRegistry, fetch_json, new_session
 from etl.redact import redact
 from etl.simulator import SimulatedVendor
+from etl.sources import adapter
 
 
 class FakeClock:
@@ -293,3 +294,21 @@ def test_redaction_masks_json_and_url_escaped_forms() -> None:
     assert "ss word" not in clean and "ss%20word" not in clean and "ss+word" not in clean
     # Under 4 characters nothing is masked (see MIN_SECRET_LENGTH).
     assert redact("HTTP 500 abc", ["abc", "500"]) == "HTTP 500 abc"
+
+
+def test_a_pacer_stop_after_a_real_try_keeps_its_status_and_tries(
+    simulator: SimulatedVendor, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 11 of the 12 slots used; the 12th try gets a 503, and its retry finds no slot.
+    src = source(simulator, "wiresocket", monkeypatch)
+    registry = PacerRegistry()
+    pacer = registry.get("wiresocket", simulator.token, adapter("wiresocket").rate_limit)
+    assert all(pacer.reserve(0.0) == 0.0 for _ in range(11))
+    simulator.set_fault("unavailable", times=1, retry_after="1")
+    with Collector([src], pacers=registry, sleep=SleepRecorder()) as collector:
+        result = collector.poll(src)
+    assert (result.outcome, result.http_status, result.tries) == ("http_error", 503, 1)
+    assert result.retry_after == 1 and result.latency_ms is not None
+    assert (result.error or "").startswith("HTTP 503: ")
+    assert "then no request slot before the next poll" in (result.error or "")
+    assert simulator.request_count() == 1

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -75,10 +76,28 @@ def test_nected_documented_example_parses_with_our_clock() -> None:
         ("2026-02-25T14:40:00Z", datetime(2026, 2, 25, 14, 40, tzinfo=UTC)),
         ("2026-02-25T15:40:00+01:00", datetime(2026, 2, 25, 14, 40, tzinfo=UTC)),
         ("2026-02-25T14:40:00.123456789Z", datetime(2026, 2, 25, 14, 40, 0, 123456, tzinfo=UTC)),
+        # Without a zone the vendor's time is taken as UTC (docs/collecting.md).
+        ("2026-02-25T14:40:00", datetime(2026, 2, 25, 14, 40, tzinfo=UTC)),
+        ("2026-02-25T14:40:00.500", datetime(2026, 2, 25, 14, 40, 0, 500000, tzinfo=UTC)),
+        ("2026-02-25 14:40", datetime(2026, 2, 25, 14, 40, tzinfo=UTC)),
     ],
 )
 def test_wiresocket_timestamp_forms(stamp: str, expected: datetime) -> None:
-    assert WS.parse_body("ws", ws_body(timestamp=stamp)).observed_at == expected
+    observed = WS.parse_body("ws", ws_body(timestamp=stamp)).observed_at
+    assert observed == expected and observed.utcoffset() == timedelta(0)
+
+
+def test_wiresocket_timestamp_without_zone_is_utc_whatever_the_local_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        observed = WS.parse_body("ws", ws_body(timestamp="2026-07-01T09:30:00")).observed_at
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert observed == datetime(2026, 7, 1, 9, 30, tzinfo=UTC)
 
 
 def test_unknown_fields_are_kept_not_refused() -> None:
