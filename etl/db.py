@@ -124,18 +124,16 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
     command.downgrade(alembic_config(engine), revision)
 
 
+# pg_advisory_xact_lock key taken while creating the schema ("usage-etl" as a 63-bit number).
+_SCHEMA_LOCK = 0x75736167652D6574
+
+
 def ensure_schema(engine: Engine) -> None:
     """Create the schema on an empty database; refuse one that is behind the newest revision."""
     try:
         current = current_revision(engine)
         if current is None:
-            tables = set(inspect(engine).get_table_names())
-            if tables - {"alembic_version"}:
-                raise SchemaOutdatedError(
-                    f"database {redact_url(str(engine.url))} has tables but no usage-etl schema "
-                    "version; point database_url at an empty or usage-etl database"
-                )
-            upgrade(engine)
+            _create_schema(engine)
             return
     except OperationalError as exc:
         raise DatabaseError(f"database {redact_url(str(engine.url))}: {_first_line(exc)}") from None
@@ -152,6 +150,31 @@ def ensure_schema(engine: Engine) -> None:
             f"database schema is at revision {current}, the newest is {head}: "
             "run `usage-etl db upgrade`"
         )
+
+
+def _create_schema(engine: Engine) -> None:
+    """Migrate an empty database to head, one process at a time.
+
+    Several processes may start on the same new database at once (a daemon and a cron
+    `collect`, replicas): each takes the database's own write lock, looks again, and only the
+    first creates the schema; the others find it done.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock; others wait (busy timeout)
+        else:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+        if MigrationContext.configure(conn).get_current_revision() is None:
+            tables = set(inspect(conn).get_table_names())
+            if tables - {"alembic_version"}:
+                raise SchemaOutdatedError(
+                    f"database {redact_url(str(engine.url))} has tables but no usage-etl schema "
+                    "version; point database_url at an empty or usage-etl database"
+                )
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        conn.commit()
 
 
 def open_database(url: str) -> Engine:

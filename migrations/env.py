@@ -7,7 +7,7 @@ from logging.config import fileConfig
 from typing import NoReturn
 
 from alembic import context
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from etl.config import load_config
 from etl.db import make_engine
@@ -67,17 +67,26 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _run_on(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def run_migrations_online() -> None:
-    engine = _engine()
-    with engine.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
-            compare_type=True,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+    # A caller holding a lock in its own transaction (etl.db.ensure_schema) passes that
+    # connection: the migrations then run inside the transaction, under the lock.
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run_on(connection)
+        return
+    with _engine().connect() as connection:
+        _run_on(connection)
 
 
 if context.is_offline_mode():

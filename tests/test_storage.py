@@ -157,3 +157,35 @@ def test_postgresql_connect_timeout_defaults_to_10s_unless_the_url_sets_one(pg_u
             raw.close()
             engine.dispose()
         assert params.get("connect_timeout") == expected
+
+
+_OPEN_AT_ONCE = """
+import sys, time
+from etl.db import current_revision, head_revision, open_database
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))  # all processes open the new database together
+engine = open_database(sys.argv[1])
+assert current_revision(engine) == head_revision()
+engine.dispose()
+"""
+
+
+def test_processes_starting_together_on_a_new_database_all_get_the_schema(  # type: ignore[no-untyped-def]
+        empty_db_url, tmp_path) -> None:
+    """A daemon, a cron `collect` and a replica may meet on an empty database: none fails."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "open.py"
+    script.write_text(_OPEN_AT_ONCE)
+    start = time.time() + 2.0  # after every interpreter has started
+    procs = [subprocess.Popen([sys.executable, str(script), empty_db_url, str(start)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(6)]
+    outputs = [(p.wait(timeout=60), p.stdout.read() if p.stdout else "") for p in procs]
+    assert [code for code, _ in outputs] == [0] * 6, outputs
+    engine = open_database(empty_db_url)
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM alembic_version")) == 1
+    engine.dispose()
