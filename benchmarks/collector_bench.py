@@ -80,6 +80,9 @@ def run(n: int, rounds: int, workdir: Path, *, log: Any = print) -> dict[str, An
         engine = sqlite_engine(db)
         config, env = _config(n, base, f"sqlite:///{db}")
         os.environ.update(env)
+        # A pacing folder of this run's own: runs a minute apart must not share the budget of
+        # the same fixed credentials (the default folder is shared by the whole machine).
+        os.environ["USAGE_ETL_PACING_DIR"] = str(workdir / "pacing")
         collector = Collector(list(config.sources))
         log(f"collector: {n} sources every {INTERVAL:g} s for {rounds} rounds")
         durations, lags = [], []

@@ -85,6 +85,17 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # 
         drop_pg_database(url)
 
 
+@pytest.fixture(autouse=True)
+def own_pacing_folder(tmp_path_factory: pytest.TempPathFactory,
+                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test paces its credentials in a folder of its own (processes it starts inherit it).
+
+    The default per-user folder is shared by every usage-etl process of the machine, so tests
+    reusing one simulator credential would spend each other's 12 requests a minute.
+    """
+    monkeypatch.setenv("USAGE_ETL_PACING_DIR", str(tmp_path_factory.mktemp("pacing")))
+
+
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
     return f"sqlite:///{tmp_path / 'usage.db'}"
