@@ -75,15 +75,18 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
     The snapshot keeps the body's own text from the line (as the vendor sent it) when it can
     be cut out of the line unambiguously; otherwise the body is serialised again.
     """
-    doc: Any = None
     raw = line.encode("utf-8") if isinstance(line, str) else line
-    if orjson is not None:
+    doc: Any = None
+    payload: str | None = None
+    split = _split_body(raw)
+    if split is not None:
+        doc, payload = split
+    elif orjson is not None:
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             doc = None  # the standard parser below names the problem (or accepts it)
-    fast = doc is not None
-    if not fast:
+    if doc is None:
         doc = _loads_strict(line)
     if not isinstance(doc, dict):
         raise ParseError("not a JSON object")
@@ -101,7 +104,6 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
     elif src.kind == "nected":
         raise ParseError("observed_at: required for a nected source")
     body = doc["body"]
-    payload = _body_text(raw, body) if fast else None
     try:
         return adapter(src.kind).parse_body(name, body, observed_at=observed_at,
                                             payload=payload, origin="import")
@@ -123,23 +125,33 @@ def _loads_strict(line: bytes | str) -> Any:
 _BODY_KEY = re.compile(rb'"body"\s*:\s*')
 
 
-def _body_text(raw: bytes, body: Any) -> str | None:
-    """The body's text as it stands in the line, if the body is the line's last member.
+def _split_body(raw: bytes) -> tuple[dict[str, Any], str] | None:
+    """The line parsed, and its body's own text, if the body is the line's last member.
 
-    The cut runs from the last `"body":` to the line's closing brace. A "body" key nested
-    deeper, or a body that is not the last member, leaves unbalanced brackets in the cut,
-    which then does not parse: None, and the body is serialised again.
+    The line is parsed in two pieces: up to its last `"body":` with `null}` put in place of
+    the rest, and the body's text (from there to the line's closing brace). Each piece is
+    parsed once, so the body keeps the vendor's text at no extra cost. A "body" key nested
+    deeper leaves the first piece unclosed, and a body that is not the last member leaves
+    the second one with more than a value: either fails to parse, and the caller parses
+    the whole line instead (the body is then serialised again).
     """
     if orjson is None:
         return None
-    match = _BODY_KEY.match(raw, raw.rfind(b'"body"'))
+    match = _BODY_KEY.match(raw, max(raw.rfind(b'"body"'), 0))
     if match is None:
         return None
-    cut = raw[match.end():raw.rstrip().rfind(b"}")].rstrip()
+    end = raw.rstrip()
+    close = len(end) - 1
+    if close < match.end() or end[close] != 0x7D:  # the line must end with its "}"
+        return None
     try:
-        if orjson.loads(cut) != body:  # cheap belt and braces
+        head = orjson.loads(raw[:match.end()] + b"null}")
+        text = raw[match.end():close].rstrip()
+        body = orjson.loads(text)
+        if not isinstance(head, dict):
             return None
-        return cut.decode("utf-8")
+        head["body"] = body
+        return head, text.decode("utf-8")
     except (orjson.JSONDecodeError, UnicodeDecodeError):
         return None
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from etl.archive import import_archives
@@ -356,3 +358,62 @@ def test_lines_only_the_standard_parser_reads_still_import(sqlite_url: str,
     result = run(config, "import", str(archive))
     assert result.exit_code == 0, result.output
     assert len(samples(sqlite_url)) == 3
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
+    | st.sampled_from(['"body":', "body", '\\"body\\": {', "}", "{"]),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["body", "source", "x", '"body":', "b"]) | st.text(max_size=4),
+                      inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(head=st.dictionaries(st.sampled_from(["source", "observed_at", "x", "body"]), _json_values,
+                            max_size=3),
+       body=_json_values, tail=st.dictionaries(st.sampled_from(["z", "body"]), _json_values,
+                                               max_size=2),
+       spaces=st.sampled_from([(", ", ": "), (",", ":"), (" , ", " :  ")]),
+       after=st.sampled_from(["", " ", "\n", " x", "}", " ,"]))
+def test_a_line_split_around_its_body_reads_as_the_whole_line(head, body, tail, spaces,
+                                                              after) -> None:  # type: ignore[no-untyped-def]
+    """The import reads a line as two pieces (line without body, body text): whenever it
+    does, that is exactly what parsing the whole line gives, and the text is the body's."""
+    import orjson
+
+    from etl.archive import _split_body
+
+    doc = {**head, "body": body, **tail}
+    line = (json.dumps(doc, separators=spaces, ensure_ascii=False) + after).encode()
+    split = _split_body(line)
+    try:
+        whole = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        assert split is None
+        return
+    if split is None:
+        return  # the whole line is parsed instead
+    parsed, text = split
+    assert parsed == whole
+    assert orjson.loads(text) == whole["body"]
+    assert not tail or set(tail) == {"body"}  # only a body that ends the line is cut out
+
+
+def test_tricky_lines_split_only_where_the_body_ends_the_line() -> None:
+    from etl.archive import _split_body
+
+    assert _split_body(b'{"source": "a", "body": {"n": 1}}') == (
+        {"source": "a", "body": {"n": 1}}, '{"n": 1}')
+    for line in (
+        b'{"source": "a", "body": {"n": 1}, "z": 2}',  # not the last member
+        b'{"source": "a", "body": {"n": {"body": 2}}}',  # a nested "body" key comes last
+        b'{"source": "a", "body": {"n": 1}} trailing',  # not a JSON line at all
+        b'{"source": "a", "body": {"n": 1}}}',
+        b'{"source": "a \\"body\\": 1", "x": 2}',  # "body" only inside a string
+        b'["body": 1]',
+    ):
+        split = _split_body(line)
+        assert split is None or split[0]["body"] == {"n": {"body": 2}}, line
