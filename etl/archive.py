@@ -105,8 +105,8 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
         raise ParseError("observed_at: required for a nected source")
     body = doc["body"]
     try:
-        return adapter(src.kind).parse_body(name, body, observed_at=observed_at,
-                                            payload=payload, origin="import")
+        return adapter(src.kind).parse(name, body, observed_at=observed_at, payload=payload,
+                                       origin="import")
     except ParseError as exc:
         raise ParseError(f"body: {exc}") from None
 

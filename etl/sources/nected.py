@@ -49,13 +49,7 @@ def parse(
     at = observed_at or received_at
     if at is None:
         raise ParseError("observed_at: required for a nected response")
-    return Observation(
-        source=source,
-        kind=KIND,
-        observed_at=at,
-        payload=payload if payload is not None else to_payload(body),
-        samples=(SampleValue(metric="invocations", value=value),),
-        received_at=received_at,
-        origin=origin,
-    )
+    # Positional: an import builds one per line, and keywords cost NamedTuple twice as much.
+    return Observation(source, KIND, at, payload if payload is not None else to_payload(body),
+                       (SampleValue("invocations", value),), received_at, origin)
 
