@@ -25,6 +25,7 @@ from etl.http import (
     new_session,
     poll_deadline,
 )
+from etl.locks import pause_holds
 from etl.models import CollectionAttempt, SourceState
 from etl.redact import redact
 from etl.sources import adapter
@@ -283,8 +284,8 @@ def stored_pauses(
     """The sources among `names` that a stored pause keeps from being polled now.
 
     The daemon stores a pause in source_state after a 429/503 with Retry-After or an auth
-    failure; like the daemon's poll gate, a success recorded after the pause was stored
-    lifts it. Returns name -> (paused_until, reason).
+    failure; whether it still holds is etl.locks.pause_holds, as for the daemon's poll gate.
+    Returns name -> (paused_until, reason).
     """
     now = now or _utcnow()
     wanted = set(names)
@@ -306,7 +307,7 @@ def stored_pauses(
         ).all())
     return {
         r.source: (r.paused_until, r.pause_reason) for r in rows
-        if r.source not in last_ok or last_ok[r.source] < r.updated_at
+        if pause_holds(r.paused_until, r.updated_at, last_ok.get(r.source), now)
     }
 
 

@@ -78,6 +78,18 @@ def last_success(conn: Connection, source: str) -> datetime | None:
     ).scalar()
 
 
+def pause_holds(paused_until: datetime | None, stored_at: datetime,
+                last_ok: datetime | None, now: datetime) -> bool:
+    """Whether a pause stored at `stored_at` still keeps its source from being polled.
+
+    It holds until it runs out, unless a success was recorded after it was stored (say
+    `usage-etl collect --force` once the credential was fixed), which lifts it. The poll
+    gate, `collect` and `status` all decide by this one rule.
+    """
+    return (paused_until is not None and paused_until > now
+            and (last_ok is None or last_ok < stored_at))
+
+
 class PollGate:
     """Claims (source, slot) pairs through the database so replicas never poll twice."""
 
@@ -184,12 +196,11 @@ class PollGate:
                 SourceState.paused_until, SourceState.pause_reason, SourceState.updated_at
             ).where(SourceState.source == source.name)
         ).first()
-        if state is not None and state.paused_until is not None and state.paused_until > now:
-            # A success recorded after the pause (say `usage-etl collect` once the credential
-            # was fixed) lifts it.
-            ok_at = last_success(conn, source.name)
-            if ok_at is None or ok_at < state.updated_at:
-                return Claim(False, "paused", state.paused_until, state.pause_reason)
+        # The success query only runs for a pause that has not run out: every poll asks.
+        if (state is not None and state.paused_until is not None and state.paused_until > now
+                and pause_holds(state.paused_until, state.updated_at,
+                                last_success(conn, source.name), now)):
+            return Claim(False, "paused", state.paused_until, state.pause_reason)
         start, end = slot_bounds(source, slot_of(source, now))
         taken = conn.execute(
             select(func.count()).select_from(CollectionAttempt).where(

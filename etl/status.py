@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select
 
 from etl.config import Config, SourceConfig
+from etl.locks import pause_holds
 from etl.models import CollectionAttempt, SourceState
 
 # Attempts that say nothing about the vendor's health.
@@ -87,11 +88,10 @@ def _source_status(conn: Connection, src: SourceConfig, now: datetime) -> Source
         select(SourceState.paused_until, SourceState.pause_reason, SourceState.updated_at)
         .where(SourceState.source == src.name)
     ).first()
-    paused_until = state.paused_until if state is not None else None
-    pause_reason = state.pause_reason if state is not None else None
-    lifted = state is not None and last is not None and last.started_at >= state.updated_at
-    if paused_until is not None and (paused_until <= now or lifted):
-        paused_until, pause_reason = None, None
+    paused_until, pause_reason = None, None
+    if state is not None and pause_holds(state.paused_until, state.updated_at,
+                                         last.started_at if last is not None else None, now):
+        paused_until, pause_reason = state.paused_until, state.pause_reason
 
     age = (now - last_ok).total_seconds() if last_ok is not None else None
     stale = age is None or age > src.staleness
