@@ -57,25 +57,28 @@ def _insert_ignore(conn: Connection, table: type, conflict_cols: Sequence[str]):
     return insert(table)
 
 
-def series_ids(conn: Connection, source: str, kind: str) -> dict[str, int]:
-    """metric -> series id for `source`, creating missing series rows."""
-    engine = conn.engine
-    cache = _series_cache.setdefault(engine, {})
-    metrics = KINDS[kind].metrics
-    if all((source, m) in cache for m in metrics):
-        return {m: cache[(source, m)] for m in metrics}
-    conn.execute(
-        _insert_ignore(conn, Series, ("source", "metric")),
-        [{"source": source, "metric": m, "kind": kind, "metric_type": str(t)}
-         for m, t in metrics.items()],
-    )
-    rows = conn.execute(
-        select(Series.metric, Series.id).where(Series.source == source)
-    ).all()
-    found = {metric: sid for metric, sid in rows}
-    for metric, sid in found.items():
-        cache[(source, metric)] = sid
-    return {m: found[m] for m in metrics}
+def series_ids(
+    conn: Connection, source: str, kind: str, samples: Sequence[SampleValue]
+) -> dict[str, int]:
+    """metric -> series id for each of `samples`, creating missing series rows.
+
+    A series row is made the first time one of its samples is stored, so per-item series
+    (http_json `each`, SPEC 7) appear as their items do; its metric type is the sample's
+    (set by kinds whose types depend on the source), else the kind's.
+    """
+    cache = _series_cache.setdefault(conn.engine, {})
+    missing = [sv for sv in samples if (source, sv.metric) not in cache]
+    if missing:
+        conn.execute(
+            _insert_ignore(conn, Series, ("source", "metric")),
+            [{"source": source, "metric": sv.metric, "kind": kind,
+              "metric_type": str(sv.metric_type or KINDS[kind].metrics[sv.metric])}
+             for sv in missing],
+        )
+        rows = conn.execute(select(Series.metric, Series.id).where(Series.source == source))
+        for metric, sid in rows:
+            cache[(source, metric)] = sid
+    return {sv.metric: cache[(source, sv.metric)] for sv in samples}
 
 
 def forget_series_cache(engine: Engine) -> None:
@@ -106,15 +109,16 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
     # Existing samples for the batch's keys decide duplicate / conflict / new.
     rows_by_key: dict[tuple[int, datetime], tuple[Observation, SampleValue]] = {}
     for obs in unique.values():
-        ids = series_ids(conn, obs.source, obs.kind)
+        ids = series_ids(conn, obs.source, obs.kind, obs.samples)
         for sv in obs.samples:
             rows_by_key[(ids[sv.metric], obs.observed_at)] = (obs, sv)
     existing = _existing_values(conn, list(rows_by_key))
+    # An observation may have no samples (an empty `each` list): snapshots are looked up.
+    stored_snaps = _snapshot_ids(conn, list(unique))
 
     snap_rows = []
     for key, obs in unique.items():
-        first_sid = next(iter(series_ids(conn, obs.source, obs.kind).values()))
-        if (first_sid, key[1]) in existing:
+        if key in stored_snaps:
             continue
         snap_rows.append(
             {

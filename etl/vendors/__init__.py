@@ -1,18 +1,28 @@
 """The vendor side: one module per kind and the registry of kinds (no SQLAlchemy, no HTTP).
 
-A kind is described once, as a `VendorKind` in its own module; config validation, the
-collector, import, export, the writer and the reports read it from here. May import:
-the standard library and `etl.errors` only.
+A kind is described once, as a `VendorKind`: the built-in ones in their own modules
+(`wiresocket`, `nected`), sources defined in config by `http_json`, and kinds from other
+packages through the entry-point group `usage_etl.vendors` (SPEC 7), loaded when this
+package is first imported. Config validation, the collector, import, export, the writer,
+the reports and the simulator read kinds from here; nothing outside `etl.vendors` names a
+vendor. May import: the standard library, `etl.errors` and `jmespath`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import metadata
 from typing import Any, Protocol
 
 from etl.vendors.types import MetricType, Observation
+
+ENTRY_POINT_GROUP = "usage_etl.vendors"
+BUILT_IN = "built in"
+
+log = logging.getLogger("etl.vendors")
 
 
 class Parse(Protocol):
@@ -30,6 +40,33 @@ class Parse(Protocol):
     ) -> Observation: ...
 
 
+# (the source's whole config table, its label such as "sources.acme", the problem list) ->
+# the kind bound to that source, or None once its problems are appended.
+Configure = Callable[[Mapping[str, Any], str, list[str]], "VendorKind | None"]
+
+
+@dataclass(frozen=True)
+class SimulatedApi:
+    """How `usage-etl simulate` (etl.runtime.simulator) answers for a kind.
+
+    `credential` reads (credential, was it in the query string) from a request's headers
+    and parsed query; `body` is the usage body at an instant for a seed; `errors` the error
+    bodies by HTTP status; `refusal` a 200 body the kind must refuse (the `error_code`
+    fault), None when the kind has none.
+    """
+
+    path: str
+    credential: Callable[[Mapping[str, str], Mapping[str, list[str]]], tuple[str, bool]]
+    body: Callable[[datetime, int], Any]
+    errors: Mapping[int, Mapping[str, Any]]
+    # Which of the simulator's credential lists this API accepts: "tokens" or "api_keys".
+    credential_list: str = "tokens"
+    rate_limit: tuple[int, float] = (60, 60.0)
+    refusal: Any = None
+    # Archive lines for this kind carry `observed_at` (the body has no time of its own).
+    line_needs_observed_at: bool = True
+
+
 @dataclass(frozen=True)
 class VendorKind:
     """Everything usage-etl knows about one kind of source, in one place.
@@ -44,6 +81,8 @@ class VendorKind:
             url=lambda base_url, region: (base_url or "https://api.acme.example") + "/usage",
             auth_headers=lambda secret: {"Authorization": f"Bearer {secret}"},
             parse=parse_acme_body,
+            config_keys=frozenset({"base_url"}),
+            example_body={"calls": 12},
         )
     """
 
@@ -56,6 +95,7 @@ class VendorKind:
     rate_limit: tuple[int, float]
     # The usage URL from the source's `base_url` and `region` (either may be None).
     url: Callable[[str | None, str | None], str]
+    # Request headers for a credential ("" when the source has none: secret_required False).
     auth_headers: Callable[[str], dict[str, str]]
     parse: Parse
     # True when the body carries the observation time (archive lines need no observed_at).
@@ -66,6 +106,21 @@ class VendorKind:
     one_of_keys: tuple[str, ...] = ()
     # Body fields the reports show for a source of this kind (report column -> body key).
     display_fields: Mapping[str, str] = field(default_factory=dict)
+    # A documented usage body (JSON value): `usage-etl vendors` and the contract tests use it.
+    example_body: Any = None
+    # How the simulator answers for this kind (None: it does not simulate it).
+    simulated: SimulatedApi | None = None
+    # False: a source may set neither secret key (the endpoint needs no credential).
+    secret_required: bool = True
+    # NAME -> type for metrics with one series per list item, stored as NAME:KEY (SPEC 7).
+    series_metrics: Mapping[str, MetricType] = field(default_factory=dict)
+    # Builds the kind of one source from its own keys (http_json); None: every source of
+    # the kind is the same.
+    configure: Configure | None = None
+    # Where the kind comes from: "built in", or "plugin DIST VERSION".
+    provider: str = BUILT_IN
+    # One line for `usage-etl vendors`.
+    summary: str = ""
 
     def parse_body(
         self,
@@ -81,14 +136,80 @@ class VendorKind:
         return self.parse(source, body, received_at=received_at, observed_at=observed_at,
                           payload=payload, origin=origin)
 
+    def metric_type_of(self, metric: str) -> MetricType | None:
+        """The type of series `metric` of a source of this kind (`NAME:KEY` for per-item
+        series), or None when the source has no such metric."""
+        found = self.metrics.get(metric)
+        if found is None and ":" in metric:
+            found = self.series_metrics.get(metric.split(":", 1)[0])
+        return found
+
+    def metric_names(self) -> str:
+        """The metrics a billing rule or alert may name, for messages."""
+        return ", ".join([*self.metrics, *(f"{m}:KEY" for m in self.series_metrics)])
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """An entry point of `usage_etl.vendors` that did not give a usable kind."""
+
+    name: str
+    target: str
+    reason: str
+
 
 def _builtin() -> dict[str, VendorKind]:
-    from etl.vendors import nected, wiresocket
+    from etl.vendors import http_json, nected, wiresocket
 
-    return {k.name: k for k in (wiresocket.KIND, nected.KIND)}
+    return {k.name: k for k in (wiresocket.KIND, nected.KIND, http_json.KIND)}
+
+
+def load_plugins(kinds: dict[str, VendorKind], failures: list[PluginFailure]) -> None:
+    """Add the kinds of entry-point group `usage_etl.vendors` to `kinds`.
+
+    An entry point names a VendorKind (or a callable returning one) whose `name` is the
+    entry point's name. One that fails to import, gives something else, or reuses a taken
+    name is recorded in `failures` with the reason and never stops the others.
+    """
+    try:
+        points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    except Exception as exc:  # noqa: BLE001 - broken metadata must not stop the built-in kinds
+        failures.append(PluginFailure("*", ENTRY_POINT_GROUP, f"cannot list plugins: {exc}"))
+        return
+    for point in points:
+        try:
+            kind = _load_point(point, kinds)
+        except Exception as exc:  # noqa: BLE001 - a plugin may raise anything at import
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            failures.append(PluginFailure(point.name, point.value, reason))
+            log.warning("vendor plugin %s (%s) not loaded: %s", point.name, point.value, reason)
+            continue
+        kinds[kind.name] = kind
+
+
+def _load_point(point: metadata.EntryPoint, kinds: Mapping[str, VendorKind]) -> VendorKind:
+    loaded = point.load()
+    kind = loaded if isinstance(loaded, VendorKind) else loaded() if callable(loaded) else loaded
+    if not isinstance(kind, VendorKind):
+        raise TypeError(f"gives {type(kind).__name__}, not an etl.vendors.VendorKind")
+    if kind.name != point.name:
+        raise ValueError(f"the kind is named {kind.name!r}, the entry point {point.name!r}")
+    if kind.name in kinds:
+        raise ValueError(f"kind {kind.name!r} is already installed ({kinds[kind.name].provider})")
+    dist = getattr(point, "dist", None)
+    provider = f"plugin {dist.name} {dist.version}" if dist is not None else "plugin"
+    return kind if kind.provider != BUILT_IN else _with_provider(kind, provider)
+
+
+def _with_provider(kind: VendorKind, provider: str) -> VendorKind:
+    from dataclasses import replace
+
+    return replace(kind, provider=provider)
 
 
 KINDS: dict[str, VendorKind] = _builtin()
+PLUGIN_FAILURES: list[PluginFailure] = []
+load_plugins(KINDS, PLUGIN_FAILURES)
 
 
 def get(kind: str) -> VendorKind:
@@ -99,3 +220,11 @@ def get(kind: str) -> VendorKind:
 def metric_type(kind: str, metric: str) -> MetricType:
     """The type of `metric` for a source of `kind` (KeyError if it has no such metric)."""
     return KINDS[kind].metrics[metric]
+
+
+def unknown_kind_hint(kind: str) -> str:
+    """Why `kind` may be missing: the plugin of that name that failed to load, or ""."""
+    for failure in PLUGIN_FAILURES:
+        if failure.name == kind:
+            return f" (plugin {failure.target} failed to load: {failure.reason})"
+    return ""
