@@ -400,9 +400,10 @@ def load_attempts(db: DbLike, source: NameFilter = None, start: TimeLike | None 
 # --- the reports -------------------------------------------------------------------------
 
 
-def _series(config: Config, source: NameFilter, metric: NameFilter) -> list[SeriesInfo]:
+def _series(config: Config, source: NameFilter, metric: NameFilter, engine: Engine,
+            until_us: int) -> list[SeriesInfo]:
     sources, metrics = _names(source), _names(metric)
-    every = configured_series(config)
+    every = configured_series(config, engine=engine, until_us=until_us)
     _check_names("source", sources, (s.source for s in every))
     _check_names("metric", metrics, (s.metric for s in every))
     return [s for s in every if (sources is None or s.source in sources)
@@ -439,9 +440,9 @@ def daily_usage(db: DbLike, start: TimeLike, end: TimeLike | None = None,
     first, last = _day(start, zone, "start"), _day(end if end is not None else start, zone, "end")
     if last < first:
         raise InputError(f"end: {last} is before start {first}")
-    series = _series(cfg, source, metric)
     period = days_period(first, last + timedelta(days=1), zone)
     with _engine(db) as engine:
+        series = _series(cfg, source, metric, engine, period.end_us)
         rows = series_day_rows(engine, series, period,
                                rollup_tz=rollup_tz(cfg, zone.key) if rollups else None)
     df = daily_from_rows(rows)

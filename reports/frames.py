@@ -17,7 +17,6 @@ from sqlalchemy import Engine
 
 from etl.config import Config
 from etl.store.rollups import RollupStore
-from etl.vendors import KINDS
 from reports.compute.billing import billing_table
 from reports.compute.daily import DAY_COLUMNS, aggregate_days, day_report_values
 from reports.compute.reconcile import reconcile_table
@@ -30,7 +29,7 @@ from reports.periods import (
     resolve_tz,
 )
 from reports.read.invoice import read_invoice
-from reports.read.samples import read_prev_value, read_samples, series_ids
+from reports.read.samples import item_series, read_prev_value, read_samples, series_ids
 
 DAILY_COLUMNS = [
     "date", "source", "metric", "samples", "min", "max", "mean", "limit", "peak_pct",
@@ -54,16 +53,29 @@ class SeriesInfo:
     staleness_us: int
 
 
-def configured_series(config: Config, only: Sequence[tuple[str, str]] | None = None
+def configured_series(config: Config, only: Sequence[tuple[str, str]] | None = None,
+                      *, engine: Engine | None = None, until_us: int | None = None
                       ) -> list[SeriesInfo]:
-    """Every configured (source, metric), in config order (or just those in `only`)."""
+    """Every configured (source, metric), in config order (or just those in `only`).
+
+    A source's fixed metrics come first, then its per-item series (`NAME:KEY`, SPEC 7):
+    those named in `only`, or, given `engine` and `until_us`, every one seen in history
+    before `until_us` (the end of the report's period).
+    """
     found = []
     for src in config.sources:
-        for metric, mtype in KINDS[src.kind].metrics.items():
-            if only is not None and (src.name, metric) not in only:
+        vendor = src.vendor
+        staleness_us = int(round(src.staleness * US_PER_SECOND))
+        metrics = list(vendor.metrics)
+        if only is not None:
+            metrics += [m for s, m in only if s == src.name and m not in vendor.metrics]
+        elif vendor.series_metrics and engine is not None and until_us is not None:
+            metrics += item_series(engine, src.name, until_us)
+        for metric in metrics:
+            mtype = vendor.metric_type_of(metric)
+            if mtype is None or (only is not None and (src.name, metric) not in only):
                 continue
-            found.append(SeriesInfo(src.name, metric, src.kind, mtype,
-                                    int(round(src.staleness * US_PER_SECOND))))
+            found.append(SeriesInfo(src.name, metric, src.kind, mtype, staleness_us))
     return found
 
 
@@ -187,7 +199,8 @@ def daily_frame(engine: Engine, config: Config, start: date, end: date,
     """
     zone = resolve_tz(_tz_name(config, tz))
     period = days_period(start, end + timedelta(days=1), zone)
-    return daily_from_rows(series_day_rows(engine, configured_series(config), period,
+    every = configured_series(config, engine=engine, until_us=period.end_us)
+    return daily_from_rows(series_day_rows(engine, every, period,
                                            rollup_tz=rollup_tz(config, tz) if rollups else None))
 
 

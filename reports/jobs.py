@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from etl.config import Config
 from etl.errors import InputError
 from etl.store.models import to_micros
+from etl.timefmt import utc_z
 from reports.compute.billing import billing_table, cumulative_quantity, rule_days
 from reports.compute.daily import exact_total
 from reports.compute.reconcile import check_tolerance, reconcile_table
@@ -27,7 +28,7 @@ from reports.frames import (
 from reports.names import billing_name, daily_name, reconcile_name
 from reports.periods import days_period, month_period, parse_month, resolve_tz, us_to_datetime
 from reports.read.invoice import read_invoice
-from reports.read.samples import latest_payload, read_prev_value, read_samples, series_ids
+from reports.read.samples import latest_snapshot, read_prev_value, read_samples, series_ids
 from reports.render.charts import billing_chart, series_day_chart
 from reports.render.csv import write_csv
 from reports.render.html import Chart, render_report, table_from_frame, write_html
@@ -52,16 +53,19 @@ def _out_dir(out_dir: Path) -> Path:
 
 
 def _sources_info(engine: Engine, config: Config, before: datetime) -> list[dict[str, Any]]:
-    """tenantId / appId from each wiresocket source's latest snapshot (vendor text: escaped)."""
+    """The body fields each kind shows (VendorKind.display_fields: account identifiers), from
+    each source's latest snapshot before `before` (vendor text: escaped by the template)."""
     found = []
     for src in config.sources:
-        if src.kind != "wiresocket":
+        shown = src.vendor.display_fields
+        if not shown:
             continue
-        body = latest_payload(engine, src.name, before) or {}
+        latest = latest_snapshot(engine, src.name, before)
+        at, body = latest if latest is not None else (None, {})
         found.append({
             "source": src.name, "kind": src.kind,
-            "tenant_id": str(body.get("tenantId", "")), "app_id": str(body.get("appId", "")),
-            "observed_at": str(body.get("timestamp", "")),
+            "fields": [(label, str(body.get(key, ""))) for label, key in shown.items()],
+            "observed_at": utc_z(at) if at is not None else "",
         })
     return found
 
@@ -76,7 +80,8 @@ def build_daily(engine: Engine, config: Config, start: date, end: date, *,
     if end < start:
         raise InputError(f"--end: {end} is before --start {start}")
     period = days_period(start, end + timedelta(days=1), zone)
-    rows = series_day_rows(engine, configured_series(config), period,
+    rows = series_day_rows(engine, configured_series(config, engine=engine,
+                                                     until_us=period.end_us), period,
                            rollup_tz=rollup_tz(config, tz))
     daily = daily_from_rows(rows)
     out = _out_dir(out_dir)

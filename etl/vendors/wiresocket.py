@@ -87,5 +87,5 @@ KIND = VendorKind(
     time_in_body=True,
     config_keys=frozenset({"region", "base_url"}),
     one_of_keys=("region", "base_url"),
-    display_fields={"tenant_id": "tenantId", "app_id": "appId"},
+    display_fields={"tenantId": "tenantId", "appId": "appId"},
 )

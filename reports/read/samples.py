@@ -54,12 +54,13 @@ _PG_MINUS_INF = (
     "SELECT count(*) FROM samples WHERE series_id = %s AND observed_at >= %s "
     "AND observed_at < %s AND plan_limit < -1.7e308"
 )
+_ANY_BEFORE = text("SELECT 1 FROM samples WHERE series_id = :sid AND observed_at < :b LIMIT 1")
 _PREV_VALUE = text(
     "SELECT value FROM samples WHERE series_id = :sid AND observed_at < :a "
     "ORDER BY observed_at DESC LIMIT 1"
 )
 _LATEST_PAYLOAD = text(
-    "SELECT payload FROM snapshots WHERE source = :source AND observed_at < :b "
+    "SELECT payload, observed_at FROM snapshots WHERE source = :source AND observed_at < :b "
     "ORDER BY observed_at DESC LIMIT 1"
 )
 
@@ -81,6 +82,21 @@ def series_ids(engine: Engine) -> dict[tuple[str, str], int]:
     with engine.connect() as conn:
         return {(s, m): i for i, s, m in conn.execute(
             select(Series.id, Series.source, Series.metric))}
+
+
+def item_series(engine: Engine, source: str, until_us: int) -> list[str]:
+    """The per-item series (`NAME:KEY`, SPEC 7) of `source` with a sample before `until_us`,
+    in name order: the ones a report over a period ending then has rows for."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Series.id, Series.metric).where(Series.source == source).order_by(Series.metric)
+        ).all()
+        found = []
+        for sid, metric in rows:
+            if ":" in metric and conn.execute(_ANY_BEFORE, {
+                    "sid": sid, "b": _bind(conn, until_us)}).first() is not None:
+                found.append(metric)
+    return found
 
 
 def _bind(conn: Connection, us: int) -> Any:
@@ -125,10 +141,13 @@ def read_prev_value(conn: Connection, series_id: int, before_us: int) -> float |
     return None if row is None else float(row[0])
 
 
-def latest_payload(engine: Engine, source: str, before: datetime) -> dict[str, Any] | None:
-    """The JSON body of the source's latest snapshot before `before`, if any parses."""
+def latest_snapshot(engine: Engine, source: str, before: datetime
+                    ) -> tuple[datetime, dict[str, Any]] | None:
+    """(observed_at, JSON body) of the source's latest snapshot before `before`, if its body
+    is a JSON object."""
     with engine.connect() as conn:
-        b = to_micros(before) if conn.dialect.name == "sqlite" else before
+        sqlite = conn.dialect.name == "sqlite"
+        b = to_micros(before) if sqlite else before
         row = conn.execute(_LATEST_PAYLOAD, {"source": source, "b": b}).first()
     if row is None:
         return None
@@ -136,4 +155,5 @@ def latest_payload(engine: Engine, source: str, before: datetime) -> dict[str, A
         body = json.loads(row[0])
     except (TypeError, ValueError):
         return None
-    return body if isinstance(body, dict) else None
+    at = from_micros(int(row[1])) if sqlite else row[1]
+    return (at, body) if isinstance(body, dict) else None
