@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import collector_bench, imports, reports_bench
+from benchmarks import collector_bench, imports, reports_bench, vendors_bench
 from benchmarks.workload import Workload, config_text, write_archive
 
 GIB = 1 << 30
@@ -31,11 +31,13 @@ class Size:
     reports_workload: Workload  # history the reports read
     collector_sources: int
     collector_rounds: int
+    vendor_lines: int = 20_000  # archive lines imported through each kind (vendors_bench)
+    vendor_polls: int = 400
 
 
 FULL = Size(Workload(pairs=100, days=1), 2, Workload(pairs=100, days=30), 1000, 6)
 QUICK = Size(Workload(pairs=3, days=1, step_minutes=5), 1,
-             Workload(pairs=3, days=30, step_minutes=15), 40, 2)
+             Workload(pairs=3, days=30, step_minutes=15), 40, 2, 400, 20)
 
 # The import goal is on the import as a whole (the CLI and the library call under it); the
 # write-path figures (bulk_store against rows a script already built) are diagnostics.
@@ -47,6 +49,8 @@ GOALS = {
     "reports_warm_seconds": ("<=", 1.0), "reports_warm_identical": ("==", True),
     "collector_polls_per_s": (">=", 200.0), "collector_every_poll_stored": ("==", True),
     "collector_no_schedule_lag": ("==", True),
+    # CPU per line (and per poll) of an http_json twin over the built-in kind it imitates.
+    "http_json_import_cpu_ratio": ("<=", 1.5), "http_json_poll_cpu_ratio": ("<=", 1.5),
 }
 
 
@@ -76,6 +80,10 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
     out["collector_every_poll_stored"] = col["every_poll_stored"]
     out["collector_no_schedule_lag"] = col["no_schedule_lag"]
     out["storage_bytes_per_sample"] = results["import"]["sqlite"]["storage"]["bytes_per_sample"]
+    ven = results["vendors"]
+    out["http_json_import_cpu_ratio"] = ven["import"]["import_ratio"]
+    out["http_json_parse_cpu_ratio"] = ven["import"]["parse_ratio"]
+    out["http_json_poll_cpu_ratio"] = ven["poll"]["ratio"]
     return out
 
 
@@ -135,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         results["reports"] = reports_bench.run(rw, workdir, rcfg, log=log)
         results["collector"] = collector_bench.run(size.collector_sources, size.collector_rounds,
                                                    workdir, log=log)
+        results["vendors"] = vendors_bench.run(workdir, lines=size.vendor_lines,
+                                               polls=size.vendor_polls,
+                                               repeats=size.import_repeats + 1, log=log)
     finally:
         if own:
             shutil.rmtree(workdir, ignore_errors=True)

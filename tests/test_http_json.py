@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from etl.cli import cli
 from etl.config import SourceConfig, parse_config
 from etl.errors import ConfigError, ParseError
-from etl.vendors.http_json import series_key
+from etl.vendors.http_json import compile_expression, series_key
 from etl.vendors.types import MetricType
 
 ACME = textwrap.dedent(
@@ -202,3 +202,28 @@ def test_collect_refuses_a_bad_expression_with_exit_2_and_no_traceback(tmp_path:
     assert result.exit_code == 2
     assert "sources.acme.metrics[1].value: not a valid JMESPath expression" in result.output
     assert "Traceback" not in result.output
+
+
+DOCS: list[Any] = [
+    {"a": {"b": {"c": 1}}, "code": "success", "n": 1},
+    {"a": {"b": [1, 2]}, "code": "error", "n": True},
+    {"a": "text", "code": None, "n": 1.0},
+    {"a": {"b": {"c": {"d": 0}}}, "n": "1"},
+    [1, 2], "scalar", None,
+]
+
+
+@pytest.mark.parametrize("expression", [
+    "a", "a.b", "a.b.c", "a.b.c.d", "code == 'success'", "'success' == code", "code != 'error'",
+    "n == `1`", "n != `1`", "a.b[0]", "length(a.b)", "code == `null`",
+])
+def test_every_expression_reads_what_jmespath_reads(expression: str) -> None:
+    import jmespath
+
+    read = compile_expression(expression)
+    for doc in DOCS:
+        try:
+            expected = jmespath.search(expression, doc)
+        except jmespath.exceptions.JMESPathError:
+            continue
+        assert read(doc) == expected and type(read(doc)) is type(expected), (expression, doc)

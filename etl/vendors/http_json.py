@@ -46,12 +46,57 @@ Getter = Callable[[Any], Any]
 def compile_expression(text: str) -> Getter:
     """A function reading JMESPath `text` from a JSON value (JMESPathError if it is bad)."""
     parsed = jmespath.compile(text)
+    compared = _comparison(parsed.parsed)
+    if compared is not None:
+        return compared
     path = _field_path(parsed.parsed)
     if path is None:
         return parsed.search
+    return _path_getter(path)
+
+
+def _comparison(node: Mapping[str, Any]) -> Getter | None:
+    """`a.b == 'text'` (or `!=`, a string or number literal) read directly, else None.
+
+    JMESPath equality is Python's except that a boolean never equals a number.
+    """
+    if node["type"] != "comparator" or node["value"] not in ("eq", "ne"):
+        return None
+    left, right = node["children"]
+    if left["type"] == "literal":
+        left, right = right, left
+    path = _field_path(left)
+    literal = right.get("value") if right["type"] == "literal" else None
+    if path is None or type(literal) not in (str, int, float):
+        return None
+    get = _path_getter(path)
+    want = node["value"] == "eq"
+    return lambda doc: ((found := get(doc)) == literal and type(found) is not bool) is want
+
+
+def _path_getter(path: tuple[str, ...]) -> Getter:
+    """A reader of `a.b.c` with JMESPath's result (null where a step is not an object)."""
+    # Unrolled for the usual depths: an import reads several per line.
     if len(path) == 1:
-        (only,) = path
-        return lambda doc: doc.get(only) if type(doc) is dict else None
+        (a,) = path
+        return lambda doc: doc.get(a) if type(doc) is dict else None
+    if len(path) == 2:
+        a, b = path
+
+        def get2(doc: Any) -> Any:
+            doc = doc.get(a) if type(doc) is dict else None
+            return doc.get(b) if type(doc) is dict else None
+
+        return get2
+    if len(path) == 3:
+        a, b, c = path
+
+        def get3(doc: Any) -> Any:
+            doc = doc.get(a) if type(doc) is dict else None
+            doc = doc.get(b) if type(doc) is dict else None
+            return doc.get(c) if type(doc) is dict else None
+
+        return get3
     return lambda doc: _walk(doc, path)
 
 
@@ -161,10 +206,15 @@ def _truthy(value: Any) -> bool:
 
 def _sample(metric: MetricSpec, name: str, item: Any, where: str) -> SampleValue:
     raw = metric.value(item)
-    field = f"{metric.name}{where}: value {metric.value_text!r}"
-    if raw is None:
-        raise ParseError(f"{field}: missing")
-    value = number(raw, field)
+    if type(raw) is int or type(raw) is float:  # the usual case, checked in full below
+        value = float(raw)
+        if not 0 <= value < math.inf:
+            value = number(raw, f"{metric.name}{where}: value {metric.value_text!r}")
+    else:
+        field = f"{metric.name}{where}: value {metric.value_text!r}"
+        if raw is None:
+            raise ParseError(f"{field}: missing")
+        value = number(raw, field)
     limit = None
     if metric.limit is not None:
         found = metric.limit(item)
