@@ -33,7 +33,7 @@ class Collector:
     """Polls sources over HTTP: one requests Session per source, pacing per credential.
 
     `clock` and `sleep` drive deadlines, backoff and pacing (inject a fake pair in tests);
-    `now` is the wall clock that stamps results and Nected observations.
+    `now` is the wall clock that stamps results, and observations whose body has no time.
     """
 
     def __init__(

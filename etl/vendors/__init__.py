@@ -11,15 +11,18 @@ vendor. May import: the standard library, `etl.errors` and `jmespath`.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import metadata
 from typing import Any, Protocol
 
-from etl.vendors.types import MetricType, Observation
+from etl.vendors.types import MAX_METRIC_LEN, MetricType, Observation
 
 ENTRY_POINT_GROUP = "usage_etl.vendors"
+# What the database keeps of a kind's name (snapshots.kind, series.kind).
+KIND_NAME_RE = re.compile(r"^[a-z0-9_-]{1,16}$")
 BUILT_IN = "built in"
 
 log = logging.getLogger("etl.vendors")
@@ -194,6 +197,11 @@ def _load_point(point: metadata.EntryPoint, kinds: Mapping[str, VendorKind]) -> 
         raise TypeError(f"gives {type(kind).__name__}, not an etl.vendors.VendorKind")
     if kind.name != point.name:
         raise ValueError(f"the kind is named {kind.name!r}, the entry point {point.name!r}")
+    if not KIND_NAME_RE.fullmatch(kind.name):
+        raise ValueError("a kind's name is 1 to 16 lowercase letters, digits, '_' or '-'")
+    too_long = [m for m in kind.metrics if len(m) > MAX_METRIC_LEN]
+    if too_long:
+        raise ValueError(f"metric {too_long[0]!r} is longer than {MAX_METRIC_LEN} characters")
     if kind.name in kinds:
         raise ValueError(f"kind {kind.name!r} is already installed ({kinds[kind.name].provider})")
     dist = getattr(point, "dist", None)
