@@ -34,7 +34,7 @@ from reports import pipelines
 from reports.compute.billing import BILLING_COLUMNS
 from reports.compute.daily import CRITICAL_PCT, DAILY_COLUMNS, WARNING_PCT
 from reports.compute.reconcile import RECONCILE_COLUMNS, RECONCILE_STATUSES
-from reports.periods import DATE_RE, local_midnight, parse_month
+from reports.periods import DATE_RE, local_midnight, parse_month, resolve_tz
 from reports.pipelines.days import SeriesInfo, configured_series
 
 __all__ = [
@@ -143,10 +143,7 @@ def _config(db: DbLike, config: ConfigLike) -> Config:
 
 
 def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ValueError, KeyError, OSError):
-        raise InputError(f"tz: {name!r} is not an IANA time zone name") from None
+    return resolve_tz(name, "tz")
 
 
 def _parse_time(value: TimeLike, what: str) -> date | datetime:
