@@ -416,3 +416,207 @@ def test_projection_alerts_use_the_billing_reports_projection(
     assert receiver.bodies[-1]["alert"] == "cost"
     assert Decimal(str(receiver.bodies[-1]["value"])) == expected
     assert receiver.bodies[-1]["threshold"] == 50
+
+
+# --- email through a real SMTP server (aiosmtpd) -------------------------------------------
+
+class Mailbox:
+    """An aiosmtpd handler that keeps every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        from email import message_from_bytes
+        from email.policy import default
+
+        self.messages.append((envelope, message_from_bytes(envelope.content, policy=default)))
+        return "250 OK"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def smtp_tls(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, Mailbox]]:
+    """A STARTTLS SMTP server on loopback with a throwaway certificate the client trusts,
+    accepting the login usage-etl / the password in $TEST_SMTP_PASSWORD only."""
+    import ssl
+    import subprocess
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", "pa55-w0rd-Secret")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
+                      data: Any) -> AuthResult:
+        ok = (data.login, data.password) == (b"usage-etl", b"pa55-w0rd-Secret")
+        return AuthResult(success=ok, handled=False)
+
+    box = Mailbox()
+    port = _free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port, tls_context=context,
+                            require_starttls=True, authenticator=authenticator,
+                            auth_require_tls=True)
+    controller.start()
+    try:
+        yield port, box
+    finally:
+        controller.stop()
+
+
+def test_email_goes_out_over_starttls_with_login_and_the_spec_subject(
+        engine: Engine, smtp_tls: tuple[int, Mailbox]) -> None:
+    port, box = smtp_tls
+    cfg = parse_config({
+        "sources": [{"name": "ws-prod", "kind": "wiresocket", "region": "eu",
+                     "token_env": "WS_T"}],
+        "notifiers": [{"name": "finance", "kind": "email", "smtp_host": "127.0.0.1",
+                       "smtp_port": port, "username": "usage-etl",
+                       "password_env": "TEST_SMTP_PASSWORD", "from": "usage-etl@example.com",
+                       "to": ["finance@example.com", "ops@example.com"]}],
+        "alerts": [dict(HIGH, notify=["finance"])],
+    })
+    put(engine, ws(T0, 93))
+    check(engine, cfg, T0)
+    put(engine, ws(T0 + timedelta(seconds=60), 40))
+    check(engine, cfg, T0 + timedelta(seconds=60))
+    assert [m["Subject"] for _, m in box.messages] == [
+        "[usage-etl] FIRING ws-connections-high: ws-prod connections at 93 % of limit 100 "
+        "(alert at 90 %)",
+        "[usage-etl] RESOLVED ws-connections-high: ws-prod connections at 40 % of limit 100 "
+        "(alert at 90 %)",
+    ]
+    envelope, first = box.messages[0]
+    assert envelope.rcpt_tos == ["finance@example.com", "ops@example.com"]
+    assert first["From"] == "usage-etl@example.com"
+    body = first.get_content()
+    assert "value: 93" in body and "since: 2026-11-21T10:00:00Z" in body
+    with engine.connect() as conn:
+        ids = list(conn.execute(select(AlertEvent.id).where(
+            AlertEvent.transition != "pending").order_by(AlertEvent.version)).scalars())
+    assert [f"id: {i}" in m.get_content() for i, (_, m) in zip(ids, box.messages,
+                                                                  strict=True)] == [True, True]
+
+
+def test_a_refused_smtp_login_is_an_error_without_the_password(
+        engine: Engine, smtp_tls: tuple[int, Mailbox], monkeypatch: pytest.MonkeyPatch) -> None:
+    port, box = smtp_tls
+    monkeypatch.setenv("TEST_WRONG_PASSWORD", "not-the-Passw0rd")
+    cfg = parse_config({
+        "sources": [{"name": "ws-prod", "kind": "wiresocket", "region": "eu",
+                     "token_env": "WS_T"}],
+        "notifiers": [{"name": "finance", "kind": "email", "smtp_host": "127.0.0.1",
+                       "smtp_port": port, "username": "usage-etl",
+                       "password_env": "TEST_WRONG_PASSWORD", "from": "a@example.com",
+                       "to": "b@example.com"}],
+        "alerts": [dict(HIGH, notify=["finance"])],
+    })
+    put(engine, ws(T0, 93))
+    result = check(engine, cfg, T0)
+    assert box.messages == []
+    assert len(result.delivery.failed) == 1
+    assert "email finance: SMTP 535" in result.delivery.failed[0]
+    with engine.connect() as conn:
+        stored = conn.execute(select(AlertDelivery.last_error)).scalar()
+    assert stored is not None and "SMTP 535" in stored and "Passw0rd" not in stored
+
+
+# --- the command line ------------------------------------------------------------------------
+
+def _cli_config(tmp_path: Any, url: str, receiver_env: str, extra: str = "") -> str:
+    path = tmp_path / "alerts.toml"
+    path.write_text(
+        f'database_url = "{url}"\n'
+        '[[sources]]\nname = "ws-prod"\nkind = "wiresocket"\nregion = "eu"\n'
+        'token_env = "WS_T"\ninterval_seconds = 60\n'
+        '[[notifiers]]\nname = "ops"\nkind = "webhook"\n'
+        f'url_env = "{receiver_env}"\n'
+        '[[alerts]]\nname = "ws-connections-high"\nsource = "ws-prod"\n'
+        'metric = "connections"\nabove_pct = 90\nnotify = ["ops"]\n' + extra)
+    return str(path)
+
+
+def test_alerts_check_list_and_test_from_the_command_line(
+        engine: Engine, receiver: Receiver, tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from etl.cli import cli
+
+    monkeypatch.setenv("TEST_OPS_HOOK", receiver.url)
+    url = engine.url.render_as_string(hide_password=False)
+    cfg = _cli_config(tmp_path, url, "TEST_OPS_HOOK")
+    now = datetime.now(UTC).replace(microsecond=0)
+    put(engine, ws(now - timedelta(seconds=5), 93))
+    runner = CliRunner()
+    checked = runner.invoke(cli, ["--config", cfg, "alerts", "check"])
+    assert checked.exit_code == 0, checked.output
+    assert "firing ws-connections-high: ws-prod connections" in checked.stdout
+    assert "1 notification(s) delivered, 0 failed" in checked.stdout
+    listed = runner.invoke(cli, ["--config", cfg, "alerts", "list", "--json"])
+    assert listed.exit_code == 0
+    row = json.loads(listed.stdout.splitlines()[0])
+    assert (row["alert"], row["state"], row["value"]) == ("ws-connections-high", "firing", 93)
+    tested = runner.invoke(cli, ["--config", cfg, "alerts", "test", "ws-connections-high"])
+    assert tested.exit_code == 0 and "sent to ops" in tested.stdout
+    assert [b["state"] for b in receiver.bodies] == ["firing", "test"]
+    assert receiver.bodies[1]["text"].startswith("TEST ws-connections-high")
+    unknown = runner.invoke(cli, ["--config", cfg, "alerts", "test", "nope"])
+    assert unknown.exit_code == 2 and "no alert named 'nope'" in unknown.stderr
+    receiver.status = 500
+    failing = runner.invoke(cli, ["--config", cfg, "alerts", "test", "ws-connections-high"])
+    assert failing.exit_code == 1
+    assert "usage-etl: not delivered: webhook ops: HTTP 500" in failing.stderr
+    put(engine, ws(now - timedelta(seconds=2), 10))
+    undelivered = runner.invoke(cli, ["--config", cfg, "alerts", "check"])
+    assert undelivered.exit_code == 1 and "HTTP 500" in undelivered.stderr
+    for result in (checked, listed, tested, unknown, failing, undelivered):
+        assert "T0KEN-s3cr3t-path" not in result.output + result.stderr
+
+
+def test_alerts_check_refuses_an_unset_webhook_url_naming_the_key(
+        tmp_path: Any, sqlite_url: str) -> None:
+    from click.testing import CliRunner
+
+    from etl.cli import cli
+
+    cfg = _cli_config(tmp_path, sqlite_url, "TEST_UNSET_HOOK_VARIABLE")
+    result = CliRunner().invoke(cli, ["--config", cfg, "alerts", "check"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "usage-etl: error: notifiers.ops.url_env ($TEST_UNSET_HOOK_VARIABLE): "
+        "environment variable is unset or empty")
+
+
+def test_a_bad_alert_config_stops_every_command_with_exit_2(tmp_path: Any, sqlite_url: str,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    from click.testing import CliRunner
+
+    from etl.cli import cli
+
+    monkeypatch.setenv("TEST_OPS_HOOK", "http://127.0.0.1:9/x")
+    cfg = _cli_config(tmp_path, sqlite_url, "TEST_OPS_HOOK",
+                      '[[alerts]]\nname = "two"\nmetric = "connections"\nabove = 1\n'
+                      'above_pct = 5\nnotify = ["pager"]\n')
+    result = CliRunner().invoke(cli, ["--config", cfg, "alerts", "list"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"usage-etl: error: {cfg}: alerts.two.above: only one condition per alert "
+        "(above_pct, above are set)",
+        f"usage-etl: error: {cfg}: alerts.two.notify: unknown notifier 'pager'",
+    ]

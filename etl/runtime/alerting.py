@@ -155,18 +155,32 @@ def _dec(value: Any) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
+@dataclass(frozen=True)
+class MadeEvent:
+    """A state change this process stored."""
+
+    id: str
+    alert: str
+    series: SeriesRef
+    transition: Transition
+
+    def __str__(self) -> str:
+        what = " ".join(x for x in (self.series.source, self.series.metric) if x)
+        return f"{self.transition} {self.alert}: {what} (id {self.id})"
+
+
 @dataclass
 class CheckResult:
     """What one evaluation did: the events it created and the delivery pass after it."""
 
-    events: list[tuple[str, Transition]] = field(default_factory=list)  # (event id, kind)
+    events: list[MadeEvent] = field(default_factory=list)
     delivery: DeliveryReport = field(default_factory=DeliveryReport)
 
 
-def evaluate(engine: Engine, config: Config, now: datetime) -> list[tuple[str, Transition]]:
+def evaluate(engine: Engine, config: Config, now: datetime) -> list[MadeEvent]:
     """Evaluate every alert on every series at `now` and store the changes (not sent here).
 
-    Returns (event id, transition) for each change this process made; a change another
+    Returns each change this process made; a change another
     replica made first is not repeated (etl.alerts.history).
     """
     if not config.alerts:
@@ -186,7 +200,7 @@ def evaluate(engine: Engine, config: Config, now: datetime) -> list[tuple[str, T
                 continue
             event_id = record(engine, rule, reading, prev, new, transition, now)
             if event_id is not None:
-                made.append((event_id, transition))
+                made.append(MadeEvent(event_id, rule.name, series, transition))
                 log.info("alert %s %s: %s %s", rule.name, transition, series.source,
                          series.metric or "")
     return made
@@ -203,10 +217,10 @@ def check(engine: Engine, config: Config, now: datetime | None = None,
 
 
 def send_test(config: Config, name: str, now: datetime | None = None,
-              sender: Sender = send) -> list[str]:
+              sender: Sender = send) -> dict[str, str | None]:
     """Send a test notification for alert `name` to each of its notifiers (`alerts test`).
 
-    Nothing is stored. Returns one line per notifier that failed (empty: all delivered).
+    Nothing is stored. Returns, per notifier name, None when delivered, else why not.
     """
     from etl.alerts.evaluate import payload
 
@@ -218,13 +232,14 @@ def send_test(config: Config, name: str, now: datetime | None = None,
                    since=None, at=now)
     body["text"] = f"TEST {rule.name}: a test notification from usage-etl"
     by_name = {n.name: n for n in config.notifiers}
-    failed = []
+    outcome: dict[str, str | None] = {}
     for notifier_name in rule.notify:
         try:
             sender(by_name[notifier_name], body)
+            outcome[notifier_name] = None
         except UsageEtlError as exc:
-            failed.append(str(exc))
-    return failed
+            outcome[notifier_name] = str(exc)
+    return outcome
 
 
 class AlertWorker:
@@ -275,3 +290,43 @@ class AlertWorker:
             except Exception as exc:  # noqa: BLE001 - the daemon keeps polling whatever happens
                 log.warning("alert evaluation failed: %s", str(exc).splitlines()[0] if str(exc)
                             else type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    """One line of `usage-etl alerts list`: an alert on one series, now."""
+
+    alert: str
+    source: str
+    metric: str | None
+    state: AlertState
+    since: datetime | None
+    value: Any
+    observed_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        from etl.alerts.evaluate import json_number, utc_text
+
+        return {"alert": self.alert, "source": self.source, "metric": self.metric,
+                "state": str(self.state),
+                "since": utc_text(self.since) if self.since else None,
+                "value": json_number(self.value),
+                "observed_at": utc_text(self.observed_at) if self.observed_at else None}
+
+
+def alert_rows(engine: Engine, config: Config, now: datetime | None = None) -> list[AlertRow]:
+    """Per alert and series: the stored state (ok when never changed), since when, and the
+    value its condition reads now; in config order."""
+    now = now or datetime.now(UTC)
+    found = readings(engine, config, now)
+    with engine.connect() as conn:
+        states = load_states(conn)
+    rows = []
+    for rule in config.alerts:
+        for series in watched_series(config, rule):
+            key = (rule.name, series.source, series.metric_key)
+            state = states.get(key, SeriesState())
+            reading = found[key]
+            rows.append(AlertRow(rule.name, series.source, series.metric, state.state,
+                                 state.since, reading.value, reading.observed_at))
+    return rows
