@@ -26,6 +26,7 @@ from etl.alerts.readings import LatestSample, latest_samples
 from etl.alerts.rules import AlertRule, AlertState, Condition, EventState, SeriesRef
 from etl.config import Config
 from etl.errors import UsageEtlError
+from etl.redact import redact
 
 log = logging.getLogger("etl.alerts")
 
@@ -288,8 +289,10 @@ class AlertWorker:
                 for line in result.delivery.failed:
                     log.warning("alert notification not delivered: %s", line)
             except Exception as exc:  # noqa: BLE001 - the daemon keeps polling whatever happens
-                log.warning("alert evaluation failed: %s", str(exc).splitlines()[0] if str(exc)
-                            else type(exc).__name__)
+                orig = getattr(exc, "orig", None) or exc
+                first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+                log.warning("alert evaluation failed, retried after the next poll: %s",
+                            redact(first))
 
 
 @dataclass(frozen=True)
