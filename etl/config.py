@@ -683,20 +683,33 @@ def _parse_notifiers(raw: Any, problems: list[str], where: str) -> list[Notifier
     return out
 
 
-def _parse_notifier(entry: Any, i: int, seen: set[str], problems: list[str]) -> Notifier | None:
-    label = f"notifiers[{i}]"
+def _named_entry(entry: Any, section: str, i: int, seen: set[str],
+                 problems: list[str]) -> tuple[str, Any] | None:
+    """(label for messages, name) of entry `i` of `[[section]]`; None if it is not a table.
+
+    The label is `section.NAME` for a good, new name, else `section[i]`.
+    """
+    label = f"{section}[{i}]"
     if not isinstance(entry, dict):
         problems.append(f"{label}: must be a table")
         return None
-    before = len(problems)
     name = entry.get("name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         problems.append(f"{label}.name: required, lowercase letters, digits, '_' or '-' only")
     elif name in seen:
-        problems.append(f"{label}.name: duplicate notifier name {name!r}")
+        problems.append(f"{label}.name: duplicate {section[:-1]} name {name!r}")
     else:
         seen.add(name)
-        label = f"notifiers.{name}"
+        label = f"{section}.{name}"
+    return label, name
+
+
+def _parse_notifier(entry: Any, i: int, seen: set[str], problems: list[str]) -> Notifier | None:
+    before = len(problems)
+    named = _named_entry(entry, "notifiers", i, seen, problems)
+    if named is None:
+        return None
+    label, name = named
     kind = entry.get("kind")
     if kind not in NOTIFIER_KEYS:
         problems.append(f"{label}.kind: must be 'webhook' or 'email'")
@@ -779,19 +792,11 @@ def _parse_alert(
     declared: Mapping[str, str | None], billing: list[BillingRule], notifiers: set[str],
     named: set[Any],
 ) -> AlertRule | None:
-    label = f"alerts[{i}]"
-    if not isinstance(entry, dict):
-        problems.append(f"{label}: must be a table")
-        return None
     before = len(problems)
-    name = entry.get("name")
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        problems.append(f"{label}.name: required, lowercase letters, digits, '_' or '-' only")
-    elif name in seen:
-        problems.append(f"{label}.name: duplicate alert name {name!r}")
-    else:
-        seen.add(name)
-        label = f"alerts.{name}"
+    found = _named_entry(entry, "alerts", i, seen, problems)
+    if found is None:
+        return None
+    label, name = found
     for key in sorted(set(entry) - ALERT_KEYS):
         problems.append(f"{label}.{key}: unknown key")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -170,6 +170,18 @@ class MadeEvent:
         return f"{self.transition} {self.alert}: {what} (id {self.id})"
 
 
+def _current(engine: Engine, config: Config, now: datetime
+             ) -> Iterator[tuple[AlertRule, SeriesRef, SeriesState, Reading]]:
+    """Every (alert, series) in config order with its stored state and its reading at `now`."""
+    found = readings(engine, config, now)
+    with engine.connect() as conn:
+        states = load_states(conn)
+    for rule in config.alerts:
+        for series in watched_series(config, rule):
+            key = (rule.name, series.source, series.metric_key)
+            yield rule, series, states.get(key, SeriesState()), found[key]
+
+
 @dataclass
 class CheckResult:
     """What one evaluation did: the events it created and the delivery pass after it."""
@@ -186,24 +198,17 @@ def evaluate(engine: Engine, config: Config, now: datetime) -> list[MadeEvent]:
     """
     if not config.alerts:
         return []
-    found = readings(engine, config, now)
-    with engine.connect() as conn:
-        states = load_states(conn)
     made = []
-    for rule in config.alerts:
-        for series in watched_series(config, rule):
-            key = (rule.name, series.source, series.metric_key)
-            prev = states.get(key, SeriesState())
-            reading = found[key]
-            holds = condition_holds(rule, reading, firing=prev.state is AlertState.FIRING)
-            new, transition = step(rule, prev, holds, now)
-            if transition is None:
-                continue
-            event_id = record(engine, rule, reading, prev, new, transition, now)
-            if event_id is not None:
-                made.append(MadeEvent(event_id, rule.name, series, transition))
-                log.info("alert %s %s: %s %s", rule.name, transition, series.source,
-                         series.metric or "")
+    for rule, series, prev, reading in _current(engine, config, now):
+        holds = condition_holds(rule, reading, firing=prev.state is AlertState.FIRING)
+        new, transition = step(rule, prev, holds, now)
+        if transition is None:
+            continue
+        event_id = record(engine, rule, reading, prev, new, transition, now)
+        if event_id is not None:
+            made.append(MadeEvent(event_id, rule.name, series, transition))
+            log.info("alert %s %s: %s %s", rule.name, transition, series.source,
+                     series.metric or "")
     return made
 
 
@@ -320,16 +325,6 @@ class AlertRow:
 def alert_rows(engine: Engine, config: Config, now: datetime | None = None) -> list[AlertRow]:
     """Per alert and series: the stored state (ok when never changed), since when, and the
     value its condition reads now; in config order."""
-    now = now or datetime.now(UTC)
-    found = readings(engine, config, now)
-    with engine.connect() as conn:
-        states = load_states(conn)
-    rows = []
-    for rule in config.alerts:
-        for series in watched_series(config, rule):
-            key = (rule.name, series.source, series.metric_key)
-            state = states.get(key, SeriesState())
-            reading = found[key]
-            rows.append(AlertRow(rule.name, series.source, series.metric, state.state,
-                                 state.since, reading.value, reading.observed_at))
-    return rows
+    return [AlertRow(rule.name, series.source, series.metric, state.state, state.since,
+                     reading.value, reading.observed_at)
+            for rule, series, state, reading in _current(engine, config, now or datetime.now(UTC))]
