@@ -17,9 +17,10 @@ from etl.alerts.evaluate import Reading, SeriesState, Transition, condition_hold
 from etl.alerts.rules import AlertRule, AlertState, Condition, SeriesRef
 from etl.config import Config, parse_config
 from etl.errors import ConfigError
-from etl.models import AlertDelivery, AlertEvent
 from etl.runtime.alerting import check
-from etl.store import Observation, SampleValue, record_attempt, store_observations
+from etl.store.models import AlertDelivery, AlertEvent
+from etl.store.writer import record_attempt, store_observations
+from etl.vendors.types import Observation, SampleValue
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
@@ -313,8 +314,8 @@ def _evaluate_in_process(url: str, hook: str, barrier: Any, now: datetime) -> in
 
     os.environ["TEST_OPS_HOOK"] = hook
     from etl.config import parse_config as parse
-    from etl.db import make_engine
     from etl.runtime.alerting import evaluate
+    from etl.store.engine import make_engine
 
     cfg = parse({
         "database_url": url,

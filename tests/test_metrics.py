@@ -13,7 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from etl.config import parse_config
-from etl.db import make_engine
 from etl.runtime.alerting import check
 from etl.runtime.metrics import (
     Metrics,
@@ -21,7 +20,9 @@ from etl.runtime.metrics import (
     database_accepts,
     spool_accepts,
 )
-from etl.store import Observation, SampleValue, record_attempt, store_observations
+from etl.store.engine import make_engine
+from etl.store.writer import record_attempt, store_observations
+from etl.vendors.types import Observation, SampleValue
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 

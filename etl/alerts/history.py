@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from etl.alerts.evaluate import Reading, SeriesState, Transition, payload
 from etl.alerts.rules import AlertRule, AlertState, SeriesRef
-from etl.models import AlertDelivery, AlertEvent, AlertSeriesState
+from etl.store.models import AlertDelivery, AlertEvent, AlertSeriesState
 
 Key = tuple[str, str, str]  # (alert, source, metric or '')
 

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, and_, or_, select, update
 
 from etl.alerts.rules import Notifier
 from etl.errors import UsageEtlError
-from etl.models import AlertDelivery, AlertEvent
+from etl.store.models import AlertDelivery, AlertEvent
 
 log = logging.getLogger("etl.alerts")
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
-from etl.models import Sample, Series
+from etl.store.models import Sample, Series
 
 
 @dataclass(frozen=True)

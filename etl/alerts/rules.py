@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from urllib.parse import urlsplit
 
+from etl.errors import SecretError
 from etl.secrets import read_secret
 
 
@@ -88,6 +90,24 @@ class EmailNotifier:
 
 
 Notifier = WebhookNotifier | EmailNotifier
+
+
+def webhook_url(notifier: WebhookNotifier) -> str:
+    """The notifier's URL, read now from its variable or file.
+
+    Raises SecretError naming the config key (never the value) when it is unset or is not an
+    http:// or https:// URL made of printable ASCII.
+    """
+    url = notifier.url.read()
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+            or not url.isascii() or not url.isprintable() or " " in url):
+        raise SecretError(f"{notifier.url.origin}: is not an http:// or https:// URL")
+    return url
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ from etl.alerts.rules import AlertRule, AlertState, Condition, EventState, Serie
 from etl.config import Config
 from etl.errors import UsageEtlError
 from etl.redact import redact
+from etl.vendors import metric_type
+from etl.vendors.types import MetricType
 
 log = logging.getLogger("etl.alerts")
 
@@ -104,16 +106,14 @@ def _reading(rule: AlertRule, series: SeriesRef,
 
 
 def _is_counter(config: Config, series: SeriesRef) -> bool:
-    from etl.kinds import KINDS
-
     src = config.source(series.source)
-    return KINDS[src.kind].get(str(series.metric)) == "counter"
+    return metric_type(src.kind, str(series.metric)) is MetricType.COUNTER
 
 
 def _staleness(engine: Engine, config: Config, now: datetime
                ) -> dict[str, tuple[bool, float | None, float]]:
     # The same rule as `usage-etl status` (SPEC 8: stale).
-    from etl.status import source_statuses
+    from etl.runtime.status import source_statuses
 
     return {s.source: (s.stale, s.age_seconds, s.staleness_seconds)
             for s in source_statuses(engine, config, now)}
@@ -123,7 +123,7 @@ def _month_to_date_increase(engine: Engine, config: Config, now: datetime,
                             series: set[tuple[str, str]]) -> dict[tuple[str, str], Decimal]:
     """Counters' increase from the first of the month (report timezone) to now (SPEC 5)."""
     from reports.api import daily_usage
-    from reports.compute import exact_total
+    from reports.compute.daily import exact_total
 
     today = now.astimezone(config.tz).date()
     days = daily_usage(engine, today.replace(day=1), today, config=config,

@@ -25,7 +25,7 @@ from etl.alerts.history import load_states
 from etl.alerts.readings import latest_samples
 from etl.alerts.rules import AlertState
 from etl.config import Config
-from etl.models import CollectionAttempt
+from etl.store.models import CollectionAttempt
 
 log = logging.getLogger("etl.metrics")
 

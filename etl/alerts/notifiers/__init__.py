@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from etl.alerts.notifiers.email import send_email
 from etl.alerts.notifiers.webhook import send_webhook
-from etl.alerts.rules import EmailNotifier, Notifier, WebhookNotifier
+from etl.alerts.rules import EmailNotifier, Notifier, WebhookNotifier, webhook_url
 from etl.errors import SecretError
 
 
@@ -32,7 +32,7 @@ def notifier_secrets(notifiers: Iterable[Notifier]) -> list[str]:
     for notifier in notifiers:
         try:
             if isinstance(notifier, WebhookNotifier):
-                url = notifier.url.read()
+                url = webhook_url(notifier)
                 parts = urlsplit(url)
                 found.append(url)
                 tail = parts.path + (f"?{parts.query}" if parts.query else "")

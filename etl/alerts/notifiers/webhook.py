@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
-from etl.alerts.rules import WebhookNotifier
-from etl.errors import DeliveryError, SecretError
-
-
-def webhook_url(notifier: WebhookNotifier) -> str:
-    """The notifier's URL, read now from its variable or file.
-
-    Raises SecretError naming the config key (never the value) when it is unset or is not an
-    http:// or https:// URL made of printable ASCII.
-    """
-    url = notifier.url.read()
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # ValueError for a port that is not a number
-    except ValueError:
-        parts = None
-    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
-            or not url.isascii() or not url.isprintable() or " " in url):
-        raise SecretError(f"{notifier.url.origin}: is not an http:// or https:// URL")
-    return url
+from etl.alerts.rules import WebhookNotifier, webhook_url
+from etl.errors import DeliveryError
 
 
 def send_webhook(notifier: WebhookNotifier, body: dict[str, Any]) -> None:
