@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -18,63 +16,13 @@ from etl.alerts.rules import AlertRule, AlertState, Condition, SeriesRef
 from etl.config import Config, parse_config
 from etl.errors import ConfigError
 from etl.runtime.alerting import check
+from etl.runtime.receiver import WebhookReceiver
 from etl.store.models import AlertDelivery, AlertEvent
 from etl.store.writer import record_attempt, store_observations
 from etl.vendors.types import Observation, SampleValue
+from tests.conftest import WEBHOOK_SECRET_PATH
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
-
-
-class Receiver:
-    """A webhook receiver on loopback that records every JSON body it is sent.
-
-    `status` is what it answers (set 503 to play a receiver that is down); `stop()` and
-    `start()` close and reopen the port itself.
-    """
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.status = 200
-        self.port = 0
-        self._server: ThreadingHTTPServer | None = None
-        self.start()
-
-    def start(self) -> None:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
-                length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length))
-                if owner.status < 300:
-                    owner.bodies.append(body)
-                self.send_response(owner.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/T0KEN-s3cr3t-path"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    yield rec
-    rec.stop()
 
 
 def ws(when: datetime, conns: float, limit: float | None = 100) -> Observation:
@@ -95,8 +43,8 @@ def put(engine: Engine, *observations: Observation) -> None:
         store_observations(conn, observations)
 
 
-def config(monkeypatch: pytest.MonkeyPatch, receiver: Receiver | None, *alerts: dict[str, Any],
-           billing: list[dict[str, Any]] | None = None) -> Config:
+def config(monkeypatch: pytest.MonkeyPatch, receiver: WebhookReceiver | None,
+           *alerts: dict[str, Any], billing: list[dict[str, Any]] | None = None) -> Config:
     if receiver is not None:
         monkeypatch.setenv("TEST_OPS_HOOK", receiver.url)
     return parse_config({
@@ -217,20 +165,20 @@ def test_bad_notifier_config_is_refused_naming_the_key(
 
 # --- events and delivery, on SQLite and PostgreSQL ---------------------------------------
 
-def _bodies_by_state(receiver: Receiver) -> list[tuple[str, Any, Any]]:
-    return [(b["state"], b["value"], b["pct"]) for b in receiver.bodies]
+def _bodies_by_state(receiver: WebhookReceiver) -> list[tuple[str, Any, Any]]:
+    return [(b["state"], b["value"], b["pct"]) for b in receiver.received]
 
 
 def test_firing_repeat_resolved_reach_the_webhook_with_the_spec_payload(
-        engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+        engine: Engine, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config(monkeypatch, receiver, dict(HIGH, for_seconds=300, repeat_seconds=3600))
     put(engine, ws(T0, 93))
     check(engine, cfg, T0)  # pending: nothing sent
-    assert receiver.bodies == []
+    assert receiver.received == []
     put(engine, ws(T0 + timedelta(seconds=300), 95))
     fired = check(engine, cfg, T0 + timedelta(seconds=300))
     assert fired.delivery.delivered == 1
-    first = receiver.bodies[0]
+    first = receiver.received[0]
     assert first == {
         "id": first["id"], "alert": "ws-connections-high", "state": "firing",
         "source": "ws-prod", "metric": "connections", "value": 95, "limit": 100,
@@ -240,7 +188,7 @@ def test_firing_repeat_resolved_reach_the_webhook_with_the_spec_payload(
                 "(alert at 90 %)",
     }
     check(engine, cfg, T0 + timedelta(seconds=1800))  # firing, no repeat yet
-    assert len(receiver.bodies) == 1
+    assert len(receiver.received) == 1
     check(engine, cfg, T0 + timedelta(seconds=3900))  # 3600 s after the first notification
     put(engine, ws(T0 + timedelta(seconds=4000), 87))  # above clear_pct 85: still firing
     check(engine, cfg, T0 + timedelta(seconds=4000))
@@ -248,11 +196,11 @@ def test_firing_repeat_resolved_reach_the_webhook_with_the_spec_payload(
     check(engine, cfg, T0 + timedelta(seconds=4100))
     assert _bodies_by_state(receiver) == [
         ("firing", 95, 95.0), ("firing", 95, 95.0), ("resolved", 84, 84.0)]
-    resolved = receiver.bodies[2]
+    resolved = receiver.received[2]
     assert resolved["since"] == "2026-11-21T10:00:00Z"
     assert resolved["at"] == "2026-11-21T11:08:20Z"
     assert resolved["text"].startswith("RESOLVED ws-connections-high: ws-prod connections at 84 %")
-    assert len({b["id"] for b in receiver.bodies}) == 3
+    assert len({b["id"] for b in receiver.received}) == 3
     with engine.connect() as conn:
         history = list(conn.execute(
             select(AlertEvent.transition).order_by(AlertEvent.version)).scalars())
@@ -260,7 +208,7 @@ def test_firing_repeat_resolved_reach_the_webhook_with_the_spec_payload(
 
 
 def test_a_receiver_down_for_a_while_gets_every_event_once_by_id(
-        engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+        engine: Engine, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config(monkeypatch, receiver, HIGH)
     receiver.status = 503
     put(engine, ws(T0, 95))
@@ -279,17 +227,17 @@ def test_a_receiver_down_for_a_while_gets_every_event_once_by_id(
     later = check(engine, cfg, T0 + timedelta(seconds=200))
     assert later.delivery.delivered == 2
     check(engine, cfg, T0 + timedelta(seconds=4000))
-    assert [b["state"] for b in receiver.bodies] == ["firing", "resolved"]
+    assert [b["state"] for b in receiver.received] == ["firing", "resolved"]
     with engine.connect() as conn:
         ids = set(conn.execute(select(AlertEvent.id).where(
             AlertEvent.transition.in_(["firing", "resolved"]))).scalars())
         attempts = dict(conn.execute(select(AlertDelivery.event_id, AlertDelivery.attempts)).all())
-    assert {b["id"] for b in receiver.bodies} == ids
+    assert {b["id"] for b in receiver.received} == ids
     assert sorted(attempts.values()) == [2, 3]  # resolved: 1 fail + ok; firing: 2 fails + ok
 
 
 def test_a_notification_is_retried_for_24_hours_then_given_up(
-        engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+        engine: Engine, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config(monkeypatch, receiver, HIGH)
     receiver.status = 500
     put(engine, ws(T0, 95))
@@ -306,7 +254,7 @@ def test_a_notification_is_retried_for_24_hours_then_given_up(
     assert row.last_error == "webhook ops: HTTP 500"
     receiver.status = 200
     check(engine, cfg, T0 + timedelta(hours=26))
-    assert receiver.bodies == []  # given up stays given up
+    assert receiver.received == []  # given up stays given up
 
 
 def _evaluate_in_process(url: str, hook: str, barrier: Any, now: datetime) -> int:
@@ -332,7 +280,7 @@ def _evaluate_in_process(url: str, hook: str, barrier: Any, now: datetime) -> in
 
 
 def test_two_processes_evaluating_at_once_create_each_event_once(
-        engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+        engine: Engine, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
@@ -350,21 +298,21 @@ def test_two_processes_evaluating_at_once_create_each_event_once(
     assert made == [1, 1, 1]  # firing, resolved, firing: each made by one process only
     cfg = config(monkeypatch, receiver, HIGH)
     check(engine, cfg, T0 + timedelta(seconds=121))
-    assert [b["state"] for b in receiver.bodies] == ["firing", "resolved", "firing"]
+    assert [b["state"] for b in receiver.received] == ["firing", "resolved", "firing"]
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(AlertDelivery)).scalar() == 3
 
 
 def test_stale_fires_per_source_by_the_status_rule(
-        engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+        engine: Engine, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config(monkeypatch, receiver, {"name": "quiet", "stale": True, "notify": ["ops"]})
     with engine.begin() as conn:
         record_attempt(conn, source="ws-prod", started_at=T0, finished_at=T0, outcome="ok")
         record_attempt(conn, source="rules", started_at=T0, finished_at=T0, outcome="ok")
     check(engine, cfg, T0 + timedelta(seconds=120))  # ws-prod: 2 x 60 s, not yet older
-    assert receiver.bodies == []
+    assert receiver.received == []
     check(engine, cfg, T0 + timedelta(seconds=121))
-    body = receiver.bodies[0]
+    body = receiver.received[0]
     assert (body["source"], body["metric"], body["value"], body["threshold"]) == (
         "ws-prod", None, 121, 120)
     assert body["text"] == ("FIRING quiet: ws-prod last polled successfully 121 s ago "
@@ -372,7 +320,7 @@ def test_stale_fires_per_source_by_the_status_rule(
 
 
 def test_above_on_a_counter_is_the_month_to_date_increase(
-        engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+        engine: Engine, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config(monkeypatch, receiver, {"name": "busy", "source": "rules",
                                          "metric": "invocations", "above": 1000,
                                          "notify": ["ops"]})
@@ -382,16 +330,16 @@ def test_above_on_a_counter_is_the_month_to_date_increase(
         nected(datetime(2026, 11, 3, tzinfo=UTC), 300),
         nected(datetime(2026, 11, 4, tzinfo=UTC), 550))
     check(engine, cfg, T0)
-    assert receiver.bodies == []
+    assert receiver.received == []
     put(engine, nected(datetime(2026, 11, 5, tzinfo=UTC), 600))  # 1000: fires (≥)
     check(engine, cfg, T0)
-    assert receiver.bodies[0]["value"] == 1000
-    assert receiver.bodies[0]["text"] == (
+    assert receiver.received[0]["value"] == 1000
+    assert receiver.received[0]["text"] == (
         "FIRING busy: rules invocations month-to-date increase 1000 (alert at 1000)")
 
 
 def test_projection_alerts_use_the_billing_reports_projection(
-        engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+        engine: Engine, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     rule = {"source": "rules", "metric": "invocations", "aggregation": "increase",
             "included": 100000, "unit_price": "0.002", "currency": "USD"}
     cfg = config(monkeypatch, receiver,
@@ -406,7 +354,7 @@ def test_projection_alerts_use_the_billing_reports_projection(
         nected(datetime(2026, 11, 11, tzinfo=UTC), 40000))
     now = datetime(2026, 11, 11, tzinfo=UTC)
     check(engine, cfg, now)
-    assert [(b["alert"], b["value"], b["threshold"]) for b in receiver.bodies] == [
+    assert [(b["alert"], b["value"], b["threshold"]) for b in receiver.received] == [
         ("over", 120000, 100000)]
     put(engine, nected(datetime(2026, 11, 11, 0, 1, tzinfo=UTC), 60000))
     check(engine, cfg, now + timedelta(minutes=1))
@@ -414,9 +362,9 @@ def test_projection_alerts_use_the_billing_reports_projection(
 
     table = billing(engine, "2026-11", config=cfg, now=now + timedelta(minutes=1), decimal=True)
     expected = table.loc[0, "projected_amount"]
-    assert receiver.bodies[-1]["alert"] == "cost"
-    assert Decimal(str(receiver.bodies[-1]["value"])) == expected
-    assert receiver.bodies[-1]["threshold"] == 50
+    assert receiver.received[-1]["alert"] == "cost"
+    assert Decimal(str(receiver.received[-1]["value"])) == expected
+    assert receiver.received[-1]["threshold"] == 50
 
 
 # --- email through a real SMTP server (aiosmtpd) -------------------------------------------
@@ -552,7 +500,7 @@ def _cli_config(tmp_path: Any, url: str, receiver_env: str, extra: str = "") -> 
 
 
 def test_alerts_check_list_and_test_from_the_command_line(
-        engine: Engine, receiver: Receiver, tmp_path: Any,
+        engine: Engine, receiver: WebhookReceiver, tmp_path: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
@@ -574,8 +522,8 @@ def test_alerts_check_list_and_test_from_the_command_line(
     assert (row["alert"], row["state"], row["value"]) == ("ws-connections-high", "firing", 93)
     tested = runner.invoke(cli, ["--config", cfg, "alerts", "test", "ws-connections-high"])
     assert tested.exit_code == 0 and "sent to ops" in tested.stdout
-    assert [b["state"] for b in receiver.bodies] == ["firing", "test"]
-    assert receiver.bodies[1]["text"].startswith("TEST ws-connections-high")
+    assert [b["state"] for b in receiver.received] == ["firing", "test"]
+    assert receiver.received[1]["text"].startswith("TEST ws-connections-high")
     unknown = runner.invoke(cli, ["--config", cfg, "alerts", "test", "nope"])
     assert unknown.exit_code == 2 and "no alert named 'nope'" in unknown.stderr
     receiver.status = 500
@@ -586,7 +534,7 @@ def test_alerts_check_list_and_test_from_the_command_line(
     undelivered = runner.invoke(cli, ["--config", cfg, "alerts", "check"])
     assert undelivered.exit_code == 1 and "HTTP 500" in undelivered.stderr
     for result in (checked, listed, tested, unknown, failing, undelivered):
-        assert "T0KEN-s3cr3t-path" not in result.output + result.stderr
+        assert WEBHOOK_SECRET_PATH not in result.output + result.stderr
 
 
 def test_alerts_check_refuses_an_unset_webhook_url_naming_the_key(
@@ -621,3 +569,57 @@ def test_a_bad_alert_config_stops_every_command_with_exit_2(tmp_path: Any, sqlit
         "(above_pct, above are set)",
         f"usage-etl: error: {cfg}: alerts.two.notify: unknown notifier 'pager'",
     ]
+
+
+def test_the_daily_html_report_lists_that_days_alert_events(
+        engine: Engine, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Any) -> None:
+    import re
+
+    from reports.jobs import build_daily
+
+    cfg = config(monkeypatch, receiver, HIGH)
+    put(engine, ws(T0, 95))
+    check(engine, cfg, T0)  # firing on the 21st, 10:00
+    put(engine, ws(T0 + timedelta(hours=2), 10))
+    check(engine, cfg, T0 + timedelta(hours=2))  # resolved, 12:00
+    put(engine, ws(T0 + timedelta(days=1), 99))
+    check(engine, cfg, T0 + timedelta(days=1))  # firing again, on the 22nd
+    from datetime import date
+
+    [path] = build_daily(engine, cfg, date(2026, 11, 21), date(2026, 11, 21),
+                         formats=["html"], out_dir=tmp_path)
+    html = path.read_text()
+    section = html[html.index("Alert events"):]
+    rows = re.findall(r'<tr class="(\w+)"><td class="time">([\d:]+)</td>'
+                      r'<td class="alert">([\w-]+)</td><td class="event">(\w+)</td>', section)
+    assert rows == [("firing", "10:00:00", "ws-connections-high", "firing"),
+                    ("resolved", "12:00:00", "ws-connections-high", "resolved")]
+    assert "RESOLVED ws-connections-high: ws-prod connections at 10 % of limit 100" in section
+    assert WEBHOOK_SECRET_PATH not in html
+    [quiet] = build_daily(engine, cfg, date(2026, 11, 20), date(2026, 11, 20),
+                          formats=["html"], out_dir=tmp_path)
+    assert "Alert events" not in quiet.read_text()
+
+
+def test_status_lists_what_is_firing(engine: Engine, receiver: WebhookReceiver,
+                                     monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from etl.cli import cli
+
+    monkeypatch.setenv("TEST_OPS_HOOK", receiver.url)
+    cfg = _cli_config(tmp_path, engine.url.render_as_string(hide_password=False),
+                      "TEST_OPS_HOOK")
+    put(engine, ws(T0, 95))
+    check(engine, parse_config({"sources": [{"name": "ws-prod", "kind": "wiresocket",
+                                             "region": "eu", "token_env": "WS_T"}],
+                                "alerts": [dict(HIGH, notify=[])]}), T0)
+    as_json = CliRunner().invoke(cli, ["--config", cfg, "status", "--json"])
+    assert json.loads(as_json.stdout)["alerts_firing"] == [
+        {"alert": "ws-connections-high", "source": "ws-prod", "metric": "connections",
+         "since": "2026-11-21T10:00:00Z"}]
+    plain = CliRunner().invoke(cli, ["--config", cfg, "status"])
+    assert ("alert ws-connections-high firing for ws-prod connections since "
+            "2026-11-21 10:00:00Z") in plain.stdout
+    assert as_json.exit_code == plain.exit_code == 1  # ws-prod never polled: stale

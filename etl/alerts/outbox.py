@@ -104,17 +104,24 @@ def _deliver_one(engine: Engine, delivery_id: int, notifiers: Mapping[str, Notif
         gave_up = now >= row.created_at + RETRY_FOR
         _finish(engine, delivery_id, now, attempts=attempts, error=error,
                 retry_at=retry_at, gave_up=gave_up)
-        log.warning("alert %s (%s) to %s not delivered (try %d): %s", body.get("alert"),
-                    body.get("id"), notifier.name, attempts, error)
+        _event(logging.WARNING, "alert-not-delivered", alert=body.get("alert"),
+               state=body.get("state"), id=body.get("id"), notifier=notifier.name,
+               tries=attempts, error=error,
+               next_try=None if gave_up else retry_at, gave_up=gave_up or None)
         report.failed.append(f"{body.get('alert')} {body.get('state')} to {notifier.name}: "
                              f"{error}")
         report.gave_up += int(gave_up)
         return report
     _finish(engine, delivery_id, now, attempts=attempts, delivered=True)
-    log.info("alert %s %s (%s) delivered to %s", body.get("alert"), body.get("state"),
-             body.get("id"), notifier.name)
+    _event(logging.INFO, "alert-delivered", alert=body.get("alert"), state=body.get("state"),
+           id=body.get("id"), notifier=notifier.name, tries=attempts)
     report.delivered += 1
     return report
+
+
+def _event(level: int, name: str, **fields: Any) -> None:
+    """A structured log event, as the daemon's log lines are (see etl.runtime.logs)."""
+    log.log(level, name, extra={"event": name, "fields": fields})
 
 
 def _claim(engine: Engine, delivery_id: int, now: datetime, lease: timedelta) -> bool:

@@ -27,6 +27,7 @@ from etl.alerts.rules import AlertRule, AlertState, Condition, EventState, Serie
 from etl.config import Config
 from etl.errors import UsageEtlError
 from etl.redact import redact
+from etl.runtime.logs import event
 from etl.vendors import metric_type
 from etl.vendors.types import MetricType
 
@@ -207,8 +208,9 @@ def evaluate(engine: Engine, config: Config, now: datetime) -> list[MadeEvent]:
         event_id = record(engine, rule, reading, prev, new, transition, now)
         if event_id is not None:
             made.append(MadeEvent(event_id, rule.name, series, transition))
-            log.info("alert %s %s: %s %s", rule.name, transition, series.source,
-                     series.metric or "")
+            event(log, logging.INFO, f"alert-{transition}", alert=rule.name,
+                  source=series.source, metric=series.metric, value=reading.value,
+                  id=event_id)
     return made
 
 
@@ -257,8 +259,9 @@ class AlertWorker:
 
     def __init__(self, engine: Engine, config: Config,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 sender: Sender = send) -> None:
+                 sender: Sender = send, ready: Callable[[], bool] = lambda: True) -> None:
         self.engine, self.config, self.clock, self.sender = engine, config, clock, sender
+        self.ready = ready  # False while the daemon waits for its database (spool-only mode)
         self._wanted = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -286,18 +289,18 @@ class AlertWorker:
             self._wanted.clear()
             if self._stop.is_set():
                 return
+            if not self.ready():
+                continue
             try:
-                result = check(self.engine, self.config, self.clock(), self.sender,
-                               ignore_backoff=self._first)
+                check(self.engine, self.config, self.clock(), self.sender,
+                      ignore_backoff=self._first)
                 self._first = False
                 self.runs += 1
-                for line in result.delivery.failed:
-                    log.warning("alert notification not delivered: %s", line)
             except Exception as exc:  # noqa: BLE001 - the daemon keeps polling whatever happens
                 orig = getattr(exc, "orig", None) or exc
                 first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-                log.warning("alert evaluation failed, retried after the next poll: %s",
-                            redact(first))
+                event(log, logging.WARNING, "alert-check-failed", error=redact(first),
+                      message="evaluated again after the next stored poll")
 
 
 @dataclass(frozen=True)
