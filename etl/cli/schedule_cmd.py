@@ -9,7 +9,6 @@ import sys
 
 import click
 
-from etl.alerts.notifiers import notifier_secrets
 from etl.cli.context import AppContext
 from etl.config import listen_address_problem
 from etl.errors import ConfigError, InputError
@@ -50,6 +49,7 @@ def schedule(app: AppContext, log_format: str, stop_timeout: float,
       usage-etl schedule --log-format json 2>> /var/log/usage-etl.jsonl
       usage-etl schedule --metrics-listen 127.0.0.1:9108
     """
+    from etl.alerts.notifiers import notifier_secrets
     from etl.runtime.scheduler import Scheduler
 
     config = app.config
