@@ -427,18 +427,23 @@ def smtp_tls(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[i
         controller.stop()
 
 
-def test_email_goes_out_over_starttls_with_login_and_the_spec_subject(
-        engine: Engine, smtp_tls: tuple[int, Mailbox]) -> None:
-    port, box = smtp_tls
-    cfg = parse_config({
+def email_config(port: int, password_env: str, to: str | list[str]) -> Config:
+    """ws-prod, the HIGH alert, and an email notifier `finance` on loopback `port`."""
+    return parse_config({
         "sources": [{"name": "ws-prod", "kind": "wiresocket", "region": "eu",
                      "token_env": "WS_T"}],
         "notifiers": [{"name": "finance", "kind": "email", "smtp_host": "127.0.0.1",
                        "smtp_port": port, "username": "usage-etl",
-                       "password_env": "TEST_SMTP_PASSWORD", "from": "usage-etl@example.com",
-                       "to": ["finance@example.com", "ops@example.com"]}],
+                       "password_env": password_env, "from": "usage-etl@example.com",
+                       "to": to}],
         "alerts": [dict(HIGH, notify=["finance"])],
     })
+
+
+def test_email_goes_out_over_starttls_with_login_and_the_spec_subject(
+        engine: Engine, smtp_tls: tuple[int, Mailbox]) -> None:
+    port, box = smtp_tls
+    cfg = email_config(port, "TEST_SMTP_PASSWORD", to=["finance@example.com", "ops@example.com"])
     put(engine, ws(T0, 93))
     check(engine, cfg, T0)
     put(engine, ws(T0 + timedelta(seconds=60), 40))
@@ -465,15 +470,7 @@ def test_a_refused_smtp_login_is_an_error_without_the_password(
         engine: Engine, smtp_tls: tuple[int, Mailbox], monkeypatch: pytest.MonkeyPatch) -> None:
     port, box = smtp_tls
     monkeypatch.setenv("TEST_WRONG_PASSWORD", "not-the-Passw0rd")
-    cfg = parse_config({
-        "sources": [{"name": "ws-prod", "kind": "wiresocket", "region": "eu",
-                     "token_env": "WS_T"}],
-        "notifiers": [{"name": "finance", "kind": "email", "smtp_host": "127.0.0.1",
-                       "smtp_port": port, "username": "usage-etl",
-                       "password_env": "TEST_WRONG_PASSWORD", "from": "a@example.com",
-                       "to": "b@example.com"}],
-        "alerts": [dict(HIGH, notify=["finance"])],
-    })
+    cfg = email_config(port, "TEST_WRONG_PASSWORD", to="b@example.com")
     put(engine, ws(T0, 93))
     result = check(engine, cfg, T0)
     assert box.messages == []
