@@ -620,3 +620,47 @@ def test_status_lists_what_is_firing(engine: Engine, receiver: WebhookReceiver,
     assert ("alert ws-connections-high firing for ws-prod connections since "
             "2026-11-21 10:00:00Z") in plain.stdout
     assert as_json.exit_code == plain.exit_code == 1  # ws-prod never polled: stale
+
+
+def test_a_series_back_under_the_threshold_while_pending_sends_nothing_and_starts_over(
+        engine: Engine, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config(monkeypatch, receiver, dict(HIGH, for_seconds=300))
+    put(engine, ws(T0, 280, limit=300))  # 93.33 %
+    check(engine, cfg, T0)
+    put(engine, ws(T0 + timedelta(seconds=200), 267, limit=300))  # 89 %: out while pending
+    check(engine, cfg, T0 + timedelta(seconds=200))
+    put(engine, ws(T0 + timedelta(seconds=250), 280, limit=300))  # pending again from 250 s
+    check(engine, cfg, T0 + timedelta(seconds=250))
+    check(engine, cfg, T0 + timedelta(seconds=540))  # 290 s since: still pending
+    assert receiver.received == []
+    check(engine, cfg, T0 + timedelta(seconds=550))
+    [body] = receiver.received
+    assert (body["since"], body["at"]) == ("2026-11-21T10:04:10Z", "2026-11-21T10:09:10Z")
+    assert body["pct"] == 93.33
+    assert body["text"] == ("FIRING ws-connections-high: ws-prod connections at 93.33 % of "
+                            "limit 300 (alert at 90 %)")
+    with engine.connect() as conn:
+        history = list(conn.execute(
+            select(AlertEvent.transition).order_by(AlertEvent.version)).scalars())
+    assert history == ["pending", "cleared", "pending", "firing"]
+
+
+def test_a_webhook_url_read_from_a_file_with_a_byte_order_mark_is_used(
+        engine: Engine, receiver: WebhookReceiver, tmp_path: Any) -> None:
+    secret = tmp_path / "hook-url"
+    secret.write_bytes(b"\xef\xbb\xbf" + receiver.url.encode() + b"\r\n")
+    cfg = parse_config({
+        "sources": [{"name": "ws-prod", "kind": "wiresocket", "region": "eu",
+                     "token_env": "WS_T"}],
+        "notifiers": [{"name": "ops", "kind": "webhook", "url_file": str(secret)}],
+        "alerts": [HIGH],
+    })
+    cfg.check_notifier_secrets()
+    put(engine, ws(T0, 95))
+    assert check(engine, cfg, T0).delivery.delivered == 1
+    assert [b["state"] for b in receiver.received] == ["firing"]
+    secret.write_text("not a url\n")
+    with pytest.raises(ConfigError) as err:
+        cfg.check_notifier_secrets()
+    assert err.value.problems == [
+        f"notifiers.ops.url_file ({secret}): is not an http:// or https:// URL"]

@@ -172,14 +172,14 @@ def describe(rule: AlertRule, reading: Reading) -> str:
     if rule.condition is Condition.ABOVE_PCT:
         if reading.pct is None:
             return f"{where} at {number_text(reading.value)}, no limit (alert at {threshold} %)"
-        return (f"{where} at {number_text(reading.pct)} % of limit "
+        return (f"{where} at {number_text(round(reading.pct, 2))} % of limit "
                 f"{number_text(reading.limit)} (alert at {threshold} %)")
     if rule.condition is Condition.ABOVE:
         what = "month-to-date increase" if reading.counter else "at"
         return f"{where} {what} {number_text(reading.value)} (alert at {threshold})"
     if rule.condition is Condition.STALE:
         age = ("never polled successfully" if reading.value is None
-               else f"last polled successfully {number_text(reading.value)} s ago")
+               else f"last polled successfully {number_text(round(reading.value))} s ago")
         return f"{where} {age} (stale after {number_text(reading.window)} s)"
     if rule.condition is Condition.PROJECTED_OVER_INCLUDED:
         return (f"{where} projected at {number_text(reading.value)} by month end, "

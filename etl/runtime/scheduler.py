@@ -546,9 +546,11 @@ class Scheduler:
         sched = self._scheduler
         if sched is None or not sched.running or self._stopping.is_set():
             return False
-        if self._schema_ready and database_accepts(self.engine):
+        # The spool first: checking it is instant, while a database that went silent can
+        # take its connect timeout to answer.
+        if spool_accepts(self.spool.dir):
             return True
-        return spool_accepts(self.spool.dir)
+        return self._schema_ready and database_accepts(self.engine)
 
     def stop(self) -> bool:
         """Stop firing, let in-flight polls finish (at most stop_timeout), flush the spool.
