@@ -109,6 +109,8 @@ class VendorKind:
     one_of_keys: tuple[str, ...] = ()
     # Body fields the reports show for a source of this kind (report column -> body key).
     display_fields: Mapping[str, str] = field(default_factory=dict)
+    # Metrics whose vendor reports a plan limit (SPEC 5): the ones an above_pct alert fits.
+    limited_metrics: frozenset[str] = frozenset()
     # A documented usage body (JSON value): `usage-etl vendors` and the contract tests use it.
     example_body: Any = None
     # How the simulator answers for this kind (None: it does not simulate it).
@@ -146,6 +148,11 @@ class VendorKind:
         if found is None and ":" in metric:
             found = self.series_metrics.get(metric.split(":", 1)[0])
         return found
+
+    def has_limit(self, metric: str) -> bool:
+        """Whether the vendor reports a plan limit for series `metric` (SPEC 5)."""
+        return metric in self.limited_metrics or (
+            ":" in metric and metric.split(":", 1)[0] in self.limited_metrics)
 
     def metric_names(self) -> str:
         """The metrics a billing rule or alert may name, for messages."""

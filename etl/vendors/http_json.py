@@ -294,6 +294,7 @@ def _bound_kind(spec: SourceSpec, rpm: int) -> VendorKind:
         name=NAME,
         metrics={m.name: m.type for m in spec.metrics if m.each is None},
         series_metrics={m.name: m.type for m in spec.metrics if m.each is not None},
+        limited_metrics=frozenset(m.name for m in spec.metrics if m.limit is not None),
         secret_keys=KIND.secret_keys,
         secret_required=False,
         rate_limit=(rpm, 60.0),

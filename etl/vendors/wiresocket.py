@@ -158,4 +158,5 @@ KIND = VendorKind(
     example_body=EXAMPLE_BODY,
     simulated=SIMULATED,
     summary="WireSocket realtime usage: GET https://REGION.ws.wiresocket.com/usage",
+    limited_metrics=frozenset(METRICS),
 )

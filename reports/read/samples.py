@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, select, text
 
+from etl.config import Config
 from etl.store.models import Series, from_micros, to_micros
 
 _SQLITE_SAMPLES = text(
@@ -60,7 +61,7 @@ _PREV_VALUE = text(
     "ORDER BY observed_at DESC LIMIT 1"
 )
 _LATEST_PAYLOAD = text(
-    "SELECT payload, observed_at FROM snapshots WHERE source = :source AND observed_at < :b "
+    "SELECT payload FROM snapshots WHERE source = :source AND observed_at < :b "
     "ORDER BY observed_at DESC LIMIT 1"
 )
 
@@ -141,13 +142,10 @@ def read_prev_value(conn: Connection, series_id: int, before_us: int) -> float |
     return None if row is None else float(row[0])
 
 
-def latest_snapshot(engine: Engine, source: str, before: datetime
-                    ) -> tuple[datetime, dict[str, Any]] | None:
-    """(observed_at, JSON body) of the source's latest snapshot before `before`, if its body
-    is a JSON object."""
+def latest_payload(engine: Engine, source: str, before: datetime) -> dict[str, Any] | None:
+    """The JSON body of the source's latest snapshot before `before`, if any parses."""
     with engine.connect() as conn:
-        sqlite = conn.dialect.name == "sqlite"
-        b = to_micros(before) if sqlite else before
+        b = to_micros(before) if conn.dialect.name == "sqlite" else before
         row = conn.execute(_LATEST_PAYLOAD, {"source": source, "b": b}).first()
     if row is None:
         return None
@@ -155,5 +153,25 @@ def latest_snapshot(engine: Engine, source: str, before: datetime
         body = json.loads(row[0])
     except (TypeError, ValueError):
         return None
-    at = from_micros(int(row[1])) if sqlite else row[1]
-    return (at, body) if isinstance(body, dict) else None
+    return body if isinstance(body, dict) else None
+
+
+def source_snapshots(engine: Engine, config: Config, before: datetime) -> list[dict[str, Any]]:
+    """Per source whose kind names display fields: those body fields of its latest snapshot.
+
+    One dict per such source, in config order: source, kind, `fields` (label, text) for the
+    kind's display fields (etl.vendors.VendorKind.display_fields, "" when absent) and the
+    body's timestamp; the HTML reports show them (escaped: it is vendor text).
+    """
+    found = []
+    for src in config.sources:
+        fields = src.vendor.display_fields
+        if not fields:
+            continue
+        body = latest_payload(engine, src.name, before) or {}
+        found.append({
+            "source": src.name, "kind": src.kind,
+            "fields": [(label, str(body.get(key, ""))) for label, key in fields.items()],
+            "observed_at": str(body.get("timestamp", "")),
+        })
+    return found
