@@ -227,3 +227,29 @@ def test_every_expression_reads_what_jmespath_reads(expression: str) -> None:
         except jmespath.exceptions.JMESPathError:
             continue
         assert read(doc) == expected and type(read(doc)) is type(expected), (expression, doc)
+
+
+def test_alerts_name_a_per_item_series_in_full_and_above_pct_needs_a_limit() -> None:
+    import tomllib
+
+    alerts = textwrap.dedent(
+        """
+        [[alerts]]
+        name = "gpt-4o-tokens"
+        source = "acme"
+        metric = "tokens:gpt-4o"
+        above = 100000
+
+        [[alerts]]
+        name = "calls-near-plan"
+        source = "acme"
+        metric = "api_calls"
+        above_pct = 80
+        """
+    )
+    cfg = parse_config(tomllib.loads(ACME + alerts))
+    assert [(a.name, a.metric) for a in cfg.alerts] == [("gpt-4o-tokens", "tokens:gpt-4o"),
+                                                      ("calls-near-plan", "api_calls")]
+    found = problems(ACME + alerts.replace("above = 100000", "above_pct = 90"))
+    assert found == ["alerts[0].above_pct: acme tokens:gpt-4o has no plan limit, so no "
+                     "percentage (use above)"]
