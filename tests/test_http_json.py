@@ -251,5 +251,5 @@ def test_alerts_name_a_per_item_series_in_full_and_above_pct_needs_a_limit() -> 
     assert [(a.name, a.metric) for a in cfg.alerts] == [("gpt-4o-tokens", "tokens:gpt-4o"),
                                                       ("calls-near-plan", "api_calls")]
     found = problems(ACME + alerts.replace("above = 100000", "above_pct = 90"))
-    assert found == ["alerts[0].above_pct: acme tokens:gpt-4o has no plan limit, so no "
+    assert found == ["alerts.gpt-4o-tokens.above_pct: acme tokens:gpt-4o has no plan limit, so no "
                      "percentage (use above)"]
