@@ -17,6 +17,12 @@ _TS_RE = re.compile(
 )
 # The samples table keeps at most this much of a vendor status string (raw payload keeps it all).
 STATUS_MAX_LEN = 16
+# The largest reading usage-etl stores and bills (docs/collecting.md, "Hostile numbers"):
+# 10**15 units. Below 2**53 (about 9.007e15) a float64 holds every whole number exactly, so
+# each reading, each counter increment and each decimal-scaled reading stays exact; a larger
+# one (1e308, 2**64) could only be billed as a rounded or overflowing figure. Reports skip a
+# stored reading above it (one written before this check), so every report of stored data ends.
+MAX_READING = 1e15
 
 
 def parse_timestamp(value: Any, field: str) -> datetime:
@@ -48,17 +54,22 @@ def _parse_timestamp(value: Any, field: str) -> datetime:
 
 
 def number(value: Any, field: str) -> float:
-    """A finite number of 0 or more (booleans and numeric strings are refused)."""
+    """A reading: a finite number from 0 to MAX_READING (booleans, numeric strings refused)."""
     kind = type(value)
     if kind is int or kind is float:  # the common case, checked in full below otherwise
-        result = float(value)
-        if 0 <= result < math.inf:
-            return result
+        if 0 <= value <= MAX_READING:
+            return float(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ParseError(f"{field}: must be a number, got {_short(value)}")
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:  # an integer too large for a float
+        result = math.inf
     if not math.isfinite(result) or result < 0:
         raise ParseError(f"{field}: must be a finite number of 0 or more, got {_short(value)}")
+    if result > MAX_READING:
+        raise ParseError(f"{field}: {_short(value)} is above 10^15, the largest reading "
+                         "usage-etl can bill exactly")
     return result
 
 
