@@ -22,6 +22,8 @@ DEFAULT_CONFIG_PATH = "usage-etl.toml"
 DEFAULT_DATABASE_URL = "sqlite:///usage.db"
 DEFAULT_REPORTS_DIR = "reports-out"
 DEFAULT_SPOOL_DIR = ".usage-etl-spool"
+# A config file is a few KB; a larger one is refused unread (`--config /dev/zero`).
+MAX_CONFIG_BYTES = 1024 * 1024
 MIN_INTERVAL_SECONDS = 5.0
 # The longest interval, staleness or timeout a source may set: a year (366 days). Longer
 # ones only overflow date arithmetic (timedelta, microsecond counts) far from the config.
@@ -194,7 +196,11 @@ def load_config(path: str | None = None, database_url: str | None = None) -> Con
     if cfg_path.exists() or explicit:
         try:
             with cfg_path.open("rb") as fh:
-                raw = tomllib.load(fh)
+                data = fh.read(MAX_CONFIG_BYTES + 1)  # never all of /dev/zero
+            if len(data) > MAX_CONFIG_BYTES:
+                raise ConfigError(f"config file {cfg_path}: larger than "
+                                  f"{MAX_CONFIG_BYTES // 1024 // 1024} MiB, not a usage-etl config")
+            raw = tomllib.loads(data.decode("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {cfg_path}: not found") from None
         except OSError as exc:
@@ -203,6 +209,8 @@ def load_config(path: str | None = None, database_url: str | None = None) -> Con
             raise ConfigError(f"config file {cfg_path}: not UTF-8 ({_bad_byte(exc)})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {cfg_path}: not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"config file {cfg_path}: not valid TOML: nested too deep") from None
     # A bad overridden value is blamed on the variable or option the user set, not on a file
     # that may not even mention the key.
     origins: dict[str, str] = {}

@@ -8,7 +8,6 @@ credential's pacer, and no wait may run past the caller's deadline (the next pol
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -28,9 +27,10 @@ from urllib3.exceptions import (
 from urllib3.util.retry import Retry
 
 from etl import __version__
-from etl.errors import CollectError
+from etl.errors import CollectError, ParseError
 from etl.pacing import PACERS, PACING_MARGIN_SECONDS, Pacer, PacerRegistry
 from etl.redact import redact
+from etl.sources.base import loads_json
 
 __all__ = [
     "PACERS", "PACING_MARGIN_SECONDS", "FetchResult", "HttpFailure", "Pacer", "PacerRegistry",
@@ -130,7 +130,8 @@ def validate_response(
     * 401 / 403 -> auth_error, never retried;
     * 429 -> rate_limited, 5xx -> http_error (retriable, Retry-After honoured);
     * any other non-2xx (redirects included) -> http_error, fatal;
-    * a body over MAX_BODY_BYTES, not UTF-8 or not JSON -> invalid_response, fatal.
+    * a body over MAX_BODY_BYTES, not UTF-8, not JSON, nested too deep or holding text no
+      database can store (etl.sources.base.loads_json) -> invalid_response, fatal.
 
     The start of an error body goes into the message, with `secrets` masked: vendors echo
     credentials back in error bodies.
@@ -147,15 +148,9 @@ def validate_response(
                 "invalid_response", retriable=False, http_status=status,
             )
         try:
-            return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-        except UnicodeDecodeError:
-            raise HttpFailure("response body is not UTF-8 text", "invalid_response",
-                              retriable=False, http_status=status) from None
-        except json.JSONDecodeError as exc:
-            raise HttpFailure(f"response body is not JSON ({exc.msg} at char {exc.pos})",
-                              "invalid_response", retriable=False, http_status=status) from None
-        except ValueError as exc:
-            raise HttpFailure(f"response body is not JSON ({exc})", "invalid_response",
+            return loads_json(body)
+        except ParseError as exc:
+            raise HttpFailure(f"response body: {exc}", "invalid_response",
                               retriable=False, http_status=status) from None
     detail = _snippet(body, secrets)
     if status in (401, 403):
@@ -309,10 +304,6 @@ def _read_capped(response: requests.Response) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _snippet(body: bytes | None, secrets: Iterable[str] = ()) -> str:
