@@ -18,10 +18,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, create_engine, text
 
-from etl.archive import MAX_LINE_BYTES, MAX_PROBLEMS_SHOWN, import_archives
 from etl.cli import cli
-from etl.collect import Collector
+from etl.collect.poll import Collector
 from etl.config import load_config, parse_config
+from etl.store.archive import MAX_LINE_BYTES, MAX_PROBLEMS_SHOWN, import_archives
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from etl.redact import redact, secret_forms
-from etl.simulator import SimulatedVendor
+from etl.runtime.simulator import SimulatedVendor
 
 REPO = Path(__file__).resolve().parent.parent
 # Each holds "/", "+" and "=": the characters JSON, HTML and URL encodings all rewrite.

@@ -15,9 +15,10 @@ from sqlalchemy import Engine
 from etl.cli import cli
 from etl.config import parse_config
 from etl.errors import ConfigError
-from etl.sources import adapter
-from etl.store import Observation, SampleValue, store_observations
-from reports.compute import aggregate_days
+from etl.store.writer import store_observations
+from etl.vendors import get as adapter
+from etl.vendors.types import Observation, SampleValue
+from reports.compute.daily import aggregate_days
 from reports.frames import billing_frame, daily_frame
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)

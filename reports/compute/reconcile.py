@@ -1,0 +1,106 @@
+"""Metered against invoiced (SPEC 6): compare the billing table with the invoice, per series."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+
+import pandas as pd
+
+from etl.errors import InputError
+from reports.read.invoice import InvoiceLine, check_invoice_month
+
+RECONCILE_COLUMNS = [
+    "source", "month", "metric", "metered_quantity", "invoiced_quantity", "quantity_diff",
+    "metered_amount", "invoiced_amount", "amount_diff", "status",
+    # extras
+    "reason", "currency", "coverage_pct", "resets",
+]
+
+
+def check_tolerance(tolerance_pct: float, name: str = "--tolerance-pct") -> Decimal:
+    """The tolerance as a Decimal; anything but a finite number of 0 or more is an InputError.
+
+    Every entry point (CLI, jobs, API) calls this, so `inf` or `nan` is one clear line
+    rather than a decimal.InvalidOperation from deep in the comparison.
+    """
+    try:
+        tol = Decimal(str(tolerance_pct))
+    except (InvalidOperation, ValueError, TypeError):
+        raise InputError(f"{name}: {tolerance_pct!r} is not a number") from None
+    if not tol.is_finite() or tol < 0:
+        raise InputError(f"{name}: {tolerance_pct} must be a finite number, 0 or more")
+    return tol
+
+
+def _within(metered: Decimal, invoiced: Decimal, tolerance_pct: Decimal) -> bool:
+    return abs(metered - invoiced) <= abs(invoiced) * tolerance_pct / 100
+
+
+def _reasons(cov: float, resets: int, samples: int) -> list[str]:
+    found = []
+    if samples == 0:
+        found.append("no samples stored for the month")
+    elif cov < 100:
+        found.append(f"coverage {cov:g} % < 100 %: part of the month was not observed, "
+                     "so metered figures are a lower bound")
+    if resets:
+        found.append(f"{resets} counter reset(s) in the month: check whether the vendor's "
+                     "billing cycle restarted the counter")
+    return found
+
+
+def reconcile_table(billed: pd.DataFrame, invoice: Sequence[InvoiceLine], month: str,
+                    *, tolerance_pct: float = 1.0) -> pd.DataFrame:
+    """Compare billing_table() rows with the invoice lines of `month` (pure).
+
+    An invoice with rows for other months only, or a tolerance that is not a finite number
+    of 0 or more, is an InputError.
+    """
+    tol = check_tolerance(tolerance_pct, "tolerance_pct")
+    check_invoice_month(invoice, month)
+    by_key = {(ln.source, ln.metric): ln for ln in invoice if ln.month == month}
+    records = []
+    for rule in billed.to_dict("records"):
+        key = (rule["source"], rule["metric"])
+        line = by_key.pop(key, None)
+        samples = int(rule["samples"])
+        cov, resets = float(rule["coverage_pct"]), int(rule["resets"])
+        rec: dict[str, object] = {
+            "source": key[0], "month": month, "metric": key[1],
+            "metered_quantity": rule["quantity"], "invoiced_quantity": None,
+            "quantity_diff": None, "metered_amount": rule["amount"], "invoiced_amount": None,
+            "amount_diff": None, "currency": rule["currency"], "coverage_pct": cov,
+            "resets": resets,
+        }
+        reasons = _reasons(cov, resets, samples)
+        if line is None:
+            rec["status"] = "missing_invoice"
+            reasons.insert(0, "no invoice line for this billing rule")
+        elif samples == 0:
+            rec.update(metered_quantity=None, metered_amount=None,
+                       invoiced_quantity=line.quantity, invoiced_amount=line.amount,
+                       status="missing_metered")
+        else:
+            q, a = rule["quantity"], rule["amount"]
+            rec.update(invoiced_quantity=line.quantity, invoiced_amount=line.amount,
+                       quantity_diff=q - line.quantity, amount_diff=a - line.amount)
+            ok = _within(q, line.quantity, tol) and _within(a, line.amount, tol)
+            rec["status"] = "match" if ok else "mismatch"
+            if ok:
+                reasons = []
+            elif not reasons:
+                reasons.append("fully observed and no resets: check the plan's included "
+                               "units and unit price against the invoice")
+        rec["reason"] = "; ".join(reasons) or None
+        records.append(rec)
+    for line in by_key.values():
+        records.append({
+            "source": line.source, "month": month, "metric": line.metric,
+            "metered_quantity": None, "invoiced_quantity": line.quantity,
+            "quantity_diff": None, "metered_amount": None, "invoiced_amount": line.amount,
+            "amount_diff": None, "status": "missing_metered",
+            "reason": "no [[billing]] rule for this source and metric",
+            "currency": None, "coverage_pct": None, "resets": None,
+        })
+    return pd.DataFrame.from_records(records, columns=RECONCILE_COLUMNS)
