@@ -20,14 +20,14 @@ from etl.runtime.simulator import SimulatedVendor
 
 REPO = Path(__file__).resolve().parent.parent
 # Each holds "/", "+" and "=": the characters JSON, HTML and URL encodings all rewrite.
-WS_TOKEN = "ws/Tok+en=abc/123=="
-NK_KEY = "nk/Key+x=yz/9+Q=="
+WS_TOKEN = "wsTOKa/bcdEF+ghIJK=lmNOP/=="
+NK_KEY = "nkKEYq/rsTUV+wxYZa=bcDEF+Q=="
 
 
 def spellings(secret: str) -> list[str]:
     """Every spelling the simulator echoes, and the pieces between its special characters
     that are long enough to give the secret away."""
-    pieces = [p for p in re.split(r"[/+=]", secret) if len(p) >= 3]
+    pieces = [p for p in re.split(r"[/+=]", secret) if len(p) >= 5]
     return [*secret_forms(secret), *pieces]
 
 
