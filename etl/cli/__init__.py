@@ -10,12 +10,12 @@ import sys
 from typing import Any
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from etl.cli.context import AppContext
 from etl.errors import ConfigError, UsageEtlError
+from etl.files import os_error_text
 from etl.redact import redact
-from etl.textutil import first_line
+from etl.store.engine import DATABASE_ERRORS, describe_database_error
 
 log = logging.getLogger("etl")
 
@@ -33,8 +33,14 @@ class ErrorHandlingGroup(click.Group):
         except UsageEtlError as exc:
             click.echo(f"usage-etl: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except SQLAlchemyError as exc:
-            click.echo(f"usage-etl: error: database: {redact(first_line(exc))}", err=True)
+        except DATABASE_ERRORS as exc:
+            obj = ctx.obj if isinstance(ctx.obj, AppContext) else None
+            url = obj.database_url_or_none() if obj is not None else None
+            click.echo(f"usage-etl: error: {redact(describe_database_error(exc, url))}",
+                       err=True)
+            ctx.exit(1)
+        except OSError as exc:  # a file the command writes: full or read-only disk, ...
+            click.echo(f"usage-etl: error: {redact(os_error_text(exc))}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("usage-etl: interrupted", err=True)

@@ -23,8 +23,9 @@ except ImportError:  # pragma: no cover - a dependency, but the standard parser 
     orjson = None  # type: ignore[assignment]
 
 from etl.config import Config, SourceConfig
-from etl.errors import InputError, ParseError
+from etl.errors import DatabaseError, InputError, ParseError
 from etl.store.bulk import bulk_store
+from etl.store.engine import DATABASE_ERRORS, describe_database_error
 from etl.store.models import Sample, Series, Snapshot
 from etl.store.writer import Conflict, StoreResult
 from etl.textutil import formula_safe
@@ -206,6 +207,26 @@ def import_archives(
             _check_encoding(_head(path), path)
     sources = {s.name: s for s in config.sources}
     total = ImportResult()
+    try:
+        _import_paths(engine, sources, paths, total, batch_size, on_problem, on_progress, stdin)
+    except DATABASE_ERRORS as exc:  # e.g. the database's disk is full
+        raise DatabaseError(
+            f"{describe_database_error(exc, engine.url.render_as_string())}; import stopped: "
+            f"{total.lines} lines read, {total.samples} new samples stored by earlier batches "
+            "(importing again skips them)") from None
+    return total
+
+
+def _import_paths(
+    engine: Engine,
+    sources: dict[str, SourceConfig],
+    paths: Sequence[str],
+    total: ImportResult,
+    batch_size: int,
+    on_problem: Problem,
+    on_progress: Progress | None,
+    stdin: BinaryIO | None,
+) -> None:
     for path in paths:
         if path == "-":
             stream = stdin if stdin is not None else sys.stdin.buffer
@@ -218,7 +239,6 @@ def import_archives(
                              on_progress)
         except OSError as exc:
             raise InputError(f"{path}: {exc.strerror or exc}") from None
-    return total
 
 
 def _head(path: str) -> bytes:

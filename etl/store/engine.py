@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,22 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from etl.config import database_url_problem, normalize_url
 from etl.errors import DatabaseError, InputError, SchemaOutdatedError
 from etl.redact import redact_url
 from etl.textutil import first_line
+
+try:  # the errors the drivers raise on the raw-cursor paths (bulk import, report reads)
+    import psycopg as _psycopg
+    DBAPI_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, _psycopg.Error)
+except ImportError:  # pragma: no cover - PostgreSQL support not installed
+    DBAPI_ERRORS = (sqlite3.Error,)
+
+# Every error a database step can raise, through SQLAlchemy or a driver's own cursor.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, *DBAPI_ERRORS)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # A PostgreSQL server that does not answer fails a command in seconds, not minutes of TCP
@@ -122,7 +132,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     try:
         command.upgrade(alembic_config(engine), revision)
     except OperationalError as exc:
-        raise DatabaseError(f"database {redact_url(str(engine.url))}: {first_line(exc)}") from None
+        raise DatabaseError(describe_database_error(exc, str(engine.url))) from None
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
@@ -141,7 +151,7 @@ def ensure_schema(engine: Engine) -> None:
             _create_schema(engine)
             return
     except OperationalError as exc:
-        raise DatabaseError(f"database {redact_url(str(engine.url))}: {first_line(exc)}") from None
+        raise DatabaseError(describe_database_error(exc, str(engine.url))) from None
     head = head_revision()
     if current != head:
         script = ScriptDirectory.from_config(alembic_config())
@@ -189,3 +199,43 @@ def open_database(url: str) -> Engine:
     return engine
 
 
+
+
+def describe_database_error(exc: BaseException, url: str | None = None) -> str:
+    """One line for a failed database step, naming a full or read-only disk as such.
+
+    SQLite says "database or disk is full" for a full disk, and "unable to open database
+    file" or "attempt to write a readonly database" for a read-only file system; PostgreSQL
+    says "No space left on device". The URL's password is masked.
+    """
+    text = first_line(getattr(exc, "orig", None) or exc)
+    lowered = text.lower()
+    where = f" {redact_url(url)}" if url else ""
+    if url and any(hint in lowered for hint in ("readonly", "unable to open", "i/o error")):
+        try:
+            parsed = make_url(normalize_url(url))
+        except Exception:  # noqa: BLE001 - only for the message
+            parsed = None
+        if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database:
+            folder = Path(parsed.database).expanduser().resolve().parent
+            if _read_only(folder):
+                return f"database{where}: its folder {folder} is on a read-only file system ({text})"
+            if _full(folder):
+                return f"database{where}: the disk holding it is full ({text})"
+    if "disk is full" in lowered or "no space left" in lowered:
+        return f"database{where}: the disk holding it is full ({text})"
+    return f"database{where}: {redact_url(text)}"
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _full(folder: Path) -> bool:
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
