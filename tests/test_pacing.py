@@ -221,7 +221,7 @@ def test_the_in_process_fast_path_does_not_open_the_file_when_full(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    frozen = time.time()  # twelve sends and the refusal at one instant, however slow we are
+    frozen = float(int(time.time()))  # twelve sends and the refusal at one instant, however slow we are
     pacer = PacerRegistry(lambda: frozen, shared=True, directory=tmp_path).get(
         "wiresocket", "fast", WS_RATE)
     assert isinstance(pacer, SharedPacer)
