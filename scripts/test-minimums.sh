@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The suite against exactly the lower bounds pyproject.toml declares: a fresh virtual
+# environment with .ci/minimums.txt as pip constraints, a check that every pin took, pytest.
+# Usage: bash scripts/test-minimums.sh [extra pytest args]   ($MINIMUMS_VENV: where, default
+# ./.venv-minimums, recreated each run; $PYTHON: the interpreter to build it from)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${MINIMUMS_VENV:-.venv-minimums}
+quiet() { grep -v '^WARNING: Location' || true; }
+
+rm -rf "$VENV"
+"$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip 2>&1 | quiet
+# Only what the tests need (no linters): the package with its extras, pytest and friends.
+"$VENV/bin/python" -m pip install --quiet -c .ci/minimums.txt \
+  -e '.[postgres,notebooks]' pytest pytest-xdist hypothesis 2>&1 | quiet
+
+echo "== installed versions against .ci/minimums.txt"
+"$VENV/bin/python" - <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+wrong = []
+for line in open(".ci/minimums.txt"):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        continue
+    name, pinned = (part.strip() for part in line.split("=="))
+    try:
+        got = version(name)
+    except PackageNotFoundError:
+        got = "missing"
+    if got != pinned:
+        wrong.append(f"{name}: pinned {pinned}, installed {got}")
+if wrong:
+    sys.exit("minimums not installed: " + "; ".join(wrong))
+print("every pin installed")
+PY
+
+echo "== pytest at the minimums"
+"$VENV/bin/python" -m pytest -n 2 -p no:cacheprovider "$@"
