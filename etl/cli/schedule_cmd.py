@@ -12,7 +12,6 @@ import click
 from etl.cli.context import AppContext
 from etl.errors import ConfigError
 from etl.redact import redact, redact_url
-from etl.runtime.daemon_db import daemon_engine, open_daemon_database
 from etl.runtime.logs import LOG_FORMATS, event, setup_daemon_logging
 
 log = logging.getLogger("etl.schedule")
@@ -41,6 +40,7 @@ def schedule(app: AppContext, log_format: str, stop_timeout: float) -> None:
       usage-etl --config usage-etl.toml schedule
       usage-etl schedule --log-format json 2>> /var/log/usage-etl.jsonl
     """
+    from etl.runtime.daemon_db import daemon_engine, open_daemon_database
     from etl.runtime.scheduler import Scheduler
 
     config = app.config
