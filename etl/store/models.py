@@ -98,8 +98,8 @@ class Series(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(64))
     metric: Mapped[str] = mapped_column(String(32))
-    kind: Mapped[str] = mapped_column(String(16))  # source kind: wiresocket | nected
-    metric_type: Mapped[str] = mapped_column(String(8))  # gauge | counter
+    kind: Mapped[str] = mapped_column(String(16))  # the source's kind (etl.vendors registry)
+    metric_type: Mapped[str] = mapped_column(String(8))  # etl.vendors.types.MetricType
 
 
 class Snapshot(Base):
@@ -113,7 +113,7 @@ class Snapshot(Base):
     kind: Mapped[str] = mapped_column(String(16))
     observed_at: Mapped[datetime] = mapped_column(UtcDateTime())
     received_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    origin: Mapped[str] = mapped_column(String(16))  # collect | import | spool
+    origin: Mapped[str] = mapped_column(String(16))  # etl.vendors.types.Origin
     payload: Mapped[str] = mapped_column(Text)  # the body as JSON text
 
 
@@ -141,8 +141,7 @@ class CollectionAttempt(Base):
     source: Mapped[str] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    # ok | auth_error | rate_limited | http_error | timeout | connection_error
-    # | invalid_response | db_error (kept in the spool) | skipped
+    # etl.vendors.types.Outcome; kept as text so a new outcome needs no migration
     outcome: Mapped[str] = mapped_column(String(32))
     http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
