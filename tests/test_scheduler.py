@@ -169,6 +169,16 @@ def check_nothing_lost(url: str, log: Path, secrets: list[str]) -> list[dict[str
     return polls
 
 
+def check_vendor_answered(polls: list[dict[str, Any]]) -> None:
+    """Successful polls were stored both ways (spool and database), and nothing failed but
+    what a busy machine may cause: a poll whose answer came after the next poll was due
+    (timeout: its deadline is the next poll, 5 s here), or one the pacer held back because
+    late polls bunched up (rate_limited, nothing sent). Either is stored like any poll."""
+    assert {p["stored"] for p in polls if p["outcome"] == "ok"} == {"db", "spool"}
+    failed = [p for p in polls if p["outcome"] != "ok"]
+    assert all(p["outcome"] in {"timeout", "rate_limited"} for p in failed), failed
+
+
 def check_on_schedule(polls: list[dict[str, Any]], config: Config, min_polls: int) -> None:
     """Each source polled at least `min_polls` times, never twice in one of its slots.
 
@@ -222,8 +232,7 @@ def test_daemon_polls_on_schedule_survives_a_locked_sqlite_and_stops_on_sigterm(
             code = stop_daemon(proc)
         assert code == 0, log.read_text()[-2000:]
         polls = check_nothing_lost(url, log, [sim.token, sim.api_key])
-    assert {p["stored"] for p in polls} == {"db", "spool"}
-    assert all(p["outcome"] == "ok" for p in polls)
+    check_vendor_answered(polls)
     check_on_schedule(polls, load(cfg), min_polls=3)
     events = [e["event"] for e in log_events(log)]
     assert events[0] == "started" and events[-1] == "stopped"
@@ -261,8 +270,7 @@ def test_postgres_outage_through_a_cut_proxy_loses_nothing(tmp_path: Path) -> No
                 code = stop_daemon(proc)
             assert code == 0, log.read_text()[-2000:]
             polls = check_nothing_lost(direct, log, [sim.token, sim.api_key])
-        assert {p["stored"] for p in polls} == {"db", "spool"}
-        assert all(p["outcome"] == "ok" for p in polls)
+        check_vendor_answered(polls)
     finally:
         drop_pg_database(direct)
 
@@ -699,8 +707,7 @@ def test_daemon_started_while_the_database_is_down_spools_and_loses_nothing(
         events = log_events(log)
         assert events[0]["event"] == "database-unreachable"
         assert next(e for e in events if e["event"] == "started")["database_ready"] is False
-        assert {p["stored"] for p in polls} == {"spool", "db"}
-        assert all(p["outcome"] == "ok" for p in polls)
+        check_vendor_answered(polls)
     finally:
         drop_pg_database(direct)
 
