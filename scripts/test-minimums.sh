@@ -7,14 +7,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${MINIMUMS_VENV:-.venv-minimums}
-quiet() { grep -v '^WARNING: Location' || true; }
 
+echo "== fresh venv $VENV at the declared minimums"
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip 2>&1 | quiet
-# Only what the tests need (no linters): the package with its extras, pytest and friends.
-"$VENV/bin/python" -m pip install --quiet -c .ci/minimums.txt \
-  -e '.[postgres,notebooks]' pytest pytest-xdist hypothesis 2>&1 | quiet
+log="$VENV/pip.log"
+# pip's output (build warnings and all) goes to a log, shown only when the install fails.
+# Only what the tests need (not ruff or mypy): the package with its extras, pytest and friends.
+if ! { "$VENV/bin/python" -m pip install --quiet --upgrade pip &&
+       "$VENV/bin/python" -m pip install --quiet -c .ci/minimums.txt \
+         -e '.[postgres,notebooks]' pytest pytest-xdist hypothesis import-linter; } >"$log" 2>&1
+then
+  grep -v '^WARNING: Location' "$log" >&2 || true
+  echo "installing the minimums failed (full log: $log)" >&2
+  exit 1
+fi
 
 echo "== installed versions against .ci/minimums.txt"
 "$VENV/bin/python" - <<'PY'
