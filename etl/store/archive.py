@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - a dependency, but the standard parser 
 from etl.config import Config, SourceConfig
 from etl.errors import DatabaseError, InputError, ParseError
 from etl.store.bulk import bulk_store
-from etl.store.engine import DATABASE_ERRORS, describe_database_error
+from etl.store.engine import describe_database_error, is_database_error
 from etl.store.models import Sample, Series, Snapshot
 from etl.store.writer import Conflict, StoreResult
 from etl.textutil import formula_safe
@@ -209,7 +209,9 @@ def import_archives(
     total = ImportResult()
     try:
         _import_paths(engine, sources, paths, total, batch_size, on_problem, on_progress, stdin)
-    except DATABASE_ERRORS as exc:  # e.g. the database's disk is full
+    except Exception as exc:  # noqa: BLE001 - a database step failed, e.g. its disk is full
+        if not is_database_error(exc):
+            raise
         raise DatabaseError(
             f"{describe_database_error(exc, engine.url.render_as_string())}; import stopped: "
             f"{total.lines} lines read, {total.samples} new samples stored by earlier batches "
