@@ -6,15 +6,18 @@ import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import Engine
 
 from etl.cli.context import AppContext
 from etl.config import Config
 from etl.errors import InputError
-from etl.files import atomic_writer
+from etl.files import atomic_writer, os_error_text
 from etl.vendors.types import Outcome
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 @click.command("collect")
@@ -206,7 +209,7 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
             with atomic_writer(Path(out), newline="", tmp_name=Path(out).name + ".part") as fh:
                 count = export_archive(engine, app.config, start.date(), end.date(), fh, fmt)
         except OSError as exc:
-            raise InputError(f"--out {out}: {exc.strerror}") from None
+            raise InputError(f"--out {out}: {os_error_text(exc)}") from None
     click.echo(f"exported {count} {'lines' if fmt == 'jsonl' else 'rows'}", err=True)
 
 

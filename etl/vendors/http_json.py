@@ -9,7 +9,6 @@ lookup with the same result as JMESPath's, the rest by jmespath itself.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from jmespath.exceptions import JMESPathError
 from etl.errors import ParseError
 from etl.vendors import VendorKind
 from etl.vendors.parsing import (
+    MAX_READING,
     STATUS_MAX_LEN,
     http_url_problem,
     number,
@@ -206,10 +206,8 @@ def _truthy(value: Any) -> bool:
 
 def _sample(metric: MetricSpec, name: str, item: Any, where: str) -> SampleValue:
     raw = metric.value(item)
-    if type(raw) is int or type(raw) is float:  # the usual case, checked in full below
+    if (type(raw) is int or type(raw) is float) and 0 <= raw <= MAX_READING:  # the usual case
         value = float(raw)
-        if not 0 <= value < math.inf:
-            value = number(raw, f"{metric.name}{where}: value {metric.value_text!r}")
     else:
         field = f"{metric.name}{where}: value {metric.value_text!r}"
         if raw is None:
@@ -219,7 +217,7 @@ def _sample(metric: MetricSpec, name: str, item: Any, where: str) -> SampleValue
     if metric.limit is not None:
         found = metric.limit(item)
         # SPEC 5: a missing, null, negative (or non-numeric) limit is no limit.
-        if (type(found) is int or type(found) is float) and 0 <= found < math.inf:
+        if (type(found) is int or type(found) is float) and 0 <= found <= MAX_READING:
             limit = float(found)
     status = None
     if metric.status is not None:
