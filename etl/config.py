@@ -140,9 +140,15 @@ class Config:
 
     @property
     def tz(self) -> ZoneInfo:
+        """The report timezone (`timezone`, SPEC 2) as a ZoneInfo."""
         return ZoneInfo(self.timezone)
 
     def source(self, name: str) -> SourceConfig:
+        """The source named `name`.
+
+        Raises:
+            ConfigError: no source has that name.
+        """
         for src in self.sources:
             if src.name == name:
                 return src

@@ -51,7 +51,7 @@ def _out_dir(out_dir: Path) -> Path:
 
 
 def _sources_info(engine: Engine, config: Config, before: datetime) -> list[dict[str, Any]]:
-    """tenantId / appId from each wiresocket source's latest snapshot (vendor text: escaped)."""
+    """The tenantId / appId from each wiresocket source's latest snapshot (vendor text: escaped)."""
     found = []
     for src in config.sources:
         if src.kind != "wiresocket":

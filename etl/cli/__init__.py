@@ -24,6 +24,7 @@ class ErrorHandlingGroup(click.Group):
     """Turns usage-etl errors into `usage-etl: error: ...` lines and the SPEC exit status."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a usage-etl error becomes one line on stderr and its exit status (SPEC 3)."""
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
@@ -85,4 +86,5 @@ _register()
 
 
 def main() -> None:
+    """The `usage-etl` console script (and `python -m etl`)."""
     cli(prog_name="usage-etl")

@@ -10,7 +10,7 @@ import re
 import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -59,9 +59,11 @@ class ImportResult:
 
     @property
     def ok(self) -> bool:
+        """True when every line was stored or a duplicate (no bad lines, no conflicts)."""
         return self.bad_lines == 0 and self.conflicts == 0
 
     def summary(self) -> str:
+        """One line for people: lines read, new snapshots and samples, duplicates, bad, conflicts."""
         return (f"{self.lines} lines: {self.snapshots} new snapshots, {self.samples} new samples, "
                 f"{self.duplicates} duplicate samples, {self.bad_lines} bad lines, "
                 f"{self.conflicts} conflicts")
@@ -227,6 +229,37 @@ def _import_file(
                        on_progress, position=raw.tell if raw.seekable() else None)
 
 
+@dataclass
+class _Pending:
+    """The observations read but not written yet, and what names the line of a conflict.
+
+    To name the line a conflict came from: the line of each batch entry, the first batch
+    entry of each key, and every entry of the (rare) keys seen more than once in the batch.
+    """
+
+    batch: list[Observation] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    first: dict[tuple[str, datetime], int] = field(default_factory=dict)
+    repeats: dict[tuple[str, datetime], list[int]] = field(default_factory=dict)
+
+    def add(self, obs: Observation, lineno: int) -> None:
+        """Queue `obs`, read from line `lineno`."""
+        key = (obs.source, obs.observed_at)
+        index = len(self.batch)
+        self.batch.append(obs)
+        self.lines.append(lineno)
+        seen = self.first.setdefault(key, index)
+        if seen != index:
+            self.repeats.setdefault(key, [seen]).append(index)
+
+    def clear(self) -> None:
+        """Forget everything queued (after it was written)."""
+        self.batch.clear()
+        self.lines.clear()
+        self.first.clear()
+        self.repeats.clear()
+
+
 def _import_stream(
     engine: Engine,
     sources: dict[str, SourceConfig],
@@ -239,12 +272,7 @@ def _import_stream(
     *,
     position: Callable[[], int] | None = None,
 ) -> None:
-    batch: list[Observation] = []
-    lines: list[int] = []  # the line of each batch entry
-    # To name the line a conflict came from: the first batch entry of each key, and every
-    # entry of the (rare) keys seen more than once in the batch.
-    first: dict[tuple[str, datetime], int] = {}
-    repeats: dict[tuple[str, datetime], list[int]] = {}
+    pending = _Pending()
     consumed = 0
     lineno = 0
 
@@ -252,25 +280,7 @@ def _import_stream(
         return position() if position is not None else consumed
 
     def flush() -> None:
-        if not batch:
-            return
-        stored = _write_batch(engine, batch)
-        total.snapshots += stored.snapshots
-        total.samples += stored.samples
-        total.duplicates += stored.duplicates
-        named: set[tuple[int, str]] = set()
-        for c in stored.conflicts:
-            total.conflicts += 1
-            line = _conflict_line(c, batch, lines, first, repeats, named)
-            on_problem(
-                f"{name}:{line}: conflict: {c.source}/{c.metric} at {utc_z(c.observed_at)} "
-                f"is stored as {_num(c.stored)}; this line's {_num(c.offered)} was not stored"
-            )
-        batch.clear()
-        lines.clear()
-        first.clear()
-        repeats.clear()
-        if on_progress is not None:
+        if _write_pending(engine, pending, name, total, on_problem) and on_progress is not None:
             on_progress(progress())
 
     try:
@@ -280,19 +290,12 @@ def _import_stream(
                 continue
             total.lines += 1
             try:
-                obs = parse_line(raw, sources)
+                pending.add(parse_line(raw, sources), lineno)
             except ParseError as exc:
                 total.bad_lines += 1
                 on_problem(f"{name}:{lineno}: {exc}")
                 continue
-            key = (obs.source, obs.observed_at)
-            index = len(batch)
-            batch.append(obs)
-            lines.append(lineno)
-            seen = first.setdefault(key, index)
-            if seen != index:
-                repeats.setdefault(key, [seen]).append(index)
-            if len(batch) >= batch_size:
+            if len(pending.batch) >= batch_size:
                 flush()
             elif on_progress is not None and lineno % PROGRESS_LINES == 0:
                 on_progress(progress())
@@ -304,28 +307,46 @@ def _import_stream(
     flush()
 
 
-def _conflict_line(
-    c: Conflict,
-    batch: list[Observation],
-    lines: list[int],
-    first: dict[tuple[str, datetime], int],
-    repeats: dict[tuple[str, datetime], list[int]],
-    named: set[tuple[int, str]],
-) -> int:
-    """The line whose value a conflict refused: the first line of the key offering that
-    value for that metric and not named yet (the same line and value may conflict twice:
-    with the database and within the batch)."""
+def _write_pending(engine: Engine, pending: _Pending, name: str, total: ImportResult,
+                   on_problem: Problem) -> bool:
+    """Write what is pending, add to `total`, name each conflict's line; False if none was."""
+    if not pending.batch:
+        return False
+    stored = _write_batch(engine, pending.batch)
+    total.snapshots += stored.snapshots
+    total.samples += stored.samples
+    total.duplicates += stored.duplicates
+    named: set[tuple[int, str]] = set()
+    for c in stored.conflicts:
+        total.conflicts += 1
+        line = _conflict_line(c, pending, named)
+        on_problem(
+            f"{name}:{line}: conflict: {c.source}/{c.metric} at {utc_z(c.observed_at)} "
+            f"is stored as {_num(c.stored)}; this line's {_num(c.offered)} was not stored"
+        )
+    pending.clear()
+    return True
+
+
+def _conflict_line(c: Conflict, pending: _Pending, named: set[tuple[int, str]]) -> int:
+    """The line whose value a conflict refused.
+
+    That is the first line of the key offering that value for that metric and not named yet
+    (the same line and value may conflict twice: with the database and within the batch).
+    """
     key = (c.source, c.observed_at)
-    candidates = repeats.get(key) or ([first[key]] if key in first else [])
+    first = pending.first
+    candidates = pending.repeats.get(key) or ([first[key]] if key in first else [])
     fallback = 0
     for index in candidates:
-        offered = next((s.value for s in batch[index].samples if s.metric == c.metric), None)
+        offered = next((s.value for s in pending.batch[index].samples if s.metric == c.metric),
+                       None)
         if offered != c.offered:
             continue
         if (index, c.metric) not in named:
             named.add((index, c.metric))
-            return lines[index]
-        fallback = fallback or lines[index]
+            return pending.lines[index]
+        fallback = fallback or pending.lines[index]
     return fallback
 
 

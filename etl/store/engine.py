@@ -107,12 +107,14 @@ def alembic_config(engine: Engine | None = None, url: str | None = None) -> Alem
 
 
 def head_revision() -> str:
+    """The newest Alembic revision of the migrations shipped in the package."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The database's Alembic revision (None: never migrated)."""
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
@@ -126,6 +128,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
+    """Migrate the database down to `revision` (tests and `alembic downgrade` only)."""
     command.downgrade(alembic_config(engine), revision)
 
 

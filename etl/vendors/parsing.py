@@ -63,11 +63,13 @@ def number(value: Any, field: str) -> float:
 
 
 def optional_number(obj: dict[str, Any], key: str, field: str) -> float | None:
+    """`obj[key]` as a float, None when absent or null (raises ParseError naming `field`)."""
     value = obj.get(key)
     return None if value is None else number(value, field)
 
 
 def optional_text(obj: dict[str, Any], key: str, field: str) -> str | None:
+    """`obj[key]` as text, None when absent or null (raises ParseError naming `field`)."""
     value = obj.get(key)
     if value is None:
         return None
@@ -77,6 +79,7 @@ def optional_text(obj: dict[str, Any], key: str, field: str) -> str | None:
 
 
 def mapping(value: Any, field: str) -> dict[str, Any]:
+    """`value` when it is a JSON object (raises ParseError naming `field` otherwise)."""
     if not isinstance(value, dict):
         raise ParseError(f"{field}: missing or not an object")
     return value
