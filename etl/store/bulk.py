@@ -181,13 +181,7 @@ def _prepare(conn: Connection, batch: list[Observation], sqlite: bool) -> _Chunk
         seen.add(key)
         recv = None if obs.received_at is None else conv(obs.received_at)
         snap_rows.append((k, source, obs.kind, at, recv, obs.origin, obs.payload))
-        lo_hi = ranges.get(source)
-        if lo_hi is None:
-            ranges[source] = (at, at)
-        elif at < lo_hi[0]:
-            ranges[source] = (at, lo_hi[1])
-        elif at > lo_hi[1]:
-            ranges[source] = (lo_hi[0], at)
+        _widen(ranges, source, at)
         for sv in obs.samples:
             sample_rows.append((ids[sv.metric], at, sv.value, sv.limit, sv.status, k))
         k += 1
@@ -199,6 +193,7 @@ def _same(value: datetime) -> datetime:
 
 
 def _widen(ranges: dict[Any, tuple[Any, Any]], key: Any, at: Any) -> None:
+    """Stretch `ranges[key]` (lowest, highest) to take in `at`."""
     lo_hi = ranges.get(key)
     if lo_hi is None:
         ranges[key] = (at, at)
