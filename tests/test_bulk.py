@@ -59,6 +59,15 @@ def content(engine: Engine) -> tuple[list[tuple[object, ...]], list[tuple[object
     return samples, sorted(snaps.values())
 
 
+def one_at_a_time(engine: Engine, batch: list[Observation]) -> StoreResult:
+    """The definition bulk_store must meet: each observation meets what is stored before it."""
+    want = StoreResult()
+    for obs in batch:
+        with engine.begin() as conn:
+            want.add(store_observations(conn, [obs]))
+    return want
+
+
 def summary(res: StoreResult) -> tuple[int, int, int, list[tuple[object, ...]]]:
     conflicts = sorted((c.source, c.metric, c.observed_at, c.stored, c.offered) for c in res.conflicts)
     return res.snapshots, res.samples, res.duplicates, conflicts
@@ -71,11 +80,7 @@ def test_bulk_agrees_with_store_observations_on_random_batches(engine: Engine, t
             batch = random_batch(rng, 150)
             # Small chunks so that repeats and stored keys cross chunk boundaries too.
             got = bulk_store(engine, batch, chunk=40 if round_no % 2 else 1000)
-            want = StoreResult()
-            # One at a time is the definition: each observation meets what is stored before it.
-            for obs in batch:
-                with ref_engine.begin() as conn:
-                    want.add(store_observations(conn, [obs]))
+            want = one_at_a_time(ref_engine, batch)
             assert summary(got) == summary(want)
             assert content(engine) == content(ref_engine)
 
@@ -100,10 +105,7 @@ def test_a_chunk_of_new_and_already_stored_keys_is_stored_like_one_at_a_time(
     with reference_engine(engine, tmp_path) as ref_engine:
         for batch in (first, second):
             got = bulk_store(engine, batch)
-            want = StoreResult()
-            for obs in batch:
-                with ref_engine.begin() as conn:
-                    want.add(store_observations(conn, [obs]))
+            want = one_at_a_time(ref_engine, batch)
             assert summary(got) == summary(want)
             assert content(engine) == content(ref_engine)
         assert summary(got)[:3] == (51, 72, 1) and len(got.conflicts) == 2
