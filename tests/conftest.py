@@ -11,8 +11,14 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.engine import Engine
 
+from etl.runtime.receiver import WebhookReceiver
 from etl.runtime.simulator import SimulatedVendor
-from tests.factories import create_pg_database, drop_pg_database, migrated_engine
+from tests.factories import (
+    WEBHOOK_SECRET_PATH,
+    create_pg_database,
+    drop_pg_database,
+    migrated_engine,
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -76,3 +82,15 @@ def simulator() -> Iterator[SimulatedVendor]:
     with sim:
         yield sim
 
+# --- alert receivers ---------------------------------------------------------------------------
+
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A webhook receiver on a free loopback port whose URL carries a secret path."""
+    rec = WebhookReceiver(path=WEBHOOK_SECRET_PATH).start()
+    try:
+        yield rec
+    finally:
+        rec.stop()

@@ -126,6 +126,10 @@ def store(engine: Engine, observations: Iterable[Observation]) -> None:
         store_observations(conn, list(observations))
 
 
+# The secret part of the webhook receiver's URL: it must never show up in logs, rows or reports.
+WEBHOOK_SECRET_PATH = "/hooks/T0KEN-s3cr3t-path"
+
+
 # -- one fake clock ---------------------------------------------------------------------------
 
 
