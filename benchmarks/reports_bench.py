@@ -83,25 +83,24 @@ def _month_days(month: str) -> tuple[Any, Any]:
 
 
 def child_product(config_path: str, month: str, out: str, tz: str | None) -> dict[str, Any]:
-    """The month's 30 daily reports and its billing report, CSV, through reports.jobs."""
+    """The month's 30 daily reports and its billing report, CSV, through reports.pipelines."""
     from etl.config import load_config
     from etl.store.engine import open_database
-    from reports.jobs import build_billing, build_daily
+    from reports.periods import parse_month
+    from reports.pipelines import billing, daily, write_billing, write_daily
 
     config = load_config(config_path)
     engine = open_database(config.database_url)
     first, last = _month_days(month)
     t = time.perf_counter()
-    daily = build_daily(engine, config, first, last, tz=tz, formats=("csv",), out_dir=Path(out))
-    bill = build_billing(engine, config, month, tz=tz, formats=("csv",), out_dir=Path(out))
+    days = write_daily(daily(engine, config, first, last, tz), ("csv",), Path(out))
+    bill = write_billing(billing(engine, config, parse_month(month), tz), ("csv",), Path(out))
     elapsed = time.perf_counter() - t
     # The same numbers as DataFrames (what notebooks get), without writing files.
-    from reports.frames import billing_frame, daily_frame
-
     t = time.perf_counter()
-    daily_frame(engine, config, first, last, tz)
-    billing_frame(engine, config, month, tz)
-    return {"elapsed_s": elapsed, "files": len(daily) + len(bill),
+    daily(engine, config, first, last, tz)
+    billing(engine, config, parse_month(month), tz)
+    return {"elapsed_s": elapsed, "files": len(days) + len(bill),
             "frames_again_s": time.perf_counter() - t}
 
 

@@ -347,7 +347,7 @@ def test_slot_trigger_stays_on_the_grid_with_jitter() -> None:
 def test_nightly_job_builds_yesterdays_daily_and_last_months_billing(
     tmp_path: Path,
 ) -> None:
-    pytest.importorskip("reports.jobs")
+    pytest.importorskip("reports.pipelines")
     url = f"sqlite:///{tmp_path / 'u.db'}"
     engine = make_engine(url)
     upgrade(engine)
@@ -434,7 +434,7 @@ def sqlite_engine(tmp_path: Path) -> tuple[str, Engine]:
 def test_nightly_job_fires_at_its_time(
     tmp_path: Path, schedule_events: list[logging.LogRecord]
 ) -> None:
-    pytest.importorskip("reports.jobs")
+    pytest.importorskip("reports.pipelines")
     url, engine = sqlite_engine(tmp_path)
     started = datetime.now(UTC)
     fire = (started + timedelta(seconds=3)).replace(microsecond=0)
@@ -458,7 +458,7 @@ def test_nightly_job_fires_at_its_time(
 def test_missed_nightly_reports_are_built_at_start_once(
     tmp_path: Path, schedule_events: list[logging.LogRecord]
 ) -> None:
-    pytest.importorskip("reports.jobs")
+    pytest.importorskip("reports.pipelines")
     url, engine = sqlite_engine(tmp_path)
     clock = FakeClock()
     clock.now = datetime(2026, 3, 1, 0, 28, tzinfo=UTC)  # started late, on the 1st
@@ -495,7 +495,7 @@ def test_missed_nightly_reports_are_built_at_start_once(
 def test_nightly_reports_are_retried_until_the_database_is_back(
     tmp_path: Path, schedule_events: list[logging.LogRecord]
 ) -> None:
-    pytest.importorskip("reports.jobs")
+    pytest.importorskip("reports.pipelines")
     direct = create_pg_database()
     try:
         setup = make_engine(direct)
