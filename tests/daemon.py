@@ -51,7 +51,12 @@ def stop_daemon(proc: subprocess.Popen[bytes], timeout: float = 40) -> int:
         raise
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
+# How long wait_for waits before calling something hung. Not a speed check: each condition
+# comes true within a few intervals on a quiet machine; this only bounds a test that hangs.
+PATIENCE = 180.0
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = PATIENCE) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():

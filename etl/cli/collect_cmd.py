@@ -6,15 +6,18 @@ import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import Engine
 
 from etl.cli.context import AppContext
 from etl.config import Config
 from etl.errors import InputError
 from etl.files import atomic_writer
 from etl.vendors.types import Outcome
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 @click.command("collect")
