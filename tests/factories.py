@@ -444,3 +444,17 @@ def seed_month(engine: Engine) -> None:
         wiresocket(at("2026-06-02T08:00:00"), 500),
     ])
 
+
+def fill_disk(folder: Path) -> None:
+    """Write into `folder` until its file system has no byte left."""
+    with open(folder / "filler", "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+        try:
+            while True:  # the last partial block
+                fh.write(b"\0")
+        except OSError:
+            pass
