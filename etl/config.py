@@ -104,8 +104,10 @@ class SourceConfig:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        """The source's fixed metric names, in report order (per-item series come from the
-        history: see `VendorKind.series_metrics`)."""
+        """The source's fixed metric names, in report order.
+
+        Per-item series come from the history: see `VendorKind.series_metrics`.
+        """
         return tuple(self.vendor.metrics)
 
     @property
@@ -129,8 +131,10 @@ class SourceConfig:
         return f"sources.{self.name}.{file_key} ({self.secret_file})"
 
     def read_secret(self) -> str:
-        """The credential, read now from its environment variable or file ("" when the source
-        names neither: an endpoint that needs no credential)."""
+        """The credential, read now from its environment variable or file.
+
+        "" when the source names neither: an endpoint that needs no credential.
+        """
         if self.secret_env is None and self.secret_file is None:
             return ""
         return read_secret(self.secret_origin, self.secret_env, self.secret_file)
@@ -165,9 +169,15 @@ class Config:
 
     @property
     def tz(self) -> ZoneInfo:
+        """The report timezone (`timezone`, SPEC 2) as a ZoneInfo."""
         return ZoneInfo(self.timezone)
 
     def source(self, name: str) -> SourceConfig:
+        """The source named `name`.
+
+        Raises:
+            ConfigError: no source has that name.
+        """
         for src in self.sources:
             if src.name == name:
                 return src
@@ -195,6 +205,11 @@ class Config:
             raise SecretError(problems)
 
     def alert(self, name: str) -> AlertRule:
+        """The alert named `name`.
+
+        Raises:
+            ConfigError: no alert has that name.
+        """
         for rule in self.alerts:
             if rule.name == name:
                 return rule
@@ -581,8 +596,10 @@ def _source_location(
 def _source_secret(
     entry: Mapping[str, Any], label: str, kind: VendorKind | None, problems: list[str]
 ) -> tuple[str | None, str | None]:
-    """(environment variable, file) naming the credential; checked for every kind's keys
-    when the kind is unknown."""
+    """Return (environment variable, file) naming the credential.
+
+    Checked against every kind's keys when the kind is unknown.
+    """
     pairs = [kind.secret_keys] if kind is not None else sorted(
         {k.secret_keys for k in KINDS.values()})
     for env_key, file_key in pairs:
@@ -607,8 +624,11 @@ def _source_secret(
 
 
 def _decimal(value: Any) -> Decimal | None:
-    """`value` as a Decimal from 0 to MAX_CONFIG_DECIMAL with at most MAX_CONFIG_DECIMAL_PLACES
-    places, else None: the one check of every config amount, price and quantity."""
+    """The one check of every config amount, price and quantity.
+
+    `value` as a Decimal from 0 to MAX_CONFIG_DECIMAL with at most MAX_CONFIG_DECIMAL_PLACES
+    places, else None.
+    """
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     text = str(value).strip()
@@ -706,8 +726,10 @@ def _billing_metric(
 def _billing_price(
     entry: Mapping[str, Any], label: str, problems: list[str]
 ) -> tuple[Decimal | None, Decimal | None, str]:
-    """(included, unit_price, currency); unset, a rule bills from the first unit in US dollars
-    (documented in docs/configuration.md)."""
+    """Return (included, unit_price, currency).
+
+    Unset, a rule bills from the first unit in US dollars (docs/configuration.md).
+    """
     included = _decimal(entry.get("included", 0))
     if included is None:
         problems.append(f"{label}.included: must be a number {_DECIMAL_RANGE}")
@@ -907,7 +929,7 @@ def _parse_alerts(
     return out
 
 
-def _parse_alert(
+def _parse_alert(  # noqa: C901 - config.py is being restructured for http_json (issue 14 note)
     entry: Any, i: int, seen: set[str], problems: list[str], *, sources: list[SourceConfig],
     declared: Mapping[str, VendorKind | None], billing: list[BillingRule], notifiers: set[str],
     named: set[Any],

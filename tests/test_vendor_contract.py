@@ -35,7 +35,7 @@ from etl.store.models import Sample, Series
 from etl.store.writer import forget_series_cache, record_polls
 from etl.vendors import KINDS, PLUGIN_FAILURES, VendorKind, load_plugins
 from etl.vendors.http_json import EXAMPLE_BODY, EXAMPLE_SOURCE
-from tests.conftest import make_plugin_site
+from tests.factories import make_plugin_site
 
 SECRET = "s3cr3t-contract-9d1e7a"
 RECEIVED = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)

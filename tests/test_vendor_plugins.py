@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_plugin_site
+from tests.factories import make_plugin_site
 
 KEY = "acme-secret-7f3a9c1e"
 

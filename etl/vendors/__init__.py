@@ -40,7 +40,8 @@ class Parse(Protocol):
         observed_at: datetime | None = None,
         payload: str | None = None,
         origin: str = "collect",
-    ) -> Observation: ...
+    ) -> Observation:
+        """Parse `body` of `source` (SPEC 4; raises etl.errors.ParseError naming the field)."""
 
 
 # (the source's whole config table, its label such as "sources.acme", the problem list) ->
@@ -142,8 +143,10 @@ class VendorKind:
                           payload=payload, origin=origin)
 
     def metric_type_of(self, metric: str) -> MetricType | None:
-        """The type of series `metric` of a source of this kind (`NAME:KEY` for per-item
-        series), or None when the source has no such metric."""
+        """Return the type of series `metric` of a source of this kind, or None if it has none.
+
+        A per-item series is named `NAME:KEY`.
+        """
         found = self.metrics.get(metric)
         if found is None and ":" in metric:
             found = self.series_metrics.get(metric.split(":", 1)[0])

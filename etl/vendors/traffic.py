@@ -29,7 +29,7 @@ def cycle(at: datetime) -> float:
 
 
 def level_status(percent: float) -> str:
-    """healthy / warning (75 %) / critical (90 %), as WireSocket words it."""
+    """Return healthy, warning (75 %) or critical (90 %), as WireSocket words it."""
     if percent >= 90:
         return "critical"
     if percent >= 75:

@@ -90,8 +90,10 @@ def series_ids(engine: Engine) -> dict[tuple[str, str], int]:
 
 
 def item_series(engine: Engine, source: str, until_us: int) -> list[str]:
-    """The per-item series (`NAME:KEY`, SPEC 7) of `source` with a sample before `until_us`,
-    in name order: the ones a report over a period ending then has rows for."""
+    """Return the per-item series (`NAME:KEY`, SPEC 7) of `source` seen before `until_us`.
+
+    In name order: the ones a report over a period ending then has rows for.
+    """
     with engine.connect() as conn:
         rows = conn.execute(
             select(Series.id, Series.metric).where(Series.source == source).order_by(Series.metric)
