@@ -929,11 +929,12 @@ def _parse_alerts(
     return out
 
 
-def _parse_alert(  # noqa: C901 - config.py is being restructured for http_json (issue 14 note)
+def _parse_alert(
     entry: Any, i: int, seen: set[str], problems: list[str], *, sources: list[SourceConfig],
     declared: Mapping[str, VendorKind | None], billing: list[BillingRule], notifiers: set[str],
     named: set[Any],
 ) -> AlertRule | None:
+    """The alert in `entry`, or None once every problem with it is added to `problems`."""
     before = len(problems)
     found = _named_entry(entry, "alerts", i, seen, problems)
     if found is None:
@@ -941,17 +942,46 @@ def _parse_alert(  # noqa: C901 - config.py is being restructured for http_json 
     label, name = found
     for key in sorted(set(entry) - ALERT_KEYS):
         problems.append(f"{label}.{key}: unknown key")
+    condition = _alert_condition(entry, label, problems)
+    threshold, clear = _alert_threshold(entry, label, condition, problems)
+    source = entry.get("source")
+    if source is not None and (not isinstance(source, str) or source not in declared):
+        problems.append(f"{label}.source: {source!r} is not a configured source")
+        source = None
+    metric = entry.get("metric")
+    if _alert_metric_ok(metric, label, condition, problems) and condition is not None and (
+            source is None or declared.get(source) is not None):
+        _check_alert_series(label, condition, source, metric, sources, billing, problems)
+    for_seconds = _positive(entry, "for_seconds", label, 0.0, problems, zero_ok=True)
+    repeat_seconds = _positive(entry, "repeat_seconds", label, 0.0, problems, zero_ok=True)
+    notify = _alert_notify(entry.get("notify", []), label, notifiers | named, problems)
+    if len(problems) > before or condition is None:
+        return None
+    assert isinstance(name, str)
+    return AlertRule(
+        name=name, condition=condition, metric=metric, source=source, threshold=threshold,
+        clear=clear, for_seconds=for_seconds, repeat_seconds=repeat_seconds,
+        notify=tuple(dict.fromkeys(notify)),
+    )
 
+
+def _alert_condition(entry: Mapping[str, Any], label: str, problems: list[str]
+                     ) -> Condition | None:
+    """The one condition key the alert sets (SPEC 8), or None once the problem is added."""
     conditions = [c for c in Condition if str(c) in entry]
-    condition: Condition | None = None
     if not conditions:
         problems.append(f"{label}: no condition; set one of: {', '.join(map(str, Condition))}")
     elif len(conditions) > 1:
         problems.append(f"{label}.{conditions[1]}: only one condition per alert "
                         f"({', '.join(map(str, conditions))} are set)")
     else:
-        condition = conditions[0]
+        return conditions[0]
+    return None
 
+
+def _alert_threshold(entry: Mapping[str, Any], label: str, condition: Condition | None,
+                     problems: list[str]) -> tuple[Decimal | None, Decimal | None]:
+    """Return (the condition's threshold, clear_pct), each None when not set or refused."""
     threshold: Decimal | None = None
     if condition in (Condition.STALE, Condition.PROJECTED_OVER_INCLUDED):
         if entry[str(condition)] is not True:
@@ -972,12 +1002,12 @@ def _parse_alert(  # noqa: C901 - config.py is being restructured for http_json 
             problems.append(f"{label}.clear_pct: must be a number of 0 or more")
         elif threshold is not None and clear > threshold:
             problems.append(f"{label}.clear_pct: must not be above above_pct ({threshold})")
+    return threshold, clear
 
-    source = entry.get("source")
-    if source is not None and (not isinstance(source, str) or source not in declared):
-        problems.append(f"{label}.source: {source!r} is not a configured source")
-        source = None
-    metric = entry.get("metric")
+
+def _alert_metric_ok(metric: Any, label: str, condition: Condition | None,
+                     problems: list[str]) -> bool:
+    """Whether `metric` is a name to check against the sources (a stale alert has none)."""
     if condition is Condition.STALE:
         if metric is not None:
             problems.append(f"{label}.metric: a stale alert is per source; remove metric")
@@ -985,28 +1015,22 @@ def _parse_alert(  # noqa: C901 - config.py is being restructured for http_json 
         problems.append(f"{label}.metric: required, the name of a metric")
     elif not isinstance(metric, str):
         problems.append(f"{label}.metric: must be a string, not {_what(metric)}")
-    elif condition is not None and (source is None or declared.get(source) is not None):
-        _check_alert_series(label, condition, source, metric, sources, billing, problems)
+    else:
+        return True
+    return False
 
-    for_seconds = _positive(entry, "for_seconds", label, 0.0, problems, zero_ok=True)
-    repeat_seconds = _positive(entry, "repeat_seconds", label, 0.0, problems, zero_ok=True)
-    notify = entry.get("notify", [])
+
+def _alert_notify(notify: Any, label: str, known: set[Any], problems: list[str]) -> list[str]:
+    """The notifier names of `notify` (a name or a list of names), each one configured."""
     if isinstance(notify, str):
         notify = [notify]
     if not isinstance(notify, list) or not all(isinstance(n, str) for n in notify):
         problems.append(f"{label}.notify: must be a list of notifier names")
-        notify = []
+        return []
     for n in notify:
-        if n not in notifiers and n not in named:
+        if n not in known:
             problems.append(f"{label}.notify: unknown notifier {n!r}")
-    if len(problems) > before or condition is None:
-        return None
-    assert isinstance(name, str)
-    return AlertRule(
-        name=name, condition=condition, metric=metric, source=source, threshold=threshold,
-        clear=clear, for_seconds=for_seconds, repeat_seconds=repeat_seconds,
-        notify=tuple(dict.fromkeys(notify)),
-    )
+    return notify
 
 
 def _check_alert_series(label: str, condition: Condition, source: str | None, metric: str,
