@@ -27,7 +27,7 @@ from etl.alerts.rules import (
 )
 from etl.errors import ConfigError, SecretError
 from etl.secrets import read_secret
-from etl.vendors import KINDS, VendorKind, unknown_kind_hint
+from etl.vendors import BUILT_IN_KINDS, KINDS, VendorKind, unknown_kind_hint
 from etl.vendors.parsing import http_url_problem
 from etl.vendors.types import MetricType
 
@@ -67,7 +67,12 @@ def _kind_keys(kind: VendorKind) -> set[str]:
 
 
 # Every key some kind of source accepts: what an entry of unknown kind is checked against.
-SOURCE_ANY_KEYS = SOURCE_COMMON_KEYS.union(*(_kind_keys(k) for k in KINDS.values()))
+# (Built-in kinds: the keys docs/configuration.md lists; _any_source_keys() adds plugins'.)
+SOURCE_ANY_KEYS = SOURCE_COMMON_KEYS.union(*(_kind_keys(k) for k in BUILT_IN_KINDS.values()))
+
+
+def _any_source_keys() -> set[str]:
+    return SOURCE_COMMON_KEYS.union(*(_kind_keys(k) for k in KINDS.values()))
 BILLING_KEYS = {"source", "metric", "aggregation", "included", "unit_price", "currency"}
 # Environment variables that override top-level keys (the CLI's --database-url beats them).
 ENV_OVERRIDES = {
@@ -546,7 +551,7 @@ def _source_kind(entry: Mapping[str, Any], label: str, problems: list[str]) -> V
             problems.append(f"{label}.{key}: unknown key for a {found.name} source")
     else:
         # Without a kind, still report what no kind accepts, so one run shows everything.
-        for key in sorted(set(entry) - SOURCE_ANY_KEYS):
+        for key in sorted(set(entry) - _any_source_keys()):
             problems.append(f"{label}.{key}: unknown key")
     return found
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from etl.cli.context import AppContext
-from etl.config import SOURCE_COMMON_KEYS
-from etl.vendors import KINDS, PLUGIN_FAILURES, VendorKind
+
+if TYPE_CHECKING:  # the registry (and its plugins) load only when the command runs
+    from etl.vendors import VendorKind
 
 
 def _metrics(kind: VendorKind) -> str:
@@ -39,6 +42,9 @@ def vendors(app: AppContext) -> None:
       usage-etl vendors
       usage-etl --config usage-etl.toml vendors
     """
+    from etl.config import SOURCE_COMMON_KEYS
+    from etl.vendors import KINDS, plugin_failures
+
     for kind in KINDS.values():
         summary = f": {kind.summary}" if kind.summary else ""
         click.echo(f"{kind.name} ({kind.provider}){summary}")
@@ -50,10 +56,11 @@ def vendors(app: AppContext) -> None:
         click.echo("sources defined in the config:")
         for src in defined:
             click.echo(f"  {src.name} ({src.kind}): {_metrics(src.vendor)}")
-    for failure in PLUGIN_FAILURES:
+    failures = plugin_failures()
+    for failure in failures:
         click.echo(f"plugin {failure.name} ({failure.target}) failed to load: {failure.reason}",
                    err=True)
-    if PLUGIN_FAILURES:
+    if failures:
         raise click.exceptions.Exit(1)
 
 

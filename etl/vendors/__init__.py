@@ -3,7 +3,7 @@
 A kind is described once, as a `VendorKind`: the built-in ones in their own modules
 (`wiresocket`, `nected`), sources defined in config by `http_json`, and kinds from other
 packages through the entry-point group `usage_etl.vendors` (SPEC 7), loaded when this
-package is first imported. Config validation, the collector, import, export, the writer,
+registry first needs them. Config validation, the collector, import, export, the writer,
 the reports and the simulator read kinds from here; nothing outside `etl.vendors` names a
 vendor. May import: the standard library, `etl.errors` and `jmespath`.
 """
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import metadata
 from typing import Any, Protocol
 
 from etl.vendors.types import MAX_METRIC_LEN, MetricType, Observation
@@ -184,6 +183,8 @@ def load_plugins(kinds: dict[str, VendorKind], failures: list[PluginFailure]) ->
     entry point's name. One that fails to import, gives something else, or reuses a taken
     name is recorded in `failures` with the reason and never stops the others.
     """
+    from importlib import metadata  # here, not at start-up: it costs more than the CLI
+
     try:
         points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
     except Exception as exc:  # noqa: BLE001 - broken metadata must not stop the built-in kinds
@@ -200,7 +201,8 @@ def load_plugins(kinds: dict[str, VendorKind], failures: list[PluginFailure]) ->
         kinds[kind.name] = kind
 
 
-def _load_point(point: metadata.EntryPoint, kinds: Mapping[str, VendorKind]) -> VendorKind:
+def _load_point(point: Any, kinds: Mapping[str, VendorKind]) -> VendorKind:
+    """The kind an importlib.metadata.EntryPoint names, checked (raises on anything wrong)."""
     loaded = point.load()
     kind = loaded if isinstance(loaded, VendorKind) else loaded() if callable(loaded) else loaded
     if not isinstance(kind, VendorKind):
@@ -225,9 +227,60 @@ def _with_provider(kind: VendorKind, provider: str) -> VendorKind:
     return replace(kind, provider=provider)
 
 
-KINDS: dict[str, VendorKind] = _builtin()
+class _Registry(dict[str, VendorKind]):
+    """The kinds by name: the built-in ones, and the plugins' loaded on first need.
+
+    Scanning the installed distributions' entry points costs more than the rest of the
+    command line's start-up (`usage-etl --help` needs no kind), so it waits until a kind
+    that is not built in is asked for, or the registry is listed.
+    """
+
+    _loaded = False
+
+    def load(self) -> None:
+        """Load the plugin kinds (once; later calls do nothing)."""
+        if not self._loaded:
+            self._loaded = True
+            load_plugins(self, PLUGIN_FAILURES)
+
+    def __getitem__(self, name: str) -> VendorKind:
+        if not dict.__contains__(self, name):
+            self.load()
+        return dict.__getitem__(self, name)
+
+    def __contains__(self, name: object) -> bool:
+        if dict.__contains__(self, name):
+            return True
+        self.load()
+        return dict.__contains__(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[name] if name in self else default
+
+    def __iter__(self) -> Iterator[str]:
+        self.load()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self.load()
+        return dict.__len__(self)
+
+    def keys(self) -> Any:
+        self.load()
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self.load()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self.load()
+        return dict.items(self)
+
+
 PLUGIN_FAILURES: list[PluginFailure] = []
-load_plugins(KINDS, PLUGIN_FAILURES)
+BUILT_IN_KINDS: dict[str, VendorKind] = _builtin()
+KINDS: _Registry = _Registry(BUILT_IN_KINDS)
 
 
 def get(kind: str) -> VendorKind:
@@ -240,9 +293,15 @@ def metric_type(kind: str, metric: str) -> MetricType:
     return KINDS[kind].metrics[metric]
 
 
+def plugin_failures() -> list[PluginFailure]:
+    """The entry points of `usage_etl.vendors` that did not load, with the reasons."""
+    KINDS.load()
+    return PLUGIN_FAILURES
+
+
 def unknown_kind_hint(kind: str) -> str:
     """Why `kind` may be missing: the plugin of that name that failed to load, or ""."""
-    for failure in PLUGIN_FAILURES:
+    for failure in plugin_failures():
         if failure.name == kind:
             return f" (plugin {failure.target} failed to load: {failure.reason})"
     return ""

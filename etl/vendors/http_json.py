@@ -15,9 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import jmespath
-from jmespath.exceptions import JMESPathError
-
 from etl.errors import ParseError
 from etl.vendors import VendorKind
 from etl.vendors.parsing import (
@@ -45,6 +42,8 @@ Getter = Callable[[Any], Any]
 
 def compile_expression(text: str) -> Getter:
     """A function reading JMESPath `text` from a JSON value (JMESPathError if it is bad)."""
+    import jmespath  # loaded with the first http_json source, not at start-up
+
     parsed = jmespath.compile(text)
     compared = _comparison(parsed.parsed)
     if compared is not None:
@@ -343,6 +342,8 @@ def _expression(table: Mapping[str, Any], key: str, label: str, problems: list[s
     if not isinstance(text, str) or not text.strip():
         problems.append(f"{label}.{key}: must be a JMESPath expression (a string)")
         return None
+    from jmespath.exceptions import JMESPathError
+
     try:
         return compile_expression(text)
     except JMESPathError as exc:
