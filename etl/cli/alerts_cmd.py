@@ -101,7 +101,7 @@ def alerts_test(app: AppContext, name: str) -> None:
     rule = config.alert(name)
     if not rule.notify:
         raise InputError(f"alert {name} has no notifiers (its notify list is empty)")
-    config.check_notifier_secrets()
+    config.check_notifier_secrets(rule.notify)
     outcome = send_test(config, name)
     for notifier, error in outcome.items():
         if error is None:
