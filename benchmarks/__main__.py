@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                                          demo_days=size.demo_days, log=log)
         results["vendors"] = vendors_bench.run(workdir, lines=size.vendor_lines,
                                                polls=size.vendor_polls,
-                                               repeats=size.import_repeats + 1, log=log)
+                                               repeats=size.import_rounds + 1, log=log)
     finally:
         if own:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -112,14 +112,6 @@ value = "storage_gb"
 limit = "quota_gb"
 
 [[billing]]
-source = "projects"
-metric = "requests:web-app"
-aggregation = "increase"
-included = 50000
-unit_price = "0.0005"
-currency = "USD"
-
-[[billing]]
 source = "rules"
 metric = "invocations"
 aggregation = "increase"
@@ -133,6 +125,14 @@ metric = "connections"
 aggregation = "peak"
 included = 100
 unit_price = "0.50"
+currency = "USD"
+
+[[billing]]
+source = "projects"
+metric = "requests:web-app"
+aggregation = "increase"
+included = 50000
+unit_price = "0.0005"
 currency = "USD"
 
 # The demo's own webhook receiver on loopback (export {WEBHOOK_ENV} to use it again).
