@@ -95,6 +95,8 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
         out["startup_version_vs_import_click"] = start["version_ratio"]
         out["startup_status_seconds"] = start["status_s"]
         out["startup_status_vs_import_click"] = start["status_ratio"]
+        out["startup_status_cpu_seconds"] = start["status_cpu_s"]
+        out["startup_help_cpu_vs_import_click"] = start["help_cpu_ratio"]
     return out
 
 
