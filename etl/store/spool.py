@@ -21,7 +21,7 @@ from etl.files import atomic_writer, fsync_dir
 from etl.store.models import to_micros
 from etl.store.writer import record_poll
 from etl.textutil import first_line
-from etl.vendors.types import Observation, Origin, Outcome, PollRecord, SampleValue
+from etl.vendors.types import MetricType, Observation, Origin, Outcome, PollRecord, SampleValue
 
 log = logging.getLogger("etl.store.spool")
 
@@ -122,7 +122,8 @@ def poll_to_dict(poll: PollRecord) -> dict[str, Any]:
             "origin": obs.origin,
             "payload": obs.payload,
             "samples": [
-                {"metric": s.metric, "value": s.value, "limit": s.limit, "status": s.status}
+                {"metric": s.metric, "value": s.value, "limit": s.limit, "status": s.status,
+                 **({"type": str(s.metric_type)} if s.metric_type is not None else {})}
                 for s in obs.samples
             ],
         },
@@ -153,6 +154,7 @@ def poll_from_dict(data: dict[str, Any]) -> PollRecord:
                     metric=s["metric"], value=float(s["value"]),
                     limit=None if s.get("limit") is None else float(s["limit"]),
                     status=s.get("status"),
+                    metric_type=MetricType(s["type"]) if s.get("type") else None,
                 )
                 for s in raw_obs["samples"]
             ),
