@@ -17,14 +17,15 @@ from click.testing import CliRunner
 
 from etl.cli import cli
 from etl.config import SourceConfig
-from etl.runtime.simulator import (
-    SimulatedVendor,
-    generate_archive,
-    nected_invocations,
-    wiresocket_body,
-)
+from etl.runtime.simulator import SimulatedVendor, generate_archive
 from etl.store.archive import parse_line
 from etl.vendors import get as vendor_kind
+from etl.vendors.nected import simulated_body as nected_body
+from etl.vendors.wiresocket import simulated_body as wiresocket_body
+
+
+def nected_invocations(at: datetime, seed: int = 0) -> int:
+    return int(nected_body(at, seed)["data"]["invocations"])
 
 MONDAY = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -145,7 +146,7 @@ def test_echo_credential_quotes_the_received_credential_in_error_bodies(
     assert ok.status_code == 200 and simulator.token not in ok.text
 
 
-def test_simulate_command_fault_options() -> None:
+def test_simulate_command_serves_the_fault_retry_after_and_echo_it_is_given() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -14,24 +14,13 @@ from etl.store.engine import make_engine, upgrade
 from etl.store.models import CollectionAttempt, Sample, Snapshot
 from etl.store.spool import Spool, SpoolInUseError, poll_to_dict
 from etl.vendors.types import Observation, Outcome, PollRecord, SampleValue
+from tests.factories import failed_poll, ok_poll
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-def ok_poll(i: int, source: str = "rules") -> PollRecord:
-    at = T0 + timedelta(seconds=60 * i)
-    obs = Observation(
-        source=source, kind="nected", observed_at=at,
-        payload=json.dumps({"data": {"invocations": 1000 + i}, "code": "success"}),
-        samples=(SampleValue("invocations", 1000.0 + i),), received_at=at,
-    )
-    return PollRecord(source, Outcome.OK, at - timedelta(milliseconds=80), at, 200, 80.5, 1, None, obs)
-
-
-def failed_poll(i: int) -> PollRecord:
-    at = T0 + timedelta(seconds=60 * i)
-    return PollRecord("ws-prod", Outcome.TIMEOUT, at, at + timedelta(seconds=10), None, None, 3,
-                       "read timed out", None)
+def minute(i: int) -> datetime:
+    return T0 + timedelta(seconds=60 * i)
 
 
 def counts(engine: Engine) -> tuple[int, int, int]:
@@ -45,7 +34,7 @@ def counts(engine: Engine) -> tuple[int, int, int]:
 
 def test_spooled_poll_reads_back_identically(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
-    polls = [ok_poll(1), failed_poll(2)]
+    polls = [ok_poll(minute(1), 1000 + 1), failed_poll(minute(2))]
     paths = [spool.put(p) for p in polls]
     assert spool.pending() == sorted(paths)
     assert [spool.load(p) for p in spool.pending()] == polls
@@ -58,8 +47,8 @@ def test_replay_stores_each_poll_once_and_empties_the_spool(
 ) -> None:
     spool = Spool(tmp_path / "spool")
     for i in range(3):
-        spool.put(ok_poll(i))
-    spool.put(failed_poll(5))
+        spool.put(ok_poll(minute(i), 1000 + i))
+    spool.put(failed_poll(minute(5)))
     result = spool.replay(engine)
     assert (result.replayed, result.remaining, result.error) == (4, 0, None)
     assert spool.pending() == []
@@ -73,7 +62,7 @@ def test_replay_stores_each_poll_once_and_empties_the_spool(
 
     # A crash after the commit but before the file was deleted: the same files come back.
     for i in range(3):
-        spool.put(ok_poll(i))
+        spool.put(ok_poll(minute(i), 1000 + i))
     again = spool.replay(engine)
     assert (again.replayed, again.already_stored) == (0, 3)
     assert counts(engine) == (4, 3, 3)
@@ -86,8 +75,8 @@ def test_locked_database_keeps_files_until_it_is_free(tmp_path: Path, monkeypatc
     engine = make_engine(f"sqlite:///{db}")
     upgrade(engine)
     spool = Spool(tmp_path / "spool")
-    spool.put(ok_poll(1))
-    spool.put(ok_poll(2))
+    spool.put(ok_poll(minute(1), 1000 + 1))
+    spool.put(ok_poll(minute(2), 1000 + 2))
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
@@ -106,7 +95,7 @@ def test_locked_database_keeps_files_until_it_is_free(tmp_path: Path, monkeypatc
 
 def test_unreadable_file_is_set_aside_not_deleted(engine: Engine, tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
-    spool.put(ok_poll(1))
+    spool.put(ok_poll(minute(1), 1000 + 1))
     bad = spool.dir / "00000000000000000001-rules-deadbeef.json"
     bad.write_text("{not json")
     result = spool.replay(engine)
@@ -121,8 +110,8 @@ def test_crash_leftovers_are_kept_if_complete_and_set_aside_if_not(
 ) -> None:
     """A SIGKILL between fsync and rename leaves a complete temp file: it is a poll."""
     spool = Spool(tmp_path / "spool")
-    spool.put(ok_poll(1))
-    whole = json.dumps(poll_to_dict(ok_poll(2))).encode()
+    spool.put(ok_poll(minute(1), 1000 + 1))
+    whole = json.dumps(poll_to_dict(ok_poll(minute(2), 1000 + 2))).encode()
     done = "00000000000000000002-rules-0000aaaa.json"
     (spool.dir / f".tmp-{done}").write_bytes(whole)
     cut = "00000000000000000003-rules-0000bbbb.json"
@@ -151,3 +140,21 @@ def test_a_second_owner_of_the_spool_is_refused_and_touches_nothing(tmp_path: Pa
     assert in_flight.exists()
     held.release()
     second.lock().release()  # free again once the owner is gone
+
+
+def test_a_spooled_http_json_poll_keeps_its_per_item_series_types(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from etl.store.models import Series
+    from etl.vendors.types import MetricType
+
+    at = datetime(2026, 11, 21, 10, tzinfo=UTC)
+    samples = (SampleValue("storage_gb:web-app", 12.0, 50.0, None, MetricType.GAUGE),
+               SampleValue("requests:web-app", 900.0, None, None, MetricType.COUNTER))
+    obs = Observation("projects", "http_json", at, "{}", samples, at)
+    spool = Spool(tmp_path / "spool")
+    spool.put(PollRecord("projects", Outcome.OK, at, at, 200, 5.0, 1, None, obs))
+    assert spool.replay(engine).replayed == 1
+    with engine.connect() as conn:
+        types = dict(conn.execute(select(Series.metric, Series.metric_type)).all())
+    assert types == {"storage_gb:web-app": "gauge", "requests:web-app": "counter"}

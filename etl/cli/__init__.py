@@ -16,8 +16,8 @@ import click
 
 from etl.cli.context import AppContext
 from etl.errors import ConfigError, UsageEtlError
+from etl.files import os_error_text
 from etl.redact import redact
-from etl.textutil import first_line
 
 log = logging.getLogger("etl")
 
@@ -26,6 +26,7 @@ class ErrorHandlingGroup(click.Group):
     """Turns usage-etl errors into `usage-etl: error: ...` lines and the SPEC exit status."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a usage-etl error becomes one line on stderr and its exit status (SPEC 3)."""
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
@@ -35,21 +36,37 @@ class ErrorHandlingGroup(click.Group):
         except UsageEtlError as exc:
             click.echo(f"usage-etl: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # a file the command writes: full or read-only disk, ...
+            click.echo(f"usage-etl: error: {redact(os_error_text(exc))}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("usage-etl: interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:
             if not _is_database_error(exc):
                 raise
-            click.echo(f"usage-etl: error: database: {redact(first_line(exc))}", err=True)
+            from etl.store.engine import describe_database_error  # loaded by now
+
+            obj = ctx.obj if isinstance(ctx.obj, AppContext) else None
+            url = obj.database_url_or_none() if obj is not None else None
+            click.echo(f"usage-etl: error: {redact(describe_database_error(exc, url))}",
+                       err=True)
             ctx.exit(1)
 
 
 def _is_database_error(exc: BaseException) -> bool:
-    """Is `exc` a SQLAlchemy error? Asked without importing SQLAlchemy, which only a command
-    that opened a database has loaded (and only such a command can raise its errors)."""
-    sa_exc = sys.modules.get("sqlalchemy.exc")
-    return sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError)
+    """Whether `exc` is a database error, asked without importing SQLAlchemy.
+
+    Only a command that opened a database has loaded it (and only such a command can raise
+    its errors).
+    """
+    # Also the drivers' own errors, from the raw-cursor paths (bulk import, report reads).
+    for module, name in (("sqlalchemy.exc", "SQLAlchemyError"), ("sqlite3", "Error"),
+                         ("psycopg", "Error")):
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(exc, getattr(loaded, name)):
+            return True
+    return False
 
 
 @click.group(cls=ErrorHandlingGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -85,9 +102,9 @@ def cli(ctx: click.Context, config_path: str | None, database_url: str | None, v
 
 def _register() -> None:
     # Imported here so each command family lives in its own module.
-    from etl.cli import alerts_cmd, collect_cmd, db_cmd, report_cmd, schedule_cmd
+    from etl.cli import alerts_cmd, collect_cmd, db_cmd, report_cmd, schedule_cmd, vendors_cmd
 
-    for module in (db_cmd, collect_cmd, report_cmd, schedule_cmd, alerts_cmd):
+    for module in (db_cmd, collect_cmd, report_cmd, schedule_cmd, alerts_cmd, vendors_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 
@@ -96,4 +113,5 @@ _register()
 
 
 def main() -> None:
+    """The `usage-etl` console script (and `python -m etl`)."""
     cli(prog_name="usage-etl")

@@ -28,7 +28,7 @@ from etl.config import Config
 from etl.errors import UsageEtlError
 from etl.redact import redact
 from etl.runtime.logs import event
-from etl.vendors import metric_type
+from etl.timefmt import utc_z
 from etl.vendors.types import MetricType
 
 log = logging.getLogger("etl.alerts")
@@ -42,7 +42,7 @@ def watched_series(config: Config, rule: AlertRule) -> list[SeriesRef]:
             continue
         if rule.condition is Condition.STALE:
             out.append(SeriesRef(src.name, None))
-        elif rule.metric in src.metrics:
+        elif rule.metric is not None and src.vendor.metric_type_of(rule.metric) is not None:
             out.append(SeriesRef(src.name, rule.metric))
     return out
 
@@ -108,7 +108,7 @@ def _reading(rule: AlertRule, series: SeriesRef,
 
 def _is_counter(config: Config, series: SeriesRef) -> bool:
     src = config.source(series.source)
-    return metric_type(src.kind, str(series.metric)) is MetricType.COUNTER
+    return src.vendor.metric_type_of(str(series.metric)) is MetricType.COUNTER
 
 
 def _staleness(engine: Engine, config: Config, now: datetime
@@ -269,14 +269,17 @@ class AlertWorker:
         self.runs = 0
 
     def start(self) -> None:
+        """Start the alerts thread and ask it to deliver what a previous process left."""
         self._thread = threading.Thread(target=self._loop, name="alerts", daemon=True)
         self._thread.start()
         self.request()  # deliver what a previous process left in the outbox
 
     def request(self) -> None:
+        """Ask for an evaluation and delivery pass (after a stored poll); returns at once."""
         self._wanted.set()
 
     def stop(self, timeout: float | None = None) -> None:
+        """Stop the thread, waiting up to `timeout` seconds (None: until it ends)."""
         self._stop.set()
         self._wanted.set()
         if self._thread is not None:
@@ -316,18 +319,21 @@ class AlertRow:
     observed_at: datetime | None
 
     def to_json(self) -> dict[str, Any]:
-        from etl.alerts.evaluate import json_number, utc_text
+        """The row as a JSON-ready dict: times as UTC `...Z` text, numbers as JSON numbers."""
+        from etl.alerts.evaluate import json_number
 
         return {"alert": self.alert, "source": self.source, "metric": self.metric,
                 "state": str(self.state),
-                "since": utc_text(self.since) if self.since else None,
+                "since": utc_z(self.since, "seconds") if self.since else None,
                 "value": json_number(self.value),
-                "observed_at": utc_text(self.observed_at) if self.observed_at else None}
+                "observed_at": utc_z(self.observed_at) if self.observed_at else None}
 
 
 def alert_rows(engine: Engine, config: Config, now: datetime | None = None) -> list[AlertRow]:
-    """Per alert and series: the stored state (ok when never changed), since when, and the
-    value its condition reads now; in config order."""
+    """Per alert and series, in config order: the stored state, since when, and the value now.
+
+    The state is ok when it never changed; the value is what the alert's condition reads.
+    """
     return [AlertRow(rule.name, series.source, series.metric, state.state, state.since,
                      reading.value, reading.observed_at)
             for rule, series, state, reading in _current(engine, config, now or datetime.now(UTC))]

@@ -152,7 +152,7 @@ def _prepare(conn: Connection, batch: list[Observation], sqlite: bool) -> _Chunk
         cur.close()
     ch = _Chunk(base)
     seen: set[tuple[str, datetime]] = set()
-    ids_by_source: dict[tuple[str, str], dict[str, int]] = {}
+    ids_by_source: dict[str, dict[str, int]] = {}
     micros: dict[datetime, int] = {}
 
     def to_db(value: datetime) -> Any:
@@ -168,30 +168,38 @@ def _prepare(conn: Connection, batch: list[Observation], sqlite: bool) -> _Chunk
     for obs in batch:
         source = obs.source
         key = (source, obs.observed_at)
-        ids = ids_by_source.get((source, obs.kind))
-        if ids is None:
-            ids = ids_by_source[(source, obs.kind)] = series_ids(conn, source, obs.kind)
-            ch.source_series.setdefault(source, []).extend(ids.values())
-            ch.names.update({sid: (source, metric) for metric, sid in ids.items()})
+        ids = ids_by_source.get(source)
+        try:
+            sids = [ids[sv.metric] for sv in obs.samples]  # type: ignore[index]
+        except (KeyError, TypeError):  # a series (or source) not seen in this chunk yet
+            ids = _add_series(conn, ch, ids_by_source, obs)
+            sids = [ids[sv.metric] for sv in obs.samples]
         at = conv(obs.observed_at)
         if key in seen:
-            for sv in obs.samples:
-                ch.repeats.append((ids[sv.metric], at, sv.value))
+            for sid, sv in zip(sids, obs.samples):  # noqa: B905 - same length by construction
+                ch.repeats.append((sid, at, sv.value))
             continue
         seen.add(key)
         recv = None if obs.received_at is None else conv(obs.received_at)
         snap_rows.append((k, source, obs.kind, at, recv, obs.origin, obs.payload))
-        lo_hi = ranges.get(source)
-        if lo_hi is None:
-            ranges[source] = (at, at)
-        elif at < lo_hi[0]:
-            ranges[source] = (at, lo_hi[1])
-        elif at > lo_hi[1]:
-            ranges[source] = (lo_hi[0], at)
-        for sv in obs.samples:
-            sample_rows.append((ids[sv.metric], at, sv.value, sv.limit, sv.status, k))
+        _widen(ranges, source, at)
+        for sid, sv in zip(sids, obs.samples):  # noqa: B905
+            sample_rows.append((sid, at, sv.value, sv.limit, sv.status, k))
         k += 1
     return ch
+
+
+def _add_series(conn: Connection, ch: _Chunk, ids_by_source: dict[str, dict[str, int]],
+                obs: Observation) -> dict[str, int]:
+    """Series ids of `obs`'s samples (rows created as needed), recorded in the chunk."""
+    ids = ids_by_source.setdefault(obs.source, {})
+    known = ch.source_series.setdefault(obs.source, [])
+    for metric, sid in series_ids(conn, obs.source, obs.kind, obs.samples).items():
+        if metric not in ids:
+            ids[metric] = sid
+            known.append(sid)
+            ch.names[sid] = (obs.source, metric)
+    return ids
 
 
 def _same(value: datetime) -> datetime:
@@ -199,6 +207,7 @@ def _same(value: datetime) -> datetime:
 
 
 def _widen(ranges: dict[Any, tuple[Any, Any]], key: Any, at: Any) -> None:
+    """Stretch `ranges[key]` (lowest, highest) to take in `at`."""
     lo_hi = ranges.get(key)
     if lo_hi is None:
         ranges[key] = (at, at)
@@ -213,25 +222,25 @@ def _anything_stored(conn: Connection, ch: _Chunk, sqlite: bool) -> bool:
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     ph = "?" if sqlite else "%s"
     try:
-        for sid, (lo, hi) in ch.series_ranges().items():
-            cur.execute(
-                f"SELECT 1 FROM samples WHERE series_id = {ph} AND observed_at >= {ph} "  # noqa: S608
-                f"AND observed_at <= {ph} LIMIT 1",
-                (sid, lo, hi),
-            )
-            if cur.fetchone() is not None:
-                return True
-        for source, (lo, hi) in ch.snap_ranges.items():
-            cur.execute(
-                f"SELECT 1 FROM snapshots WHERE source = {ph} AND observed_at >= {ph} "  # noqa: S608
-                f"AND observed_at <= {ph} LIMIT 1",
-                (source, lo, hi),
-            )
-            if cur.fetchone() is not None:
-                return True
-        return False
+        return (_any_in_ranges(cur, "samples", "series_id", ch.series_ranges(), ph)
+                or _any_in_ranges(cur, "snapshots", "source", ch.snap_ranges, ph))
     finally:
         cur.close()
+
+
+def _any_in_ranges(cur: Any, table: str, key_column: str,
+                   ranges: dict[Any, tuple[Any, Any]], ph: str) -> bool:
+    """Whether `table` has a row of some key observed inside that key's [lowest, highest]."""
+    for key, (lo, hi) in ranges.items():
+        cur.execute(
+            # The table and column names are this module's constants, never input.
+            f"SELECT 1 FROM {table} WHERE {key_column} = {ph} AND observed_at >= {ph} "  # noqa: S608
+            f"AND observed_at <= {ph} LIMIT 1",
+            (key, lo, hi),
+        )
+        if cur.fetchone() is not None:
+            return True
+    return False
 
 
 def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, dict[int, tuple[Any, Any]]]:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, insert, select, tuple_
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from etl.store.models import CollectionAttempt, Sample, Series, Snapshot
+from etl.textutil import first_line
 from etl.vendors import KINDS
-from etl.vendors.types import Observation, Origin, PollRecord, SampleValue
+from etl.vendors.types import Observation, Origin, Outcome, PollRecord, SampleValue
 
 log = logging.getLogger("etl.store")
 
@@ -30,12 +32,14 @@ class Conflict:
 
 @dataclass
 class StoreResult:
+    """What storing observations did: new snapshots and samples, duplicates, conflicts."""
     snapshots: int = 0
     samples: int = 0
     duplicates: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
 
     def add(self, other: StoreResult) -> None:
+        """Add another result's counts and conflicts to this one."""
         self.snapshots += other.snapshots
         self.samples += other.samples
         self.duplicates += other.duplicates
@@ -60,25 +64,28 @@ def _insert_ignore(conn: Connection, table: type, conflict_cols: Sequence[str]):
     return insert(table)
 
 
-def series_ids(conn: Connection, source: str, kind: str) -> dict[str, int]:
-    """metric -> series id for `source`, creating missing series rows."""
-    engine = conn.engine
-    cache = _series_cache.setdefault(engine, {})
-    metrics = KINDS[kind].metrics
-    if all((source, m) in cache for m in metrics):
-        return {m: cache[(source, m)] for m in metrics}
-    conn.execute(
-        _insert_ignore(conn, Series, ("source", "metric")),
-        [{"source": source, "metric": m, "kind": kind, "metric_type": str(t)}
-         for m, t in metrics.items()],
-    )
-    rows = conn.execute(
-        select(Series.metric, Series.id).where(Series.source == source)
-    ).all()
-    found = {metric: sid for metric, sid in rows}
-    for metric, sid in found.items():
-        cache[(source, metric)] = sid
-    return {m: found[m] for m in metrics}
+def series_ids(
+    conn: Connection, source: str, kind: str, samples: Sequence[SampleValue]
+) -> dict[str, int]:
+    """Map metric -> series id for each of `samples`, creating missing series rows.
+
+    A series row is made the first time one of its samples is stored, so per-item series
+    (http_json `each`, SPEC 7) appear as their items do; its metric type is the sample's
+    (set by kinds whose types depend on the source), else the kind's.
+    """
+    cache = _series_cache.setdefault(conn.engine, {})
+    missing = [sv for sv in samples if (source, sv.metric) not in cache]
+    if missing:
+        conn.execute(
+            _insert_ignore(conn, Series, ("source", "metric")),
+            [{"source": source, "metric": sv.metric, "kind": kind,
+              "metric_type": str(sv.metric_type or KINDS[kind].metrics[sv.metric])}
+             for sv in missing],
+        )
+        rows = conn.execute(select(Series.metric, Series.id).where(Series.source == source))
+        for metric, sid in rows:
+            cache[(source, metric)] = sid
+    return {sv.metric: cache[(source, sv.metric)] for sv in samples}
 
 
 def forget_series_cache(engine: Engine) -> None:
@@ -89,14 +96,36 @@ def forget_series_cache(engine: Engine) -> None:
 def store_observations(conn: Connection, observations: Iterable[Observation]) -> StoreResult:
     """Store observations in the caller's transaction; the first stored observation of a key wins.
 
+    A key is (source, observed_at); each of its samples is one row per (series, observed_at).
     Same key and same value counts as a duplicate; same key and another value is a Conflict
-    and is not stored.
+    and is not stored (SPEC 4).
+
+    Returns:
+        StoreResult: new snapshots and samples, duplicates and conflicts.
     """
     result = StoreResult()
     obs_list = list(observations)
     if not obs_list:
         return result
-    # Within the batch, the first occurrence of a (source, observed_at) wins.
+    unique, later = _first_of_each_key(obs_list)
+
+    # Existing samples for the batch's keys decide duplicate / conflict / new.
+    rows_by_key: dict[tuple[int, datetime], tuple[Observation, SampleValue]] = {}
+    for obs in unique.values():
+        ids = series_ids(conn, obs.source, obs.kind, obs.samples)
+        for sv in obs.samples:
+            rows_by_key[(ids[sv.metric], obs.observed_at)] = (obs, sv)
+    existing = _existing_values(conn, list(rows_by_key))
+    snap_ids = _insert_new_snapshots(conn, unique, result)
+    _insert_new_samples(conn, rows_by_key, existing, snap_ids, result)
+    _compare_repeats(later, unique, result)
+    return result
+
+
+def _first_of_each_key(
+    obs_list: list[Observation],
+) -> tuple[dict[tuple[str, datetime], Observation], list[Observation]]:
+    """Split a batch into the first observation of each (source, observed_at) and the repeats."""
     unique: dict[tuple[str, datetime], Observation] = {}
     later: list[Observation] = []
     for obs in obs_list:
@@ -105,19 +134,20 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
             later.append(obs)
         else:
             unique[key] = obs
+    return unique, later
 
-    # Existing samples for the batch's keys decide duplicate / conflict / new.
-    rows_by_key: dict[tuple[int, datetime], tuple[Observation, SampleValue]] = {}
-    for obs in unique.values():
-        ids = series_ids(conn, obs.source, obs.kind)
-        for sv in obs.samples:
-            rows_by_key[(ids[sv.metric], obs.observed_at)] = (obs, sv)
-    existing = _existing_values(conn, list(rows_by_key))
 
+def _insert_new_snapshots(
+    conn: Connection,
+    unique: dict[tuple[str, datetime], Observation],
+    result: StoreResult,
+) -> dict[tuple[str, datetime], int]:
+    """Insert the snapshots of keys not stored yet; return the snapshot id of every key."""
+    # Looked up, not inferred from samples: an observation may have none (an empty `each`).
+    stored_snaps = _snapshot_ids(conn, list(unique))
     snap_rows = []
     for key, obs in unique.items():
-        first_sid = next(iter(series_ids(conn, obs.source, obs.kind).values()))
-        if (first_sid, key[1]) in existing:
+        if key in stored_snaps:
             continue
         snap_rows.append(
             {
@@ -129,12 +159,21 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
                 "payload": obs.payload,
             }
         )
-    snap_ids: dict[tuple[str, datetime], int] = {}
-    if snap_rows:
-        conn.execute(_insert_ignore(conn, Snapshot, ("source", "observed_at")), snap_rows)
-        result.snapshots = len(snap_rows)
-        snap_ids = _snapshot_ids(conn, [(obs.source, obs.observed_at) for obs in unique.values()])
+    if not snap_rows:
+        return {}
+    conn.execute(_insert_ignore(conn, Snapshot, ("source", "observed_at")), snap_rows)
+    result.snapshots = len(snap_rows)
+    return _snapshot_ids(conn, [(obs.source, obs.observed_at) for obs in unique.values()])
 
+
+def _insert_new_samples(
+    conn: Connection,
+    rows_by_key: dict[tuple[int, datetime], tuple[Observation, SampleValue]],
+    existing: dict[tuple[int, datetime], float],
+    snap_ids: dict[tuple[str, datetime], int],
+    result: StoreResult,
+) -> None:
+    """Insert the samples not stored yet; count stored equal values as duplicates, others as conflicts."""
     sample_rows = []
     for (sid, at), (obs, sv) in rows_by_key.items():
         stored = existing.get((sid, at))
@@ -158,6 +197,13 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
         result.samples = len(sample_rows)
         _mark_rollups_dirty(conn, sample_rows)
 
+
+def _compare_repeats(
+    later: list[Observation],
+    unique: dict[tuple[str, datetime], Observation],
+    result: StoreResult,
+) -> None:
+    """Count the batch's repeats of a key against its first observation (duplicate or conflict)."""
     for obs in later:
         first = unique[(obs.source, obs.observed_at)]
         stored_values = {sv.metric: sv.value for sv in first.samples}
@@ -169,7 +215,6 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
                     Conflict(obs.source, sv.metric, obs.observed_at,
                              stored_values.get(sv.metric, float("nan")), sv.value)
                 )
-    return result
 
 
 def _mark_rollups_dirty(conn: Connection, sample_rows: list[dict[str, object]]) -> None:
@@ -315,3 +360,38 @@ def _log_conflicts(stored: StoreResult) -> None:
         log.warning("%s: %s at %s: stored value %g kept, %g from the vendor not stored",
                     conflict.source, conflict.metric, conflict.observed_at.isoformat(),
                     conflict.stored, conflict.offered)
+
+
+def record_polls_apart(engine: Engine, polls: Sequence[PollRecord]) -> list[PollRecord]:
+    """record_polls for live polls, where one the database refuses never costs the others.
+
+    The batch is tried whole, then (if the database refused its text or values) each poll
+    alone.
+    A poll refused alone is recorded as its attempt only, with outcome invalid_response and
+    the database's reason, and without its observation. Returns the polls as recorded. An
+    unavailable database (OperationalError, InterfaceError) still raises.
+    """
+    try:
+        record_polls(engine, polls)
+        return list(polls)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:  # noqa: BLE001 - find the poll(s) refused, store the rest
+        if len(polls) == 1 and polls[0].observation is None:
+            raise
+    recorded: list[PollRecord] = []
+    for poll in polls:
+        try:
+            record_polls(engine, [poll])
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - this poll's observation was refused
+            if poll.observation is None:
+                raise
+            poll = replace(
+                poll, outcome=Outcome.INVALID_RESPONSE, observation=None, samples_stored=0,
+                error=f"the database refused this response: {first_line(exc)}")
+            log.warning("%s: %s", poll.source, poll.error)
+            record_polls(engine, [poll])
+        recorded.append(poll)
+    return recorded

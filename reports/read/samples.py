@@ -7,6 +7,9 @@ exactly with extract(epoch)) so no per-row Python datetime is ever built.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
@@ -17,7 +20,9 @@ from sqlalchemy import Connection, Engine, select, text
 
 from etl.config import Config
 from etl.store.models import Series, from_micros, to_micros
-from etl.vendors import KINDS
+from etl.vendors.parsing import MAX_READING
+
+log = logging.getLogger("reports.read")
 
 _SQLITE_SAMPLES = text(
     "SELECT observed_at, value, plan_limit FROM samples "
@@ -56,9 +61,10 @@ _PG_MINUS_INF = (
     "SELECT count(*) FROM samples WHERE series_id = %s AND observed_at >= %s "
     "AND observed_at < %s AND plan_limit < -1.7e308"
 )
+_ANY_BEFORE = text("SELECT 1 FROM samples WHERE series_id = :sid AND observed_at < :b LIMIT 1")
 _PREV_VALUE = text(
     "SELECT value FROM samples WHERE series_id = :sid AND observed_at < :a "
-    "ORDER BY observed_at DESC LIMIT 1"
+    "AND abs(value) <= :most ORDER BY observed_at DESC LIMIT 1"
 )
 _LATEST_PAYLOAD = text(
     "SELECT payload FROM snapshots WHERE source = :source AND observed_at < :b "
@@ -78,11 +84,46 @@ class SampleArrays:
         return len(self.t)
 
 
+@contextmanager
+def read_snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection whose reads all see one consistent state of the database.
+
+    Whatever commits meanwhile: REPEATABLE READ on PostgreSQL, one read transaction on
+    SQLite (WAL keeps its snapshot). Nothing is written through it; it is rolled back.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        else:
+            conn.exec_driver_sql("BEGIN")  # pysqlite would read each SELECT on its own
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
 def series_ids(engine: Engine) -> dict[tuple[str, str], int]:
     """(source, metric) -> series id for every series stored."""
     with engine.connect() as conn:
         return {(s, m): i for i, s, m in conn.execute(
             select(Series.id, Series.source, Series.metric))}
+
+
+def item_series(engine: Engine, source: str, until_us: int) -> list[str]:
+    """Return the per-item series (`NAME:KEY`, SPEC 7) of `source` seen before `until_us`.
+
+    In name order: the ones a report over a period ending then has rows for.
+    """
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Series.id, Series.metric).where(Series.source == source).order_by(Series.metric)
+        ).all()
+        found = []
+        for sid, metric in rows:
+            if ":" in metric and conn.execute(_ANY_BEFORE, {
+                    "sid": sid, "b": _bind(conn, until_us)}).first() is not None:
+                found.append(metric)
+    return found
 
 
 def _bind(conn: Connection, us: int) -> Any:
@@ -91,7 +132,11 @@ def _bind(conn: Connection, us: int) -> Any:
 
 
 def read_samples(conn: Connection, series_id: int, start_us: int, end_us: int) -> SampleArrays:
-    """The samples of one series with start_us <= observed_at < end_us, oldest first."""
+    """The samples of one series with start_us <= observed_at < end_us, oldest first.
+
+    A stored reading beyond MAX_READING (possible only in history written before that check)
+    is left out, with a warning: it cannot be billed, and it must not stop the report.
+    """
     sqlite = conn.dialect.name == "sqlite"
     params = (series_id, _bind(conn, start_us), _bind(conn, end_us))
     # The driver's own cursor: at millions of rows, building SQLAlchemy Row objects costs
@@ -113,6 +158,11 @@ def read_samples(conn: Connection, series_id: int, start_us: int, end_us: int) -
                 limit[missing] = np.nan
     finally:
         cur.close()
+    billable = np.abs(block[:, 1]) <= MAX_READING  # NaN and inf are not
+    if not billable.all():
+        log.warning("series %d: %d stored reading(s) above 10^15 (or not finite) left out of "
+                    "the report: too large to bill", series_id, int((~billable).sum()))
+        block, limit = block[billable], limit[billable]
     return SampleArrays(block[:, 0].astype(np.int64), block[:, 1].copy(), limit)
 
 
@@ -123,7 +173,8 @@ def _stored_minus_inf(cur: Any, sqlite: bool, params: tuple[Any, ...]) -> bool:
 
 def read_prev_value(conn: Connection, series_id: int, before_us: int) -> float | None:
     """The value of the series' last sample before `before_us` (None if there is none)."""
-    row = conn.execute(_PREV_VALUE, {"sid": series_id, "a": _bind(conn, before_us)}).first()
+    row = conn.execute(_PREV_VALUE, {"sid": series_id, "a": _bind(conn, before_us),
+                                     "most": MAX_READING}).first()
     return None if row is None else float(row[0])
 
 
@@ -144,19 +195,19 @@ def latest_payload(engine: Engine, source: str, before: datetime) -> dict[str, A
 def source_snapshots(engine: Engine, config: Config, before: datetime) -> list[dict[str, Any]]:
     """Per source whose kind names display fields: those body fields of its latest snapshot.
 
-    One dict per such source, in config order: source, kind, the kind's display fields
-    (etl.vendors.VendorKind.display_fields, "" when absent) and the body's timestamp; the
-    HTML reports show them (escaped: it is vendor text).
+    One dict per such source, in config order: source, kind, `fields` (label, text) for the
+    kind's display fields (etl.vendors.VendorKind.display_fields, "" when absent) and the
+    body's timestamp; the HTML reports show them (escaped: it is vendor text).
     """
     found = []
     for src in config.sources:
-        fields = KINDS[src.kind].display_fields
+        fields = src.vendor.display_fields
         if not fields:
             continue
         body = latest_payload(engine, src.name, before) or {}
         found.append({
             "source": src.name, "kind": src.kind,
-            **{column: str(body.get(key, "")) for column, key in fields.items()},
+            "fields": [(label, str(body.get(key, ""))) for label, key in fields.items()],
             "observed_at": str(body.get("timestamp", "")),
         })
     return found
