@@ -115,3 +115,39 @@ def test_two_cold_reports_of_one_day_at_once_both_succeed(
     monkeypatch.setattr(RollupStore, "flush", real_flush)
     warm = daily_frame(engine, CONFIG, DAY, DAY)
     assert float(warm[warm["metric"] == "invocations"]["increase"].iloc[0]) == 60.0
+
+
+@pytest.mark.postgres
+def test_two_cold_reports_writing_the_same_days_at_once_on_postgres_both_succeed(
+    pg_url: str,
+) -> None:
+    from sqlalchemy import event
+
+    from etl.store.engine import make_engine, upgrade
+
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    store(engine, wiresocket(10), nected(10, 100), nected(11, 160))
+    fired = []
+
+    def other_replica(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        # Report A is inside its rollup transaction, about to insert; report B (another
+        # replica, its own connection) computes and stores the same day first and commits.
+        if statement.startswith("INSERT INTO rollup_days") and not fired:
+            fired.append(1)
+            other = make_engine(pg_url)
+            try:
+                daily_frame(other, CONFIG, DAY, DAY)
+            finally:
+                other.dispose()
+
+    event.listen(engine, "before_cursor_execute", other_replica)
+    try:
+        first = daily_frame(engine, CONFIG, DAY, DAY)
+    finally:
+        event.remove(engine, "before_cursor_execute", other_replica)
+    assert fired
+    assert float(first[first["metric"] == "invocations"]["increase"].iloc[0]) == 60.0
+    warm = daily_frame(engine, CONFIG, DAY, DAY)
+    assert float(warm[warm["metric"] == "invocations"]["increase"].iloc[0]) == 60.0
+    engine.dispose()
