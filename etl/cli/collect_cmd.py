@@ -68,14 +68,15 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Traffic model seed.")
 @click.option("--fault", type=click.Choice(["none", "rate_limit", "unavailable", "server_error",
                                             "unauthorized", "malformed", "slow", "oversize",
-                                            "error_code"]),
+                                            "error_code", "unlimited", "trickle"]),
               default="none", show_default=True, help="Answer every request with this fault.")
 @click.option("--retry-after", type=click.IntRange(min=0), default=1, show_default=True,
               metavar="SECONDS",
               help="Retry-After sent with the rate_limit (429) and unavailable (503) faults; "
               "0 sends none.")
 @click.option("--delay", type=click.FloatRange(min=0), default=2.0, show_default=True,
-              metavar="SECONDS", help="How long the slow fault waits before answering.")
+              metavar="SECONDS", help="How long the slow fault waits before answering, and the trickle fault "
+              "between two bytes of the body.")
 @click.option("--echo-credential", is_flag=True,
               help="Quote the request's credential in every error body (401, 429, 500, 503), "
               "like a careless vendor: for checking that no output shows it.")

@@ -62,9 +62,29 @@ def number(value: Any, field: str) -> float:
     return result
 
 
-def optional_number(obj: dict[str, Any], key: str, field: str) -> float | None:
+def plan_limit(obj: dict[str, Any], key: str) -> float | None:
+    """A plan limit: None (no limit) when missing, null, negative or not a finite number.
+
+    Vendors write -1 (or null, or nothing) for "unlimited"; a limit is never a reason to
+    refuse the reading it comes with (SPEC 5). 0 stays 0 (it has no percentage either).
+    """
     value = obj.get(key)
-    return None if value is None else number(value, field)
+    kind = type(value)
+    if (kind is int or kind is float) and 0 <= value < math.inf:
+        return float(value)
+    return None
+
+
+def optional_status(obj: dict[str, Any], key: str) -> str | None:
+    """A vendor status word, cut to STATUS_MAX_LEN; None when missing, empty or not text.
+
+    The status only describes the reading (its percentage of the limit): like the limit it
+    is never a reason to refuse the reading (SPEC 5).
+    """
+    value = obj.get(key)
+    if type(value) is not str or not value:
+        return None
+    return value[:STATUS_MAX_LEN]
 
 
 def optional_text(obj: dict[str, Any], key: str, field: str) -> str | None:
