@@ -68,7 +68,7 @@ def plan_limit(obj: dict[str, Any], key: str) -> float | None:
     Vendors write -1 (or null, or nothing) for "unlimited"; a limit is never a reason to
     refuse the reading it comes with (SPEC 5). 0 stays 0 (it has no percentage either).
     """
-    value = obj.get(key)
+    value: Any = obj.get(key)
     kind = type(value)
     if (kind is int or kind is float) and 0 <= value < math.inf:
         return float(value)
