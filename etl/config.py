@@ -89,22 +89,45 @@ class SourceConfig:
         return f"sources.{self.name}.{file_key} ({self.secret_file})"
 
     def read_secret(self) -> str:
-        """The credential, read now from its environment variable or file."""
+        """The credential, read now from its environment variable or file (SPEC 2).
+
+        A file is read as editors write it: UTF-8 with or without a byte-order mark,
+        surrounding whitespace and line endings (CRLF too) dropped. Raises SecretError for an
+        unset variable, an unreadable or empty file, or a credential that cannot be sent in
+        an HTTP header (anything but printable ASCII), naming the key, never the value.
+        """
         if self.secret_env:
-            value = os.environ.get(self.secret_env, "").strip()
+            value = os.environ.get(self.secret_env, "").lstrip("\ufeff").strip()
             if not value:
                 raise SecretError(f"{self.secret_origin}: environment variable is unset or empty")
-            return value
-        assert self.secret_file is not None
-        try:
-            value = Path(self.secret_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SecretError(f"{self.secret_origin}: cannot read file: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise SecretError(f"{self.secret_origin}: file is not UTF-8 ({_bad_byte(exc)})") from None
-        if not value:
-            raise SecretError(f"{self.secret_origin}: file is empty")
+        else:
+            assert self.secret_file is not None
+            try:
+                value = Path(self.secret_file).read_text(encoding="utf-8-sig").strip()
+            except OSError as exc:
+                raise SecretError(f"{self.secret_origin}: cannot read file: {exc.strerror}") from None
+            except UnicodeDecodeError as exc:
+                raise SecretError(f"{self.secret_origin}: file is not UTF-8 ({_bad_byte(exc)})") from None
+            if not value:
+                raise SecretError(f"{self.secret_origin}: file is empty")
+        problem = header_value_problem(value)
+        if problem:
+            raise SecretError(f"{self.secret_origin}: {problem}")
         return value
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why `value` cannot be sent as an HTTP header value, or None; never quotes the value.
+
+    HTTP clients encode header values as Latin-1 and refuse control characters, so only
+    printable ASCII (space to '~') is safe; the message names the first other character
+    by its code point and position (1-based), e.g. a no-break space pasted with the key.
+    """
+    for i, ch in enumerate(value, 1):
+        if not " " <= ch <= "~":
+            return (f"the secret has character U+{ord(ch):04X} at position {i}: only printable "
+                    "ASCII can be sent in an HTTP header")
+    return None
 
 
 @dataclass(frozen=True)
