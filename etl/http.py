@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,7 +36,7 @@ from etl.redact import redact
 __all__ = [
     "PACERS", "PACING_MARGIN_SECONDS", "FetchResult", "HttpFailure", "Pacer", "PacerRegistry",
     "classify_exception", "default_retry", "fetch_json", "new_session", "parse_retry_after",
-    "poll_deadline", "validate_response",
+    "poll_deadline", "retry_after_sent", "validate_response",
 ]
 
 log = logging.getLogger("etl.http")
@@ -47,6 +48,9 @@ BACKOFF_JITTER = 0.5
 # Share of a source's interval that one poll may spend, retries and waits included.
 POLL_BUDGET_SHARE = 0.8
 RETRIABLE_STATUSES = frozenset({429, *range(500, 600)})
+# The longest Retry-After we honour (urllib3's own default cap): a vendor asking for more
+# (a day, a date next month) is waited this long, and the message says both figures.
+RETRY_AFTER_MAX_S = 6 * 3600.0
 USER_AGENT = f"usage-etl/{__version__}"
 
 Clock = Callable[[], float]
@@ -69,6 +73,8 @@ class HttpFailure(CollectError):
         super().__init__(message, outcome, http_status)
         self.retriable = retriable
         self.retry_after = retry_after
+        # What the vendor's Retry-After asked for, before RETRY_AFTER_MAX_S was applied.
+        self.retry_after_sent = retry_after
         self.cause = cause
         self.tries = 0
         self.latency_ms: float | None = None
@@ -161,14 +167,19 @@ def validate_response(
     if status in (401, 403):
         raise HttpFailure(f"HTTP {status}: credential refused{detail}", "auth_error",
                           retriable=False, http_status=status)
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), retry)
+    sent = retry_after_sent(response.headers.get("Retry-After"), retry)
+    retry_after = None if sent is None else min(sent, RETRY_AFTER_MAX_S)
     retriable = retry.is_retry("GET", status, retry_after is not None)
     outcome = "rate_limited" if status == 429 else "http_error"
     if 300 <= status < 400:
         raise HttpFailure(f"HTTP {status}: unexpected redirect (not followed)", outcome,
                           retriable=False, http_status=status)
-    raise HttpFailure(f"HTTP {status}{detail}", outcome, retriable=retriable,
-                      http_status=status, retry_after=retry_after)
+    capped = (f" (Retry-After {sent:g} s from the vendor, capped at {retry_after:g} s)"
+              if sent is not None and retry_after is not None and sent > retry_after else "")
+    failure = HttpFailure(f"HTTP {status}{detail}{capped}", outcome, retriable=retriable,
+                          http_status=status, retry_after=retry_after)
+    failure.retry_after_sent = sent
+    raise failure
 
 
 def classify_exception(exc: BaseException) -> HttpFailure:
@@ -187,14 +198,25 @@ def classify_exception(exc: BaseException) -> HttpFailure:
 
 
 def parse_retry_after(value: str | None, retry: Retry | None = None) -> float | None:
-    """Seconds from a Retry-After header (seconds or HTTP date); None if absent, bad or <= 0."""
+    """Seconds to wait for a Retry-After header (seconds or HTTP date), at most
+    RETRY_AFTER_MAX_S; None if absent, bad or <= 0."""
+    sent = retry_after_sent(value, retry)
+    return None if sent is None else min(sent, RETRY_AFTER_MAX_S)
+
+
+def retry_after_sent(value: str | None, retry: Retry | None = None) -> float | None:
+    """Seconds a Retry-After header asks for, as the vendor sent it (no cap); None if
+    absent, bad or <= 0."""
     if value is None:
         return None
+    policy = (retry or default_retry()).new()
+    # urllib3 >= 2.6 caps while parsing; the cap is ours to apply, and to report.
+    policy.retry_after_max = math.inf  # type: ignore[assignment,unused-ignore]
     try:
-        seconds = (retry or default_retry()).parse_retry_after(value)
+        seconds = policy.parse_retry_after(value)
     except InvalidHeader:
         return None
-    return seconds if seconds > 0 else None
+    return float(seconds) if seconds > 0 else None
 
 
 def fetch_json(
@@ -360,6 +382,7 @@ def _no_slot(pacer: Pacer, last: HttpFailure | None) -> HttpFailure:
         cause=last.cause,
     )
     failure.tries = last.tries
+    failure.retry_after_sent = last.retry_after_sent
     failure.latency_ms = last.latency_ms
     return failure
 
