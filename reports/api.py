@@ -27,11 +27,17 @@ from sqlalchemy import BigInteger, ColumnElement, Engine, Select, cast, func, se
 from sqlalchemy.engine import URL, make_url
 
 from etl.config import Config, database_url_problem, load_config
-from etl.db import ensure_schema, make_engine, normalize_url
 from etl.errors import InputError
-from etl.models import CollectionAttempt, Sample, Series
-from reports.billing import BILLING_COLUMNS, billing_table
-from reports.compute import CRITICAL_PCT, WARNING_PCT
+from etl.store.engine import ensure_schema, make_engine, normalize_url
+from etl.store.models import CollectionAttempt, Sample, Series
+from reports.compute.billing import BILLING_COLUMNS, billing_table
+from reports.compute.daily import CRITICAL_PCT, WARNING_PCT
+from reports.compute.reconcile import (
+    RECONCILE_COLUMNS,
+    check_tolerance,
+    read_invoice,
+    reconcile_table,
+)
 from reports.frames import (
     DAILY_COLUMNS,
     SeriesInfo,
@@ -41,12 +47,6 @@ from reports.frames import (
     series_day_rows,
 )
 from reports.periods import DATE_RE, days_period, local_midnight, month_period, parse_month
-from reports.reconcile import (
-    RECONCILE_COLUMNS,
-    check_tolerance,
-    read_invoice,
-    reconcile_table,
-)
 
 __all__ = [
     "CRITICAL_PCT",

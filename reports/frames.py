@@ -16,11 +16,11 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from etl.config import Config
-from etl.kinds import KINDS
-from etl.rollup import RollupStore
-from reports.billing import billing_table
-from reports.compute import DAY_COLUMNS, aggregate_days, day_report_values
-from reports.load import read_prev_value, read_samples, series_ids
+from etl.store.rollups import RollupStore
+from etl.vendors import KINDS
+from reports.compute.billing import billing_table
+from reports.compute.daily import DAY_COLUMNS, aggregate_days, day_report_values
+from reports.compute.reconcile import read_invoice, reconcile_table
 from reports.periods import (
     US_PER_SECOND,
     Period,
@@ -29,7 +29,7 @@ from reports.periods import (
     parse_month,
     resolve_tz,
 )
-from reports.reconcile import read_invoice, reconcile_table
+from reports.read.samples import read_prev_value, read_samples, series_ids
 
 DAILY_COLUMNS = [
     "date", "source", "metric", "samples", "min", "max", "mean", "limit", "peak_pct",
@@ -58,7 +58,7 @@ def configured_series(config: Config, only: Sequence[tuple[str, str]] | None = N
     """Every configured (source, metric), in config order (or just those in `only`)."""
     found = []
     for src in config.sources:
-        for metric, mtype in KINDS[src.kind].items():
+        for metric, mtype in KINDS[src.kind].metrics.items():
             if only is not None and (src.name, metric) not in only:
                 continue
             found.append(SeriesInfo(src.name, metric, src.kind, mtype,
@@ -74,7 +74,7 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
     Columns: source, metric, metric_type, date, then compute.DAY_COLUMNS. These rows alone
     are enough to build any longer period (see compute.combine_days). With `rollup_tz`
     (the configured zone's name), day rows come from the stored rollups where they are
-    fresh, and the ones computed here are stored (etl.rollup).
+    fresh, and the ones computed here are stored (etl.store.rollups).
     """
     ids = series_ids(engine)
     rollups = (RollupStore(engine, rollup_tz, period.start_us, period.end_us)
@@ -173,7 +173,7 @@ def rollup_tz(config: Config, tz: str | None) -> str | None:
     """The zone whose daily rollups a report reads and fills: the one it reports in.
 
     Rollups are kept per zone, so a report in another zone (`--tz`) is cold once and warm
-    after; a write invalidates the affected days of every zone (etl.rollup.invalidate_dirty).
+    after; a write invalidates the affected days of every zone (etl.store.rollups.invalidate_dirty).
     """
     return tz or config.timezone
 

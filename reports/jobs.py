@@ -13,10 +13,10 @@ from sqlalchemy import Engine
 
 from etl.config import Config
 from etl.errors import InputError
-from etl.models import to_micros
-from reports.billing import billing_table, cumulative_quantity, rule_days
-from reports.charts import billing_chart, series_day_chart
-from reports.compute import exact_total
+from etl.store.models import to_micros
+from reports.compute.billing import billing_table, cumulative_quantity, rule_days
+from reports.compute.daily import exact_total
+from reports.compute.reconcile import check_tolerance, read_invoice, reconcile_table
 from reports.frames import (
     billing_day_rows,
     configured_series,
@@ -24,11 +24,12 @@ from reports.frames import (
     rollup_tz,
     series_day_rows,
 )
-from reports.load import latest_payload, read_prev_value, read_samples, series_ids
+from reports.names import billing_name, daily_name, reconcile_name
 from reports.periods import days_period, month_period, parse_month, resolve_tz, us_to_datetime
-from reports.reconcile import check_tolerance, read_invoice, reconcile_table
-from reports.render_csv import write_csv
-from reports.render_html import Chart, render_report, table_from_frame, write_html
+from reports.read.samples import latest_payload, read_prev_value, read_samples, series_ids
+from reports.render.charts import billing_chart, series_day_chart
+from reports.render.csv import write_csv
+from reports.render.html import Chart, render_report, table_from_frame, write_html
 
 FORMATS = ("csv", "html")
 
@@ -84,7 +85,7 @@ def build_daily(engine: Engine, config: Config, start: date, end: date, *,
     by_day = {key: g for key, g in daily.groupby("date", sort=False)} if len(daily) else {}
     for i, day in enumerate(period.days):
         table = by_day.get(day, daily.iloc[:0]).reset_index(drop=True)
-        base = out / f"daily-{day.isoformat()}"
+        base = out / daily_name(day)
         if "csv" in wanted:
             paths.append(write_csv(table, base.with_suffix(".csv")))
         if "html" in wanted:
@@ -152,7 +153,7 @@ def build_billing(engine: Engine, config: Config, month: str, *, tz: str | None 
     now = now or datetime.now(UTC)
     table = billing_table(rows, config.billing, period, now=now)
     out = _out_dir(out_dir)
-    base = out / f"billing-{first.strftime('%Y-%m')}"
+    base = out / billing_name(first)
     paths: list[Path] = []
     if "csv" in wanted:
         paths.append(write_csv(table, base.with_suffix(".csv")))
@@ -201,7 +202,7 @@ def build_reconcile(engine: Engine, config: Config, month: str, invoice: Path, *
     billed = billing_table(rows, config.billing, period, now=now or datetime.now(UTC))
     table = reconcile_table(billed, lines, first.strftime("%Y-%m"), tolerance_pct=tolerance_pct)
     out = _out_dir(out_dir)
-    base = out / f"reconcile-{first.strftime('%Y-%m')}"
+    base = out / reconcile_name(first)
     paths: list[Path] = []
     if "csv" in wanted:
         paths.append(write_csv(table, base.with_suffix(".csv")))

@@ -11,14 +11,14 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from etl.cli import cli
-from etl.db import make_engine
-from etl.models import Sample, Series
-from etl.simulator import SimulatedVendor
-from etl.sources import adapter
-from etl.store import forget_series_cache
+from etl.runtime.simulator import SimulatedVendor
+from etl.store.engine import make_engine
+from etl.store.models import Sample, Series
+from etl.store.writer import forget_series_cache
+from etl.vendors import get as vendor_kind
 from tests.conftest import write_sim_config
 
-WS = adapter("wiresocket")
+WS = vendor_kind("wiresocket")
 
 
 def ws_body(stamp: str, connections: dict[str, object], documents: dict[str, object]) -> dict:

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl.errors import InputError
-from etl.models import to_micros
-from reports.compute import aggregate_days, combine_days, coverage_pct, day_report_values
+from etl.store.models import to_micros
+from reports.compute.daily import aggregate_days, combine_days, coverage_pct, day_report_values
 from reports.periods import days_period, month_period, parse_date, parse_month, resolve_tz
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -199,7 +199,7 @@ def test_daily_increases_add_up_to_the_month(points: list[tuple[int, int]], spli
 def test_cumulative_quantity_stops_at_now_for_a_month_in_progress() -> None:
     import pandas as pd
 
-    from reports.billing import cumulative_quantity
+    from reports.compute.billing import cumulative_quantity
 
     day = 86_400_000_000
     days = pd.DataFrame(
@@ -217,7 +217,7 @@ def test_cumulative_quantity_stops_at_now_for_a_month_in_progress() -> None:
 
 
 def test_fractional_counter_adds_the_decimals_the_vendor_sent() -> None:
-    from reports.billing import cumulative_quantity
+    from reports.compute.billing import cumulative_quantity
 
     b = day_bounds(2)
     t = np.array([b[0] + 1 * H, b[0] + 2 * H, b[0] + 3 * H, b[1] + 1 * H, b[1] + 2 * H])
@@ -241,8 +241,8 @@ def test_billing_quantity_and_overage_of_fractional_days_print_without_trailing_
     import pandas as pd
 
     from etl.config import BillingRule
-    from reports.billing import charge, cumulative_quantity
-    from reports.render_csv import format_cell
+    from reports.compute.billing import charge, cumulative_quantity
+    from reports.render.csv import format_cell
 
     days = pd.DataFrame({"day_start_us": [0, 86_400_000_000], "increase": [100.5, 99.5],
                          "max": [np.nan, np.nan], "samples": [3, 3]})
@@ -275,8 +275,8 @@ def naive_decimal_days(t: list[int], k: list[int], bounds: np.ndarray) -> list[D
                 min_size=0, max_size=60))
 def test_fractional_daily_increases_are_exact_decimals_that_add_up_to_the_month(
         points: list[tuple[int, int]]) -> None:
-    from reports.billing import cumulative_quantity
-    from reports.compute import exact_total
+    from reports.compute.billing import cumulative_quantity
+    from reports.compute.daily import exact_total
 
     b = day_bounds(10)
     t = [int(b[0]) + m * MIN for m, _ in points]
@@ -301,7 +301,7 @@ def test_a_day_chart_of_a_series_without_samples_prints_no_warning(
         capfd: pytest.CaptureFixture[str]) -> None:
     import warnings
 
-    from reports.charts import series_day_chart
+    from reports.render.charts import series_day_chart
 
     b = day_bounds(1)
     with warnings.catch_warnings(record=True) as caught:

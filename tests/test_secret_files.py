@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from etl.cli import cli
-from etl.simulator import SimulatedVendor
+from etl.runtime.simulator import SimulatedVendor
 
 
 def file_config(tmp_path: Path, sim: SimulatedVendor, url: str, token_file: Path,
