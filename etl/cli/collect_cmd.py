@@ -31,8 +31,12 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
     --force is given: its line says until when, and it counts as not polled. Requests per
     credential are paced across every usage-etl process of this host.
 
-    Exit status 0 when every source was polled, 1 when any failed or was skipped, 2 for a
-    bad config or a missing secret.
+    A poll the database cannot take (SQLite locked past its busy timeout, a server gone)
+    is kept in the spool folder and its line says so; the next collect (or a running
+    schedule) stores it.
+
+    Exit status 0 when every source was polled and stored, 1 when any failed, was skipped
+    or could only be spooled, 2 for a bad config or a missing secret.
 
     \b
     Example:
@@ -40,12 +44,16 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
       usage-etl collect --source ws-prod --source rules
       usage-etl collect --force --source ws-prod    # check a fixed credential now
     """
-    from etl.runtime.collect_run import collect_once
+    from etl.runtime.collect_run import Kept, collect_once
 
     config = app.config
     sources = config.select_sources(list(names))
     config.check_secrets(sources)
-    results = collect_once(app.engine, config, names, force=force)
+    kept = Kept()
+    results = collect_once(app.engine, config, names, force=force, kept=kept)
+    if kept.replayed is not None and kept.replayed.replayed:
+        click.echo(f"stored {kept.replayed.replayed} poll(s) an earlier collect had spooled",
+                   err=True)
     width = max(len(r.source) for r in results)
     for r in results:
         latency = f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "-"
@@ -55,8 +63,14 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
             line += f"  {r.error}"
         if r.outcome == Outcome.SKIPPED:
             line += " (--force polls it anyway)"
+        if r.source in kept.spooled:
+            line += (f"  NOT STORED: the database refused it ({kept.database_error}); kept in "
+                     f"{kept.spooled[r.source]}, stored by the next collect or schedule")
+        elif r.source in kept.lost:
+            line += (f"  LOST: the database refused it ({kept.database_error}) and the spool "
+                     f"too ({kept.lost[r.source]})")
         click.echo(line)
-    if any(not r.ok for r in results):
+    if any(not r.ok for r in results) or kept.spooled or kept.lost:
         sys.exit(1)
 
 

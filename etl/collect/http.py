@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -247,6 +250,9 @@ def fetch_json(
     failure: HttpFailure | None = None
     while True:
         remaining = deadline - clock()
+        if remaining <= 0:  # a wait ran to the deadline: no try may start past it
+            raise failure or HttpFailure("no time left before the next poll", Outcome.TIMEOUT,
+                                         retriable=False)
         if pacer is not None:
             wait = pacer.reserve(max(0.0, remaining - 0.05))
             if wait is None:
@@ -254,7 +260,11 @@ def fetch_json(
             if wait > 0:
                 log.info("%s: pacing, waiting %.1f s for a request slot", label, wait)
                 sleep(wait)
-        per_try = max(0.05, min(timeout, deadline - clock()))
+        # One try, body included, ends by `timeout` and by the poll's deadline, whichever
+        # comes first: the socket timeouts bound each connect and each read, the watchdog in
+        # _read_capped the whole body (a vendor trickling bytes restarts the read timeout).
+        try_ends = min(clock() + timeout, deadline)
+        per_try = max(0.05, try_ends - clock())
         tries += 1
         started = time.perf_counter()
         response: requests.Response | None = None
@@ -264,7 +274,7 @@ def fetch_json(
                     url, headers=dict(headers), timeout=(per_try, per_try),
                     stream=True, allow_redirects=False,
                 )
-                body = _read_capped(response)
+                body = _read_capped(response, max(0.0, try_ends - clock()))
             finally:
                 if response is not None:
                     response.close()
@@ -314,7 +324,13 @@ def _increment(
     return retry.increment("GET", url, response=raw)
 
 
-def _read_capped(response: requests.Response) -> bytes:
+def _read_capped(response: requests.Response, budget: float) -> bytes:
+    """The body, at most MAX_BODY_BYTES, read within `budget` seconds (else a timeout).
+
+    The read timeout of the socket bounds each wait for bytes, not the body: a vendor that
+    sends one byte every 0.2 s would keep a read of 258 bytes going for 51 s. A watchdog
+    shuts the connection's socket down when the budget is spent, which ends the read.
+    """
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise HttpFailure(
@@ -323,15 +339,49 @@ def _read_capped(response: requests.Response) -> bytes:
         )
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_content(64 * 1024):
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HttpFailure(
-                f"response body larger than {MAX_BODY_BYTES} bytes",
-                Outcome.INVALID_RESPONSE, retriable=False, http_status=response.status_code,
-            )
-        chunks.append(chunk)
+    cut = threading.Event()
+    watchdog = threading.Timer(budget, _cut_off, args=(response, cut))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise HttpFailure(
+                    f"response body larger than {MAX_BODY_BYTES} bytes",
+                    Outcome.INVALID_RESPONSE, retriable=False, http_status=response.status_code,
+                )
+            chunks.append(chunk)
+    except Exception:  # noqa: BLE001 - whatever the cut made the read raise
+        if not cut.is_set():
+            raise
+    finally:
+        watchdog.cancel()
+    if cut.is_set():  # also when the cut looked like the end of a body without a length
+        of = f" of {declared}" if declared and declared.isdigit() else ""
+        raise HttpFailure(
+            f"read timed out: {size}{of} bytes of the body in {budget:.1f} s",
+            Outcome.TIMEOUT, retriable=True, http_status=response.status_code,
+        )
     return b"".join(chunks)
+
+
+def _cut_off(response: requests.Response, cut: threading.Event) -> None:
+    """End a body read from another thread: shut the connection's socket down.
+
+    Through a duplicate of the socket's descriptor: shutdown acts on the connection, so the
+    reading thread's recv returns at once, and nothing of the response is touched from here.
+    """
+    cut.set()
+    try:
+        fd = os.dup(response.raw.fileno())
+    except (OSError, ValueError, AttributeError):
+        return  # the response is closed already: the read has ended
+    try:
+        with socket.socket(fileno=fd) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # not connected any more: the read has ended anyway
 
 
 def _reject_constant(name: str) -> Any:

@@ -8,13 +8,18 @@ figures those spans can change; the reports then recompute only the missing days
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy.exc import OperationalError
 
 from etl.store.models import RollupDay, RollupDirty, Sample, from_micros
+from etl.textutil import first_line
+
+log = logging.getLogger("etl.store.rollups")
 
 
 def mark_dirty(conn: Connection, spans: Mapping[int, tuple[datetime, datetime]]) -> None:
@@ -97,14 +102,25 @@ class RollupStore:
 
     Create it before reading (it applies the dirty spans first), `get` what is there,
     `put` what had to be computed, `flush` to store those.
+
+    Rollups are a cache: a report never needs the write lock just to read. When the dirty
+    spans cannot be applied (SQLite locked past its busy timeout, a lock wait on
+    PostgreSQL), no stored row is trusted and every day is computed from the samples; when
+    the computed rows cannot be stored, they are not. Either way one warning says that
+    nothing was cached, and `cached` is False.
     """
 
     def __init__(self, engine: Engine, tz: str, start_us: int, end_us: int) -> None:
         self.engine = engine
         self.tz = tz
-        invalidate_dirty(engine)
+        self.cached = True
         self._rows: dict[tuple[int, str], tuple[float, str]] = {}
         self._new: dict[tuple[int, str], dict[str, Any]] = {}
+        try:
+            invalidate_dirty(engine)
+        except OperationalError as exc:
+            self._give_up(exc)
+            return
         with engine.connect() as conn:
             sel = select(RollupDay.series_id, RollupDay.day, RollupDay.staleness, RollupDay.data)
             result = conn.execute(
@@ -120,6 +136,8 @@ class RollupStore:
     def get(self, series_id: int, days: Sequence[str], staleness_s: float
             ) -> list[dict[str, Any]] | None:
         """The stored rows of these days, or None if any is missing or was built otherwise."""
+        if not self.cached:
+            return None
         out = []
         for day in days:
             hit = self._rows.get((series_id, day))
@@ -141,9 +159,17 @@ class RollupStore:
 
     def flush(self) -> None:
         """Store what `put` collected (replacing rows of the same days)."""
-        if not self._new:
+        if not self._new or not self.cached:
+            self._new.clear()
             return
         rows = list(self._new.values())
+        try:
+            self._store(rows)
+        except OperationalError as exc:
+            self._give_up(exc)
+        self._new.clear()
+
+    def _store(self, rows: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:
             by_series: dict[int, list[str]] = {}
             for row in rows:
@@ -154,4 +180,8 @@ class RollupStore:
                         RollupDay.series_id == sid, RollupDay.tz == self.tz,
                         RollupDay.day.in_(days[i:i + 500])))
             conn.execute(insert(RollupDay), rows)
-        self._new.clear()
+
+    def _give_up(self, exc: OperationalError) -> None:
+        self.cached = False
+        log.warning("report built from the samples, nothing cached: the daily rollups could "
+                    "not be updated (%s)", first_line(exc))
