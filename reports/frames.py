@@ -20,7 +20,7 @@ from etl.store.rollups import RollupStore
 from etl.vendors import KINDS
 from reports.compute.billing import billing_table
 from reports.compute.daily import DAY_COLUMNS, aggregate_days, day_report_values
-from reports.compute.reconcile import read_invoice, reconcile_table
+from reports.compute.reconcile import reconcile_table
 from reports.periods import (
     US_PER_SECOND,
     Period,
@@ -29,6 +29,7 @@ from reports.periods import (
     parse_month,
     resolve_tz,
 )
+from reports.read.invoice import read_invoice
 from reports.read.samples import read_prev_value, read_samples, series_ids
 
 DAILY_COLUMNS = [
