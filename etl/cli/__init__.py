@@ -1,6 +1,9 @@
 """The `usage-etl` command line: a thin click layer over library functions.
 
-Library errors become one-line messages here and nowhere else.
+Library errors become one-line messages here and nowhere else. Start-up stays light: the
+command modules import SQLAlchemy, Alembic, pandas and requests inside the commands that use
+them, so `--help`, `--version` and `status` do not pay for what they do not run
+(tests/test_cli_startup.py, benchmarks/startup.py).
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import sys
 from typing import Any
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from etl.cli.context import AppContext
 from etl.errors import ConfigError, UsageEtlError
@@ -33,12 +35,21 @@ class ErrorHandlingGroup(click.Group):
         except UsageEtlError as exc:
             click.echo(f"usage-etl: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except SQLAlchemyError as exc:
-            click.echo(f"usage-etl: error: database: {redact(first_line(exc))}", err=True)
-            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("usage-etl: interrupted", err=True)
             ctx.exit(130)
+        except Exception as exc:
+            if not _is_database_error(exc):
+                raise
+            click.echo(f"usage-etl: error: database: {redact(first_line(exc))}", err=True)
+            ctx.exit(1)
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    """Is `exc` a SQLAlchemy error? Asked without importing SQLAlchemy, which only a command
+    that opened a database has loaded (and only such a command can raise its errors)."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    return sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError)
 
 
 @click.group(cls=ErrorHandlingGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,9 +85,9 @@ def cli(ctx: click.Context, config_path: str | None, database_url: str | None, v
 
 def _register() -> None:
     # Imported here so each command family lives in its own module.
-    from etl.cli import collect_cmd, db_cmd, report_cmd, schedule_cmd
+    from etl.cli import alerts_cmd, collect_cmd, db_cmd, report_cmd, schedule_cmd
 
-    for module in (db_cmd, collect_cmd, report_cmd, schedule_cmd):
+    for module in (db_cmd, collect_cmd, report_cmd, schedule_cmd, alerts_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, select, text
 
+from etl.config import Config
 from etl.store.models import Series, from_micros, to_micros
+from etl.vendors import KINDS
 
 _SQLITE_SAMPLES = text(
     "SELECT observed_at, value, plan_limit FROM samples "
@@ -137,3 +139,24 @@ def latest_payload(engine: Engine, source: str, before: datetime) -> dict[str, A
     except (TypeError, ValueError):
         return None
     return body if isinstance(body, dict) else None
+
+
+def source_snapshots(engine: Engine, config: Config, before: datetime) -> list[dict[str, Any]]:
+    """Per source whose kind names display fields: those body fields of its latest snapshot.
+
+    One dict per such source, in config order: source, kind, the kind's display fields
+    (etl.vendors.VendorKind.display_fields, "" when absent) and the body's timestamp; the
+    HTML reports show them (escaped: it is vendor text).
+    """
+    found = []
+    for src in config.sources:
+        fields = KINDS[src.kind].display_fields
+        if not fields:
+            continue
+        body = latest_payload(engine, src.name, before) or {}
+        found.append({
+            "source": src.name, "kind": src.kind,
+            **{column: str(body.get(key, "")) for column, key in fields.items()},
+            "observed_at": str(body.get("timestamp", "")),
+        })
+    return found
