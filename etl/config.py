@@ -34,7 +34,17 @@ DEFAULT_CONFIG_PATH = "usage-etl.toml"
 DEFAULT_DATABASE_URL = "sqlite:///usage.db"
 DEFAULT_REPORTS_DIR = "reports-out"
 DEFAULT_SPOOL_DIR = ".usage-etl-spool"
+# A config file is a few KB; a larger one is refused unread (`--config /dev/zero`).
+MAX_CONFIG_BYTES = 1024 * 1024
 MIN_INTERVAL_SECONDS = 5.0
+# The longest interval, staleness or timeout a source may set: a year (366 days). Longer
+# ones only overflow date arithmetic (timedelta, microsecond counts) far from the config.
+MAX_SECONDS = 366 * 24 * 3600.0
+# Config money and quantities (included, prices): at most 10^15, the largest reading
+# (etl.vendors.parsing.MAX_READING), and at most 12 decimal places; anything beyond is a
+# typo or hostile ("1e999999999") and cannot be billed exactly (docs/configuration.md).
+MAX_CONFIG_DECIMAL = Decimal(10**15)
+MAX_CONFIG_DECIMAL_PLACES = 12
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 REGION_RE = re.compile(r"^[a-z0-9-]+$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
@@ -216,7 +226,11 @@ def load_config(path: str | None = None, database_url: str | None = None) -> Con
     if cfg_path.exists() or explicit:
         try:
             with cfg_path.open("rb") as fh:
-                raw = tomllib.load(fh)
+                data = fh.read(MAX_CONFIG_BYTES + 1)  # never all of /dev/zero
+            if len(data) > MAX_CONFIG_BYTES:
+                raise ConfigError(f"config file {cfg_path}: larger than "
+                                  f"{MAX_CONFIG_BYTES // 1024 // 1024} MiB, not a usage-etl config")
+            raw = tomllib.loads(data.decode("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {cfg_path}: not found") from None
         except OSError as exc:
@@ -225,6 +239,8 @@ def load_config(path: str | None = None, database_url: str | None = None) -> Con
             raise ConfigError(f"config file {cfg_path}: not UTF-8 ({_bad_byte(exc)})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {cfg_path}: not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"config file {cfg_path}: not valid TOML: nested too deep") from None
     # A bad overridden value is blamed on the variable or option the user set, not on a file
     # that may not even mention the key.
     origins: dict[str, str] = {}
@@ -469,19 +485,21 @@ def _parse_source(
             problems.append(f"{label}.{key}: unknown key")
 
     interval = _number(entry.get("interval_seconds", 60))
-    if interval is None or interval < MIN_INTERVAL_SECONDS:
+    if interval is None or not MIN_INTERVAL_SECONDS <= interval <= MAX_SECONDS:
         problems.append(
-            f"{label}.interval_seconds: must be a finite number of at least "
-            f"{MIN_INTERVAL_SECONDS:g}"
+            f"{label}.interval_seconds: must be a finite number of seconds from "
+            f"{MIN_INTERVAL_SECONDS:g} to {MAX_SECONDS:.0f} (366 days)"
         )
     staleness = entry.get("staleness_seconds")
     if staleness is not None:
         staleness = _number(staleness)
-        if staleness is None or staleness <= 0:
-            problems.append(f"{label}.staleness_seconds: must be a finite positive number")
+        if staleness is None or not 0 < staleness <= MAX_SECONDS:
+            problems.append(f"{label}.staleness_seconds: must be a finite positive number of seconds "
+                            f"up to {MAX_SECONDS:.0f} (366 days)")
     timeout = _number(entry.get("timeout_seconds", 10))
-    if timeout is None or timeout <= 0:
-        problems.append(f"{label}.timeout_seconds: must be a finite positive number")
+    if timeout is None or not 0 < timeout <= MAX_SECONDS:
+        problems.append(f"{label}.timeout_seconds: must be a finite positive number of seconds "
+                        f"up to {MAX_SECONDS:.0f} (366 days)")
 
     region = entry.get("region")
     base_url = entry.get("base_url")
@@ -532,16 +550,26 @@ def _parse_source(
 
 
 def _decimal(value: Any) -> Decimal | None:
-    if isinstance(value, bool):
+    """`value` as a Decimal from 0 to MAX_CONFIG_DECIMAL with at most MAX_CONFIG_DECIMAL_PLACES
+    places, else None: the one check of every config amount, price and quantity."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
-    if isinstance(value, int | float | str):
-        try:
-            # str() first so a TOML float such as 0.1 becomes Decimal("0.1"), not its binary value.
-            result = Decimal(str(value).strip())
-        except InvalidOperation:
-            return None
-        return result if result.is_finite() else None
-    return None
+    text = str(value).strip()
+    if len(text) > 100:  # no amount needs more; Decimal() of a huge literal is slow
+        return None
+    try:
+        # str() first so a TOML float such as 0.1 becomes Decimal("0.1"), not its binary value.
+        result = Decimal(text)
+    except InvalidOperation:
+        return None
+    if not result.is_finite() or not 0 <= result <= MAX_CONFIG_DECIMAL:
+        return None
+    if result and int(result.normalize().as_tuple().exponent) < -MAX_CONFIG_DECIMAL_PLACES:
+        return None
+    return result
+
+
+_DECIMAL_RANGE = f"from 0 to 10^15 with at most {MAX_CONFIG_DECIMAL_PLACES} decimal places"
 
 
 def _parse_billing(
@@ -590,11 +618,12 @@ def _parse_billing(
         problems.append(f"{label}.aggregation: 'increase' needs a counter; {metric!r} is a gauge")
     # Unset, a rule bills from the first unit in US dollars (documented in docs/configuration.md).
     included = _decimal(entry.get("included", 0))
-    if included is None or included < 0:
-        problems.append(f"{label}.included: must be a number of 0 or more")
+    if included is None:
+        problems.append(f"{label}.included: must be a number {_DECIMAL_RANGE}")
     unit_price = _decimal(entry.get("unit_price"))
-    if unit_price is None or unit_price < 0:
-        problems.append(f"{label}.unit_price: required, a decimal string or number of 0 or more")
+    if unit_price is None:
+        problems.append(f"{label}.unit_price: required, a decimal string or number "
+                        f"{_DECIMAL_RANGE}")
     currency = entry.get("currency", "USD")
     if not isinstance(currency, str) or not CURRENCY_RE.fullmatch(currency):
         problems.append(f"{label}.currency: must be a three-letter code such as 'USD'")

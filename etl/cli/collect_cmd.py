@@ -13,7 +13,7 @@ import click
 from etl.cli.context import AppContext
 from etl.config import Config
 from etl.errors import InputError
-from etl.files import atomic_writer
+from etl.files import atomic_writer, os_error_text
 from etl.vendors.types import Outcome
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
             with atomic_writer(Path(out), newline="", tmp_name=Path(out).name + ".part") as fh:
                 count = export_archive(engine, app.config, start.date(), end.date(), fh, fmt)
         except OSError as exc:
-            raise InputError(f"--out {out}: {exc.strerror}") from None
+            raise InputError(f"--out {out}: {os_error_text(exc)}") from None
     click.echo(f"exported {count} {'lines' if fmt == 'jsonl' else 'rows'}", err=True)
 
 

@@ -32,3 +32,7 @@ class AppContext:
 
             self._engine = open_database(self.config.database_url)
         return self._engine
+
+    def database_url_or_none(self) -> str | None:
+        """The database URL if the config was loaded (for messages about the database)."""
+        return self._config.database_url if self._config is not None else self.database_url

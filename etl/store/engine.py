@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ast
 import os
+import sqlite3
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from etl.config import database_url_problem, normalize_url
@@ -132,7 +134,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     try:
         command.upgrade(alembic_config(engine), revision)
     except OperationalError as exc:
-        raise DatabaseError(f"database {redact_url(str(engine.url))}: {first_line(exc)}") from None
+        raise DatabaseError(describe_database_error(exc, str(engine.url))) from None
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
@@ -153,7 +155,7 @@ def ensure_schema(engine: Engine) -> None:
             _create_schema(engine)
             return
     except OperationalError as exc:
-        raise DatabaseError(f"database {redact_url(str(engine.url))}: {first_line(exc)}") from None
+        raise DatabaseError(describe_database_error(exc, str(engine.url))) from None
     head = head_revision()
     if current != head:
         from alembic.script import ScriptDirectory
@@ -226,7 +228,7 @@ def _at_newest_revision(engine: Engine) -> bool:
             except DBAPIError:
                 return False  # no version table: an empty database, which Alembic creates
     except OperationalError as exc:  # the connection itself
-        raise DatabaseError(f"database {redact_url(str(engine.url))}: {first_line(exc)}") from None
+        raise DatabaseError(describe_database_error(exc, str(engine.url))) from None
     return [row[0] for row in found] == [newest]
 
 
@@ -263,3 +265,50 @@ def newest_revision_in_scripts() -> str | None:
     return heads.pop() if len(heads) == 1 and parents <= revisions else None
 
 
+def describe_database_error(exc: BaseException, url: str | None = None) -> str:
+    """One line for a failed database step, naming a full or read-only disk as such.
+
+    SQLite says "database or disk is full" for a full disk, and "unable to open database
+    file" or "attempt to write a readonly database" for a read-only file system; PostgreSQL
+    says "No space left on device". The URL's password is masked.
+    """
+    text = first_line(getattr(exc, "orig", None) or exc)
+    lowered = text.lower()
+    where = f" {redact_url(url)}" if url else ""
+    if url and any(hint in lowered for hint in ("readonly", "unable to open", "i/o error")):
+        try:
+            parsed = make_url(normalize_url(url))
+        except Exception:  # noqa: BLE001 - only for the message
+            parsed = None
+        if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database:
+            folder = Path(parsed.database).expanduser().resolve().parent
+            if _read_only(folder):
+                return f"database{where}: its folder {folder} is on a read-only file system ({text})"
+            if _full(folder):
+                return f"database{where}: the disk holding it is full ({text})"
+    if "disk is full" in lowered or "no space left" in lowered:
+        return f"database{where}: the disk holding it is full ({text})"
+    return f"database{where}: {redact_url(text)}"
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _full(folder: Path) -> bool:
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Did a database step raise `exc`: SQLAlchemy, or a driver's own cursor (the bulk import
+    and report reads use those directly)? psycopg is asked only if it is loaded."""
+    if isinstance(exc, SQLAlchemyError | sqlite3.Error):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.Error)

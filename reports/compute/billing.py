@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,23 @@ from reports.compute.daily import combine_days, coverage_pct
 from reports.periods import Period, us_to_datetime
 
 CENT = Decimal("0.01")
+# Significant digits of billing arithmetic. The largest figures the edges let in: a month's
+# quantity below 10^28 (readings up to 10^15, a sample a microsecond) with 4 places, times a
+# price up to 10^15 with 12 places, is under 60 digits: every product and rounding is exact
+# (the default 28 would round it, and fail to quantize it to cents).
+BILLING_PRECISION = 60
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def exact_decimals(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run `func` with BILLING_PRECISION digits of decimal arithmetic (on this thread)."""
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with localcontext() as ctx:
+            ctx.prec = BILLING_PRECISION
+            return func(*args, **kwargs)
+    return wrapper
 BILLING_COLUMNS = [
     "month", "source", "metric", "aggregation", "quantity", "included", "overage",
     "unit_price", "amount", "currency", "coverage_pct",
@@ -92,6 +110,7 @@ def cumulative_quantity(days: pd.DataFrame, aggregation: str,
     return out
 
 
+@exact_decimals
 def billing_table(rows: pd.DataFrame, rules: Sequence[BillingRule], period: Period,
                   *, now: datetime) -> pd.DataFrame:
     """One row per rule for the month `period`, from series_day_rows() rows (pure).

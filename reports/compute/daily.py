@@ -198,6 +198,10 @@ def aggregate_days(t: np.ndarray, value: np.ndarray, limit: np.ndarray | None,
 
     if metric_type == "counter":
         inc, reset, scale = counter_increments(value, prev_value)
+        if inc.dtype.kind == "i" and len(inc) and float(np.abs(inc).max()) * len(inc) >= 2.0**63:
+            # So many large increments that an exact int64 sum could wrap around: float64
+            # cannot wrap (it rounds instead, at figures no bill can use exactly anyway).
+            inc, scale = inc / float(scale), 1
         # Each day's increments summed on their own: a difference of running float sums
         # would carry the rounding of every earlier day into this one.
         day_inc = np.zeros(ndays, dtype=inc.dtype)

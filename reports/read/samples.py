@@ -7,6 +7,7 @@ exactly with extract(epoch)) so no per-row Python datetime is ever built.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
@@ -18,6 +19,9 @@ from sqlalchemy import Connection, Engine, select, text
 from etl.config import Config
 from etl.store.models import Series, from_micros, to_micros
 from etl.vendors import KINDS
+from etl.vendors.parsing import MAX_READING
+
+log = logging.getLogger("reports.read")
 
 _SQLITE_SAMPLES = text(
     "SELECT observed_at, value, plan_limit FROM samples "
@@ -58,7 +62,7 @@ _PG_MINUS_INF = (
 )
 _PREV_VALUE = text(
     "SELECT value FROM samples WHERE series_id = :sid AND observed_at < :a "
-    "ORDER BY observed_at DESC LIMIT 1"
+    "AND abs(value) <= :most ORDER BY observed_at DESC LIMIT 1"
 )
 _LATEST_PAYLOAD = text(
     "SELECT payload FROM snapshots WHERE source = :source AND observed_at < :b "
@@ -91,7 +95,11 @@ def _bind(conn: Connection, us: int) -> Any:
 
 
 def read_samples(conn: Connection, series_id: int, start_us: int, end_us: int) -> SampleArrays:
-    """The samples of one series with start_us <= observed_at < end_us, oldest first."""
+    """The samples of one series with start_us <= observed_at < end_us, oldest first.
+
+    A stored reading beyond MAX_READING (possible only in history written before that check)
+    is left out, with a warning: it cannot be billed, and it must not stop the report.
+    """
     sqlite = conn.dialect.name == "sqlite"
     params = (series_id, _bind(conn, start_us), _bind(conn, end_us))
     # The driver's own cursor: at millions of rows, building SQLAlchemy Row objects costs
@@ -113,6 +121,11 @@ def read_samples(conn: Connection, series_id: int, start_us: int, end_us: int) -
                 limit[missing] = np.nan
     finally:
         cur.close()
+    billable = np.abs(block[:, 1]) <= MAX_READING  # NaN and inf are not
+    if not billable.all():
+        log.warning("series %d: %d stored reading(s) above 10^15 (or not finite) left out of "
+                    "the report: too large to bill", series_id, int((~billable).sum()))
+        block, limit = block[billable], limit[billable]
     return SampleArrays(block[:, 0].astype(np.int64), block[:, 1].copy(), limit)
 
 
@@ -123,7 +136,8 @@ def _stored_minus_inf(cur: Any, sqlite: bool, params: tuple[Any, ...]) -> bool:
 
 def read_prev_value(conn: Connection, series_id: int, before_us: int) -> float | None:
     """The value of the series' last sample before `before_us` (None if there is none)."""
-    row = conn.execute(_PREV_VALUE, {"sid": series_id, "a": _bind(conn, before_us)}).first()
+    row = conn.execute(_PREV_VALUE, {"sid": series_id, "a": _bind(conn, before_us),
+                                     "most": MAX_READING}).first()
     return None if row is None else float(row[0])
 
 
