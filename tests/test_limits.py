@@ -16,7 +16,7 @@ from etl.store.engine import make_engine
 from etl.store.models import Sample, Series
 from etl.store.writer import forget_series_cache
 from etl.vendors import get as vendor_kind
-from tests.conftest import write_sim_config
+from tests.factories import write_sim_config
 
 WS = vendor_kind("wiresocket")
 
@@ -50,6 +50,7 @@ def stored(url: str) -> list[tuple[str, str, float, float | None, str | None]]:
         ({"current": 5, "limit": -250.5}, None),
         ({"current": 5, "limit": "unlimited", "percent": "n/a"}, None),
         ({"current": 5, "limit": True}, None),
+        ({"current": 5, "limit": 10**400}, None),  # too large for a float
         ({"current": 5, "limit": 0, "percent": None}, 0.0),
         ({"current": 5, "limit": 40, "status": ""}, 40.0),
     ],

@@ -18,7 +18,7 @@ from etl.cli import cli
 from etl.runtime.simulator import SimulatedVendor
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import CollectionAttempt, RollupDay, Sample
-from tests.conftest import write_sim_config
+from tests.factories import write_sim_config
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from etl.runtime.simulator import SimulatedVendor
 from etl.store.models import CollectionAttempt
 from etl.store.spool import Spool
 from etl.vendors.types import Outcome
-from tests.conftest import write_sim_config
+from tests.factories import write_sim_config
 
 TRICKLE_S = 0.5
 

@@ -197,15 +197,19 @@ def classify_exception(exc: BaseException) -> HttpFailure:
 
 
 def parse_retry_after(value: str | None, retry: Retry | None = None) -> float | None:
-    """Seconds to wait for a Retry-After header (seconds or HTTP date), at most
-    RETRY_AFTER_MAX_S; None if absent, bad or <= 0."""
+    """Seconds to wait for a Retry-After header (seconds or HTTP date), capped.
+
+    At most RETRY_AFTER_MAX_S; None if absent, bad or <= 0.
+    """
     sent = retry_after_sent(value, retry)
     return None if sent is None else min(sent, RETRY_AFTER_MAX_S)
 
 
 def retry_after_sent(value: str | None, retry: Retry | None = None) -> float | None:
-    """Seconds a Retry-After header asks for, as the vendor sent it (no cap); None if
-    absent, bad or <= 0."""
+    """Seconds a Retry-After header asks for, as the vendor sent it (no cap).
+
+    None if absent, bad or <= 0.
+    """
     if value is None:
         return None
     policy = (retry or default_retry()).new()
@@ -244,17 +248,7 @@ def fetch_json(
     tries = 0
     failure: HttpFailure | None = None
     while True:
-        remaining = deadline - clock()
-        if remaining <= 0:  # a wait ran to the deadline: no try may start past it
-            raise failure or HttpFailure("no time left before the next poll", Outcome.TIMEOUT,
-                                         retriable=False)
-        if pacer is not None:
-            wait = pacer.reserve(max(0.0, remaining - 0.05))
-            if wait is None:
-                raise _no_slot(pacer, failure)
-            if wait > 0:
-                log.info("%s: pacing, waiting %.1f s for a request slot", label, wait)
-                sleep(wait)
+        _await_slot(pacer, deadline - clock(), failure, label, sleep)
         # One try, body included, ends by `timeout` and by the poll's deadline, whichever
         # comes first: the socket timeouts bound each connect and each read, the watchdog in
         # _read_capped the whole body (a vendor trickling bytes restarts the read timeout).
@@ -297,6 +291,26 @@ def fetch_json(
             raise failure
         log.info("%s: %s, retry %d in %.1f s", label, failure, tries, delay)
         sleep(delay)
+
+
+def _await_slot(pacer: Pacer | None, remaining: float, failure: HttpFailure | None,
+                label: str, sleep: Sleep) -> None:
+    """Before a try: wait for the credential's request slot, all within `remaining` seconds.
+
+    Raises the last failure (or a timeout) when no time is left, and _no_slot's failure
+    when the pacer has no slot before the deadline: no try may start past it.
+    """
+    if remaining <= 0:
+        raise failure or HttpFailure("no time left before the next poll", Outcome.TIMEOUT,
+                                     retriable=False)
+    if pacer is None:
+        return
+    wait = pacer.reserve(max(0.0, remaining - 0.05))
+    if wait is None:
+        raise _no_slot(pacer, failure)
+    if wait > 0:
+        log.info("%s: pacing, waiting %.1f s for a request slot", label, wait)
+        sleep(wait)
 
 
 def poll_deadline(clock: Clock, interval_seconds: float) -> float:

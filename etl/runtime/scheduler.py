@@ -93,6 +93,7 @@ class SlotTrigger(BaseTrigger):  # type: ignore[misc]
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime:
+        """APScheduler's hook: the next slot start after the previous fire time, plus jitter."""
         start = self.next_slot_start(previous_fire_time or now)
         return start + timedelta(seconds=random.uniform(0, self.jitter))
 
@@ -414,6 +415,7 @@ class Scheduler:
         return night_begins(today, self.config.tz, self.nightly_at)
 
     def missing_reports(self, today: date) -> list[Path]:
+        """The nightly report files due for `today` that do not exist yet."""
         return [p for p in nightly_files(self.config, today) if not p.is_file()]
 
     def owed_nights(self) -> list[tuple[date, list[Path]]]:

@@ -89,9 +89,13 @@ def plan_limit(obj: dict[str, Any], key: str) -> float | None:
     """
     value: Any = obj.get(key)
     kind = type(value)
-    if (kind is int or kind is float) and 0 <= value < math.inf:
-        return float(value)
-    return None
+    if not (kind is int or kind is float) or not value >= 0:
+        return None
+    try:
+        limit = float(value)
+    except OverflowError:  # an integer too large for a float: as good as no limit
+        return None
+    return limit if limit < math.inf else None
 
 
 def optional_status(obj: dict[str, Any], key: str) -> str | None:
@@ -107,6 +111,7 @@ def optional_status(obj: dict[str, Any], key: str) -> str | None:
 
 
 def optional_text(obj: dict[str, Any], key: str, field: str) -> str | None:
+    """`obj[key]` as text, None when absent or null (raises ParseError naming `field`)."""
     value = obj.get(key)
     if value is None:
         return None
@@ -116,6 +121,7 @@ def optional_text(obj: dict[str, Any], key: str, field: str) -> str | None:
 
 
 def mapping(value: Any, field: str) -> dict[str, Any]:
+    """`value` when it is a JSON object (raises ParseError naming `field` otherwise)."""
     if not isinstance(value, dict):
         raise ParseError(f"{field}: missing or not an object")
     return value
@@ -151,7 +157,9 @@ def loads_json(raw: bytes) -> Any:
 
 
 def check_storable(raw: bytes, doc: Any) -> None:
-    """ParseError if `doc`, parsed from `raw`, nests deeper than MAX_JSON_DEPTH or holds text
+    """Refuse a body too deep or holding text a database cannot store (raises ParseError).
+
+    That is `doc`, parsed from `raw`, nesting deeper than MAX_JSON_DEPTH or holding text
     a database cannot store: a NUL character (PostgreSQL refuses it in text) or a lone UTF-16
     surrogate such as "\\ud800" (not Unicode, so not UTF-8 either).
 
