@@ -6,7 +6,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, time
 from decimal import Decimal, InvalidOperation
@@ -199,10 +199,16 @@ class Config:
                 return rule
         raise ConfigError(f"no alert named {name!r} in the config")
 
-    def check_notifier_secrets(self) -> None:
-        """Refuse, one line per notifier, a webhook URL or SMTP password that cannot be read."""
+    def check_notifier_secrets(self, names: Collection[str] | None = None) -> None:
+        """Refuse a webhook URL or SMTP password that cannot be read, one line per notifier.
+
+        `names` limits the check to those notifiers (default: all). Raises SecretError
+        (exit 2); the message names the key, never the value.
+        """
         problems: list[str] = []
         for notifier in self.notifiers:
+            if names is not None and notifier.name not in names:
+                continue
             try:
                 if isinstance(notifier, WebhookNotifier):
                     webhook_url(notifier)

@@ -205,3 +205,51 @@ def test_two_daemon_replicas_send_one_notification_per_event(
     assert len(rows) == 1 and rows[0]["attempts"] == 1
     assert rows[0]["event_id"] == receiver.received[0]["id"]
     assert os.environ.get("TEST_DAEMON_HOOK") is None  # only the daemons had it
+
+
+def test_a_receiver_that_never_answers_does_not_delay_polling(tmp_path: Path,
+                                                              sqlite_url: str) -> None:
+    import threading
+
+    # Accepts connections and never answers: each delivery try hangs for its 60 s timeout.
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def swallow() -> None:
+        hole.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                held.append(hole.accept()[0])
+            except OSError:
+                continue
+
+    threading.Thread(target=swallow, daemon=True).start()
+    url = sqlite_url
+    try:
+        with unique_sim() as sim:
+            cfg = write_daemon_config(tmp_path, url, sim)
+            alert_config(cfg)
+            cfg.write_text(cfg.read_text().replace("timeout_seconds = 2", "timeout_seconds = 60"))
+            hook = f"http://127.0.0.1:{hole.getsockname()[1]}/hook"
+            log = tmp_path / "daemon.log"
+            proc = start_daemon(cfg, daemon_env(sim, TEST_DAEMON_HOOK=hook), log)
+            try:
+                wait_for("the delivery to hang", lambda: len(held) >= 1, timeout=40)
+                before = ok_counts(url)
+                # Two more polls of each source while the delivery is still hanging (5 s
+                # intervals; the try began less than 60 s ago, so it is still waiting).
+                wait_for("two more polls of each source", lambda: all(
+                    ok_counts(url).get(s, 0) >= before.get(s, 0) + 2
+                    for s in ("ws-prod", "rules")), timeout=30)
+                assert [d["delivered_at"] for d in deliveries(url)] == [None]
+            finally:
+                code = stop_daemon(proc)
+    finally:
+        stop.set()
+        for conn in held:
+            conn.close()
+        hole.close()
+    assert code == 0

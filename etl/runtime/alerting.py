@@ -28,6 +28,7 @@ from etl.config import Config
 from etl.errors import UsageEtlError
 from etl.redact import redact
 from etl.runtime.logs import event
+from etl.timefmt import utc_z
 from etl.vendors import metric_type
 from etl.vendors.types import MetricType
 
@@ -320,13 +321,13 @@ class AlertRow:
 
     def to_json(self) -> dict[str, Any]:
         """The row as a JSON-ready dict: times as UTC `...Z` text, numbers as JSON numbers."""
-        from etl.alerts.evaluate import json_number, utc_text
+        from etl.alerts.evaluate import json_number
 
         return {"alert": self.alert, "source": self.source, "metric": self.metric,
                 "state": str(self.state),
-                "since": utc_text(self.since) if self.since else None,
+                "since": utc_z(self.since, "seconds") if self.since else None,
                 "value": json_number(self.value),
-                "observed_at": utc_text(self.observed_at) if self.observed_at else None}
+                "observed_at": utc_z(self.observed_at) if self.observed_at else None}
 
 
 def alert_rows(engine: Engine, config: Config, now: datetime | None = None) -> list[AlertRow]:

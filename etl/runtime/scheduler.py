@@ -47,6 +47,11 @@ AUTH_PAUSE_FIRST = 60.0
 AUTH_PAUSE_MAX = 3600.0
 DEFAULT_STOP_TIMEOUT = 30.0
 SPOOL_REPLAY_EVERY = 5.0
+# Polls that run at once, whatever the number of sources (+2 for the spool replay and the
+# nightly job): a poll mostly waits on a vendor, and 10,000 sources must not mean 10,000
+# threads. Due polls beyond it wait their turn (a late poll still polls, see misfire).
+MAX_POLL_WORKERS = 16
+POLL_THREAD_PREFIX = "usage-etl-job"
 # The nightly reports run a few minutes after local midnight, once the last polls are in.
 NIGHTLY_AT = clock_time(0, 5)
 # Reports that could not be built (database away, disk full) are tried again this often.
@@ -542,7 +547,9 @@ class Scheduler:
         self.replay_spool()
         sched = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(max_workers=len(self.sources) + 2)},
+            executors={"default": ThreadPoolExecutor(
+                max_workers=min(len(self.sources), MAX_POLL_WORKERS) + 2,
+                pool_kwargs={"thread_name_prefix": POLL_THREAD_PREFIX})},
         )
         now = datetime.now(UTC)
         for src in self.sources:
