@@ -190,5 +190,8 @@ class RollupStore:
 
     def _give_up(self, exc: OperationalError) -> None:
         self.cached = False
+        error = first_line(exc)
+        # An event for the daemon's structured log (etl.runtime.logs), a line for the CLI.
         log.warning("report built from the samples, nothing cached: the daily rollups could "
-                    "not be updated (%s)", first_line(exc))
+                    "not be updated (%s)", error,
+                    extra={"event": "rollups-not-cached", "fields": {"error": error}})
