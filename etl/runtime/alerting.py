@@ -29,7 +29,6 @@ from etl.errors import UsageEtlError
 from etl.redact import redact
 from etl.runtime.logs import event
 from etl.timefmt import utc_z
-from etl.vendors import metric_type
 from etl.vendors.types import MetricType
 
 log = logging.getLogger("etl.alerts")
@@ -43,7 +42,7 @@ def watched_series(config: Config, rule: AlertRule) -> list[SeriesRef]:
             continue
         if rule.condition is Condition.STALE:
             out.append(SeriesRef(src.name, None))
-        elif rule.metric in src.metrics:
+        elif rule.metric is not None and src.vendor.metric_type_of(rule.metric) is not None:
             out.append(SeriesRef(src.name, rule.metric))
     return out
 
@@ -109,7 +108,7 @@ def _reading(rule: AlertRule, series: SeriesRef,
 
 def _is_counter(config: Config, series: SeriesRef) -> bool:
     src = config.source(series.source)
-    return metric_type(src.kind, str(series.metric)) is MetricType.COUNTER
+    return src.vendor.metric_type_of(str(series.metric)) is MetricType.COUNTER
 
 
 def _staleness(engine: Engine, config: Config, now: datetime

@@ -18,7 +18,7 @@ from etl.config import Config
 from etl.errors import ConfigError
 from etl.store.spool import ReplayResult, Spool, SpoolInUseError
 from etl.store.state import stored_pauses
-from etl.store.writer import record_polls
+from etl.store.writer import record_polls_apart
 from etl.textutil import first_line
 from etl.timefmt import utc_human, utcnow
 from etl.vendors.types import Outcome, PollRecord
@@ -110,8 +110,7 @@ def collect_once(
                         break
                     more, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
                     done |= more
-                batch = [f.result() for f in done]
-                _record_or_spool(engine, batch, spool, kept)
+                batch = _record_or_spool(engine, [f.result() for f in done], spool, kept)
                 results.update((r.source, r) for r in batch)
     finally:
         if own:
@@ -119,11 +118,15 @@ def collect_once(
     return [results[s.name] for s in config.sources if s.name in results]
 
 
-def _record_or_spool(engine: Engine, polls: list[PollRecord], spool: Spool, kept: Kept) -> None:
-    """Store the polls (one transaction); if the database refuses, spool each of them."""
+def _record_or_spool(engine: Engine, polls: list[PollRecord], spool: Spool,
+                     kept: Kept) -> list[PollRecord]:
+    """Store the polls (record_polls_apart); if the database refuses, spool each of them.
+
+    Returns the polls as recorded (a response the database refused alone is recorded as
+    its attempt, see record_polls_apart), or as they were when spooled.
+    """
     try:
-        record_polls(engine, polls)
-        return
+        return record_polls_apart(engine, polls)
     except SQLAlchemyError as exc:
         kept.database_error = first_line(exc)
     for poll in polls:
@@ -136,6 +139,7 @@ def _record_or_spool(engine: Engine, polls: list[PollRecord], spool: Spool, kept
         else:
             log.warning("%s: database refused the poll (%s): kept in the spool as %s",
                         poll.source, kept.database_error, kept.spooled[poll.source])
+    return polls
 
 
 def _replay_earlier(engine: Engine, spool: Spool) -> ReplayResult | None:

@@ -424,6 +424,10 @@ class Scheduler:
         if result.error:
             self._emit(logging.DEBUG, "spool-waiting", remaining=result.remaining,
                        database_error=result.error)
+        if result.set_aside:
+            self._emit(logging.ERROR, "spool-set-aside", files=",".join(result.set_aside),
+                       folder=str(self.spool.dir / "unreadable"),
+                       message="the database refused these polls every time; see .reason")
         return result
 
     def ensure_database(self) -> bool:
