@@ -9,12 +9,20 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, time
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from etl.billing_rules import (
+    BILLING_KEYS,
+    MAX_UNITS,
+    Aggregation,
+    BillingRule,
+    bounded_decimal,
+    parse_aggregation,
+    parse_pricing,
+)
 from etl.errors import ConfigError, SecretError
 from etl.kinds import KINDS, SECRET_KEYS
 
@@ -35,7 +43,6 @@ SOURCE_COMMON_KEYS = {
 }
 # Every key some kind of source accepts: what an entry of unknown kind is checked against.
 SOURCE_ANY_KEYS = SOURCE_COMMON_KEYS | {key for pair in SECRET_KEYS.values() for key in pair}
-BILLING_KEYS = {"source", "metric", "aggregation", "included", "unit_price", "currency"}
 # Environment variables that override top-level keys (the CLI's --database-url beats them).
 ENV_OVERRIDES = {
     "USAGE_ETL_DATABASE_URL": "database_url",
@@ -105,18 +112,6 @@ class SourceConfig:
         if not value:
             raise SecretError(f"{self.secret_origin}: file is empty")
         return value
-
-
-@dataclass(frozen=True)
-class BillingRule:
-    """One `[[billing]]` entry."""
-
-    source: str
-    metric: str
-    aggregation: str
-    included: Decimal
-    unit_price: Decimal
-    currency: str
 
 
 @dataclass(frozen=True)
@@ -478,19 +473,6 @@ def _parse_source(
     )
 
 
-def _decimal(value: Any) -> Decimal | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float | str):
-        try:
-            # str() first so a TOML float such as 0.1 becomes Decimal("0.1"), not its binary value.
-            result = Decimal(str(value).strip())
-        except InvalidOperation:
-            return None
-        return result if result.is_finite() else None
-    return None
-
-
 def _parse_billing(
     entry: Any, i: int, declared: Mapping[str, str | None], problems: list[str]
 ) -> BillingRule | None:
@@ -525,35 +507,36 @@ def _parse_billing(
             f"{label}.metric: {metric!r} is not a metric of {kind} source {source!r} "
             f"(expected one of: {', '.join(KINDS[kind])})"
         )
-    aggregation = entry.get("aggregation")
-    if not isinstance(aggregation, str) or aggregation not in ("increase", "peak"):
-        problems.append(f"{label}.aggregation: must be 'increase' or 'peak'")
-    elif (
-        aggregation == "increase"
+    aggregation = parse_aggregation(entry.get("aggregation"), f"{label}.aggregation", problems)
+    if (
+        aggregation is Aggregation.INCREASE
         and kind is not None
         and isinstance(metric, str)
         and KINDS[kind].get(metric) == "gauge"
     ):
         problems.append(f"{label}.aggregation: 'increase' needs a counter; {metric!r} is a gauge")
     # Unset, a rule bills from the first unit in US dollars (documented in docs/configuration.md).
-    included = _decimal(entry.get("included", 0))
-    if included is None or included < 0:
-        problems.append(f"{label}.included: must be a number of 0 or more")
-    unit_price = _decimal(entry.get("unit_price"))
-    if unit_price is None or unit_price < 0:
-        problems.append(f"{label}.unit_price: required, a decimal string or number of 0 or more")
+    included = bounded_decimal(entry.get("included", 0), f"{label}.included", problems,
+                               limit=MAX_UNITS)
+    pricing = parse_pricing(entry, label, problems)
     currency = entry.get("currency", "USD")
     if not isinstance(currency, str) or not CURRENCY_RE.fullmatch(currency):
         problems.append(f"{label}.currency: must be a three-letter code such as 'USD'")
     if len(problems) > before or kind is None:
         return None
-    assert isinstance(source, str) and isinstance(metric, str) and isinstance(aggregation, str)
-    assert included is not None and unit_price is not None
+    assert isinstance(source, str) and isinstance(metric, str) and aggregation is not None
+    assert included is not None and pricing is not None
     return BillingRule(
         source=source,
         metric=metric,
         aggregation=aggregation,
         included=included,
-        unit_price=unit_price,
+        unit_price=pricing.unit_price,
         currency=currency,
+        pricing=pricing.pricing,
+        package_size=pricing.package_size,
+        package_price=pricing.package_price,
+        tiers=pricing.tiers,
+        flat_fee=pricing.flat_fee,
+        minimum=pricing.minimum,
     )
