@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 def serve(port: int, n: int) -> None:
     """The simulator with 2 n tokens and 2 n keys (one set for us, one for the baseline)."""
-    from etl.simulator import SimulatedVendor
+    from etl.runtime.simulator import SimulatedVendor
 
     creds = [f"{p}-{i}" for p in ("tok", "base-tok") for i in range(n)]
     keys = [f"{p}-{i}" for p in ("key", "base-key") for i in range(n)]
@@ -63,9 +63,10 @@ def run(n: int, rounds: int, workdir: Path, *, log: Any = print) -> dict[str, An
     from sqlalchemy import func, select
 
     from benchmarks.common import sqlite_engine
-    from etl.collect import Collector, collect_once
-    from etl.models import CollectionAttempt, Sample
-    from etl.store import forget_series_cache
+    from etl.collect.poll import Collector
+    from etl.runtime.collect_run import collect_once
+    from etl.store.models import CollectionAttempt, Sample
+    from etl.store.writer import forget_series_cache
 
     port = _free_port()
     sim = subprocess.Popen([sys.executable, "-m", "benchmarks.collector_bench", "serve",

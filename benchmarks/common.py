@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
-from etl.db import make_engine, upgrade
+from etl.store.engine import make_engine, upgrade
 
 PG_ADMIN_URL = os.environ.get(
     "USAGE_ETL_BENCH_PG_URL",

@@ -14,12 +14,13 @@ from typing import Any
 from sqlalchemy import Engine
 
 from benchmarks.common import pg_database, pg_problem, sqlite_engine
-from etl.archive import import_archives, parse_line
-from etl.bulk import bulk_store
 from etl.config import Config, load_config
-from etl.db import make_engine, upgrade
-from etl.models import to_micros
-from etl.store import Observation, forget_series_cache, series_ids
+from etl.store.archive import import_archives, parse_line
+from etl.store.bulk import bulk_store
+from etl.store.engine import make_engine, upgrade
+from etl.store.models import to_micros
+from etl.store.writer import forget_series_cache, series_ids
+from etl.vendors.types import Observation
 
 KIND = {"ws": "wiresocket", "nx": "nected"}
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from benchmarks.common import last_json, run_child_rss, sqlite_engine
 from benchmarks.workload import LEAD_MINUTES, MONTH, MONTH_START, Workload, nx_name, ws_name
-from etl.models import to_micros
-from etl.store import forget_series_cache, series_ids
+from etl.store.models import to_micros
+from etl.store.writer import forget_series_cache, series_ids
 
 US_MIN = 60_000_000
 
@@ -85,7 +85,7 @@ def _month_days(month: str) -> tuple[Any, Any]:
 def child_product(config_path: str, month: str, out: str, tz: str | None) -> dict[str, Any]:
     """The month's 30 daily reports and its billing report, CSV, through reports.jobs."""
     from etl.config import load_config
-    from etl.db import open_database
+    from etl.store.engine import open_database
     from reports.jobs import build_billing, build_daily
 
     config = load_config(config_path)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from etl.billing_rules import (
@@ -24,7 +24,8 @@ from etl.billing_rules import (
     parse_pricing,
 )
 from etl.errors import ConfigError, SecretError
-from etl.kinds import KINDS, SECRET_KEYS
+from etl.vendors import KINDS
+from etl.vendors.types import MetricType
 
 DEFAULT_CONFIG_PATH = "usage-etl.toml"
 DEFAULT_DATABASE_URL = "sqlite:///usage.db"
@@ -35,14 +36,22 @@ NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 REGION_RE = re.compile(r"^[a-z0-9-]+$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DB_URL_RE = re.compile(r"^(?P<backend>[A-Za-z0-9]+)(?:\+(?P<driver>[A-Za-z0-9_]+))?://(?P<rest>.*)$", re.S)
 
 TOP_KEYS = {"database_url", "timezone", "reports_dir", "spool_dir", "sources", "billing"}
 SOURCE_COMMON_KEYS = {
-    "name", "kind", "region", "base_url", "interval_seconds", "staleness_seconds",
-    "timeout_seconds",
+    "name", "kind", "interval_seconds", "staleness_seconds", "timeout_seconds",
 }
+
+
+def _kind_keys(kind: str) -> set[str]:
+    """The keys a source of `kind` takes beyond the common ones."""
+    spec = KINDS[kind]
+    return set(spec.config_keys) | set(spec.secret_keys)
+
+
 # Every key some kind of source accepts: what an entry of unknown kind is checked against.
-SOURCE_ANY_KEYS = SOURCE_COMMON_KEYS | {key for pair in SECRET_KEYS.values() for key in pair}
+SOURCE_ANY_KEYS = SOURCE_COMMON_KEYS.union(*(_kind_keys(k) for k in KINDS))
 # Environment variables that override top-level keys (the CLI's --database-url beats them).
 ENV_OVERRIDES = {
     "USAGE_ETL_DATABASE_URL": "database_url",
@@ -70,7 +79,8 @@ class SourceConfig:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return tuple(KINDS[self.kind])
+        """The source's metric names, in report order."""
+        return tuple(KINDS[self.kind].metrics)
 
     @property
     def staleness(self) -> float:
@@ -81,16 +91,13 @@ class SourceConfig:
 
     @property
     def url(self) -> str:
-        if self.kind == "wiresocket":
-            base = self.base_url or f"https://{self.region}.ws.wiresocket.com"
-            return base.rstrip("/") + "/usage"
-        base = self.base_url or "https://api.nected.ai"
-        return base.rstrip("/") + "/dev/usage"
+        """The usage endpoint, by the kind's URL rule."""
+        return KINDS[self.kind].url(self.base_url, self.region)
 
     @property
     def secret_origin(self) -> str:
         """Where the credential comes from, for messages (never the value)."""
-        env_key, file_key = SECRET_KEYS[self.kind]
+        env_key, file_key = KINDS[self.kind].secret_keys
         if self.secret_env:
             return f"sources.{self.name}.{env_key} (${self.secret_env})"
         return f"sources.{self.name}.{file_key} ({self.secret_file})"
@@ -306,27 +313,33 @@ def normalize_url(url: str) -> str:
 
 
 def database_url_problem(url: str) -> str | None:
-    """What is wrong with the form of database URL `url`, or None; nothing is opened."""
-    # Imported here so that reading a config does not need SQLAlchemy loaded up front.
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    """What is wrong with the form of database URL `url`, or None; nothing is opened.
 
+    Checked with the standard library, so reading a config loads no database driver.
+    """
     from etl.redact import redact_url
 
-    try:
-        parsed = make_url(normalize_url(url))
-    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+    match = _DB_URL_RE.match(normalize_url(url))
+    if match is None:
         return f"cannot parse {redact_url(url)!r} as a database URL"
-    backend, _, driver = parsed.drivername.partition("+")
+    backend, driver, rest = match["backend"], match["driver"] or "", match["rest"]
     if driver not in DATABASE_DRIVERS.get(backend, ()):
         scheme = url.split("://", 1)[0]
         return (
             f"scheme {scheme!r} is not supported "
             "(use sqlite:///PATH or postgresql://[USER@]HOST[:PORT]/DB)"
         )
-    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
-        # With one connection per use, every connection would see a new, empty database.
-        return "an in-memory SQLite database cannot hold history; give a file: sqlite:///PATH"
+    if backend == "sqlite":
+        path = rest[1:] if rest.startswith("/") else rest
+        if path.split("?", 1)[0] in ("", ":memory:"):
+            # With one connection per use, every connection would see a new, empty database.
+            return ("an in-memory SQLite database cannot hold history; "
+                    "give a file: sqlite:///PATH")
+        return None
+    try:
+        urlsplit("//" + rest).port  # noqa: B018 - raises ValueError for a port that is no number
+    except ValueError:
+        return f"cannot parse {redact_url(url)!r} as a database URL"
     return None
 
 
@@ -403,12 +416,12 @@ def _parse_source(
         problems.append(f"{label}.kind: unknown kind {kind!r} (expected one of: {expected})")
     known_kind = kind if isinstance(kind, str) and kind in KINDS else None
     if known_kind is not None:
-        secret_pairs = [SECRET_KEYS[known_kind]]
-        for key in sorted(set(entry) - SOURCE_COMMON_KEYS - set(SECRET_KEYS[known_kind])):
+        secret_pairs = [KINDS[known_kind].secret_keys]
+        for key in sorted(set(entry) - SOURCE_COMMON_KEYS - _kind_keys(known_kind)):
             problems.append(f"{label}.{key}: unknown key for a {known_kind} source")
     else:
         # Without a kind, still report what no kind accepts, so one run shows everything.
-        secret_pairs = list(SECRET_KEYS.values())
+        secret_pairs = sorted({k.secret_keys for k in KINDS.values()})
         for key in sorted(set(entry) - SOURCE_ANY_KEYS):
             problems.append(f"{label}.{key}: unknown key")
 
@@ -435,8 +448,10 @@ def _parse_source(
             problems.append(f"{label}.base_url: {url_problem}")
     if region is not None and (not isinstance(region, str) or not REGION_RE.fullmatch(region)):
         problems.append(f"{label}.region: must be lowercase letters, digits or '-'")
-    if kind == "wiresocket" and region is None and base_url is None:
-        problems.append(f"{label}.region: required for a wiresocket source (or set base_url)")
+    one_of = KINDS[known_kind].one_of_keys if known_kind is not None else ()
+    if one_of and all(entry.get(key) is None for key in one_of):
+        problems.append(f"{label}.{one_of[0]}: required for a {known_kind} source "
+                        f"(or set {' or '.join(one_of[1:])})")
 
     for env_key, file_key in secret_pairs:
         secret_env, secret_file = entry.get(env_key), entry.get(file_key)
@@ -459,7 +474,7 @@ def _parse_source(
         return None
     assert isinstance(name, str) and known_kind is not None
     assert interval is not None and timeout is not None
-    env_key, file_key = SECRET_KEYS[known_kind]
+    env_key, file_key = KINDS[known_kind].secret_keys
     return SourceConfig(
         name=name,
         kind=known_kind,
@@ -502,17 +517,17 @@ def _parse_billing(
         problems.append(f"{label}.metric: required, the name of one of the source's metrics")
     elif not isinstance(metric, str):
         problems.append(f"{label}.metric: must be a string, not {_what(metric)}")
-    elif kind is not None and metric not in KINDS[kind]:
+    elif kind is not None and metric not in KINDS[kind].metrics:
         problems.append(
             f"{label}.metric: {metric!r} is not a metric of {kind} source {source!r} "
-            f"(expected one of: {', '.join(KINDS[kind])})"
+            f"(expected one of: {', '.join(KINDS[kind].metrics)})"
         )
     aggregation = parse_aggregation(entry.get("aggregation"), f"{label}.aggregation", problems)
     if (
         aggregation is Aggregation.INCREASE
         and kind is not None
         and isinstance(metric, str)
-        and KINDS[kind].get(metric) == "gauge"
+        and KINDS[kind].metrics.get(metric) == MetricType.GAUGE
     ):
         problems.append(f"{label}.aggregation: 'increase' needs a counter; {metric!r} is a gauge")
     # Unset, a rule bills from the first unit in US dollars (documented in docs/configuration.md).

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from etl.vendors.types import Outcome
+
 
 class UsageEtlError(Exception):
     """Root of all usage-etl errors; the CLI turns these into one-line messages."""
@@ -44,7 +49,7 @@ class SecretError(ConfigError):
 class CollectError(UsageEtlError):
     """A poll of a vendor failed; `outcome` names the failure class."""
 
-    def __init__(self, message: str, outcome: str, http_status: int | None = None) -> None:
+    def __init__(self, message: str, outcome: Outcome, http_status: int | None = None) -> None:
         super().__init__(message)
         self.outcome = outcome
         self.http_status = http_status

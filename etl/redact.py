@@ -8,8 +8,6 @@ from collections.abc import Iterable
 from functools import lru_cache
 from urllib.parse import quote, quote_plus
 
-from sqlalchemy.engine import make_url
-
 _MASK = "***"
 # Shorter values are not masked: replacing every "ab" or "123" in a message would garble it
 # (numbers, status codes, words) and hide nothing, since so short a credential could be
@@ -17,17 +15,14 @@ _MASK = "***"
 MIN_SECRET_LENGTH = 4
 # Query parameters whose values are credentials wherever they appear.
 _SECRET_PARAMS = re.compile(r"(?i)([?&](?:token|api_key|apikey|access_token|key|password)=)[^&#\s]*")
+_WHOLE_URL_USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.-]*://[^:/@\s]+):\S*@(?=[^@\s]*$)")
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]+):[^@/\s]+@")
 
 
 def redact_url(url: str) -> str:
     """`url` with any password and credential-like query values masked."""
-    try:
-        parsed = make_url(url)
-        if parsed.password:
-            url = parsed.render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a database URL; fall through to the regexes
-        pass
+    # A whole URL: the last "@" ends the userinfo, as a password may contain "@" or "/".
+    url = _WHOLE_URL_USERINFO.sub(rf"\1:{_MASK}@", url)
     url = _USERINFO.sub(rf"\1:{_MASK}@", url)
     return _SECRET_PARAMS.sub(rf"\1{_MASK}", url)
 

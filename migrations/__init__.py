@@ -1,1 +1,1 @@
-"""Alembic migrations for the usage-etl schema (shipped as a package so `db upgrade` finds them)."""
+"""Alembic migrations for the usage-etl schema, installed as `etl.migrations` (see pyproject)."""

@@ -10,9 +10,9 @@ from alembic import context
 from sqlalchemy import Connection, Engine
 
 from etl.config import load_config
-from etl.db import make_engine
 from etl.errors import ConfigError, UsageEtlError
-from etl.models import Base
+from etl.store.engine import make_engine
+from etl.store.models import Base
 
 config = context.config
 if config.config_file_name is not None:
@@ -79,7 +79,7 @@ def _run_on(connection: Connection) -> None:
 
 
 def run_migrations_online() -> None:
-    # A caller holding a lock in its own transaction (etl.db.ensure_schema) passes that
+    # A caller holding a lock in its own transaction (etl.store.engine.ensure_schema) passes that
     # connection: the migrations then run inside the transaction, under the lock.
     connection = config.attributes.get("connection")
     if connection is not None:

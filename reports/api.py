@@ -28,26 +28,27 @@ from sqlalchemy.engine import URL, make_url
 
 from etl.billing_rules import Aggregation, Pricing
 from etl.config import Config, database_url_problem, load_config
-from etl.db import ensure_schema, make_engine, normalize_url
 from etl.errors import InputError
-from etl.models import CollectionAttempt, Sample, Series
-from reports.billing import BILLING_COLUMNS, billing_table
-from reports.compute import CRITICAL_PCT, WARNING_PCT
-from reports.frames import (
-    DAILY_COLUMNS,
-    SeriesInfo,
-    configured_series,
-    daily_from_rows,
-    rollup_tz,
-    series_day_rows,
-)
-from reports.periods import DATE_RE, days_period, local_midnight, month_period, parse_month
-from reports.reconcile import (
+from etl.store.engine import ensure_schema, make_engine, normalize_url
+from etl.store.models import CollectionAttempt, Sample, Series
+from reports.compute.billing import BILLING_COLUMNS
+from reports.compute.daily import CRITICAL_PCT, WARNING_PCT
+from reports.compute.reconcile import (
     RECONCILE_COLUMNS,
     check_tolerance,
     read_invoice,
     reconcile_table,
 )
+from reports.frames import (
+    DAILY_COLUMNS,
+    SeriesInfo,
+    billing_inputs,
+    configured_series,
+    daily_from_rows,
+    rollup_tz,
+    series_day_rows,
+)
+from reports.periods import DATE_RE, days_period, local_midnight, parse_month
 
 __all__ = [
     "CRITICAL_PCT",
@@ -458,11 +459,8 @@ def daily_usage(db: DbLike, start: TimeLike, end: TimeLike | None = None,
 def _billing_table(engine: Engine, cfg: Config, first: date, zone: ZoneInfo,
                    now: datetime | None, rollups: bool) -> pd.DataFrame:
     # As reports.frames.billing_frame, with the rollup cache optional.
-    wanted = [(r.source, r.metric) for r in cfg.billing]
-    period = month_period(first, zone)
-    rows = series_day_rows(engine, configured_series(cfg, wanted), period,
-                           rollup_tz=rollup_tz(cfg, zone.key) if rollups else None)
-    return billing_table(rows, cfg.billing, period, now=now or datetime.now(UTC))
+    return billing_inputs(engine, cfg, first, zone.key, rollups=rollups).table(
+        cfg, now or datetime.now(UTC))
 
 
 def _money(df: pd.DataFrame, columns: Sequence[str], decimal: bool) -> None:

@@ -16,11 +16,12 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from etl.config import Config
-from etl.kinds import KINDS
-from etl.rollup import RollupStore
-from reports.billing import billing_table
-from reports.compute import DAY_COLUMNS, aggregate_days, day_report_values
-from reports.load import read_prev_value, read_samples, series_ids
+from etl.store.rollups import RollupStore
+from etl.vendors import KINDS
+from reports.compute.billing import SampleMap, billing_table
+from reports.compute.daily import DAY_COLUMNS, aggregate_days, day_report_values
+from reports.compute.quantities import FROM_SAMPLES
+from reports.compute.reconcile import read_invoice, reconcile_table
 from reports.periods import (
     US_PER_SECOND,
     Period,
@@ -29,7 +30,12 @@ from reports.periods import (
     parse_month,
     resolve_tz,
 )
-from reports.reconcile import read_invoice, reconcile_table
+from reports.read.samples import (
+    read_prev_value,
+    read_samples,
+    read_series_samples,
+    series_ids,
+)
 
 DAILY_COLUMNS = [
     "date", "source", "metric", "samples", "min", "max", "mean", "limit", "peak_pct",
@@ -58,7 +64,7 @@ def configured_series(config: Config, only: Sequence[tuple[str, str]] | None = N
     """Every configured (source, metric), in config order (or just those in `only`)."""
     found = []
     for src in config.sources:
-        for metric, mtype in KINDS[src.kind].items():
+        for metric, mtype in KINDS[src.kind].metrics.items():
             if only is not None and (src.name, metric) not in only:
                 continue
             found.append(SeriesInfo(src.name, metric, src.kind, mtype,
@@ -74,7 +80,7 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
     Columns: source, metric, metric_type, date, then compute.DAY_COLUMNS. These rows alone
     are enough to build any longer period (see compute.combine_days). With `rollup_tz`
     (the configured zone's name), day rows come from the stored rollups where they are
-    fresh, and the ones computed here are stored (etl.rollup).
+    fresh, and the ones computed here are stored (etl.store.rollups).
     """
     ids = series_ids(engine)
     rollups = (RollupStore(engine, rollup_tz, period.start_us, period.end_us)
@@ -173,7 +179,7 @@ def rollup_tz(config: Config, tz: str | None) -> str | None:
     """The zone whose daily rollups a report reads and fills: the one it reports in.
 
     Rollups are kept per zone, so a report in another zone (`--tz`) is cold once and warm
-    after; a write invalidates the affected days of every zone (etl.rollup.invalidate_dirty).
+    after; a write invalidates the affected days of every zone (etl.store.rollups.invalidate_dirty).
     """
     return tz or config.timezone
 
@@ -190,23 +196,44 @@ def daily_frame(engine: Engine, config: Config, start: date, end: date,
                                            rollup_tz=rollup_tz(config, tz) if rollups else None))
 
 
-def billing_day_rows(engine: Engine, config: Config, month: date, tz: str | None = None,
-                     *, rollups: bool = True) -> pd.DataFrame:
-    """series_day_rows() for the series the billing rules name, over the month."""
+@dataclass(frozen=True)
+class BillingInputs:
+    """What a month's billing table is computed from: the month, its day rows, samples."""
+
+    period: Period
+    rows: pd.DataFrame  # series_day_rows() of the series the billing rules name
+    samples: SampleMap  # the month's samples of the rules whose quantity needs them (p95)
+
+    def table(self, config: Config, now: datetime) -> pd.DataFrame:
+        """compute.billing.billing_table of these inputs (one row per rule)."""
+        return billing_table(self.rows, config.billing, self.period, now=now,
+                             samples=self.samples)
+
+
+def billing_inputs(engine: Engine, config: Config, month: date, tz: str | None = None,
+                   *, rollups: bool = True) -> BillingInputs:
+    """Read what the billing rules need over the month (local `month` in `tz`).
+
+    Day rows come from the rollups where fresh (`rollups`), as for the daily report; a
+    quantity no day row can give (quantities.FROM_SAMPLES: p95) has its samples read.
+    """
     zone = resolve_tz(_tz_name(config, tz))
+    period = month_period(month, zone)
     wanted = [(r.source, r.metric) for r in config.billing]
-    return series_day_rows(engine, configured_series(config, wanted), month_period(month, zone),
+    rows = series_day_rows(engine, configured_series(config, wanted), period,
                            rollup_tz=rollup_tz(config, tz) if rollups else None)
+    samples = read_series_samples(
+        engine, [(r.source, r.metric) for r in config.billing
+                 if r.aggregation in FROM_SAMPLES], period.start_us, period.end_us)
+    return BillingInputs(period, rows, samples)
 
 
 def billing_frame(engine: Engine, config: Config, month: str | date, tz: str | None = None,
                   *, now: datetime | None = None, rollups: bool = True) -> pd.DataFrame:
     """One row per billing rule for the month (YYYY-MM), SPEC 6 columns then extras."""
     first = parse_month(month) if isinstance(month, str) else month.replace(day=1)
-    zone = resolve_tz(_tz_name(config, tz))
-    rows = billing_day_rows(engine, config, first, tz, rollups=rollups)
-    return billing_table(rows, config.billing, month_period(first, zone),
-                                     now=now or datetime.now(UTC))
+    return billing_inputs(engine, config, first, tz, rollups=rollups).table(
+        config, now or datetime.now(UTC))
 
 
 def reconcile_frame(engine: Engine, config: Config, month: str, invoice: Path | str,

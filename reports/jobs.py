@@ -13,22 +13,23 @@ from sqlalchemy import Engine
 
 from etl.config import Config
 from etl.errors import InputError
-from etl.models import to_micros
-from reports.billing import billing_table, cumulative_quantity, rule_days
-from reports.charts import billing_chart, series_day_chart
-from reports.compute import exact_total
+from etl.store.models import to_micros
+from reports.compute.billing import rule_cumulative, rule_days, tiers_frame
+from reports.compute.daily import exact_total
+from reports.compute.reconcile import check_tolerance, read_invoice, reconcile_table
 from reports.frames import (
-    billing_day_rows,
+    billing_inputs,
     configured_series,
     daily_from_rows,
     rollup_tz,
     series_day_rows,
 )
-from reports.load import latest_payload, read_prev_value, read_samples, series_ids
-from reports.periods import days_period, month_period, parse_month, resolve_tz, us_to_datetime
-from reports.reconcile import check_tolerance, read_invoice, reconcile_table
-from reports.render_csv import write_csv
-from reports.render_html import Chart, render_report, table_from_frame, write_html
+from reports.names import billing_name, daily_name, reconcile_name
+from reports.periods import days_period, parse_month, resolve_tz, us_to_datetime
+from reports.read.samples import latest_payload, read_prev_value, read_samples, series_ids
+from reports.render.charts import billing_chart, series_day_chart
+from reports.render.csv import write_csv
+from reports.render.html import Chart, render_report, table_from_frame, write_html
 
 FORMATS = ("csv", "html")
 
@@ -84,7 +85,7 @@ def build_daily(engine: Engine, config: Config, start: date, end: date, *,
     by_day = {key: g for key, g in daily.groupby("date", sort=False)} if len(daily) else {}
     for i, day in enumerate(period.days):
         table = by_day.get(day, daily.iloc[:0]).reset_index(drop=True)
-        base = out / f"daily-{day.isoformat()}"
+        base = out / daily_name(day)
         if "csv" in wanted:
             paths.append(write_csv(table, base.with_suffix(".csv")))
         if "html" in wanted:
@@ -147,23 +148,29 @@ def build_billing(engine: Engine, config: Config, month: str, *, tz: str | None 
     wanted = _formats(formats)
     first = parse_month(month)
     tz_name = tz or config.timezone
-    period = month_period(first, resolve_tz(tz_name))
-    rows = billing_day_rows(engine, config, first, tz_name)
+    inputs = billing_inputs(engine, config, first, tz_name)
+    period = inputs.period
     now = now or datetime.now(UTC)
-    table = billing_table(rows, config.billing, period, now=now)
+    table = inputs.table(config, now)
     out = _out_dir(out_dir)
-    base = out / f"billing-{first.strftime('%Y-%m')}"
+    base = out / billing_name(first)
     paths: list[Path] = []
     if "csv" in wanted:
         paths.append(write_csv(table, base.with_suffix(".csv")))
     if "html" in wanted:
         charts = []
-        for rule in config.billing:
-            days = rule_days(rows, rule)
-            cum = cumulative_quantity(days, rule.aggregation, to_micros(now))
+        tier_tables = []
+        for rule, quantity in zip(config.billing, table["quantity"], strict=True):
+            days = rule_days(inputs.rows, rule)
+            cum = rule_cumulative(days, rule, inputs.samples, to_micros(now))
             svg = billing_chart(period.days, cum, rule.included, rule.aggregation)
             charts.append(Chart(f"{rule.source} / {rule.metric} ({rule.aggregation}) "
                                 f"vs {rule.included} included", Markup(svg)))
+            tiers = tiers_frame(quantity, rule)
+            if len(tiers):
+                tier_tables.append(table_from_frame(
+                    f"Tiers reached: {rule.source} / {rule.metric} ({rule.pricing})", tiers,
+                    low_coverage=False))
         totals: dict[str, Any] = {}
         for cur, amount in zip(table["currency"], table["amount"], strict=True):
             totals[cur] = totals.get(cur, 0) + amount
@@ -178,10 +185,11 @@ def build_billing(engine: Engine, config: Config, month: str, *, tz: str | None 
                   for r in table.to_dict("records") if r["projected_quantity"] is not None]
         html = render_report(
             title=f"Billing {first.strftime('%Y-%m')}",
-            subtitle=f"month in {tz_name}; amounts = overage × unit price, rounded half-up",
+            subtitle=f"month in {tz_name}; amounts by each rule's pricing, rounded half-up once "
+                     "to the currency's minor unit",
             tz=tz_name, summary=summary, notes=notes,
             sources=_sources_info(engine, config, us_to_datetime(period.end_us)),
-            tables=[table_from_frame("Per billing rule", table)], charts=charts)
+            tables=[table_from_frame("Per billing rule", table), *tier_tables], charts=charts)
         paths.append(write_html(html, base.with_suffix(".html")))
     return paths
 
@@ -196,12 +204,12 @@ def build_reconcile(engine: Engine, config: Config, month: str, invoice: Path, *
     check_tolerance(tolerance_pct)
     lines = read_invoice(Path(invoice), first.strftime("%Y-%m"))
     tz_name = tz or config.timezone
-    period = month_period(first, resolve_tz(tz_name))
-    rows = billing_day_rows(engine, config, first, tz_name)
-    billed = billing_table(rows, config.billing, period, now=now or datetime.now(UTC))
+    inputs = billing_inputs(engine, config, first, tz_name)
+    period = inputs.period
+    billed = inputs.table(config, now or datetime.now(UTC))
     table = reconcile_table(billed, lines, first.strftime("%Y-%m"), tolerance_pct=tolerance_pct)
     out = _out_dir(out_dir)
-    base = out / f"reconcile-{first.strftime('%Y-%m')}"
+    base = out / reconcile_name(first)
     paths: list[Path] = []
     if "csv" in wanted:
         paths.append(write_csv(table, base.with_suffix(".csv")))

@@ -16,6 +16,8 @@ fi
 
 echo "== ruff"
 .venv/bin/ruff check .
+echo "== import contracts (docs/architecture.md)"
+.venv/bin/lint-imports
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from etl.db import make_engine, upgrade
-from etl.store import forget_series_cache
+from etl.store.engine import make_engine, upgrade
+from etl.store.writer import forget_series_cache
 
 PG_ADMIN_URL = os.environ.get(
     "USAGE_ETL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -122,9 +122,9 @@ def engine(empty_db_url: str) -> Iterator[Engine]:
         eng.dispose()
 
 
-# --- the simulated vendor (etl.simulator), for collector, scheduler and demo tests ---------
+# --- the simulated vendor (etl.runtime.simulator), for collector, scheduler and demo tests ---------
 
-from etl.simulator import SimulatedVendor  # noqa: E402
+from etl.runtime.simulator import SimulatedVendor  # noqa: E402
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
-from etl.archive import import_archives
 from etl.cli import cli
 from etl.config import load_config
-from etl.db import make_engine, upgrade
-from etl.models import Sample, Series
-from etl.simulator import generate_archive
-from etl.store import forget_series_cache
+from etl.runtime.simulator import generate_archive
+from etl.store.archive import import_archives
+from etl.store.engine import make_engine, upgrade
+from etl.store.models import Sample, Series
+from etl.store.writer import forget_series_cache
 
 # The two lines of SPEC section 4, verbatim.
 SPEC_LINES = [
@@ -319,7 +319,7 @@ def test_export_bad_date_is_a_usage_error(sqlite_url: str, tmp_path: Path, bad: 
 
 
 def test_snapshot_keeps_the_body_text_of_the_line(sqlite_url: str, tmp_path: Path) -> None:
-    from etl.models import Snapshot
+    from etl.store.models import Snapshot
 
     config = write_config(tmp_path, sqlite_url)
     body_first = ('{"body": {"data": {"invocations": 7}, "code": "success"}, '
@@ -384,7 +384,7 @@ def test_a_line_split_around_its_body_reads_as_the_whole_line(head, body, tail, 
     does, that is exactly what parsing the whole line gives, and the text is the body's."""
     import orjson
 
-    from etl.archive import _split_body
+    from etl.store.archive import _split_body
 
     doc = {**head, "body": body, **tail}
     line = (json.dumps(doc, separators=spaces, ensure_ascii=False) + after).encode()
@@ -403,7 +403,7 @@ def test_a_line_split_around_its_body_reads_as_the_whole_line(head, body, tail, 
 
 
 def test_tricky_lines_split_only_where_the_body_ends_the_line() -> None:
-    from etl.archive import _split_body
+    from etl.store.archive import _split_body
 
     assert _split_body(b'{"source": "a", "body": {"n": 1}}') == (
         {"source": "a", "body": {"n": 1}}, '{"n": 1}')

@@ -166,8 +166,8 @@ def test_the_month_end_projection_is_priced_by_the_same_rules(history: tuple[str
     got = {(r.source, r.metric): (r.mtd_quantity, r.projected_quantity, r.projected_amount)
            for r in df.itertuples()}
     # api: 7,000 so far x 31 / 15 = 14,466.6667; 13,466.6667 billable:
-    # 10 + 37 + 9,466.6667 x 0.005 + 49 = 143.3333335 -> 143.33
-    assert got[("api", "invocations")] == (Decimal(7000), Decimal("14466.6667"), Decimal("143.33"))
+    # 10 + 37 + (13,466.6667 - 5,000) x 0.005 + 49 = 138.3333335 -> 138.33
+    assert got[("api", "invocations")] == (Decimal(7000), Decimal("14466.6667"), Decimal("138.33"))
     # batch: 25,001 x 31 / 15 = 51,668.7333 -> 6 packages of 25 = 150.00 (above the minimum)
     assert got[("batch", "invocations")] == (
         Decimal(25001), Decimal("51668.7333"), Decimal("150.00"))

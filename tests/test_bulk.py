@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select
 
-from etl.bulk import bulk_store
-from etl.models import Sample, Series, Snapshot
-from etl.store import Observation, SampleValue, StoreResult, store_observations
+from etl.store.bulk import bulk_store
+from etl.store.models import Sample, Series, Snapshot
+from etl.store.writer import StoreResult, store_observations
+from etl.vendors.types import Observation, SampleValue
 
 T0 = datetime(2026, 10, 31, 22, 0, tzinfo=UTC)
 
@@ -73,7 +74,7 @@ def summary(res: StoreResult) -> tuple[int, int, int, list[tuple[object, ...]]]:
 
 
 def test_bulk_agrees_with_store_observations_on_random_batches(engine: Engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from etl.db import make_engine, upgrade
+    from etl.store.engine import make_engine, upgrade
 
     if engine.dialect.name == "sqlite":
         ref_engine = make_engine(f"sqlite:///{tmp_path / 'ref.db'}")
@@ -96,7 +97,7 @@ def test_bulk_agrees_with_store_observations_on_random_batches(engine: Engine, t
             assert summary(got) == summary(want)
             assert content(engine) == content(ref_engine)
     finally:
-        from etl.store import forget_series_cache
+        from etl.store.writer import forget_series_cache
 
         forget_series_cache(ref_engine)
         ref_engine.dispose()
@@ -111,7 +112,7 @@ def test_a_chunk_of_new_and_already_stored_keys_is_stored_like_one_at_a_time(
 ) -> None:
     # An import whose chunk mostly extends the history but repeats a few stored keys (a
     # repeated archive line, a late one): the new part is written directly, the rest staged.
-    from etl.db import make_engine, upgrade
+    from etl.store.engine import make_engine, upgrade
 
     if engine.dialect.name == "sqlite":
         ref_engine = make_engine(f"sqlite:///{tmp_path / 'ref.db'}")
@@ -143,7 +144,7 @@ def test_a_chunk_of_new_and_already_stored_keys_is_stored_like_one_at_a_time(
             assert content(engine) == content(ref_engine)
         assert summary(got)[:3] == (51, 72, 1) and len(got.conflicts) == 2
     finally:
-        from etl.store import forget_series_cache
+        from etl.store.writer import forget_series_cache
 
         forget_series_cache(ref_engine)
         ref_engine.dispose()

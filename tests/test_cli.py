@@ -67,7 +67,7 @@ def test_python_dash_m_etl_works() -> None:
 
 
 def test_command_on_a_database_behind_head_names_db_upgrade(empty_db_url: str) -> None:
-    from etl.db import head_revision, make_engine, upgrade
+    from etl.store.engine import head_revision, make_engine, upgrade
 
     engine = make_engine(empty_db_url)
     upgrade(engine, "0001_initial")

@@ -14,12 +14,14 @@ from click.testing import CliRunner
 from sqlalchemy import func, insert, select
 
 from etl.cli import cli
-from etl.collect import Collector, PollResult, store_poll, store_polls
+from etl.collect.http import PacerRegistry
+from etl.collect.poll import Collector
 from etl.config import load_config
-from etl.db import make_engine, upgrade
-from etl.http import PacerRegistry
-from etl.models import Base, CollectionAttempt, Sample, SourceState
-from etl.simulator import SimulatedVendor
+from etl.runtime.simulator import SimulatedVendor
+from etl.store.engine import make_engine, upgrade
+from etl.store.models import Base, CollectionAttempt, Sample, SourceState
+from etl.store.writer import record_poll, record_polls
+from etl.vendors.types import PollRecord
 from tests.conftest import write_sim_config
 
 
@@ -193,8 +195,8 @@ def test_storing_the_same_observation_twice_adds_nothing(
     with Collector([src], pacers=PacerRegistry()) as collector:
         result = collector.poll(src)
     assert result.outcome == "ok"
-    first = store_poll(engine, result)
-    again = store_poll(engine, result)
+    first = record_poll(engine, result)
+    again = record_poll(engine, result)
     assert (first.samples, again.samples, again.duplicates) == (2, 0, 2)
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(Sample)) == 2
@@ -213,9 +215,9 @@ def test_a_batch_of_polls_is_stored_with_one_attempt_row_and_count_each(
         simulator.set_fault("unauthorized", times=1, vendor="wiresocket")
         failed = collector.poll(ws)
     assert (first.outcome, second.outcome, failed.outcome) == ("ok", "ok", "auth_error")
-    again = PollResult(**{**vars(first), "samples_stored": 0})
+    again = PollRecord(**{**vars(first), "samples_stored": 0})
     # The same observation again in the same batch is a duplicate, not a second sample.
-    stored = store_polls(engine, [first, second, failed, again])
+    stored = record_polls(engine, [first, second, failed, again])
     assert [s.samples for s in stored] == [2, 1, 0, 0] and stored[3].duplicates == 2
     assert [r.samples_stored for r in (first, second, failed, again)] == [2, 1, 0, 0]
     assert attempts(url) == [("rules", "ok", 200, 1), ("ws", "ok", 200, 2),
@@ -256,7 +258,7 @@ def test_collect_exits_1_when_a_source_keeps_failing(
 
 
 def store_pause(url: str, source: str, until: datetime, reason: str) -> None:
-    """A pause as the daemon stores it (etl.scheduler: source_state after a 429 or a 401)."""
+    """A pause as the daemon stores it (etl.runtime.scheduler: source_state after a 429 or a 401)."""
     engine = make_engine(url)
     upgrade(engine)
     with engine.begin() as conn:

@@ -11,9 +11,9 @@ from sqlalchemy import func, select
 from etl.cli import cli
 from etl.cli.collect_cmd import reports_available
 from etl.config import load_config
-from etl.db import make_engine
-from etl.demo import NECTED_KEY_ENV, WS_TOKEN_ENV, run_demo
-from etl.models import CollectionAttempt, Snapshot
+from etl.runtime.demo import NECTED_KEY_ENV, WS_TOKEN_ENV, run_demo
+from etl.store.engine import make_engine
+from etl.store.models import CollectionAttempt, Snapshot
 
 
 def counts(db: Path) -> dict[str, int]:

@@ -13,12 +13,13 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from etl.collect import Collector, PollResult
+from etl.collect.http import MAX_RETRIES, HttpFailure, PacerRegistry, fetch_json, new_session
+from etl.collect.poll import Collector
 from etl.config import SourceConfig
-from etl.http import MAX_RETRIES, HttpFailure, PacerRegistry, fetch_json, new_session
 from etl.redact import redact
-from etl.simulator import SimulatedVendor
-from etl.sources import adapter
+from etl.runtime.simulator import SimulatedVendor
+from etl.vendors import get as vendor_kind
+from etl.vendors.types import PollRecord
 
 
 class FakeClock:
@@ -55,7 +56,7 @@ def source(sim: SimulatedVendor, kind: str, monkeypatch: pytest.MonkeyPatch, *,
                         timeout_seconds=timeout)
 
 
-def poll(src: SourceConfig, **kwargs: object) -> PollResult:
+def poll(src: SourceConfig, **kwargs: object) -> PollRecord:
     with Collector([src], pacers=PacerRegistry(), **kwargs) as collector:  # type: ignore[arg-type]
         return collector.poll(src)
 
@@ -302,7 +303,7 @@ def test_a_pacer_stop_after_a_real_try_keeps_its_status_and_tries(
     # 11 of the 12 slots used; the 12th try gets a 503, and its retry finds no slot.
     src = source(simulator, "wiresocket", monkeypatch)
     registry = PacerRegistry()
-    pacer = registry.get("wiresocket", simulator.token, adapter("wiresocket").rate_limit)
+    pacer = registry.get("wiresocket", simulator.token, vendor_kind("wiresocket").rate_limit)
     assert all(pacer.reserve(0.0) == 0.0 for _ in range(11))
     simulator.set_fault("unavailable", times=1, retry_after="1")
     with Collector([src], pacers=registry, sleep=SleepRecorder()) as collector:

@@ -8,15 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import BigInteger, DateTime, Engine, Float, Integer, String, inspect
+from sqlalchemy import BigInteger, DateTime, Engine, Float, Integer, String, create_engine, inspect
 from sqlalchemy.types import TypeEngine
 
 from etl.cli import cli
-from etl.db import current_revision, downgrade, head_revision, make_engine, upgrade
-from etl.models import Base, UtcDateTime
+from etl.store.engine import current_revision, downgrade, head_revision, make_engine, upgrade
+from etl.store.models import Base, UtcDateTime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,3 +156,32 @@ def test_alembic_command_with_a_bad_config_is_one_line_per_problem_exit_2(
         assert out.returncode == 2, out.stderr
         assert out.stderr.strip().splitlines() == lines
         assert list(tmp_path.iterdir()) == [cfg]
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_upgrades_a_database_with_migrations_inside_the_package(
+    tmp_path: Path,
+) -> None:
+    wheels, target, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
+    work.mkdir()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels),
+                    str(ROOT)], check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("usage_etl-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True, timeout=300)
+    # No top-level `migrations` package is installed: they live in `etl.migrations`.
+    assert not (target / "migrations").exists()
+    assert (target / "etl" / "migrations" / "env.py").is_file()
+    db = work / "usage.db"
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys, etl; from etl.cli import main; "
+         "print(etl.__file__, file=sys.stderr); main()",
+         "--database-url", f"sqlite:///{db}", "db", "upgrade"],
+        cwd=work, env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.splitlines()[0].startswith(str(target))  # the wheel's code ran
+    engine = create_engine(f"sqlite:///{db}")
+    assert current_revision(engine) == head_revision()
+    engine.dispose()

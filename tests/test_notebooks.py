@@ -22,7 +22,7 @@ else:
     ipykernel_spec = pytest.importorskip("ipykernel.kernelspec",
                                          reason="pip install -e '.[notebooks]'")
 
-from etl.demo import run_demo  # noqa: E402
+from etl.runtime.demo import run_demo  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NAMES = ["usage_analysis.ipynb", "billing_reconciliation.ipynb"]

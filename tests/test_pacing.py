@@ -15,10 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from etl.collect import Collector
-from etl.db import make_engine, upgrade
-from etl.models import CollectionAttempt
-from etl.pacing import (
+from etl.collect.pacing import (
     PACING_DIR_ENV,
     STALE_FILE_SECONDS,
     PacerRegistry,
@@ -26,7 +23,10 @@ from etl.pacing import (
     default_pacing_dir,
     prepare_folder,
 )
-from etl.simulator import SimulatedVendor
+from etl.collect.poll import Collector
+from etl.runtime.simulator import SimulatedVendor
+from etl.store.engine import make_engine, upgrade
+from etl.store.models import CollectionAttempt
 from tests.conftest import write_sim_config
 from tests.test_http import FakeClock, source
 
@@ -77,7 +77,7 @@ def test_fourteen_collect_runs_send_at_most_twelve_requests(
 
 RESERVE_SCRIPT = """
 import sys
-from etl.pacing import PacerRegistry
+from etl.collect.pacing import PacerRegistry
 registry = PacerRegistry(shared=True, directory=sys.argv[1])
 pacer = registry.get("wiresocket", "two-process-token", (12, 60.0))
 sys.stdin.readline()  # start together
@@ -163,7 +163,7 @@ def test_unusable_folder_falls_back_to_process_pacing_with_one_warning(
     pacers = [registry.get("wiresocket", f"token-{i}", WS_RATE) for i in range(2)]
     assert not any(isinstance(p, SharedPacer) for p in pacers)
     assert [pacers[0].reserve(0.0) is not None for _ in range(13)] == [True] * 12 + [False]
-    warnings = [r for r in caplog.records if r.name == "etl.pacing"]
+    warnings = [r for r in caplog.records if r.name == "etl.collect.pacing"]
     assert len(warnings) == 1 and PACING_DIR_ENV in warnings[0].getMessage()
 
 
@@ -211,4 +211,4 @@ def test_the_in_process_fast_path_does_not_open_the_file_when_full(
         assert pacer.reserve(30.0) is None
     finally:
         tmp_path.chmod(0o700)
-    assert not any(r.name == "etl.pacing" for r in caplog.records)
+    assert not any(r.name == "etl.collect.pacing" for r in caplog.records)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl.billing_rules import Aggregation, BillingRule, Pricing, Tier
-from reports.compute import aggregate_days
+from reports.compute.daily import aggregate_days
 from reports.compute.pricing import charge, minor_unit
 from reports.compute.quantities import cumulative_quantities, month_quantity, nearest_rank_p95
 

@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import select
 
 from etl.config import parse_config
-from etl.db import make_engine, upgrade
-from etl.locks import PollGate, slot_bounds, slot_of
-from etl.models import CollectionAttempt
-from etl.store import record_attempt
+from etl.slots import slot_bounds, slot_of
+from etl.store.engine import make_engine, upgrade
+from etl.store.models import CollectionAttempt
+from etl.store.state import PollGate
+from etl.store.writer import record_attempt
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.test_scheduler import (
     daemon_env,
@@ -63,7 +64,7 @@ def test_two_daemons_never_poll_a_source_twice_in_one_interval(tmp_path: Path) -
             ).all()
         engine.dispose()
         assert {o for _, _, o in rows} == {"ok"} and len(rows) == served
-        per_slot = Counter((s, slot_of(config.source(s), at)) for s, at, _ in rows)
+        per_slot = Counter((s, slot_of(s, config.source(s).interval_seconds, at)) for s, at, _ in rows)
         assert max(per_slot.values()) == 1, per_slot
         # Every logged poll came from one replica or the other, never both.
         logged = [e for log in logs for e in log_events(log) if e.get("event") == "poll"]
@@ -107,7 +108,8 @@ def test_poll_gate_grants_a_slot_once(tmp_path: Path) -> None:
         assert seen == ["granted"]
         with second.claim(src, now) as claim:
             assert (claim.granted, claim.reason) == (False, "slot-taken")
-        _, end = slot_bounds(src, slot_of(src, now))
+        _, end = slot_bounds(src.name, src.interval_seconds,
+                             slot_of(src.name, src.interval_seconds, now))
         with second.claim(src, end) as claim:  # the next slot is free again
             assert claim.granted
         engine.dispose()

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from etl.cli import cli
-from etl.db import make_engine, upgrade
-from etl.store import forget_series_cache
+from etl.store.engine import make_engine, upgrade
+from etl.store.writer import forget_series_cache
 from tests.test_reports_db import seed_month
 
 CONFIG = """

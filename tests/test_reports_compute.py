@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl.errors import InputError
-from etl.models import to_micros
-from reports.compute import aggregate_days, combine_days, coverage_pct, day_report_values
+from etl.store.models import to_micros
+from reports.compute.daily import aggregate_days, combine_days, coverage_pct, day_report_values
 from reports.periods import days_period, month_period, parse_date, parse_month, resolve_tz
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -246,7 +246,7 @@ def test_billing_quantity_and_overage_of_fractional_days_print_without_trailing_
     from etl.config import BillingRule
     from reports.compute.pricing import charge
     from reports.compute.quantities import cumulative_quantities, month_quantity
-    from reports.render_csv import format_cell
+    from reports.render.csv import format_cell
 
     days = pd.DataFrame({"day_start_us": [0, 86_400_000_000], "increase": [100.5, 99.5],
                          "max": [np.nan, np.nan], "samples": [3, 3]})
@@ -281,7 +281,7 @@ def naive_decimal_days(t: list[int], k: list[int], bounds: np.ndarray) -> list[D
 def test_fractional_daily_increases_are_exact_decimals_that_add_up_to_the_month(
         points: list[tuple[int, int]]) -> None:
     from etl.billing_rules import Aggregation
-    from reports.compute import exact_total
+    from reports.compute.daily import exact_total
     from reports.compute.quantities import cumulative_quantities
 
     b = day_bounds(10)
@@ -307,7 +307,7 @@ def test_a_day_chart_of_a_series_without_samples_prints_no_warning(
         capfd: pytest.CaptureFixture[str]) -> None:
     import warnings
 
-    from reports.charts import series_day_chart
+    from reports.render.charts import series_day_chart
 
     b = day_bounds(1)
     with warnings.catch_warnings(record=True) as caught:

@@ -16,7 +16,8 @@ from sqlalchemy import Engine
 
 from etl.config import Config, parse_config
 from etl.errors import InputError
-from etl.store import Observation, SampleValue, store_observations
+from etl.store.writer import store_observations
+from etl.vendors.types import Observation, SampleValue
 from reports.frames import billing_frame, daily_frame, reconcile_frame
 from reports.periods import local_midnight
 
@@ -233,8 +234,8 @@ def test_bad_invoice_names_file_line_and_column(engine: Engine, tmp_path: Path, 
 
 
 def test_sample_reads_keep_missing_and_odd_limits_apart(engine: Engine) -> None:
-    from etl.models import to_micros
-    from reports.load import read_samples, series_ids
+    from etl.store.models import to_micros
+    from reports.read.samples import read_samples, series_ids
 
     t0 = at("2026-05-03T10:00:00")
     limits = [100.0, None, float("-inf"), 250.0]
@@ -355,7 +356,7 @@ def test_counter_with_a_reset_on_berlin_dst_days(engine: Engine, day: date, hour
 
 
 # Sub-second timestamps (both sides of midnight by a microsecond) and fractional counter
-# readings, as the vendors send them: what the import path (etl.bulk) stores.
+# readings, as the vendors send them: what the import path (etl.store.bulk) stores.
 SUBSECOND_ARCHIVE = [
     ("rules", "2026-05-02T12:00:00Z", 999999999.9),
     ("rules", "2026-05-03T10:00:00.250Z", 1000000000.1),
@@ -420,9 +421,9 @@ def test_sqlite_and_postgresql_agree_on_imported_subsecond_fractional_history(
         sqlite_url: str, pg_url: str, tmp_path: Path) -> None:
     import csv
 
-    from etl.archive import import_archives
-    from etl.db import make_engine, upgrade
-    from etl.store import forget_series_cache
+    from etl.store.archive import import_archives
+    from etl.store.engine import make_engine, upgrade
+    from etl.store.writer import forget_series_cache
     from reports.jobs import build_billing, build_daily
 
     archive = write_subsecond_archive(tmp_path / "history.jsonl")

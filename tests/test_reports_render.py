@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from etl.db import make_engine, upgrade
-from etl.store import forget_series_cache
+from etl.store.engine import make_engine, upgrade
+from etl.store.writer import forget_series_cache
 from reports.jobs import build_billing, build_daily, build_reconcile
-from reports.render_csv import csv_text, format_cell
+from reports.render.csv import csv_text, format_cell
 from tests.test_reports_db import (
     at,
     billing_rules,
@@ -133,7 +133,7 @@ def test_daily_html_with_empty_series_warns_nothing_and_keeps_fractional_increas
     import json
     import warnings
 
-    from etl.store import Observation, SampleValue
+    from etl.vendors.types import Observation, SampleValue
 
     # Only the counter has samples that day: both ws-prod gauges (stored, from May 1st)
     # are empty on May 3rd, and their charts used to warn that the legend was empty.

@@ -13,11 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select, update
 
-from etl.bulk import bulk_store
 from etl.config import BillingRule, Config, SourceConfig
-from etl.db import make_engine, upgrade
-from etl.models import RollupDay, RollupDirty, Series
-from etl.store import Observation, SampleValue, forget_series_cache, store_observations
+from etl.store.bulk import bulk_store
+from etl.store.engine import make_engine, upgrade
+from etl.store.models import RollupDay, RollupDirty, Series
+from etl.store.writer import forget_series_cache, store_observations
+from etl.vendors.types import Observation, SampleValue
 from reports.frames import billing_frame, daily_frame
 
 TZ = "Europe/Berlin"  # 2026-10-25 has 25 hours there

@@ -21,22 +21,22 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select, text
 
-from etl.cli.schedule_cmd import PG_STATEMENT_TIMEOUT_MS, daemon_engine
-from etl.collect import Collector, collect_once
+from etl.collect.poll import Collector
 from etl.config import Config, parse_config
-from etl.db import make_engine, upgrade
-from etl.models import CollectionAttempt, Sample, SourceState
-from etl.scheduler import (
+from etl.runtime.collect_run import collect_once
+from etl.runtime.daemon_db import PG_STATEMENT_TIMEOUT_MS, daemon_engine
+from etl.runtime.nightly import nightly_files, nightly_reports
+from etl.runtime.scheduler import (
     Scheduler,
     SlotTrigger,
     auth_pause_seconds,
-    nightly_files,
-    nightly_reports,
 )
-from etl.simulator import SimulatedVendor
-from etl.spool import Spool, poll_to_dict
-from etl.status import source_statuses
-from etl.store import forget_series_cache
+from etl.runtime.simulator import SimulatedVendor
+from etl.runtime.status import source_statuses
+from etl.store.engine import make_engine, upgrade
+from etl.store.models import CollectionAttempt, Sample, SourceState
+from etl.store.spool import Spool, poll_to_dict
+from etl.store.writer import forget_series_cache
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.tcp_proxy import TcpProxy
 
@@ -407,13 +407,15 @@ def test_rate_limited_source_waits_for_retry_after(
 
 
 def test_slot_trigger_stays_on_the_grid_with_jitter() -> None:
-    trigger = SlotTrigger(interval=60, offset=7.5, jitter=3)
-    now = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
+    trigger = SlotTrigger("ws-prod", interval=60, jitter=3)
+    offset = trigger.offset  # a stable hash of the name, in [0, 60)
+    now = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC) + timedelta(seconds=offset - 0.5)
     fire = trigger.get_next_fire_time(None, now)
     fires = [fire]
     for _ in range(50):
         fires.append(trigger.get_next_fire_time(fires[-1], fires[-1]))
-    starts = [datetime(2026, 3, 1, 12, 1, 7, 500000, tzinfo=UTC) + timedelta(minutes=i)
+    # The slot starting at 12:00:offset began just after `now`; the rest follow a minute apart.
+    starts = [datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC) + timedelta(seconds=offset, minutes=i)
               for i in range(51)]
     assert all(0 <= (f - s).total_seconds() <= 3 for f, s in zip(fires, starts, strict=True))
 

@@ -15,16 +15,16 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from etl.archive import parse_line
 from etl.cli import cli
 from etl.config import SourceConfig
-from etl.simulator import (
+from etl.runtime.simulator import (
     SimulatedVendor,
     generate_archive,
     nected_invocations,
     wiresocket_body,
 )
-from etl.sources import adapter
+from etl.store.archive import parse_line
+from etl.vendors import get as vendor_kind
 
 MONDAY = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -81,7 +81,7 @@ def test_generated_archive_parses_and_matches_the_live_server() -> None:
                                    headers={"Nected-API-Key": sim.api_key}).json()
     assert live_ws == lines[7]["body"]
     assert live_nected == lines[8]["body"] and lines[8]["observed_at"] == "2026-11-02T01:00:00Z"
-    adapter("wiresocket").parse_body("ws", live_ws)
+    vendor_kind("wiresocket").parse_body("ws", live_ws)
 
 
 def test_query_token_is_accepted_like_the_vendor_but_recorded(simulator: SimulatedVendor) -> None:

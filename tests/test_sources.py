@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from etl.errors import ParseError
-from etl.sources import adapter
+from etl.vendors import get as vendor_kind
 
 # Verbatim from vendor-apis/wiresocket-usage.md.
 WIRESOCKET_EXAMPLE = """{
@@ -42,8 +42,8 @@ NECTED_EXAMPLE = """{
   "message": "Success."
 }"""
 
-WS = adapter("wiresocket")
-NECTED = adapter("nected")
+WS = vendor_kind("wiresocket")
+NECTED = vendor_kind("nected")
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
 

@@ -10,27 +10,27 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from etl.db import make_engine, upgrade
-from etl.models import CollectionAttempt, Sample, Snapshot
-from etl.spool import Spool, SpooledPoll, SpoolInUseError, poll_to_dict
-from etl.store import Observation, SampleValue
+from etl.store.engine import make_engine, upgrade
+from etl.store.models import CollectionAttempt, Sample, Snapshot
+from etl.store.spool import Spool, SpoolInUseError, poll_to_dict
+from etl.vendors.types import Observation, Outcome, PollRecord, SampleValue
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-def ok_poll(i: int, source: str = "rules") -> SpooledPoll:
+def ok_poll(i: int, source: str = "rules") -> PollRecord:
     at = T0 + timedelta(seconds=60 * i)
     obs = Observation(
         source=source, kind="nected", observed_at=at,
         payload=json.dumps({"data": {"invocations": 1000 + i}, "code": "success"}),
         samples=(SampleValue("invocations", 1000.0 + i),), received_at=at,
     )
-    return SpooledPoll(source, "ok", at - timedelta(milliseconds=80), at, 200, 80.5, 1, None, obs)
+    return PollRecord(source, Outcome.OK, at - timedelta(milliseconds=80), at, 200, 80.5, 1, None, obs)
 
 
-def failed_poll(i: int) -> SpooledPoll:
+def failed_poll(i: int) -> PollRecord:
     at = T0 + timedelta(seconds=60 * i)
-    return SpooledPoll("ws-prod", "timeout", at, at + timedelta(seconds=10), None, None, 3,
+    return PollRecord("ws-prod", Outcome.TIMEOUT, at, at + timedelta(seconds=10), None, None, 3,
                        "read timed out", None)
 
 

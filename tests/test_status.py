@@ -11,9 +11,9 @@ from sqlalchemy import Engine, insert
 
 from etl.cli import cli
 from etl.config import parse_config
-from etl.models import SourceState
-from etl.status import format_plain, source_statuses
-from etl.store import record_attempt
+from etl.runtime.status import format_plain, source_statuses
+from etl.store.models import SourceState
+from etl.store.writer import record_attempt
 
 CONFIG = """
 [[sources]]

@@ -8,10 +8,11 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import StatementError
 
-from etl.db import downgrade, ensure_schema, make_engine, open_database
 from etl.errors import InputError, SchemaOutdatedError
-from etl.models import CollectionAttempt, Sample, Snapshot
-from etl.store import Observation, SampleValue, record_attempt, store_observations
+from etl.store.engine import downgrade, ensure_schema, make_engine, open_database
+from etl.store.models import CollectionAttempt, Sample, Snapshot
+from etl.store.writer import record_attempt, store_observations
+from etl.vendors.types import Observation, SampleValue
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
@@ -161,7 +162,7 @@ def test_postgresql_connect_timeout_defaults_to_10s_unless_the_url_sets_one(pg_u
 
 _OPEN_AT_ONCE = """
 import sys, time
-from etl.db import current_revision, head_revision, open_database
+from etl.store.engine import current_revision, head_revision, open_database
 start = float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))  # all processes open the new database together
 engine = open_database(sys.argv[1])

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from etl.cli.context import AppContext
 from etl.errors import ConfigError, UsageEtlError
 from etl.redact import redact
+from etl.textutil import first_line
 
 log = logging.getLogger("etl")
 
@@ -33,9 +34,7 @@ class ErrorHandlingGroup(click.Group):
             click.echo(f"usage-etl: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except SQLAlchemyError as exc:
-            orig = getattr(exc, "orig", None) or exc
-            first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-            click.echo(f"usage-etl: error: database: {redact(first)}", err=True)
+            click.echo(f"usage-etl: error: database: {redact(first_line(exc))}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("usage-etl: interrupted", err=True)

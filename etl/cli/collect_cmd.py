@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from datetime import datetime, timedelta
@@ -14,6 +13,8 @@ from sqlalchemy import Engine
 from etl.cli.context import AppContext
 from etl.config import Config
 from etl.errors import InputError
+from etl.files import atomic_writer
+from etl.vendors.types import Outcome
 
 
 @click.command("collect")
@@ -39,7 +40,7 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
       usage-etl collect --source ws-prod --source rules
       usage-etl collect --force --source ws-prod    # check a fixed credential now
     """
-    from etl.collect import collect_once
+    from etl.runtime.collect_run import collect_once
 
     config = app.config
     sources = config.select_sources(list(names))
@@ -52,7 +53,7 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
                 f"  {r.tries} tries")
         if r.error:
             line += f"  {r.error}"
-        if r.outcome == "skipped":
+        if r.outcome == Outcome.SKIPPED:
             line += " (--force polls it anyway)"
         click.echo(line)
     if any(not r.ok for r in results):
@@ -92,7 +93,7 @@ def simulate(port: int, token: str, api_key: str, seed: int, fault: str, retry_a
       usage-etl simulate --fault unavailable --retry-after 30
       usage-etl simulate --fault slow --delay 15 --echo-credential
     """
-    from etl.simulator import SimulatedVendor
+    from etl.runtime.simulator import SimulatedVendor
 
     sim = SimulatedVendor(port=port, tokens=(token,), api_keys=(api_key,), seed=seed,
                           echo_credential=echo_credential)
@@ -135,7 +136,7 @@ def import_cmd(app: AppContext, files: tuple[str, ...]) -> None:
       usage-etl import history-2026-10.jsonl history-2026-11.jsonl
       usage-etl import old.jsonl.gz
     """
-    from etl.archive import import_archives
+    from etl.store.archive import import_archives
 
     config = app.config
     engine = app.engine
@@ -193,7 +194,7 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
       usage-etl export --start 2026-11-01 --end 2026-11-30 --out nov.jsonl
       usage-etl export --start 2026-11-21 --end 2026-11-21 --format csv
     """
-    from etl.archive import export_archive
+    from etl.store.archive import export_archive
 
     engine = app.engine
     if out is None:
@@ -201,17 +202,11 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
                                sys.stdout, fmt)
     else:
         # Written aside and renamed, so an interrupted export never leaves half a file.
-        target = Path(out)
-        partial = target.with_name(target.name + ".part")
         try:
-            with partial.open("w", encoding="utf-8", newline="") as fh:
+            with atomic_writer(Path(out), newline="", tmp_name=Path(out).name + ".part") as fh:
                 count = export_archive(engine, app.config, start.date(), end.date(), fh, fmt)
-            os.replace(partial, target)
         except OSError as exc:
-            partial.unlink(missing_ok=True)
             raise InputError(f"--out {out}: {exc.strerror}") from None
-        finally:
-            partial.unlink(missing_ok=True)
     click.echo(f"exported {count} {'lines' if fmt == 'jsonl' else 'rows'}", err=True)
 
 
@@ -252,7 +247,7 @@ def demo(directory: str, days: int) -> None:
       usage-etl demo
       usage-etl demo --dir /tmp/try-usage-etl --days 14
     """
-    from etl.demo import run_demo
+    from etl.runtime.demo import run_demo
 
     result = run_demo(Path(directory), days=days,
                       build_reports=_demo_reports if reports_available() else None,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from etl.config import Config, load_config
-from etl.db import open_database
+from etl.store.engine import open_database
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from etl.cli.context import AppContext
-from etl.db import current_revision, head_revision, make_engine, upgrade
 from etl.redact import redact_url
+from etl.store.engine import current_revision, head_revision, make_engine, upgrade
 
 
 @click.group()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from etl.models import BigId, UtcDateTime
+from etl.store.models import BigId, UtcDateTime
 
 revision: str = "0002_rollups"
 down_revision: str | Sequence[str] | None = "0001_initial"

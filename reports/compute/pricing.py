@@ -86,19 +86,20 @@ def charge(quantity: Decimal, rule: BillingRule) -> Charge:
     `minimum` is a floor; the result is rounded once, half-up, to the currency's minor unit.
     Raises decimal.InvalidOperation only for a non-finite quantity, which the store refuses.
     """
+    pricing = Pricing(rule.pricing)
     with localcontext(PRICING_CONTEXT):
         overage = max(Decimal(0), quantity - rule.included)
         tiers: tuple[TierReached, ...] = ()
         packages: int | None = None
-        if rule.pricing is Pricing.PACKAGE:
+        if pricing is Pricing.PACKAGE:
             assert rule.package_size is not None and rule.package_price is not None
             whole, rest = divmod(overage, Decimal(rule.package_size))
             packages = int(whole) + (1 if rest else 0)
             priced = packages * rule.package_price
-        elif rule.pricing is Pricing.GRADUATED:
+        elif pricing is Pricing.GRADUATED:
             tiers = graduated_tiers(overage, rule.tiers)
             priced = sum((t.amount for t in tiers), Decimal(0))
-        elif rule.pricing is Pricing.VOLUME:
+        elif pricing is Pricing.VOLUME:
             tiers = volume_tier(overage, rule.tiers)
             priced = sum((t.amount for t in tiers), Decimal(0))
         else:

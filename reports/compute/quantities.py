@@ -61,14 +61,14 @@ def cumulative_quantities(days: pd.DataFrame, aggregation: Aggregation, *,
     time so far; unit_hours: its integral in value × hours (each sample holds until the next
     one or until it goes stale, as the daily `twa` column).
     """
+    aggregation = Aggregation(aggregation)  # a plain "peak" works too
     out: list[Decimal | None] = []
     total: Decimal | None = None
     twa_num = 0.0
     covered = 0
     last: Any = None
-    if aggregation is Aggregation.P95:
-        t = np.asarray(sample_t if sample_t is not None else [], dtype=np.int64)
-        v = np.asarray(sample_value if sample_value is not None else [], dtype=np.float64)
+    t = np.asarray(sample_t if sample_t is not None else [], dtype=np.int64)
+    v = np.asarray(sample_value if sample_value is not None else [], dtype=np.float64)
     for row in days.itertuples(index=False):
         start = int(row.day_start_us)
         if now_us is not None and start >= now_us:
@@ -93,7 +93,7 @@ def cumulative_quantities(days: pd.DataFrame, aggregation: Aggregation, *,
                     integral = to_decimal(twa_num)  # value x seconds
                     total = (integral * US_PER_SECOND / covered
                              if aggregation is Aggregation.TWA else integral / SECONDS_PER_HOUR)
-        else:  # p95 of the samples up to this day's end
+        elif aggregation is Aggregation.P95:  # of the samples up to this day's end
             upto = int(np.searchsorted(t, int(row.day_end_us), side="left"))
             p = nearest_rank_p95(v[:upto])
             total = None if p is None else to_decimal(p)

@@ -1,0 +1,377 @@
+"""The one HTTP layer for every vendor: sessions, timeouts, retries, pacing, response checks.
+
+Retries follow a urllib3 ``Retry`` policy (which statuses, how many tries, exponential
+backoff with jitter, Retry-After in seconds or as an HTTP date), but the loop that applies
+it lives here rather than inside urllib3: every try must first take a slot from the
+credential's pacer, and no wait may run past the caller's deadline (the next poll).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    InvalidHeader,
+    MaxRetryError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
+from urllib3.util.retry import Retry
+
+from etl import __version__
+from etl.collect.pacing import PACERS, PACING_MARGIN_SECONDS, Pacer, PacerRegistry
+from etl.errors import CollectError
+from etl.redact import redact
+from etl.vendors.types import Outcome
+
+__all__ = [
+    "PACERS", "PACING_MARGIN_SECONDS", "FetchResult", "HttpFailure", "Pacer", "PacerRegistry",
+    "classify_exception", "default_retry", "fetch_json", "new_session", "parse_retry_after",
+    "poll_deadline", "validate_response",
+]
+
+log = logging.getLogger("etl.collect.http")
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_RETRIES = 3  # so at most 4 tries per poll
+BACKOFF_FACTOR = 0.5
+BACKOFF_JITTER = 0.5
+# Share of a source's interval that one poll may spend, retries and waits included.
+POLL_BUDGET_SHARE = 0.8
+RETRIABLE_STATUSES = frozenset({429, *range(500, 600)})
+USER_AGENT = f"usage-etl/{__version__}"
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+
+class HttpFailure(CollectError):
+    """A failed try, sorted by `validate_response` / `classify_exception` into an outcome."""
+
+    def __init__(
+        self,
+        message: str,
+        outcome: Outcome,
+        *,
+        retriable: bool,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+        cause: Exception | None = None,
+    ) -> None:
+        super().__init__(message, outcome, http_status)
+        self.retriable = retriable
+        self.retry_after = retry_after
+        self.cause = cause
+        self.tries = 0
+        self.latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A successful response: its JSON, its text, and how we got it."""
+
+    status: int
+    data: Any
+    text: str
+    tries: int
+    latency_ms: float
+
+
+def default_retry() -> Retry:
+    """The retry policy: connection errors, timeouts, 429 and 5xx, with backoff and jitter."""
+    return Retry(
+        total=MAX_RETRIES,
+        connect=MAX_RETRIES,
+        read=MAX_RETRIES,
+        status=MAX_RETRIES,
+        other=0,
+        redirect=0,
+        allowed_methods=frozenset({"GET"}),
+        status_forcelist=RETRIABLE_STATUSES,
+        backoff_factor=BACKOFF_FACTOR,
+        backoff_jitter=BACKOFF_JITTER,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+
+
+def new_session() -> requests.Session:
+    """A Session whose adapters never retry by themselves (`fetch_json` does, paced)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=Retry(0, read=False), pool_connections=1, pool_maxsize=2)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    session.headers["Accept"] = "application/json"
+    return session
+
+
+def validate_response(
+    response: requests.Response | None = None,
+    body: bytes | None = None,
+    *,
+    error: BaseException | None = None,
+    retry: Retry | None = None,
+    secrets: Iterable[str] = (),
+) -> Any:
+    """Return the JSON of a good response; otherwise raise HttpFailure, retriable or fatal.
+
+    This is the one place that decides what a failure is:
+
+    * connection error -> connection_error, timeout -> timeout (both retriable);
+    * 401 / 403 -> auth_error, never retried;
+    * 429 -> rate_limited, 5xx -> http_error (retriable, Retry-After honoured);
+    * any other non-2xx (redirects included) -> http_error, fatal;
+    * a body over MAX_BODY_BYTES, not UTF-8 or not JSON -> invalid_response, fatal.
+
+    The start of an error body goes into the message, with `secrets` masked: vendors echo
+    credentials back in error bodies.
+    """
+    retry = retry or default_retry()
+    if error is not None:
+        raise classify_exception(error)
+    assert response is not None
+    status = response.status_code
+    if 200 <= status < 300:
+        if body is None or len(body) > MAX_BODY_BYTES:
+            raise HttpFailure(
+                f"response body larger than {MAX_BODY_BYTES} bytes",
+                Outcome.INVALID_RESPONSE, retriable=False, http_status=status,
+            )
+        try:
+            return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        except UnicodeDecodeError:
+            raise HttpFailure("response body is not UTF-8 text", Outcome.INVALID_RESPONSE,
+                              retriable=False, http_status=status) from None
+        except json.JSONDecodeError as exc:
+            raise HttpFailure(f"response body is not JSON ({exc.msg} at char {exc.pos})",
+                              Outcome.INVALID_RESPONSE, retriable=False, http_status=status) from None
+        except ValueError as exc:
+            raise HttpFailure(f"response body is not JSON ({exc})", Outcome.INVALID_RESPONSE,
+                              retriable=False, http_status=status) from None
+    detail = _snippet(body, secrets)
+    if status in (401, 403):
+        raise HttpFailure(f"HTTP {status}: credential refused{detail}", Outcome.AUTH_ERROR,
+                          retriable=False, http_status=status)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), retry)
+    retriable = retry.is_retry("GET", status, retry_after is not None)
+    outcome = Outcome.RATE_LIMITED if status == 429 else Outcome.HTTP_ERROR
+    if 300 <= status < 400:
+        raise HttpFailure(f"HTTP {status}: unexpected redirect (not followed)", outcome,
+                          retriable=False, http_status=status)
+    raise HttpFailure(f"HTTP {status}{detail}", outcome, retriable=retriable,
+                      http_status=status, retry_after=retry_after)
+
+
+def classify_exception(exc: BaseException) -> HttpFailure:
+    """Sort a requests exception into timeout / connection_error (both retriable)."""
+    if isinstance(exc, HttpFailure):
+        return exc
+    cause = exc if isinstance(exc, Exception) else None
+    if isinstance(exc, requests.Timeout):
+        what = "connect" if isinstance(exc, requests.ConnectTimeout) else "read"
+        return HttpFailure(f"{what} timed out", Outcome.TIMEOUT, retriable=True, cause=cause)
+    if isinstance(exc, requests.ConnectionError):
+        return HttpFailure(f"connection failed: {_root_reason(exc)}", Outcome.CONNECTION_ERROR,
+                           retriable=True, cause=cause)
+    return HttpFailure(f"request failed: {type(exc).__name__}: {_root_reason(exc)}",
+                       Outcome.CONNECTION_ERROR, retriable=False, cause=cause)
+
+
+def parse_retry_after(value: str | None, retry: Retry | None = None) -> float | None:
+    """Seconds from a Retry-After header (seconds or HTTP date); None if absent, bad or <= 0."""
+    if value is None:
+        return None
+    try:
+        seconds = (retry or default_retry()).parse_retry_after(value)
+    except InvalidHeader:
+        return None
+    return seconds if seconds > 0 else None
+
+
+def fetch_json(
+    session: requests.Session,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    timeout: float,
+    deadline: float,
+    pacer: Pacer | None = None,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = time.sleep,
+    retry: Retry | None = None,
+    label: str = "",
+    secrets: Iterable[str] = (),
+) -> FetchResult:
+    """GET `url` and return its JSON, retrying per policy until `deadline` (on `clock`).
+
+    Raises HttpFailure with the last try's outcome when the tries, or the time, run out.
+    Every message raised or logged has the credentials masked: `secrets` and the values of
+    `headers` (what is actually sent, so a credential rotated since the config was read is
+    masked too).
+    """
+    retry = retry or default_retry()
+    masked = _sent_secrets(headers, secrets)
+    tries = 0
+    failure: HttpFailure | None = None
+    while True:
+        remaining = deadline - clock()
+        if pacer is not None:
+            wait = pacer.reserve(max(0.0, remaining - 0.05))
+            if wait is None:
+                raise _no_slot(pacer, failure)
+            if wait > 0:
+                log.info("%s: pacing, waiting %.1f s for a request slot", label, wait)
+                sleep(wait)
+        per_try = max(0.05, min(timeout, deadline - clock()))
+        tries += 1
+        started = time.perf_counter()
+        response: requests.Response | None = None
+        try:
+            try:
+                response = session.get(
+                    url, headers=dict(headers), timeout=(per_try, per_try),
+                    stream=True, allow_redirects=False,
+                )
+                body = _read_capped(response)
+            finally:
+                if response is not None:
+                    response.close()
+            data = validate_response(response, body, retry=retry, secrets=masked)
+            latency = (time.perf_counter() - started) * 1000
+            text = body.decode("utf-8")
+            return FetchResult(response.status_code, data, text, tries, latency)
+        except HttpFailure as exc:
+            failure = exc
+        except requests.RequestException as exc:
+            failure = classify_exception(exc)
+        _mask(failure, masked)
+        failure.tries = tries
+        failure.latency_ms = (time.perf_counter() - started) * 1000
+        if not failure.retriable:
+            raise failure
+        try:
+            retry = _increment(retry, url, failure, response)
+        except MaxRetryError:
+            raise failure from None
+        delay = failure.retry_after
+        if delay is None:
+            delay = retry.get_backoff_time() or random.uniform(0, BACKOFF_JITTER)
+        if clock() + delay >= deadline:
+            raise failure
+        log.info("%s: %s, retry %d in %.1f s", label, failure, tries, delay)
+        sleep(delay)
+
+
+def poll_deadline(clock: Clock, interval_seconds: float) -> float:
+    """When a poll must be over: before the source's next poll is due."""
+    return clock() + interval_seconds * POLL_BUDGET_SHARE
+
+
+def _increment(
+    retry: Retry, url: str, failure: HttpFailure, response: requests.Response | None
+) -> Retry:
+    if failure.outcome == "timeout":
+        err: Exception = (
+            ConnectTimeoutError("connect timed out") if "connect" in str(failure)
+            else ReadTimeoutError(None, url, "read timed out")  # type: ignore[arg-type]
+        )
+        return retry.increment("GET", url, error=err)
+    if failure.outcome == "connection_error":
+        return retry.increment("GET", url, error=NewConnectionError(None, str(failure)))  # type: ignore[arg-type]
+    raw = response.raw if response is not None else None
+    return retry.increment("GET", url, response=raw)
+
+
+def _read_capped(response: requests.Response) -> bytes:
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HttpFailure(
+            f"response body of {declared} bytes is larger than {MAX_BODY_BYTES}",
+            Outcome.INVALID_RESPONSE, retriable=False, http_status=response.status_code,
+        )
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HttpFailure(
+                f"response body larger than {MAX_BODY_BYTES} bytes",
+                Outcome.INVALID_RESPONSE, retriable=False, http_status=response.status_code,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _snippet(body: bytes | None, secrets: Iterable[str] = ()) -> str:
+    if not body:
+        return ""
+    # Masked before it is cut: a credential straddling the cut would leave its start behind.
+    text = redact(body[:64 * 1024].decode("utf-8", "replace"), secrets)
+    text = text[:300].strip().replace("\n", " ").replace("\r", " ")
+    return f": {text[:200]}" if text else ""
+
+
+def _sent_secrets(headers: Mapping[str, str], secrets: Iterable[str]) -> tuple[str, ...]:
+    """The credentials in `headers` (whole values and the part after an auth scheme)."""
+    found = [s for s in secrets if s]
+    for value in headers.values():
+        found.append(value)
+        scheme, _, credential = value.partition(" ")
+        if credential and scheme.isalpha():
+            found.append(credential.strip())
+    return tuple(found)
+
+
+def _mask(failure: HttpFailure, secrets: tuple[str, ...]) -> None:
+    # Also for exceptions of requests: their text may quote a header or a URL.
+    text = str(failure)
+    clean = redact(text, secrets)
+    if clean != text:
+        failure.args = (clean,)
+
+
+def _no_slot(pacer: Pacer, last: HttpFailure | None) -> HttpFailure:
+    """The failure for a try that found no request slot before the deadline.
+
+    After earlier tries the poll keeps what they saw (outcome, HTTP status, tries,
+    Retry-After) and says why it stopped; before any try nothing was sent.
+    """
+    limit = (f"this credential may make at most {pacer.limit} requests per "
+             f"{pacer.period:g} s")
+    if last is None:
+        return HttpFailure(f"not sent: {limit} and no slot is free before the next poll",
+                           Outcome.RATE_LIMITED, retriable=False)
+    failure = HttpFailure(
+        f"{last}, then no request slot before the next poll ({limit})", last.outcome,
+        retriable=False, http_status=last.http_status, retry_after=last.retry_after,
+        cause=last.cause,
+    )
+    failure.tries = last.tries
+    failure.latency_ms = last.latency_ms
+    return failure
+
+
+def _root_reason(exc: BaseException) -> str:
+    # requests nests urllib3's reason several levels deep; the innermost line is the useful one.
+    seen = exc
+    while True:
+        nxt = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
+        if nxt is None or nxt is seen or not isinstance(nxt, BaseException):
+            break
+        seen = nxt
+    text = str(seen).strip().splitlines()[0] if str(seen).strip() else type(seen).__name__
+    return text[:200]

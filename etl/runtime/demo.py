@@ -1,0 +1,197 @@
+"""`usage-etl demo`: the whole pipeline, offline, on a fresh SQLite file and a simulated vendor."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+
+from etl.collect.poll import Collector
+from etl.config import Config, parse_config
+from etl.runtime.collect_run import collect_once
+from etl.runtime.simulator import SimulatedVendor, generate_archive
+from etl.store.archive import ImportResult, import_archives
+from etl.store.engine import make_engine, upgrade
+from etl.store.models import Sample, Series
+from etl.store.writer import forget_series_cache
+from etl.vendors.types import PollRecord
+
+DEFAULT_DIR = "usage-etl-demo"
+WS_TOKEN_ENV = "USAGE_ETL_DEMO_WIRESOCKET_TOKEN"
+NECTED_KEY_ENV = "USAGE_ETL_DEMO_NECTED_API_KEY"
+DEMO_TIMEZONE = "Europe/Berlin"
+
+ReportBuilder = Callable[[Engine, Config, Path], list[Path]]
+
+
+@dataclass
+class DemoResult:
+    """Where the demo put everything, and what it did."""
+
+    directory: Path
+    database: Path
+    config: Path
+    archive: Path
+    report_dir: Path
+    imported: ImportResult
+    polls: list[list[PollRecord]] = field(default_factory=list)
+    reports: list[Path] = field(default_factory=list)
+
+
+def demo_config_text(database: Path, base_url: str, reports_dir: Path) -> str:
+    """The demo's usage-etl.toml: two simulated sources, secrets in environment variables."""
+    url = f"sqlite:///{database.resolve()}"
+    return f"""\
+# Written by `usage-etl demo`. The sources point at the simulated vendor the demo ran;
+# start one again with `usage-etl simulate --port PORT --token T --api-key K`, update
+# base_url, and export {WS_TOKEN_ENV} and {NECTED_KEY_ENV} to collect more.
+database_url = {json.dumps(url)}
+timezone = "{DEMO_TIMEZONE}"
+reports_dir = {json.dumps(str(reports_dir.resolve()))}
+
+[[sources]]
+name = "ws-prod"
+kind = "wiresocket"
+base_url = "{base_url}"
+token_env = "{WS_TOKEN_ENV}"
+interval_seconds = 60
+
+[[sources]]
+name = "rules"
+kind = "nected"
+base_url = "{base_url}"
+api_key_env = "{NECTED_KEY_ENV}"
+interval_seconds = 300
+
+[[billing]]
+source = "rules"
+metric = "invocations"
+aggregation = "increase"
+included = 100000
+unit_price = "0.002"
+currency = "USD"
+
+[[billing]]
+source = "ws-prod"
+metric = "connections"
+aggregation = "peak"
+included = 100
+unit_price = "0.50"
+currency = "USD"
+"""
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def run_demo(
+    directory: Path | str = DEFAULT_DIR,
+    *,
+    days: int = 28,
+    rounds: int = 3,
+    seed: int = 42,
+    build_reports: ReportBuilder | None = None,
+    echo: Callable[[str], None] = print,
+) -> DemoResult:
+    """Fresh database, simulator, history through import, live polls, then reports.
+
+    `build_reports(engine, config, out_dir)` builds the reports and returns their paths;
+    without one the demo prints a per-source summary instead.
+    """
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    database = folder / "usage.db"
+    for stale in (database, folder / "usage.db-wal", folder / "usage.db-shm"):
+        stale.unlink(missing_ok=True)
+    config_path = folder / "usage-etl.toml"
+    archive = folder / "history.jsonl"
+    report_dir = folder / "reports-out"
+    # Fresh random credentials: the demo's own simulator is the only one that knows them.
+    token, api_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    started = time.monotonic()
+
+    with _environ({WS_TOKEN_ENV: token, NECTED_KEY_ENV: api_key}), SimulatedVendor(
+        port=0, tokens=(token,), api_keys=(api_key,), seed=seed
+    ) as sim:
+        config_path.write_text(demo_config_text(database, sim.base_url, report_dir),
+                               encoding="utf-8")
+        # Parsed directly, so $USAGE_ETL_DATABASE_URL cannot point the demo at a real database.
+        with config_path.open("rb") as fh:
+            config = parse_config(tomllib.load(fh), str(config_path))
+        engine = make_engine(config.database_url)
+        try:
+            upgrade(engine)
+            echo(f"database:  {database.resolve()} (fresh, migrated)")
+            echo(f"simulator: {sim.base_url} (WireSocket /usage, Nected /dev/usage)")
+
+            now = datetime.now(UTC)
+            start = (now - timedelta(days=days)).replace(hour=0, minute=0, second=0,
+                                                         microsecond=0)
+            end = now - timedelta(minutes=1)
+            with archive.open("w", encoding="utf-8") as fh:
+                for line in generate_archive(config.sources, start, end, seed=seed):
+                    fh.write(json.dumps(line, separators=(",", ":")) + "\n")
+            imported = import_archives(engine, config, [str(archive)])
+            echo(f"history:   {days} days imported from {archive.resolve()}: "
+                 f"{imported.summary()}")
+
+            result = DemoResult(folder, database, config_path, archive, report_dir, imported)
+            with Collector(config.sources) as collector:
+                for i in range(rounds):
+                    if i:
+                        time.sleep(0.2)
+                    polls = collect_once(engine, config, collector=collector)
+                    result.polls.append(polls)
+                    echo(f"collect round {i + 1}: " + ", ".join(
+                        f"{p.source} {p.outcome} ({p.samples_stored} samples)" for p in polls))
+
+            if build_reports is not None:
+                result.reports = build_reports(engine, config, report_dir)
+                for path in result.reports:
+                    echo(f"report:    {path.resolve()}")
+            else:
+                echo("reports:   the reports package is not available; stored history:")
+                for status in _status_lines(engine):
+                    echo("  " + status)
+        finally:
+            forget_series_cache(engine)
+            engine.dispose()
+
+    echo(f"config:    {config_path.resolve()}")
+    echo(f"done in {time.monotonic() - started:.1f} s. Try:")
+    echo(f"  usage-etl --config {config_path} report billing --month {now:%Y-%m}")
+    echo(f"  usage-etl --config {config_path} export --start {start:%Y-%m-%d} "
+         f"--end {now:%Y-%m-%d} --format csv")
+    return result
+
+
+def _status_lines(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Series.source, Series.metric, func.count(), func.max(Sample.observed_at))
+            .join(Sample, Sample.series_id == Series.id)
+            .group_by(Series.source, Series.metric)
+            .order_by(Series.source, Series.metric)
+        ).all()
+    return [f"{source}/{metric}: {count} samples, last at {last}"
+            for source, metric, count, last in rows]

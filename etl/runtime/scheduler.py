@@ -1,0 +1,586 @@
+"""The `usage-etl schedule` daemon: polls on each source's interval, never loses a poll, stops cleanly."""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from etl.config import Config, SourceConfig
+from etl.errors import UsageEtlError
+from etl.redact import redact_url
+from etl.runtime.logs import event
+from etl.runtime.nightly import nightly_files, nightly_reports
+from etl.runtime.status import failures_since_success
+from etl.slots import next_slot_start, phase_offset
+from etl.store.spool import ReplayResult, Spool, SpoolLock
+from etl.store.state import PollGate, save_source_state
+from etl.store.writer import record_poll
+from etl.textutil import first_line
+from etl.vendors.types import Outcome, PollRecord
+
+if TYPE_CHECKING:
+    from etl.collect.poll import Collector
+
+log = logging.getLogger("etl.schedule")
+
+# Growing pause after authentication failures: 1 min, 2, 4, ... at most an hour.
+AUTH_PAUSE_FIRST = 60.0
+AUTH_PAUSE_MAX = 3600.0
+DEFAULT_STOP_TIMEOUT = 30.0
+SPOOL_REPLAY_EVERY = 5.0
+# The nightly reports run a few minutes after local midnight, once the last polls are in.
+NIGHTLY_AT = clock_time(0, 5)
+# Reports that could not be built (database away, disk full) are tried again this often.
+NIGHTLY_RETRY_S = 15 * 60.0
+# After --stop-timeout: how long a poll already writing its result may still finish, and
+# the least time the last spool replay gets, before the process leaves without them.
+FINISH_GRACE_S = 1.0
+FINAL_REPLAY_MIN_S = 1.0
+
+
+def jitter_for(source: SourceConfig) -> float:
+    """A little randomness per fire so replicas and restarts don't fire in lockstep."""
+    return min(0.05 * source.interval_seconds, 5.0)
+
+
+def auth_pause_seconds(failures: int) -> float:
+    """The pause after the `failures`-th failure in a row that was an auth failure."""
+    return min(AUTH_PAUSE_FIRST * 2 ** max(0, min(failures, 20) - 1), AUTH_PAUSE_MAX)
+
+
+class SlotTrigger(BaseTrigger):  # type: ignore[misc]
+    """Fires at the start of each of a source's slots (see etl.store.state) plus a small jitter.
+
+    APScheduler's IntervalTrigger adds each jitter to the previous (jittered) fire time, so
+    it drifts off the slot grid that replicas share; this one always returns to the grid.
+    """
+
+    def __init__(self, name: str, interval: float, jitter: float) -> None:
+        self.name = name
+        self.interval = interval
+        self.offset = phase_offset(name, interval)
+        self.jitter = jitter
+
+    def next_slot_start(self, after: datetime) -> datetime:
+        """The start of the source's first slot after `after`."""
+        return next_slot_start(self.name, self.interval, after)
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime:
+        start = self.next_slot_start(previous_fire_time or now)
+        return start + timedelta(seconds=random.uniform(0, self.jitter))
+
+    def __str__(self) -> str:
+        return f"slot[interval={self.interval:g}s, offset={self.offset:.2f}s]"
+
+
+@dataclass
+class _Runtime:
+    """What one process remembers about a source, also when the database is away."""
+
+    not_before: datetime | None = None
+    pause_saved: bool = False  # is not_before also in source_state?
+    consecutive_failures: int = 0
+
+
+class Scheduler:
+    """Runs polls, the spool replay and the nightly reports on an APScheduler BackgroundScheduler.
+
+    Library use (tests, notebooks): ``poll_source`` runs one scheduled poll now (claim, poll,
+    store or spool, pause bookkeeping, log line) without starting anything.
+
+    `schema_ready=False` is spool-only mode, for a database that was unreachable at start-up:
+    polls go to the spool until a replay pass has checked (or created) the schema.
+    `nightly_at` (local time in the config's zone) and `nightly_retry_s` exist for tests.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        *,
+        collector: Collector | None = None,
+        spool: Spool | None = None,
+        sources: list[SourceConfig] | None = None,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        clock: Callable[[], datetime] | None = None,
+        report_engine: Engine | None = None,
+        schema_ready: bool = True,
+        nightly_at: clock_time = NIGHTLY_AT,
+        nightly_retry_s: float = NIGHTLY_RETRY_S,
+    ) -> None:
+        if collector is None:
+            from etl.collect.poll import Collector
+
+            collector = Collector(list(config.sources))
+        self.config = config
+        self.engine = engine
+        self.collector = collector
+        self.spool = spool or Spool(config.spool_dir)
+        self.sources = list(sources if sources is not None else config.sources)
+        self.stop_timeout = stop_timeout
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.report_engine = report_engine or engine
+        self.nightly_at = nightly_at
+        self.nightly_retry_s = nightly_retry_s
+        self.gate = PollGate(engine)
+        self._runtime = {s.name: _Runtime() for s in self.sources}
+        self._stopping = threading.Event()
+        self._inflight = 0
+        self._finishing = 0  # polls past their HTTP request, storing and logging
+        self._reports_busy = 0  # nightly builds running
+        self._reports_owed: set[date] = set()  # days whose nightly job waits for a retry
+        self._abandoned = False  # stop() gave up waiting: late polls neither store nor log
+        self._inflight_cv = threading.Condition()
+        self._emit_lock = threading.Lock()
+        self._silenced = False  # set with the "stopped" line: nothing is logged after it
+        self._replay_lock = threading.Lock()
+        self._nightly_lock = threading.Lock()
+        self._schema_ready = schema_ready
+        self._schema_problem: str | None = None
+        self._spool_lock: SpoolLock | None = None
+        self._scheduler: BackgroundScheduler | None = None
+        # After stop(): True if threads that could not be stopped are still running, so the
+        # process must leave with os._exit (the CLI does) or wait for them.
+        self.threads_left = False
+
+    # -- one poll ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _tracked(self) -> Iterator[None]:
+        with self._inflight_cv:
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            with self._inflight_cv:
+                self._inflight -= 1
+                self._inflight_cv.notify_all()
+
+    def poll_source(self, source: SourceConfig) -> PollRecord | None:
+        """One scheduled poll of `source`; None when it was skipped (paused, or another replica)."""
+        if self._stopping.is_set():
+            return None
+        with self._tracked():
+            rt = self._runtime.setdefault(source.name, _Runtime())
+            now = self.clock()
+            with self.gate.claim(source, now) as claim:
+                if not claim.granted:
+                    event(log, logging.DEBUG, "skip", source=source.name, reason=claim.reason)
+                    return None
+                # The database's pause is authoritative (a later success may have lifted it);
+                # ours counts when the database could not be asked or never heard of it.
+                own_pause = rt.not_before is not None and now < rt.not_before
+                if own_pause and (claim.reason == "uncoordinated" or not rt.pause_saved):
+                    event(log, logging.DEBUG, "skip", source=source.name, reason="paused",
+                          paused_until=rt.not_before)
+                    return None
+                result = self.collector.poll(source)
+                with self._finishing_poll() as go_on:
+                    if not go_on:
+                        return None  # stop() gave up on this poll; the process is leaving
+                    stored = self._store(result)
+                    pause = self._politeness(source, result, stored == "db")
+                    self._log_poll(source, result, stored, pause)
+            return result
+
+    @contextmanager
+    def _finishing_poll(self) -> Iterator[bool]:
+        """Yields False once stop() has given up on in-flight polls, else counts this one."""
+        with self._inflight_cv:
+            allowed = not self._abandoned
+            if allowed:
+                self._finishing += 1
+        try:
+            yield allowed
+        finally:
+            if allowed:
+                with self._inflight_cv:
+                    self._finishing -= 1
+                    self._inflight_cv.notify_all()
+
+    def _emit(self, level: int, name: str, **fields: Any) -> None:
+        """Log an event from a worker thread, unless the "stopped" line is already out."""
+        with self._emit_lock:
+            if not self._silenced:
+                event(log, level, name, **fields)
+
+    def _log_poll(self, source: SourceConfig, result: PollRecord, stored: str,
+                  pause: tuple[datetime, str] | None) -> None:
+        fields: dict[str, Any] = {
+            "source": source.name,
+            "outcome": result.outcome,
+            "latency_ms": round(result.latency_ms, 1) if result.latency_ms is not None else None,
+            "http_status": result.http_status,
+            "tries": result.tries,
+            "stored": stored,
+            "samples": getattr(result, "samples_stored", None) if stored == "db" else None,
+            "started_at": result.started_at,
+        }
+        if result.error:
+            fields["error"] = result.error
+        level = logging.INFO if result.outcome is Outcome.OK else logging.WARNING
+        if stored == "lost":
+            level = logging.ERROR
+        self._emit(level, "poll", **fields)
+        if pause is not None:
+            until, reason = pause
+            self._emit(logging.WARNING, "pause", source=source.name, until=until, reason=reason)
+
+    def _store(self, result: PollRecord) -> str:
+        """Store the poll; on a database failure spool it. Returns db | spool | lost."""
+        if not self._schema_ready:
+            reason = self._schema_problem or "database not checked yet (unreachable at start-up)"
+        else:
+            try:
+                record_poll(self.engine, result)
+                return "db"
+            except Exception as exc:  # noqa: BLE001 - whatever broke the write, keep the poll
+                reason = first_line(exc)
+        try:
+            path = self.spool.put(result)
+        except OSError as exc:
+            self._emit(logging.ERROR, "spool-failed", source=result.source,
+                       database_error=reason, disk_error=str(exc))
+            return "lost"
+        self._emit(logging.WARNING, "spooled", source=result.source, file=path.name,
+                   database_error=reason)
+        return "spool"
+
+    def _politeness(
+        self, source: SourceConfig, result: PollRecord, db_ok: bool
+    ) -> tuple[datetime, str] | None:
+        """Update the pause bookkeeping after a poll; return (until, reason) if now paused."""
+        rt = self._runtime.setdefault(source.name, _Runtime())
+        now = self.clock()
+        if result.outcome is Outcome.OK:
+            rt.consecutive_failures = 0
+            rt.not_before = None
+            if db_ok:
+                self._save_state(source.name, 0, None, None)
+            return None
+        failures = rt.consecutive_failures + 1
+        if db_ok:
+            failures = self._stored_failures(source.name) or failures
+        rt.consecutive_failures = failures
+        until: datetime | None = None
+        reason: str | None = None
+        if result.outcome is Outcome.AUTH_ERROR:
+            delay = auth_pause_seconds(failures)
+            until = now + timedelta(seconds=delay)
+            reason = f"authentication failed ({failures} failure(s) in a row); paused {delay:g}s"
+        elif result.retry_after is not None and result.retry_after > 0:
+            until = now + timedelta(seconds=result.retry_after)
+            reason = f"{result.outcome}: vendor asked to wait {result.retry_after:g}s"
+        rt.not_before = until
+        rt.pause_saved = db_ok and self._save_state(source.name, failures, until, reason)
+        return (until, reason) if until is not None and reason is not None else None
+
+    def _stored_failures(self, name: str) -> int:
+        """Failures in a row in the collection record (this poll included), 0 if unknown."""
+        try:
+            with self.engine.connect() as conn:
+                return failures_since_success(conn, name)
+        except SQLAlchemyError:
+            return 0
+
+    def _save_state(
+        self, name: str, failures: int, until: datetime | None, reason: str | None
+    ) -> bool:
+        try:
+            save_source_state(self.engine, name, failures, until, reason)
+        except SQLAlchemyError as exc:
+            event(log, logging.DEBUG, "state-not-saved", source=name, error=first_line(exc))
+            return False
+        return True
+
+    # -- spool and reports ---------------------------------------------------------------------
+
+    def replay_spool(self) -> ReplayResult:
+        """Write spooled polls to the database (each once); quiet when there is nothing to do.
+
+        In spool-only mode it first checks (or creates) the schema, and ends that mode.
+        """
+        with self._replay_lock:
+            if not self.ensure_database():
+                return ReplayResult(remaining=len(self.spool))
+            if not self.spool.pending():
+                return ReplayResult()
+            result = self.spool.replay(self.engine, on_stored=self._log_replayed)
+        if result.replayed or result.already_stored:
+            self._emit(logging.INFO, "spool-replayed", replayed=result.replayed,
+                       already_stored=result.already_stored, remaining=result.remaining)
+        if result.error:
+            self._emit(logging.DEBUG, "spool-waiting", remaining=result.remaining,
+                       database_error=result.error)
+        return result
+
+    def ensure_database(self) -> bool:
+        """True once the schema has been found ready (or created) since start-up."""
+        if self._schema_ready:
+            return True
+        from etl.errors import SchemaOutdatedError
+        from etl.store.engine import ensure_schema
+
+        try:
+            ensure_schema(self.engine)
+        except SchemaOutdatedError as exc:
+            # Polls keep going to the spool (nothing is lost); say so once, loudly.
+            if self._schema_problem != str(exc):
+                self._emit(logging.ERROR, "database-refused", error=str(exc),
+                           message="polls stay in the spool until this is fixed")
+            self._schema_problem = str(exc)
+            return False
+        except (UsageEtlError, SQLAlchemyError) as exc:
+            self._emit(logging.DEBUG, "database-waiting", error=first_line(exc))
+            return False
+        self._schema_ready = True
+        self._schema_problem = None
+        self._emit(logging.INFO, "database-ready", database=redact_url(str(self.engine.url)),
+                   pending_spool=len(self.spool))
+        # Reports that failed only because the database was away need not wait out the delay.
+        for day in sorted(self._reports_owed.copy()):
+            self._retry_nightly(day, delay=0.0)
+        return True
+
+    def _log_replayed(self, poll: PollRecord) -> None:
+        self._emit(logging.DEBUG, "replayed", source=poll.source, started_at=poll.started_at)
+
+    def _local_today(self) -> date:
+        return self.clock().astimezone(self.config.tz).date()
+
+    def nightly_due(self) -> date | None:
+        """The day whose nightly job should have run by now (today once its time has passed)."""
+        local = self.clock().astimezone(self.config.tz)
+        fire = datetime.combine(local.date(), self.nightly_at, tzinfo=self.config.tz)
+        return local.date() if local >= fire else None
+
+    def missing_reports(self, today: date) -> list[Path]:
+        return [p for p in nightly_files(self.config, today) if not p.is_file()]
+
+    def nightly(self, today: date | None = None) -> list[Path]:
+        """Build the reports due after local midnight of `today` (default: today, report zone)."""
+        written = self._build_nightly(today or self._local_today())
+        return written or []
+
+    def _build_nightly(self, today: date) -> list[Path] | None:
+        """The nightly reports of `today`; None (logged) if they could not be built."""
+        try:
+            if not self._schema_ready:
+                raise UsageEtlError(
+                    self._schema_problem or "database not reachable since start-up")
+            written = nightly_reports(self.report_engine, self.config, today)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the retry must still come
+            # (a job that raises is only logged by APScheduler, and never run again)
+            self._emit(logging.ERROR, "reports-failed", day=today.isoformat(),
+                       error=first_line(exc))
+            return None
+        self._emit(logging.INFO, "reports", day=today.isoformat(),
+                   files=",".join(p.name for p in written))
+        return written
+
+    def _nightly_job(self, today: date | None = None, only_missing: bool = False) -> None:
+        """The nightly job (the timed run, a catch-up at start or a retry), rescheduling
+        itself every `nightly_retry_s` until the day's report files exist."""
+        if today is None:
+            today = self._local_today()
+        with self._inflight_cv:
+            if self._stopping.is_set():
+                return
+            self._reports_busy += 1
+        try:
+            with self._nightly_lock:
+                if only_missing and not self.missing_reports(today):
+                    self._reports_owed.discard(today)
+                    return  # built meanwhile (by the timed run, another replica or a person)
+                written = self._build_nightly(today)
+                missing = self.missing_reports(today)
+        finally:
+            with self._inflight_cv:
+                self._reports_busy -= 1
+                self._inflight_cv.notify_all()
+        if written is None or missing:
+            self._retry_nightly(today)
+        else:
+            self._reports_owed.discard(today)
+
+    def _retry_nightly(self, today: date, delay: float | None = None) -> None:
+        sched = self._scheduler
+        if sched is None or self._stopping.is_set():
+            return
+        self._reports_owed.add(today)
+        at = datetime.now(UTC) + timedelta(
+            seconds=self.nightly_retry_s if delay is None else delay)
+        sched.add_job(
+            self._nightly_job, "date", run_date=at, args=[today], kwargs={"only_missing": True},
+            id=f"nightly-retry:{today.isoformat()}", replace_existing=True,
+            misfire_grace_time=None, coalesce=True,
+        )
+        self._emit(logging.WARNING, "reports-retry", day=today.isoformat(), at=at)
+
+    # -- the daemon ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Replay what an earlier run spooled, then start the jobs in background threads.
+
+        Raises SpoolInUseError if another daemon owns the spool folder.
+        """
+        self._spool_lock = self.spool.lock()
+        recovered = self.spool.recover_partial()
+        if recovered.restored or recovered.set_aside or recovered.duplicates:
+            event(log, logging.WARNING, "spool-recovered",
+                  restored=",".join(recovered.restored) or None,
+                  set_aside=",".join(recovered.set_aside) or None,
+                  duplicates_removed=",".join(recovered.duplicates) or None)
+        self.replay_spool()
+        sched = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(max_workers=len(self.sources) + 2)},
+        )
+        now = datetime.now(UTC)
+        for src in self.sources:
+            trigger = SlotTrigger(src.name, src.interval_seconds, jitter_for(src))
+            kwargs: dict[str, Any] = {}
+            # Poll right away unless the source's next slot is close anyway: spacing stays
+            # at least half an interval even across a restart.
+            if (trigger.next_slot_start(now) - now).total_seconds() > src.interval_seconds / 2:
+                kwargs["next_run_time"] = now
+            sched.add_job(
+                self.poll_source, trigger, args=[src], id=f"poll:{src.name}",
+                name=f"poll {src.name}", coalesce=True, max_instances=1,
+                misfire_grace_time=max(1, int(src.interval_seconds / 2)), **kwargs,
+            )
+        sched.add_job(
+            self.replay_spool, "interval", seconds=SPOOL_REPLAY_EVERY, id="spool-replay",
+            coalesce=True, max_instances=1, misfire_grace_time=int(SPOOL_REPLAY_EVERY),
+        )
+        sched.add_job(
+            self._nightly_job,
+            CronTrigger(hour=self.nightly_at.hour, minute=self.nightly_at.minute,
+                        second=self.nightly_at.second, timezone=self.config.tz),
+            id="nightly-reports", coalesce=True, max_instances=1,
+            misfire_grace_time=6 * 3600,
+        )
+        # Jobs live in memory only: if this day's timed run was missed (the daemon was down
+        # or started late), its reports are built now unless they are already there.
+        due = self.nightly_due()
+        missing = self.missing_reports(due) if due is not None else []
+        if due is not None and missing:
+            sched.add_job(
+                self._nightly_job, "date", run_date=now, args=[due],
+                kwargs={"only_missing": True}, id=f"nightly-retry:{due.isoformat()}",
+                misfire_grace_time=None, coalesce=True,
+            )
+        self._scheduler = sched
+        sched.start()
+        event(log, logging.INFO, "started", sources=",".join(s.name for s in self.sources),
+              database=redact_url(str(self.engine.url)), spool=str(self.spool.dir),
+              pending_spool=len(self.spool), database_ready=self._schema_ready)
+        if due is not None and missing:
+            event(log, logging.INFO, "reports-catch-up", day=due.isoformat(),
+                  missing=",".join(p.name for p in missing))
+
+    def stop(self) -> bool:
+        """Stop firing, let in-flight polls finish (at most stop_timeout), flush the spool.
+
+        Returns True if everything finished. Otherwise polls still waiting on a vendor are
+        abandoned (they will neither store nor log), so is a report build (its files are
+        replaced atomically, and a missing one is caught up at the next start),
+        `threads_left` is set, and the caller should leave with os._exit: those threads
+        would otherwise delay the exit.
+        """
+        begun = time.monotonic()
+        self._stopping.set()
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        with self._inflight_cv:
+            self._inflight_cv.wait_for(
+                lambda: self._inflight == 0 and self._reports_busy == 0,
+                timeout=self.stop_timeout,
+            )
+            left, reports_left = self._inflight, self._reports_busy
+            if left:
+                self._abandoned = True
+                # A poll already writing its result gets a moment (the write is one
+                # transaction or one fsynced file either way, so cutting it loses nothing
+                # that was acknowledged).
+                self._inflight_cv.wait_for(lambda: self._finishing == 0,
+                                           timeout=FINISH_GRACE_S)
+        clean = not left and not reports_left
+        if not clean:
+            self._emit(logging.ERROR, "stop-timeout", still_running=left,
+                       reports_running=reports_left or None, waited_s=self.stop_timeout)
+        # The last replay runs in a thread of its own so a database that hangs cannot hold
+        # the exit past the stop timeout.
+        replayer = threading.Thread(target=self._final_replay, name="final-replay", daemon=True)
+        replayer.start()
+        budget = max(self.stop_timeout - (time.monotonic() - begun), FINAL_REPLAY_MIN_S)
+        replayer.join(budget)
+        if replayer.is_alive():
+            self._emit(logging.ERROR, "spool-flush-timeout", waited_s=round(budget, 1))
+        self.threads_left = not clean or replayer.is_alive()
+        pending = len(self.spool)
+        if not self.threads_left:
+            self.collector.close()
+        with self._emit_lock:
+            event(log, logging.INFO, "stopped", pending_spool=pending,
+                  abandoned_polls=left or None)
+            self._silenced = True
+        if self._spool_lock is not None and not self.threads_left:
+            self._spool_lock.release()
+            self._spool_lock = None
+        return clean and not self.threads_left
+
+    def _final_replay(self) -> None:
+        try:
+            self.replay_spool()
+        except OSError as exc:
+            self._emit(logging.ERROR, "spool-failed", error=str(exc))
+
+    def run(self, stop_event: threading.Event | None = None) -> int:
+        """Start, wait for SIGINT/SIGTERM (or `stop_event`), stop; returns exit status 0.
+
+        If `threads_left` is then set, polls that outlived the stop timeout are still running:
+        the daemon leaves with os._exit rather than wait for them.
+        """
+        stop_event = stop_event or threading.Event()
+        received: list[str] = []
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            received.append(signal.Signals(signum).name)
+            stop_event.set()
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, on_signal)
+        try:
+            self.start()
+            while not stop_event.wait(1.0):
+                pass
+            event(log, logging.INFO, "stopping", signal=received[0] if received else "request",
+                  inflight=self._inflight)
+            self.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 0

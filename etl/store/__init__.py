@@ -1,0 +1,6 @@
+"""The store side: engine and schema, models, the one write path, bulk import, rollups, spool,
+archives and source state.
+
+May import: etl.vendors, etl.config, etl.errors, etl.slots, etl.files, SQLAlchemy, Alembic.
+Never HTTP (etl.collect, requests), pandas or click.
+"""

@@ -1,0 +1,403 @@
+"""Raw archives (SPEC 4): import JSONL through the collectors' parse path; export JSONL or CSV."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+import sys
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from sqlalchemy import Engine, select
+
+try:  # a C JSON parser: the standard one cost as much as writing the rows
+    import orjson
+except ImportError:  # pragma: no cover - a dependency, but the standard parser still works
+    orjson = None  # type: ignore[assignment]
+
+from etl.config import Config, SourceConfig
+from etl.errors import InputError, ParseError
+from etl.store.bulk import bulk_store
+from etl.store.models import Sample, Series, Snapshot
+from etl.store.writer import Conflict, StoreResult
+from etl.textutil import formula_safe
+from etl.timefmt import utc_z
+from etl.vendors import get as vendor_kind
+from etl.vendors.parsing import parse_timestamp
+from etl.vendors.types import Observation
+
+# Lines per transaction: large enough to amortise a commit, small enough to keep memory flat.
+BATCH_LINES = 50_000
+# The progress bar moves at least this often (in lines), whatever the batch size.
+PROGRESS_LINES = 5000
+# Rows fetched per round trip when exporting.
+EXPORT_FETCH = 2000
+GZIP_MAGIC = b"\x1f\x8b"
+CSV_COLUMNS = ("observed_at", "source", "metric", "value", "limit", "status")
+
+Problem = Callable[[str], None]
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ImportResult:
+    """What an import did; `bad_lines` and `conflicts` make it a partial failure (exit 1)."""
+
+    lines: int = 0
+    snapshots: int = 0
+    samples: int = 0
+    duplicates: int = 0
+    bad_lines: int = 0
+    conflicts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.bad_lines == 0 and self.conflicts == 0
+
+    def summary(self) -> str:
+        return (f"{self.lines} lines: {self.snapshots} new snapshots, {self.samples} new samples, "
+                f"{self.duplicates} duplicate samples, {self.bad_lines} bad lines, "
+                f"{self.conflicts} conflicts")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observation:
+    """One archive line as an Observation, through the vendor adapter's parse (ParseError if bad).
+
+    The snapshot keeps the body's own text from the line (as the vendor sent it) when it can
+    be cut out of the line unambiguously; otherwise the body is serialised again.
+    """
+    raw = line.encode("utf-8") if isinstance(line, str) else line
+    doc: Any = None
+    payload: str | None = None
+    split = _split_body(raw)
+    if split is not None:
+        doc, payload = split
+    elif orjson is not None:
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None  # the standard parser below names the problem (or accepts it)
+    if doc is None:
+        doc = _loads_strict(line)
+    if not isinstance(doc, dict):
+        raise ParseError("not a JSON object")
+    name = doc.get("source")
+    if not isinstance(name, str) or not name:
+        raise ParseError("source: missing")
+    src = sources.get(name)
+    if src is None:
+        raise ParseError(f"source: {name!r} is not a configured source")
+    if "body" not in doc:
+        raise ParseError("body: missing")
+    observed_at = None
+    if doc.get("observed_at") is not None:
+        observed_at = parse_timestamp(doc["observed_at"], "observed_at")
+    elif src.kind == "nected":
+        raise ParseError("observed_at: required for a nected source")
+    body = doc["body"]
+    try:
+        return vendor_kind(src.kind).parse(name, body, observed_at=observed_at, payload=payload,
+                                       origin="import")
+    except ParseError as exc:
+        raise ParseError(f"body: {exc}") from None
+
+
+def _loads_strict(line: bytes | str) -> Any:
+    try:
+        return json.loads(line, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"not JSON: {exc.msg} at column {exc.colno}") from None
+    except UnicodeDecodeError:
+        raise ParseError("not UTF-8 text") from None
+    except ValueError as exc:
+        raise ParseError(f"not JSON: {exc}") from None
+
+
+_BODY_KEY = re.compile(rb'"body"\s*:\s*')
+
+
+def _split_body(raw: bytes) -> tuple[dict[str, Any], str] | None:
+    """The line parsed, and its body's own text, if the body is the line's last member.
+
+    The line is parsed in two pieces: up to its last `"body":` with `null}` put in place of
+    the rest, and the body's text (from there to the line's closing brace). Each piece is
+    parsed once, so the body keeps the vendor's text at no extra cost. A "body" key nested
+    deeper leaves the first piece unclosed, and a body that is not the last member leaves
+    the second one with more than a value: either fails to parse, and the caller parses
+    the whole line instead (the body is then serialised again).
+    """
+    if orjson is None:
+        return None
+    match = _BODY_KEY.match(raw, max(raw.rfind(b'"body"'), 0))
+    if match is None:
+        return None
+    end = raw.rstrip()
+    close = len(end) - 1
+    if close < match.end() or end[close] != 0x7D:  # the line must end with its "}"
+        return None
+    try:
+        head = orjson.loads(raw[:match.end()] + b"null}")
+        text = raw[match.end():close].rstrip()
+        body = orjson.loads(text)
+        if not isinstance(head, dict):
+            return None
+        head["body"] = body
+        return head, text.decode("utf-8")
+    except (orjson.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _write_batch(engine: Engine, observations: list[Observation]) -> StoreResult:
+    """Store one batch with the bulk writer (etl.store.bulk: same rules as store_observations)."""
+    return bulk_store(engine, observations)
+
+
+def _default_problem(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def import_archives(
+    engine: Engine,
+    config: Config,
+    paths: Sequence[str],
+    *,
+    batch_size: int = BATCH_LINES,
+    on_problem: Problem = _default_problem,
+    on_progress: Progress | None = None,
+    stdin: BinaryIO | None = None,
+) -> ImportResult:
+    """Import JSONL archives (`-` is standard input); bad lines are reported and skipped.
+
+    Each bad line and each conflict goes to `on_problem` as `FILE:LINE: reason`;
+    `on_progress` gets the number of bytes read so far, every few thousand lines (of the
+    file as stored: compressed bytes for a gzip file). Gzip files (and gzip on standard
+    input) are recognised by their first bytes and read decompressed; LINE then counts
+    decompressed lines.
+    """
+    for path in paths:
+        if path != "-" and not Path(path).is_file():
+            what = "is not a file" if Path(path).exists() else "no such file"
+            raise InputError(f"{path}: {what}")
+    sources = {s.name: s for s in config.sources}
+    total = ImportResult()
+    for path in paths:
+        if path == "-":
+            stream = stdin if stdin is not None else sys.stdin.buffer
+            _import_file(engine, sources, stream, "-", total, batch_size, on_problem,
+                         on_progress)
+            continue
+        try:
+            with open(path, "rb") as fh:
+                _import_file(engine, sources, fh, path, total, batch_size, on_problem,
+                             on_progress)
+        except OSError as exc:
+            raise InputError(f"{path}: {exc.strerror or exc}") from None
+    return total
+
+
+def _import_file(
+    engine: Engine,
+    sources: dict[str, SourceConfig],
+    raw: IO[bytes],
+    name: str,
+    total: ImportResult,
+    batch_size: int,
+    on_problem: Problem,
+    on_progress: Progress | None,
+) -> None:
+    """Import one file or stream, decompressing it first if it starts like gzip."""
+    if not hasattr(raw, "peek"):  # e.g. a BytesIO: buffered for the look-ahead
+        raw = io.BufferedReader(raw)  # type: ignore[arg-type,type-var]
+    if raw.peek(2)[:2] != GZIP_MAGIC:  # type: ignore[attr-defined]
+        _import_stream(engine, sources, raw, name, total, batch_size, on_problem, on_progress)
+        return
+    with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+        _import_stream(engine, sources, unzipped, name, total, batch_size, on_problem,
+                       on_progress, position=raw.tell if raw.seekable() else None)
+
+
+def _import_stream(
+    engine: Engine,
+    sources: dict[str, SourceConfig],
+    stream: Iterable[bytes],
+    name: str,
+    total: ImportResult,
+    batch_size: int,
+    on_problem: Problem,
+    on_progress: Progress | None,
+    *,
+    position: Callable[[], int] | None = None,
+) -> None:
+    batch: list[Observation] = []
+    lines: list[int] = []  # the line of each batch entry
+    # To name the line a conflict came from: the first batch entry of each key, and every
+    # entry of the (rare) keys seen more than once in the batch.
+    first: dict[tuple[str, datetime], int] = {}
+    repeats: dict[tuple[str, datetime], list[int]] = {}
+    consumed = 0
+    lineno = 0
+
+    def progress() -> int:
+        return position() if position is not None else consumed
+
+    def flush() -> None:
+        if not batch:
+            return
+        stored = _write_batch(engine, batch)
+        total.snapshots += stored.snapshots
+        total.samples += stored.samples
+        total.duplicates += stored.duplicates
+        named: set[tuple[int, str]] = set()
+        for c in stored.conflicts:
+            total.conflicts += 1
+            line = _conflict_line(c, batch, lines, first, repeats, named)
+            on_problem(
+                f"{name}:{line}: conflict: {c.source}/{c.metric} at {utc_z(c.observed_at)} "
+                f"is stored as {_num(c.stored)}; this line's {_num(c.offered)} was not stored"
+            )
+        batch.clear()
+        lines.clear()
+        first.clear()
+        repeats.clear()
+        if on_progress is not None:
+            on_progress(progress())
+
+    try:
+        for lineno, raw in enumerate(stream, start=1):
+            consumed += len(raw)
+            if not raw.strip():
+                continue
+            total.lines += 1
+            try:
+                obs = parse_line(raw, sources)
+            except ParseError as exc:
+                total.bad_lines += 1
+                on_problem(f"{name}:{lineno}: {exc}")
+                continue
+            key = (obs.source, obs.observed_at)
+            index = len(batch)
+            batch.append(obs)
+            lines.append(lineno)
+            seen = first.setdefault(key, index)
+            if seen != index:
+                repeats.setdefault(key, [seen]).append(index)
+            if len(batch) >= batch_size:
+                flush()
+            elif on_progress is not None and lineno % PROGRESS_LINES == 0:
+                on_progress(progress())
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        # A damaged or truncated gzip file: keep what was read, say where it broke off.
+        total.bad_lines += 1
+        on_problem(f"{name}:{lineno + 1}: damaged gzip data ({exc}); the rest of the file "
+                   "was not read")
+    flush()
+
+
+def _conflict_line(
+    c: Conflict,
+    batch: list[Observation],
+    lines: list[int],
+    first: dict[tuple[str, datetime], int],
+    repeats: dict[tuple[str, datetime], list[int]],
+    named: set[tuple[int, str]],
+) -> int:
+    """The line whose value a conflict refused: the first line of the key offering that
+    value for that metric and not named yet (the same line and value may conflict twice:
+    with the database and within the batch)."""
+    key = (c.source, c.observed_at)
+    candidates = repeats.get(key) or ([first[key]] if key in first else [])
+    fallback = 0
+    for index in candidates:
+        offered = next((s.value for s in batch[index].samples if s.metric == c.metric), None)
+        if offered != c.offered:
+            continue
+        if (index, c.metric) not in named:
+            named.add((index, c.metric))
+            return lines[index]
+        fallback = fallback or lines[index]
+    return fallback
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def export_range(config: Config, start: date, end: date) -> tuple[datetime, datetime]:
+    """[start 00:00, the day after end 00:00) in the config timezone, as UTC instants."""
+    if end < start:
+        raise InputError(f"--end {end} is before --start {start}")
+    tz = config.tz
+    lo = datetime.combine(start, time(0), tzinfo=tz).astimezone(UTC)
+    hi = datetime.combine(end + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
+    return lo, hi
+
+
+def iter_archive_lines(engine: Engine, lo: datetime, hi: datetime) -> Iterator[str]:
+    """Archive lines for every snapshot with lo <= observed_at < hi, in time order, streamed."""
+    stmt = (
+        select(Snapshot.source, Snapshot.observed_at, Snapshot.payload)
+        .where(Snapshot.observed_at >= lo, Snapshot.observed_at < hi)
+        .order_by(Snapshot.observed_at, Snapshot.source)
+    )
+    with engine.connect() as conn:
+        for source, at, payload in conn.execution_options(yield_per=EXPORT_FETCH).execute(stmt):
+            body = json.loads(payload)
+            yield json.dumps({"source": source, "observed_at": utc_z(at), "body": body},
+                             ensure_ascii=False, separators=(",", ":"))
+
+
+def iter_csv_rows(engine: Engine, lo: datetime, hi: datetime) -> Iterator[tuple[str, ...]]:
+    """One row per sample (CSV_COLUMNS), in time order, streamed; formula cells escaped."""
+    stmt = (
+        select(Sample.observed_at, Series.source, Series.metric, Sample.value,
+               Sample.plan_limit, Sample.status)
+        .join(Series, Series.id == Sample.series_id)
+        .where(Sample.observed_at >= lo, Sample.observed_at < hi)
+        .order_by(Sample.observed_at, Series.source, Series.metric)
+    )
+    with engine.connect() as conn:
+        for at, source, metric, value, limit, status in conn.execution_options(
+            yield_per=EXPORT_FETCH
+        ).execute(stmt):
+            yield (utc_z(at), formula_safe(source), formula_safe(metric), _num(value),
+                   "" if limit is None else _num(limit), formula_safe(status or ""))
+
+
+def export_archive(
+    engine: Engine, config: Config, start: date, end: date, out: IO[str], fmt: str = "jsonl"
+) -> int:
+    """Write history between two dates (config timezone, both included); return rows written."""
+    lo, hi = export_range(config, start, end)
+    count = 0
+    if fmt == "jsonl":
+        for line in iter_archive_lines(engine, lo, hi):
+            out.write(line + "\n")
+            count += 1
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for row in iter_csv_rows(engine, lo, hi):
+            writer.writerow(row)
+            count += 1
+    else:
+        raise InputError(f"--format {fmt!r}: expected jsonl or csv")
+    return count
+
+
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+

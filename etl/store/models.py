@@ -1,0 +1,188 @@
+"""The database schema as SQLAlchemy 2.x models; Alembic migrations must reproduce it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def to_micros(value: datetime) -> int:
+    """Microseconds since the Unix epoch for an aware datetime (naive is taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=int(value))
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A UTC instant, always timezone-aware in Python.
+
+    PostgreSQL stores it as ``timestamptz``. SQLite has no timestamp type, so it is stored
+    there as integer microseconds since the epoch: compact, exact, ordered, and cheap to
+    range-scan, which matters at millions of samples.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"UtcDateTime needs a datetime, got {type(value).__name__}")
+        if value.tzinfo is None:
+            raise ValueError("UtcDateTime needs a timezone-aware datetime")
+        if dialect.name == "sqlite":
+            return to_micros(value)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return from_micros(value)
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY, so ids are BIGINT elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Series(Base):
+    """A (source, metric) pair; samples refer to it by a small integer key."""
+
+    __tablename__ = "series"
+    __table_args__ = (UniqueConstraint("source", "metric"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # the source's kind (etl.vendors registry)
+    metric_type: Mapped[str] = mapped_column(String(8))  # etl.vendors.types.MetricType
+
+
+class Snapshot(Base):
+    """One vendor response, stored as the vendor sent it so history can be re-derived."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (UniqueConstraint("source", "observed_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    observed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    received_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    origin: Mapped[str] = mapped_column(String(16))  # etl.vendors.types.Origin
+    payload: Mapped[str] = mapped_column(Text)  # the body as JSON text
+
+
+class Sample(Base):
+    """One normalized value of one series at one instant; unique per (series, observed_at)."""
+
+    __tablename__ = "samples"
+
+    # The primary key doubles as the index for time-range reads of one series.
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), primary_key=True)
+    observed_at: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+    plan_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    snapshot_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+
+
+class CollectionAttempt(Base):
+    """Every poll of a vendor, successful or not."""
+
+    __tablename__ = "collection_attempts"
+    __table_args__ = (Index(None, "source", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # etl.vendors.types.Outcome; kept as text so a new outcome needs no migration
+    outcome: Mapped[str] = mapped_column(String(32))
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tries: Mapped[int] = mapped_column(Integer, default=1)
+    samples_stored: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # secrets redacted
+
+
+class SourceState(Base):
+    """What the scheduler remembers per source between polls (pauses after auth failures)."""
+
+    __tablename__ = "source_state"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    paused_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    pause_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RollupDirty(Base):
+    """A span of one series' history that changed since its daily rollups were computed."""
+
+    __tablename__ = "rollup_dirty"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    series_id: Mapped[int] = mapped_column(Integer)
+    start_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    end_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RollupDay(Base):
+    """One series' daily report row for one day in one timezone, as the reports compute it."""
+
+    __tablename__ = "rollup_days"
+
+    series_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tz: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, local
+    # The day as UTC instants, so a changed span finds its days without timezone arithmetic.
+    day_start: Mapped[datetime] = mapped_column(UtcDateTime())
+    day_end: Mapped[datetime] = mapped_column(UtcDateTime())
+    staleness: Mapped[float] = mapped_column(Float)  # seconds; a config change invalidates
+    data: Mapped[str] = mapped_column(Text)  # the row as JSON (exact floats)

@@ -1,0 +1,157 @@
+"""Daily rollups: per-(series, timezone, day) report rows kept fresh as samples arrive.
+
+Every write marks the UTC span it touched per series as dirty (cheap, in the writer's
+transaction). Before reports read rollups, `invalidate_dirty` drops the rollup rows whose
+figures those spans can change; the reports then recompute only the missing days.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select
+
+from etl.store.models import RollupDay, RollupDirty, Sample, from_micros
+
+
+def mark_dirty(conn: Connection, spans: Mapping[int, tuple[datetime, datetime]]) -> None:
+    """Record that samples of each series id were written between the two instants."""
+    if spans:
+        conn.execute(
+            insert(RollupDirty),
+            [{"series_id": sid, "start_at": lo, "end_at": hi} for sid, (lo, hi) in spans.items()],
+        )
+
+
+def mark_dirty_raw(conn: Connection, spans: Mapping[int, tuple[Any, Any]]) -> None:
+    """`mark_dirty` for spans in the database's own representation (used by etl.store.bulk)."""
+    if conn.dialect.name == "sqlite":
+        cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cur.executemany(
+                "INSERT INTO rollup_dirty (series_id, start_at, end_at) VALUES (?, ?, ?)",
+                [(sid, lo, hi) for sid, (lo, hi) in spans.items()],
+            )
+        finally:
+            cur.close()
+        return
+    mark_dirty(conn, {sid: (_aware(lo), _aware(hi)) for sid, (lo, hi) in spans.items()})
+
+
+def _aware(value: Any) -> datetime:
+    return from_micros(value) if isinstance(value, int) else value
+
+
+def invalidate_dirty(engine: Engine) -> int:
+    """Drop the rollup rows that the spans marked dirty can change; returns how many.
+
+    A new or late sample changes its own day, the days its staleness window reaches (its
+    coverage), and the day of the series' next sample (whose counter increase now starts
+    from it).
+    """
+    with engine.begin() as conn:
+        spans = conn.execute(
+            select(RollupDirty.id, RollupDirty.series_id, RollupDirty.start_at, RollupDirty.end_at)
+        ).all()
+        if not spans:
+            return 0
+        max_stale = conn.scalar(select(func.max(RollupDay.staleness)))
+        if max_stale is None:  # nothing rolled up yet: nothing to invalidate
+            conn.execute(delete(RollupDirty).where(RollupDirty.id <= max(s[0] for s in spans)))
+            return 0
+        merged: dict[int, tuple[datetime, datetime]] = {}
+        for _, sid, lo, hi in spans:
+            old = merged.get(sid)
+            merged[sid] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+        dropped = 0
+        reach = timedelta(seconds=float(max_stale))
+        for sid, (lo, hi) in merged.items():
+            dropped += conn.execute(
+                delete(RollupDay).where(
+                    RollupDay.series_id == sid, RollupDay.day_end > lo,
+                    RollupDay.day_start <= hi + reach,
+                )
+            ).rowcount
+            nxt = conn.scalar(
+                select(Sample.observed_at)
+                .where(Sample.series_id == sid, Sample.observed_at > hi)
+                .order_by(Sample.observed_at)
+                .limit(1)
+            )
+            if nxt is not None:
+                dropped += conn.execute(
+                    delete(RollupDay).where(
+                        RollupDay.series_id == sid, RollupDay.day_start <= nxt,
+                        RollupDay.day_end > nxt,
+                    )
+                ).rowcount
+        conn.execute(delete(RollupDirty).where(RollupDirty.id <= max(s[0] for s in spans)))
+        return dropped
+
+
+class RollupStore:
+    """The stored day rows of one timezone over a range, and the ones computed meanwhile.
+
+    Create it before reading (it applies the dirty spans first), `get` what is there,
+    `put` what had to be computed, `flush` to store those.
+    """
+
+    def __init__(self, engine: Engine, tz: str, start_us: int, end_us: int) -> None:
+        self.engine = engine
+        self.tz = tz
+        invalidate_dirty(engine)
+        self._rows: dict[tuple[int, str], tuple[float, str]] = {}
+        self._new: dict[tuple[int, str], dict[str, Any]] = {}
+        with engine.connect() as conn:
+            sel = select(RollupDay.series_id, RollupDay.day, RollupDay.staleness, RollupDay.data)
+            result = conn.execute(
+                sel.where(
+                    RollupDay.tz == tz,
+                    RollupDay.day_start >= from_micros(start_us),
+                    RollupDay.day_start < from_micros(end_us),
+                )
+            )
+            for sid, day, stale, data in result:
+                self._rows[(sid, day)] = (stale, data)
+
+    def get(self, series_id: int, days: Sequence[str], staleness_s: float
+            ) -> list[dict[str, Any]] | None:
+        """The stored rows of these days, or None if any is missing or was built otherwise."""
+        out = []
+        for day in days:
+            hit = self._rows.get((series_id, day))
+            if hit is None or hit[0] != staleness_s:
+                return None
+            out.append(json.loads(hit[1]))
+        return out
+
+    def put(self, series_id: int, days: Sequence[str], bounds: Sequence[int],
+            staleness_s: float, rows: Sequence[dict[str, Any]]) -> None:
+        """Remember freshly computed rows of these days (bounds: len(days) + 1 instants, us)."""
+        for i, (day, row) in enumerate(zip(days, rows, strict=True)):
+            self._new[(series_id, day)] = {
+                "series_id": series_id, "tz": self.tz, "day": day,
+                "day_start": from_micros(int(bounds[i])),
+                "day_end": from_micros(int(bounds[i + 1])),
+                "staleness": staleness_s, "data": json.dumps(row),
+            }
+
+    def flush(self) -> None:
+        """Store what `put` collected (replacing rows of the same days)."""
+        if not self._new:
+            return
+        rows = list(self._new.values())
+        with self.engine.begin() as conn:
+            by_series: dict[int, list[str]] = {}
+            for row in rows:
+                by_series.setdefault(row["series_id"], []).append(row["day"])
+            for sid, days in by_series.items():
+                for i in range(0, len(days), 500):
+                    conn.execute(delete(RollupDay).where(
+                        RollupDay.series_id == sid, RollupDay.tz == self.tz,
+                        RollupDay.day.in_(days[i:i + 500])))
+            conn.execute(insert(RollupDay), rows)
+        self._new.clear()

@@ -1,0 +1,258 @@
+"""Source state in the database: who may poll a source now (slots, locks, stored pauses).
+
+At most one poll per source and slot (etl.slots), whoever claims it first. A replica polls a
+source only after it has
+
+1. taken a lock for that source, held while it polls and stores: a PostgreSQL session
+   advisory lock (``pg_try_advisory_lock``), or on SQLite a POSIX byte-range lock in a file
+   next to the database; a replica that cannot take it skips, someone else is polling;
+2. seen no attempt of that source started inside the current slot, and no pause
+   (``source_state.paused_until``) in force.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+
+from etl.config import SourceConfig
+from etl.slots import slot_bounds, slot_of
+from etl.store.models import CollectionAttempt, SourceState
+from etl.timefmt import utcnow
+from etl.vendors.types import Outcome
+
+log = logging.getLogger("etl.store.state")
+
+# First key of the two-int advisory lock: a namespace so we never collide with other apps.
+ADVISORY_NAMESPACE = 0x05E7_0001
+
+
+def source_key(name: str) -> int:
+    """A stable signed 32-bit key for a source name (Python's hash() is salted per process)."""
+    value = zlib.crc32(name.encode("utf-8"))
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to "may this replica poll this source now?"."""
+
+    granted: bool
+    reason: str = ""  # why not: "locked" | "slot-taken" | "paused"; or "uncoordinated"
+    paused_until: datetime | None = None
+    pause_reason: str | None = None
+
+
+def last_success(conn: Connection, source: str) -> datetime | None:
+    """When the newest successful attempt of `source` started."""
+    return conn.execute(
+        select(func.max(CollectionAttempt.started_at)).where(
+            CollectionAttempt.source == source, CollectionAttempt.outcome == Outcome.OK
+        )
+    ).scalar()
+
+
+def pause_holds(paused_until: datetime | None, stored_at: datetime,
+                last_ok: datetime | None, now: datetime) -> bool:
+    """Whether a pause stored at `stored_at` still keeps its source from being polled.
+
+    It holds until it runs out, unless a success was recorded after it was stored (say
+    `usage-etl collect --force` once the credential was fixed), which lifts it. The poll
+    gate, `collect` and `status` all decide by this one rule.
+    """
+    return (paused_until is not None and paused_until > now
+            and (last_ok is None or last_ok < stored_at))
+
+
+class PollGate:
+    """Claims (source, slot) pairs through the database so replicas never poll twice."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._lock_file: Path | None = None
+        if self.dialect == "sqlite":
+            db = engine.url.database
+            if db and db != ":memory:" and not db.startswith("file:"):
+                self._lock_file = Path(db).expanduser().resolve().with_name(
+                    Path(db).name + ".poll-lock"
+                )
+
+    @contextmanager
+    def claim(self, source: SourceConfig, now: datetime | None = None) -> Iterator[Claim]:
+        """Hold the source's lock for the body if granted; the body polls and stores.
+
+        If the database cannot be reached the claim is granted as "uncoordinated": losing
+        a poll is worse than a rare duplicate, which the sample key makes harmless.
+        """
+        now = now or datetime.now(UTC)
+        if self.dialect == "postgresql":
+            with self._claim_pg(source, now) as claim:
+                yield claim
+        else:
+            with self._claim_file(source, now) as claim:
+                yield claim
+
+    @contextmanager
+    def _claim_pg(self, source: SourceConfig, now: datetime) -> Iterator[Claim]:
+        key = source_key(source.name)
+        try:
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except SQLAlchemyError as exc:
+            log.debug("lock for %s unavailable: %s", source.name, exc)
+            yield Claim(True, "uncoordinated")
+            return
+        locked = False
+        try:
+            try:
+                locked = bool(
+                    conn.execute(
+                        text("SELECT pg_try_advisory_lock(:ns, :key)"),
+                        {"ns": ADVISORY_NAMESPACE, "key": key},
+                    ).scalar()
+                )
+                decision = self._decide(conn, source, now) if locked else Claim(False, "locked")
+            except SQLAlchemyError as exc:
+                log.debug("lock for %s unavailable: %s", source.name, exc)
+                decision = Claim(True, "uncoordinated")
+            yield decision
+        finally:
+            if locked:
+                try:
+                    conn.execute(
+                        text("SELECT pg_advisory_unlock(:ns, :key)"),
+                        {"ns": ADVISORY_NAMESPACE, "key": key},
+                    )
+                except SQLAlchemyError:
+                    # The session is gone, and with it the lock.
+                    conn.invalidate()
+            try:
+                conn.close()
+            except SQLAlchemyError:
+                pass
+
+    @contextmanager
+    def _claim_file(self, source: SourceConfig, now: datetime) -> Iterator[Claim]:
+        fh: IO[bytes] | None = None
+        offset = source_key(source.name) & 0x7FFF_FFFF
+        if self._lock_file is not None:
+            try:
+                fh = open(self._lock_file, "a+b")  # noqa: SIM115 - closed below
+                # One byte per source: POSIX record locks exclude other processes only, and
+                # max_instances=1 already keeps threads of one process apart.
+                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset, os.SEEK_SET)
+            except BlockingIOError:
+                assert fh is not None
+                fh.close()
+                yield Claim(False, "locked")
+                return
+            except OSError as exc:
+                if fh is not None:
+                    fh.close()
+                fh = None
+                log.debug("lock file %s unusable: %s", self._lock_file, exc)
+        try:
+            try:
+                with self.engine.connect() as conn:
+                    decision = self._decide(conn, source, now)
+            except SQLAlchemyError as exc:
+                log.debug("slot check for %s failed: %s", source.name, exc)
+                decision = Claim(True, "uncoordinated")
+            yield decision
+        finally:
+            if fh is not None:
+                fh.close()  # closing drops the record lock
+
+    @staticmethod
+    def _decide(conn: Connection, source: SourceConfig, now: datetime) -> Claim:
+        state = conn.execute(
+            select(
+                SourceState.paused_until, SourceState.pause_reason, SourceState.updated_at
+            ).where(SourceState.source == source.name)
+        ).first()
+        # The success query only runs for a pause that has not run out: every poll asks.
+        if (state is not None and state.paused_until is not None and state.paused_until > now
+                and pause_holds(state.paused_until, state.updated_at,
+                                last_success(conn, source.name), now)):
+            return Claim(False, "paused", state.paused_until, state.pause_reason)
+        start, end = slot_bounds(source.name, source.interval_seconds,
+                                 slot_of(source.name, source.interval_seconds, now))
+        taken = conn.execute(
+            select(func.count()).select_from(CollectionAttempt).where(
+                CollectionAttempt.source == source.name,
+                CollectionAttempt.started_at >= start,
+                CollectionAttempt.started_at < end,
+            )
+        ).scalar()
+        if taken:
+            return Claim(False, "slot-taken")
+        return Claim(True)
+
+
+def stored_pauses(
+    engine: Engine, names: Sequence[str], now: datetime | None = None
+) -> dict[str, tuple[datetime, str | None]]:
+    """The sources among `names` that a stored pause keeps from being polled now.
+
+    The daemon stores a pause in source_state after a 429/503 with Retry-After or an auth
+    failure; whether it still holds is etl.store.state.pause_holds, as for the daemon's poll gate.
+    Returns name -> (paused_until, reason).
+    """
+    now = now or utcnow()
+    wanted = set(names)
+    with engine.connect() as conn:
+        rows = [
+            r for r in conn.execute(
+                select(SourceState.source, SourceState.paused_until, SourceState.pause_reason,
+                       SourceState.updated_at).where(SourceState.paused_until > now)
+            )
+            if r.source in wanted
+        ]
+        if not rows:
+            return {}
+        last_ok = dict(conn.execute(  # type: ignore[arg-type]
+            select(CollectionAttempt.source, func.max(CollectionAttempt.started_at))
+            .where(CollectionAttempt.source.in_([r.source for r in rows]),
+                   CollectionAttempt.outcome == Outcome.OK)
+            .group_by(CollectionAttempt.source)
+        ).all())
+    return {
+        r.source: (r.paused_until, r.pause_reason) for r in rows
+        if pause_holds(r.paused_until, r.updated_at, last_ok.get(r.source), now)
+    }
+
+
+def save_source_state(engine: Engine, name: str, failures: int, until: datetime | None,
+                      reason: str | None) -> None:
+    """Upsert the source's failure count and pause (None: no pause) in its own transaction.
+
+    Raises SQLAlchemyError when the database refuses.
+    """
+    values = {
+        "source": name,
+        "consecutive_failures": failures,
+        "paused_until": until,
+        "pause_reason": reason,
+        "updated_at": datetime.now(UTC),
+    }
+    with engine.begin() as conn:
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(SourceState).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["source"],
+            set_={k: stmt.excluded[k] for k in values if k != "source"},
+        )
+        conn.execute(stmt)

@@ -1,0 +1,314 @@
+"""The one write path: observations (raw snapshot + samples) and poll records, per transaction."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, insert, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from etl.store.models import CollectionAttempt, Sample, Series, Snapshot
+from etl.vendors import KINDS
+from etl.vendors.types import Observation, Origin, PollRecord, SampleValue
+
+log = logging.getLogger("etl.store")
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A sample whose key is stored already with another value; the stored one wins."""
+
+    source: str
+    metric: str
+    observed_at: datetime
+    stored: float
+    offered: float
+
+
+@dataclass
+class StoreResult:
+    snapshots: int = 0
+    samples: int = 0
+    duplicates: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+
+    def add(self, other: StoreResult) -> None:
+        self.snapshots += other.snapshots
+        self.samples += other.samples
+        self.duplicates += other.duplicates
+        self.conflicts.extend(other.conflicts)
+
+
+_series_cache: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _insert_ignore(conn: Connection, table: type, conflict_cols: Sequence[str]):  # type: ignore[no-untyped-def]
+    if conn.dialect.name == "postgresql":
+        return pg_insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols))
+    if conn.dialect.name == "sqlite":
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols))
+    return insert(table)
+
+
+def series_ids(conn: Connection, source: str, kind: str) -> dict[str, int]:
+    """metric -> series id for `source`, creating missing series rows."""
+    engine = conn.engine
+    cache = _series_cache.setdefault(engine, {})
+    metrics = KINDS[kind].metrics
+    if all((source, m) in cache for m in metrics):
+        return {m: cache[(source, m)] for m in metrics}
+    conn.execute(
+        _insert_ignore(conn, Series, ("source", "metric")),
+        [{"source": source, "metric": m, "kind": kind, "metric_type": str(t)}
+         for m, t in metrics.items()],
+    )
+    rows = conn.execute(
+        select(Series.metric, Series.id).where(Series.source == source)
+    ).all()
+    found = {metric: sid for metric, sid in rows}
+    for metric, sid in found.items():
+        cache[(source, metric)] = sid
+    return {m: found[m] for m in metrics}
+
+
+def forget_series_cache(engine: Engine) -> None:
+    """Drop cached series ids (after the database was dropped or recreated)."""
+    _series_cache.pop(engine, None)
+
+
+def store_observations(conn: Connection, observations: Iterable[Observation]) -> StoreResult:
+    """Store observations in the caller's transaction; the first stored observation of a key wins.
+
+    Same key and same value counts as a duplicate; same key and another value is a Conflict
+    and is not stored.
+    """
+    result = StoreResult()
+    obs_list = list(observations)
+    if not obs_list:
+        return result
+    # Within the batch, the first occurrence of a (source, observed_at) wins.
+    unique: dict[tuple[str, datetime], Observation] = {}
+    later: list[Observation] = []
+    for obs in obs_list:
+        key = (obs.source, obs.observed_at)
+        if key in unique:
+            later.append(obs)
+        else:
+            unique[key] = obs
+
+    # Existing samples for the batch's keys decide duplicate / conflict / new.
+    rows_by_key: dict[tuple[int, datetime], tuple[Observation, SampleValue]] = {}
+    for obs in unique.values():
+        ids = series_ids(conn, obs.source, obs.kind)
+        for sv in obs.samples:
+            rows_by_key[(ids[sv.metric], obs.observed_at)] = (obs, sv)
+    existing = _existing_values(conn, list(rows_by_key))
+
+    snap_rows = []
+    for key, obs in unique.items():
+        first_sid = next(iter(series_ids(conn, obs.source, obs.kind).values()))
+        if (first_sid, key[1]) in existing:
+            continue
+        snap_rows.append(
+            {
+                "source": obs.source,
+                "kind": obs.kind,
+                "observed_at": obs.observed_at,
+                "received_at": obs.received_at,
+                "origin": obs.origin,
+                "payload": obs.payload,
+            }
+        )
+    snap_ids: dict[tuple[str, datetime], int] = {}
+    if snap_rows:
+        conn.execute(_insert_ignore(conn, Snapshot, ("source", "observed_at")), snap_rows)
+        result.snapshots = len(snap_rows)
+        snap_ids = _snapshot_ids(conn, [(obs.source, obs.observed_at) for obs in unique.values()])
+
+    sample_rows = []
+    for (sid, at), (obs, sv) in rows_by_key.items():
+        stored = existing.get((sid, at))
+        if stored is None:
+            sample_rows.append(
+                {
+                    "series_id": sid,
+                    "observed_at": at,
+                    "value": sv.value,
+                    "plan_limit": sv.limit,
+                    "status": sv.status,
+                    "snapshot_id": snap_ids.get((obs.source, at)),
+                }
+            )
+        elif stored == sv.value:
+            result.duplicates += 1
+        else:
+            result.conflicts.append(Conflict(obs.source, sv.metric, at, stored, sv.value))
+    if sample_rows:
+        conn.execute(_insert_ignore(conn, Sample, ("series_id", "observed_at")), sample_rows)
+        result.samples = len(sample_rows)
+        _mark_rollups_dirty(conn, sample_rows)
+
+    for obs in later:
+        first = unique[(obs.source, obs.observed_at)]
+        stored_values = {sv.metric: sv.value for sv in first.samples}
+        for sv in obs.samples:
+            if stored_values.get(sv.metric) == sv.value:
+                result.duplicates += 1
+            else:
+                result.conflicts.append(
+                    Conflict(obs.source, sv.metric, obs.observed_at,
+                             stored_values.get(sv.metric, float("nan")), sv.value)
+                )
+    return result
+
+
+def _mark_rollups_dirty(conn: Connection, sample_rows: list[dict[str, object]]) -> None:
+    """Daily rollups over these series' new time spans must be recomputed (etl.store.rollups)."""
+    from etl.store.rollups import mark_dirty
+
+    spans: dict[int, tuple[datetime, datetime]] = {}
+    for row in sample_rows:
+        sid, at = row["series_id"], row["observed_at"]
+        assert isinstance(sid, int) and isinstance(at, datetime)
+        lo_hi = spans.get(sid)
+        spans[sid] = (at, at) if lo_hi is None else (min(lo_hi[0], at), max(lo_hi[1], at))
+    mark_dirty(conn, spans)
+
+
+def _existing_values(
+    conn: Connection, keys: list[tuple[int, datetime]]
+) -> dict[tuple[int, datetime], float]:
+    """Stored values for sample keys, read as one time-range scan per series."""
+    by_series: dict[int, list[datetime]] = {}
+    for sid, at in keys:
+        by_series.setdefault(sid, []).append(at)
+    found: dict[tuple[int, datetime], float] = {}
+    wanted = set(keys)
+    for sid, ats in by_series.items():
+        rows = conn.execute(
+            select(Sample.observed_at, Sample.value).where(
+                Sample.series_id == sid,
+                Sample.observed_at >= min(ats),
+                Sample.observed_at <= max(ats),
+            )
+        )
+        for at, value in rows:
+            if (sid, at) in wanted:
+                found[(sid, at)] = value
+    return found
+
+
+def _snapshot_ids(
+    conn: Connection, keys: list[tuple[str, datetime]]
+) -> dict[tuple[str, datetime], int]:
+    found: dict[tuple[str, datetime], int] = {}
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        rows = conn.execute(
+            select(Snapshot.source, Snapshot.observed_at, Snapshot.id).where(
+                tuple_(Snapshot.source, Snapshot.observed_at).in_(chunk)
+            )
+        )
+        for source, at, sid in rows:
+            found[(source, at)] = sid
+    return found
+
+
+def record_attempt(
+    conn: Connection,
+    *,
+    source: str,
+    started_at: datetime,
+    finished_at: datetime | None = None,
+    outcome: str,
+    http_status: int | None = None,
+    latency_ms: float | None = None,
+    tries: int = 1,
+    samples_stored: int = 0,
+    error: str | None = None,
+) -> None:
+    """Append one row to the collection record (`error` must already be redacted)."""
+    conn.execute(insert(CollectionAttempt), _attempt_row(
+        source, started_at, finished_at or datetime.now(UTC), outcome, http_status,
+        latency_ms, tries, samples_stored, error))
+
+
+def _attempt_row(source: str, started_at: datetime, finished_at: datetime, outcome: str,
+                 http_status: int | None, latency_ms: float | None, tries: int,
+                 samples_stored: int, error: str | None) -> dict[str, object]:
+    return {
+        "source": source, "started_at": started_at, "finished_at": finished_at,
+        "outcome": str(outcome), "http_status": http_status, "latency_ms": latency_ms,
+        "tries": tries, "samples_stored": samples_stored, "error": error,
+    }
+
+
+def _already_recorded(conn: Connection, poll: PollRecord) -> bool:
+    # A replayed spool file is keyed by (source, started_at, outcome): a crash between the
+    # commit and the file's deletion must not record the poll twice.
+    return conn.execute(
+        select(CollectionAttempt.id).where(
+            CollectionAttempt.source == poll.source,
+            CollectionAttempt.started_at == poll.started_at,
+            CollectionAttempt.outcome == str(poll.outcome),
+        ).limit(1)
+    ).first() is not None
+
+
+def record_polls(
+    engine: Engine, polls: Sequence[PollRecord], *, origin: Origin = Origin.COLLECT,
+    once: bool = False,
+) -> list[StoreResult | None]:
+    """Store each poll's observation and its attempt row, all in ONE transaction.
+
+    The one write path of a poll, for live collection, `collect` and spool replay: all or
+    nothing, one `collection_attempts` row per poll, `samples_stored` filled in on each
+    record. With `once` (spool replay) a poll whose attempt is already stored is skipped and
+    its entry is None. Raises SQLAlchemyError when the database refuses the transaction.
+    """
+    if not polls:
+        return []
+    results: list[StoreResult | None] = []
+    rows: list[dict[str, object]] = []
+    with engine.begin() as conn:
+        for poll in polls:
+            if once and _already_recorded(conn, poll):
+                results.append(None)
+                continue
+            one: StoreResult | None = StoreResult()
+            if poll.observation is not None:
+                obs = poll.observation
+                if obs.origin != origin:
+                    obs = obs._replace(origin=str(origin))
+                one = store_observations(conn, [obs])
+            results.append(one)
+            rows.append(_attempt_row(poll.source, poll.started_at, poll.finished_at,
+                                     poll.outcome, poll.http_status, poll.latency_ms,
+                                     poll.tries, one.samples if one else 0, poll.error))
+        if rows:
+            conn.execute(insert(CollectionAttempt), rows)
+    for poll, one in zip(polls, results, strict=True):
+        if one is not None:
+            poll.samples_stored = one.samples
+            _log_conflicts(one)
+    return results
+
+
+def record_poll(engine: Engine, poll: PollRecord, *, origin: Origin = Origin.COLLECT,
+                once: bool = False) -> StoreResult | None:
+    """`record_polls` for one poll."""
+    return record_polls(engine, [poll], origin=origin, once=once)[0]
+
+
+def _log_conflicts(stored: StoreResult) -> None:
+    for conflict in stored.conflicts:
+        log.warning("%s: %s at %s: stored value %g kept, %g from the vendor not stored",
+                    conflict.source, conflict.metric, conflict.observed_at.isoformat(),
+                    conflict.stored, conflict.offered)

@@ -1,0 +1,31 @@
+"""UTC instants as text: the one place that writes `...Z` timestamps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+Precision = Literal["auto", "seconds", "milliseconds", "microseconds"]
+
+
+def utc_z(at: datetime, precision: Precision = "auto") -> str:
+    """`at` in UTC as ISO 8601 with a `Z`: ``2026-11-21T10:00:00Z``.
+
+    "auto" keeps microseconds only when there are any (archives round-trip exactly);
+    the others always write that many digits (log lines line up).
+    """
+    at = at.astimezone(UTC)
+    if precision == "auto":
+        spec = "seconds" if at.microsecond == 0 else "microseconds"
+        return at.isoformat(timespec=spec).replace("+00:00", "Z")
+    return at.isoformat(timespec=precision).replace("+00:00", "Z")
+
+
+def utc_human(at: datetime | None, empty: str = "-") -> str:
+    """`at` in UTC for people: ``2026-11-21 10:00:00Z`` (`empty` for None)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if at is not None else empty
+
+
+def utcnow() -> datetime:
+    """The current instant, aware, in UTC."""
+    return datetime.now(UTC)

@@ -1,0 +1,87 @@
+"""Domain types every side shares: samples, observations, poll records and their vocabularies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import NamedTuple
+
+
+class MetricType(StrEnum):
+    """How a metric's samples are read (SPEC 5): a level now, or a running total."""
+
+    GAUGE = "gauge"
+    COUNTER = "counter"
+
+
+class Outcome(StrEnum):
+    """How one poll of one source ended; stored in `collection_attempts.outcome`."""
+
+    OK = "ok"
+    AUTH_ERROR = "auth_error"
+    RATE_LIMITED = "rate_limited"
+    HTTP_ERROR = "http_error"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    INVALID_RESPONSE = "invalid_response"
+    SKIPPED = "skipped"
+
+
+class Origin(StrEnum):
+    """How an observation reached the database; stored in `snapshots.origin`."""
+
+    COLLECT = "collect"
+    IMPORT = "import"
+    SPOOL = "spool"
+
+
+class SampleValue(NamedTuple):
+    """One metric's value in a vendor response (`limit` None: the plan has no limit)."""
+
+    metric: str
+    value: float
+    limit: float | None = None
+    status: str | None = None
+
+
+class Observation(NamedTuple):
+    """One parsed vendor response: the raw body plus the samples read from it.
+
+    A NamedTuple rather than a dataclass: an import builds millions of them, and the parse
+    worker process sends them back pickled (a tuple pickles about six times faster).
+    """
+
+    source: str
+    kind: str
+    observed_at: datetime
+    payload: str
+    samples: tuple[SampleValue, ...]
+    received_at: datetime | None = None
+    origin: str = Origin.COLLECT
+
+
+@dataclass
+class PollRecord:
+    """What one poll of one source gave: the attempt, and its observation when it succeeded.
+
+    The one record of a poll: the collector makes it, the writer stores it, the spool keeps
+    it on disk while the database is away. `error` is already redacted.
+    """
+
+    source: str
+    outcome: Outcome
+    started_at: datetime
+    finished_at: datetime
+    http_status: int | None
+    latency_ms: float | None
+    tries: int
+    error: str | None
+    observation: Observation | None
+    retry_after: float | None = None
+    samples_stored: int = 0  # filled in by the writer
+
+    @property
+    def ok(self) -> bool:
+        """True when the poll got a valid response."""
+        return self.outcome is Outcome.OK

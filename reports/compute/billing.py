@@ -1,0 +1,143 @@
+"""Monthly billing per `[[billing]]` rule (SPEC 5): exact quantities, money in Decimal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+
+from etl.billing_rules import BillingRule, Pricing
+from etl.store.models import to_micros
+from reports.compute.daily import combine_days, coverage_pct
+from reports.compute.pricing import charge
+from reports.compute.quantities import (
+    ACCUMULATING,
+    cumulative_quantities,
+    month_quantity,
+    round_quantity,
+)
+from reports.periods import Period, us_to_datetime
+
+BILLING_COLUMNS = [
+    "month", "source", "metric", "aggregation", "quantity", "included", "overage",
+    "unit_price", "amount", "currency", "coverage_pct", "pricing",
+    # extras
+    "samples", "resets", "mtd_quantity", "mtd_amount", "projected_quantity",
+    "projected_amount", "included_used_up_on", "used_up_projected", "flat_fee", "minimum",
+    "minimum_applied",
+]
+# Month samples of the series whose quantity needs them (p95): (epoch microseconds, values).
+SampleMap = Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]]
+
+
+def rule_days(rows: pd.DataFrame, rule: BillingRule) -> pd.DataFrame:
+    """The rule's series' day rows, in date order."""
+    sel = rows[(rows["source"] == rule.source) & (rows["metric"] == rule.metric)]
+    return sel.sort_values("date").reset_index(drop=True)
+
+
+def days_by_series(rows: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """rule_days() for every (source, metric) at once: one groupby, not a scan per rule."""
+    if not len(rows):
+        return {}
+    return {(str(key[0]), str(key[1])): g.sort_values("date").reset_index(drop=True)
+            for key, g in rows.groupby(["source", "metric"], sort=False)}
+
+
+def rule_cumulative(days: pd.DataFrame, rule: BillingRule, samples: SampleMap | None = None,
+                    now_us: int | None = None) -> list[Decimal | None]:
+    """Per day: the rule's month quantity up to that day (quantities.cumulative_quantities)."""
+    t, v = (samples or {}).get((rule.source, rule.metric), (None, None))
+    return cumulative_quantities(days, rule.aggregation, sample_t=t, sample_value=v,
+                                 now_us=now_us)
+
+
+TIER_COLUMNS = ["units", "unit_price", "flat_price", "amount"]
+
+
+def tiers_frame(quantity: Decimal, rule: BillingRule) -> pd.DataFrame:
+    """The tiers a graduated or volume rule reaches at `quantity` (TIER_COLUMNS; exact).
+
+    Empty for other pricings and for zero billable units. Priced by pricing.charge, the same
+    call as the rule's amount.
+    """
+    reached = charge(quantity, rule).tiers
+    return pd.DataFrame.from_records(
+        [(t.units, t.unit_price, t.flat_price, t.amount) for t in reached], columns=TIER_COLUMNS)
+
+
+def billing_table(rows: pd.DataFrame, rules: Sequence[BillingRule], period: Period,
+                  *, now: datetime, samples: SampleMap | None = None) -> pd.DataFrame:
+    """One row per rule for the month `period`, from series_day_rows() rows (pure).
+
+    `samples` holds the month's samples of every rule whose aggregation needs them
+    (quantities.FROM_SAMPLES: p95). `now` decides whether the month is in progress: then the
+    month-to-date figures stop at today and a projection to month end is added, priced by
+    the same pricing.charge as the month.
+    """
+    month = period.start.strftime("%Y-%m")
+    now_us = to_micros(now)
+    in_progress = period.start_us <= now_us < period.end_us
+    records = []
+    grouped = days_by_series(rows)
+    for rule in rules:
+        days = grouped.get((rule.source, rule.metric))
+        if days is None:
+            days = rule_days(rows, rule)
+        totals = combine_days(days) if len(days) else None
+        n_samples = int(totals["samples"]) if totals else 0
+        cum = rule_cumulative(days, rule, samples) if len(days) else []
+        quantity = month_quantity(cum)
+        billed = charge(quantity, rule)
+        cov = (coverage_pct(int(totals["covered_us"]), int(totals["length_us"]))
+               if totals else 0.0)
+
+        # Month to date: days that started by now (all days once the month is over).
+        started = [d for d, s in zip(period.days, period.bounds[:-1], strict=True)
+                   if s <= now_us]
+        mtd_q = month_quantity(cum[:len(started)])
+        mtd_amount = charge(mtd_q, rule).amount
+
+        projected_q: Decimal | None = None
+        projected_amount: Decimal | None = None
+        used_up: date | None = None
+        used_up_projected = False
+        for d, c in zip(period.days, cum, strict=False):
+            if c is not None and round_quantity(c) >= rule.included and c > 0:
+                used_up = d
+                break
+        if in_progress:
+            elapsed = now_us - period.start_us
+            length = period.end_us - period.start_us
+            if rule.aggregation in ACCUMULATING:
+                # Linear run rate of the month so far; a plan cycle reset would show as one.
+                projected_q = (round_quantity(mtd_q * length / elapsed)
+                               if elapsed > 0 else mtd_q)
+                if used_up is None and mtd_q > 0 and rule.included > mtd_q:
+                    at_us = period.start_us + int(elapsed * rule.included / mtd_q)
+                    if at_us < period.end_us:
+                        used_up = us_to_datetime(at_us, period.tz).date()
+                        used_up_projected = True
+            else:
+                # A level (peak, p95, average, last reading) is not extrapolated: the month
+                # so far is the projection.
+                projected_q = mtd_q
+            projected_amount = charge(projected_q, rule).amount
+        records.append({
+            "month": month, "source": rule.source, "metric": rule.metric,
+            "aggregation": str(rule.aggregation), "quantity": quantity,
+            "included": rule.included, "overage": billed.overage,
+            "unit_price": rule.unit_price if rule.pricing == Pricing.PER_UNIT else None,
+            "amount": billed.amount, "currency": rule.currency, "coverage_pct": cov,
+            "pricing": str(rule.pricing), "samples": n_samples,
+            "resets": int(totals["resets"]) if totals else 0,
+            "mtd_quantity": mtd_q, "mtd_amount": mtd_amount,
+            "projected_quantity": projected_q, "projected_amount": projected_amount,
+            "included_used_up_on": used_up, "used_up_projected": used_up_projected,
+            "flat_fee": rule.flat_fee, "minimum": rule.minimum,
+            "minimum_applied": billed.minimum_applied,
+        })
+    return pd.DataFrame.from_records(records, columns=BILLING_COLUMNS)

@@ -1,0 +1,160 @@
+"""Read what the reports need from the database: series keys, sample arrays, latest snapshots.
+
+Timestamps are read as integer microseconds (SQLite stores them so; PostgreSQL converts
+exactly with extract(epoch)) so no per-row Python datetime is ever built.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import chain
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, select, text
+
+from etl.store.models import Series, from_micros, to_micros
+
+_SQLITE_SAMPLES = text(
+    "SELECT observed_at, value, plan_limit FROM samples "
+    "WHERE series_id = :sid AND observed_at >= :a AND observed_at < :b ORDER BY observed_at"
+)
+_PG_SAMPLES = text(
+    "SELECT (extract(epoch FROM observed_at) * 1000000)::bigint, value, plan_limit FROM samples "
+    "WHERE series_id = :sid AND observed_at >= :a AND observed_at < :b ORDER BY observed_at"
+)
+# The same reads in the drivers' own parameter styles. A missing limit comes back as -inf
+# (no vendor sends that as a limit; if one is stored, the chunk is read again exactly), so
+# every cell is a number and rows stream straight into one array, no list of tuples.
+_NO_LIMIT = float("-inf")
+_SQLITE_SAMPLES_RAW = (
+    "SELECT observed_at, value, coalesce(plan_limit, -9e999) FROM samples "
+    "WHERE series_id = ? AND observed_at >= ? AND observed_at < ? ORDER BY observed_at"
+)
+_PG_SAMPLES_RAW = (
+    "SELECT (extract(epoch FROM observed_at) * 1000000)::bigint, value, "
+    "coalesce(plan_limit, '-Infinity'::float8) FROM samples "
+    "WHERE series_id = %s AND observed_at >= %s AND observed_at < %s ORDER BY observed_at"
+)
+_SQLITE_SAMPLES_EXACT = (
+    "SELECT observed_at, value, plan_limit FROM samples "
+    "WHERE series_id = ? AND observed_at >= ? AND observed_at < ? ORDER BY observed_at"
+)
+_PG_SAMPLES_EXACT = (
+    "SELECT (extract(epoch FROM observed_at) * 1000000)::bigint, value, plan_limit FROM samples "
+    "WHERE series_id = %s AND observed_at >= %s AND observed_at < %s ORDER BY observed_at"
+)
+_SQLITE_MINUS_INF = (
+    "SELECT count(*) FROM samples WHERE series_id = ? AND observed_at >= ? "
+    "AND observed_at < ? AND plan_limit < -1.7e308"
+)
+_PG_MINUS_INF = (
+    "SELECT count(*) FROM samples WHERE series_id = %s AND observed_at >= %s "
+    "AND observed_at < %s AND plan_limit < -1.7e308"
+)
+_PREV_VALUE = text(
+    "SELECT value FROM samples WHERE series_id = :sid AND observed_at < :a "
+    "ORDER BY observed_at DESC LIMIT 1"
+)
+_LATEST_PAYLOAD = text(
+    "SELECT payload FROM snapshots WHERE source = :source AND observed_at < :b "
+    "ORDER BY observed_at DESC LIMIT 1"
+)
+
+
+@dataclass(frozen=True)
+class SampleArrays:
+    """One series' samples in a time range: epoch microseconds, values, plan limits (NaN)."""
+
+    t: np.ndarray
+    value: np.ndarray
+    limit: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+def series_ids(engine: Engine) -> dict[tuple[str, str], int]:
+    """(source, metric) -> series id for every series stored."""
+    with engine.connect() as conn:
+        return {(s, m): i for i, s, m in conn.execute(
+            select(Series.id, Series.source, Series.metric))}
+
+
+def _bind(conn: Connection, us: int) -> Any:
+    # SQLite holds the raw integers; PostgreSQL compares timestamptz.
+    return int(us) if conn.dialect.name == "sqlite" else from_micros(int(us))
+
+
+def read_samples(conn: Connection, series_id: int, start_us: int, end_us: int) -> SampleArrays:
+    """The samples of one series with start_us <= observed_at < end_us, oldest first."""
+    sqlite = conn.dialect.name == "sqlite"
+    params = (series_id, _bind(conn, start_us), _bind(conn, end_us))
+    # The driver's own cursor: at millions of rows, building SQLAlchemy Row objects costs
+    # more than the read itself (measured by benchmarks/, see docs/performance.md).
+    cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(_SQLITE_SAMPLES_RAW if sqlite else _PG_SAMPLES_RAW, params)
+        # One float64 block; epoch microseconds (< 2**53) stay exact.
+        flat = np.fromiter(chain.from_iterable(cur), dtype=np.float64)
+        block = flat.reshape(-1, 3)
+        limit = block[:, 2].copy()
+        missing = limit == _NO_LIMIT
+        if missing.any():
+            if _stored_minus_inf(cur, sqlite, params):
+                cur.execute(_SQLITE_SAMPLES_EXACT if sqlite else _PG_SAMPLES_EXACT, params)
+                block = np.array(cur.fetchall() or np.zeros((0, 3)), dtype=np.float64)
+                limit = block[:, 2].copy()
+            else:
+                limit[missing] = np.nan
+    finally:
+        cur.close()
+    return SampleArrays(block[:, 0].astype(np.int64), block[:, 1].copy(), limit)
+
+
+def _stored_minus_inf(cur: Any, sqlite: bool, params: tuple[Any, ...]) -> bool:
+    cur.execute(_SQLITE_MINUS_INF if sqlite else _PG_MINUS_INF, params)
+    return bool(cur.fetchone()[0])
+
+
+def read_series_samples(engine: Engine, keys: Iterable[tuple[str, str]], start_us: int,
+                        end_us: int) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """(times in epoch us, values) of each stored (source, metric) in [start_us, end_us).
+
+    For quantities no day rollup can give (a month's p95 needs every reading); series that
+    are not stored are left out.
+    """
+    wanted = list(dict.fromkeys(keys))
+    if not wanted:
+        return {}
+    ids = series_ids(engine)
+    out = {}
+    with engine.connect() as conn:
+        for key in wanted:
+            if key in ids:
+                arr = read_samples(conn, ids[key], start_us, end_us)
+                out[key] = (arr.t, arr.value)
+    return out
+
+
+def read_prev_value(conn: Connection, series_id: int, before_us: int) -> float | None:
+    """The value of the series' last sample before `before_us` (None if there is none)."""
+    row = conn.execute(_PREV_VALUE, {"sid": series_id, "a": _bind(conn, before_us)}).first()
+    return None if row is None else float(row[0])
+
+
+def latest_payload(engine: Engine, source: str, before: datetime) -> dict[str, Any] | None:
+    """The JSON body of the source's latest snapshot before `before`, if any parses."""
+    with engine.connect() as conn:
+        b = to_micros(before) if conn.dialect.name == "sqlite" else before
+        row = conn.execute(_LATEST_PAYLOAD, {"source": source, "b": b}).first()
+    if row is None:
+        return None
+    try:
+        body = json.loads(row[0])
+    except (TypeError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None

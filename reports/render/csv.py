@@ -1,0 +1,101 @@
+"""Write report tables as CSV (SPEC 6): plain numbers, empty for n/a, formula-safe text."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from etl.files import write_text_atomic
+from etl.textutil import FORMULA_START, formula_safe
+
+
+def format_cell(value: Any) -> str:
+    """One cell: numbers plain (no exponent, no separators, no '.0' on integers)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        f = float(value)
+        if not math.isfinite(f):
+            return ""
+        return np.format_float_positional(f, trim="-")
+    if isinstance(value, Decimal):
+        return "" if not value.is_finite() else format(value, "f")
+    if isinstance(value, datetime | date | pd.Timestamp):
+        return value.isoformat()
+    return formula_safe(str(value))
+
+
+def _float_cell(f: float) -> str:
+    # repr is the shortest round-trip text, the same digits format_float_positional picks;
+    # only exponents (very large or small magnitudes) need numpy's positional form.
+    if f != f or f == _INF or f == -_INF:
+        return ""
+    text = repr(f)
+    if "e" in text:
+        return np.format_float_positional(f, trim="-")
+    return text[:-2] if text.endswith(".0") else text
+
+
+_INF = float("inf")
+
+
+def _cell(value: Any) -> str:
+    # The common exact types first; everything else (dates, NA, numpy scalars) as format_cell.
+    kind = type(value)
+    if kind is str:
+        return "'" + value if value.startswith(FORMULA_START) else value
+    if kind is float:
+        return _float_cell(value)
+    if kind is int:
+        return str(value)
+    return format_cell(value)
+
+
+def column_cells(col: pd.Series) -> list[str]:
+    """A whole column's cells, exactly as format_cell formats each of its values."""
+    values = col.array
+    if isinstance(values, pd.arrays.NumpyExtensionArray):
+        raw = values.to_numpy()
+        kind = raw.dtype.kind
+        if kind == "f":
+            return [_float_cell(v) for v in raw.tolist()]
+        if kind in "iu":
+            return [str(v) for v in raw.tolist()]
+        if kind == "b":
+            return ["true" if v else "false" for v in raw.tolist()]
+    elif isinstance(values, pd.arrays.FloatingArray):
+        # <NA> and NaN are both empty cells.
+        return [_float_cell(v) for v in values.to_numpy(dtype="float64", na_value=math.nan).tolist()]
+    elif isinstance(values, pd.arrays.IntegerArray):
+        missing = values.isna().tolist()
+        ints = values.to_numpy(dtype="int64", na_value=0).tolist()
+        return ["" if m else str(v) for v, m in zip(ints, missing, strict=True)]
+    # Anything else a value at a time, over the same values itertuples would give.
+    return [_cell(v) for v in col]
+
+
+def csv_text(df: pd.DataFrame) -> str:
+    """The table as CSV text with a header row; formatted a column at a time."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([format_cell(c) for c in df.columns])
+    columns = [column_cells(df.iloc[:, k]) for k in range(df.shape[1])]
+    writer.writerows(zip(*columns, strict=True) if columns else [[] for _ in range(len(df))])
+    return buf.getvalue()
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    """Write the table to `path` (replaced atomically, so readers never see half a file)."""
+    return write_text_atomic(path, csv_text(df), newline="")

@@ -1,0 +1,117 @@
+"""Render a report as one self-contained HTML file (Jinja2 with autoescape, SVG charts inline)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from etl.files import write_text_atomic
+
+TEMPLATES = Path(__file__).parent / "templates"
+NUMERIC_KINDS = (int, float, Decimal, np.integer, np.floating)
+
+
+@dataclass
+class Cell:
+    text: str
+    css: str = ""
+
+
+@dataclass
+class Row:
+    cells: list[Cell]
+    css: str = ""
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[Row] = field(default_factory=list)
+
+
+@dataclass
+class Chart:
+    caption: str
+    svg: Markup  # matplotlib output: trusted markup, never built from vendor text
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(["html"], default_for_string=True, default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def html_value(value: Any) -> str:
+    """A cell for people: thousands grouped, floats to 2 decimals, empty for n/a."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else ""
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    if isinstance(value, float | np.floating):
+        f = float(value)
+        if not math.isfinite(f):
+            return ""
+        return f"{f:,.0f}" if f.is_integer() else f"{f:,.2f}"
+    if isinstance(value, Decimal):
+        return f"{value:,f}"
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def table_from_frame(title: str, df: pd.DataFrame, *, row_css: str | None = None,
+                     low_coverage: bool = True) -> Table:
+    """A Table of the frame's columns; `row_css` names a column whose value styles the row."""
+    table = Table(title, [str(c) for c in df.columns])
+    for rec in df.to_dict("records"):
+        css = str(rec.get(row_css) or "") if row_css else ""
+        cov = rec.get("coverage_pct")
+        if low_coverage and isinstance(cov, int | float) and not pd.isna(cov) and cov < 100:
+            css += " low"
+        cells = [Cell(html_value(v), f"{c}{' num' if isinstance(v, NUMERIC_KINDS) else ''}")
+                 for c, v in rec.items()]
+        table.rows.append(Row(cells, css.strip()))
+    return table
+
+
+def package_version() -> str:
+    try:
+        return version("usage-etl")
+    except PackageNotFoundError:
+        return "dev"
+
+
+def render_report(*, title: str, subtitle: str, tz: str, summary: Sequence[tuple[str, Any]],
+                  tables: Sequence[Table], charts: Sequence[Chart] = (),
+                  sources: Sequence[dict[str, Any]] = (), notes: Sequence[str] = ()) -> str:
+    """The report page; every value is escaped except the chart SVGs."""
+    return environment().get_template("report.html").render(
+        title=title, subtitle=subtitle, tz=tz,
+        summary=[(k, html_value(v)) for k, v in summary], tables=tables, charts=charts,
+        sources=sources, notes=notes, version=package_version(),
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+def write_html(text: str, path: Path) -> Path:
+    """Write the page to `path` (replaced atomically, so readers never see half a file)."""
+    return write_text_atomic(path, text)

@@ -1,0 +1,50 @@
+"""The layers of docs/architecture.md hold: checked by import-linter and in fresh interpreters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_import_contract_in_pyproject_is_kept() -> None:
+    run = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "BROKEN" not in run.stdout and "KEPT" in run.stdout
+
+
+def loaded_after(module: str) -> set[str]:
+    """Top-level packages loaded by importing `module` in a fresh interpreter."""
+    code = (f"import json, sys; import {module}; "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True)
+    return set(json.loads(run.stdout))
+
+
+@pytest.mark.parametrize(("module", "never"), [
+    ("etl.collect.poll", {"sqlalchemy", "pandas", "click"}),
+    ("etl.store.writer", {"requests", "pandas", "click"}),
+    ("etl.store.archive", {"requests", "pandas", "click"}),
+    ("etl.vendors", {"sqlalchemy", "requests", "pandas", "click"}),
+    ("etl.config", {"sqlalchemy", "requests", "pandas", "click"}),
+    ("reports.api", {"requests", "click"}),
+    ("reports.names", {"pandas", "sqlalchemy"}),
+])
+def test_importing_a_side_loads_nothing_of_the_other_sides(module: str, never: set[str]) -> None:
+    assert loaded_after(module) & never == set()
+
+
+def test_reports_modules_never_load_the_http_side_at_run_time() -> None:
+    loaded = loaded_after("reports.pipelines") if (ROOT / "reports" / "pipelines.py").exists() \
+        else loaded_after("reports.jobs")
+    assert "requests" not in loaded and "urllib3" not in loaded
