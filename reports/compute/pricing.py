@@ -107,7 +107,7 @@ def charge(quantity: Decimal, rule: BillingRule) -> Charge:
             priced = overage * rule.unit_price
         before_minimum = priced + rule.flat_fee
         amount = max(before_minimum, rule.minimum)
-        return Charge(_plain(overage), priced, round_money(amount, rule.currency), tiers,
+        return Charge(plain(overage), priced, round_money(amount, rule.currency), tiers,
                       packages, minimum_applied=rule.minimum > before_minimum)
 
 
@@ -120,7 +120,7 @@ def graduated_tiers(units: Decimal, tiers: tuple[Tier, ...]) -> tuple[TierReache
             break
         upper = units if tier.up_to is None else min(units, tier.up_to)
         in_tier = upper - lower
-        reached.append(TierReached(_plain(in_tier), tier.unit_price, tier.flat_price,
+        reached.append(TierReached(plain(in_tier), tier.unit_price, tier.flat_price,
                                    in_tier * tier.unit_price + tier.flat_price))
         if tier.up_to is None:
             break
@@ -133,10 +133,10 @@ def volume_tier(units: Decimal, tiers: tuple[Tier, ...]) -> tuple[TierReached, .
     if units <= 0:
         return ()
     tier = next((t for t in tiers if t.up_to is not None and units <= t.up_to), tiers[-1])
-    return (TierReached(_plain(units), tier.unit_price, tier.flat_price,
+    return (TierReached(plain(units), tier.unit_price, tier.flat_price,
                         units * tier.unit_price + tier.flat_price),)
 
 
-def _plain(d: Decimal) -> Decimal:
-    """The same value without trailing zeros (100.0000 prints as 100)."""
+def plain(d: Decimal) -> Decimal:
+    """The same value without trailing zeros or exponent (100.0000 prints as 100)."""
     return Decimal(int(d)) if d == d.to_integral_value() else d.normalize(PRICING_CONTEXT)

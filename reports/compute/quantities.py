@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from etl.billing_rules import Aggregation
-from reports.compute.pricing import PRICING_CONTEXT
+from reports.compute.pricing import PRICING_CONTEXT, plain
 
 US_PER_SECOND = 1_000_000
 SECONDS_PER_HOUR = 3600
@@ -34,10 +34,7 @@ def to_decimal(x: Any) -> Decimal:
 def round_quantity(q: Decimal) -> Decimal:
     """A quantity as priced and printed: half-up to 4 places, no trailing zeros (SPEC 5)."""
     with localcontext(PRICING_CONTEXT):
-        if q == q.to_integral_value():
-            return Decimal(int(q))
-        r = q.quantize(QUANTITY_STEP, rounding=ROUND_HALF_UP)
-        return Decimal(int(r)) if r == r.to_integral_value() else r.normalize()
+        return plain(q.quantize(QUANTITY_STEP, rounding=ROUND_HALF_UP))
 
 
 def nearest_rank_p95(values: np.ndarray) -> float | None:
