@@ -36,7 +36,6 @@ from reports.compute.daily import CRITICAL_PCT, WARNING_PCT
 from reports.compute.reconcile import (
     RECONCILE_COLUMNS,
     check_tolerance,
-    read_invoice,
     reconcile_table,
 )
 from reports.frames import (
@@ -49,6 +48,7 @@ from reports.frames import (
     series_day_rows,
 )
 from reports.periods import DATE_RE, days_period, local_midnight, parse_month
+from reports.read.invoice import read_invoice
 
 __all__ = [
     "CRITICAL_PCT",

@@ -21,7 +21,7 @@ from etl.vendors import KINDS
 from reports.compute.billing import SampleMap, billing_table
 from reports.compute.daily import DAY_COLUMNS, aggregate_days, day_report_values
 from reports.compute.quantities import FROM_SAMPLES
-from reports.compute.reconcile import read_invoice, reconcile_table
+from reports.compute.reconcile import reconcile_table
 from reports.periods import (
     US_PER_SECOND,
     Period,
@@ -30,6 +30,7 @@ from reports.periods import (
     parse_month,
     resolve_tz,
 )
+from reports.read.invoice import read_invoice
 from reports.read.samples import (
     read_prev_value,
     read_samples,

@@ -16,7 +16,7 @@ from etl.errors import InputError
 from etl.store.models import to_micros
 from reports.compute.billing import rule_cumulative, rule_days, tiers_frame
 from reports.compute.daily import exact_total
-from reports.compute.reconcile import check_tolerance, read_invoice, reconcile_table
+from reports.compute.reconcile import check_tolerance, reconcile_table
 from reports.frames import (
     billing_inputs,
     configured_series,
@@ -26,6 +26,7 @@ from reports.frames import (
 )
 from reports.names import billing_name, daily_name, reconcile_name
 from reports.periods import days_period, parse_month, resolve_tz, us_to_datetime
+from reports.read.invoice import read_invoice
 from reports.read.samples import latest_payload, read_prev_value, read_samples, series_ids
 from reports.render.charts import billing_chart, series_day_chart
 from reports.render.csv import write_csv

@@ -8,8 +8,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.usage-etl-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install --quiet -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+  # pip and setuptools talk a lot while building; their words are kept in a log, shown on failure.
+  log=.venv/pip-install.log
+  if ! { .venv/bin/python -m pip install --quiet --upgrade pip \
+         && .venv/bin/python -m pip install --quiet -e '.[dev]'; } > "$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup: installing usage-etl into .venv failed (log above, also in $log)" >&2
+    exit 1
+  fi
   .venv/bin/python -c "import etl, reports, sqlalchemy, pandas, psycopg" 
   touch "$stamp"
 fi

@@ -140,9 +140,10 @@ def reconcile(app: AppContext, month: str, invoice: str, tolerance_pct: float, f
     Example:
       usage-etl reconcile --month 2026-11 --invoice invoice-2026-11.csv --tolerance-pct 0.5
     """
-    from reports.compute.reconcile import check_tolerance, read_invoice
+    from reports.compute.reconcile import check_tolerance
     from reports.jobs import build_reconcile
     from reports.periods import parse_month
+    from reports.read.invoice import read_invoice
 
     first = parse_month(month)
     _check_tz(tz)

@@ -1,38 +1,21 @@
-"""Metered against invoiced (SPEC 6): read the vendor's invoice CSV and compare per series."""
+"""Metered against invoiced (SPEC 6): compare the billing table with the invoice, per series."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 
 import pandas as pd
 
 from etl.errors import InputError
-from reports.periods import MONTH_RE
+from reports.read.invoice import InvoiceLine, check_invoice_month
 
-INVOICE_COLUMNS = ("source", "month", "metric", "quantity", "amount")
 RECONCILE_COLUMNS = [
     "source", "month", "metric", "metered_quantity", "invoiced_quantity", "quantity_diff",
     "metered_amount", "invoiced_amount", "amount_diff", "status",
     # extras
     "reason", "currency", "coverage_pct", "resets",
 ]
-
-
-@dataclass(frozen=True)
-class InvoiceLine:
-    """One row of the invoice CSV; `line` is its line number in `path`."""
-
-    source: str
-    month: str
-    metric: str
-    quantity: Decimal
-    amount: Decimal
-    line: int
-    path: str = ""
 
 
 def check_tolerance(tolerance_pct: float, name: str = "--tolerance-pct") -> Decimal:
@@ -48,90 +31,6 @@ def check_tolerance(tolerance_pct: float, name: str = "--tolerance-pct") -> Deci
     if not tol.is_finite() or tol < 0:
         raise InputError(f"{name}: {tolerance_pct} must be a finite number, 0 or more")
     return tol
-
-
-def check_invoice_month(lines: Sequence[InvoiceLine], month: str) -> None:
-    """Refuse an invoice that has rows, but none for `month`: most likely the wrong file.
-
-    Without this every billing rule would come out missing_invoice with exit status 0.
-    Rows of other months next to the month's own rows are still ignored.
-    """
-    if not lines or any(ln.month == month for ln in lines):
-        return
-    others = ", ".join(sorted({ln.month for ln in lines}))
-    where = lines[0].path or "invoice"
-    raise InputError(f"{where}: no rows for {month} (it has {others})")
-
-
-def read_invoice(path: Path, month: str | None = None) -> list[InvoiceLine]:
-    """Parse and check the invoice CSV; the first problem is an InputError naming file:line.
-
-    With `month` (YYYY-MM), an invoice whose rows are all for other months is refused too.
-    """
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            lines = _parse(path, fh.read().splitlines())
-    except FileNotFoundError:
-        raise InputError(f"{path}: invoice file not found") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    if month is not None:
-        check_invoice_month(lines, month)
-    return lines
-
-
-def _parse(path: Path, text: list[str]) -> list[InvoiceLine]:
-    reader = csv.reader(text)
-    try:
-        header = [h.strip().lower() for h in next(reader)]
-    except StopIteration:
-        raise InputError(f"{path}:1: empty file, expected a header with columns "
-                         + ", ".join(INVOICE_COLUMNS)) from None
-    except csv.Error as exc:
-        raise InputError(f"{path}:1: not CSV: {exc}") from None
-    missing = [c for c in INVOICE_COLUMNS if c not in header]
-    if missing:
-        raise InputError(f"{path}:1: missing column(s): {', '.join(missing)}")
-    col = {name: header.index(name) for name in INVOICE_COLUMNS}
-    lines: list[InvoiceLine] = []
-    seen: dict[tuple[str, str, str], int] = {}
-    try:
-        for row in reader:
-            lineno = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) < len(header):
-                raise InputError(f"{path}:{lineno}: {len(row)} cells, the header has {len(header)}")
-            cells = {name: row[i].strip() for name, i in col.items()}
-            if not MONTH_RE.match(cells["month"]) or not 1 <= int(cells["month"][5:]) <= 12:
-                raise InputError(f"{path}:{lineno}: column month: {cells['month']!r} "
-                                 "is not a month (expected YYYY-MM)")
-            for name in ("source", "metric"):
-                if not cells[name]:
-                    raise InputError(f"{path}:{lineno}: column {name}: empty")
-            numbers = {}
-            for name in ("quantity", "amount"):
-                try:
-                    value = Decimal(cells[name])
-                except InvalidOperation:
-                    value = Decimal("NaN")
-                if not value.is_finite():
-                    raise InputError(f"{path}:{lineno}: column {name}: {cells[name]!r} "
-                                     "is not a number")
-                numbers[name] = value
-            key = (cells["source"], cells["month"], cells["metric"])
-            if key in seen:
-                raise InputError(f"{path}:{lineno}: a row for {key[0]}/{key[2]} in {key[1]} "
-                                 f"is already on line {seen[key]}")
-            seen[key] = lineno
-            lines.append(InvoiceLine(cells["source"], cells["month"], cells["metric"],
-                                     numbers["quantity"], numbers["amount"], lineno,
-                                     str(path)))
-    except csv.Error as exc:
-        raise InputError(f"{path}:{reader.line_num}: not CSV: {exc}") from None
-    return lines
 
 
 def _within(metered: Decimal, invoiced: Decimal, tolerance_pct: Decimal) -> bool:
