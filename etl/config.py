@@ -9,21 +9,34 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from etl.alerts.rules import (
+    AlertRule,
+    Condition,
+    EmailNotifier,
+    Notifier,
+    NotifierKind,
+    SecretRef,
+    WebhookNotifier,
+    webhook_url,
+)
 from etl.billing_rules import (
     BILLING_KEYS,
     MAX_UNITS,
     Aggregation,
     BillingRule,
     bounded_decimal,
+    decimal_value,
     parse_aggregation,
     parse_pricing,
 )
 from etl.errors import ConfigError, SecretError
+from etl.secrets import read_secret
 from etl.vendors import KINDS
 from etl.vendors.types import MetricType
 
@@ -38,7 +51,10 @@ CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DB_URL_RE = re.compile(r"^(?P<backend>[A-Za-z0-9]+)(?:\+(?P<driver>[A-Za-z0-9_]+))?://(?P<rest>.*)$", re.S)
 
-TOP_KEYS = {"database_url", "timezone", "reports_dir", "spool_dir", "sources", "billing"}
+TOP_KEYS = {
+    "database_url", "timezone", "reports_dir", "spool_dir", "sources", "billing", "alerts",
+    "notifiers", "metrics_listen",
+}
 SOURCE_COMMON_KEYS = {
     "name", "kind", "interval_seconds", "staleness_seconds", "timeout_seconds",
 }
@@ -104,21 +120,7 @@ class SourceConfig:
 
     def read_secret(self) -> str:
         """The credential, read now from its environment variable or file."""
-        if self.secret_env:
-            value = os.environ.get(self.secret_env, "").strip()
-            if not value:
-                raise SecretError(f"{self.secret_origin}: environment variable is unset or empty")
-            return value
-        assert self.secret_file is not None
-        try:
-            value = Path(self.secret_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SecretError(f"{self.secret_origin}: cannot read file: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise SecretError(f"{self.secret_origin}: file is not UTF-8 ({_bad_byte(exc)})") from None
-        if not value:
-            raise SecretError(f"{self.secret_origin}: file is empty")
-        return value
+        return read_secret(self.secret_origin, self.secret_env, self.secret_file)
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,9 @@ class Config:
     spool_dir: str = DEFAULT_SPOOL_DIR
     sources: tuple[SourceConfig, ...] = ()
     billing: tuple[BillingRule, ...] = ()
+    alerts: tuple[AlertRule, ...] = ()
+    notifiers: tuple[Notifier, ...] = ()
+    metrics_listen: str | None = None
     path: str | None = field(default=None, compare=False)
 
     @property
@@ -159,6 +164,26 @@ class Config:
         for src in sources if sources is not None else self.sources:
             try:
                 src.read_secret()
+            except SecretError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise SecretError(problems)
+
+    def alert(self, name: str) -> AlertRule:
+        for rule in self.alerts:
+            if rule.name == name:
+                return rule
+        raise ConfigError(f"no alert named {name!r} in the config")
+
+    def check_notifier_secrets(self) -> None:
+        """Refuse, one line per notifier, a webhook URL or SMTP password that cannot be read."""
+        problems: list[str] = []
+        for notifier in self.notifiers:
+            try:
+                if isinstance(notifier, WebhookNotifier):
+                    webhook_url(notifier)
+                elif notifier.password is not None:
+                    notifier.password.read()
             except SecretError as exc:
                 problems.extend(exc.problems)
         if problems:
@@ -292,6 +317,18 @@ def parse_config(
             billing.append(rule)
         problems.extend(where + p for p in found)
 
+    metrics_listen = raw.get("metrics_listen")
+    if metrics_listen is not None:
+        listen_problem = listen_address_problem(metrics_listen)
+        if listen_problem:
+            top("metrics_listen", listen_problem)
+            metrics_listen = None
+
+    notifiers = _parse_notifiers(raw.get("notifiers", []), problems, where)
+    alerts = _parse_alerts(raw.get("alerts", []), problems, where, sources=sources,
+                           declared=declared, billing=billing,
+                           notifiers={n.name for n in notifiers}, raw_notifiers=raw.get("notifiers"))
+
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -301,6 +338,9 @@ def parse_config(
         spool_dir=spool_dir,
         sources=tuple(sources),
         billing=tuple(billing),
+        alerts=tuple(alerts),
+        notifiers=tuple(notifiers),
+        metrics_listen=metrics_listen,
         path=path,
     )
 
@@ -555,3 +595,295 @@ def _parse_billing(
         flat_fee=pricing.flat_fee,
         minimum=pricing.minimum,
     )
+
+
+# --- [[notifiers]] and [[alerts]] (SPEC 8) -----------------------------------------------
+
+NOTIFIER_KEYS: dict[str, set[str]] = {
+    NotifierKind.WEBHOOK: {"name", "kind", "url_env", "url_file", "timeout_seconds"},
+    NotifierKind.EMAIL: {
+        "name", "kind", "smtp_host", "smtp_port", "starttls", "username", "password_env",
+        "password_file", "from", "to", "timeout_seconds",
+    },
+}
+ALERT_KEYS = {"name", "source", "metric", "clear_pct", "for_seconds", "repeat_seconds",
+              "notify"} | {str(c) for c in Condition}
+EMAIL_RE = re.compile(r"^[^@\s<>,]+@[^@\s<>,]+$")
+
+
+def listen_address_problem(value: Any) -> str | None:
+    """What is wrong with a `HOST:PORT` to listen on (SPEC 9), or None."""
+    if not isinstance(value, str) or ":" not in value:
+        return "must be HOST:PORT, for example 127.0.0.1:9108"
+    host, _, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or any(c.isspace() or not c.isprintable() for c in host):
+        return "must be HOST:PORT, for example 127.0.0.1:9108"
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+        return f"port {port!r} is not a number from 0 to 65535"
+    return None
+
+
+def split_listen_address(value: str) -> tuple[str, int]:
+    """(host, port) of a checked `HOST:PORT` (brackets of an IPv6 host dropped)."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _secret_ref(entry: dict[str, Any], label: str, env_key: str, file_key: str,
+                problems: list[str], *, required: bool) -> SecretRef | None:
+    env, file = entry.get(env_key), entry.get(file_key)
+    if env is not None and file is not None:
+        problems.append(f"{label}.{env_key}: set only one of {env_key} or {file_key}")
+        return None
+    if env is None and file is None:
+        if required:
+            problems.append(f"{label}.{env_key}: set one of {env_key} or {file_key} "
+                            "(the value is a secret and never goes in the config)")
+        return None
+    if env is not None:
+        if not isinstance(env, str) or not ENV_NAME_RE.fullmatch(env):
+            problems.append(
+                f"{label}.{env_key}: must name an environment variable (letters, digits, '_')")
+            return None
+        return SecretRef(f"{label}.{env_key}", env=env)
+    if not isinstance(file, str) or not file or not file.isprintable():
+        problems.append(f"{label}.{file_key}: must be a file path")
+        return None
+    return SecretRef(f"{label}.{file_key}", file=file)
+
+
+def _positive(entry: dict[str, Any], key: str, label: str, default: float,
+              problems: list[str], *, zero_ok: bool = False) -> float:
+    value = _number(entry.get(key, default))
+    if value is None or value < 0 or (value == 0 and not zero_ok):
+        problems.append(f"{label}.{key}: must be a finite number "
+                        + ("of 0 or more" if zero_ok else "above 0"))
+        return default
+    return value
+
+
+def _parse_notifiers(raw: Any, problems: list[str], where: str) -> list[Notifier]:
+    if not isinstance(raw, list):
+        problems.append(f"{where}notifiers: must be an array of tables ([[notifiers]])")
+        return []
+    out: list[Notifier] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        found: list[str] = []
+        notifier = _parse_notifier(entry, i, seen, found)
+        problems.extend(where + p for p in found)
+        if notifier is not None:
+            out.append(notifier)
+    return out
+
+
+def _named_entry(entry: Any, section: str, i: int, seen: set[str],
+                 problems: list[str]) -> tuple[str, Any] | None:
+    """(label for messages, name) of entry `i` of `[[section]]`; None if it is not a table.
+
+    The label is `section.NAME` for a good, new name, else `section[i]`.
+    """
+    label = f"{section}[{i}]"
+    if not isinstance(entry, dict):
+        problems.append(f"{label}: must be a table")
+        return None
+    name = entry.get("name")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        problems.append(f"{label}.name: required, lowercase letters, digits, '_' or '-' only")
+    elif name in seen:
+        problems.append(f"{label}.name: duplicate {section[:-1]} name {name!r}")
+    else:
+        seen.add(name)
+        label = f"{section}.{name}"
+    return label, name
+
+
+def _parse_notifier(entry: Any, i: int, seen: set[str], problems: list[str]) -> Notifier | None:
+    before = len(problems)
+    named = _named_entry(entry, "notifiers", i, seen, problems)
+    if named is None:
+        return None
+    label, name = named
+    kind = entry.get("kind")
+    if kind not in NOTIFIER_KEYS:
+        problems.append(f"{label}.kind: must be 'webhook' or 'email'")
+        return None
+    for key in sorted(set(entry) - NOTIFIER_KEYS[kind]):
+        problems.append(f"{label}.{key}: unknown key for a {kind} notifier")
+    timeout = _positive(entry, "timeout_seconds", label, 10.0, problems)
+    notifier: Notifier | None = None
+    if kind == NotifierKind.WEBHOOK:
+        url = _secret_ref(entry, label, "url_env", "url_file", problems, required=True)
+        if url is not None:
+            notifier = WebhookNotifier(name=str(name), url=url, timeout_seconds=timeout)
+    else:
+        notifier = _parse_email(entry, label, str(name), timeout, problems)
+    return notifier if len(problems) == before else None
+
+
+def _parse_email(entry: dict[str, Any], label: str, name: str, timeout: float,
+                 problems: list[str]) -> EmailNotifier | None:
+    host = entry.get("smtp_host")
+    if not isinstance(host, str) or not host or any(c.isspace() for c in host):
+        problems.append(f"{label}.smtp_host: required, a host name")
+    port = entry.get("smtp_port", 587)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
+        problems.append(f"{label}.smtp_port: must be a whole number from 1 to 65535")
+        port = 587
+    starttls = entry.get("starttls", port != 25)
+    if not isinstance(starttls, bool):
+        problems.append(f"{label}.starttls: must be true or false")
+    username = entry.get("username")
+    if username is not None and (not isinstance(username, str) or not username.isprintable()
+                                 or not username):
+        problems.append(f"{label}.username: must be a non-empty string")
+    password = _secret_ref(entry, label, "password_env", "password_file", problems,
+                           required=False)
+    if password is not None and username is None:
+        problems.append(f"{label}.username: required with a password")
+    sender = entry.get("from")
+    if not isinstance(sender, str) or not EMAIL_RE.fullmatch(sender):
+        problems.append(f"{label}.from: required, an email address")
+    to = entry.get("to")
+    if isinstance(to, str):
+        to = [to]
+    if (not isinstance(to, list) or not to
+            or not all(isinstance(t, str) and EMAIL_RE.fullmatch(t) for t in to)):
+        problems.append(f"{label}.to: required, a list of email addresses")
+    if not isinstance(host, str) or not isinstance(sender, str) or not isinstance(to, list):
+        return None
+    return EmailNotifier(
+        name=name, smtp_host=host, smtp_port=port, starttls=bool(starttls), sender=sender,
+        to=tuple(to), username=username, password=password, timeout_seconds=timeout,
+    )
+
+
+def _parse_alerts(
+    raw: Any, problems: list[str], where: str, *, sources: list[SourceConfig],
+    declared: Mapping[str, str | None], billing: list[BillingRule], notifiers: set[str],
+    raw_notifiers: Any,
+) -> list[AlertRule]:
+    if not isinstance(raw, list):
+        problems.append(f"{where}alerts: must be an array of tables ([[alerts]])")
+        return []
+    # Notifiers named in the config but refused for another reason: not "unknown" here.
+    named = {e.get("name") for e in raw_notifiers if isinstance(e, dict)} if isinstance(
+        raw_notifiers, list) else set()
+    out: list[AlertRule] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        found: list[str] = []
+        rule = _parse_alert(entry, i, seen, found, sources=sources, declared=declared,
+                            billing=billing, notifiers=notifiers, named=named)
+        problems.extend(where + p for p in found)
+        if rule is not None:
+            out.append(rule)
+    return out
+
+
+def _parse_alert(
+    entry: Any, i: int, seen: set[str], problems: list[str], *, sources: list[SourceConfig],
+    declared: Mapping[str, str | None], billing: list[BillingRule], notifiers: set[str],
+    named: set[Any],
+) -> AlertRule | None:
+    before = len(problems)
+    found = _named_entry(entry, "alerts", i, seen, problems)
+    if found is None:
+        return None
+    label, name = found
+    for key in sorted(set(entry) - ALERT_KEYS):
+        problems.append(f"{label}.{key}: unknown key")
+
+    conditions = [c for c in Condition if str(c) in entry]
+    condition: Condition | None = None
+    if not conditions:
+        problems.append(f"{label}: no condition; set one of: {', '.join(map(str, Condition))}")
+    elif len(conditions) > 1:
+        problems.append(f"{label}.{conditions[1]}: only one condition per alert "
+                        f"({', '.join(map(str, conditions))} are set)")
+    else:
+        condition = conditions[0]
+
+    threshold: Decimal | None = None
+    if condition in (Condition.STALE, Condition.PROJECTED_OVER_INCLUDED):
+        if entry[str(condition)] is not True:
+            problems.append(f"{label}.{condition}: must be true")
+    elif condition is not None:
+        threshold = decimal_value(entry[str(condition)])
+        if threshold is None or threshold < 0 or (
+                condition is Condition.ABOVE_PCT and threshold == 0):
+            bound = "above 0" if condition is Condition.ABOVE_PCT else "of 0 or more"
+            problems.append(f"{label}.{condition}: must be a number {bound}")
+            threshold = None
+    clear: Decimal | None = None
+    if "clear_pct" in entry:
+        clear = decimal_value(entry["clear_pct"])
+        if condition is not Condition.ABOVE_PCT:
+            problems.append(f"{label}.clear_pct: only goes with above_pct")
+        elif clear is None or clear < 0:
+            problems.append(f"{label}.clear_pct: must be a number of 0 or more")
+        elif threshold is not None and clear > threshold:
+            problems.append(f"{label}.clear_pct: must not be above above_pct ({threshold})")
+
+    source = entry.get("source")
+    if source is not None and (not isinstance(source, str) or source not in declared):
+        problems.append(f"{label}.source: {source!r} is not a configured source")
+        source = None
+    metric = entry.get("metric")
+    if condition is Condition.STALE:
+        if metric is not None:
+            problems.append(f"{label}.metric: a stale alert is per source; remove metric")
+    elif metric is None:
+        problems.append(f"{label}.metric: required, the name of a metric")
+    elif not isinstance(metric, str):
+        problems.append(f"{label}.metric: must be a string, not {_what(metric)}")
+    elif condition is not None and (source is None or declared.get(source) is not None):
+        _check_alert_series(label, condition, source, metric, sources, billing, problems)
+
+    for_seconds = _positive(entry, "for_seconds", label, 0.0, problems, zero_ok=True)
+    repeat_seconds = _positive(entry, "repeat_seconds", label, 0.0, problems, zero_ok=True)
+    notify = entry.get("notify", [])
+    if isinstance(notify, str):
+        notify = [notify]
+    if not isinstance(notify, list) or not all(isinstance(n, str) for n in notify):
+        problems.append(f"{label}.notify: must be a list of notifier names")
+        notify = []
+    for n in notify:
+        if n not in notifiers and n not in named:
+            problems.append(f"{label}.notify: unknown notifier {n!r}")
+    if len(problems) > before or condition is None:
+        return None
+    assert isinstance(name, str)
+    return AlertRule(
+        name=name, condition=condition, metric=metric, source=source, threshold=threshold,
+        clear=clear, for_seconds=for_seconds, repeat_seconds=repeat_seconds,
+        notify=tuple(dict.fromkeys(notify)),
+    )
+
+
+def _check_alert_series(label: str, condition: Condition, source: str | None, metric: str,
+                        sources: list[SourceConfig], billing: list[BillingRule],
+                        problems: list[str]) -> None:
+    """The series an alert on `metric` watches must exist and suit its condition (SPEC 8)."""
+    targets = [s for s in sources if (source is None or s.name == source)]
+    watched = [s for s in targets if metric in s.metrics]
+    if not watched:
+        if source is not None and targets:
+            problems.append(f"{label}.metric: {metric!r} is not a metric of source {source!r} "
+                            f"(expected one of: {', '.join(targets[0].metrics)})")
+        elif source is None:
+            problems.append(f"{label}.metric: no configured source has a metric {metric!r}")
+        return
+    if condition is Condition.ABOVE_PCT:
+        bare = [s.name for s in watched
+                if metric not in KINDS[s.kind].limited_metrics]
+        if bare:
+            problems.append(f"{label}.above_pct: {', '.join(bare)} {metric} has no plan limit, "
+                            "so no percentage (use above)")
+    elif condition in (Condition.PROJECTED_OVER_INCLUDED, Condition.PROJECTED_AMOUNT_ABOVE):
+        ruled = {(r.source, r.metric) for r in billing}
+        bare = [s.name for s in watched if (s.name, metric) not in ruled]
+        if bare:
+            problems.append(f"{label}.{condition}: no [[billing]] rule for "
+                            f"{', '.join(f'{b}/{metric}' for b in bare)} to project")

@@ -57,3 +57,7 @@ class CollectError(UsageEtlError):
 
 class ParseError(UsageEtlError):
     """A vendor body does not have the documented shape or values."""
+
+
+class DeliveryError(UsageEtlError):
+    """A notification could not be delivered (the message never holds the URL or password)."""

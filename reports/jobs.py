@@ -26,6 +26,7 @@ from reports.frames import (
 )
 from reports.names import billing_name, daily_name, reconcile_name
 from reports.periods import days_period, parse_month, resolve_tz, us_to_datetime
+from reports.read.alerts import alert_events
 from reports.read.invoice import read_invoice
 from reports.read.samples import latest_payload, read_prev_value, read_samples, series_ids
 from reports.render.charts import billing_chart, series_day_chart
@@ -133,12 +134,18 @@ def _daily_html(engine: Engine, config: Config, table: pd.DataFrame, day: date, 
         # Exact: fractional counters keep their decimals (int() would cut them off).
         summary.append(("counter increase", exact_total(counters["increase"])))
     until = us_to_datetime(end_us)
+    tables = [table_from_frame("Per series", table)]
+    # The day's alert state changes (SPEC 8), in local time; no table on a quiet day.
+    events = alert_events(engine, us_to_datetime(start_us), until, resolve_tz(tz_name))
+    if len(events):
+        summary.append(("alert events", len(events)))
+        tables.append(table_from_frame("Alert events", events, row_css="event",
+                                       low_coverage=False))
     return render_report(
         title=f"Daily usage {day.isoformat()}",
         subtitle=f"[{us_to_datetime(start_us).isoformat()}, {until.isoformat()}) — local day in {tz_name}",
         tz=tz_name, summary=summary, notes=alerts + gaps,
-        sources=_sources_info(engine, config, until),
-        tables=[table_from_frame("Per series", table)], charts=charts,
+        sources=_sources_info(engine, config, until), tables=tables, charts=charts,
     )
 
 

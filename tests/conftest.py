@@ -176,3 +176,21 @@ def write_sim_config(
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(text)
     return str(path)
+
+
+# --- alert receivers ---------------------------------------------------------------------------
+
+from etl.runtime.receiver import WebhookReceiver  # noqa: E402
+
+# The secret part of the receiver's URL: it must never show up in logs, rows or reports.
+WEBHOOK_SECRET_PATH = "/hooks/T0KEN-s3cr3t-path"
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A webhook receiver on a free loopback port whose URL carries a secret path."""
+    rec = WebhookReceiver(path=WEBHOOK_SECRET_PATH).start()
+    try:
+        yield rec
+    finally:
+        rec.stop()

@@ -248,10 +248,18 @@ def test_billing_defaults_bill_from_the_first_unit_in_usd(tmp_path: Path) -> Non
 
 def test_config_doc_lists_every_key_and_override() -> None:
     from etl.billing_rules import TIER_KEYS
-    from etl.config import BILLING_KEYS, ENV_OVERRIDES, SOURCE_ANY_KEYS, TOP_KEYS
+    from etl.config import (
+        ALERT_KEYS,
+        BILLING_KEYS,
+        ENV_OVERRIDES,
+        NOTIFIER_KEYS,
+        SOURCE_ANY_KEYS,
+        TOP_KEYS,
+    )
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
-    for key in TOP_KEYS | SOURCE_ANY_KEYS | BILLING_KEYS | TIER_KEYS:
+    notifier_keys = set().union(*NOTIFIER_KEYS.values())
+    for key in TOP_KEYS | SOURCE_ANY_KEYS | BILLING_KEYS | TIER_KEYS | ALERT_KEYS | notifier_keys:
         assert f"`{key}`" in doc, key
     for env in [*ENV_OVERRIDES, "USAGE_ETL_CONFIG", "USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS"]:
         assert f"`{env}`" in doc, env

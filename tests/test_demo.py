@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from etl.cli import cli
 from etl.cli.collect_cmd import reports_available
 from etl.config import load_config
-from etl.runtime.demo import NECTED_KEY_ENV, WS_TOKEN_ENV, run_demo
+from etl.runtime.demo import NECTED_KEY_ENV, WEBHOOK_ENV, WS_TOKEN_ENV, run_demo
 from etl.store.engine import make_engine
 from etl.store.models import CollectionAttempt, Snapshot
 
@@ -50,6 +50,21 @@ def test_demo_command_builds_everything_and_says_where(tmp_path: Path) -> None:
         assert any(n.startswith("billing-") and n.endswith(".html") for n in names)
         for name in names:
             assert str((folder / "reports-out" / name).resolve()) in result.output
+
+
+def test_demo_fires_an_alert_at_its_own_webhook_receiver_and_prints_it(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = run_demo(tmp_path, days=1, rounds=1, echo=lines.append)
+    assert [b["state"] for b in result.received] == ["firing"]
+    body = result.received[0]
+    assert (body["alert"], body["source"], body["metric"], body["limit"]) == (
+        "ws-connections-demo", "ws-prod", "connections", 100)
+    assert body["text"].startswith("FIRING ws-connections-demo: ws-prod connections at ")
+    assert any(line.startswith("alert:     firing ws-connections-demo: ws-prod connections")
+               for line in lines)
+    assert any("received 1 notification(s)" in line for line in lines)
+    assert any(body["id"] in line and body["text"] in line for line in lines)
+    assert WEBHOOK_ENV not in os.environ
 
 
 def test_demo_again_starts_from_a_fresh_database(tmp_path: Path) -> None:

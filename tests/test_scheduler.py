@@ -26,6 +26,7 @@ from etl.config import Config, parse_config
 from etl.runtime.collect_run import collect_once
 from etl.runtime.daemon_db import PG_STATEMENT_TIMEOUT_MS, daemon_engine
 from etl.runtime.nightly import nightly_files, nightly_reports
+from etl.runtime.receiver import WebhookReceiver
 from etl.runtime.scheduler import (
     Scheduler,
     SlotTrigger,
@@ -37,7 +38,7 @@ from etl.store.engine import make_engine, upgrade
 from etl.store.models import CollectionAttempt, Sample, SourceState
 from etl.store.spool import Spool, poll_to_dict
 from etl.store.writer import forget_series_cache
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import WEBHOOK_SECRET_PATH, create_pg_database, drop_pg_database
 from tests.tcp_proxy import TcpProxy
 
 INTERVAL = 5
@@ -181,17 +182,29 @@ def check_on_schedule(polls: list[dict[str, Any]], min_polls: int) -> None:
 
 
 def test_daemon_polls_on_schedule_survives_a_locked_sqlite_and_stops_on_sigterm(
-    tmp_path: Path,
+    tmp_path: Path, receiver: WebhookReceiver,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'usage.db'}"
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
     spool = Spool(tmp_path / "spool")
+    smtp_password = "smtp-pa55-" + uuid.uuid4().hex
     with unique_sim() as sim:
         cfg = write_config(tmp_path, url, sim)
+        # Notifier secrets (SPEC 8) join the no-leak check: a webhook that gets an alert and a
+        # mail server that is not there (its failures are logged, the password never).
+        cfg.write_text(cfg.read_text() + (
+            '[[notifiers]]\nname = "ops"\nkind = "webhook"\nurl_env = "SCHED_TEST_HOOK"\n'
+            '[[notifiers]]\nname = "mail"\nkind = "email"\nsmtp_host = "127.0.0.1"\n'
+            'smtp_port = 9\nusername = "u"\npassword_env = "SCHED_TEST_SMTP_PASSWORD"\n'
+            'from = "a@example.com"\nto = ["b@example.com"]\ntimeout_seconds = 2\n'
+            '[[alerts]]\nname = "busy"\nmetric = "connections"\nabove_pct = 1\n'
+            'notify = ["ops", "mail"]\n'))
         log = tmp_path / "daemon.log"
-        proc = start_daemon(cfg, daemon_env(sim, USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS="300"), log)
+        env = daemon_env(sim, USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS="300",
+                         SCHED_TEST_HOOK=receiver.url, SCHED_TEST_SMTP_PASSWORD=smtp_password)
+        proc = start_daemon(cfg, env, log)
         try:
             wait_for("a first poll of each source",
                      lambda: len(ok_counts(url)) == 2, timeout=20)
@@ -213,7 +226,10 @@ def test_daemon_polls_on_schedule_survives_a_locked_sqlite_and_stops_on_sigterm(
         finally:
             code = stop_daemon(proc)
         assert code == 0, log.read_text()[-2000:]
-        polls = check_nothing_lost(url, log, [sim.token, sim.api_key])
+        polls = check_nothing_lost(url, log, [sim.token, sim.api_key, receiver.url,
+                                              WEBHOOK_SECRET_PATH, smtp_password])
+    assert [b["state"] for b in receiver.received] == ["firing"]
+    assert "email mail: cannot connect (connection refused)" in log.read_text()
     assert {p["stored"] for p in polls} == {"db", "spool"}
     assert all(p["outcome"] == "ok" for p in polls)
     check_on_schedule(polls, min_polls=3)

@@ -10,7 +10,8 @@ import sys
 import click
 
 from etl.cli.context import AppContext
-from etl.errors import ConfigError
+from etl.config import listen_address_problem
+from etl.errors import ConfigError, InputError
 from etl.redact import redact, redact_url
 from etl.runtime.daemon_db import daemon_engine, open_daemon_database
 from etl.runtime.logs import LOG_FORMATS, event, setup_daemon_logging
@@ -27,27 +28,40 @@ log = logging.getLogger("etl.schedule")
     metavar="SECONDS",
     help="How long to wait for in-flight polls after SIGINT/SIGTERM before exiting anyway.",
 )
+@click.option(
+    "--metrics-listen", metavar="HOST:PORT", default=None,
+    help="Serve Prometheus /metrics and /healthz there (default: the config's metrics_listen).",
+)
 @click.pass_obj
-def schedule(app: AppContext, log_format: str, stop_timeout: float) -> None:
+def schedule(app: AppContext, log_format: str, stop_timeout: float,
+             metrics_listen: str | None) -> None:
     """Run in the foreground: poll every source on its interval, build reports after midnight.
 
     Logs one line per poll (source, outcome, latency) to stderr. If the database cannot be
     written (also when it is unreachable at start-up), polls are kept in the spool folder
-    and written once it is back. SIGINT or SIGTERM lets in-flight polls finish for at most
-    --stop-timeout seconds, then exits 0.
+    and written once it is back. Alerts are evaluated after each stored poll and their
+    notifications sent (and retried). SIGINT or SIGTERM lets in-flight polls finish for at
+    most --stop-timeout seconds, then exits 0.
 
     \b
     Example:
       usage-etl --config usage-etl.toml schedule
       usage-etl schedule --log-format json 2>> /var/log/usage-etl.jsonl
+      usage-etl schedule --metrics-listen 127.0.0.1:9108
     """
+    from etl.alerts.notifiers import notifier_secrets
     from etl.runtime.scheduler import Scheduler
 
     config = app.config
     if not config.sources:
         raise ConfigError("sources: no [[sources]] configured, nothing to schedule")
+    if metrics_listen is not None:
+        problem = listen_address_problem(metrics_listen)
+        if problem:
+            raise InputError(f"--metrics-listen: {problem}")
     config.check_secrets()
-    secrets = [s.read_secret() for s in config.sources]
+    config.check_notifier_secrets()
+    secrets = [s.read_secret() for s in config.sources] + notifier_secrets(config.notifiers)
     setup_daemon_logging(log_format, secrets)
     engine, unreachable = open_daemon_database(config.database_url)
     if unreachable is not None:
@@ -57,7 +71,8 @@ def schedule(app: AppContext, log_format: str, stop_timeout: float) -> None:
     # Reports read whole months: they keep the keepalives but not the polls' statement limit.
     report_engine = daemon_engine(config.database_url, statement_timeout_ms=None)
     scheduler = Scheduler(config, engine, report_engine=report_engine,
-                          stop_timeout=stop_timeout, schema_ready=unreachable is None)
+                          stop_timeout=stop_timeout, schema_ready=unreachable is None,
+                          metrics_listen=metrics_listen)
     code = scheduler.run()
     if scheduler.threads_left:
         # Polls still blocked on a vendor would hold the exit until they return (worker
@@ -80,6 +95,7 @@ def status(app: AppContext, as_json: bool) -> None:
 
     A source is stale when it has no successful poll within its staleness window
     (2 x interval_seconds unless staleness_seconds is set); a source never polled is stale.
+    Alerts firing now are listed under the table (they do not change the exit status).
 
     \b
     Example:
@@ -88,6 +104,7 @@ def status(app: AppContext, as_json: bool) -> None:
     """
     from etl.runtime.status import (
         any_stale,
+        firing_alerts,
         format_plain,
         source_statuses,
         spool_notes,
@@ -100,11 +117,13 @@ def status(app: AppContext, as_json: bool) -> None:
     spool = Spool(config.spool_dir)
     pending, unreadable = len(spool), len(spool.unreadable())
     stale = any_stale(statuses)
-    notes = spool_notes(config.spool_dir, pending, unreadable)
+    firing = firing_alerts(app.engine, config)
+    notes = spool_notes(config.spool_dir, pending, unreadable) + [f.note() for f in firing]
     if as_json:
         click.echo(json.dumps(
             {"stale": stale, "spool_pending": pending, "spool_unreadable": unreadable,
-             "sources": [s.to_json() for s in statuses]},
+             "sources": [s.to_json() for s in statuses],
+             "alerts_firing": [f.to_json() for f in firing]},
             indent=2,
         ))
     elif not statuses:

@@ -12,12 +12,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 
 from etl.collect.poll import Collector
 from etl.config import Config, parse_config
+from etl.runtime.alerting import CheckResult, check
 from etl.runtime.collect_run import collect_once
+from etl.runtime.receiver import WebhookReceiver
 from etl.runtime.simulator import SimulatedVendor, generate_archive
 from etl.store.archive import ImportResult, import_archives
 from etl.store.engine import make_engine, upgrade
@@ -28,6 +31,7 @@ from etl.vendors.types import PollRecord
 DEFAULT_DIR = "usage-etl-demo"
 WS_TOKEN_ENV = "USAGE_ETL_DEMO_WIRESOCKET_TOKEN"
 NECTED_KEY_ENV = "USAGE_ETL_DEMO_NECTED_API_KEY"
+WEBHOOK_ENV = "USAGE_ETL_DEMO_WEBHOOK_URL"
 DEMO_TIMEZONE = "Europe/Berlin"
 
 ReportBuilder = Callable[[Engine, Config, Path], list[Path]]
@@ -44,6 +48,8 @@ class DemoResult:
     report_dir: Path
     imported: ImportResult
     polls: list[list[PollRecord]] = field(default_factory=list)
+    alerts: CheckResult | None = None
+    received: list[dict[str, Any]] = field(default_factory=list)  # what the webhook got
     reports: list[Path] = field(default_factory=list)
 
 
@@ -87,6 +93,20 @@ aggregation = "peak"
 included = 100
 unit_price = "0.50"
 currency = "USD"
+
+# The demo's own webhook receiver on loopback (export {WEBHOOK_ENV} to use it again).
+[[notifiers]]
+name = "demo-hook"
+kind = "webhook"
+url_env = "{WEBHOOK_ENV}"
+
+# Low on purpose, so that it fires during the demo; a real one would say 90 (docs/alerts.md).
+[[alerts]]
+name = "ws-connections-demo"
+source = "ws-prod"
+metric = "connections"
+above_pct = 1
+notify = ["demo-hook"]
 """
 
 
@@ -130,9 +150,9 @@ def run_demo(
     token, api_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     started = time.monotonic()
 
-    with _environ({WS_TOKEN_ENV: token, NECTED_KEY_ENV: api_key}), SimulatedVendor(
-        port=0, tokens=(token,), api_keys=(api_key,), seed=seed
-    ) as sim:
+    with WebhookReceiver() as receiver, _environ(
+        {WS_TOKEN_ENV: token, NECTED_KEY_ENV: api_key, WEBHOOK_ENV: receiver.url}
+    ), SimulatedVendor(port=0, tokens=(token,), api_keys=(api_key,), seed=seed) as sim:
         config_path.write_text(demo_config_text(database, sim.base_url, report_dir),
                                encoding="utf-8")
         # Parsed directly, so $USAGE_ETL_DATABASE_URL cannot point the demo at a real database.
@@ -164,6 +184,14 @@ def run_demo(
                     result.polls.append(polls)
                     echo(f"collect round {i + 1}: " + ", ".join(
                         f"{p.source} {p.outcome} ({p.samples_stored} samples)" for p in polls))
+
+            result.alerts = check(engine, config)
+            for made in result.alerts.events:
+                echo(f"alert:     {made}")
+            result.received = list(receiver.received)
+            echo(f"webhook:   {receiver.url} received {len(result.received)} notification(s)")
+            for body in result.received:
+                echo(f"  {json.dumps(body, ensure_ascii=False)}")
 
             if build_reports is not None:
                 result.reports = build_reports(engine, config, report_dir)

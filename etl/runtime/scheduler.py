@@ -23,10 +23,12 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from etl.config import Config, SourceConfig
-from etl.errors import UsageEtlError
+from etl.config import Config, SourceConfig, split_listen_address
+from etl.errors import InputError, UsageEtlError
 from etl.redact import redact_url
+from etl.runtime.alerting import AlertWorker
 from etl.runtime.logs import event
+from etl.runtime.metrics import Metrics, MetricsServer, database_accepts, spool_accepts
 from etl.runtime.nightly import nightly_files, nightly_reports
 from etl.runtime.status import failures_since_success
 from etl.slots import next_slot_start, phase_offset
@@ -53,6 +55,8 @@ NIGHTLY_RETRY_S = 15 * 60.0
 # After --stop-timeout: how long a poll already writing its result may still finish, and
 # the least time the last spool replay gets, before the process leaves without them.
 FINISH_GRACE_S = 1.0
+# How long stop() waits for an alert evaluation or delivery in progress.
+ALERTS_STOP_WAIT_S = 5.0
 FINAL_REPLAY_MIN_S = 1.0
 
 
@@ -111,6 +115,10 @@ class Scheduler:
     `schema_ready=False` is spool-only mode, for a database that was unreachable at start-up:
     polls go to the spool until a replay pass has checked (or created) the schema.
     `nightly_at` (local time in the config's zone) and `nightly_retry_s` exist for tests.
+
+    Alerts (SPEC 8) are evaluated after each stored poll in a thread of their own, so a slow
+    receiver never delays polling; `metrics_listen` (``HOST:PORT``, default the config's
+    `metrics_listen`) serves /metrics and /healthz (SPEC 9).
     """
 
     def __init__(
@@ -127,6 +135,7 @@ class Scheduler:
         schema_ready: bool = True,
         nightly_at: clock_time = NIGHTLY_AT,
         nightly_retry_s: float = NIGHTLY_RETRY_S,
+        metrics_listen: str | None = None,
     ) -> None:
         if collector is None:
             from etl.collect.poll import Collector
@@ -162,6 +171,14 @@ class Scheduler:
         # After stop(): True if threads that could not be stopped are still running, so the
         # process must leave with os._exit (the CLI does) or wait for them.
         self.threads_left = False
+        self.metrics_listen = metrics_listen or config.metrics_listen
+        self.metrics: Metrics | None = None
+        self._metrics_server: MetricsServer | None = None
+        self.alerts: AlertWorker | None = None
+        if config.alerts or config.notifiers:
+            # Whole months for projections: the report engine, without the polls' time limit.
+            self.alerts = AlertWorker(self.report_engine, config, clock=self.clock,
+                                      ready=lambda: self._schema_ready)
 
     # -- one poll ------------------------------------------------------------------------------
 
@@ -201,6 +218,10 @@ class Scheduler:
                     stored = self._store(result)
                     pause = self._politeness(source, result, stored == "db")
                     self._log_poll(source, result, stored, pause)
+                    if self.metrics is not None:
+                        self.metrics.count_poll(source.name, str(result.outcome))
+                    if stored == "db" and self.alerts is not None:
+                        self.alerts.request()
             return result
 
     @contextmanager
@@ -329,6 +350,8 @@ class Scheduler:
         if result.replayed or result.already_stored:
             self._emit(logging.INFO, "spool-replayed", replayed=result.replayed,
                        already_stored=result.already_stored, remaining=result.remaining)
+            if result.replayed and self.alerts is not None:
+                self.alerts.request()
         if result.error:
             self._emit(logging.DEBUG, "spool-waiting", remaining=result.remaining,
                        database_error=result.error)
@@ -442,8 +465,11 @@ class Scheduler:
     def start(self) -> None:
         """Replay what an earlier run spooled, then start the jobs in background threads.
 
-        Raises SpoolInUseError if another daemon owns the spool folder.
+        Raises SpoolInUseError if another daemon owns the spool folder, InputError if the
+        metrics address cannot be listened on.
         """
+        if self.metrics_listen:
+            self._listen_metrics(self.metrics_listen)
         self._spool_lock = self.spool.lock()
         recovered = self.spool.recover_partial()
         if recovered.restored or recovered.set_aside or recovered.duplicates:
@@ -492,12 +518,39 @@ class Scheduler:
             )
         self._scheduler = sched
         sched.start()
+        if self.alerts is not None:
+            self.alerts.start()  # its first pass also sends what a previous run left
+        if self._metrics_server is not None:
+            self._metrics_server.start()
         event(log, logging.INFO, "started", sources=",".join(s.name for s in self.sources),
               database=redact_url(str(self.engine.url)), spool=str(self.spool.dir),
-              pending_spool=len(self.spool), database_ready=self._schema_ready)
+              pending_spool=len(self.spool), database_ready=self._schema_ready,
+              alerts=len(self.config.alerts) or None,
+              metrics=(f"http://{self.metrics_listen}/metrics" if self._metrics_server
+                       else None))
         if due is not None and missing:
             event(log, logging.INFO, "reports-catch-up", day=due.isoformat(),
                   missing=",".join(p.name for p in missing))
+
+    def _listen_metrics(self, address: str) -> None:
+        host, port = split_listen_address(address)
+        self.metrics = Metrics(self.engine, self.config, spool_files=lambda: len(self.spool))
+        try:
+            self._metrics_server = MetricsServer(host, port, self.metrics, self.healthy)
+        except OSError as exc:
+            raise InputError(f"metrics_listen {address}: cannot listen there: "
+                             f"{exc.strerror or exc}") from None
+
+    def healthy(self) -> bool:
+        """/healthz: running, and the database or the spool folder accepts polls (SPEC 9)."""
+        sched = self._scheduler
+        if sched is None or not sched.running or self._stopping.is_set():
+            return False
+        # The spool first: checking it is instant, while a database that went silent can
+        # take its connect timeout to answer.
+        if spool_accepts(self.spool.dir):
+            return True
+        return self._schema_ready and database_accepts(self.engine)
 
     def stop(self) -> bool:
         """Stop firing, let in-flight polls finish (at most stop_timeout), flush the spool.
@@ -512,6 +565,11 @@ class Scheduler:
         self._stopping.set()
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        if self.alerts is not None:
+            # A delivery in flight is stored and is sent again at the next start (same id).
+            self.alerts.stop(timeout=min(self.stop_timeout, ALERTS_STOP_WAIT_S))
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
         with self._inflight_cv:
             self._inflight_cv.wait_for(
                 lambda: self._inflight == 0 and self._reports_busy == 0,

@@ -198,3 +198,30 @@ def format_plain(statuses: list[SourceStatus]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
              for row in [header, *rows]]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class FiringAlert:
+    """An alert firing now for one series (SPEC 8), as `status` shows it."""
+
+    alert: str
+    source: str
+    metric: str | None
+    since: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"alert": self.alert, "source": self.source, "metric": self.metric,
+                "since": utc_z(self.since) if self.since is not None else None}
+
+    def note(self) -> str:
+        what = " ".join(x for x in (self.source, self.metric) if x)
+        return f"alert {self.alert} firing for {what} since {utc_human(self.since)}"
+
+
+def firing_alerts(engine: Engine, config: Config) -> list[FiringAlert]:
+    """The configured alerts firing now, per series, by alert name."""
+    from etl.alerts.history import firing
+
+    names = {rule.name for rule in config.alerts}
+    return [FiringAlert(alert, series.source, series.metric, since)
+            for alert, series, since in firing(engine) if alert in names]

@@ -186,3 +186,66 @@ class RollupDay(Base):
     day_end: Mapped[datetime] = mapped_column(UtcDateTime())
     staleness: Mapped[float] = mapped_column(Float)  # seconds; a config change invalidates
     data: Mapped[str] = mapped_column(Text)  # the row as JSON (exact floats)
+
+
+class AlertSeriesState(Base):
+    """Where one alert stands for one series (SPEC 8); `version` counts its changes.
+
+    Evaluators change a row only where its version is the one they read, so of several
+    replicas or cron runs evaluating at once exactly one makes each change.
+    """
+
+    __tablename__ = "alert_states"
+
+    alert: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(128), primary_key=True)  # '' for stale alerts
+    state: Mapped[str] = mapped_column(String(8))  # ok | pending | firing
+    since: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class AlertEvent(Base):
+    """One state change of one alert and series, kept as history; `id` is the payload's."""
+
+    __tablename__ = "alert_events"
+    __table_args__ = (
+        # Each change is made once: the version it produced is unique per series.
+        UniqueConstraint("alert", "source", "metric", "version"),
+        Index(None, "at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    alert: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    # pending | cleared | firing | repeat | resolved
+    transition: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    payload: Mapped[str] = mapped_column(Text)  # the notification body as JSON
+
+
+class AlertDelivery(Base):
+    """The outbox: one event to one notifier, stored before it is sent, retried until done."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "notifier"),
+        Index(None, "delivered_at", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("alert_events.id"))
+    notifier: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # A sender holds the row until then, so replicas do not send it twice at once.
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    gave_up_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)  # never a secret

@@ -66,6 +66,8 @@ class VendorKind:
     one_of_keys: tuple[str, ...] = ()
     # Body fields the reports show for a source of this kind (report column -> body key).
     display_fields: Mapping[str, str] = field(default_factory=dict)
+    # Metrics whose vendor reports a plan limit (SPEC 5): the ones an above_pct alert fits.
+    limited_metrics: frozenset[str] = frozenset()
 
     def parse_body(
         self,

@@ -88,4 +88,5 @@ KIND = VendorKind(
     config_keys=frozenset({"region", "base_url"}),
     one_of_keys=("region", "base_url"),
     display_fields={"tenant_id": "tenantId", "app_id": "appId"},
+    limited_metrics=frozenset(METRICS),
 )
