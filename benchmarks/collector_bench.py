@@ -14,6 +14,7 @@ import argparse
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -57,8 +58,10 @@ def _config(n: int, base_url: str, db_url: str) -> tuple[Any, dict[str, str]]:
     return Config(database_url=db_url, sources=tuple(sources)), env
 
 
-def run(n: int, rounds: int, workdir: Path, *, log: Any = print) -> dict[str, Any]:
-    """Poll n sources for `rounds` rounds, INTERVAL apart; then the plain baseline."""
+def run(n: int, rounds: int, workdir: Path, *, capacity_rounds: int = 3,
+        log: Any = print) -> dict[str, Any]:
+    """Poll n sources for `rounds` rounds, INTERVAL apart (the schedule); then the capacity
+    against the plain baseline, interleaved, as medians of `capacity_rounds` turns each."""
     import requests
     from sqlalchemy import func, select
 
@@ -100,6 +103,33 @@ def run(n: int, rounds: int, workdir: Path, *, log: Any = print) -> dict[str, An
             durations.append(time.perf_counter() - t)
             ok += sum(1 for res in results if res.outcome == "ok")
         elapsed = time.perf_counter() - start
+
+        # Capacity against the baseline, taking turns (A, B, A, B, ...) so that load on a
+        # shared machine falls on both alike: a round of the collector as fast as it goes,
+        # then a plain requests.get loop over the other set of credentials (nothing stored).
+        log(f"collector: capacity, {capacity_rounds} rounds of the collector and of a plain "
+            "requests.get loop, taking turns")
+        capacity: list[float] = []
+        plain_rates: list[float] = []
+        plain_ok = extra_ok = 0
+        for _ in range(capacity_rounds):
+            t = time.perf_counter()
+            results = collect_once(engine, config, collector=collector)
+            capacity.append(n / (time.perf_counter() - t))
+            extra_ok += sum(1 for res in results if res.outcome == "ok")
+            t = time.perf_counter()
+            got = 0
+            for i in range(n):
+                if i % 2 == 0:
+                    resp = requests.get(f"{base}/usage",
+                                        headers={"Authorization": f"Bearer base-tok-{i}"},
+                                        timeout=10)
+                else:
+                    resp = requests.get(f"{base}/dev/usage",
+                                        headers={"Nected-API-Key": f"base-key-{i}"}, timeout=10)
+                got += resp.status_code == 200
+            plain_rates.append(got / (time.perf_counter() - t))
+            plain_ok += got
         collector.close()
         with engine.connect() as conn:
             attempts = conn.scalar(select(func.count()).select_from(CollectionAttempt))
@@ -108,32 +138,21 @@ def run(n: int, rounds: int, workdir: Path, *, log: Any = print) -> dict[str, An
         engine.dispose()
         for suffix in ("", "-wal", "-shm"):
             Path(str(db) + suffix).unlink(missing_ok=True)
-
-        log(f"collector: plain requests.get loop over {n} credentials")
-        t = time.perf_counter()
-        plain_ok = 0
-        for i in range(n):
-            if i % 2 == 0:
-                resp = requests.get(f"{base}/usage", headers={"Authorization": f"Bearer base-tok-{i}"},
-                                    timeout=10)
-            else:
-                resp = requests.get(f"{base}/dev/usage", headers={"Nected-API-Key": f"base-key-{i}"},
-                                    timeout=10)
-            plain_ok += resp.status_code == 200
-        plain_s = time.perf_counter() - t
     finally:
         sim.send_signal(signal.SIGTERM)
         try:
             sim.wait(10)
         except subprocess.TimeoutExpired:
             sim.kill()
-    polls = n * rounds
-    round_capacity = n / (sum(durations) / len(durations))
-    plain_rate = plain_ok / plain_s
+    polls = n * (rounds + capacity_rounds)
+    round_capacity = statistics.median(capacity)
+    plain_rate = statistics.median(plain_rates)
     # Sustained: what was due and done, over the time it took (a late round stretches it).
     sustained = ok / max(elapsed, rounds * INTERVAL)
     return {
-        "sources": n, "rounds": rounds, "interval_s": INTERVAL, "polls": polls, "polls_ok": ok,
+        "sources": n, "rounds": rounds, "interval_s": INTERVAL, "polls": polls, "polls_ok": ok + extra_ok,
+        "capacity_rounds": capacity_rounds, "capacity_round_polls_per_s": capacity,
+        "plain_round_polls_per_s": plain_rates,
         "attempts_stored": attempts, "samples_stored": samples,
         "every_poll_stored": attempts == polls,
         "round_seconds": durations, "max_round_s": max(durations),

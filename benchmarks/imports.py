@@ -9,6 +9,7 @@ import time
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from sqlalchemy import Engine
@@ -130,19 +131,24 @@ def _quiet(_: str) -> None:
 
 
 def bench_engine(name: str, archive: Path, config_path: Path, workdir: Path,
-                 make_target: Any, cli: bool, repeats: int = 1) -> dict[str, Any]:
+                 make_target: Any, cli: bool, rounds: int = 1) -> dict[str, Any]:
     """All import figures on one engine. make_target(tag) gives a fresh URL or SQLite path.
 
-    Each time is the best of `repeats` runs, each into a fresh database, for the product and
-    the baseline alike: on a shared machine the fastest run is the one least disturbed.
+    Product and baseline take turns, each run into a fresh database: round i times the
+    library, the plain script, then the CLI (A, B, C, A, B, C, ...), so that load on a shared
+    machine falls on all of them alike; each time is the median of its `rounds` runs.
     """
+    import subprocess
+
     config = load_config(str(config_path))
     sqlite = name == "sqlite"
-    out: dict[str, Any] = {"repeats": repeats}
-
-    # The product: usage-etl import's library call (parse + bulk writer).
-    lib_times = []
-    for i in range(repeats):
+    out: dict[str, Any] = {"rounds": rounds}
+    lib_times: list[float] = []
+    raw_times: list[float] = []
+    cli_times: list[float] = []
+    samples = 0
+    for i in range(rounds):
+        # The product: usage-etl import's library call (parse + bulk writer).
         target = make_target(f"lib{i}")
         engine = _fresh(target)
         t = time.perf_counter()
@@ -153,13 +159,8 @@ def bench_engine(name: str, archive: Path, config_path: Path, workdir: Path,
             out["storage"] = storage(engine, Path(str(target)))
         forget_series_cache(engine)
         engine.dispose()
-    lib_s = min(lib_times)
-    out["samples"] = samples
-    out["import_library_s"] = lib_s
 
-    # The baseline: a plain script with the raw driver, from the same archive.
-    raw_times = []
-    for i in range(repeats):
+        # The baseline: a plain script with the raw driver, from the same archive.
         target = make_target(f"raw{i}")
         engine = _fresh(target)
         ids = _ids(engine, config)
@@ -174,24 +175,25 @@ def bench_engine(name: str, archive: Path, config_path: Path, workdir: Path,
         raw_times.append(time.perf_counter() - t)
         assert len(rows) == samples, (len(rows), samples)
         del snaps, rows
-    raw_s = min(raw_times)
-    out["raw_script_s"] = raw_s
-    out["import_library_ratio"] = raw_s / lib_s
 
-    if cli:
-        import subprocess
-
-        cli_times = []
-        for i in range(repeats):
+        if cli:  # the product again, as `usage-etl import` in a fresh process
             target = make_target(f"cli{i}")
             _fresh(target).dispose()
             url = f"sqlite:///{target}" if sqlite else str(target)
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "etl", "--config", str(config_path),
                             "--database-url", url, "import", str(archive)],
-                           check=False, capture_output=True)
+                           check=True, capture_output=True)
             cli_times.append(time.perf_counter() - t)
-        out["import_cli_s"] = min(cli_times)
+    out["samples"] = samples
+    out["import_library_times_s"] = lib_times
+    out["raw_script_times_s"] = raw_times
+    out["import_library_s"] = lib_s = median(lib_times)
+    out["raw_script_s"] = raw_s = median(raw_times)
+    out["import_library_ratio"] = raw_s / lib_s
+    if cli:
+        out["import_cli_times_s"] = cli_times
+        out["import_cli_s"] = median(cli_times)
         out["import_cli_ratio"] = raw_s / out["import_cli_s"]
 
     # The write path alone: bulk_store of parsed observations vs the raw driver's rows.
@@ -199,7 +201,7 @@ def bench_engine(name: str, archive: Path, config_path: Path, workdir: Path,
     with archive.open("rb") as fh:
         obs = [parse_line(line, sources) for line in fh]
     write_times, raw_write_times = [], []
-    for i in range(repeats):
+    for i in range(rounds):
         target = make_target(f"wlib{i}")
         engine = _fresh(target)
         t = time.perf_counter()
@@ -221,8 +223,8 @@ def bench_engine(name: str, archive: Path, config_path: Path, workdir: Path,
         raw_write_times.append(time.perf_counter() - t)
         del snaps, rows
     del obs
-    out["write_bulk_s"] = min(write_times)
-    out["write_raw_s"] = min(raw_write_times)
+    out["write_bulk_s"] = median(write_times)
+    out["write_raw_s"] = median(raw_write_times)
     out["write_ratio"] = out["write_raw_s"] / out["write_bulk_s"]
     return out
 
@@ -240,7 +242,7 @@ def storage(engine: Engine, db: Path) -> dict[str, Any]:
 
 
 def run(archive: Path, config_path: Path, workdir: Path, *, cli: bool = True,
-        postgres: bool = True, repeats: int = 1, log: Any = print) -> dict[str, Any]:
+        postgres: bool = True, rounds: int = 1, log: Any = print) -> dict[str, Any]:
     """Figure 1 on SQLite and (if reachable) PostgreSQL; figure 5 from the SQLite import."""
     results: dict[str, Any] = {}
     log("import: SQLite")
@@ -253,7 +255,7 @@ def run(archive: Path, config_path: Path, workdir: Path, *, cli: bool = True,
 
     try:
         results["sqlite"] = bench_engine("sqlite", archive, config_path, workdir, sqlite_target,
-                                         cli, repeats)
+                                         cli, rounds)
     finally:
         for leftover in workdir.glob("import-*.db*"):
             leftover.unlink(missing_ok=True)
@@ -266,5 +268,5 @@ def run(archive: Path, config_path: Path, workdir: Path, *, cli: bool = True,
     with ExitStack() as stack:
         results["postgresql"] = bench_engine(
             "postgresql", archive, config_path, workdir,
-            lambda tag: stack.enter_context(pg_database()), cli, repeats)
+            lambda tag: stack.enter_context(pg_database()), cli, rounds)
     return results

@@ -12,6 +12,7 @@ import json
 import math
 import random
 import sqlite3
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -83,25 +84,24 @@ def _month_days(month: str) -> tuple[Any, Any]:
 
 
 def child_product(config_path: str, month: str, out: str, tz: str | None) -> dict[str, Any]:
-    """The month's 30 daily reports and its billing report, CSV, through reports.jobs."""
+    """The month's 30 daily reports and its billing report, CSV, through reports.pipelines."""
     from etl.config import load_config
     from etl.store.engine import open_database
-    from reports.jobs import build_billing, build_daily
+    from reports.periods import parse_month
+    from reports.pipelines import billing, daily, write_billing, write_daily
 
     config = load_config(config_path)
     engine = open_database(config.database_url)
     first, last = _month_days(month)
     t = time.perf_counter()
-    daily = build_daily(engine, config, first, last, tz=tz, formats=("csv",), out_dir=Path(out))
-    bill = build_billing(engine, config, month, tz=tz, formats=("csv",), out_dir=Path(out))
+    days = write_daily(daily(engine, config, first, last, tz), ("csv",), Path(out))
+    bill = write_billing(billing(engine, config, parse_month(month), tz), ("csv",), Path(out))
     elapsed = time.perf_counter() - t
     # The same numbers as DataFrames (what notebooks get), without writing files.
-    from reports.frames import billing_frame, daily_frame
-
     t = time.perf_counter()
-    daily_frame(engine, config, first, last, tz)
-    billing_frame(engine, config, month, tz)
-    return {"elapsed_s": elapsed, "files": len(daily) + len(bill),
+    daily(engine, config, first, last, tz)
+    billing(engine, config, parse_month(month), tz)
+    return {"elapsed_s": elapsed, "files": len(days) + len(bill),
             "frames_again_s": time.perf_counter() - t}
 
 
@@ -136,8 +136,23 @@ def child_plain(db_url: str, month: str) -> dict[str, Any]:
     return {"elapsed_s": time.perf_counter() - t, "rows": len(daily) + len(monthly)}
 
 
-def run(w: Workload, workdir: Path, config_path: Path, *, log: Any = print) -> dict[str, Any]:
-    """Figures 2 and 3 on SQLite at the workload's size."""
+def clear_rollups(db: Path) -> None:
+    """Back to the state build_db leaves: no daily rollups, no dirty marks (a cold start)."""
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("DELETE FROM rollup_days")
+        con.execute("DELETE FROM rollup_dirty")
+    con.close()
+
+
+def run(w: Workload, workdir: Path, config_path: Path, *, rounds: int = 1,
+        log: Any = print) -> dict[str, Any]:
+    """Figures 2 and 3 on SQLite at the workload's size.
+
+    Each round runs the plain baseline, the cold reports (rollups cleared first), the warm
+    reports and the cold reports in another zone, in that order, so that load on a shared
+    machine falls on all of them alike; every figure is the median of its `rounds` runs.
+    """
     db = workdir / "reports.db"
     t = time.perf_counter()
     samples = build_db(w, db)
@@ -146,11 +161,11 @@ def run(w: Workload, workdir: Path, config_path: Path, *, log: Any = print) -> d
     env = {"USAGE_ETL_DATABASE_URL": url}
     mod = ["-m", "benchmarks.reports_bench"]
 
-    log("reports: plain pandas read_sql + groupby")
-    wall, plain_rss, out = run_child_rss([*mod, "plain", "--db", url], env)
-    plain = last_json(out)
-    plain_rss = plain.get("vm_hwm_bytes") or plain_rss
-    results: dict[str, Any] = {"samples": samples}
+    def plain() -> dict[str, Any]:
+        _, rss, out = run_child_rss([*mod, "plain", "--db", url], env)
+        res = last_json(out)
+        res["peak_rss_bytes"] = res.get("vm_hwm_bytes") or rss
+        return res
 
     def product(tag: str, tz: str | None = None) -> dict[str, Any]:
         args = [*mod, "product", "--config", str(config_path), "--out", str(workdir / tag)]
@@ -161,25 +176,41 @@ def run(w: Workload, workdir: Path, config_path: Path, *, log: Any = print) -> d
         res["peak_rss_bytes"] = res.get("vm_hwm_bytes") or rss
         return res
 
-    log("reports: cold (first run: raw samples, fills the rollups)")
-    cold = product("cold")
-    log("reports: warm (rollups)")
-    warm = product("warm")
-    log("reports: cold in another zone (--tz, raw samples)")
-    other = product("other", tz="Etc/GMT-1")
-    names = sorted(p.name for p in (workdir / "cold").iterdir())
-    _, mismatch, errors = filecmp.cmpfiles(workdir / "cold", workdir / "warm", names, shallow=False)
-    results.update(
-        plain_s=plain["elapsed_s"], plain_peak_rss_bytes=plain_rss,
-        cold_s=cold["elapsed_s"], cold_peak_rss_bytes=cold["peak_rss_bytes"],
-        cold_ratio=cold["elapsed_s"] / plain["elapsed_s"],
-        cold_other_tz_s=other["elapsed_s"], cold_other_tz_peak_rss_bytes=other["peak_rss_bytes"],
-        cold_other_tz_ratio=other["elapsed_s"] / plain["elapsed_s"],
-        warm_s=warm["elapsed_s"], warm_peak_rss_bytes=warm["peak_rss_bytes"],
-        warm_frames_s=warm["frames_again_s"],
-        warm_ratio=warm["elapsed_s"] / plain["elapsed_s"],
-        report_files=len(names), warm_identical_to_cold=not mismatch and not errors,
-    )
+    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "cold": [], "warm": [], "other": []}
+    identical = True
+    for i in range(rounds):
+        log(f"reports: round {i + 1}/{rounds}: plain pandas, cold, warm, cold in another zone")
+        runs["plain"].append(plain())
+        clear_rollups(db)
+        runs["cold"].append(product(f"cold{i}"))
+        runs["warm"].append(product(f"warm{i}"))
+        clear_rollups(db)
+        runs["other"].append(product(f"other{i}", tz="Etc/GMT-1"))
+        names = sorted(p.name for p in (workdir / f"cold{i}").iterdir())
+        _, mismatch, errors = filecmp.cmpfiles(workdir / f"cold{i}", workdir / f"warm{i}", names,
+                                               shallow=False)
+        identical = identical and not mismatch and not errors
+
+    def med(kind: str, key: str = "elapsed_s") -> float:
+        return statistics.median(r[key] for r in runs[kind])
+
+    def peak(kind: str) -> int:
+        return max(r["peak_rss_bytes"] for r in runs[kind])
+
+    plain_s = med("plain")
+    results: dict[str, Any] = {
+        "samples": samples, "rounds": rounds,
+        "times_s": {kind: [r["elapsed_s"] for r in rs] for kind, rs in runs.items()},
+        "plain_s": plain_s, "plain_peak_rss_bytes": peak("plain"),
+        "cold_s": med("cold"), "cold_peak_rss_bytes": peak("cold"),
+        "cold_ratio": med("cold") / plain_s,
+        "cold_other_tz_s": med("other"), "cold_other_tz_peak_rss_bytes": peak("other"),
+        "cold_other_tz_ratio": med("other") / plain_s,
+        "warm_s": med("warm"), "warm_peak_rss_bytes": peak("warm"),
+        "warm_frames_s": med("warm", "frames_again_s"),
+        "warm_ratio": med("warm") / plain_s,
+        "report_files": len(names), "warm_identical_to_cold": identical,
+    }
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     return results

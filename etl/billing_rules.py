@@ -41,13 +41,16 @@ COMMON_KEYS = frozenset({"source", "metric", "aggregation", "included", "currenc
 BILLING_KEYS = COMMON_KEYS | frozenset().union(*PRICING_KEYS.values())
 TIER_KEYS = frozenset({"up_to", "unit_price", "flat_price"})
 
-# What is too large to bill: money (prices, fees, minimums) up to a trillion currency units and
-# unit counts (included, up_to, package_size) up to 10**18, with at most 18 decimal places.
-# Within these, every amount is exact in reports.compute.pricing's decimal context, whatever
-# finite reading the database holds; `1e999999999` is refused here rather than failing a report.
-MAX_MONEY = Decimal(10) ** 12
-MAX_UNITS = Decimal(10) ** 18
-MAX_DECIMAL_PLACES = 18
+# What is too large to bill (issue 12): every config amount, price and count is at most 10^15
+# with at most 12 decimal places. Within these, every amount is exact in
+# reports.compute.pricing's decimal context whatever finite reading the database holds;
+# `unit_price = "1e999999999"` is refused here rather than failing a report.
+MAX_CONFIG_DECIMAL = Decimal(10**15)
+MAX_CONFIG_DECIMAL_PLACES = 12
+DECIMAL_RANGE = f"from 0 to 10^15 with at most {MAX_CONFIG_DECIMAL_PLACES} decimal places"
+# Longer number text is refused unread: no amount needs it, and Decimal() of a huge literal
+# is slow.
+_MAX_NUMBER_TEXT = 100
 
 
 @dataclass(frozen=True)
@@ -81,38 +84,48 @@ class BillingRule:
     minimum: Decimal = Decimal(0)
 
 
-def decimal_value(value: Any) -> Decimal | None:
-    """A TOML integer, float or decimal string as an exact Decimal; None if it is not one."""
+def _parsed(value: Any) -> Decimal | None:
+    """A TOML integer, float or decimal string as an exact Decimal (any size), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    text = str(value).strip()
+    if len(text) > _MAX_NUMBER_TEXT:
         return None
     try:
         # str() first so a TOML float such as 0.1 becomes Decimal("0.1"), not its binary value.
-        result = Decimal(str(value).strip())
+        return Decimal(text)
     except InvalidOperation:
         return None
-    return result if result.is_finite() else None
 
 
-def bounded_decimal(value: Any, key: str, problems: list[str], *, limit: Decimal,
-                    required: bool = False, positive: bool = False) -> Decimal | None:
-    """`value` as a Decimal from 0 (or above 0) to `limit`; else a problem naming `key`."""
+def decimal_value(value: Any) -> Decimal | None:
+    """`value` as a Decimal from 0 to MAX_CONFIG_DECIMAL with at most MAX_CONFIG_DECIMAL_PLACES
+    places, else None: the one check of every config amount, price and quantity."""
+    result = _parsed(value)
+    if result is None or not result.is_finite() or not 0 <= result <= MAX_CONFIG_DECIMAL:
+        return None
+    if result and int(result.normalize().as_tuple().exponent) < -MAX_CONFIG_DECIMAL_PLACES:
+        return None
+    return result
+
+
+def bounded_decimal(value: Any, key: str, problems: list[str], *, required: bool = False,
+                    positive: bool = False) -> Decimal | None:
+    """`value` by decimal_value (and above 0 if `positive`); else a problem naming `key`."""
     if value is None:
         if required:
-            problems.append(f"{key}: required, a decimal string or number of 0 or more")
+            problems.append(f"{key}: required, a decimal string or number {DECIMAL_RANGE}")
         return None
     number = decimal_value(value)
-    least = "above 0" if positive else "of 0 or more"
-    if number is None or number < 0 or (positive and number == 0):
-        problems.append(f"{key}: must be a number {least} (a decimal string or number)")
-        return None
-    if number > limit:
-        problems.append(f"{key}: {value} is too large to bill (at most {limit:f})")
-        return None
-    exponent = number.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -MAX_DECIMAL_PLACES:
-        problems.append(f"{key}: more than {MAX_DECIMAL_PLACES} decimal places")
-        return None
-    return number
+    if number is not None and not (positive and number == 0):
+        return number
+    parsed = _parsed(value)
+    why = (f" ({value} is too large to bill)"
+           if parsed is not None and parsed.is_finite() and parsed > MAX_CONFIG_DECIMAL else "")
+    span = (f"above 0, up to 10^15 with at most {MAX_CONFIG_DECIMAL_PLACES} decimal places"
+            if positive else DECIMAL_RANGE)
+    problems.append(f"{key}: must be a number {span}{why}")
+    return None
 
 
 def parse_aggregation(value: Any, key: str, problems: list[str]) -> Aggregation | None:
@@ -157,24 +170,20 @@ def parse_pricing(entry: Mapping[str, Any], label: str, problems: list[str]) -> 
     package_size: int | None = None
     tiers: tuple[Tier, ...] = ()
     if pricing is Pricing.PER_UNIT:
-        unit_price = bounded_decimal(entry.get("unit_price"), f"{label}.unit_price", problems,
-                                     limit=MAX_MONEY, required=True)
+        unit_price = bounded_decimal(entry.get("unit_price"), f"{label}.unit_price", problems, required=True)
     elif pricing is Pricing.PACKAGE:
         size = entry.get("package_size")
         if (isinstance(size, bool) or not isinstance(size, int) or size <= 0
-                or size > MAX_UNITS):
-            problems.append(f"{label}.package_size: required, a positive integer "
-                            f"(at most {MAX_UNITS:f}), not {size if size is not None else 'unset'}")
+                or size > MAX_CONFIG_DECIMAL):
+            problems.append(f"{label}.package_size: required, a positive integer up to 10^15")
         else:
             package_size = size
         package_price = bounded_decimal(entry.get("package_price"), f"{label}.package_price",
-                                        problems, limit=MAX_MONEY, required=True)
+                                        problems, required=True)
     else:
         tiers = _parse_tiers(entry.get("tiers"), f"{label}.tiers", problems)
-    flat_fee = bounded_decimal(entry.get("flat_fee", 0), f"{label}.flat_fee", problems,
-                               limit=MAX_MONEY)
-    minimum = bounded_decimal(entry.get("minimum", 0), f"{label}.minimum", problems,
-                              limit=MAX_MONEY)
+    flat_fee = bounded_decimal(entry.get("flat_fee", 0), f"{label}.flat_fee", problems)
+    minimum = bounded_decimal(entry.get("minimum", 0), f"{label}.minimum", problems)
     if len(problems) > before or flat_fee is None or minimum is None:
         return None
     return PricingKeys(pricing, unit_price, package_size, package_price, tiers, flat_fee, minimum)
@@ -201,16 +210,13 @@ def _parse_tiers(raw: Any, label: str, problems: list[str]) -> tuple[Tier, ...]:
         elif not last and "up_to" not in entry:
             problems.append(f"{key}.up_to: required on every tier but the last")
         elif not last:
-            up_to = bounded_decimal(entry["up_to"], f"{key}.up_to", problems,
-                                    limit=MAX_UNITS, positive=True)
+            up_to = bounded_decimal(entry["up_to"], f"{key}.up_to", problems, positive=True)
             if up_to is not None and previous is not None and up_to <= previous:
                 problems.append(f"{key}.up_to: {up_to} does not increase "
                                 f"(the tier before ends at {previous})")
             previous = up_to if up_to is not None else previous
-        unit_price = bounded_decimal(entry.get("unit_price"), f"{key}.unit_price", problems,
-                                     limit=MAX_MONEY, required=True)
-        flat_price = bounded_decimal(entry.get("flat_price", 0), f"{key}.flat_price", problems,
-                                     limit=MAX_MONEY)
+        unit_price = bounded_decimal(entry.get("unit_price"), f"{key}.unit_price", problems, required=True)
+        flat_price = bounded_decimal(entry.get("flat_price", 0), f"{key}.flat_price", problems)
         if unit_price is not None and flat_price is not None:
             tiers.append(Tier(up_to, unit_price, flat_price))
     return tuple(tiers) if len(problems) == before else ()

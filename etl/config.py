@@ -27,7 +27,6 @@ from etl.alerts.rules import (
 )
 from etl.billing_rules import (
     BILLING_KEYS,
-    MAX_UNITS,
     Aggregation,
     BillingRule,
     bounded_decimal,
@@ -44,7 +43,15 @@ DEFAULT_CONFIG_PATH = "usage-etl.toml"
 DEFAULT_DATABASE_URL = "sqlite:///usage.db"
 DEFAULT_REPORTS_DIR = "reports-out"
 DEFAULT_SPOOL_DIR = ".usage-etl-spool"
+# A config file is a few KB; a larger one is refused unread (`--config /dev/zero`).
+MAX_CONFIG_BYTES = 1024 * 1024
 MIN_INTERVAL_SECONDS = 5.0
+# The longest interval, staleness or timeout a source may set: a year (366 days). Longer
+# ones only overflow date arithmetic (timedelta, microsecond counts) far from the config.
+MAX_SECONDS = 366 * 24 * 3600.0
+# Config money and quantities (included, prices): at most 10^15, the largest reading
+# (etl.vendors.parsing.MAX_READING), and at most 12 decimal places; anything beyond is a
+# typo or hostile ("1e999999999") and cannot be billed exactly (docs/configuration.md).
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 REGION_RE = re.compile(r"^[a-z0-9-]+$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
@@ -213,7 +220,11 @@ def load_config(path: str | None = None, database_url: str | None = None) -> Con
     if cfg_path.exists() or explicit:
         try:
             with cfg_path.open("rb") as fh:
-                raw = tomllib.load(fh)
+                data = fh.read(MAX_CONFIG_BYTES + 1)  # never all of /dev/zero
+            if len(data) > MAX_CONFIG_BYTES:
+                raise ConfigError(f"config file {cfg_path}: larger than "
+                                  f"{MAX_CONFIG_BYTES // 1024 // 1024} MiB, not a usage-etl config")
+            raw = tomllib.loads(data.decode("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {cfg_path}: not found") from None
         except OSError as exc:
@@ -222,6 +233,8 @@ def load_config(path: str | None = None, database_url: str | None = None) -> Con
             raise ConfigError(f"config file {cfg_path}: not UTF-8 ({_bad_byte(exc)})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {cfg_path}: not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"config file {cfg_path}: not valid TOML: nested too deep") from None
     # A bad overridden value is blamed on the variable or option the user set, not on a file
     # that may not even mention the key.
     origins: dict[str, str] = {}
@@ -466,19 +479,21 @@ def _parse_source(
             problems.append(f"{label}.{key}: unknown key")
 
     interval = _number(entry.get("interval_seconds", 60))
-    if interval is None or interval < MIN_INTERVAL_SECONDS:
+    if interval is None or not MIN_INTERVAL_SECONDS <= interval <= MAX_SECONDS:
         problems.append(
-            f"{label}.interval_seconds: must be a finite number of at least "
-            f"{MIN_INTERVAL_SECONDS:g}"
+            f"{label}.interval_seconds: must be a finite number of seconds from "
+            f"{MIN_INTERVAL_SECONDS:g} to {MAX_SECONDS:.0f} (366 days)"
         )
     staleness = entry.get("staleness_seconds")
     if staleness is not None:
         staleness = _number(staleness)
-        if staleness is None or staleness <= 0:
-            problems.append(f"{label}.staleness_seconds: must be a finite positive number")
+        if staleness is None or not 0 < staleness <= MAX_SECONDS:
+            problems.append(f"{label}.staleness_seconds: must be a finite positive number of seconds "
+                            f"up to {MAX_SECONDS:.0f} (366 days)")
     timeout = _number(entry.get("timeout_seconds", 10))
-    if timeout is None or timeout <= 0:
-        problems.append(f"{label}.timeout_seconds: must be a finite positive number")
+    if timeout is None or not 0 < timeout <= MAX_SECONDS:
+        problems.append(f"{label}.timeout_seconds: must be a finite positive number of seconds "
+                        f"up to {MAX_SECONDS:.0f} (366 days)")
 
     region = entry.get("region")
     base_url = entry.get("base_url")
@@ -571,8 +586,7 @@ def _parse_billing(
     ):
         problems.append(f"{label}.aggregation: 'increase' needs a counter; {metric!r} is a gauge")
     # Unset, a rule bills from the first unit in US dollars (documented in docs/configuration.md).
-    included = bounded_decimal(entry.get("included", 0), f"{label}.included", problems,
-                               limit=MAX_UNITS)
+    included = bounded_decimal(entry.get("included", 0), f"{label}.included", problems)
     pricing = parse_pricing(entry, label, problems)
     currency = entry.get("currency", "USD")
     if not isinstance(currency, str) or not CURRENCY_RE.fullmatch(currency):

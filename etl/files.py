@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,8 +30,13 @@ def atomic_writer(path: Path, *, durable: bool = False, newline: str | None = No
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a read-only file system refuses even this; nothing was written
+            pass
+        if isinstance(exc, OSError) and exc.filename in (None, str(tmp)):
+            exc.filename = str(path)  # the file the user asked for, not our temporary one
         raise
     if durable:
         fsync_dir(path.parent)
@@ -50,3 +56,20 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# What a write failed on, named as a person would (strerror alone says "Errno 28").
+_DISK_PROBLEMS = {
+    errno.ENOSPC: "the disk is full (no space left on device)",
+    errno.EROFS: "read-only file system",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for the file system or the process's file size limit",
+    errno.EACCES: "permission denied",
+}
+
+
+def os_error_text(exc: OSError) -> str:
+    """One line for a failed file operation: the file, then a full or read-only disk named."""
+    reason = _DISK_PROBLEMS.get(exc.errno or 0) or exc.strerror or str(exc)
+    name = exc.filename
+    return f"{name}: {reason}" if name else reason

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import html.entities
 import json
 import re
 from collections.abc import Iterable
@@ -27,27 +29,86 @@ def redact_url(url: str) -> str:
     return _SECRET_PARAMS.sub(rf"\1{_MASK}", url)
 
 
-@lru_cache(maxsize=4096)
-def secret_forms(secret: str) -> tuple[str, ...]:
-    """The ways a vendor may echo `secret` back: as is, JSON-escaped, URL-encoded.
+# JSON's two-character escapes (RFC 8259 section 7); "\/" is how PHP and others write "/".
+_JSON_SHORT = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f",
+               "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
-    Longest first, so that a form containing another is masked whole.
+
+@lru_cache(maxsize=1)
+def _entity_names() -> dict[str, tuple[str, ...]]:
+    """Character -> its HTML named references ("/" -> &sol;, "&" -> &amp; and &AMP; ...)."""
+    names: dict[str, list[str]] = {}
+    for name, char in html.entities.html5.items():
+        if len(char) == 1:
+            # A reference without its ";" (legacy HTML) only where no longer name follows.
+            names.setdefault(char, []).append(
+                "&" + re.escape(name) if name.endswith(";") else
+                "&" + re.escape(name) + "(?![A-Za-z0-9;])")
+    return {c: tuple(v) for c, v in names.items()}
+
+
+def _char_forms(char: str) -> str:
+    """A regex for one character of a secret in every way a vendor may write it.
+
+    As is; JSON-escaped (\\/, \\u002F, \\u002f); as an HTML numeric reference (&#x2F;,
+    &#X2f;, &#47;, leading zeros or not) or a named one (&sol;); URL-encoded (%2F, %2f; "+"
+    for a space).
     """
-    forms = {
+    code = ord(char)
+    hex_ = f"{code:x}"
+    any_case_hex = "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in hex_)
+    forms = [re.escape(char)]
+    # One or more backslashes: an escaped body quoted again (a JSON log line) doubles them.
+    if char in _JSON_SHORT:
+        forms.append(r"\\+" + re.escape(_JSON_SHORT[char][1:]))
+    if code <= 0xFFFF:
+        forms.append(r"\\+u" + "0" * (4 - len(hex_)) + any_case_hex)
+    forms.append(f"&#[xX]0*{any_case_hex};?")
+    forms.append(f"&#0*{code};?")
+    forms.extend(_entity_names().get(char, ()))
+    encoded = "".join("%" + "".join(f"[{d}{d.upper()}]" if d.isalpha() else d
+                                    for d in f"{b:02x}") for b in char.encode("utf-8"))
+    forms.append(encoded)
+    if char == " ":
+        forms.append(r"\+")
+    return "(?:" + "|".join(forms) + ")"
+
+
+@lru_cache(maxsize=4096)
+def secret_pattern(secret: str) -> re.Pattern[str]:
+    """A regex matching `secret` however a vendor echoes it back, character by character:
+    as is, JSON-escaped (\\/ or \\u002F), as HTML references (&#x2F;, &#47;, &sol;) or
+    URL-encoded (%2F), in any mix and either hex case."""
+    return re.compile("".join(_char_forms(c) for c in secret))
+
+
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """Some literal spellings of `secret` a vendor may echo (as is, JSON, HTML, URL); for tests
+    and docs: `redact` masks every spelling `secret_pattern` matches, these and their mixes."""
+    return tuple(sorted({
         secret,
         json.dumps(secret)[1:-1],
-        json.dumps(secret, ensure_ascii=False)[1:-1],
+        json.dumps(secret)[1:-1].replace("/", "\\/"),
+        json.dumps(secret, ensure_ascii=True)[1:-1],
+        html.escape(secret),
+        "".join(c if c.isalnum() else f"&#x{ord(c):X};" for c in secret),
+        "".join(c if c.isalnum() else f"&#{ord(c)};" for c in secret),
         quote(secret, safe=""),
+        re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), quote(secret, safe="")),
         quote_plus(secret, safe=""),
-    }
-    return tuple(sorted(forms, key=len, reverse=True))
+    }, key=len, reverse=True))
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with every known secret value and credential-looking URL part masked."""
+    """`text` with every known secret value (in any spelling `secret_pattern` knows) and
+    credential-looking URL part masked."""
+    # Every encoded spelling needs one of these; without them only the plain one can be there
+    # (a cheap check: a daemon with many sources redacts each log line for every secret).
+    encoded = "\\" in text or "&" in text or "%" in text
     for secret in secrets:
         if secret and len(secret) >= MIN_SECRET_LENGTH:
-            for form in secret_forms(secret):
-                if form in text:
-                    text = text.replace(form, _MASK)
+            if encoded:
+                text = secret_pattern(secret).sub(_MASK, text)
+            elif secret in text:
+                text = text.replace(secret, _MASK)
     return redact_url(text)

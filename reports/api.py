@@ -6,8 +6,8 @@ config (sources, staleness, billing rules): with a URL, path or Engine they take
 ``config=`` (a Config or a TOML path) and otherwise load the usual one
 (``$USAGE_ETL_CONFIG`` or ``./usage-etl.toml``).
 
-The figures are computed by the same code as the CSV reports (``reports.frames``), so they
-are the same numbers. These functions only read: they never write to the database, except
+The figures come from the same pipelines as the CSV reports (``reports.pipelines``), so
+they are the same numbers. These functions only read: they never write to the database, except
 that an existing but empty database gets the schema, as every usage-etl command does. A
 SQLite file that does not exist is an error rather than a new empty database.
 """
@@ -31,24 +31,12 @@ from etl.config import Config, database_url_problem, load_config
 from etl.errors import InputError
 from etl.store.engine import ensure_schema, make_engine, normalize_url
 from etl.store.models import CollectionAttempt, Sample, Series
+from reports import pipelines
 from reports.compute.billing import BILLING_COLUMNS
-from reports.compute.daily import CRITICAL_PCT, WARNING_PCT
-from reports.compute.reconcile import (
-    RECONCILE_COLUMNS,
-    check_tolerance,
-    reconcile_table,
-)
-from reports.frames import (
-    DAILY_COLUMNS,
-    SeriesInfo,
-    billing_inputs,
-    configured_series,
-    daily_from_rows,
-    rollup_tz,
-    series_day_rows,
-)
-from reports.periods import DATE_RE, days_period, local_midnight, parse_month
-from reports.read.invoice import read_invoice
+from reports.compute.daily import CRITICAL_PCT, DAILY_COLUMNS, WARNING_PCT
+from reports.compute.reconcile import RECONCILE_COLUMNS, RECONCILE_STATUSES
+from reports.periods import DATE_RE, local_midnight, parse_month, resolve_tz
+from reports.pipelines.days import SeriesInfo, configured_series
 
 __all__ = [
     "CRITICAL_PCT",
@@ -72,7 +60,6 @@ SAMPLE_COLUMNS = ["observed_at", "source", "metric", "metric_type", "value", "li
 ATTEMPT_COLUMNS = ["source", "started_at", "finished_at", "outcome", "http_status",
                    "latency_ms", "tries", "samples_stored", "error"]
 SERIES_COLUMNS = ["source", "metric", "kind", "metric_type", "samples", "first", "last"]
-RECONCILE_STATUSES = ["match", "mismatch", "missing_invoice", "missing_metered"]
 _MONEY_COLUMNS = ["quantity", "included", "overage", "unit_price", "amount", "mtd_quantity",
                   "mtd_amount", "projected_quantity", "projected_amount", "flat_fee", "minimum"]
 _RECONCILE_MONEY = ["metered_quantity", "invoiced_quantity", "quantity_diff", "metered_amount",
@@ -157,10 +144,7 @@ def _config(db: DbLike, config: ConfigLike) -> Config:
 
 
 def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ValueError, KeyError, OSError):
-        raise InputError(f"tz: {name!r} is not an IANA time zone name") from None
+    return resolve_tz(name, "tz")
 
 
 def _parse_time(value: TimeLike, what: str) -> date | datetime:
@@ -442,11 +426,9 @@ def daily_usage(db: DbLike, start: TimeLike, end: TimeLike | None = None,
     if last < first:
         raise InputError(f"end: {last} is before start {first}")
     series = _series(cfg, source, metric)
-    period = days_period(first, last + timedelta(days=1), zone)
     with _engine(db) as engine:
-        rows = series_day_rows(engine, series, period,
-                               rollup_tz=rollup_tz(cfg, zone.key) if rollups else None)
-    df = daily_from_rows(rows)
+        df = pipelines.daily(engine, cfg, first, last, zone.key, series=series,
+                             rollups=rollups).table
     df["date"] = _local_days(df["date"], zone)
     order = list(dict.fromkeys(s.source for s in series))
     df["source"] = _category(df["source"].astype(object), order)
@@ -454,13 +436,6 @@ def daily_usage(db: DbLike, start: TimeLike, end: TimeLike | None = None,
                              list(dict.fromkeys(s.metric for s in series)))
     df["metric_type"] = _category(df["metric_type"].astype(object), ["counter", "gauge"])
     return df[DAILY_COLUMNS]
-
-
-def _billing_table(engine: Engine, cfg: Config, first: date, zone: ZoneInfo,
-                   now: datetime | None, rollups: bool) -> pd.DataFrame:
-    # As reports.frames.billing_frame, with the rollup cache optional.
-    return billing_inputs(engine, cfg, first, zone.key, rollups=rollups).table(
-        cfg, now or datetime.now(UTC))
 
 
 def _money(df: pd.DataFrame, columns: Sequence[str], decimal: bool) -> None:
@@ -495,7 +470,7 @@ def billing(db: DbLike, month: TimeLike, tz: str | None = None, *, config: Confi
     zone = _zone(tz or cfg.timezone)
     first = _month(month)
     with _engine(db) as engine:
-        df = _billing_table(engine, cfg, first, zone, now, rollups)
+        df = pipelines.billing(engine, cfg, first, zone.key, now=now, rollups=rollups).table
     return _typed_billing(df, zone, decimal)
 
 
@@ -539,14 +514,13 @@ def reconcile(db: DbLike, month: TimeLike, invoice: str | os.PathLike[str],
         ...               tolerance_pct=0.5, config="usage-etl.toml")
         >>> r[r["status"] != "match"]                                  # doctest: +SKIP
     """
-    check_tolerance(tolerance_pct, "tolerance_pct")
+    first = _month(month)
+    given = pipelines.reconcile_input(first, Path(invoice), tolerance_pct,
+                                      tolerance_name="tolerance_pct")
     cfg = _config(db, config)
     zone = _zone(tz or cfg.timezone)
-    first = _month(month)
-    lines = read_invoice(Path(invoice), first.strftime("%Y-%m"))
     with _engine(db) as engine:
-        billed = _billing_table(engine, cfg, first, zone, now, rollups)
-    df = reconcile_table(billed, lines, first.strftime("%Y-%m"), tolerance_pct=tolerance_pct)
+        df = pipelines.reconcile(engine, cfg, given, zone.key, now=now, rollups=rollups).table
     df["month"] = df["month"].astype("string")
     for col in ("source", "metric"):
         df[col] = _category(df[col].astype(object), list(dict.fromkeys(df[col])))

@@ -17,12 +17,12 @@ DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 US_PER_SECOND = 1_000_000
 
 
-def resolve_tz(name: str) -> ZoneInfo:
-    """The IANA zone `name`, or an InputError naming it."""
+def resolve_tz(name: str, what: str = "--tz") -> ZoneInfo:
+    """The IANA zone `name`, or an InputError naming it and the option `what`."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InputError(f"--tz: {name!r} is not an IANA time zone name") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InputError(f"{what}: {name!r} is not an IANA time zone name") from None
 
 
 def parse_date(text: str, what: str = "--date") -> date:

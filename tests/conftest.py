@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -194,3 +195,79 @@ def receiver() -> Iterator[WebhookReceiver]:
         yield rec
     finally:
         rec.stop()
+
+
+# --- disks that fill up or refuse writes (real mounts: tmpfs and read-only bind mounts) -----
+
+import subprocess  # noqa: E402
+
+
+def _mount(*args: str) -> str | None:
+    """Run mount(8); None if it worked, else why not (not root, no mount namespace...)."""
+    try:
+        done = subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30,
+                              check=False)
+    except OSError as exc:
+        return str(exc)
+    return None if done.returncode == 0 else (done.stderr.strip() or f"exit {done.returncode}")
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Callable[[int], Path]]:  # type: ignore[no-untyped-def]
+    """A factory of empty folders each on a tmpfs of the given size in bytes (skips unless
+    the tests may mount, as root can)."""
+    mounted: list[Path] = []
+
+    def make(size: int) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        problem = _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder))
+        if problem:
+            pytest.skip(f"cannot mount a small tmpfs: {problem}")
+        mounted.append(folder)
+        return folder
+
+    try:
+        yield make
+    finally:
+        for folder in mounted:
+            subprocess.run(["umount", "-l", str(folder)], check=False, timeout=30)
+
+
+def fill_disk(folder: Path) -> None:
+    """Write into `folder` until its file system has no byte left."""
+    with open(folder / "filler", "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+        try:
+            while True:  # the last partial block
+                fh.write(b"\0")
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def read_only_folder(tmp_path) -> Iterator[Callable[[Path], Path]]:  # type: ignore[no-untyped-def]
+    """A factory making a read-only view (bind mount) of a folder; skips unless tests may mount."""
+    mounted: list[Path] = []
+
+    def make(source: Path) -> Path:
+        view = tmp_path / f"ro{len(mounted)}"
+        view.mkdir()
+        problem = _mount("--bind", str(source), str(view))
+        if problem:
+            pytest.skip(f"cannot bind-mount: {problem}")
+        mounted.append(view)
+        problem = _mount("-o", "remount,bind,ro", str(view))
+        if problem:
+            pytest.skip(f"cannot remount read-only: {problem}")
+        return view
+
+    try:
+        yield make
+    finally:
+        for view in reversed(mounted):
+            subprocess.run(["umount", "-l", str(view)], check=False, timeout=30)

@@ -18,7 +18,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
 
     if pg_problem():
         args.append("--no-postgres")
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     figs = results["figures"]

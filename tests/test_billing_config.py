@@ -78,7 +78,7 @@ BAD_RULES = [
     ('pricing = "graduated"\ntiers = [{unit_price = "1"}, {unit_price = "1"}]\n',
      "billing[0].tiers[0].up_to: required on every tier but the last"),
     ('pricing = "graduated"\ntiers = [{up_to = 0, unit_price = "1"}, {unit_price = "1"}]\n',
-     "billing[0].tiers[0].up_to: must be a number above 0"),
+     "billing[0].tiers[0].up_to: must be a number above 0, up to 10^15"),
     ('pricing = "graduated"\ntiers = [{up_to = 10}, {unit_price = "1"}]\n',
      "billing[0].tiers[0].unit_price: required"),
     ('pricing = "graduated"\ntiers = [{up_to = 10, unit_price = "1", price = 2}, '
@@ -103,14 +103,18 @@ BAD_RULES = [
      "graduated, volume"),
     ('unit_price = "1"\naggregation = "p99"\n', "billing[0].aggregation: must be one of"),
     ('unit_price = "1e999999999"\n',
-     "billing[0].unit_price: 1e999999999 is too large to bill (at most 1000000000000)"),
-    ('unit_price = "0.0000000000000000001"\n',
-     "billing[0].unit_price: more than 18 decimal places"),
-    ('unit_price = "1"\nflat_fee = "NaN"\n', "billing[0].flat_fee: must be a number of 0 or more"),
-    ('unit_price = "1"\nminimum = -1\n', "billing[0].minimum: must be a number of 0 or more"),
-    ('unit_price = "1"\nincluded = 1e19\n', "billing[0].included: 1e+19 is too large to bill"),
+     "billing[0].unit_price: must be a number from 0 to 10^15 with at most 12 decimal places "
+     "(1e999999999 is too large to bill)"),
+    ('unit_price = "0.0000000000001"\n',
+     "billing[0].unit_price: must be a number from 0 to 10^15 with at most 12 decimal places"),
+    ('unit_price = "1"\nflat_fee = "NaN"\n', "billing[0].flat_fee: must be a number from 0"),
+    ('unit_price = "1"\nminimum = -1\n', "billing[0].minimum: must be a number from 0"),
+    ('unit_price = "1"\nincluded = 1e16\n', "billing[0].included: must be a number from 0 to "
+     "10^15 with at most 12 decimal places (1e+16 is too large to bill)"),
+    ('pricing = "package"\npackage_size = 10000000000000000\npackage_price = "1"\n',
+     "billing[0].package_size: required, a positive integer up to 10^15"),
     ('pricing = "graduated"\ntiers = [{up_to = 10, unit_price = "1", flat_price = "inf"}, '
-     '{unit_price = "1"}]\n', "billing[0].tiers[0].flat_price: must be a number of 0 or more"),
+     '{unit_price = "1"}]\n', "billing[0].tiers[0].flat_price: must be a number from 0"),
 ]
 
 

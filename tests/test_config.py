@@ -116,13 +116,13 @@ def test_every_problem_is_reported_once_per_line(tmp_path: Path) -> None:
     assert "sources.a.interval_seconds" in text
     # A duplicate entry is still checked, under its index since its name is taken.
     assert "sources[1].name: duplicate source name 'a'" in text
-    assert "sources[1].timeout_seconds: must be a finite positive number" in text
+    assert "sources[1].timeout_seconds: must be a finite positive number of seconds" in text
     assert "sources[1].shade: unknown key for a nected source" in text
     # An entry of unknown kind is still checked against the keys any kind accepts.
     assert "unknown kind 'ftp'" in text
     assert "sources[2].name: required, lowercase" in text
     assert "sources[2].hue: unknown key" in text
-    assert "sources[2].interval_seconds: must be a finite number of at least 5" in text
+    assert "sources[2].interval_seconds: must be a finite number of seconds from 5 to" in text
     assert "billing[0].source: 'ghost'" in text
     assert len(problems) == 12, problems
     assert len(set(problems)) == len(problems)
@@ -193,8 +193,8 @@ WRONG_TYPES = [
     (billing(metric='["x"]'), "billing[0].metric: must be a string, not an array"),
     (billing(metric="{x = 1}"), "billing[0].metric: must be a string, not a table"),
     (billing(source='["x"]'), "billing[0].source: must be a string naming a source"),
-    (billing(included="[]"), "billing[0].included: must be a number of 0 or more"),
-    (billing(unit_price="{}"), "billing[0].unit_price: must be a number of 0 or more"),
+    (billing(included="[]"), "billing[0].included: must be a number from 0 to 10^15"),
+    (billing(unit_price="{}"), "billing[0].unit_price: must be a number from 0 to 10^15"),
     ("[[sources]]\n[[billing]]\n", "billing[0].source: required"),
 ]
 

@@ -72,7 +72,12 @@ def test_demo_again_starts_from_a_fresh_database(tmp_path: Path) -> None:
     first = run_demo(tmp_path, days=1, rounds=1, echo=lines.append)
     before = counts(first.database)
     second = run_demo(tmp_path, days=1, rounds=1, echo=lines.append)
-    assert second.imported.ok and second.imported.snapshots == first.imported.snapshots
-    assert counts(second.database)["collect"] == before["collect"] == 2
+    # The history ends a minute before "now", so a later run may hold a line more; what
+    # shows a fresh database is that nothing of the first run is found again.
+    assert second.imported.ok and second.imported.duplicates == 0
+    assert second.imported.snapshots >= first.imported.snapshots > 0
+    after = counts(second.database)
+    assert after["import"] == second.imported.snapshots
+    assert after["collect"] == before["collect"] == 2
     # Without a report builder the demo prints what is stored instead.
     assert any("ws-prod/connections:" in line for line in lines)

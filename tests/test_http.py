@@ -103,11 +103,16 @@ def test_503_retry_after_seconds_is_honoured(simulator: SimulatedVendor,
 
 def test_retry_after_http_date_is_honoured(simulator: SimulatedVendor,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    simulator.set_fault("rate_limit", times=1, retry_after=formatdate(time.time() + 5, usegmt=True))
+    # The wait is the date less the wall clock when the 429 is read, which lies between
+    # `before` and `after`: bounds that hold however slowly the poll runs.
+    date = int(time.time()) + 30  # an HTTP date has whole seconds; well before the next poll
+    simulator.set_fault("rate_limit", times=1, retry_after=formatdate(date, usegmt=True))
     sleeps = SleepRecorder()
+    before = time.time()
     result = poll(source(simulator, "nected", monkeypatch), sleep=sleeps)
+    after = time.time()
     assert result.outcome == "ok" and result.tries == 2
-    assert len(sleeps.calls) == 1 and 3 <= sleeps.calls[0] <= 5
+    assert len(sleeps.calls) == 1 and date - after <= sleeps.calls[0] <= date - before
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "soon"])
@@ -177,16 +182,19 @@ def test_nothing_listening_is_a_connection_error(simulator: SimulatedVendor,
 
 
 def test_simulator_enforces_12_per_minute_on_wiresocket(
-    simulator: SimulatedVendor, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A client that ignores the limit (pacing off) gets a 429 on its 13th request.
-    src = source(simulator, "wiresocket", monkeypatch)
+    # A client that ignores the limit (pacing off) gets a 429 on its 13th request. The
+    # simulator's clock stands still, so the 13 requests fall in one minute however slow.
+    clock = FakeClock()
     unpaced = PacerRegistry()
     results = []
-    with Collector([src], pacers=unpaced, sleep=SleepRecorder()) as collector:
-        for _ in range(13):
-            unpaced._pacers.clear()  # a fresh, empty window each time: no pacing at all
-            results.append(collector.poll(src))
+    with SimulatedVendor(tokens=("unpaced-token-abcdef",), clock=clock.time) as sim:
+        src = source(sim, "wiresocket", monkeypatch)
+        with Collector([src], pacers=unpaced, sleep=SleepRecorder()) as collector:
+            for _ in range(13):
+                unpaced._pacers.clear()  # a fresh, empty window each time: no pacing at all
+                results.append(collector.poll(src))
     assert [r.outcome for r in results[:12]] == ["ok"] * 12
     assert results[12].outcome == "rate_limited" and results[12].http_status == 429
     assert results[12].retry_after is not None and results[12].retry_after > 0
@@ -301,12 +309,15 @@ def test_a_pacer_stop_after_a_real_try_keeps_its_status_and_tries(
     simulator: SimulatedVendor, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # 11 of the 12 slots used; the 12th try gets a 503, and its retry finds no slot.
+    # A clock that moves only when slept on: the retry's slot (61 s after the first send)
+    # stays past the next poll (60 s) however long the reservations take.
+    clock = FakeClock()
     src = source(simulator, "wiresocket", monkeypatch)
-    registry = PacerRegistry()
+    registry = PacerRegistry(clock=clock.time)
     pacer = registry.get("wiresocket", simulator.token, vendor_kind("wiresocket").rate_limit)
     assert all(pacer.reserve(0.0) == 0.0 for _ in range(11))
     simulator.set_fault("unavailable", times=1, retry_after="1")
-    with Collector([src], pacers=registry, sleep=SleepRecorder()) as collector:
+    with Collector([src], pacers=registry, clock=clock.time, sleep=clock.sleep) as collector:
         result = collector.poll(src)
     assert (result.outcome, result.http_status, result.tries) == ("http_error", 503, 1)
     assert result.retry_after == 1 and result.latency_ms is not None

@@ -45,6 +45,5 @@ def test_importing_a_side_loads_nothing_of_the_other_sides(module: str, never: s
 
 
 def test_reports_modules_never_load_the_http_side_at_run_time() -> None:
-    loaded = loaded_after("reports.pipelines") if (ROOT / "reports" / "pipelines.py").exists() \
-        else loaded_after("reports.jobs")
+    loaded = loaded_after("reports.pipelines")
     assert "requests" not in loaded and "urllib3" not in loaded

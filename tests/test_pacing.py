@@ -33,10 +33,25 @@ from tests.test_http import FakeClock, source
 WS_RATE = (12, 60.0)
 
 
+# A margin so wide that the 12-per-minute window spans the whole test however slowly the
+# machine runs it: without it, fourteen processes taking over 61 s would each find a free slot.
+WIDE_MARGIN = 3600.0
+
+# `usage-etl collect --source ws` for real, with the process-wide registry's margin widened
+# (the one change from `python -m etl`), so that the window outlasts any machine's pace.
+COLLECT_WIDE_WINDOW = f"""
+import sys
+from etl.cli import main
+from etl.collect.pacing import PACERS
+PACERS.margin = {WIDE_MARGIN}
+main()
+"""
+
+
 def collect_process(config: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "etl", "--config", config, "collect", "--source", "ws"],
-        capture_output=True, text=True, timeout=120, check=False, env=env,
+        [sys.executable, "-c", COLLECT_WIDE_WINDOW, "--config", config, "collect", "--source", "ws"],
+        capture_output=True, text=True, timeout=300, check=False, env=env,
     )
 
 
@@ -70,7 +85,8 @@ def test_fourteen_collect_runs_send_at_most_twelve_requests(
     for r in rows:
         if r.outcome == "rate_limited":
             assert (r.http_status, r.tries) == (None, 0)
-            assert r.error.startswith("not sent: this credential may make at most 12 requests")
+            assert r.error.startswith("not sent: this credential may make at most 12 requests "
+                                      f"per {60 + WIDE_MARGIN:g} s")
     refused = [p.stdout for p in procs if p.returncode == 1]
     assert all("rate_limited" in out and "0 tries" in out for out in refused)
 
@@ -78,7 +94,7 @@ def test_fourteen_collect_runs_send_at_most_twelve_requests(
 RESERVE_SCRIPT = """
 import sys
 from etl.collect.pacing import PacerRegistry
-registry = PacerRegistry(shared=True, directory=sys.argv[1])
+registry = PacerRegistry(shared=True, directory=sys.argv[1], margin=float(sys.argv[2]))
 pacer = registry.get("wiresocket", "two-process-token", (12, 60.0))
 sys.stdin.readline()  # start together
 print(sum(pacer.reserve(0.0) is not None for _ in range(20)))
@@ -86,14 +102,16 @@ print(sum(pacer.reserve(0.0) is not None for _ in range(20)))
 
 
 def test_two_processes_share_one_window(tmp_path: Path) -> None:
-    procs = [subprocess.Popen([sys.executable, "-c", RESERVE_SCRIPT, str(tmp_path)],
+    # The wide margin: however long the interpreters take, all 40 tries fall in one window.
+    procs = [subprocess.Popen([sys.executable, "-c", RESERVE_SCRIPT, str(tmp_path),
+                               str(WIDE_MARGIN)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate("go\n", timeout=60)[0] for p in procs]
     granted = [int(out) for out in outs]
     assert sum(granted) == 12, granted
     # And this process, a third, finds the window full as well.
-    pacer = PacerRegistry(shared=True, directory=tmp_path).get(
+    pacer = PacerRegistry(shared=True, directory=tmp_path, margin=WIDE_MARGIN).get(
         "wiresocket", "two-process-token", WS_RATE)
     assert pacer.reserve(0.0) is None
 
@@ -159,7 +177,7 @@ def test_unusable_folder_falls_back_to_process_pacing_with_one_warning(
 ) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    registry = PacerRegistry(shared=True, directory=blocker / "pacing")
+    registry = PacerRegistry(lambda: 1000.0, shared=True, directory=blocker / "pacing")
     pacers = [registry.get("wiresocket", f"token-{i}", WS_RATE) for i in range(2)]
     assert not any(isinstance(p, SharedPacer) for p in pacers)
     assert [pacers[0].reserve(0.0) is not None for _ in range(13)] == [True] * 12 + [False]
@@ -186,9 +204,11 @@ def test_files_unused_for_a_day_are_swept(tmp_path: Path) -> None:
 
 
 def test_torn_or_foreign_lines_in_a_state_file_are_ignored(tmp_path: Path) -> None:
-    pacer = PacerRegistry(shared=True, directory=tmp_path).get("wiresocket", "torn", WS_RATE)
+    now = float(int(time.time()))  # whole seconds: the file's 6 decimals hold it exactly
+    # A clock that stands still: the eleven sends stay inside the window however slow we are.
+    pacer = PacerRegistry(lambda: now, shared=True, directory=tmp_path).get(
+        "wiresocket", "torn", WS_RATE)
     assert isinstance(pacer, SharedPacer)
-    now = time.time()
     # Eleven recent sends, a torn line, one from a clock stepped back by hours, garbage.
     lines = [f"{now - i:.6f}" for i in range(11)] + ["17000", f"{now + 7200:.6f}", "x"]
     pacer.path.write_text("\n".join(lines) + "\n")
@@ -201,7 +221,9 @@ def test_the_in_process_fast_path_does_not_open_the_file_when_full(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    pacer = PacerRegistry(shared=True, directory=tmp_path).get("wiresocket", "fast", WS_RATE)
+    frozen = float(int(time.time()))  # twelve sends and the refusal at one instant, however slow we are
+    pacer = PacerRegistry(lambda: frozen, shared=True, directory=tmp_path).get(
+        "wiresocket", "fast", WS_RATE)
     assert isinstance(pacer, SharedPacer)
     assert all(pacer.reserve(0.0) is not None for _ in range(12))
     # With its own window full, a refusal needs no file: even a vanished folder is fine.

@@ -18,6 +18,7 @@ from etl.store.state import PollGate
 from etl.store.writer import record_attempt
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.test_scheduler import (
+    PATIENCE,
     daemon_env,
     load,
     log_events,
@@ -49,7 +50,7 @@ def test_two_daemons_never_poll_a_source_twice_in_one_interval(tmp_path: Path) -
             try:
                 wait_for("three polls of each source",
                          lambda: len(ok_counts(url)) == 2 and min(ok_counts(url).values()) >= 3,
-                         timeout=30)
+                         timeout=PATIENCE)
             finally:
                 codes = [stop_daemon(p) for p in procs]
             assert codes == [0, 0]
@@ -93,18 +94,18 @@ def test_poll_gate_grants_a_slot_once(tmp_path: Path) -> None:
             with first.claim(src, now) as claim:
                 seen.append("granted" if claim.granted else claim.reason)
                 holding.set()
-                release.wait(10)
+                release.wait(PATIENCE)
                 if claim.granted:
                     with engine.begin() as conn:
                         record_attempt(conn, source="rules", started_at=now, outcome="ok")
 
         t = threading.Thread(target=hold)
         t.start()
-        assert holding.wait(10)
+        assert holding.wait(PATIENCE)
         with second.claim(src, now) as claim:
             assert (claim.granted, claim.reason) == (False, "locked")
         release.set()
-        t.join(10)
+        t.join(PATIENCE)
         assert seen == ["granted"]
         with second.claim(src, now) as claim:
             assert (claim.granted, claim.reason) == (False, "slot-taken")

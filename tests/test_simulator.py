@@ -179,9 +179,10 @@ def test_simulate_command_slow_delay_option() -> None:
         assert proc.stdout is not None
         proc.stdout.readline()
         started = time.monotonic()
-        r = requests.get(f"http://127.0.0.1:{port}/dev/usage", timeout=5,
+        r = requests.get(f"http://127.0.0.1:{port}/dev/usage", timeout=60,
                          headers={"Nected-API-Key": "k3y-abc"})
-        assert r.status_code == 200 and 0.5 <= time.monotonic() - started < 3
+        # Held back at least the delay; no upper bound, which only a busy machine would test.
+        assert r.status_code == 200 and time.monotonic() - started >= 0.6
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)

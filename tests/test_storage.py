@@ -161,10 +161,10 @@ def test_postgresql_connect_timeout_defaults_to_10s_unless_the_url_sets_one(pg_u
 
 
 _OPEN_AT_ONCE = """
-import sys, time
+import sys
 from etl.store.engine import current_revision, head_revision, open_database
-start = float(sys.argv[2])
-time.sleep(max(0.0, start - time.time()))  # all processes open the new database together
+print("ready", flush=True)
+sys.stdin.readline()  # all processes open the new database together, once all have started
 engine = open_database(sys.argv[1])
 assert current_revision(engine) == head_revision()
 engine.dispose()
@@ -176,15 +176,20 @@ def test_processes_starting_together_on_a_new_database_all_get_the_schema(  # ty
     """A daemon, a cron `collect` and a replica may meet on an empty database: none fails."""
     import subprocess
     import sys
-    import time
 
     script = tmp_path / "open.py"
     script.write_text(_OPEN_AT_ONCE)
-    start = time.time() + 2.0  # after every interpreter has started
-    procs = [subprocess.Popen([sys.executable, str(script), empty_db_url, str(start)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs = [subprocess.Popen([sys.executable, str(script), empty_db_url],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
              for _ in range(6)]
-    outputs = [(p.wait(timeout=60), p.stdout.read() if p.stdout else "") for p in procs]
+    # The go, given only once every interpreter is up, however long that takes.
+    assert all(p.stdout is not None and p.stdout.readline() == "ready\n" for p in procs)
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    outputs = [(p.wait(timeout=300), p.stdout.read() if p.stdout else "") for p in procs]
     assert [code for code, _ in outputs] == [0] * 6, outputs
     engine = open_database(empty_db_url)
     with engine.connect() as conn:

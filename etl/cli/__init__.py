@@ -1,6 +1,9 @@
 """The `usage-etl` command line: a thin click layer over library functions.
 
-Library errors become one-line messages here and nowhere else.
+Library errors become one-line messages here and nowhere else. Start-up stays light: the
+command modules import SQLAlchemy, Alembic, pandas and requests inside the commands that use
+them, so `--help`, `--version` and `status` do not pay for what they do not run
+(tests/test_cli_startup.py, benchmarks/startup.py).
 """
 
 from __future__ import annotations
@@ -10,12 +13,11 @@ import sys
 from typing import Any
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from etl.cli.context import AppContext
 from etl.errors import ConfigError, UsageEtlError
+from etl.files import os_error_text
 from etl.redact import redact
-from etl.textutil import first_line
 
 log = logging.getLogger("etl")
 
@@ -33,12 +35,34 @@ class ErrorHandlingGroup(click.Group):
         except UsageEtlError as exc:
             click.echo(f"usage-etl: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except SQLAlchemyError as exc:
-            click.echo(f"usage-etl: error: database: {redact(first_line(exc))}", err=True)
+        except OSError as exc:  # a file the command writes: full or read-only disk, ...
+            click.echo(f"usage-etl: error: {redact(os_error_text(exc))}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("usage-etl: interrupted", err=True)
             ctx.exit(130)
+        except Exception as exc:
+            if not _is_database_error(exc):
+                raise
+            from etl.store.engine import describe_database_error  # loaded by now
+
+            obj = ctx.obj if isinstance(ctx.obj, AppContext) else None
+            url = obj.database_url_or_none() if obj is not None else None
+            click.echo(f"usage-etl: error: {redact(describe_database_error(exc, url))}",
+                       err=True)
+            ctx.exit(1)
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    """Is `exc` a SQLAlchemy error? Asked without importing SQLAlchemy, which only a command
+    that opened a database has loaded (and only such a command can raise its errors)."""
+    # Also the drivers' own errors, from the raw-cursor paths (bulk import, report reads).
+    for module, name in (("sqlalchemy.exc", "SQLAlchemyError"), ("sqlite3", "Error"),
+                         ("psycopg", "Error")):
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(exc, getattr(loaded, name)):
+            return True
+    return False
 
 
 @click.group(cls=ErrorHandlingGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,15 +6,18 @@ import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import Engine
 
 from etl.cli.context import AppContext
 from etl.config import Config
 from etl.errors import InputError
-from etl.files import atomic_writer
+from etl.files import atomic_writer, os_error_text
 from etl.vendors.types import Outcome
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 @click.command("collect")
@@ -206,24 +209,26 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
             with atomic_writer(Path(out), newline="", tmp_name=Path(out).name + ".part") as fh:
                 count = export_archive(engine, app.config, start.date(), end.date(), fh, fmt)
         except OSError as exc:
-            raise InputError(f"--out {out}: {exc.strerror}") from None
+            raise InputError(f"--out {out}: {os_error_text(exc)}") from None
     click.echo(f"exported {count} {'lines' if fmt == 'jsonl' else 'rows'}", err=True)
 
 
 def _demo_reports(engine: Engine, config: Config, out_dir: Path) -> list[Path]:
     """Yesterday's daily report and this month's billing report (config timezone)."""
-    from reports.jobs import build_billing, build_daily
+    from reports.names import ReportFormat
+    from reports.pipelines import billing, daily, write_billing, write_daily
 
+    formats = tuple(ReportFormat)
     today = datetime.now(config.tz).date()
     yesterday = today - timedelta(days=1)
-    paths = build_daily(engine, config, yesterday, yesterday, out_dir=out_dir)
-    paths += build_billing(engine, config, f"{today:%Y-%m}", out_dir=out_dir)
+    paths = write_daily(daily(engine, config, yesterday, yesterday), formats, out_dir)
+    paths += write_billing(billing(engine, config, today), formats, out_dir)
     return paths
 
 
 def reports_available() -> bool:
     try:
-        import reports.jobs  # noqa: F401
+        import reports.pipelines  # noqa: F401
     except ImportError:
         return False
     return True

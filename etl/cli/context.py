@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from etl.config import Config, load_config
-from etl.store.engine import open_database
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 @dataclass
@@ -27,5 +28,11 @@ class AppContext:
     def engine(self) -> Engine:
         """The database, with its schema created if empty and checked if not."""
         if self._engine is None:
+            from etl.store.engine import open_database
+
             self._engine = open_database(self.config.database_url)
         return self._engine
+
+    def database_url_or_none(self) -> str | None:
+        """The database URL if the config was loaded (for messages about the database)."""
+        return self._config.database_url if self._config is not None else self.database_url

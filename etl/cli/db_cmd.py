@@ -6,7 +6,6 @@ import click
 
 from etl.cli.context import AppContext
 from etl.redact import redact_url
-from etl.store.engine import current_revision, head_revision, make_engine, upgrade
 
 
 @click.group()
@@ -28,6 +27,8 @@ def db_upgrade(app: AppContext) -> None:
     Example:
       usage-etl --database-url postgresql://postgres@127.0.0.1/usage db upgrade
     """
+    from etl.store.engine import current_revision, make_engine, upgrade
+
     engine = make_engine(app.config.database_url)
     before = current_revision(engine)
     upgrade(engine)
@@ -48,6 +49,8 @@ def db_current(app: AppContext) -> None:
     Example:
       usage-etl db current
     """
+    from etl.store.engine import current_revision, head_revision, make_engine
+
     engine = make_engine(app.config.database_url)
     click.echo(f"current: {current_revision(engine) or 'empty'}\nnewest:  {head_revision()}")
 

@@ -22,10 +22,6 @@ TZ_OPTION = click.option(
 )
 
 
-def _formats(fmt: str) -> tuple[str, ...]:
-    return ("csv", "html") if fmt == "both" else (fmt,)
-
-
 def _out(app: AppContext, out: str | None) -> Path:
     return Path(out) if out else Path(app.config.reports_dir)
 
@@ -73,8 +69,8 @@ def report_daily(app: AppContext, day: str | None, start: str | None, end: str |
       usage-etl report daily --date 2026-11-21
       usage-etl report daily --start 2026-11-01 --end 2026-11-30 --format csv --tz Europe/Berlin
     """
-    from reports.jobs import build_daily
     from reports.periods import parse_date
+    from reports.pipelines import daily, write_daily
 
     if day is not None and (start is not None or end is not None):
         raise InputError("--date: give either --date or --start and --end, not both")
@@ -87,8 +83,8 @@ def report_daily(app: AppContext, day: str | None, start: str | None, end: str |
     else:
         raise InputError("--date: give --date DAY, or --start DAY and --end DAY")
     _check_tz(tz)
-    paths = build_daily(app.engine, app.config, first, last, tz=tz, formats=_formats(fmt),
-                        out_dir=_out(app, out))
+    result = daily(app.engine, app.config, first, last, tz)
+    paths = write_daily(result, (fmt,), _out(app, out))
     _echo_paths(paths)
 
 
@@ -109,13 +105,13 @@ def report_billing(app: AppContext, month: str, fmt: str, out: str | None,
     Example:
       usage-etl report billing --month 2026-11 --format both
     """
-    from reports.jobs import build_billing
     from reports.periods import parse_month
+    from reports.pipelines import billing, write_billing
 
-    parse_month(month)
+    first = parse_month(month)
     _check_tz(tz)
-    paths = build_billing(app.engine, app.config, month, tz=tz, formats=_formats(fmt),
-                          out_dir=_out(app, out))
+    paths = write_billing(billing(app.engine, app.config, first, tz), (fmt,),
+                          _out(app, out))
     _echo_paths(paths)
 
 
@@ -140,19 +136,16 @@ def reconcile(app: AppContext, month: str, invoice: str, tolerance_pct: float, f
     Example:
       usage-etl reconcile --month 2026-11 --invoice invoice-2026-11.csv --tolerance-pct 0.5
     """
-    from reports.compute.reconcile import check_tolerance
-    from reports.jobs import build_reconcile
     from reports.periods import parse_month
-    from reports.read.invoice import read_invoice
+    from reports.pipelines import reconcile as reconcile_report
+    from reports.pipelines import reconcile_input, write_reconcile
 
     first = parse_month(month)
     _check_tz(tz)
-    check_tolerance(tolerance_pct)
     # A bad invoice (or one for another month) is refused before the database is opened.
-    read_invoice(Path(invoice), first.strftime("%Y-%m"))
-    paths = build_reconcile(app.engine, app.config, month, Path(invoice),
-                            tolerance_pct=tolerance_pct, tz=tz, formats=_formats(fmt),
-                            out_dir=_out(app, out))
+    given = reconcile_input(first, Path(invoice), tolerance_pct)
+    paths = write_reconcile(reconcile_report(app.engine, app.config, given, tz),
+                            (fmt,), _out(app, out))
     _echo_paths(paths)
 
 

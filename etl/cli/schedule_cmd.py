@@ -13,7 +13,6 @@ from etl.cli.context import AppContext
 from etl.config import listen_address_problem
 from etl.errors import ConfigError, InputError
 from etl.redact import redact, redact_url
-from etl.runtime.daemon_db import daemon_engine, open_daemon_database
 from etl.runtime.logs import LOG_FORMATS, event, setup_daemon_logging
 
 log = logging.getLogger("etl.schedule")
@@ -50,6 +49,7 @@ def schedule(app: AppContext, log_format: str, stop_timeout: float,
       usage-etl schedule --metrics-listen 127.0.0.1:9108
     """
     from etl.alerts.notifiers import notifier_secrets
+    from etl.runtime.daemon_db import daemon_engine, open_daemon_database
     from etl.runtime.scheduler import Scheduler
 
     config = app.config

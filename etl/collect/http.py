@@ -8,7 +8,6 @@ credential's pacer, and no wait may run past the caller's deadline (the next pol
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -29,8 +28,9 @@ from urllib3.util.retry import Retry
 
 from etl import __version__
 from etl.collect.pacing import PACERS, PACING_MARGIN_SECONDS, Pacer, PacerRegistry
-from etl.errors import CollectError
+from etl.errors import CollectError, ParseError
 from etl.redact import redact
+from etl.vendors.parsing import loads_json
 from etl.vendors.types import Outcome
 
 __all__ = [
@@ -131,7 +131,8 @@ def validate_response(
     * 401 / 403 -> auth_error, never retried;
     * 429 -> rate_limited, 5xx -> http_error (retriable, Retry-After honoured);
     * any other non-2xx (redirects included) -> http_error, fatal;
-    * a body over MAX_BODY_BYTES, not UTF-8 or not JSON -> invalid_response, fatal.
+    * a body over MAX_BODY_BYTES, not UTF-8, not JSON, nested too deep or holding text no
+      database can store (etl.vendors.parsing.loads_json) -> invalid_response, fatal.
 
     The start of an error body goes into the message, with `secrets` masked: vendors echo
     credentials back in error bodies.
@@ -148,15 +149,9 @@ def validate_response(
                 Outcome.INVALID_RESPONSE, retriable=False, http_status=status,
             )
         try:
-            return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-        except UnicodeDecodeError:
-            raise HttpFailure("response body is not UTF-8 text", Outcome.INVALID_RESPONSE,
-                              retriable=False, http_status=status) from None
-        except json.JSONDecodeError as exc:
-            raise HttpFailure(f"response body is not JSON ({exc.msg} at char {exc.pos})",
-                              Outcome.INVALID_RESPONSE, retriable=False, http_status=status) from None
-        except ValueError as exc:
-            raise HttpFailure(f"response body is not JSON ({exc})", Outcome.INVALID_RESPONSE,
+            return loads_json(body)
+        except ParseError as exc:
+            raise HttpFailure(f"response body: {exc}", Outcome.INVALID_RESPONSE,
                               retriable=False, http_status=status) from None
     detail = _snippet(body, secrets)
     if status in (401, 403):
@@ -310,10 +305,6 @@ def _read_capped(response: requests.Response) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _snippet(body: bytes | None, secrets: Iterable[str] = ()) -> str:

@@ -33,6 +33,11 @@ _TRANSIENT_FATAL = (
 )
 
 
+# SQLite's words for the same: a lock held elsewhere, and a full disk ("disk I/O error" is
+# what a full disk gives while the write-ahead log grows).
+_SQLITE_TRANSIENT = ("locked", "busy", "disk is full", "disk I/O error")
+
+
 def daemon_connect_args(
     url: str, statement_timeout_ms: int | None = PG_STATEMENT_TIMEOUT_MS
 ) -> dict[str, Any]:
@@ -81,7 +86,8 @@ def connection_unavailable(dialect: str, message: str) -> bool:
     No for what only a person can fix: a refused login or a database that does not exist.
     """
     if dialect == "sqlite":
-        return "locked" in message or "busy" in message
+        # Locked or busy; or a full disk (or one failing under it): space can come back.
+        return any(hint in message for hint in _SQLITE_TRANSIENT)
     if "FATAL:" not in message:
         return True  # refused, timed out, dropped, name not resolved: nothing answered
     return any(hint in message for hint in _TRANSIENT_FATAL)
@@ -102,5 +108,10 @@ def open_daemon_database(url: str) -> tuple[Engine, str | None]:
         if not connection_unavailable(engine.dialect.name, first):
             raise DatabaseError(f"database {redact_url(str(engine.url))}: {first}") from None
         return engine, first
-    ensure_schema(engine)
+    try:
+        ensure_schema(engine)
+    except DatabaseError as exc:  # the schema could not be created or read
+        if not connection_unavailable(engine.dialect.name, str(exc)):
+            raise
+        return engine, str(exc)
     return engine, None

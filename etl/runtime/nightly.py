@@ -26,15 +26,11 @@ def nightly_files(config: Config, today: date) -> list[Path]:
 def nightly_reports(engine: Engine, config: Config, today: date) -> list[Path]:
     """Yesterday's daily report, and on the 1st of a month last month's billing report."""
     # Imported here: `etl` stays free of pandas unless a report is actually built.
-    from reports.jobs import build_billing, build_daily
+    from reports.pipelines import billing, daily, write_billing, write_daily
 
     out_dir = Path(config.reports_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     yesterday = today - timedelta(days=1)
-    written = list(build_daily(engine, config, yesterday, yesterday, tz=config.timezone,
-                               formats=NIGHTLY_FORMATS, out_dir=out_dir))
+    written = write_daily(daily(engine, config, yesterday, yesterday), NIGHTLY_FORMATS, out_dir)
     if today.day == 1 and config.billing:
-        month = f"{yesterday.year:04d}-{yesterday.month:02d}"
-        written += build_billing(engine, config, month, tz=config.timezone,
-                                 formats=NIGHTLY_FORMATS, out_dir=out_dir)
+        written += write_billing(billing(engine, config, yesterday), NIGHTLY_FORMATS, out_dir)
     return written

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from etl.config import SourceConfig
 from etl.timefmt import utc_z
@@ -435,11 +435,33 @@ _ERRORS = {
 
 def _error_body(vendor: str, status: int, echo: str | None = None) -> bytes:
     body = dict(_ERRORS[vendor][status])
-    if echo is not None:
-        # Early in the body, where the start of it that clients log would show it.
-        body = {"credential": echo, **body,
-                "detail": f"request with credential {echo} refused"}
-    return _json(body)
+    if echo is None:
+        return _json(body)
+    # Early in the body, where the start of it that clients log would show it, and in every
+    # encoding careless vendors use: PHP-style JSON ("/" as "\/", below), HTML references
+    # (hex, decimal and named, mixed), URL encoding.
+    body = {"credential": echo, "html": _html_references(echo),
+            "url": quote(echo, safe=""), **body,
+            "detail": f"request with credential {echo} refused"}
+    return _json(body).replace(b"/", b"\\/")
+
+
+def _html_references(text: str) -> str:
+    """`text` with each character outside [A-Za-z0-9] as an HTML reference, in turn
+    hexadecimal (&#x2F;), decimal (&#43;) and named where HTML has a name (&equals;)."""
+    names = {"/": "&sol;", "+": "&plus;", "=": "&equals;", "_": "&lowbar;",
+             ".": "&period;", "&": "&amp;"}
+    out = []
+    for i, c in enumerate(text):
+        if c.isascii() and c.isalnum():
+            out.append(c)
+        elif i % 3 == 0:
+            out.append(f"&#x{ord(c):X};")
+        elif i % 3 == 1:
+            out.append(f"&#{ord(c)};")
+        else:
+            out.append(names.get(c, f"&#x{ord(c):x};"))
+    return "".join(out)
 
 
 def _json(body: Any) -> bytes:

@@ -9,7 +9,7 @@ import json
 import re
 import sys
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -23,20 +23,30 @@ except ImportError:  # pragma: no cover - a dependency, but the standard parser 
     orjson = None  # type: ignore[assignment]
 
 from etl.config import Config, SourceConfig
-from etl.errors import InputError, ParseError
+from etl.errors import DatabaseError, InputError, ParseError
 from etl.store.bulk import bulk_store
+from etl.store.engine import describe_database_error, is_database_error
 from etl.store.models import Sample, Series, Snapshot
 from etl.store.writer import Conflict, StoreResult
 from etl.textutil import formula_safe
 from etl.timefmt import utc_z
 from etl.vendors import get as vendor_kind
-from etl.vendors.parsing import parse_timestamp
+from etl.vendors.parsing import MAX_JSON_DEPTH, check_storable, parse_timestamp
 from etl.vendors.types import Observation
 
 # Lines per transaction: large enough to amortise a commit, small enough to keep memory flat.
 BATCH_LINES = 50_000
 # The progress bar moves at least this often (in lines), whatever the batch size.
 PROGRESS_LINES = 5000
+# The longest line read (decompressed): a vendor body is at most etl.http.MAX_BODY_BYTES
+# (1 MiB); twice that leaves room for any escaping. A longer line is not read further.
+MAX_LINE_BYTES = 2 * 1024 * 1024
+# Problems shown per file; the rest are counted in one summary line. A file whose first
+# this many lines are all bad is not an archive: the rest of it is not read.
+MAX_PROBLEMS_SHOWN = 20
+# Bytes of a file's start checked for its encoding (NUL bytes: UTF-16, UTF-32 or binary).
+ENCODING_PROBE_BYTES = 4096
+UTF8_BOM = b"\xef\xbb\xbf"
 # Rows fetched per round trip when exporting.
 EXPORT_FETCH = 2000
 GZIP_MAGIC = b"\x1f\x8b"
@@ -89,7 +99,8 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
         except orjson.JSONDecodeError:
             doc = None  # the standard parser below names the problem (or accepts it)
     if doc is None:
-        doc = _loads_strict(line)
+        doc = _loads_strict(raw)
+    check_storable(raw, doc)
     if not isinstance(doc, dict):
         raise ParseError("not a JSON object")
     name = doc.get("source")
@@ -113,13 +124,15 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
         raise ParseError(f"body: {exc}") from None
 
 
-def _loads_strict(line: bytes | str) -> Any:
+def _loads_strict(line: bytes) -> Any:
     try:
         return json.loads(line, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ParseError(f"not JSON: {exc.msg} at column {exc.colno}") from None
     except UnicodeDecodeError:
         raise ParseError("not UTF-8 text") from None
+    except RecursionError:
+        raise ParseError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError as exc:
         raise ParseError(f"not JSON: {exc}") from None
 
@@ -189,8 +202,33 @@ def import_archives(
         if path != "-" and not Path(path).is_file():
             what = "is not a file" if Path(path).exists() else "no such file"
             raise InputError(f"{path}: {what}")
+    for path in paths:  # each file is read in one encoding or refused whole, before any is read
+        if path != "-":
+            _check_encoding(_head(path), path)
     sources = {s.name: s for s in config.sources}
     total = ImportResult()
+    try:
+        _import_paths(engine, sources, paths, total, batch_size, on_problem, on_progress, stdin)
+    except Exception as exc:  # noqa: BLE001 - a database step failed, e.g. its disk is full
+        if not is_database_error(exc):
+            raise
+        raise DatabaseError(
+            f"{describe_database_error(exc, engine.url.render_as_string())}; import stopped: "
+            f"{total.lines} lines read, {total.samples} new samples stored by earlier batches "
+            "(importing again skips them)") from None
+    return total
+
+
+def _import_paths(
+    engine: Engine,
+    sources: dict[str, SourceConfig],
+    paths: Sequence[str],
+    total: ImportResult,
+    batch_size: int,
+    on_problem: Problem,
+    on_progress: Progress | None,
+    stdin: BinaryIO | None,
+) -> None:
     for path in paths:
         if path == "-":
             stream = stdin if stdin is not None else sys.stdin.buffer
@@ -203,7 +241,36 @@ def import_archives(
                              on_progress)
         except OSError as exc:
             raise InputError(f"{path}: {exc.strerror or exc}") from None
-    return total
+
+
+def _head(path: str) -> bytes:
+    """The first ENCODING_PROBE_BYTES of a file as its lines will be read (decompressed)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(ENCODING_PROBE_BYTES)
+            if head[:2] != GZIP_MAGIC:
+                return head
+            fh.seek(0)
+            with gzip.GzipFile(fileobj=fh, mode="rb") as unzipped:
+                return unzipped.read(ENCODING_PROBE_BYTES)
+    except (EOFError, zlib.error, gzip.BadGzipFile):
+        return b""  # damaged gzip: reported where it breaks off, with the lines before it
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _check_encoding(head: bytes, name: str) -> None:
+    """InputError unless `head`, a file's start, can be UTF-8 text (a BOM is allowed).
+
+    A UTF-16 or UTF-32 archive would otherwise have its first line refused and later lines
+    half-read; a binary file would print one error per "line".
+    """
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputError(f"{name}: UTF-16 or UTF-32 text (byte-order mark); archives are UTF-8, "
+                         "nothing was imported")
+    if b"\x00" in head:
+        raise InputError(f"{name}: not UTF-8 text (NUL bytes: UTF-16, UTF-32 or binary data); "
+                         "nothing was imported")
 
 
 def _import_file(
@@ -220,9 +287,15 @@ def _import_file(
     if not hasattr(raw, "peek"):  # e.g. a BytesIO: buffered for the look-ahead
         raw = io.BufferedReader(raw)  # type: ignore[arg-type,type-var]
     if raw.peek(2)[:2] != GZIP_MAGIC:  # type: ignore[attr-defined]
+        _check_encoding(raw.peek(ENCODING_PROBE_BYTES)[:ENCODING_PROBE_BYTES], name)  # type: ignore[attr-defined]
         _import_stream(engine, sources, raw, name, total, batch_size, on_problem, on_progress)
         return
     with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+        try:
+            head = unzipped.peek(ENCODING_PROBE_BYTES)[:ENCODING_PROBE_BYTES]
+        except (EOFError, zlib.error, gzip.BadGzipFile):
+            head = b""  # reported by _import_stream, where the data breaks off
+        _check_encoding(head, name)
         _import_stream(engine, sources, unzipped, name, total, batch_size, on_problem,
                        on_progress, position=raw.tell if raw.seekable() else None)
 
@@ -230,7 +303,7 @@ def _import_file(
 def _import_stream(
     engine: Engine,
     sources: dict[str, SourceConfig],
-    stream: Iterable[bytes],
+    stream: IO[bytes] | gzip.GzipFile,
     name: str,
     total: ImportResult,
     batch_size: int,
@@ -251,6 +324,17 @@ def _import_stream(
     def progress() -> int:
         return position() if position is not None else consumed
 
+    shown = 0
+    hidden = 0
+
+    def problem(message: str) -> None:
+        nonlocal shown, hidden
+        if shown < MAX_PROBLEMS_SHOWN:
+            shown += 1
+            on_problem(message)
+        else:
+            hidden += 1
+
     def flush() -> None:
         if not batch:
             return
@@ -262,7 +346,7 @@ def _import_stream(
         for c in stored.conflicts:
             total.conflicts += 1
             line = _conflict_line(c, batch, lines, first, repeats, named)
-            on_problem(
+            problem(
                 f"{name}:{line}: conflict: {c.source}/{c.metric} at {utc_z(c.observed_at)} "
                 f"is stored as {_num(c.stored)}; this line's {_num(c.offered)} was not stored"
             )
@@ -273,9 +357,20 @@ def _import_stream(
         if on_progress is not None:
             on_progress(progress())
 
+    readline = stream.readline
+    good = bad = 0  # lines of this file
     try:
-        for lineno, raw in enumerate(stream, start=1):
+        while raw := readline(MAX_LINE_BYTES + 1):
+            lineno += 1
             consumed += len(raw)
+            if lineno == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM):]
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                total.lines += 1
+                total.bad_lines += 1
+                problem(f"{name}:{lineno}: line longer than {MAX_LINE_BYTES} bytes; the rest "
+                        "of the file was not read")
+                break
             if not raw.strip():
                 continue
             total.lines += 1
@@ -283,8 +378,14 @@ def _import_stream(
                 obs = parse_line(raw, sources)
             except ParseError as exc:
                 total.bad_lines += 1
-                on_problem(f"{name}:{lineno}: {exc}")
+                bad += 1
+                problem(f"{name}:{lineno}: {exc}")
+                if not good and bad >= MAX_PROBLEMS_SHOWN:
+                    on_problem(f"{name}: its first {bad} lines are all bad: not a JSONL "
+                               "archive, the rest of it was not read")
+                    break
                 continue
+            good += 1
             key = (obs.source, obs.observed_at)
             index = len(batch)
             batch.append(obs)
@@ -299,9 +400,11 @@ def _import_stream(
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         # A damaged or truncated gzip file: keep what was read, say where it broke off.
         total.bad_lines += 1
-        on_problem(f"{name}:{lineno + 1}: damaged gzip data ({exc}); the rest of the file "
-                   "was not read")
+        problem(f"{name}:{lineno + 1}: damaged gzip data ({exc}); the rest of the file "
+                "was not read")
     flush()
+    if hidden:
+        on_problem(f"{name}: {hidden} more bad lines or conflicts not shown")
 
 
 def _conflict_line(

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import sqlite3
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from etl.config import database_url_problem, normalize_url
 from etl.errors import DatabaseError, InputError, SchemaOutdatedError
 from etl.redact import redact_url
 from etl.textutil import first_line
+
+# Alembic is imported by the functions that migrate or inspect revisions: opening a database
+# already at the newest revision (every command but the first) does without it.
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # A PostgreSQL server that does not answer fails a command in seconds, not minutes of TCP
@@ -97,6 +101,8 @@ def migrations_dir() -> str:
 
 def alembic_config(engine: Engine | None = None, url: str | None = None) -> AlembicConfig:
     """An Alembic config pointing at our migrations; the URL comes from the app, never the ini."""
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", migrations_dir())
     if url is not None:
@@ -107,25 +113,33 @@ def alembic_config(engine: Engine | None = None, url: str | None = None) -> Alem
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (default the newest)."""
+    from alembic import command
+
     try:
         command.upgrade(alembic_config(engine), revision)
     except OperationalError as exc:
-        raise DatabaseError(f"database {redact_url(str(engine.url))}: {first_line(exc)}") from None
+        raise DatabaseError(describe_database_error(exc, str(engine.url))) from None
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(engine), revision)
 
 
@@ -141,9 +155,11 @@ def ensure_schema(engine: Engine) -> None:
             _create_schema(engine)
             return
     except OperationalError as exc:
-        raise DatabaseError(f"database {redact_url(str(engine.url))}: {first_line(exc)}") from None
+        raise DatabaseError(describe_database_error(exc, str(engine.url))) from None
     head = head_revision()
     if current != head:
+        from alembic.script import ScriptDirectory
+
         script = ScriptDirectory.from_config(alembic_config())
         known = {rev.revision for rev in script.walk_revisions()}
         if current not in known:
@@ -164,6 +180,9 @@ def _create_schema(engine: Engine) -> None:
     `collect`, replicas): each takes the database's own write lock, looks again, and only the
     first creates the schema; the others find it done.
     """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock; others wait (busy timeout)
@@ -183,9 +202,113 @@ def _create_schema(engine: Engine) -> None:
 
 
 def open_database(url: str) -> Engine:
-    """An engine whose schema is ready to use (created if the database is empty)."""
+    """An engine whose schema is ready to use (created if the database is empty).
+
+    Raises DatabaseError (unreachable), SchemaOutdatedError (behind, ahead or foreign).
+    """
     engine = make_engine(url)
-    ensure_schema(engine)
+    if not _at_newest_revision(engine):
+        ensure_schema(engine)
     return engine
 
 
+def _at_newest_revision(engine: Engine) -> bool:
+    """Is the database at the newest revision? One SELECT, without loading Alembic.
+
+    False whenever in doubt (no version table yet, several heads, an unreadable script):
+    ensure_schema then asks Alembic, which creates, checks and explains.
+    """
+    newest = newest_revision_in_scripts()
+    if newest is None:
+        return False
+    try:
+        with engine.connect() as conn:
+            try:
+                found = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+            except DBAPIError:
+                return False  # no version table: an empty database, which Alembic creates
+    except OperationalError as exc:  # the connection itself
+        raise DatabaseError(describe_database_error(exc, str(engine.url))) from None
+    return [row[0] for row in found] == [newest]
+
+
+def newest_revision_in_scripts() -> str | None:
+    """The one head of the migration scripts, read from their `revision`/`down_revision`
+    assignments (as Alembic's ScriptDirectory finds it, without importing the scripts);
+    None if they do not name exactly one head plainly."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in sorted(Path(migrations_dir(), "versions").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        names: dict[str, object] = {}
+        try:
+            tree = ast.parse(path.read_bytes(), str(path))
+        except (OSError, SyntaxError, ValueError):
+            return None
+        for node in tree.body:
+            if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Name):
+                        try:
+                            names[target.id] = ast.literal_eval(node.value)
+                        except (ValueError, TypeError, SyntaxError):
+                            names[target.id] = ...
+        revision, parent = names.get("revision"), names.get("down_revision")
+        if not isinstance(revision, str) or not (parent is None or isinstance(parent, str)):
+            return None  # a merge or a computed value: Alembic decides
+        revisions.add(revision)
+        if parent is not None:
+            parents.add(parent)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 and parents <= revisions else None
+
+
+def describe_database_error(exc: BaseException, url: str | None = None) -> str:
+    """One line for a failed database step, naming a full or read-only disk as such.
+
+    SQLite says "database or disk is full" for a full disk, and "unable to open database
+    file" or "attempt to write a readonly database" for a read-only file system; PostgreSQL
+    says "No space left on device". The URL's password is masked.
+    """
+    text = first_line(getattr(exc, "orig", None) or exc)
+    lowered = text.lower()
+    where = f" {redact_url(url)}" if url else ""
+    if url and any(hint in lowered for hint in ("readonly", "unable to open", "i/o error")):
+        try:
+            parsed = make_url(normalize_url(url))
+        except Exception:  # noqa: BLE001 - only for the message
+            parsed = None
+        if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database:
+            folder = Path(parsed.database).expanduser().resolve().parent
+            if _read_only(folder):
+                return f"database{where}: its folder {folder} is on a read-only file system ({text})"
+            if _full(folder):
+                return f"database{where}: the disk holding it is full ({text})"
+    if "disk is full" in lowered or "no space left" in lowered:
+        return f"database{where}: the disk holding it is full ({text})"
+    return f"database{where}: {redact_url(text)}"
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _full(folder: Path) -> bool:
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Did a database step raise `exc`: SQLAlchemy, or a driver's own cursor (the bulk import
+    and report reads use those directly)? psycopg is asked only if it is loaded."""
+    if isinstance(exc, SQLAlchemyError | sqlite3.Error):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.Error)

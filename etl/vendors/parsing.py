@@ -11,12 +11,26 @@ from typing import Any
 
 from etl.errors import ParseError
 
+try:  # a C JSON parser (a dependency; the standard one below names the same problems)
+    import orjson
+except ImportError:  # pragma: no cover
+    orjson = None  # type: ignore[assignment]
+
 # Date and time are both required; seconds, fraction and offset are optional.
 _TS_RE = re.compile(
     r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}(:?\d{2})?)?$"
 )
 # The samples table keeps at most this much of a vendor status string (raw payload keeps it all).
 STATUS_MAX_LEN = 16
+# The largest reading usage-etl stores and bills (docs/collecting.md, "Hostile numbers"):
+# 10**15 units. Below 2**53 (about 9.007e15) a float64 holds every whole number exactly, so
+# each reading, each counter increment and each decimal-scaled reading stays exact; a larger
+# one (1e308, 2**64) could only be billed as a rounded or overflowing figure. Reports skip a
+# stored reading above it (one written before this check), so every report of stored data ends.
+MAX_READING = 1e15
+# The deepest nesting of vendor JSON read (a usage body is 3 levels deep, an archive line 4):
+# deeper text is hostile, and would exhaust the recursion of parsers and serialisers.
+MAX_JSON_DEPTH = 64
 
 
 def parse_timestamp(value: Any, field: str) -> datetime:
@@ -48,17 +62,22 @@ def _parse_timestamp(value: Any, field: str) -> datetime:
 
 
 def number(value: Any, field: str) -> float:
-    """A finite number of 0 or more (booleans and numeric strings are refused)."""
+    """A reading: a finite number from 0 to MAX_READING (booleans, numeric strings refused)."""
     kind = type(value)
     if kind is int or kind is float:  # the common case, checked in full below otherwise
-        result = float(value)
-        if 0 <= result < math.inf:
-            return result
+        if 0 <= value <= MAX_READING:
+            return float(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ParseError(f"{field}: must be a number, got {_short(value)}")
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:  # an integer too large for a float
+        result = math.inf
     if not math.isfinite(result) or result < 0:
         raise ParseError(f"{field}: must be a finite number of 0 or more, got {_short(value)}")
+    if result > MAX_READING:
+        raise ParseError(f"{field}: {_short(value)} is above 10^15, the largest reading "
+                         "usage-etl can bill exactly")
     return result
 
 
@@ -80,6 +99,77 @@ def mapping(value: Any, field: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ParseError(f"{field}: missing or not an object")
     return value
+
+
+def loads_json(raw: bytes) -> Any:
+    """Vendor JSON text (an HTTP body, an archive line) as Python values, or ParseError.
+
+    Refused: text that is not UTF-8, not JSON (NaN and Infinity included), nested deeper
+    than MAX_JSON_DEPTH, or holding a string no database can store (see `check_storable`).
+    The message is a phrase to follow "response body" or a line's position: "not JSON
+    (Expecting value at char 0)".
+    """
+    doc: Any = None
+    if orjson is not None:
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None  # the standard parser names the problem (or accepts lone surrogates)
+    if doc is None:
+        try:
+            doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        except UnicodeDecodeError:
+            raise ParseError("not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            raise ParseError(f"not JSON ({exc.msg} at char {exc.pos})") from None
+        except RecursionError:
+            raise ParseError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+        except ValueError as exc:
+            raise ParseError(f"not JSON ({exc})") from None
+    check_storable(raw, doc)
+    return doc
+
+
+def check_storable(raw: bytes, doc: Any) -> None:
+    """ParseError if `doc`, parsed from `raw`, nests deeper than MAX_JSON_DEPTH or holds text
+    a database cannot store: a NUL character (PostgreSQL refuses it in text) or a lone UTF-16
+    surrogate such as "\\ud800" (not Unicode, so not UTF-8 either).
+
+    Costs two byte counts for ordinary text: only text with many brackets or a \\u escape
+    is walked.
+    """
+    if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH and b"\\u" not in raw:
+        return
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ParseError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(value, dict):
+                for key in value:
+                    _check_text(key)
+                stack.extend((v, depth + 1) for v in value.values())
+            else:
+                stack.extend((v, depth + 1) for v in value)
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise ParseError(f"text {_short(text)} holds a NUL character (\\u0000), which a "
+                         "database cannot store")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ParseError(f"text {_short(text)} holds a lone surrogate (such as \\ud800): "
+                             "not Unicode text") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def to_payload(body: Any) -> str:

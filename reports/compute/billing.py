@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,25 @@ from reports.compute.quantities import (
     round_quantity,
 )
 from reports.periods import Period, us_to_datetime
+
+# Significant digits of billing arithmetic. The largest figures the edges let in: a month's
+# quantity below 10^28 (readings up to 10^15, a sample a microsecond) with 4 places, times a
+# price up to 10^15 with 12 places, is under 60 digits: every product and rounding is exact
+# (the default 28 would round it, and fail to quantize it to cents).
+BILLING_PRECISION = 60
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def exact_decimals(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run `func` with BILLING_PRECISION digits of decimal arithmetic (on this thread)."""
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with localcontext() as ctx:
+            ctx.prec = BILLING_PRECISION
+            return func(*args, **kwargs)
+    return wrapper
+
 
 BILLING_COLUMNS = [
     "month", "source", "metric", "aggregation", "quantity", "included", "overage",
@@ -47,6 +68,7 @@ def days_by_series(rows: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
             for key, g in rows.groupby(["source", "metric"], sort=False)}
 
 
+@exact_decimals
 def rule_cumulative(days: pd.DataFrame, rule: BillingRule, samples: SampleMap | None = None,
                     now_us: int | None = None) -> list[Decimal | None]:
     """Per day: the rule's month quantity up to that day (quantities.cumulative_quantities)."""
@@ -69,6 +91,7 @@ def tiers_frame(quantity: Decimal, rule: BillingRule) -> pd.DataFrame:
         [(t.units, t.unit_price, t.flat_price, t.amount) for t in reached], columns=TIER_COLUMNS)
 
 
+@exact_decimals
 def billing_table(rows: pd.DataFrame, rules: Sequence[BillingRule], period: Period,
                   *, now: datetime, samples: SampleMap | None = None) -> pd.DataFrame:
     """One row per rule for the month `period`, from series_day_rows() rows (pure).

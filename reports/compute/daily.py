@@ -8,7 +8,7 @@ time, last values), so monthly figures are derived from the day rows alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -26,6 +26,13 @@ DAY_COLUMNS = [
     "day_start_us", "day_end_us", "samples", "min", "max", "sum", "last_limit", "peak_pct",
     "increase", "resets", "covered_us", "twa_num", "warning_us", "critical_us",
     "first_at_us", "first_value", "last_at_us", "last_value",
+]
+# Columns of the daily report (SPEC 6, then extras), in order.
+DAILY_COLUMNS = [
+    "date", "source", "metric", "samples", "min", "max", "mean", "limit", "peak_pct",
+    "increase", "resets", "coverage_pct",
+    # extras
+    "metric_type", "twa", "warning_minutes", "critical_minutes",
 ]
 
 
@@ -191,6 +198,10 @@ def aggregate_days(t: np.ndarray, value: np.ndarray, limit: np.ndarray | None,
 
     if metric_type == "counter":
         inc, reset, scale = counter_increments(value, prev_value)
+        if inc.dtype.kind == "i" and len(inc) and float(np.abs(inc).max()) * len(inc) >= 2.0**63:
+            # So many large increments that an exact int64 sum could wrap around: float64
+            # cannot wrap (it rounds instead, at figures no bill can use exactly anyway).
+            inc, scale = inc / float(scale), 1
         # Each day's increments summed on their own: a difference of running float sums
         # would carry the rounding of every earlier day into this one.
         day_inc = np.zeros(ndays, dtype=inc.dtype)
@@ -344,3 +355,33 @@ def period_report_values(totals: Mapping[str, Any], metric_type: str) -> dict[st
     row["day_start_us"] = totals["period_start_us"]
     row["day_end_us"] = totals["period_end_us"]
     return day_report_values(row, metric_type)
+
+
+def daily_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The daily report table (DAILY_COLUMNS): counts Int64, measures Float64, <NA> = n/a.
+
+    `rows`: one per series and day, with columns source, metric, metric_type, date, then
+    DAY_COLUMNS (as reports.pipelines.days.series_day_rows returns them).
+    """
+    records = []
+    for row in rows.to_dict("records"):
+        vals = day_report_values(row, str(row["metric_type"]))
+        records.append({"date": row["date"], "source": row["source"], "metric": row["metric"],
+                        "metric_type": row["metric_type"], **vals})
+    return _typed(pd.DataFrame.from_records(records, columns=DAILY_COLUMNS),
+                 ints=("samples", "increase", "resets"),
+                 floats=("min", "max", "mean", "limit", "peak_pct", "coverage_pct", "twa",
+                         "warning_minutes", "critical_minutes"))
+
+
+def _typed(df: pd.DataFrame, ints: Sequence[str], floats: Sequence[str]) -> pd.DataFrame:
+    """Nullable dtypes: counts stay exact integers, 'not applicable' is <NA>."""
+    for col in ints:
+        try:
+            df[col] = df[col].astype("Int64")
+        except (TypeError, ValueError):
+            # A counter with fractional readings: keep its exact float sum.
+            df[col] = df[col].astype("Float64")
+    for col in floats:
+        df[col] = df[col].astype("Float64")
+    return df

@@ -16,6 +16,7 @@ RECONCILE_COLUMNS = [
     # extras
     "reason", "currency", "coverage_pct", "resets",
 ]
+RECONCILE_STATUSES = ["match", "mismatch", "missing_invoice", "missing_metered"]
 
 
 def check_tolerance(tolerance_pct: float, name: str = "--tolerance-pct") -> Decimal:

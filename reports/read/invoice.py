@@ -12,6 +12,8 @@ from etl.errors import InputError
 from reports.periods import MONTH_RE
 
 INVOICE_COLUMNS = ("source", "month", "metric", "quantity", "amount")
+# An invoice is a few rows; a larger file is refused unread (`--invoice /dev/zero`).
+MAX_INVOICE_CHARS = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,11 @@ def read_invoice(path: Path, month: str | None = None) -> list[InvoiceLine]:
     """
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            lines = _parse(path, fh.read().splitlines())
+            text = fh.read(MAX_INVOICE_CHARS + 1)  # never all of /dev/zero
+        if len(text) > MAX_INVOICE_CHARS:
+            raise InputError(f"{path}: larger than {MAX_INVOICE_CHARS // 1024 // 1024} MiB, "
+                             "not an invoice CSV")
+        lines = _parse(path, text.splitlines())
     except FileNotFoundError:
         raise InputError(f"{path}: invoice file not found") from None
     except UnicodeDecodeError:

@@ -7,6 +7,7 @@ exactly with extract(epoch)) so no per-row Python datetime is ever built.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, select, text
 
+from etl.config import Config
 from etl.store.models import Series, from_micros, to_micros
+from etl.vendors import KINDS
+from etl.vendors.parsing import MAX_READING
+
+log = logging.getLogger("reports.read")
 
 _SQLITE_SAMPLES = text(
     "SELECT observed_at, value, plan_limit FROM samples "
@@ -57,7 +63,7 @@ _PG_MINUS_INF = (
 )
 _PREV_VALUE = text(
     "SELECT value FROM samples WHERE series_id = :sid AND observed_at < :a "
-    "ORDER BY observed_at DESC LIMIT 1"
+    "AND abs(value) <= :most ORDER BY observed_at DESC LIMIT 1"
 )
 _LATEST_PAYLOAD = text(
     "SELECT payload FROM snapshots WHERE source = :source AND observed_at < :b "
@@ -90,7 +96,11 @@ def _bind(conn: Connection, us: int) -> Any:
 
 
 def read_samples(conn: Connection, series_id: int, start_us: int, end_us: int) -> SampleArrays:
-    """The samples of one series with start_us <= observed_at < end_us, oldest first."""
+    """The samples of one series with start_us <= observed_at < end_us, oldest first.
+
+    A stored reading beyond MAX_READING (possible only in history written before that check)
+    is left out, with a warning: it cannot be billed, and it must not stop the report.
+    """
     sqlite = conn.dialect.name == "sqlite"
     params = (series_id, _bind(conn, start_us), _bind(conn, end_us))
     # The driver's own cursor: at millions of rows, building SQLAlchemy Row objects costs
@@ -112,6 +122,11 @@ def read_samples(conn: Connection, series_id: int, start_us: int, end_us: int) -
                 limit[missing] = np.nan
     finally:
         cur.close()
+    billable = np.abs(block[:, 1]) <= MAX_READING  # NaN and inf are not
+    if not billable.all():
+        log.warning("series %d: %d stored reading(s) above 10^15 (or not finite) left out of "
+                    "the report: too large to bill", series_id, int((~billable).sum()))
+        block, limit = block[billable], limit[billable]
     return SampleArrays(block[:, 0].astype(np.int64), block[:, 1].copy(), limit)
 
 
@@ -142,7 +157,8 @@ def read_series_samples(engine: Engine, keys: Iterable[tuple[str, str]], start_u
 
 def read_prev_value(conn: Connection, series_id: int, before_us: int) -> float | None:
     """The value of the series' last sample before `before_us` (None if there is none)."""
-    row = conn.execute(_PREV_VALUE, {"sid": series_id, "a": _bind(conn, before_us)}).first()
+    row = conn.execute(_PREV_VALUE, {"sid": series_id, "a": _bind(conn, before_us),
+                                     "most": MAX_READING}).first()
     return None if row is None else float(row[0])
 
 
@@ -158,3 +174,24 @@ def latest_payload(engine: Engine, source: str, before: datetime) -> dict[str, A
     except (TypeError, ValueError):
         return None
     return body if isinstance(body, dict) else None
+
+
+def source_snapshots(engine: Engine, config: Config, before: datetime) -> list[dict[str, Any]]:
+    """Per source whose kind names display fields: those body fields of its latest snapshot.
+
+    One dict per such source, in config order: source, kind, the kind's display fields
+    (etl.vendors.VendorKind.display_fields, "" when absent) and the body's timestamp; the
+    HTML reports show them (escaped: it is vendor text).
+    """
+    found = []
+    for src in config.sources:
+        fields = KINDS[src.kind].display_fields
+        if not fields:
+            continue
+        body = latest_payload(engine, src.name, before) or {}
+        found.append({
+            "source": src.name, "kind": src.kind,
+            **{column: str(body.get(key, "")) for column, key in fields.items()},
+            "observed_at": str(body.get("timestamp", "")),
+        })
+    return found

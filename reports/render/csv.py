@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +13,20 @@ import pandas as pd
 
 from etl.files import write_text_atomic
 from etl.textutil import FORMULA_START, formula_safe
+from reports.render.cells import CellStyle, cell_text
+
+CSV_CELLS = CellStyle(
+    boolean=lambda b: "true" if b else "false",
+    integer=str,
+    floating=lambda f: np.format_float_positional(f, trim="-"),
+    decimal=lambda d: format(d, "f"),
+    text=formula_safe,
+)
 
 
 def format_cell(value: Any) -> str:
     """One cell: numbers plain (no exponent, no separators, no '.0' on integers)."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return ""
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        f = float(value)
-        if not math.isfinite(f):
-            return ""
-        return np.format_float_positional(f, trim="-")
-    if isinstance(value, Decimal):
-        return "" if not value.is_finite() else format(value, "f")
-    if isinstance(value, datetime | date | pd.Timestamp):
-        return value.isoformat()
-    return formula_safe(str(value))
+    return cell_text(value, CSV_CELLS)
 
 
 def _float_cell(f: float) -> str:

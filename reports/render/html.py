@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -18,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from etl.files import write_text_atomic
+from reports.render.cells import CellStyle, cell_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 NUMERIC_KINDS = (int, float, Decimal, np.integer, np.floating)
@@ -58,24 +58,18 @@ def environment() -> Environment:
     )
 
 
+HTML_CELLS = CellStyle(
+    boolean=lambda b: "yes" if b else "",
+    integer=lambda i: f"{i:,}",
+    floating=lambda f: f"{f:,.0f}" if f.is_integer() else f"{f:,.2f}",
+    decimal=lambda d: f"{d:,f}",
+    text=str,
+)
+
+
 def html_value(value: Any) -> str:
     """A cell for people: thousands grouped, floats to 2 decimals, empty for n/a."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return ""
-    if isinstance(value, bool | np.bool_):
-        return "yes" if value else ""
-    if isinstance(value, int | np.integer):
-        return f"{int(value):,}"
-    if isinstance(value, float | np.floating):
-        f = float(value)
-        if not math.isfinite(f):
-            return ""
-        return f"{f:,.0f}" if f.is_integer() else f"{f:,.2f}"
-    if isinstance(value, Decimal):
-        return f"{value:,f}"
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return str(value)
+    return cell_text(value, HTML_CELLS)
 
 
 def table_from_frame(title: str, df: pd.DataFrame, *, row_css: str | None = None,

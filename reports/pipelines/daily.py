@@ -1,0 +1,135 @@
+"""The daily report (SPEC 6): read → compute (`daily`), then files (`write_daily`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from markupsafe import Markup
+from sqlalchemy import Engine
+
+from etl.config import Config
+from etl.errors import InputError
+from reports.compute.daily import daily_table, exact_total
+from reports.names import ReportFormat, daily_name, output_dir, report_formats
+from reports.periods import Period, days_period, resolve_tz, us_to_datetime
+from reports.pipelines.days import SeriesInfo, configured_series, series_day_rows
+from reports.read.alerts import alert_events
+from reports.read.samples import read_prev_value, read_samples, series_ids, source_snapshots
+from reports.render.charts import series_day_chart
+from reports.render.csv import write_csv
+from reports.render.html import Chart, render_report, table_from_frame, write_html
+
+
+@dataclass(frozen=True)
+class DailyResult:
+    """The daily report of some local days: its table, and what its HTML reads besides.
+
+    `table` has reports.compute.daily.DAILY_COLUMNS, one row per series and local day
+    (`date` a plain date). `engine` and `config` are what it was built from: the HTML reads
+    each series' samples (charts) and the sources' latest snapshots from them.
+    """
+
+    engine: Engine
+    config: Config
+    period: Period
+    tz: str
+    table: pd.DataFrame
+
+
+def daily(engine: Engine, config: Config, start: date, end: date, tz: str | None = None,
+          *, series: Sequence[SeriesInfo] | None = None, rollups: bool = True) -> DailyResult:
+    """The daily report for local days start..end (both included) in `tz` (default: config's).
+
+    `series` narrows the configured series (default: all of them). `rollups=False` computes
+    every day from raw samples and stores nothing; otherwise the zone's stored daily rollups
+    are read where fresh and filled where not. Raises InputError for an unknown zone or an
+    `end` before `start`.
+    """
+    tz_name = tz or config.timezone
+    zone = resolve_tz(tz_name)
+    if end < start:
+        raise InputError(f"--end: {end} is before --start {start}")
+    period = days_period(start, end + timedelta(days=1), zone)
+    rows = series_day_rows(engine, configured_series(config) if series is None else series,
+                           period, rollup_tz=tz_name if rollups else None)
+    return DailyResult(engine, config, period, tz_name, daily_table(rows))
+
+
+def write_daily(result: DailyResult, formats: Sequence[str], out_dir: Path) -> list[Path]:
+    """daily-YYYY-MM-DD.{csv,html} in `out_dir` for each day of `result`; the paths written."""
+    wanted = report_formats(formats)
+    out = output_dir(out_dir)
+    ids = series_ids(result.engine) if ReportFormat.HTML in wanted else {}
+    paths: list[Path] = []
+    # One groupby instead of a scan of the whole table per day.
+    table = result.table
+    by_day = {key: g for key, g in table.groupby("date", sort=False)} if len(table) else {}
+    for i, day in enumerate(result.period.days):
+        rows = by_day.get(day, table.iloc[:0]).reset_index(drop=True)
+        base = out / daily_name(day)
+        if ReportFormat.CSV in wanted:
+            paths.append(write_csv(rows, base.with_suffix(".csv")))
+        if ReportFormat.HTML in wanted:
+            bounds = result.period.bounds
+            html = _daily_html(result, rows, day, int(bounds[i]), int(bounds[i + 1]), ids)
+            paths.append(write_html(html, base.with_suffix(".html")))
+    return paths
+
+
+def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: int,
+                end_us: int, ids: dict[tuple[str, str], int]) -> str:
+    hours = (end_us - start_us) / 3.6e9
+    charts = []
+    with result.engine.connect() as conn:
+        for rec in table.to_dict("records"):
+            sid = ids.get((rec["source"], rec["metric"]))
+            if sid is None:
+                continue
+            arr = read_samples(conn, sid, start_us, end_us)
+            prev = (read_prev_value(conn, sid, start_us)
+                    if rec["metric_type"] == "counter" else None)
+            limit = None if pd.isna(rec["limit"]) else float(rec["limit"])
+            svg = series_day_chart(arr.t, arr.value, start_us=start_us, end_us=end_us,
+                                   metric=str(rec["metric"]), metric_type=str(rec["metric_type"]),
+                                   limit=limit, prev_value=prev)
+            charts.append(Chart(f"{rec['source']} / {rec['metric']}", Markup(svg)))
+    covs = [c for c in table["coverage_pct"] if not pd.isna(c)]
+    alerts = [f"{r['source']}/{r['metric']}: {r['critical_minutes']:g} min at critical "
+              f"(≥90 % of the limit), peak {r['peak_pct']:g} %"
+              for r in table.to_dict("records")
+              if not pd.isna(r["critical_minutes"]) and r["critical_minutes"] > 0]
+    gaps = [f"{r['source']}/{r['metric']}: coverage {r['coverage_pct']:g} % — "
+            "part of the day was not observed, figures are a lower bound"
+            for r in table.to_dict("records") if r["coverage_pct"] < 100]
+    counters = table[table["metric_type"] == "counter"]
+    summary: list[tuple[str, Any]] = [
+        ("date", day.isoformat()),
+        ("day length", f"{hours:g} h"),
+        ("series", len(table)),
+        ("samples", int(table["samples"].sum())),
+        ("lowest coverage", f"{min(covs):g} %" if covs else ""),
+    ]
+    if len(counters):
+        # Exact: fractional counters keep their decimals (int() would cut them off).
+        summary.append(("counter increase", exact_total(counters["increase"])))
+    until = us_to_datetime(end_us)
+    tables = [table_from_frame("Per series", table)]
+    # The day's alert state changes (SPEC 8), in local time; no table on a quiet day.
+    events = alert_events(result.engine, us_to_datetime(start_us), until, result.period.tz)
+    if len(events):
+        summary.append(("alert events", len(events)))
+        tables.append(table_from_frame("Alert events", events, row_css="event",
+                                       low_coverage=False))
+    return render_report(
+        title=f"Daily usage {day.isoformat()}",
+        subtitle=(f"[{us_to_datetime(start_us).isoformat()}, {until.isoformat()}) "
+                  f"— local day in {result.tz}"),
+        tz=result.tz, summary=summary, notes=alerts + gaps,
+        sources=source_snapshots(result.engine, result.config, until), tables=tables,
+        charts=charts,
+    )

@@ -1,0 +1,117 @@
+"""The first step of every report: day rows per configured series, from rollups or samples."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+
+from etl.config import Config
+from etl.store.rollups import RollupStore
+from etl.vendors import KINDS
+from reports.compute.daily import DAY_COLUMNS, aggregate_days
+from reports.periods import US_PER_SECOND, Period
+from reports.read.samples import read_prev_value, read_samples, series_ids
+
+# Days read per query: bounds memory at millions of samples per series and month (a month
+# of minute samples is about 45,000 rows, 1 MB); fewer, larger reads cost less per row.
+CHUNK_DAYS = 31
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """A configured (source, metric) and how to read it."""
+
+    source: str
+    metric: str
+    kind: str
+    metric_type: str
+    staleness_us: int
+
+
+def configured_series(config: Config, only: Sequence[tuple[str, str]] | None = None
+                      ) -> list[SeriesInfo]:
+    """Every configured (source, metric), in config order (or just those in `only`)."""
+    found = []
+    for src in config.sources:
+        for metric, mtype in KINDS[src.kind].metrics.items():
+            if only is not None and (src.name, metric) not in only:
+                continue
+            found.append(SeriesInfo(src.name, metric, src.kind, mtype,
+                                    int(round(src.staleness * US_PER_SECOND))))
+    return found
+
+
+def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period,
+                    *, chunk_days: int = CHUNK_DAYS, rollup_tz: str | None = None
+                    ) -> pd.DataFrame:
+    """aggregate_days() rows for each series and local day of `period` (zero rows too).
+
+    Columns: source, metric, metric_type, date, then compute.DAY_COLUMNS. These rows alone
+    are enough to build any longer period (see compute.combine_days). With `rollup_tz`
+    (the configured zone's name), day rows come from the stored rollups where they are
+    fresh, and the ones computed here are stored (etl.store.rollups).
+    """
+    ids = series_ids(engine)
+    rollups = (RollupStore(engine, rollup_tz, period.start_us, period.end_us)
+               if rollup_tz is not None else None)
+    days = period.days
+    frames = []
+    records: list[dict[str, object]] = []
+    with engine.connect() as conn:
+        for info in series:
+            sid = ids.get((info.source, info.metric))
+            for i in range(0, len(days), chunk_days):
+                j = min(i + chunk_days, len(days))
+                bounds = period.bounds[i:j + 1]
+                read_from = int(bounds[0]) - info.staleness_us
+                if sid is None:
+                    empty = np.zeros(0)
+                    agg = aggregate_days(np.zeros(0, dtype=np.int64), empty, empty, bounds,
+                                         metric_type=info.metric_type,
+                                         staleness_us=info.staleness_us)
+                elif rollups is not None and (cached := rollups.get(
+                        sid, [str(d) for d in days[i:j]], info.staleness_us / US_PER_SECOND)):
+                    _label(records, info, days[i:j], cached)
+                    continue
+                else:
+                    arr = read_samples(conn, sid, read_from, int(bounds[-1]))
+                    prev = (read_prev_value(conn, sid, read_from)
+                            if info.metric_type == "counter" else None)
+                    agg = aggregate_days(arr.t, arr.value, arr.limit, bounds,
+                                         metric_type=info.metric_type,
+                                         staleness_us=info.staleness_us, prev_value=prev)
+                    if rollups is not None:
+                        computed = agg.to_dict("records")
+                        rollups.put(sid, [str(d) for d in days[i:j]], bounds.tolist(),
+                                    info.staleness_us / US_PER_SECOND, computed)
+                        _label(records, info, days[i:j], computed)
+                        continue
+                if rollups is not None:
+                    _label(records, info, days[i:j], agg.to_dict("records"))
+                    continue
+                agg.insert(0, "date", days[i:j])
+                agg.insert(0, "metric_type", info.metric_type)
+                agg.insert(0, "metric", info.metric)
+                agg.insert(0, "source", info.source)
+                frames.append(agg)
+    if rollups is not None:
+        rollups.flush()
+        # Hundreds of small frames cost more than the rows: build one frame from records.
+        return pd.DataFrame.from_records(
+            records, columns=["source", "metric", "metric_type", "date", *DAY_COLUMNS])
+    if not frames:
+        return pd.DataFrame(columns=["source", "metric", "metric_type", "date", *DAY_COLUMNS])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _label(records: list[dict[str, object]], info: SeriesInfo, days: Sequence[date],
+           rows: Sequence[dict[str, object]]) -> None:
+    """Append day rows with the columns that say whose and which day they are."""
+    for day, row in zip(days, rows, strict=True):
+        records.append({"source": info.source, "metric": info.metric,
+                        "metric_type": info.metric_type, "date": day, **row})
