@@ -99,8 +99,11 @@ def _parsed(value: Any) -> Decimal | None:
 
 
 def decimal_value(value: Any) -> Decimal | None:
-    """`value` as a Decimal from 0 to MAX_CONFIG_DECIMAL with at most MAX_CONFIG_DECIMAL_PLACES
-    places, else None: the one check of every config amount, price and quantity."""
+    """The one check of every config amount, price and quantity.
+
+    `value` as a Decimal from 0 to MAX_CONFIG_DECIMAL with at most MAX_CONFIG_DECIMAL_PLACES
+    places, else None.
+    """
     result = _parsed(value)
     if result is None or not result.is_finite() or not 0 <= result <= MAX_CONFIG_DECIMAL:
         return None

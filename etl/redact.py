@@ -76,15 +76,19 @@ def _char_forms(char: str) -> str:
 
 @lru_cache(maxsize=4096)
 def secret_pattern(secret: str) -> re.Pattern[str]:
-    """A regex matching `secret` however a vendor echoes it back, character by character:
-    as is, JSON-escaped (\\/ or \\u002F), as HTML references (&#x2F;, &#47;, &sol;) or
-    URL-encoded (%2F), in any mix and either hex case."""
+    """A regex matching `secret` however a vendor echoes it back.
+
+    Character by character: as is, JSON-escaped (\\/ or \\u002F), as HTML references (&#x2F;, &#47;, &sol;) or
+    URL-encoded (%2F), in any mix and either hex case.
+    """
     return re.compile("".join(_char_forms(c) for c in secret))
 
 
 def secret_forms(secret: str) -> tuple[str, ...]:
-    """Some literal spellings of `secret` a vendor may echo (as is, JSON, HTML, URL); for tests
-    and docs: `redact` masks every spelling `secret_pattern` matches, these and their mixes."""
+    """Some literal spellings of `secret` a vendor may echo (as is, JSON, HTML, URL).
+
+    For tests and docs: `redact` masks every spelling `secret_pattern` matches, these and their mixes.
+    """
     return tuple(sorted({
         secret,
         json.dumps(secret)[1:-1],
@@ -100,8 +104,10 @@ def secret_forms(secret: str) -> tuple[str, ...]:
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with every known secret value (in any spelling `secret_pattern` knows) and
-    credential-looking URL part masked."""
+    """The `text` with every known secret value and credential-looking URL part masked.
+
+    Secrets are masked in any spelling `secret_pattern` knows.
+    """
     # Every encoded spelling needs one of these; without them only the plain one can be there
     # (a cheap check: a daemon with many sources redacts each log line for every secret).
     encoded = "\\" in text or "&" in text or "%" in text

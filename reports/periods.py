@@ -44,6 +44,7 @@ def parse_month(text: str, what: str = "--month") -> date:
 
 
 def next_month(first: date) -> date:
+    """The first day of the month after the one starting on `first`."""
     return date(first.year + first.month // 12, first.month % 12 + 1, 1)
 
 
@@ -67,18 +68,22 @@ class Period:
 
     @property
     def days(self) -> list[date]:
+        """The local dates of the period, first to last."""
         n = (self.end - self.start).days
         return [self.start + timedelta(days=i) for i in range(n)]
 
     @property
     def start_us(self) -> int:
+        """The period's start, microseconds since the Unix epoch (UTC)."""
         return int(self.bounds[0])
 
     @property
     def end_us(self) -> int:
+        """The period's end (exclusive), microseconds since the Unix epoch (UTC)."""
         return int(self.bounds[-1])
 
     def day_seconds(self) -> np.ndarray:
+        """Each day's length in seconds (82800 or 90000 on DST changes)."""
         return np.diff(self.bounds) // US_PER_SECOND
 
 

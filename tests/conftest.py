@@ -1,76 +1,25 @@
-"""Shared fixtures: real SQLite files and throwaway databases on the real PostgreSQL server."""
+"""Shared fixtures: real SQLite files, throwaway PostgreSQL databases, the simulated vendor.
+
+The builders they use live in tests/factories.py.
+"""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from etl.store.engine import make_engine, upgrade
-from etl.store.writer import forget_series_cache
-
-PG_ADMIN_URL = os.environ.get(
-    "USAGE_ETL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from etl.runtime.receiver import WebhookReceiver
+from etl.runtime.simulator import SimulatedVendor
+from tests.factories import (
+    WEBHOOK_SECRET_PATH,
+    create_pg_database,
+    drop_pg_database,
+    migrated_engine,
 )
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def _pg_problem() -> str | None:
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return "psycopg is not installed (pip install 'usage-etl[postgres]')"
-    try:
-        eng = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
-        with eng.connect() as conn:
-            conn.execute(text("select 1"))
-        eng.dispose()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server"
-        return f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {str(exc).splitlines()[0]}"
-    return None
-
-
-_PG_PROBLEM: str | None | bool = False
-
-
-def pg_problem() -> str | None:
-    global _PG_PROBLEM
-    if _PG_PROBLEM is False:
-        _PG_PROBLEM = _pg_problem()
-    return _PG_PROBLEM  # type: ignore[return-value]
-
-
-def require_pg() -> None:
-    """Skip (or, with CI=true, fail) when the PostgreSQL server is not there."""
-    problem = pg_problem()
-    if problem:
-        if IN_CI:
-            pytest.fail(f"CI=true but {problem}")
-        pytest.skip(problem)
-
-
-def create_pg_database() -> str:
-    """Create an empty throwaway database; return its URL."""
-    require_pg()
-    name = f"usage_etl_t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_pg_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -114,18 +63,11 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture
 def engine(empty_db_url: str) -> Iterator[Engine]:
     """A migrated database on each engine."""
-    eng = make_engine(empty_db_url)
-    upgrade(eng)
-    try:
+    with migrated_engine(empty_db_url) as eng:
         yield eng
-    finally:
-        forget_series_cache(eng)
-        eng.dispose()
 
 
 # --- the simulated vendor (etl.runtime.simulator), for collector, scheduler and demo tests ---------
-
-from etl.runtime.simulator import SimulatedVendor  # noqa: E402
 
 
 @pytest.fixture
@@ -141,50 +83,8 @@ def simulator() -> Iterator[SimulatedVendor]:
     with sim:
         yield sim
 
-
-def write_sim_config(
-    path: os.PathLike[str] | str,
-    sim: SimulatedVendor,
-    database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    *,
-    interval: float = 60,
-    timeout: float = 5,
-    extra: str = "",
-) -> str:
-    """Write a config with sources `ws` (wiresocket) and `rules` (nected) pointing at `sim`.
-
-    The credentials go into environment variables (set with `monkeypatch`), never the file.
-    Returns the config path.
-    """
-    tag = uuid.uuid4().hex[:8].upper()
-    ws_env, nk_env = f"TEST_WS_TOKEN_{tag}", f"TEST_NECTED_KEY_{tag}"
-    monkeypatch.setenv(ws_env, sim.token)
-    monkeypatch.setenv(nk_env, sim.api_key)
-    text = (
-        f'database_url = "{database_url}"\n'
-        'timezone = "UTC"\n\n'
-        "[[sources]]\n"
-        'name = "ws"\nkind = "wiresocket"\n'
-        f'base_url = "{sim.base_url}"\ntoken_env = "{ws_env}"\n'
-        f"interval_seconds = {interval}\ntimeout_seconds = {timeout}\n\n"
-        "[[sources]]\n"
-        'name = "rules"\nkind = "nected"\n'
-        f'base_url = "{sim.base_url}"\napi_key_env = "{nk_env}"\n'
-        f"interval_seconds = {interval}\ntimeout_seconds = {timeout}\n"
-        + extra
-    )
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    return str(path)
-
-
 # --- alert receivers ---------------------------------------------------------------------------
 
-from etl.runtime.receiver import WebhookReceiver  # noqa: E402
-
-# The secret part of the receiver's URL: it must never show up in logs, rows or reports.
-WEBHOOK_SECRET_PATH = "/hooks/T0KEN-s3cr3t-path"
 
 
 @pytest.fixture
@@ -232,21 +132,6 @@ def small_disk(tmp_path) -> Iterator[Callable[[int], Path]]:  # type: ignore[no-
     finally:
         for folder in mounted:
             subprocess.run(["umount", "-l", str(folder)], check=False, timeout=30)
-
-
-def fill_disk(folder: Path) -> None:
-    """Write into `folder` until its file system has no byte left."""
-    with open(folder / "filler", "wb", buffering=0) as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 4096)
-        except OSError:
-            pass
-        try:
-            while True:  # the last partial block
-                fh.write(b"\0")
-        except OSError:
-            pass
 
 
 @pytest.fixture

@@ -19,23 +19,19 @@ from etl.runtime.alerting import check
 from etl.runtime.receiver import WebhookReceiver
 from etl.store.models import AlertDelivery, AlertEvent
 from etl.store.writer import record_attempt, store_observations
-from etl.vendors.types import Observation, SampleValue
-from tests.conftest import WEBHOOK_SECRET_PATH
+from etl.vendors.types import Observation, Origin
+from tests import factories
+from tests.factories import WEBHOOK_SECRET_PATH, wiresocket
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
 
 def ws(when: datetime, conns: float, limit: float | None = 100) -> Observation:
-    body = {"usage": {"connections": {"current": conns, "limit": limit}},
-            "timestamp": when.isoformat()}
-    return Observation("ws-prod", "wiresocket", when, json.dumps(body),
-                       (SampleValue("connections", conns, limit),), origin="import")
+    return wiresocket(when, conns, limit=limit, origin=Origin.IMPORT)
 
 
 def nected(when: datetime, value: float) -> Observation:
-    body = {"data": {"invocations": value}, "code": "success", "message": "Success."}
-    return Observation("rules", "nected", when, json.dumps(body),
-                       (SampleValue("invocations", value),), origin="import")
+    return factories.nected(when, value, origin=Origin.IMPORT)
 
 
 def put(engine: Engine, *observations: Observation) -> None:

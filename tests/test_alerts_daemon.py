@@ -17,16 +17,8 @@ from sqlalchemy import inspect, select, text
 from etl.runtime.receiver import WebhookReceiver
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import AlertDelivery, AlertEvent
-from tests.conftest import WEBHOOK_SECRET_PATH
-from tests.test_scheduler import (
-    daemon_env,
-    ok_counts,
-    start_daemon,
-    stop_daemon,
-    unique_sim,
-    wait_for,
-    write_config,
-)
+from tests.daemon import daemon_env, ok_counts, start_daemon, stop_daemon, wait_for
+from tests.factories import WEBHOOK_SECRET_PATH, unique_sim, write_daemon_config
 
 SMTP_PASSWORD = "smtp-Pa55w0rd-never-logged"
 
@@ -133,7 +125,7 @@ def test_a_notification_pending_when_the_daemon_is_killed_is_delivered_after_res
     receiver.stop()  # down: connection refused until it comes back
     metrics_port = free_port()
     with unique_sim() as sim:
-        cfg = write_config(tmp_path, url, sim)
+        cfg = write_daemon_config(tmp_path, url, sim)
         alert_config(cfg, smtp_port)
         env = daemon_env(sim, TEST_DAEMON_HOOK=receiver.url,
                          TEST_DAEMON_SMTP_PASSWORD=SMTP_PASSWORD)
@@ -197,7 +189,7 @@ def test_two_daemon_replicas_send_one_notification_per_event(
         for name in ("a", "b"):
             home = tmp_path / name
             home.mkdir()
-            cfg = write_config(home, url, sim)
+            cfg = write_daemon_config(home, url, sim)
             alert_config(cfg)
             procs.append(start_daemon(cfg, daemon_env(sim, TEST_DAEMON_HOOK=receiver.url),
                                       home / "daemon.log"))

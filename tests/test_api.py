@@ -315,7 +315,7 @@ def test_filters_select_series_and_time(history: History) -> None:
                             config=history.config)
 
 
-def test_attempts_and_series_catalog(history: History) -> None:
+def test_series_catalog_is_in_the_asked_zone_and_attempts_are_a_typed_empty_frame_after_an_import(history: History) -> None:
     cat = reports.list_series(history.engine, tz=BERLIN)
     assert list(cat["metric"]) == ["invocations", "connections", "documents"]
     assert (cat["samples"] > 0).all() and str(cat["first"].dt.tz) == BERLIN
@@ -352,7 +352,7 @@ def test_missing_sqlite_database_is_a_clear_error_and_is_not_created(tmp_path: P
     assert not missing.exists() and not (tmp_path / "usage.db").exists()
 
 
-def test_reading_never_writes(history: History, tmp_path: Path) -> None:
+def test_reading_history_never_writes_to_the_database(history: History, tmp_path: Path) -> None:
     def counts() -> tuple[int, int, int]:
         with history.engine.connect() as conn:
             return tuple(conn.scalar(select(func.count()).select_from(t)) or 0  # type: ignore[return-value]

@@ -23,6 +23,7 @@ from etl.store.archive import import_archives
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import Sample, Series
 from etl.store.writer import forget_series_cache
+from tests.factories import write_reports_config
 
 # The two lines of SPEC section 4, verbatim.
 SPEC_LINES = [
@@ -32,15 +33,9 @@ SPEC_LINES = [
 
 
 def write_config(tmp_path: Path, url: str, timezone: str = "UTC") -> str:
+    # A file per database URL: a test may import into two databases from one folder.
     path = tmp_path / f"c-{abs(hash(url)) % 10**8}.toml"
-    path.write_text(
-        f'database_url = "{url}"\ntimezone = "{timezone}"\n\n'
-        '[[sources]]\nname = "ws-prod"\nkind = "wiresocket"\nregion = "eu"\n'
-        'token_env = "UNSET_WS_TOKEN_FOR_IMPORT"\n\n'
-        '[[sources]]\nname = "rules"\nkind = "nected"\n'
-        'api_key_env = "UNSET_NECTED_KEY_FOR_IMPORT"\ninterval_seconds = 300\n'
-    )
-    return str(path)
+    return str(write_reports_config(path, url, timezone))
 
 
 def run(config: str, *args: str, input: str | None = None):  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     args = [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out),
             "--workdir", str(tmp_path / "work")]
-    from tests.conftest import pg_problem
+    from tests.factories import pg_problem
 
     if pg_problem():
         args.append("--no-postgres")

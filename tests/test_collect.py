@@ -22,7 +22,7 @@ from etl.store.engine import make_engine, upgrade
 from etl.store.models import Base, CollectionAttempt, Sample, SourceState
 from etl.store.writer import record_poll, record_polls
 from etl.vendors.types import PollRecord
-from tests.conftest import write_sim_config
+from tests.factories import write_sim_config
 
 
 def run(config: str, *args: str):  # type: ignore[no-untyped-def]
@@ -51,7 +51,7 @@ def dump_database(url: str) -> str:
     return text
 
 
-def test_collect_all_sources_ok(simulator: SimulatedVendor, empty_db_url: str, tmp_path: Path,
+def test_collect_polls_every_source_once_and_prints_one_line_each(simulator: SimulatedVendor, empty_db_url: str, tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     config = write_sim_config(tmp_path / "c.toml", simulator, empty_db_url, monkeypatch)
     result = run(config, "collect")
@@ -91,7 +91,7 @@ def test_a_fault_is_recorded_and_the_other_source_still_collects(
     assert f"{failed}" in result.stdout and outcome in result.stdout
 
 
-def test_slow_vendor_times_out(simulator: SimulatedVendor, sqlite_url: str, tmp_path: Path,
+def test_a_vendor_slower_than_the_timeout_is_a_timeout(simulator: SimulatedVendor, sqlite_url: str, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
     config = write_sim_config(tmp_path / "c.toml", simulator, sqlite_url, monkeypatch,
                               interval=5, timeout=0.3)

@@ -57,7 +57,7 @@ def write(tmp_path: Path, body: str) -> str:
     return str(path)
 
 
-def test_spec_example_loads(tmp_path: Path) -> None:
+def test_the_spec_example_config_loads(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, GOOD))
     assert [s.name for s in cfg.sources] == ["ws-prod", "rules"]
     ws, rules = cfg.sources
@@ -342,7 +342,7 @@ def test_a_bad_database_url_option_names_the_option(tmp_path: Path) -> None:
         ("this is = = not toml", "not valid TOML"),
     ],
 )
-def test_single_problems(tmp_path: Path, snippet: str, needle: str) -> None:
+def test_each_single_problem_is_named_by_its_key(tmp_path: Path, snippet: str, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, snippet))
     assert needle in str(err.value)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from etl.runtime.simulator import SimulatedVendor
-from tests.conftest import fill_disk
+from tests.factories import fill_disk
 
 REPO = Path(__file__).resolve().parent.parent
 

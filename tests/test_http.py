@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 import time
 from email.utils import formatdate
 from pathlib import Path
@@ -20,22 +19,7 @@ from etl.redact import redact
 from etl.runtime.simulator import SimulatedVendor
 from etl.vendors import get as vendor_kind
 from etl.vendors.types import PollRecord
-
-
-class FakeClock:
-    """A clock that only moves when someone sleeps on it (shared by pacer and simulator)."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-        self.lock = threading.Lock()
-
-    def time(self) -> float:
-        with self.lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self.lock:
-            self.now += seconds
+from tests.factories import FakeClock, sim_source
 
 
 class SleepRecorder:
@@ -46,16 +30,6 @@ class SleepRecorder:
         self.calls.append(seconds)
 
 
-def source(sim: SimulatedVendor, kind: str, monkeypatch: pytest.MonkeyPatch, *,
-           name: str | None = None, secret: str | None = None, interval: float = 60,
-           timeout: float = 5, base_url: str | None = None) -> SourceConfig:
-    env = f"TEST_SECRET_{kind.upper()}_{name or 'x'}".replace("-", "_")
-    monkeypatch.setenv(env, secret or (sim.token if kind == "wiresocket" else sim.api_key))
-    return SourceConfig(name=name or kind, kind=kind, interval_seconds=interval,
-                        base_url=base_url or sim.base_url, secret_env=env,
-                        timeout_seconds=timeout)
-
-
 def poll(src: SourceConfig, **kwargs: object) -> PollRecord:
     with Collector([src], pacers=PacerRegistry(), **kwargs) as collector:  # type: ignore[arg-type]
         return collector.poll(src)
@@ -64,7 +38,7 @@ def poll(src: SourceConfig, **kwargs: object) -> PollRecord:
 @pytest.mark.parametrize("kind", ["wiresocket", "nected"])
 def test_ok_poll_parses_a_live_response(simulator: SimulatedVendor, kind: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    result = poll(source(simulator, kind, monkeypatch))
+    result = poll(sim_source(simulator, kind, monkeypatch))
     assert result.outcome == "ok", result.error
     assert result.http_status == 200 and result.tries == 1
     assert result.observation is not None
@@ -83,7 +57,7 @@ def test_wrong_credential_is_auth_error_and_not_retried(
     wrong = "wrong-credential-0123456789"
     caplog.set_level(logging.DEBUG)
     sleeps = SleepRecorder()
-    result = poll(source(simulator, kind, monkeypatch, secret=wrong), sleep=sleeps)
+    result = poll(sim_source(simulator, kind, monkeypatch, secret=wrong), sleep=sleeps)
     assert result.outcome == "auth_error"
     assert result.http_status == 401 and result.tries == 1
     assert simulator.request_count() == 1
@@ -95,7 +69,7 @@ def test_503_retry_after_seconds_is_honoured(simulator: SimulatedVendor,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     simulator.set_fault("unavailable", times=1, retry_after="2")
     sleeps = SleepRecorder()
-    result = poll(source(simulator, "wiresocket", monkeypatch), sleep=sleeps)
+    result = poll(sim_source(simulator, "wiresocket", monkeypatch), sleep=sleeps)
     assert result.outcome == "ok" and result.tries == 2
     assert sleeps.calls == [2.0]
     assert simulator.request_count(status=503) == 1
@@ -109,7 +83,7 @@ def test_retry_after_http_date_is_honoured(simulator: SimulatedVendor,
     simulator.set_fault("rate_limit", times=1, retry_after=formatdate(date, usegmt=True))
     sleeps = SleepRecorder()
     before = time.time()
-    result = poll(source(simulator, "nected", monkeypatch), sleep=sleeps)
+    result = poll(sim_source(simulator, "nected", monkeypatch), sleep=sleeps)
     after = time.time()
     assert result.outcome == "ok" and result.tries == 2
     assert len(sleeps.calls) == 1 and date - after <= sleeps.calls[0] <= date - before
@@ -121,7 +95,7 @@ def test_retry_after_zero_negative_or_garbage_falls_back_to_backoff(
 ) -> None:
     simulator.set_fault("unavailable", times=1, retry_after=value)
     sleeps = SleepRecorder()
-    result = poll(source(simulator, "wiresocket", monkeypatch), sleep=sleeps)
+    result = poll(sim_source(simulator, "wiresocket", monkeypatch), sleep=sleeps)
     assert result.outcome == "ok" and result.tries == 2
     assert len(sleeps.calls) == 1 and 0 <= sleeps.calls[0] <= 1
 
@@ -131,7 +105,7 @@ def test_retry_after_past_the_next_poll_gives_up_at_once(
 ) -> None:
     simulator.set_fault("rate_limit", retry_after="3600")
     sleeps = SleepRecorder()
-    result = poll(source(simulator, "wiresocket", monkeypatch, interval=60), sleep=sleeps)
+    result = poll(sim_source(simulator, "wiresocket", monkeypatch, interval=60), sleep=sleeps)
     assert result.outcome == "rate_limited" and result.http_status == 429
     assert result.retry_after == 3600 and result.tries == 1
     assert sleeps.calls == []
@@ -142,7 +116,7 @@ def test_persistent_500_is_retried_a_bounded_number_of_times(
 ) -> None:
     simulator.set_fault("server_error")
     sleeps = SleepRecorder()
-    result = poll(source(simulator, "nected", monkeypatch), sleep=sleeps)
+    result = poll(sim_source(simulator, "nected", monkeypatch), sleep=sleeps)
     assert result.outcome == "http_error" and result.http_status == 500
     assert result.tries == MAX_RETRIES + 1 == simulator.request_count()
     # Exponential backoff: the waits grow.
@@ -157,7 +131,7 @@ def test_bad_bodies_are_invalid_response_and_not_retried(
     simulator: SimulatedVendor, monkeypatch: pytest.MonkeyPatch, fault: str, kind: str
 ) -> None:
     simulator.set_fault(fault)
-    result = poll(source(simulator, kind, monkeypatch), sleep=SleepRecorder())
+    result = poll(sim_source(simulator, kind, monkeypatch), sleep=SleepRecorder())
     assert result.outcome == "invalid_response", result.error
     assert result.tries == 1 and simulator.request_count() == 1
 
@@ -165,7 +139,7 @@ def test_bad_bodies_are_invalid_response_and_not_retried(
 def test_slow_vendor_is_a_timeout(simulator: SimulatedVendor,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     simulator.set_fault("slow", delay=3)
-    result = poll(source(simulator, "nected", monkeypatch, timeout=0.3), sleep=SleepRecorder())
+    result = poll(sim_source(simulator, "nected", monkeypatch, timeout=0.3), sleep=SleepRecorder())
     assert result.outcome == "timeout"
     assert result.tries == MAX_RETRIES + 1
 
@@ -175,7 +149,7 @@ def test_nothing_listening_is_a_connection_error(simulator: SimulatedVendor,
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    src = source(simulator, "wiresocket", monkeypatch, base_url=f"http://127.0.0.1:{port}")
+    src = sim_source(simulator, "wiresocket", monkeypatch, base_url=f"http://127.0.0.1:{port}")
     result = poll(src, sleep=SleepRecorder())
     assert result.outcome == "connection_error"
     assert result.tries == MAX_RETRIES + 1
@@ -190,7 +164,7 @@ def test_simulator_enforces_12_per_minute_on_wiresocket(
     unpaced = PacerRegistry()
     results = []
     with SimulatedVendor(tokens=("unpaced-token-abcdef",), clock=clock.time) as sim:
-        src = source(sim, "wiresocket", monkeypatch)
+        src = sim_source(sim, "wiresocket", monkeypatch)
         with Collector([src], pacers=unpaced, sleep=SleepRecorder()) as collector:
             for _ in range(13):
                 unpaced._pacers.clear()  # a fresh, empty window each time: no pacing at all
@@ -206,7 +180,7 @@ def test_pacing_keeps_one_credential_at_12_per_minute(
     clock = FakeClock()
     with SimulatedVendor(tokens=("shared-token-abcdef",), clock=clock.time) as sim:
         # Three sources on one credential, each every 5 s: 36 polls a minute wanted.
-        sources = [source(sim, "wiresocket", monkeypatch, name=f"ws-{i}", interval=5)
+        sources = [sim_source(sim, "wiresocket", monkeypatch, name=f"ws-{i}", interval=5)
                    for i in range(3)]
         outcomes = []
         with Collector(sources, pacers=PacerRegistry(clock=clock.time), clock=clock.time,
@@ -238,7 +212,7 @@ def test_credential_echoed_in_an_error_body_is_masked_in_logs_and_errors(
     simulator.echo_credential = True
     # Twice, so that the retriable ones also log their retry line with the body in it.
     simulator.set_fault(fault, times=2, retry_after="1")
-    result = poll(source(simulator, kind, monkeypatch), sleep=SleepRecorder())
+    result = poll(sim_source(simulator, kind, monkeypatch), sleep=SleepRecorder())
     secret = simulator.token if kind == "wiresocket" else simulator.api_key
     assert simulator.request_count(status=status) >= 1
     texts = [caplog.text, result.error or ""]
@@ -257,7 +231,7 @@ def test_a_long_credential_cut_by_the_snippet_leaves_no_part_behind(
     caplog.set_level(logging.DEBUG)
     with SimulatedVendor(tokens=(token,), echo_credential=True) as sim:
         sim.set_fault("unavailable", retry_after="3600")
-        result = poll(source(sim, "wiresocket", monkeypatch), sleep=SleepRecorder())
+        result = poll(sim_source(sim, "wiresocket", monkeypatch), sleep=SleepRecorder())
     assert result.outcome == "http_error" and result.http_status == 503
     assert "***" in (result.error or "")
     assert token[5:25] not in (result.error or "") and token[5:25] not in caplog.text
@@ -312,7 +286,7 @@ def test_a_pacer_stop_after_a_real_try_keeps_its_status_and_tries(
     # A clock that moves only when slept on: the retry's slot (61 s after the first send)
     # stays past the next poll (60 s) however long the reservations take.
     clock = FakeClock()
-    src = source(simulator, "wiresocket", monkeypatch)
+    src = sim_source(simulator, "wiresocket", monkeypatch)
     registry = PacerRegistry(clock=clock.time)
     pacer = registry.get("wiresocket", simulator.token, vendor_kind("wiresocket").rate_limit)
     assert all(pacer.reserve(0.0) == 0.0 for _ in range(11))

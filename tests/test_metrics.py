@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from etl.runtime.metrics import (
 )
 from etl.store.engine import make_engine
 from etl.store.writer import record_attempt, store_observations
-from etl.vendors.types import Observation, SampleValue
+from tests.factories import nected, wiresocket
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
@@ -45,15 +44,8 @@ def test_metrics_show_latest_values_limits_successes_polls_and_firing_alerts(
         ],
         "alerts": [{"name": "high", "metric": "connections", "above_pct": 90}],
     })
-    body = {"usage": {"connections": {"current": 93, "limit": 100}}}
     with engine.begin() as conn:
-        store_observations(conn, [
-            Observation("ws-prod", "wiresocket", T0, json.dumps(body),
-                        (SampleValue("connections", 93.0, 100.0),
-                         SampleValue("documents", 4.0, None)), origin="import"),
-            Observation("rules", "nected", T0, "{}", (SampleValue("invocations", 1234.5),),
-                        origin="import"),
-        ])
+        store_observations(conn, [wiresocket(T0, 93, 4, docs_limit=None), nected(T0, 1234.5)])
         record_attempt(conn, source="ws-prod", started_at=T0, finished_at=T0, outcome="ok")
     check(engine, cfg, T0)
     spool = tmp_path / "spool"

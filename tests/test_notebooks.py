@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.factories import IN_CI
 
 if IN_CI:  # CI installs the notebooks extra: a missing package must fail, not skip
     import ipykernel.kernelspec as ipykernel_spec

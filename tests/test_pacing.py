@@ -27,8 +27,7 @@ from etl.collect.poll import Collector
 from etl.runtime.simulator import SimulatedVendor
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import CollectionAttempt
-from tests.conftest import write_sim_config
-from tests.test_http import FakeClock, source
+from tests.factories import FakeClock, sim_source, write_sim_config
 
 WS_RATE = (12, 60.0)
 
@@ -123,7 +122,7 @@ def test_separate_registries_on_one_folder_keep_a_credential_at_12_per_minute(
     # clock shared with the simulator stands in for five minutes.
     clock = FakeClock()
     with SimulatedVendor(tokens=("shared-file-token",), clock=clock.time) as sim:
-        sources = [source(sim, "wiresocket", monkeypatch, name=f"ws-{i}", interval=5)
+        sources = [sim_source(sim, "wiresocket", monkeypatch, name=f"ws-{i}", interval=5)
                    for i in range(2)]
         collectors = [
             Collector([src], pacers=PacerRegistry(clock.time, shared=True, directory=tmp_path),

@@ -16,18 +16,21 @@ from etl.store.engine import make_engine, upgrade
 from etl.store.models import CollectionAttempt
 from etl.store.state import PollGate
 from etl.store.writer import record_attempt
-from tests.conftest import create_pg_database, drop_pg_database
-from tests.test_scheduler import (
+from tests.daemon import (
     PATIENCE,
     daemon_env,
-    load,
     log_events,
     ok_counts,
     start_daemon,
     stop_daemon,
-    unique_sim,
     wait_for,
-    write_config,
+)
+from tests.factories import (
+    create_pg_database,
+    drop_pg_database,
+    load,
+    unique_sim,
+    write_daemon_config,
 )
 
 pytestmark = pytest.mark.postgres
@@ -44,7 +47,7 @@ def test_two_daemons_never_poll_a_source_twice_in_one_interval(tmp_path: Path) -
             for name in ("a", "b"):
                 home = tmp_path / name
                 home.mkdir()
-                cfg = write_config(home, url, sim)
+                cfg = write_daemon_config(home, url, sim)
                 logs.append(home / "daemon.log")
                 procs.append(start_daemon(cfg, daemon_env(sim), logs[-1]))
             try:

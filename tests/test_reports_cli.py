@@ -8,49 +8,24 @@ import pytest
 from click.testing import CliRunner, Result
 
 from etl.cli import cli
-from etl.store.engine import make_engine, upgrade
-from etl.store.writer import forget_series_cache
-from tests.test_reports_db import seed_month
-
-CONFIG = """
-database_url = "sqlite:///{db}"
-timezone = "UTC"
-reports_dir = "{out}"
-
-[[sources]]
-name = "ws-prod"
-kind = "wiresocket"
-region = "eu"
-token_env = "USAGE_ETL_TEST_UNSET_TOKEN"
-interval_seconds = 300
-
-[[sources]]
-name = "rules"
-kind = "nected"
-api_key_env = "USAGE_ETL_TEST_UNSET_KEY"
-interval_seconds = 300
-
-[[billing]]
-source = "rules"
-metric = "invocations"
-aggregation = "increase"
-included = 100
-unit_price = "0.001"
-currency = "USD"
-"""
+from tests.factories import (
+    assert_subsecond_reports,
+    billing_rules,
+    migrated_engine,
+    seed_month,
+    write_reports_config,
+    write_subsecond_archive,
+)
 
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[Path, Path]:
     db = tmp_path / "usage.db"
     out = tmp_path / "out"
-    cfg = tmp_path / "usage-etl.toml"
-    cfg.write_text(CONFIG.format(db=db, out=out))
-    eng = make_engine(f"sqlite:///{db}")
-    upgrade(eng)
-    seed_month(eng)
-    forget_series_cache(eng)
-    eng.dispose()
+    cfg = write_reports_config(tmp_path / "usage-etl.toml", f"sqlite:///{db}",
+                               billing=billing_rules()[:1], reports_dir=str(out))
+    with migrated_engine(f"sqlite:///{db}") as eng:
+        seed_month(eng)
     return cfg, out
 
 
@@ -162,11 +137,9 @@ def test_reconcile_refuses_an_invoice_without_rows_for_the_month(setup: tuple[Pa
 def test_reports_of_history_loaded_with_usage_etl_import(tmp_path: Path) -> None:
     import csv
 
-    from tests.test_reports_db import assert_subsecond_reports, write_subsecond_archive
-
     out = tmp_path / "out"
-    cfg = tmp_path / "usage-etl.toml"
-    cfg.write_text(CONFIG.format(db=tmp_path / "usage.db", out=out))
+    cfg = write_reports_config(tmp_path / "usage-etl.toml", f"sqlite:///{tmp_path / 'usage.db'}",
+                               billing=billing_rules()[:1], reports_dir=str(out))
     archive = write_subsecond_archive(tmp_path / "history.jsonl")
     result = run(cfg, "import", str(archive))
     assert result.exit_code == 0, result.output

@@ -62,7 +62,7 @@ def day_bounds(n: int, start: str = "2026-05-01T00:00:00") -> np.ndarray:
     return np.array([us(start) + i * 24 * H for i in range(n + 1)], dtype=np.int64)
 
 
-def test_counter_reset_mid_day() -> None:
+def test_a_counter_reset_mid_day_adds_the_reading_after_the_reset() -> None:
     b = day_bounds(1)
     t = b[0] + np.array([1, 2, 3, 4]) * H
     rows = aggregate_days(t, np.array([100.0, 150, 30, 50]), None, b,

@@ -13,14 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from etl.store.engine import make_engine, upgrade
-from etl.store.writer import forget_series_cache
 from reports.jobs import build_billing, build_daily, build_reconcile
 from reports.render.csv import csv_text, format_cell
-from tests.test_reports_db import (
+from tests.factories import (
     at,
     billing_rules,
     make_config,
+    migrated_engine,
     nected,
     seed_month,
     store,
@@ -130,17 +129,12 @@ def test_html_escapes_vendor_values_and_is_self_contained(engine: Engine, tmp_pa
 
 def test_daily_html_with_empty_series_warns_nothing_and_keeps_fractional_increase(
         engine: Engine, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    import json
     import warnings
-
-    from etl.vendors.types import Observation, SampleValue
 
     # Only the counter has samples that day: both ws-prod gauges (stored, from May 1st)
     # are empty on May 3rd, and their charts used to warn that the legend was empty.
     store(engine, [wiresocket(at("2026-05-01T10:00:00"), 5)])
-    store(engine, [Observation("rules", "nected", at(f"2026-05-03T{h}:00:00"),
-                               json.dumps({"data": {"invocations": v}}),
-                               (SampleValue("invocations", v),), origin="import")
+    store(engine, [nected(at(f"2026-05-03T{h}:00:00"), v)
                    for h, v in (("10", 10.25), ("11", 11.5), ("12", 12.0))])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -159,9 +153,7 @@ def test_sqlite_and_postgresql_give_identical_reports(sqlite_url: str, pg_url: s
     texts = []
     config = make_config("Europe/Berlin", billing_rules())
     for name, url in (("sqlite", sqlite_url), ("pg", pg_url)):
-        eng = make_engine(url)
-        upgrade(eng)
-        try:
+        with migrated_engine(url) as eng:
             seed_month(eng)
             store(eng, [wiresocket(at("2026-10-25T00:30:00"), 40.25),
                         nected(at("2026-10-25T12:00:00"), 7)])
@@ -172,8 +164,5 @@ def test_sqlite_and_postgresql_give_identical_reports(sqlite_url: str, pg_url: s
                                  formats=["csv"], out_dir=out)
             paths += build_billing(eng, config, "2026-05", formats=["csv"], out_dir=out, now=NOW)
             texts.append([p.read_text() for p in paths])
-        finally:
-            forget_series_cache(eng)
-            eng.dispose()
     assert texts[0] == texts[1]
     assert "2026-05,rules,invocations,increase,75,100,0,0.001,0.00,USD," in texts[0][-1]

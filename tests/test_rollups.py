@@ -15,11 +15,12 @@ from sqlalchemy import Engine, func, select, update
 
 from etl.config import BillingRule, Config, SourceConfig
 from etl.store.bulk import bulk_store
-from etl.store.engine import make_engine, upgrade
 from etl.store.models import RollupDay, RollupDirty, Series
-from etl.store.writer import forget_series_cache, store_observations
-from etl.vendors.types import Observation, SampleValue
+from etl.store.writer import store_observations
+from etl.vendors.types import Observation
 from reports.frames import billing_frame, daily_frame
+from tests import factories
+from tests.factories import migrated_engine
 
 TZ = "Europe/Berlin"  # 2026-10-25 has 25 hours there
 START, END = date(2026, 10, 23), date(2026, 10, 27)
@@ -45,14 +46,12 @@ def config(timezone: str = TZ) -> Config:
 
 
 def nected(at: datetime, value: float) -> Observation:
-    return Observation(source="rules", kind="nected", observed_at=at, payload="{}",
-                       samples=(SampleValue("invocations", value),))
+    return factories.nected(at, value)
 
 
 def wiresocket(at: datetime, conns: float) -> Observation:
-    return Observation(source="ws", kind="wiresocket", observed_at=at, payload="{}",
-                       samples=(SampleValue("connections", conns, 10.0, "healthy"),
-                                SampleValue("documents", conns / 2, 20.0, "healthy")))
+    return factories.wiresocket(at, conns, conns / 2, source="ws", limit=10.0,
+                                status="healthy", docs_status="healthy")
 
 
 def reports(engine: Engine, cold: bool, tz: str | None = None
@@ -176,17 +175,12 @@ def test_warm_equals_cold_after_any_late_out_of_order_writes(
         ]
 
     with tempfile.TemporaryDirectory() as tmp:
-        engine = make_engine(f"sqlite:///{Path(tmp) / 'r.db'}")
-        upgrade(engine)
-        try:
+        with migrated_engine(f"sqlite:///{Path(tmp) / 'r.db'}") as engine:
             store(engine, batch(first), bulk)
             assert_warm_equals_cold(engine)
             for items in later:
                 store(engine, batch(items), not bulk)
                 assert_warm_equals_cold(engine)
-        finally:
-            forget_series_cache(engine)
-            engine.dispose()
 
 
 def test_changed_staleness_is_not_served_from_old_rollups(engine: Engine) -> None:

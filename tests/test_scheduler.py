@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
@@ -22,7 +20,7 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 
 from etl.collect.poll import Collector
-from etl.config import Config, parse_config
+from etl.config import Config
 from etl.runtime.collect_run import collect_once
 from etl.runtime.daemon_db import PG_STATEMENT_TIMEOUT_MS, daemon_engine
 from etl.runtime.nightly import nightly_files, nightly_reports
@@ -39,103 +37,27 @@ from etl.store.engine import make_engine, upgrade
 from etl.store.models import CollectionAttempt, Sample, SourceState
 from etl.store.spool import Spool, poll_to_dict
 from etl.store.writer import forget_series_cache
-from tests.conftest import WEBHOOK_SECRET_PATH, create_pg_database, drop_pg_database
+from tests.daemon import (
+    PATIENCE,
+    daemon_env,
+    log_events,
+    ok_counts,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+)
+from tests.factories import DAEMON_INTERVAL as INTERVAL
+from tests.factories import (
+    WEBHOOK_SECRET_PATH,
+    FakeClock,
+    create_pg_database,
+    drop_pg_database,
+    load,
+    ok_poll,
+    unique_sim,
+    write_daemon_config,
+)
 from tests.tcp_proxy import TcpProxy
-
-INTERVAL = 5
-REPO = Path(__file__).resolve().parent.parent
-
-
-# -- helpers shared with test_replicas --------------------------------------------------------
-
-
-def unique_sim() -> SimulatedVendor:
-    # Fresh credentials per test: the collector paces per credential, process-wide.
-    tag = uuid.uuid4().hex[:10]
-    return SimulatedVendor(tokens=(f"ws-token-{tag}",), api_keys=(f"nected-key-{tag}",))
-
-
-def write_config(tmp: Path, url: str, sim: SimulatedVendor, interval: int = INTERVAL) -> Path:
-    cfg = tmp / "usage-etl.toml"
-    cfg.write_text(
-        f'database_url = "{url}"\n'
-        f'spool_dir = "{tmp / "spool"}"\n'
-        f'reports_dir = "{tmp / "reports"}"\n'
-        "[[sources]]\n"
-        'name = "ws-prod"\nkind = "wiresocket"\n'
-        f'base_url = "{sim.base_url}"\ntoken_env = "SCHED_TEST_WS_TOKEN"\n'
-        f"interval_seconds = {interval}\n"
-        "[[sources]]\n"
-        'name = "rules"\nkind = "nected"\n'
-        f'base_url = "{sim.base_url}"\napi_key_env = "SCHED_TEST_NECTED_KEY"\n'
-        f"interval_seconds = {interval}\n"
-    )
-    return cfg
-
-
-def daemon_env(sim: SimulatedVendor, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(SCHED_TEST_WS_TOKEN=sim.token, SCHED_TEST_NECTED_KEY=sim.api_key,
-               PYTHONPATH=str(REPO), **extra)
-    env.pop("USAGE_ETL_DATABASE_URL", None)
-    env.pop("USAGE_ETL_SPOOL_DIR", None)
-    return env
-
-
-def start_daemon(cfg: Path, env: dict[str, str], log: Path,
-                 extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "etl", "--config", str(cfg), "schedule", "--log-format", "json",
-         *extra],
-        stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env, cwd=cfg.parent,
-    )
-
-
-def stop_daemon(proc: subprocess.Popen[bytes], timeout: float = 40) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
-
-
-# How long wait_for waits before calling something hung. Not a speed check: each condition
-# comes true within a few intervals on a quiet machine; this only bounds a test that hangs.
-PATIENCE = 180.0
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = PATIENCE) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-
-
-def ok_counts(url: str) -> dict[str, int]:
-    """Successful attempts per source, read on a fresh connection."""
-    eng = make_engine(url)
-    try:
-        with eng.connect() as conn:
-            rows = conn.execute(
-                select(CollectionAttempt.source, func.count())
-                .where(CollectionAttempt.outcome == "ok")
-                .group_by(CollectionAttempt.source)
-            ).all()
-        return {source: n for source, n in rows}
-    except Exception:  # noqa: BLE001 - the database may be away on purpose
-        return {}
-    finally:
-        eng.dispose()
-
-
-def log_events(log: Path) -> list[dict[str, Any]]:
-    lines = log.read_text().splitlines()
-    # --log-format json: every line on stderr is one JSON object.
-    return [json.loads(line) for line in lines if line.strip()]
 
 
 def attempts(engine: Engine) -> list[tuple[str, datetime, str]]:
@@ -210,7 +132,7 @@ def test_daemon_polls_on_schedule_survives_a_locked_sqlite_and_stops_on_sigterm(
     spool = Spool(tmp_path / "spool")
     smtp_password = "smtp-pa55-" + uuid.uuid4().hex
     with unique_sim() as sim:
-        cfg = write_config(tmp_path, url, sim)
+        cfg = write_daemon_config(tmp_path, url, sim)
         # Notifier secrets (SPEC 8) join the no-leak check: a webhook that gets an alert and a
         # mail server that is not there (its failures are logged, the password never).
         cfg.write_text(cfg.read_text() + (
@@ -266,7 +188,7 @@ def test_postgres_outage_through_a_cut_proxy_loses_nothing(tmp_path: Path) -> No
         with TcpProxy("127.0.0.1", 5432) as proxy, unique_sim() as sim:
             via_proxy = direct.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
             assert via_proxy != direct
-            cfg = write_config(tmp_path, via_proxy, sim)
+            cfg = write_daemon_config(tmp_path, via_proxy, sim)
             log = tmp_path / "daemon.log"
             proc = start_daemon(cfg, daemon_env(sim), log)
             try:
@@ -295,7 +217,7 @@ def test_sigterm_waits_for_an_in_flight_poll(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'usage.db'}"
     with unique_sim() as sim:
         sim.set_fault("slow", delay=3.0)
-        cfg = write_config(tmp_path, url, sim)
+        cfg = write_daemon_config(tmp_path, url, sim)
         log = tmp_path / "daemon.log"
         proc = start_daemon(cfg, daemon_env(sim), log)
         try:
@@ -313,7 +235,7 @@ def test_sigterm_waits_for_an_in_flight_poll(tmp_path: Path) -> None:
 
 def test_schedule_refuses_missing_secret_with_exit_2(tmp_path: Path) -> None:
     with unique_sim() as sim:
-        cfg = write_config(tmp_path, f"sqlite:///{tmp_path / 'u.db'}", sim)
+        cfg = write_daemon_config(tmp_path, f"sqlite:///{tmp_path / 'u.db'}", sim)
     env = daemon_env(sim)
     env.pop("SCHED_TEST_NECTED_KEY")
     out = subprocess.run(
@@ -330,17 +252,6 @@ def test_schedule_refuses_missing_secret_with_exit_2(tmp_path: Path) -> None:
 # -- politeness and the nightly job, in process ----------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def sim() -> Iterator[SimulatedVendor]:
     with unique_sim() as s:
@@ -350,16 +261,10 @@ def sim() -> Iterator[SimulatedVendor]:
 def make_scheduler(engine: Engine, sim: SimulatedVendor, tmp_path: Path, clock: FakeClock,
                    monkeypatch: pytest.MonkeyPatch, token: str | None = None) -> Scheduler:
     url = engine.url.render_as_string(hide_password=False)
-    config = load(write_config(tmp_path, url, sim))
+    config = load(write_daemon_config(tmp_path, url, sim))
     monkeypatch.setenv("SCHED_TEST_WS_TOKEN", token or sim.token)
     monkeypatch.setenv("SCHED_TEST_NECTED_KEY", sim.api_key)
     return Scheduler(config, engine, collector=Collector(list(config.sources)), clock=clock)
-
-
-def load(cfg: Path) -> Config:
-    import tomllib
-
-    return parse_config(tomllib.loads(cfg.read_text()), str(cfg))
 
 
 def state(engine: Engine, source: str) -> tuple[int, datetime | None, str | None]:
@@ -460,7 +365,7 @@ def test_nightly_job_builds_yesterdays_daily_and_last_months_billing(
     engine = make_engine(url)
     upgrade(engine)
     with unique_sim() as sim:
-        cfg = write_config(tmp_path, url, sim)
+        cfg = write_daemon_config(tmp_path, url, sim)
     text = cfg.read_text() + (
         '[[billing]]\nsource = "rules"\nmetric = "invocations"\naggregation = "increase"\n'
         'included = 10\nunit_price = "0.01"\n'
@@ -523,7 +428,7 @@ def nightly_scheduler(tmp_path: Path, url: str, engine: Engine, *, billing: bool
                       **kwargs: Any) -> Scheduler:
     """A Scheduler with no sources to poll: only the spool replay and the nightly job run."""
     with unique_sim() as sim:
-        cfg = write_config(tmp_path, url, sim)
+        cfg = write_daemon_config(tmp_path, url, sim)
     if billing:
         cfg.write_text(cfg.read_text() + (
             '[[billing]]\nsource = "rules"\nmetric = "invocations"\naggregation = "increase"\n'
@@ -661,7 +566,7 @@ def test_stop_timeout_bounds_the_exit_with_a_poll_stuck_on_the_vendor(tmp_path: 
     stuck = 300.0
     with unique_sim() as sim:
         sim.set_fault("slow", delay=stuck)
-        cfg = write_config(tmp_path, url, sim)
+        cfg = write_daemon_config(tmp_path, url, sim)
         cfg.write_text(cfg.read_text().replace(
             f"interval_seconds = {INTERVAL}\n",
             f"interval_seconds = {INTERVAL}\ntimeout_seconds = {2 * stuck:g}\n"))
@@ -697,7 +602,7 @@ def test_daemon_started_while_the_database_is_down_spools_and_loses_nothing(
         with TcpProxy("127.0.0.1", 5432) as proxy, unique_sim() as sim:
             proxy.cut()
             via_proxy = direct.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-            cfg = write_config(tmp_path, via_proxy, sim)
+            cfg = write_daemon_config(tmp_path, via_proxy, sim)
             log = tmp_path / "daemon.log"
             proc = start_daemon(cfg, daemon_env(sim), log)
             try:
@@ -733,7 +638,7 @@ def test_a_database_that_refuses_the_login_still_stops_the_daemon(tmp_path: Path
     url = create_pg_database()
     drop_pg_database(url)  # the server answers: that database does not exist
     with unique_sim() as sim:
-        cfg = write_config(tmp_path, url, sim)
+        cfg = write_daemon_config(tmp_path, url, sim)
     out = subprocess.run(
         [sys.executable, "-m", "etl", "--config", str(cfg), "schedule"],
         capture_output=True, text=True, env=daemon_env(sim), timeout=60, cwd=tmp_path,
@@ -782,17 +687,15 @@ def test_daemon_engine_bounds_a_silent_server(pg_url: str) -> None:
 
 
 def test_spool_has_one_owner_and_a_crash_leftover_is_kept(tmp_path: Path) -> None:
-    from tests.test_spool import ok_poll
-
     url, engine = sqlite_engine(tmp_path)
     engine.dispose()
     spool_dir = tmp_path / "spool"
     spool_dir.mkdir()
-    leftover = ok_poll(1)  # fsynced but not renamed when the last daemon was killed
+    leftover = ok_poll(datetime(2026, 3, 1, 12, 1, 0, 123456, tzinfo=UTC), 1001)  # fsynced but not renamed when the last daemon was killed
     name = "00000000000000000001-rules-0000abcd.json"
     (spool_dir / f".tmp-{name}").write_text(json.dumps(poll_to_dict(leftover)))
     with unique_sim() as sim:
-        cfg = write_config(tmp_path, url, sim, interval=60)
+        cfg = write_daemon_config(tmp_path, url, sim, interval=60)
         log = tmp_path / "daemon.log"
         proc = start_daemon(cfg, daemon_env(sim), log)
         try:

@@ -145,7 +145,7 @@ def test_echo_credential_quotes_the_received_credential_in_error_bodies(
     assert ok.status_code == 200 and simulator.token not in ok.text
 
 
-def test_simulate_command_fault_options() -> None:
+def test_simulate_command_serves_the_fault_retry_after_and_echo_it_is_given() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

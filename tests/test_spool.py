@@ -13,25 +13,13 @@ from sqlalchemy import Engine, func, select
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import CollectionAttempt, Sample, Snapshot
 from etl.store.spool import Spool, SpoolInUseError, poll_to_dict
-from etl.vendors.types import Observation, Outcome, PollRecord, SampleValue
+from tests.factories import failed_poll, ok_poll
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-def ok_poll(i: int, source: str = "rules") -> PollRecord:
-    at = T0 + timedelta(seconds=60 * i)
-    obs = Observation(
-        source=source, kind="nected", observed_at=at,
-        payload=json.dumps({"data": {"invocations": 1000 + i}, "code": "success"}),
-        samples=(SampleValue("invocations", 1000.0 + i),), received_at=at,
-    )
-    return PollRecord(source, Outcome.OK, at - timedelta(milliseconds=80), at, 200, 80.5, 1, None, obs)
-
-
-def failed_poll(i: int) -> PollRecord:
-    at = T0 + timedelta(seconds=60 * i)
-    return PollRecord("ws-prod", Outcome.TIMEOUT, at, at + timedelta(seconds=10), None, None, 3,
-                       "read timed out", None)
+def minute(i: int) -> datetime:
+    return T0 + timedelta(seconds=60 * i)
 
 
 def counts(engine: Engine) -> tuple[int, int, int]:
@@ -45,7 +33,7 @@ def counts(engine: Engine) -> tuple[int, int, int]:
 
 def test_spooled_poll_reads_back_identically(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
-    polls = [ok_poll(1), failed_poll(2)]
+    polls = [ok_poll(minute(1), 1000 + 1), failed_poll(minute(2))]
     paths = [spool.put(p) for p in polls]
     assert spool.pending() == sorted(paths)
     assert [spool.load(p) for p in spool.pending()] == polls
@@ -58,8 +46,8 @@ def test_replay_stores_each_poll_once_and_empties_the_spool(
 ) -> None:
     spool = Spool(tmp_path / "spool")
     for i in range(3):
-        spool.put(ok_poll(i))
-    spool.put(failed_poll(5))
+        spool.put(ok_poll(minute(i), 1000 + i))
+    spool.put(failed_poll(minute(5)))
     result = spool.replay(engine)
     assert (result.replayed, result.remaining, result.error) == (4, 0, None)
     assert spool.pending() == []
@@ -73,7 +61,7 @@ def test_replay_stores_each_poll_once_and_empties_the_spool(
 
     # A crash after the commit but before the file was deleted: the same files come back.
     for i in range(3):
-        spool.put(ok_poll(i))
+        spool.put(ok_poll(minute(i), 1000 + i))
     again = spool.replay(engine)
     assert (again.replayed, again.already_stored) == (0, 3)
     assert counts(engine) == (4, 3, 3)
@@ -86,8 +74,8 @@ def test_locked_database_keeps_files_until_it_is_free(tmp_path: Path, monkeypatc
     engine = make_engine(f"sqlite:///{db}")
     upgrade(engine)
     spool = Spool(tmp_path / "spool")
-    spool.put(ok_poll(1))
-    spool.put(ok_poll(2))
+    spool.put(ok_poll(minute(1), 1000 + 1))
+    spool.put(ok_poll(minute(2), 1000 + 2))
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
@@ -106,7 +94,7 @@ def test_locked_database_keeps_files_until_it_is_free(tmp_path: Path, monkeypatc
 
 def test_unreadable_file_is_set_aside_not_deleted(engine: Engine, tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
-    spool.put(ok_poll(1))
+    spool.put(ok_poll(minute(1), 1000 + 1))
     bad = spool.dir / "00000000000000000001-rules-deadbeef.json"
     bad.write_text("{not json")
     result = spool.replay(engine)
@@ -121,8 +109,8 @@ def test_crash_leftovers_are_kept_if_complete_and_set_aside_if_not(
 ) -> None:
     """A SIGKILL between fsync and rename leaves a complete temp file: it is a poll."""
     spool = Spool(tmp_path / "spool")
-    spool.put(ok_poll(1))
-    whole = json.dumps(poll_to_dict(ok_poll(2))).encode()
+    spool.put(ok_poll(minute(1), 1000 + 1))
+    whole = json.dumps(poll_to_dict(ok_poll(minute(2), 1000 + 2))).encode()
     done = "00000000000000000002-rules-0000aaaa.json"
     (spool.dir / f".tmp-{done}").write_bytes(whole)
     cut = "00000000000000000003-rules-0000bbbb.json"

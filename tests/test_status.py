@@ -14,36 +14,21 @@ from etl.config import parse_config
 from etl.runtime.status import format_plain, source_statuses
 from etl.store.models import SourceState
 from etl.store.writer import record_attempt
+from tests.factories import write_config
 
-CONFIG = """
-[[sources]]
-name = "ws-prod"
-kind = "wiresocket"
-base_url = "http://127.0.0.1:9"
-token_env = "STATUS_TEST_UNSET_TOKEN"
-interval_seconds = 60
-
-[[sources]]
-name = "rules"
-kind = "nected"
-base_url = "http://127.0.0.1:9"
-api_key_env = "STATUS_TEST_UNSET_KEY"
-interval_seconds = 300
-staleness_seconds = 3600
-
-[[sources]]
-name = "never"
-kind = "nected"
-base_url = "http://127.0.0.1:9"
-api_key_env = "STATUS_TEST_UNSET_KEY"
-interval_seconds = 60
-"""
+SOURCES = [
+    {"name": "ws-prod", "kind": "wiresocket", "base_url": "http://127.0.0.1:9",
+     "token_env": "STATUS_TEST_UNSET_TOKEN", "interval_seconds": 60},
+    {"name": "rules", "kind": "nected", "base_url": "http://127.0.0.1:9",
+     "api_key_env": "STATUS_TEST_UNSET_KEY", "interval_seconds": 300, "staleness_seconds": 3600},
+    {"name": "never", "kind": "nected", "base_url": "http://127.0.0.1:9",
+     "api_key_env": "STATUS_TEST_UNSET_KEY", "interval_seconds": 60},
+]
 
 
-def write_config(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "usage-etl.toml"
-    path.write_text(f'database_url = "{url}"\nspool_dir = "{tmp_path / "spool"}"\n' + CONFIG)
-    return path
+def write_status_config(tmp_path: Path, url: str) -> Path:
+    return write_config(tmp_path / "usage-etl.toml", {
+        "database_url": url, "spool_dir": str(tmp_path / "spool"), "sources": SOURCES})
 
 
 def attempt(engine: Engine, source: str, ago: float, outcome: str = "ok",
@@ -58,7 +43,7 @@ def test_status_shows_health_and_exits_1_when_a_source_is_stale(
     engine: Engine, tmp_path: Path
 ) -> None:
     url = engine.url.render_as_string(hide_password=False)
-    cfg = write_config(tmp_path, url)
+    cfg = write_status_config(tmp_path, url)
     # ws-prod: fresh success, then two auth failures and a pause recorded by the scheduler.
     attempt(engine, "ws-prod", 30)
     attempt(engine, "ws-prod", 20, "auth_error", "HTTP 401 from vendor")
@@ -102,17 +87,14 @@ def test_status_shows_health_and_exits_1_when_a_source_is_stale(
 
 def test_all_fresh_exits_0_and_old_success_is_stale(engine: Engine, tmp_path: Path) -> None:
     url = engine.url.render_as_string(hide_password=False)
-    cfg = write_config(tmp_path, url)
+    cfg = write_status_config(tmp_path, url)
     attempt(engine, "ws-prod", 5)
     attempt(engine, "rules", 5)
     attempt(engine, "never", 5)
     result = CliRunner().invoke(cli, ["--config", str(cfg), "status"])
     assert result.exit_code == 0, result.output
 
-    config = parse_config({"database_url": url, "sources": [
-        {"name": "ws-prod", "kind": "wiresocket", "base_url": "http://127.0.0.1:9",
-         "token_env": "X", "interval_seconds": 60},
-    ]})
+    config = parse_config({"database_url": url, "sources": SOURCES[:1]})
     later = datetime.now(UTC) + timedelta(seconds=125)  # beyond 2 x 60 s
     (status,) = source_statuses(engine, config, now=later)
     assert status.stale and status.age_seconds is not None and status.age_seconds > 120
@@ -123,7 +105,7 @@ def test_paused_and_stale_shows_both_with_the_window_and_unreadable_spool_files(
     engine: Engine, tmp_path: Path
 ) -> None:
     url = engine.url.render_as_string(hide_password=False)
-    cfg = write_config(tmp_path, url)
+    cfg = write_status_config(tmp_path, url)
     attempt(engine, "ws-prod", 600)  # stale: 600 s > 2 x 60 s
     attempt(engine, "ws-prod", 30, "auth_error", "HTTP 401 from vendor")
     attempt(engine, "rules", 5)

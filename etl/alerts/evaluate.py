@@ -24,10 +24,12 @@ class Transition(StrEnum):
 
     @property
     def notified(self) -> bool:
+        """True for the transitions notifiers are told about: firing, repeat, resolved."""
         return self in (Transition.FIRING, Transition.REPEAT, Transition.RESOLVED)
 
     @property
     def event_state(self) -> EventState:
+        """The state the alert event records: resolved for a resolve, firing otherwise."""
         return EventState.RESOLVED if self is Transition.RESOLVED else EventState.FIRING
 
 

@@ -63,9 +63,10 @@ def record(
     engine: Engine, rule: AlertRule, reading: Reading, prev: SeriesState, new: SeriesState,
     transition: Transition, now: datetime,
 ) -> str | None:
-    """Store the change prev -> new with its history row and, if it is notified, one outbox
-    row per notifier of `rule`; the event id, or None when another evaluator made this change
-    (or a later one) first.
+    """Store the change prev -> new with its history row, and its outbox rows if notified.
+
+    A notified change gets one outbox row per notifier of `rule`. Returns the event id, or
+    None when another evaluator made this change (or a later one) first.
     """
     series = reading.series
     key = (rule.name, series.source, series.metric_key)

@@ -48,6 +48,7 @@ class DeliveryReport:
     gave_up: int = 0
 
     def add(self, other: DeliveryReport) -> None:
+        """Add another pass's counts and failure lines to this one."""
         self.delivered += other.delivered
         self.failed += other.failed
         self.gave_up += other.gave_up
@@ -57,8 +58,9 @@ def deliver_due(
     engine: Engine, notifiers: Mapping[str, Notifier], send: Sender, now: datetime, *,
     ignore_backoff: bool = False,
 ) -> DeliveryReport:
-    """Send every notification that is due at `now` (all undelivered ones with
-    `ignore_backoff`, as at start-up after a restart) and record each outcome.
+    """Send every notification that is due at `now` and record each outcome.
+
+    With `ignore_backoff`, every undelivered one is due (as at start-up after a restart).
     """
     report = DeliveryReport()
     query = (select(AlertDelivery.id).where(AlertDelivery.delivered_at.is_(None),

@@ -23,7 +23,7 @@ class LatestSample:
 
     @property
     def pct(self) -> float | None:
-        """value / limit x 100; None without a limit or with limit 0 (SPEC 5, SPEC 8)."""
+        """The value / limit x 100; None without a limit or with limit 0 (SPEC 5, SPEC 8)."""
         if self.limit is None or self.limit <= 0:
             return None
         return self.value / self.limit * 100

@@ -38,6 +38,7 @@ class EventState(StrEnum):
 
 
 class NotifierKind(StrEnum):
+    """How a notifier delivers (SPEC 8): an HTTP POST to a webhook, or an email."""
     WEBHOOK = "webhook"
     EMAIL = "email"
 
@@ -56,6 +57,7 @@ class SecretRef:
 
     @property
     def origin(self) -> str:
+        """Where the secret is read, for messages: `key ($VAR)` or `key (path)`."""
         return f"{self.key} (${self.env})" if self.env else f"{self.key} ({self.file})"
 
     def read(self) -> str:

@@ -26,6 +26,7 @@ class ErrorHandlingGroup(click.Group):
     """Turns usage-etl errors into `usage-etl: error: ...` lines and the SPEC exit status."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a usage-etl error becomes one line on stderr and its exit status (SPEC 3)."""
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
@@ -54,8 +55,11 @@ class ErrorHandlingGroup(click.Group):
 
 
 def _is_database_error(exc: BaseException) -> bool:
-    """Is `exc` a SQLAlchemy error? Asked without importing SQLAlchemy, which only a command
-    that opened a database has loaded (and only such a command can raise its errors)."""
+    """Whether `exc` is a database error, asked without importing SQLAlchemy.
+
+    Only a command that opened a database has loaded it (and only such a command can raise
+    its errors).
+    """
     # Also the drivers' own errors, from the raw-cursor paths (bulk import, report reads).
     for module, name in (("sqlalchemy.exc", "SQLAlchemyError"), ("sqlite3", "Error"),
                          ("psycopg", "Error")):
@@ -109,4 +113,5 @@ _register()
 
 
 def main() -> None:
+    """The `usage-etl` console script (and `python -m etl`)."""
     cli(prog_name="usage-etl")

@@ -227,6 +227,7 @@ def _demo_reports(engine: Engine, config: Config, out_dir: Path) -> list[Path]:
 
 
 def reports_available() -> bool:
+    """True when the `reports` package (pandas and friends) can be imported."""
     try:
         import reports.pipelines  # noqa: F401
     except ImportError:

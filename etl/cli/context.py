@@ -13,6 +13,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class AppContext:
+    """What every command shares.
+
+    The config path and database URL from the options, and the config and engine, each
+    made once on first use.
+    """
+
     config_path: str | None = None
     database_url: str | None = None
     _config: Config | None = field(default=None, init=False)
@@ -20,6 +26,7 @@ class AppContext:
 
     @property
     def config(self) -> Config:
+        """The loaded config (SPEC 2); raises etl.errors.ConfigError when it is invalid."""
         if self._config is None:
             self._config = load_config(self.config_path, self.database_url)
         return self._config

@@ -89,6 +89,7 @@ class Pacer:
         return wait
 
     def sent_times(self) -> list[float]:
+        """The epoch seconds of the sends booked in the current window (a copy)."""
         with self._lock:
             return list(self._sent)
 
@@ -109,6 +110,11 @@ class SharedPacer(Pacer):
         self._on_error = on_error
 
     def reserve(self, max_wait: float) -> float | None:
+        """Book the earliest send slot; return seconds to wait for it, or None if > max_wait.
+
+        The slot is booked in the shared state file too, under its lock; a file that cannot be
+        used leaves this process's own window to decide.
+        """
         with self._lock:
             now = self._clock()
             if next_slot(self._sent, now, self.limit, self.period) - now > max_wait:
@@ -199,6 +205,11 @@ class PacerRegistry:
         self._lock = threading.Lock()
 
     def get(self, kind: str, secret: str, rate: tuple[int, float]) -> Pacer:
+        """The pacer of one credential (`secret` of `kind`), `rate` = (requests, seconds).
+
+        Shared through a state file when the registry is shared and its folder usable; one
+        per credential and process otherwise.
+        """
         # Keyed by a digest, so neither the registry nor a file name holds the credential.
         digest = hashlib.sha256(f"usage-etl-pacing\0{kind}\0{secret}".encode()).hexdigest()
         # The environment is read at every lookup (a dict lookup), so a changed

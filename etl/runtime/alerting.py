@@ -269,14 +269,17 @@ class AlertWorker:
         self.runs = 0
 
     def start(self) -> None:
+        """Start the alerts thread and ask it to deliver what a previous process left."""
         self._thread = threading.Thread(target=self._loop, name="alerts", daemon=True)
         self._thread.start()
         self.request()  # deliver what a previous process left in the outbox
 
     def request(self) -> None:
+        """Ask for an evaluation and delivery pass (after a stored poll); returns at once."""
         self._wanted.set()
 
     def stop(self, timeout: float | None = None) -> None:
+        """Stop the thread, waiting up to `timeout` seconds (None: until it ends)."""
         self._stop.set()
         self._wanted.set()
         if self._thread is not None:
@@ -316,6 +319,7 @@ class AlertRow:
     observed_at: datetime | None
 
     def to_json(self) -> dict[str, Any]:
+        """The row as a JSON-ready dict: times as UTC `...Z` text, numbers as JSON numbers."""
         from etl.alerts.evaluate import json_number, utc_text
 
         return {"alert": self.alert, "source": self.source, "metric": self.metric,
@@ -326,8 +330,10 @@ class AlertRow:
 
 
 def alert_rows(engine: Engine, config: Config, now: datetime | None = None) -> list[AlertRow]:
-    """Per alert and series: the stored state (ok when never changed), since when, and the
-    value its condition reads now; in config order."""
+    """Per alert and series, in config order: the stored state, since when, and the value now.
+
+    The state is ok when it never changed; the value is what the alert's condition reads.
+    """
     return [AlertRow(rule.name, series.source, series.metric, state.state, state.since,
                      reading.value, reading.observed_at)
             for rule, series, state, reading in _current(engine, config, now or datetime.now(UTC))]

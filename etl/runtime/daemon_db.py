@@ -41,7 +41,7 @@ _SQLITE_TRANSIENT = ("locked", "busy", "disk is full", "disk I/O error")
 def daemon_connect_args(
     url: str, statement_timeout_ms: int | None = PG_STATEMENT_TIMEOUT_MS
 ) -> dict[str, Any]:
-    """libpq settings that bound how long a silent server can hold a poll; the URL's win."""
+    """The libpq settings that bound how long a silent server can hold a poll; the URL's win."""
     try:
         query = make_url(url).query
     except ArgumentError:
@@ -68,8 +68,11 @@ def daemon_connect_args(
 def daemon_engine(
     url: str, statement_timeout_ms: int | None = PG_STATEMENT_TIMEOUT_MS
 ) -> Engine:
-    """The daemon's database: like every command's, but a PostgreSQL server that stops
-    answering fails a poll's write in seconds (then the poll is spooled) instead of minutes."""
+    """The daemon's database: like every command's, but failing fast on a silent server.
+
+    A PostgreSQL server that stops answering fails a poll's write in seconds (then the poll
+    is spooled) instead of minutes.
+    """
     kwargs: dict[str, Any] = {}
     try:
         backend = make_url(url).get_backend_name()

@@ -51,6 +51,7 @@ class EventFormatter(logging.Formatter):
         self.secrets = tuple(s for s in secrets if s)
 
     def format(self, record: logging.LogRecord) -> str:
+        """One log line: `text` (time, level, event, fields) or one JSON object, secrets masked."""
         ts = datetime.fromtimestamp(record.created, UTC)
         fields: Mapping[str, Any] = getattr(record, "fields", {}) or {}
         name = getattr(record, "event", None)

@@ -37,6 +37,10 @@ class StoredCollector(Collector):
         self.engine, self.config, self.spool_files = engine, config, spool_files
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The stored gauges (SPEC 9), read at scrape time.
+
+        Spool files, latest values, limits, times, last successes and firing alerts.
+        """
         from etl.runtime.alerting import watched_series
 
         spool = GaugeMetricFamily("usage_etl_spool_files",
@@ -106,9 +110,11 @@ class Metrics:
         self.registry.register(StoredCollector(engine, config, spool_files))
 
     def count_poll(self, source: str, outcome: str) -> None:
+        """Count one poll attempt of `source` that ended with `outcome`."""
         self.polls.labels(source=source, outcome=outcome).inc()
 
     def exposition(self) -> bytes:
+        """The registry in the Prometheus text exposition format (what /metrics serves)."""
         return generate_latest(self.registry)
 
 
@@ -174,8 +180,10 @@ class MetricsServer:
                                         daemon=True)
 
     def start(self) -> None:
+        """Serve /metrics and /healthz on a background thread."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         self._server.shutdown()
         self._server.server_close()

@@ -51,6 +51,7 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
+        """The receiver's URL, secret path included (never log it)."""
         return f"http://127.0.0.1:{self.port}{self.path}"
 
     def start(self) -> WebhookReceiver:

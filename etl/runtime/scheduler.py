@@ -90,6 +90,7 @@ class SlotTrigger(BaseTrigger):  # type: ignore[misc]
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime:
+        """APScheduler's hook: the next slot start after the previous fire time, plus jitter."""
         start = self.next_slot_start(previous_fire_time or now)
         return start + timedelta(seconds=random.uniform(0, self.jitter))
 
@@ -398,6 +399,7 @@ class Scheduler:
         return local.date() if local >= fire else None
 
     def missing_reports(self, today: date) -> list[Path]:
+        """The nightly report files due for `today` that do not exist yet."""
         return [p for p in nightly_files(self.config, today) if not p.is_file()]
 
     def nightly(self, today: date | None = None) -> list[Path]:
@@ -422,8 +424,10 @@ class Scheduler:
         return written
 
     def _nightly_job(self, today: date | None = None, only_missing: bool = False) -> None:
-        """The nightly job (the timed run, a catch-up at start or a retry), rescheduling
-        itself every `nightly_retry_s` until the day's report files exist."""
+        """The nightly job: the timed run, a catch-up at start or a retry.
+
+        It reschedules itself every `nightly_retry_s` until the day's report files exist.
+        """
         if today is None:
             today = self._local_today()
         with self._inflight_cv:

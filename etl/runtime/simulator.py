@@ -256,6 +256,7 @@ class SimulatedVendor:
     # lifecycle
 
     def start(self) -> SimulatedVendor:
+        """Start serving on a background thread (port 0 picks a free port); returns self."""
         server = ThreadingHTTPServer((self.host, self.port), _Handler)
         server.daemon_threads = True
         server.block_on_close = False
@@ -269,6 +270,7 @@ class SimulatedVendor:
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the socket; requests in flight are let go."""
         self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
@@ -286,6 +288,7 @@ class SimulatedVendor:
 
     @property
     def base_url(self) -> str:
+        """The URL to configure as the sources' `base_url`."""
         return f"http://{self.host}:{self.port}"
 
     @property
@@ -322,6 +325,7 @@ class SimulatedVendor:
                                                             delay)
 
     def request_count(self, vendor: str | None = None, status: int | None = None) -> int:
+        """How many requests were recorded, optionally of one vendor and/or HTTP status."""
         with self._lock:
             return sum(
                 1 for r in self.records
@@ -329,6 +333,7 @@ class SimulatedVendor:
             )
 
     def reset_counts(self) -> None:
+        """Forget the recorded requests."""
         with self._lock:
             self.records.clear()
 
@@ -447,8 +452,10 @@ def _error_body(vendor: str, status: int, echo: str | None = None) -> bytes:
 
 
 def _html_references(text: str) -> str:
-    """`text` with each character outside [A-Za-z0-9] as an HTML reference, in turn
-    hexadecimal (&#x2F;), decimal (&#43;) and named where HTML has a name (&equals;)."""
+    """The `text` with each character outside [A-Za-z0-9] as an HTML reference.
+
+    In turn hexadecimal (&#x2F;), decimal (&#43;) and named where HTML has a name (&equals;).
+    """
     names = {"/": "&sol;", "+": "&plus;", "=": "&equals;", "_": "&lowbar;",
              ".": "&period;", "&": "&amp;"}
     out = []

@@ -37,6 +37,7 @@ class SourceStatus:
     stale: bool
 
     def to_json(self) -> dict[str, Any]:
+        """The status as a JSON-ready dict, datetimes as UTC `...Z` text."""
         out = asdict(self)
         for key, value in out.items():
             if isinstance(value, datetime):
@@ -47,8 +48,11 @@ class SourceStatus:
 def failures_since_success(
     conn: Connection, source: str, last_ok_started: datetime | None = None
 ) -> int:
-    """Failed attempts after the newest success, from the record itself, so that polls made
-    by `collect` count as much as the daemon's."""
+    """Failed attempts after the newest success.
+
+    Counted from the record itself, so that polls made by `collect` count as much as the
+    daemon's.
+    """
     if last_ok_started is None:
         last_ok_started = conn.execute(
             select(func.max(CollectionAttempt.started_at)).where(
@@ -126,10 +130,12 @@ def source_statuses(
 
 
 def any_stale(statuses: list[SourceStatus]) -> bool:
+    """True when a source is stale (then `status` exits 1, SPEC 3)."""
     return any(s.stale for s in statuses)
 
 
 def human_age(seconds: float | None) -> str:
+    """An age in seconds for people: `45s ago`, `12m ago`, `3.5h ago`, `2.1d ago`, or `never`."""
     if seconds is None:
         return "never"
     seconds = max(0.0, seconds)
@@ -147,7 +153,7 @@ def _when(value: datetime | None) -> str:
 
 
 def state_label(s: SourceStatus) -> str:
-    """ok | stale | paused | stale,paused: a paused source can be stale too, and both matter."""
+    """One of ok | stale | paused | stale,paused: a paused source can be stale too, and both matter."""
     labels = [label for label, on in (("stale", s.stale), ("paused", s.paused_until)) if on]
     return ",".join(labels) or "ok"
 
@@ -210,10 +216,12 @@ class FiringAlert:
     since: datetime | None
 
     def to_json(self) -> dict[str, Any]:
+        """The alert as a JSON-ready dict, `since` as UTC `...Z` text."""
         return {"alert": self.alert, "source": self.source, "metric": self.metric,
                 "since": utc_z(self.since) if self.since is not None else None}
 
     def note(self) -> str:
+        """One line for people: `alert NAME firing for SOURCE METRIC since WHEN`."""
         what = " ".join(x for x in (self.source, self.metric) if x)
         return f"alert {self.alert} firing for {what} since {utc_human(self.since)}"
 

@@ -1,5 +1,7 @@
-"""The store side: engine and schema, models, the one write path, bulk import, rollups, spool,
-archives and source state.
+"""The store side: everything that reads or writes the database for the `etl` half.
+
+Engine and schema, models, the one write path, bulk import, rollups, spool, archives and
+source state.
 
 May import: etl.vendors, etl.config, etl.errors, etl.slots, etl.files, SQLAlchemy, Alembic.
 Never HTTP (etl.collect, requests), pandas or click.

@@ -10,7 +10,7 @@ import re
 import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -69,9 +69,11 @@ class ImportResult:
 
     @property
     def ok(self) -> bool:
+        """True when every line was stored or a duplicate (no bad lines, no conflicts)."""
         return self.bad_lines == 0 and self.conflicts == 0
 
     def summary(self) -> str:
+        """One line for people: lines read, new snapshots and samples, duplicates, bad, conflicts."""
         return (f"{self.lines} lines: {self.snapshots} new snapshots, {self.samples} new samples, "
                 f"{self.duplicates} duplicate samples, {self.bad_lines} bad lines, "
                 f"{self.conflicts} conflicts")
@@ -300,6 +302,37 @@ def _import_file(
                        on_progress, position=raw.tell if raw.seekable() else None)
 
 
+@dataclass
+class _Pending:
+    """The observations read but not written yet, and what names the line of a conflict.
+
+    To name the line a conflict came from: the line of each batch entry, the first batch
+    entry of each key, and every entry of the (rare) keys seen more than once in the batch.
+    """
+
+    batch: list[Observation] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    first: dict[tuple[str, datetime], int] = field(default_factory=dict)
+    repeats: dict[tuple[str, datetime], list[int]] = field(default_factory=dict)
+
+    def add(self, obs: Observation, lineno: int) -> None:
+        """Queue `obs`, read from line `lineno`."""
+        key = (obs.source, obs.observed_at)
+        index = len(self.batch)
+        self.batch.append(obs)
+        self.lines.append(lineno)
+        seen = self.first.setdefault(key, index)
+        if seen != index:
+            self.repeats.setdefault(key, [seen]).append(index)
+
+    def clear(self) -> None:
+        """Forget everything queued (after it was written)."""
+        self.batch.clear()
+        self.lines.clear()
+        self.first.clear()
+        self.repeats.clear()
+
+
 def _import_stream(
     engine: Engine,
     sources: dict[str, SourceConfig],
@@ -312,49 +345,16 @@ def _import_stream(
     *,
     position: Callable[[], int] | None = None,
 ) -> None:
-    batch: list[Observation] = []
-    lines: list[int] = []  # the line of each batch entry
-    # To name the line a conflict came from: the first batch entry of each key, and every
-    # entry of the (rare) keys seen more than once in the batch.
-    first: dict[tuple[str, datetime], int] = {}
-    repeats: dict[tuple[str, datetime], list[int]] = {}
+    pending = _Pending()
+    problems = _Problems(on_problem)
     consumed = 0
     lineno = 0
 
     def progress() -> int:
         return position() if position is not None else consumed
 
-    shown = 0
-    hidden = 0
-
-    def problem(message: str) -> None:
-        nonlocal shown, hidden
-        if shown < MAX_PROBLEMS_SHOWN:
-            shown += 1
-            on_problem(message)
-        else:
-            hidden += 1
-
     def flush() -> None:
-        if not batch:
-            return
-        stored = _write_batch(engine, batch)
-        total.snapshots += stored.snapshots
-        total.samples += stored.samples
-        total.duplicates += stored.duplicates
-        named: set[tuple[int, str]] = set()
-        for c in stored.conflicts:
-            total.conflicts += 1
-            line = _conflict_line(c, batch, lines, first, repeats, named)
-            problem(
-                f"{name}:{line}: conflict: {c.source}/{c.metric} at {utc_z(c.observed_at)} "
-                f"is stored as {_num(c.stored)}; this line's {_num(c.offered)} was not stored"
-            )
-        batch.clear()
-        lines.clear()
-        first.clear()
-        repeats.clear()
-        if on_progress is not None:
+        if _write_pending(engine, pending, name, total, problems.add) and on_progress is not None:
             on_progress(progress())
 
     readline = stream.readline
@@ -363,72 +363,113 @@ def _import_stream(
         while raw := readline(MAX_LINE_BYTES + 1):
             lineno += 1
             consumed += len(raw)
-            if lineno == 1 and raw.startswith(UTF8_BOM):
-                raw = raw[len(UTF8_BOM):]
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                total.lines += 1
-                total.bad_lines += 1
-                problem(f"{name}:{lineno}: line longer than {MAX_LINE_BYTES} bytes; the rest "
-                        "of the file was not read")
+            line = _whole_line(raw, lineno, name, total, problems.add)
+            if line is None:
                 break
-            if not raw.strip():
+            if not line.strip():
                 continue
             total.lines += 1
             try:
-                obs = parse_line(raw, sources)
+                pending.add(parse_line(line, sources), lineno)
             except ParseError as exc:
                 total.bad_lines += 1
                 bad += 1
-                problem(f"{name}:{lineno}: {exc}")
+                problems.add(f"{name}:{lineno}: {exc}")
                 if not good and bad >= MAX_PROBLEMS_SHOWN:
                     on_problem(f"{name}: its first {bad} lines are all bad: not a JSONL "
                                "archive, the rest of it was not read")
                     break
                 continue
             good += 1
-            key = (obs.source, obs.observed_at)
-            index = len(batch)
-            batch.append(obs)
-            lines.append(lineno)
-            seen = first.setdefault(key, index)
-            if seen != index:
-                repeats.setdefault(key, [seen]).append(index)
-            if len(batch) >= batch_size:
+            if len(pending.batch) >= batch_size:
                 flush()
             elif on_progress is not None and lineno % PROGRESS_LINES == 0:
                 on_progress(progress())
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         # A damaged or truncated gzip file: keep what was read, say where it broke off.
         total.bad_lines += 1
-        problem(f"{name}:{lineno + 1}: damaged gzip data ({exc}); the rest of the file "
-                "was not read")
+        problems.add(f"{name}:{lineno + 1}: damaged gzip data ({exc}); the rest of the file "
+                     "was not read")
     flush()
-    if hidden:
-        on_problem(f"{name}: {hidden} more bad lines or conflicts not shown")
+    problems.finish(name)
 
 
-def _conflict_line(
-    c: Conflict,
-    batch: list[Observation],
-    lines: list[int],
-    first: dict[tuple[str, datetime], int],
-    repeats: dict[tuple[str, datetime], list[int]],
-    named: set[tuple[int, str]],
-) -> int:
-    """The line whose value a conflict refused: the first line of the key offering that
-    value for that metric and not named yet (the same line and value may conflict twice:
-    with the database and within the batch)."""
+class _Problems:
+    """Shows the first MAX_PROBLEMS_SHOWN problems of a file and counts the rest."""
+
+    def __init__(self, on_problem: Problem) -> None:
+        self.on_problem = on_problem
+        self.shown = 0
+        self.hidden = 0
+
+    def add(self, message: str) -> None:
+        """Show `message`, or count it once MAX_PROBLEMS_SHOWN were shown."""
+        if self.shown < MAX_PROBLEMS_SHOWN:
+            self.shown += 1
+            self.on_problem(message)
+        else:
+            self.hidden += 1
+
+    def finish(self, name: str) -> None:
+        """Say how many problems of file `name` were not shown, if any."""
+        if self.hidden:
+            self.on_problem(f"{name}: {self.hidden} more bad lines or conflicts not shown")
+
+
+def _whole_line(raw: bytes, lineno: int, name: str, total: ImportResult,
+                problem: Problem) -> bytes | None:
+    """The line without a leading BOM; None (a bad line, reading stops) if it is too long."""
+    if lineno == 1 and raw.startswith(UTF8_BOM):
+        raw = raw[len(UTF8_BOM):]
+    if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+        total.lines += 1
+        total.bad_lines += 1
+        problem(f"{name}:{lineno}: line longer than {MAX_LINE_BYTES} bytes; the rest "
+                "of the file was not read")
+        return None
+    return raw
+
+
+def _write_pending(engine: Engine, pending: _Pending, name: str, total: ImportResult,
+                   problem: Problem) -> bool:
+    """Write what is pending, add to `total`, name each conflict's line; False if none was."""
+    if not pending.batch:
+        return False
+    stored = _write_batch(engine, pending.batch)
+    total.snapshots += stored.snapshots
+    total.samples += stored.samples
+    total.duplicates += stored.duplicates
+    named: set[tuple[int, str]] = set()
+    for c in stored.conflicts:
+        total.conflicts += 1
+        line = _conflict_line(c, pending, named)
+        problem(
+            f"{name}:{line}: conflict: {c.source}/{c.metric} at {utc_z(c.observed_at)} "
+            f"is stored as {_num(c.stored)}; this line's {_num(c.offered)} was not stored"
+        )
+    pending.clear()
+    return True
+
+
+def _conflict_line(c: Conflict, pending: _Pending, named: set[tuple[int, str]]) -> int:
+    """The line whose value a conflict refused.
+
+    That is the first line of the key offering that value for that metric and not named yet
+    (the same line and value may conflict twice: with the database and within the batch).
+    """
     key = (c.source, c.observed_at)
-    candidates = repeats.get(key) or ([first[key]] if key in first else [])
+    first = pending.first
+    candidates = pending.repeats.get(key) or ([first[key]] if key in first else [])
     fallback = 0
     for index in candidates:
-        offered = next((s.value for s in batch[index].samples if s.metric == c.metric), None)
+        offered = next((s.value for s in pending.batch[index].samples if s.metric == c.metric),
+                       None)
         if offered != c.offered:
             continue
         if (index, c.metric) not in named:
             named.add((index, c.metric))
-            return lines[index]
-        fallback = fallback or lines[index]
+            return pending.lines[index]
+        fallback = fallback or pending.lines[index]
     return fallback
 
 

@@ -181,13 +181,7 @@ def _prepare(conn: Connection, batch: list[Observation], sqlite: bool) -> _Chunk
         seen.add(key)
         recv = None if obs.received_at is None else conv(obs.received_at)
         snap_rows.append((k, source, obs.kind, at, recv, obs.origin, obs.payload))
-        lo_hi = ranges.get(source)
-        if lo_hi is None:
-            ranges[source] = (at, at)
-        elif at < lo_hi[0]:
-            ranges[source] = (at, lo_hi[1])
-        elif at > lo_hi[1]:
-            ranges[source] = (lo_hi[0], at)
+        _widen(ranges, source, at)
         for sv in obs.samples:
             sample_rows.append((ids[sv.metric], at, sv.value, sv.limit, sv.status, k))
         k += 1
@@ -199,6 +193,7 @@ def _same(value: datetime) -> datetime:
 
 
 def _widen(ranges: dict[Any, tuple[Any, Any]], key: Any, at: Any) -> None:
+    """Stretch `ranges[key]` (lowest, highest) to take in `at`."""
     lo_hi = ranges.get(key)
     if lo_hi is None:
         ranges[key] = (at, at)
@@ -213,25 +208,25 @@ def _anything_stored(conn: Connection, ch: _Chunk, sqlite: bool) -> bool:
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     ph = "?" if sqlite else "%s"
     try:
-        for sid, (lo, hi) in ch.series_ranges().items():
-            cur.execute(
-                f"SELECT 1 FROM samples WHERE series_id = {ph} AND observed_at >= {ph} "  # noqa: S608
-                f"AND observed_at <= {ph} LIMIT 1",
-                (sid, lo, hi),
-            )
-            if cur.fetchone() is not None:
-                return True
-        for source, (lo, hi) in ch.snap_ranges.items():
-            cur.execute(
-                f"SELECT 1 FROM snapshots WHERE source = {ph} AND observed_at >= {ph} "  # noqa: S608
-                f"AND observed_at <= {ph} LIMIT 1",
-                (source, lo, hi),
-            )
-            if cur.fetchone() is not None:
-                return True
-        return False
+        return (_any_in_ranges(cur, "samples", "series_id", ch.series_ranges(), ph)
+                or _any_in_ranges(cur, "snapshots", "source", ch.snap_ranges, ph))
     finally:
         cur.close()
+
+
+def _any_in_ranges(cur: Any, table: str, key_column: str,
+                   ranges: dict[Any, tuple[Any, Any]], ph: str) -> bool:
+    """Whether `table` has a row of some key observed inside that key's [lowest, highest]."""
+    for key, (lo, hi) in ranges.items():
+        cur.execute(
+            # The table and column names are this module's constants, never input.
+            f"SELECT 1 FROM {table} WHERE {key_column} = {ph} AND observed_at >= {ph} "  # noqa: S608
+            f"AND observed_at <= {ph} LIMIT 1",
+            (key, lo, hi),
+        )
+        if cur.fetchone() is not None:
+            return True
+    return False
 
 
 def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, dict[int, tuple[Any, Any]]]:

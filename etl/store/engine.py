@@ -113,6 +113,7 @@ def alembic_config(engine: Engine | None = None, url: str | None = None) -> Alem
 
 
 def head_revision() -> str:
+    """The newest Alembic revision of the migrations shipped in the package."""
     from alembic.script import ScriptDirectory
 
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -121,6 +122,7 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The database's Alembic revision (None: never migrated)."""
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
@@ -138,6 +140,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
+    """Migrate the database down to `revision` (tests and `alembic downgrade` only)."""
     from alembic import command
 
     command.downgrade(alembic_config(engine), revision)
@@ -233,9 +236,11 @@ def _at_newest_revision(engine: Engine) -> bool:
 
 
 def newest_revision_in_scripts() -> str | None:
-    """The one head of the migration scripts, read from their `revision`/`down_revision`
-    assignments (as Alembic's ScriptDirectory finds it, without importing the scripts);
-    None if they do not name exactly one head plainly."""
+    """The one head of the migration scripts, without importing them; None if unclear.
+
+    Read from their `revision`/`down_revision` assignments (as Alembic's ScriptDirectory
+    finds it); None if they do not name exactly one head plainly.
+    """
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in sorted(Path(migrations_dir(), "versions").glob("*.py")):
@@ -306,8 +311,11 @@ def _full(folder: Path) -> bool:
 
 
 def is_database_error(exc: BaseException) -> bool:
-    """Did a database step raise `exc`: SQLAlchemy, or a driver's own cursor (the bulk import
-    and report reads use those directly)? psycopg is asked only if it is loaded."""
+    """Whether a database step raised `exc`.
+
+    SQLAlchemy, or a driver's own cursor (the bulk import and report reads use those
+    directly); psycopg is asked only if it is loaded.
+    """
     if isinstance(exc, SQLAlchemyError | sqlite3.Error):
         return True
     psycopg = sys.modules.get("psycopg")

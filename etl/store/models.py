@@ -40,6 +40,7 @@ def to_micros(value: datetime) -> int:
 
 
 def from_micros(value: int) -> datetime:
+    """Microseconds since the Unix epoch (SQLite's storage) as an aware UTC datetime."""
     return EPOCH + timedelta(microseconds=int(value))
 
 
@@ -55,11 +56,18 @@ class UtcDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        """INTEGER microseconds on SQLite, timestamptz on PostgreSQL."""
         if dialect.name == "sqlite":
             return dialect.type_descriptor(BigInteger())
         return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        """An aware datetime to the column's type.
+
+        Raises:
+            TypeError: not a datetime.
+            ValueError: a naive datetime (no timezone).
+        """
         if value is None:
             return None
         if not isinstance(value, datetime):
@@ -71,6 +79,7 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """The stored value as an aware UTC datetime."""
         if value is None:
             return None
         if dialect.name == "sqlite":
@@ -86,6 +95,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
+    """The declarative base: one MetaData with stable constraint names for migrations."""
     metadata = MetaData(naming_convention=NAMING)
 
 

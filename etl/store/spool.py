@@ -58,6 +58,7 @@ class SpoolLock:
         self.path = path
 
     def release(self) -> None:
+        """Drop the lock (the process's exit drops it too)."""
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor drops the flock
             self.fd = None
@@ -95,6 +96,7 @@ def _parse_dt(value: Any) -> datetime | None:
 
 
 def poll_to_dict(poll: PollRecord) -> dict[str, Any]:
+    """A poll as the spool file's JSON object (FORMAT_VERSION; times as UTC text)."""
     obs = poll.observation
     return {
         "version": FORMAT_VERSION,
@@ -124,6 +126,12 @@ def poll_to_dict(poll: PollRecord) -> dict[str, Any]:
 
 
 def poll_from_dict(data: dict[str, Any]) -> PollRecord:
+    """The poll a spool file's JSON object holds.
+
+    Raises:
+        ValueError: another format version, or a malformed time or number.
+        KeyError: a required field is missing.
+    """
     if data.get("version") != FORMAT_VERSION:
         raise ValueError(f"unknown spool format version {data.get('version')!r}")
     raw_obs = data.get("observation")
@@ -278,6 +286,7 @@ class Spool:
         return sorted(p for p in bad.iterdir() if p.is_file())
 
     def load(self, path: Path) -> PollRecord:
+        """The poll in spool file `path` (raises OSError, ValueError, KeyError as poll_from_dict)."""
         return poll_from_dict(json.loads(path.read_text(encoding="utf-8")))
 
     def _set_aside(self, path: Path, name: str | None = None) -> None:

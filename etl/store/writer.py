@@ -32,12 +32,14 @@ class Conflict:
 
 @dataclass
 class StoreResult:
+    """What storing observations did: new snapshots and samples, duplicates, conflicts."""
     snapshots: int = 0
     samples: int = 0
     duplicates: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
 
     def add(self, other: StoreResult) -> None:
+        """Add another result's counts and conflicts to this one."""
         self.snapshots += other.snapshots
         self.samples += other.samples
         self.duplicates += other.duplicates
@@ -58,7 +60,7 @@ def _insert_ignore(conn: Connection, table: type, conflict_cols: Sequence[str]):
 
 
 def series_ids(conn: Connection, source: str, kind: str) -> dict[str, int]:
-    """metric -> series id for `source`, creating missing series rows."""
+    """Map metric -> series id for `source`, creating missing series rows."""
     engine = conn.engine
     cache = _series_cache.setdefault(engine, {})
     metrics = KINDS[kind].metrics
@@ -86,22 +88,18 @@ def forget_series_cache(engine: Engine) -> None:
 def store_observations(conn: Connection, observations: Iterable[Observation]) -> StoreResult:
     """Store observations in the caller's transaction; the first stored observation of a key wins.
 
+    A key is (source, observed_at); each of its samples is one row per (series, observed_at).
     Same key and same value counts as a duplicate; same key and another value is a Conflict
-    and is not stored.
+    and is not stored (SPEC 4).
+
+    Returns:
+        StoreResult: new snapshots and samples, duplicates and conflicts.
     """
     result = StoreResult()
     obs_list = list(observations)
     if not obs_list:
         return result
-    # Within the batch, the first occurrence of a (source, observed_at) wins.
-    unique: dict[tuple[str, datetime], Observation] = {}
-    later: list[Observation] = []
-    for obs in obs_list:
-        key = (obs.source, obs.observed_at)
-        if key in unique:
-            later.append(obs)
-        else:
-            unique[key] = obs
+    unique, later = _first_of_each_key(obs_list)
 
     # Existing samples for the batch's keys decide duplicate / conflict / new.
     rows_by_key: dict[tuple[int, datetime], tuple[Observation, SampleValue]] = {}
@@ -111,6 +109,34 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
             rows_by_key[(ids[sv.metric], obs.observed_at)] = (obs, sv)
     existing = _existing_values(conn, list(rows_by_key))
 
+    snap_ids = _insert_new_snapshots(conn, unique, existing, result)
+    _insert_new_samples(conn, rows_by_key, existing, snap_ids, result)
+    _compare_repeats(later, unique, result)
+    return result
+
+
+def _first_of_each_key(
+    obs_list: list[Observation],
+) -> tuple[dict[tuple[str, datetime], Observation], list[Observation]]:
+    """Split a batch into the first observation of each (source, observed_at) and the repeats."""
+    unique: dict[tuple[str, datetime], Observation] = {}
+    later: list[Observation] = []
+    for obs in obs_list:
+        key = (obs.source, obs.observed_at)
+        if key in unique:
+            later.append(obs)
+        else:
+            unique[key] = obs
+    return unique, later
+
+
+def _insert_new_snapshots(
+    conn: Connection,
+    unique: dict[tuple[str, datetime], Observation],
+    existing: dict[tuple[int, datetime], float],
+    result: StoreResult,
+) -> dict[tuple[str, datetime], int]:
+    """Insert the snapshots of keys not stored yet; return the snapshot id of every key."""
     snap_rows = []
     for key, obs in unique.items():
         first_sid = next(iter(series_ids(conn, obs.source, obs.kind).values()))
@@ -126,12 +152,21 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
                 "payload": obs.payload,
             }
         )
-    snap_ids: dict[tuple[str, datetime], int] = {}
-    if snap_rows:
-        conn.execute(_insert_ignore(conn, Snapshot, ("source", "observed_at")), snap_rows)
-        result.snapshots = len(snap_rows)
-        snap_ids = _snapshot_ids(conn, [(obs.source, obs.observed_at) for obs in unique.values()])
+    if not snap_rows:
+        return {}
+    conn.execute(_insert_ignore(conn, Snapshot, ("source", "observed_at")), snap_rows)
+    result.snapshots = len(snap_rows)
+    return _snapshot_ids(conn, [(obs.source, obs.observed_at) for obs in unique.values()])
 
+
+def _insert_new_samples(
+    conn: Connection,
+    rows_by_key: dict[tuple[int, datetime], tuple[Observation, SampleValue]],
+    existing: dict[tuple[int, datetime], float],
+    snap_ids: dict[tuple[str, datetime], int],
+    result: StoreResult,
+) -> None:
+    """Insert the samples not stored yet; count stored equal values as duplicates, others as conflicts."""
     sample_rows = []
     for (sid, at), (obs, sv) in rows_by_key.items():
         stored = existing.get((sid, at))
@@ -155,6 +190,13 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
         result.samples = len(sample_rows)
         _mark_rollups_dirty(conn, sample_rows)
 
+
+def _compare_repeats(
+    later: list[Observation],
+    unique: dict[tuple[str, datetime], Observation],
+    result: StoreResult,
+) -> None:
+    """Count the batch's repeats of a key against its first observation (duplicate or conflict)."""
     for obs in later:
         first = unique[(obs.source, obs.observed_at)]
         stored_values = {sv.metric: sv.value for sv in first.samples}
@@ -166,7 +208,6 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
                     Conflict(obs.source, sv.metric, obs.observed_at,
                              stored_values.get(sv.metric, float("nan")), sv.value)
                 )
-    return result
 
 
 def _mark_rollups_dirty(conn: Connection, sample_rows: list[dict[str, object]]) -> None:

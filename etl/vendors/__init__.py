@@ -27,7 +27,8 @@ class Parse(Protocol):
         observed_at: datetime | None = None,
         payload: str | None = None,
         origin: str = "collect",
-    ) -> Observation: ...
+    ) -> Observation:
+        """Parse `body` of `source` (SPEC 4; raises etl.errors.ParseError naming the field)."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ RATE_LIMIT = (10, 60.0)
 
 
 def auth_headers(secret: str) -> dict[str, str]:
+    """The request headers that carry a nected API key (never the query string)."""
     return {"Nected-API-Key": secret}
 
 

@@ -82,11 +82,13 @@ def number(value: Any, field: str) -> float:
 
 
 def optional_number(obj: dict[str, Any], key: str, field: str) -> float | None:
+    """`obj[key]` as a float, None when absent or null (raises ParseError naming `field`)."""
     value = obj.get(key)
     return None if value is None else number(value, field)
 
 
 def optional_text(obj: dict[str, Any], key: str, field: str) -> str | None:
+    """`obj[key]` as text, None when absent or null (raises ParseError naming `field`)."""
     value = obj.get(key)
     if value is None:
         return None
@@ -96,6 +98,7 @@ def optional_text(obj: dict[str, Any], key: str, field: str) -> str | None:
 
 
 def mapping(value: Any, field: str) -> dict[str, Any]:
+    """`value` when it is a JSON object (raises ParseError naming `field` otherwise)."""
     if not isinstance(value, dict):
         raise ParseError(f"{field}: missing or not an object")
     return value
@@ -131,7 +134,9 @@ def loads_json(raw: bytes) -> Any:
 
 
 def check_storable(raw: bytes, doc: Any) -> None:
-    """ParseError if `doc`, parsed from `raw`, nests deeper than MAX_JSON_DEPTH or holds text
+    """Refuse a body too deep or holding text a database cannot store (raises ParseError).
+
+    That is `doc`, parsed from `raw`, nesting deeper than MAX_JSON_DEPTH or holding text
     a database cannot store: a NUL character (PostgreSQL refuses it in text) or a lone UTF-16
     surrogate such as "\\ud800" (not Unicode, so not UTF-8 either).
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -67,6 +67,22 @@ def read_invoice(path: Path, month: str | None = None) -> list[InvoiceLine]:
 
 def _parse(path: Path, text: list[str]) -> list[InvoiceLine]:
     reader = csv.reader(text)
+    header = _read_header(path, reader)
+    col = {name: header.index(name) for name in INVOICE_COLUMNS}
+    lines: list[InvoiceLine] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    try:
+        for row in reader:
+            if not row or all(not c.strip() for c in row):
+                continue
+            lines.append(_read_row(path, reader.line_num, row, len(header), col, seen))
+    except csv.Error as exc:
+        raise InputError(f"{path}:{reader.line_num}: not CSV: {exc}") from None
+    return lines
+
+
+def _read_header(path: Path, reader: Iterator[list[str]]) -> list[str]:
+    """The header's lower-cased column names (line 1); InputError if a column is missing."""
     try:
         header = [h.strip().lower() for h in next(reader)]
     except StopIteration:
@@ -77,41 +93,38 @@ def _parse(path: Path, text: list[str]) -> list[InvoiceLine]:
     missing = [c for c in INVOICE_COLUMNS if c not in header]
     if missing:
         raise InputError(f"{path}:1: missing column(s): {', '.join(missing)}")
-    col = {name: header.index(name) for name in INVOICE_COLUMNS}
-    lines: list[InvoiceLine] = []
-    seen: dict[tuple[str, str, str], int] = {}
+    return header
+
+
+def _read_row(path: Path, lineno: int, row: list[str], width: int, col: dict[str, int],
+              seen: dict[tuple[str, str, str], int]) -> InvoiceLine:
+    """One data row, checked; `seen` (key -> line) refuses a second row for a key."""
+    if len(row) < width:
+        raise InputError(f"{path}:{lineno}: {len(row)} cells, the header has {width}")
+    cells = {name: row[i].strip() for name, i in col.items()}
+    if not MONTH_RE.match(cells["month"]) or not 1 <= int(cells["month"][5:]) <= 12:
+        raise InputError(f"{path}:{lineno}: column month: {cells['month']!r} "
+                         "is not a month (expected YYYY-MM)")
+    for name in ("source", "metric"):
+        if not cells[name]:
+            raise InputError(f"{path}:{lineno}: column {name}: empty")
+    quantity, amount = (_number(path, lineno, name, cells[name])
+                        for name in ("quantity", "amount"))
+    key = (cells["source"], cells["month"], cells["metric"])
+    if key in seen:
+        raise InputError(f"{path}:{lineno}: a row for {key[0]}/{key[2]} in {key[1]} "
+                         f"is already on line {seen[key]}")
+    seen[key] = lineno
+    return InvoiceLine(cells["source"], cells["month"], cells["metric"], quantity, amount,
+                       lineno, str(path))
+
+
+def _number(path: Path, lineno: int, name: str, text: str) -> Decimal:
+    """A finite decimal from column `name`'s cell; InputError naming the line otherwise."""
     try:
-        for row in reader:
-            lineno = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) < len(header):
-                raise InputError(f"{path}:{lineno}: {len(row)} cells, the header has {len(header)}")
-            cells = {name: row[i].strip() for name, i in col.items()}
-            if not MONTH_RE.match(cells["month"]) or not 1 <= int(cells["month"][5:]) <= 12:
-                raise InputError(f"{path}:{lineno}: column month: {cells['month']!r} "
-                                 "is not a month (expected YYYY-MM)")
-            for name in ("source", "metric"):
-                if not cells[name]:
-                    raise InputError(f"{path}:{lineno}: column {name}: empty")
-            numbers = {}
-            for name in ("quantity", "amount"):
-                try:
-                    value = Decimal(cells[name])
-                except InvalidOperation:
-                    value = Decimal("NaN")
-                if not value.is_finite():
-                    raise InputError(f"{path}:{lineno}: column {name}: {cells[name]!r} "
-                                     "is not a number")
-                numbers[name] = value
-            key = (cells["source"], cells["month"], cells["metric"])
-            if key in seen:
-                raise InputError(f"{path}:{lineno}: a row for {key[0]}/{key[2]} in {key[1]} "
-                                 f"is already on line {seen[key]}")
-            seen[key] = lineno
-            lines.append(InvoiceLine(cells["source"], cells["month"], cells["metric"],
-                                     numbers["quantity"], numbers["amount"], lineno,
-                                     str(path)))
-    except csv.Error as exc:
-        raise InputError(f"{path}:{reader.line_num}: not CSV: {exc}") from None
-    return lines
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise InputError(f"{path}:{lineno}: column {name}: {text!r} is not a number")
+    return value

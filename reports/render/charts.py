@@ -55,8 +55,11 @@ def _bands(ax: Axes, limit: float | None, top: float) -> None:
 def series_day_chart(t_us: np.ndarray, value: np.ndarray, *, start_us: int, end_us: int,
                      metric: str, metric_type: str, limit: float | None,
                      prev_value: float | None = None) -> str:
-    """One series over one local day: gauge values (with limit and bands) or the counter's
-    running increase. x is hours since local midnight, so DST days are 23 or 25 h wide."""
+    """One series over one local day as an SVG chart.
+
+    Gauge values (with limit and bands) or the counter's running increase. x is hours since
+    local midnight, so DST days are 23 or 25 h wide.
+    """
     from reports.compute.daily import counter_increments, unscale
 
     fig = Figure(figsize=(7.5, 2.4), dpi=96)

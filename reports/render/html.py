@@ -25,18 +25,21 @@ NUMERIC_KINDS = (int, float, Decimal, np.integer, np.floating)
 
 @dataclass
 class Cell:
+    """One table cell: its text (autoescaped) and CSS class."""
     text: str
     css: str = ""
 
 
 @dataclass
 class Row:
+    """One table row: its cells and CSS class."""
     cells: list[Cell]
     css: str = ""
 
 
 @dataclass
 class Table:
+    """A titled table of an HTML report."""
     title: str
     columns: list[str]
     rows: list[Row] = field(default_factory=list)
@@ -44,12 +47,14 @@ class Table:
 
 @dataclass
 class Chart:
+    """A captioned SVG chart of an HTML report."""
     caption: str
     svg: Markup  # matplotlib output: trusted markup, never built from vendor text
 
 
 @lru_cache(maxsize=1)
 def environment() -> Environment:
+    """The Jinja2 environment of the report templates, autoescaping everything."""
     return Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
         autoescape=select_autoescape(["html"], default_for_string=True, default=True),
@@ -88,6 +93,7 @@ def table_from_frame(title: str, df: pd.DataFrame, *, row_css: str | None = None
 
 
 def package_version() -> str:
+    """The installed usage-etl version shown in report footers (`dev` from a clone)."""
     try:
         return version("usage-etl")
     except PackageNotFoundError:

@@ -25,9 +25,12 @@ def send(notifier: Notifier, body: dict[str, Any]) -> None:
 
 
 def notifier_secrets(notifiers: Iterable[Notifier]) -> list[str]:
-    """The secret values of `notifiers` to mask in logs: each webhook URL, also its path and
-    query alone (an HTTP library may log them apart from the host), and SMTP passwords.
-    Secrets that cannot be read are left out (commands refuse them before sending)."""
+    """The secret values of `notifiers` to mask in logs.
+
+    Each webhook URL, also its path and query alone (an HTTP library may log them apart from
+    the host), and SMTP passwords. Secrets that cannot be read are left out (commands refuse
+    them before sending).
+    """
     found: list[str] = []
     for notifier in notifiers:
         try:

@@ -12,24 +12,18 @@ from etl.errors import InputError, SchemaOutdatedError
 from etl.store.engine import downgrade, ensure_schema, make_engine, open_database
 from etl.store.models import CollectionAttempt, Sample, Snapshot
 from etl.store.writer import record_attempt, store_observations
-from etl.vendors.types import Observation, SampleValue
+from etl.vendors.types import Observation
+from tests.factories import nected, wiresocket
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
 
 def obs(at: datetime, value: float, source: str = "rules") -> Observation:
-    return Observation(
-        source=source, kind="nected", observed_at=at,
-        payload=f'{{"data": {{"invocations": {value}}}}}',
-        samples=(SampleValue("invocations", value),),
-    )
+    return nected(at, value, source=source)
 
 
 def ws_obs(at: datetime, conns: float) -> Observation:
-    return Observation(
-        source="ws", kind="wiresocket", observed_at=at, payload="{}",
-        samples=(SampleValue("connections", conns, 100, "healthy"), SampleValue("documents", 4, 20, "healthy")),
-    )
+    return wiresocket(at, conns, 4, source="ws", status="healthy", docs_status="healthy")
 
 
 def test_same_observation_twice_adds_nothing(engine) -> None:  # type: ignore[no-untyped-def]
@@ -55,7 +49,7 @@ def test_first_observation_of_a_key_wins_and_conflicts_are_reported(engine) -> N
         assert conn.scalar(select(Sample.value).where(Sample.observed_at == T0)) == 1000
 
 
-def test_duplicates_inside_one_batch(engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_repeat_inside_one_batch_is_a_duplicate_and_another_value_a_conflict(engine) -> None:  # type: ignore[no-untyped-def]
     with engine.begin() as conn:
         res = store_observations(conn, [obs(T0, 5), obs(T0, 5), obs(T0, 6)])
     assert (res.samples, res.duplicates, len(res.conflicts)) == (1, 1, 1)
@@ -89,7 +83,7 @@ def test_naive_timestamps_are_refused(engine) -> None:  # type: ignore[no-untype
         assert conn.scalar(select(func.count()).select_from(Sample)) == 0
 
 
-def test_sqlite_pragmas(sqlite_url: str) -> None:
+def test_sqlite_opens_in_wal_mode_with_foreign_keys_and_a_busy_timeout(sqlite_url: str) -> None:
     engine = open_database(sqlite_url)
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
@@ -125,7 +119,7 @@ def test_empty_database_gets_schema_and_old_one_is_refused(empty_db_url: str) ->
         ("sqlite://", "in-memory SQLite database"),
     ],
 )
-def test_bad_database_urls(tmp_path, url: str, needle: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_database_url_is_one_line_naming_database_url_without_the_password(tmp_path, url: str, needle: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InputError) as err:
         make_engine(url.format(tmp=tmp_path))
     assert needle in str(err.value)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -14,54 +12,25 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
-from etl.config import Config, parse_config
 from etl.errors import InputError
-from etl.store.writer import store_observations
-from etl.vendors.types import Observation, SampleValue
+from etl.vendors.types import Observation
 from reports.frames import billing_frame, daily_frame, reconcile_frame
 from reports.periods import local_midnight
+from tests.factories import (
+    SUBSECOND_BILLING,
+    assert_subsecond_reports,
+    at,
+    billing_rules,
+    make_config,
+    migrated_engine,
+    nected,
+    seed_month,
+    store,
+    wiresocket,
+    write_subsecond_archive,
+)
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)  # every test month is over
-
-
-def make_config(tz: str = "UTC", billing: Iterable[dict[str, Any]] = (),
-                ws_name: str = "ws-prod") -> Config:
-    return parse_config({
-        "timezone": tz,
-        "sources": [
-            {"name": ws_name, "kind": "wiresocket", "region": "eu", "token_env": "WS_T",
-             "interval_seconds": 300},
-            {"name": "rules", "kind": "nected", "api_key_env": "NE_K",
-             "interval_seconds": 300},
-        ],
-        "billing": list(billing),
-    })
-
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def nected(when: datetime, value: int) -> Observation:
-    body = {"data": {"invocations": value}, "code": "success", "message": "Success."}
-    return Observation("rules", "nected", when, json.dumps(body),
-                       (SampleValue("invocations", float(value)),), origin="import")
-
-
-def wiresocket(when: datetime, conns: float, docs: float = 1, limit: float = 100,
-               tenant: str = "t-1", source: str = "ws-prod") -> Observation:
-    body = {"tenantId": tenant, "appId": "app-1",
-            "usage": {"connections": {"current": conns, "limit": limit},
-                      "documents": {"current": docs, "limit": 20}},
-            "timestamp": when.isoformat()}
-    return Observation(source, "wiresocket", when, json.dumps(body),
-                       (SampleValue("connections", conns, limit),
-                        SampleValue("documents", docs, 20.0)), origin="import")
-
-
-def store(engine: Engine, observations: Iterable[Observation]) -> None:
-    with engine.begin() as conn:
-        store_observations(conn, list(observations))
 
 
 def row(df: Any, **match: Any) -> dict[str, Any]:
@@ -101,7 +70,7 @@ def test_counter_day_with_reset_gap_duplicates_and_out_of_order_imports(engine: 
 
 
 @pytest.mark.parametrize("day,hours", [(date(2026, 3, 29), 23), (date(2026, 10, 25), 25)])
-def test_berlin_dst_days(engine: Engine, day: date, hours: int) -> None:
+def test_gauge_day_on_a_berlin_dst_change_has_its_23_or_25_hours(engine: Engine, day: date, hours: int) -> None:
     # One gauge sample at half past every hour of the day: each covers 10 minutes.
     start = local_midnight(day, ZoneInfo("Europe/Berlin"))
     store(engine, [wiresocket(start + timedelta(hours=h, minutes=30), conns=h)
@@ -115,30 +84,6 @@ def test_berlin_dst_days(engine: Engine, day: date, hours: int) -> None:
     assert r["mean"] == pytest.approx((hours - 1) / 2)
     # 10 minutes per hour, plus 9 minutes carried in from the sample before midnight
     assert r["coverage_pct"] == round((hours * 10 + 9) / (hours * 60) * 100, 2)
-
-
-def billing_rules(included_inv: int = 100, price_inv: str = "0.001",
-                  included_peak: int = 100, price_peak: str = "0.50") -> list[dict[str, Any]]:
-    return [
-        {"source": "rules", "metric": "invocations", "aggregation": "increase",
-         "included": included_inv, "unit_price": price_inv, "currency": "USD"},
-        {"source": "ws-prod", "metric": "connections", "aggregation": "peak",
-         "included": included_peak, "unit_price": price_peak, "currency": "EUR"},
-    ]
-
-
-def seed_month(engine: Engine) -> None:
-    """May 2026: invocations +105 over the month (one reset), connections peak 103.5."""
-    store(engine, [
-        nected(at("2026-04-30T23:00:00"), 1_000),  # before the month: the predecessor
-        nected(at("2026-05-02T12:00:00"), 1_050),  # +50
-        nected(at("2026-05-15T12:00:00"), 25),  # reset: +25
-        nected(at("2026-05-31T22:30:00"), 55),  # +30
-        nected(at("2026-06-01T01:00:00"), 80),  # June
-        wiresocket(at("2026-05-10T08:00:00"), 90),
-        wiresocket(at("2026-05-20T08:00:00"), 103.5),
-        wiresocket(at("2026-06-02T08:00:00"), 500),
-    ])
 
 
 def test_billing_increase_and_peak_with_overage_and_half_up_rounding(engine: Engine) -> None:
@@ -239,12 +184,9 @@ def test_sample_reads_keep_missing_and_odd_limits_apart(engine: Engine) -> None:
 
     t0 = at("2026-05-03T10:00:00")
     limits = [100.0, None, float("-inf"), 250.0]
-    obs = [Observation("ws", "wiresocket", t0 + timedelta(minutes=k), "{}",
-                       (SampleValue("connections", 10.0 + k, lim),
-                        SampleValue("documents", 1.0, None)))
-           for k, lim in enumerate(limits)]
-    with engine.begin() as conn:
-        store_observations(conn, obs)
+    store(engine, [wiresocket(t0 + timedelta(minutes=k), 10.0 + k, source="ws", limit=lim,
+                              docs_limit=None)
+                   for k, lim in enumerate(limits)])
     sid = series_ids(engine)[("ws", "connections")]
     with engine.connect() as conn:
         arr = read_samples(conn, sid, to_micros(t0), to_micros(t0 + timedelta(hours=1)))
@@ -256,14 +198,11 @@ def test_sample_reads_keep_missing_and_odd_limits_apart(engine: Engine) -> None:
     assert tail.limit.tolist() == [250.0] and len(tail) == 1
 
 
-def gauge(when: datetime, conns: float, limit: float | None) -> Observation:
-    return Observation("ws-prod", "wiresocket", when, "{}",
-                       (SampleValue("connections", conns, limit),
-                        SampleValue("documents", 1.0, 20.0)), origin="import")
-
-
 def test_limit_zero_or_missing_gives_no_peak_pct(engine: Engine, tmp_path: Path) -> None:
     from reports.jobs import build_daily
+
+    def gauge(when: datetime, conns: float, limit: float | None) -> Observation:
+        return wiresocket(when, conns, limit=limit)
 
     store(engine, [
         gauge(at("2026-05-03T10:00:00"), 5, 0), gauge(at("2026-05-03T11:00:00"), 7, 0),
@@ -355,84 +294,18 @@ def test_counter_with_a_reset_on_berlin_dst_days(engine: Engine, day: date, hour
     assert r["coverage_pct"] == {23: 17.32, 25: 17.27}[hours]  # 239/1380, 259/1500
 
 
-# Sub-second timestamps (both sides of midnight by a microsecond) and fractional counter
-# readings, as the vendors send them: what the import path (etl.store.bulk) stores.
-SUBSECOND_ARCHIVE = [
-    ("rules", "2026-05-02T12:00:00Z", 999999999.9),
-    ("rules", "2026-05-03T10:00:00.250Z", 1000000000.1),
-    ("rules", "2026-05-03T10:00:00.750Z", 1000000000.3),
-    ("rules", "2026-05-03T23:59:59.999999Z", 0.25),
-    ("rules", "2026-05-04T00:00:00.000001Z", 100.5),
-    ("rules", "2026-05-20T00:00:00Z", 199.6),
-    ("ws-prod", "2026-05-03T10:00:00.500Z", 80),
-    ("ws-prod", "2026-05-03T10:00:01.250Z", 95),
-    ("ws-prod", "2026-05-03T23:59:59.999999Z", 50),
-]
-SUBSECOND_BILLING = [{"source": "rules", "metric": "invocations", "aggregation": "increase",
-                      "included": 100, "unit_price": "0.001", "currency": "USD"}]
-
-
-def write_subsecond_archive(path: Path) -> Path:
-    with path.open("w", encoding="utf-8") as fh:
-        for source, when, value in SUBSECOND_ARCHIVE:
-            if source == "rules":
-                line: dict[str, Any] = {
-                    "source": source, "observed_at": when,
-                    "body": {"data": {"invocations": value}, "code": "success",
-                             "message": "Success."}}
-            else:
-                line = {"source": source, "body": {
-                    "tenantId": "t-1", "appId": "a-1", "timestamp": when,
-                    "usage": {"connections": {"current": value, "limit": 100},
-                              "documents": {"current": 1, "limit": 20}}}}
-            fh.write(json.dumps(line) + "\n")
-    return path
-
-
-def assert_subsecond_reports(daily: dict[str, list[dict[str, str]]],
-                             billing: list[dict[str, str]]) -> None:
-    """Hand-computed figures of SUBSECOND_ARCHIVE (UTC days) as CSV cells."""
-    def cells(rows: list[dict[str, str]], metric: str, *cols: str) -> tuple[str, ...]:
-        [r] = [r for r in rows if r["metric"] == metric]
-        return tuple(r[c] for c in cols)
-
-    cols = ("samples", "min", "max", "increase", "resets", "coverage_pct")
-    # First reading ever adds 0.
-    assert cells(daily["2026-05-02"], "invocations", *cols) == ("1", "999999999.9",
-                                                                "999999999.9", "0", "0", "0.69")
-    # +0.2 (not the doubles' 0.19999992847442627), +0.2, then a reset to 0.25 a microsecond
-    # before midnight: 0.65. Covered: 10:00:00.25 to 10:10:00.75 (600.5 s) plus 1 us.
-    assert cells(daily["2026-05-03"], "invocations", *cols) == ("3", "0.25", "1000000000.3",
-                                                                "0.65", "1", "0.7")
-    # 100.5 - 0.25 a microsecond after midnight; covered 00:00 to 00:10:00.000001.
-    assert cells(daily["2026-05-04"], "invocations", *cols) == ("1", "100.5", "100.5",
-                                                                "100.25", "0", "0.69")
-    assert cells(daily["2026-05-03"], "connections",
-                 "samples", "min", "max", "limit", "peak_pct") == ("3", "50", "95", "100", "95")
-    assert cells(daily["2026-05-04"], "connections", "samples") == ("0",)
-    # 0.65 + 100.25 + (199.6 - 100.5 = 99.1) = 200 exactly; 100 over at 0.001 = 0.10.
-    [b] = billing
-    assert (b["quantity"], b["included"], b["overage"], b["amount"]) == ("200", "100", "100",
-                                                                        "0.10")
-    assert b["resets"] == "1"
-
-
 def test_sqlite_and_postgresql_agree_on_imported_subsecond_fractional_history(
         sqlite_url: str, pg_url: str, tmp_path: Path) -> None:
     import csv
 
     from etl.store.archive import import_archives
-    from etl.store.engine import make_engine, upgrade
-    from etl.store.writer import forget_series_cache
     from reports.jobs import build_billing, build_daily
 
     archive = write_subsecond_archive(tmp_path / "history.jsonl")
     config = make_config(billing=SUBSECOND_BILLING)
     texts = []
     for name, url in (("sqlite", sqlite_url), ("pg", pg_url)):
-        eng = make_engine(url)
-        upgrade(eng)
-        try:
+        with migrated_engine(url) as eng:
             assert import_archives(eng, config, [str(archive)]).ok
             out = tmp_path / name
             paths = build_daily(eng, config, date(2026, 5, 2), date(2026, 5, 4),
@@ -440,9 +313,6 @@ def test_sqlite_and_postgresql_agree_on_imported_subsecond_fractional_history(
             paths += build_billing(eng, config, "2026-05", formats=["csv"], out_dir=out,
                                    now=NOW)
             texts.append([p.read_text() for p in paths])
-        finally:
-            forget_series_cache(eng)
-            eng.dispose()
     assert texts[0] == texts[1]
     rows = [list(csv.DictReader(t.splitlines())) for t in texts[0]]
     assert_subsecond_reports({"2026-05-02": rows[0], "2026-05-03": rows[1],

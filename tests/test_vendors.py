@@ -82,7 +82,7 @@ def test_nected_documented_example_parses_with_our_clock() -> None:
         ("2026-02-25 14:40", datetime(2026, 2, 25, 14, 40, tzinfo=UTC)),
     ],
 )
-def test_wiresocket_timestamp_forms(stamp: str, expected: datetime) -> None:
+def test_every_wiresocket_timestamp_form_is_read_as_that_utc_instant(stamp: str, expected: datetime) -> None:
     observed = WS.parse_body("ws", ws_body(timestamp=stamp)).observed_at
     assert observed == expected and observed.utcoffset() == timedelta(0)
 

@@ -1,0 +1,460 @@
+"""Builders every test file shares: observations, polls, configs, throwaway databases, one fake clock.
+
+Plain functions and classes (no fixtures: those live in conftest.py, which imports from here).
+Test modules import from this module, never from one another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import tomllib
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+
+from etl.config import Config, SourceConfig, parse_config
+from etl.runtime.simulator import SimulatedVendor
+from etl.store.engine import make_engine, upgrade
+from etl.store.writer import forget_series_cache, store_observations
+from etl.vendors.types import Observation, Origin, Outcome, PollRecord, SampleValue
+
+# -- the PostgreSQL server and throwaway databases --------------------------------------------
+
+PG_ADMIN_URL = os.environ.get(
+    "USAGE_ETL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _pg_problem() -> str | None:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed (pip install 'usage-etl[postgres]')"
+    try:
+        eng = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with eng.connect() as conn:
+            conn.execute(text("select 1"))
+        eng.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no server"
+        return f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {str(exc).splitlines()[0]}"
+    return None
+
+
+_PG_PROBLEM: str | None | bool = False
+
+
+def pg_problem() -> str | None:
+    """Why the PostgreSQL server cannot be used (None: it can); asked once per process."""
+    global _PG_PROBLEM
+    if _PG_PROBLEM is False:
+        _PG_PROBLEM = _pg_problem()
+    return _PG_PROBLEM  # type: ignore[return-value]
+
+
+def require_pg() -> None:
+    """Skip (or, with CI=true, fail) when the PostgreSQL server is not there."""
+    problem = pg_problem()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"CI=true but {problem}")
+        pytest.skip(problem)
+
+
+def create_pg_database() -> str:
+    """Create an empty throwaway database; return its URL."""
+    require_pg()
+    name = f"usage_etl_t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_pg_database(url: str) -> None:
+    """Drop a database made by create_pg_database, whoever is still connected."""
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@contextmanager
+def migrated_engine(url: str) -> Iterator[Engine]:
+    """An engine on `url`, migrated to head; its series cache forgotten and disposed after."""
+    eng = make_engine(url)
+    upgrade(eng)
+    try:
+        yield eng
+    finally:
+        forget_series_cache(eng)
+        eng.dispose()
+
+
+@contextmanager
+def reference_engine(like: Engine, tmp_path: Path) -> Iterator[Engine]:
+    """A second migrated database of the same kind as `like` (a SQLite file in `tmp_path`, or
+    a throwaway PostgreSQL database dropped after), to compute what a result should be."""
+    if like.dialect.name == "sqlite":
+        with migrated_engine(f"sqlite:///{tmp_path / 'ref.db'}") as ref:
+            yield ref
+        return
+    url = create_pg_database()
+    try:
+        with migrated_engine(url) as ref:
+            yield ref
+    finally:
+        drop_pg_database(url)
+
+
+def store(engine: Engine, observations: Iterable[Observation]) -> None:
+    """Store observations in one transaction through the one write path."""
+    with engine.begin() as conn:
+        store_observations(conn, list(observations))
+
+
+# The secret part of the webhook receiver's URL: it must never show up in logs, rows or reports.
+WEBHOOK_SECRET_PATH = "/hooks/T0KEN-s3cr3t-path"
+
+
+# -- one fake clock ---------------------------------------------------------------------------
+
+
+def _whole_second_now() -> datetime:
+    # Whole seconds: the pacing state files keep 6 decimals, which hold it exactly.
+    return datetime.fromtimestamp(int(time.time()), UTC)
+
+
+class FakeClock:
+    """A clock that moves only when told: `advance(s)` (or `sleep(s)`, the same).
+
+    Read it as an aware UTC datetime (`clock()` or `clock.now`, which a test may also set)
+    or as epoch seconds (`clock.time`), so one clock can drive the scheduler, the pacer, the
+    collector's sleeps and the simulator's rate window together.
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or _whole_second_now()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def time(self) -> float:
+        """Epoch seconds."""
+        with self._lock:
+            return self.now.timestamp()
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock on by `seconds`."""
+        with self._lock:
+            self.now += timedelta(seconds=seconds)
+
+    sleep = advance
+
+
+# -- observations and polls -------------------------------------------------------------------
+
+
+def at(text: str) -> datetime:
+    """A naive ISO timestamp read as UTC: `at("2026-05-03T10:00:00")`."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def nected_body(invocations: float) -> dict[str, Any]:
+    """The body the nected usage endpoint sends (vendor-apis/nected)."""
+    return {"data": {"invocations": invocations}, "code": "success", "message": "Success."}
+
+
+def wiresocket_body(when: datetime | str, conns: float, docs: float = 1, limit: float | None = 100,
+                    docs_limit: float | None = 20, tenant: str = "t-1") -> dict[str, Any]:
+    """The body the wiresocket usage endpoint sends (vendor-apis/wiresocket)."""
+    return {"tenantId": tenant, "appId": "app-1",
+            "usage": {"connections": {"current": conns, "limit": limit},
+                      "documents": {"current": docs, "limit": docs_limit}},
+            "timestamp": when if isinstance(when, str) else when.isoformat()}
+
+
+def nected(when: datetime, invocations: float, *, source: str = "rules",
+           origin: Origin = Origin.COLLECT, received_at: datetime | None = None,
+           payload: str | None = None) -> Observation:
+    """One nected observation (a counter, `invocations`) with the vendor's body."""
+    return Observation(
+        source, "nected", when,
+        json.dumps(nected_body(invocations)) if payload is None else payload,
+        (SampleValue("invocations", float(invocations)),),
+        received_at=received_at, origin=origin,
+    )
+
+
+def wiresocket(when: datetime, conns: float, docs: float = 1, *, source: str = "ws-prod",
+               limit: float | None = 100.0, docs_limit: float | None = 20.0,
+               status: str | None = None, docs_status: str | None = None,
+               tenant: str = "t-1", origin: Origin = Origin.COLLECT,
+               received_at: datetime | None = None, payload: str | None = None) -> Observation:
+    """One wiresocket observation (gauges `connections` and `documents`) with the vendor's body."""
+    body = wiresocket_body(when, conns, docs, limit, docs_limit, tenant)
+    return Observation(
+        source, "wiresocket", when, json.dumps(body) if payload is None else payload,
+        (SampleValue("connections", float(conns), limit, status),
+         SampleValue("documents", float(docs), docs_limit, docs_status)),
+        received_at=received_at, origin=origin,
+    )
+
+
+def ok_poll(when: datetime, invocations: float = 1000, source: str = "rules") -> PollRecord:
+    """A successful poll of a nected source that finished at `when` (80.5 ms, one try)."""
+    obs = nected(when, invocations, source=source, received_at=when)
+    return PollRecord(source, Outcome.OK, when - timedelta(milliseconds=80), when, 200, 80.5, 1,
+                      None, obs)
+
+
+def failed_poll(when: datetime, source: str = "ws-prod") -> PollRecord:
+    """A poll that timed out after 3 tries, started at `when`."""
+    return PollRecord(source, Outcome.TIMEOUT, when, when + timedelta(seconds=10), None, None, 3,
+                      "read timed out", None)
+
+
+# -- configs ----------------------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    return json.dumps(str(value))  # a TOML basic string
+
+
+def config_text(settings: Mapping[str, Any]) -> str:
+    """TOML text of a config given as the dict `parse_config` takes (lists of tables last)."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in settings.items()
+             if not isinstance(value, list)]
+    for key, tables in settings.items():
+        if isinstance(tables, list):
+            for table in tables:
+                lines += ["", f"[[{key}]]"]
+                lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(path: Path, settings: Mapping[str, Any], extra: str = "") -> Path:
+    """Write `settings` (a config dict) as TOML to `path`, plus any `extra` TOML text."""
+    path.write_text(config_text(settings) + extra, encoding="utf-8")
+    return path
+
+
+def two_sources(ws_name: str = "ws-prod", *, token_env: str = "UNSET_WS_TOKEN",
+                api_key_env: str = "UNSET_NECTED_KEY", **common: Any) -> list[dict[str, Any]]:
+    """The two sources most tests use: wiresocket `ws_name` and nected `rules`."""
+    return [
+        {"name": ws_name, "kind": "wiresocket", "token_env": token_env, **common},
+        {"name": "rules", "kind": "nected", "api_key_env": api_key_env, **common},
+    ]
+
+
+def reports_settings(tz: str = "UTC", billing: Iterable[dict[str, Any]] = (),
+                     ws_name: str = "ws-prod", **top: Any) -> dict[str, Any]:
+    """The config of stored-history tests, as a dict: `ws_name` (wiresocket, region eu) and
+    `rules` (nected), 300 s each, with unset credentials (nothing is polled), and `top` keys."""
+    sources = two_sources(ws_name, token_env="USAGE_ETL_TEST_UNSET_TOKEN",
+                          api_key_env="USAGE_ETL_TEST_UNSET_KEY", interval_seconds=300)
+    sources[0] = {**sources[0], "region": "eu"}
+    return {"timezone": tz, **top, "sources": sources, "billing": list(billing)}
+
+
+def make_config(tz: str = "UTC", billing: Iterable[dict[str, Any]] = (),
+                ws_name: str = "ws-prod") -> Config:
+    """reports_settings() parsed: the Config the read/compute/render steps take."""
+    return parse_config(reports_settings(tz, billing, ws_name))
+
+
+def write_reports_config(path: Path, database_url: str, tz: str = "UTC",
+                         billing: Iterable[dict[str, Any]] = (), **top: Any) -> Path:
+    """reports_settings() as the TOML file `path`, on `database_url`."""
+    return write_config(path, reports_settings(tz, billing, database_url=database_url, **top))
+
+
+def billing_rules(included_inv: int = 100, price_inv: str = "0.001",
+                  included_peak: int = 100, price_peak: str = "0.50") -> list[dict[str, Any]]:
+    """Bill `rules` invocations by increase (USD) and `ws-prod` connections by peak (EUR)."""
+    return [
+        {"source": "rules", "metric": "invocations", "aggregation": "increase",
+         "included": included_inv, "unit_price": price_inv, "currency": "USD"},
+        {"source": "ws-prod", "metric": "connections", "aggregation": "peak",
+         "included": included_peak, "unit_price": price_peak, "currency": "EUR"},
+    ]
+
+
+def sim_source(sim: SimulatedVendor, kind: str, monkeypatch: pytest.MonkeyPatch, *,
+               name: str | None = None, secret: str | None = None, interval: float = 60,
+               timeout: float = 5, base_url: str | None = None) -> SourceConfig:
+    """A source of `kind` on the simulator, its credential in an environment variable."""
+    env = f"TEST_SECRET_{kind.upper()}_{name or 'x'}".replace("-", "_")
+    monkeypatch.setenv(env, secret or (sim.token if kind == "wiresocket" else sim.api_key))
+    return SourceConfig(name=name or kind, kind=kind, interval_seconds=interval,
+                        base_url=base_url or sim.base_url, secret_env=env,
+                        timeout_seconds=timeout)
+
+
+def write_sim_config(
+    path: os.PathLike[str] | str,
+    sim: SimulatedVendor,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    interval: float = 60,
+    timeout: float = 5,
+    extra: str = "",
+) -> str:
+    """Write a config with sources `ws` (wiresocket) and `rules` (nected) pointing at `sim`.
+
+    The credentials go into environment variables (set with `monkeypatch`), never the file.
+    Returns the config path.
+    """
+    tag = uuid.uuid4().hex[:8].upper()
+    ws_env, nk_env = f"TEST_WS_TOKEN_{tag}", f"TEST_NECTED_KEY_{tag}"
+    monkeypatch.setenv(ws_env, sim.token)
+    monkeypatch.setenv(nk_env, sim.api_key)
+    sources = two_sources("ws", token_env=ws_env, api_key_env=nk_env, base_url=sim.base_url,
+                          interval_seconds=interval, timeout_seconds=timeout)
+    settings = {"database_url": database_url, "timezone": "UTC", "sources": sources}
+    return str(write_config(Path(path), settings, extra))
+
+
+DAEMON_INTERVAL = 5  # seconds between polls of each source in the daemon tests
+DAEMON_WS_TOKEN_ENV = "SCHED_TEST_WS_TOKEN"
+DAEMON_NECTED_KEY_ENV = "SCHED_TEST_NECTED_KEY"
+
+
+def unique_sim() -> SimulatedVendor:
+    """A simulator (not started) with credentials no other test uses.
+
+    The collector paces per credential, process-wide, so tests must not share one.
+    """
+    tag = uuid.uuid4().hex[:10]
+    return SimulatedVendor(tokens=(f"ws-token-{tag}",), api_keys=(f"nected-key-{tag}",))
+
+
+def write_daemon_config(tmp: Path, url: str, sim: SimulatedVendor,
+                        interval: int = DAEMON_INTERVAL) -> Path:
+    """`tmp/usage-etl.toml` for the daemon: `ws-prod` and `rules` on `sim`, every `interval` s.
+
+    Spool and reports go under `tmp`; the credentials are read from DAEMON_WS_TOKEN_ENV and
+    DAEMON_NECTED_KEY_ENV.
+    """
+    sources = two_sources(token_env=DAEMON_WS_TOKEN_ENV, api_key_env=DAEMON_NECTED_KEY_ENV,
+                          base_url=sim.base_url, interval_seconds=interval)
+    return write_config(tmp / "usage-etl.toml", {
+        "database_url": url, "spool_dir": str(tmp / "spool"),
+        "reports_dir": str(tmp / "reports"), "sources": sources,
+    })
+
+
+def load(cfg: Path) -> Config:
+    """The config in file `cfg`, parsed as written (no environment overrides)."""
+    return parse_config(tomllib.loads(cfg.read_text()), str(cfg))
+
+
+# -- a history with sub-second timestamps and fractional readings ----------------------------
+
+# Sub-second timestamps (both sides of midnight by a microsecond) and fractional counter
+# readings, as the vendors send them: what the import path (etl.store.bulk) stores.
+SUBSECOND_ARCHIVE = [
+    ("rules", "2026-05-02T12:00:00Z", 999999999.9),
+    ("rules", "2026-05-03T10:00:00.250Z", 1000000000.1),
+    ("rules", "2026-05-03T10:00:00.750Z", 1000000000.3),
+    ("rules", "2026-05-03T23:59:59.999999Z", 0.25),
+    ("rules", "2026-05-04T00:00:00.000001Z", 100.5),
+    ("rules", "2026-05-20T00:00:00Z", 199.6),
+    ("ws-prod", "2026-05-03T10:00:00.500Z", 80),
+    ("ws-prod", "2026-05-03T10:00:01.250Z", 95),
+    ("ws-prod", "2026-05-03T23:59:59.999999Z", 50),
+]
+SUBSECOND_BILLING = [{"source": "rules", "metric": "invocations", "aggregation": "increase",
+                      "included": 100, "unit_price": "0.001", "currency": "USD"}]
+
+
+def write_subsecond_archive(path: Path) -> Path:
+    """SUBSECOND_ARCHIVE as a JSONL archive (SPEC 4) at `path`."""
+    with path.open("w", encoding="utf-8") as fh:
+        for source, when, value in SUBSECOND_ARCHIVE:
+            if source == "rules":
+                line: dict[str, Any] = {"source": source, "observed_at": when,
+                                        "body": nected_body(value)}
+            else:
+                body = wiresocket_body(when, value, tenant="t-1")
+                line = {"source": source, "body": {**body, "appId": "a-1"}}
+            fh.write(json.dumps(line) + "\n")
+    return path
+
+
+def assert_subsecond_reports(daily: dict[str, list[dict[str, str]]],
+                             billing: list[dict[str, str]]) -> None:
+    """Hand-computed figures of SUBSECOND_ARCHIVE (UTC days) as CSV cells."""
+    def cells(rows: list[dict[str, str]], metric: str, *cols: str) -> tuple[str, ...]:
+        [r] = [r for r in rows if r["metric"] == metric]
+        return tuple(r[c] for c in cols)
+
+    cols = ("samples", "min", "max", "increase", "resets", "coverage_pct")
+    # First reading ever adds 0.
+    assert cells(daily["2026-05-02"], "invocations", *cols) == ("1", "999999999.9",
+                                                                "999999999.9", "0", "0", "0.69")
+    # +0.2 (not the doubles' 0.19999992847442627), +0.2, then a reset to 0.25 a microsecond
+    # before midnight: 0.65. Covered: 10:00:00.25 to 10:10:00.75 (600.5 s) plus 1 us.
+    assert cells(daily["2026-05-03"], "invocations", *cols) == ("3", "0.25", "1000000000.3",
+                                                                "0.65", "1", "0.7")
+    # 100.5 - 0.25 a microsecond after midnight; covered 00:00 to 00:10:00.000001.
+    assert cells(daily["2026-05-04"], "invocations", *cols) == ("1", "100.5", "100.5",
+                                                                "100.25", "0", "0.69")
+    assert cells(daily["2026-05-03"], "connections",
+                 "samples", "min", "max", "limit", "peak_pct") == ("3", "50", "95", "100", "95")
+    assert cells(daily["2026-05-04"], "connections", "samples") == ("0",)
+    # 0.65 + 100.25 + (199.6 - 100.5 = 99.1) = 200 exactly; 100 over at 0.001 = 0.10.
+    [b] = billing
+    assert (b["quantity"], b["included"], b["overage"], b["amount"]) == ("200", "100", "100",
+                                                                        "0.10")
+    assert b["resets"] == "1"
+
+
+def seed_month(engine: Engine) -> None:
+    """May 2026: invocations +105 over the month (one reset), connections peak 103.5."""
+    store(engine, [
+        nected(at("2026-04-30T23:00:00"), 1_000),  # before the month: the predecessor
+        nected(at("2026-05-02T12:00:00"), 1_050),  # +50
+        nected(at("2026-05-15T12:00:00"), 25),  # reset: +25
+        nected(at("2026-05-31T22:30:00"), 55),  # +30
+        nected(at("2026-06-01T01:00:00"), 80),  # June
+        wiresocket(at("2026-05-10T08:00:00"), 90),
+        wiresocket(at("2026-05-20T08:00:00"), 103.5),
+        wiresocket(at("2026-06-02T08:00:00"), 500),
+    ])
+
+
+def fill_disk(folder: Path) -> None:
+    """Write into `folder` until its file system has no byte left."""
+    with open(folder / "filler", "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+        try:
+            while True:  # the last partial block
+                fh.write(b"\0")
+        except OSError:
+            pass
