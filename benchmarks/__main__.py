@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import collector_bench, imports, reports_bench, startup
+from benchmarks import collector_bench, imports, reports_bench, startup, vendors_bench
 from benchmarks.workload import Workload, config_text, write_archive
 
 GIB = 1 << 30
@@ -37,11 +37,14 @@ class Size:
     collector_capacity_rounds: int  # collector and plain loop take turns this many times
     startup_rounds: int
     demo_days: int  # the demo database that `status` reads (`usage-etl demo`'s default)
+    vendor_lines: int = 20_000  # archive lines imported through each kind (vendors_bench)
+    vendor_polls: int = 400
 
 
 FULL = Size(Workload(pairs=100, days=1), 3, Workload(pairs=100, days=30), 3, 1000, 6, 3, 9, 28)
 QUICK = Size(Workload(pairs=3, days=1, step_minutes=5), 1,
-             Workload(pairs=3, days=30, step_minutes=15), 1, 40, 2, 1, 1, 1)
+             Workload(pairs=3, days=30, step_minutes=15), 1, 40, 2, 1, 1, 1,
+             vendor_lines=400, vendor_polls=20)
 
 # The import goal is on the import as a whole (the CLI and the library call under it); the
 # write-path figures (bulk_store against rows a script already built) are diagnostics.
@@ -54,6 +57,8 @@ GOALS = {
     "collector_polls_per_s": (">=", 200.0), "collector_every_poll_stored": ("==", True),
     "collector_no_schedule_lag": ("==", True),
     "startup_help_vs_import_click": ("<=", 3.0), "startup_status_seconds": ("<=", 0.6),
+    # CPU per line (and per poll) of an http_json twin over the built-in kind it imitates.
+    "http_json_import_cpu_ratio": ("<=", 1.5), "http_json_poll_cpu_ratio": ("<=", 1.5),
 }
 
 
@@ -88,6 +93,10 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
     out["startup_version_vs_import_click"] = start["version_ratio"]
     out["startup_status_seconds"] = start["status_s"]
     out["startup_status_vs_import_click"] = start["status_ratio"]
+    ven = results["vendors"]
+    out["http_json_import_cpu_ratio"] = ven["import"]["import_ratio"]
+    out["http_json_parse_cpu_ratio"] = ven["import"]["parse_ratio"]
+    out["http_json_poll_cpu_ratio"] = ven["poll"]["ratio"]
     return out
 
 
@@ -151,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             capacity_rounds=size.collector_capacity_rounds, log=log)
         results["startup"] = startup.run(workdir, rounds=size.startup_rounds,
                                          demo_days=size.demo_days, log=log)
+        results["vendors"] = vendors_bench.run(workdir, lines=size.vendor_lines,
+                                               polls=size.vendor_polls,
+                                               repeats=size.import_repeats + 1, log=log)
     finally:
         if own:
             shutil.rmtree(workdir, ignore_errors=True)

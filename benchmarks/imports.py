@@ -21,7 +21,7 @@ from etl.store.bulk import bulk_store
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import to_micros
 from etl.store.writer import forget_series_cache, series_ids
-from etl.vendors.types import Observation
+from etl.vendors.types import Observation, SampleValue
 
 KIND = {"ws": "wiresocket", "nx": "nected"}
 
@@ -31,7 +31,8 @@ def _ids(engine: Engine, config: Config) -> dict[tuple[str, str], int]:
     out: dict[tuple[str, str], int] = {}
     with engine.begin() as conn:
         for src in config.sources:
-            for metric, sid in series_ids(conn, src.name, src.kind).items():
+            wanted = [SampleValue(m, 0.0) for m in src.metrics]
+            for metric, sid in series_ids(conn, src.name, src.kind, wanted).items():
                 out[(src.name, metric)] = sid
     return out
 

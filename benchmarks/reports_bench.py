@@ -22,6 +22,8 @@ from benchmarks.common import last_json, run_child_rss, sqlite_engine
 from benchmarks.workload import LEAD_MINUTES, MONTH, MONTH_START, Workload, nx_name, ws_name
 from etl.store.models import to_micros
 from etl.store.writer import forget_series_cache, series_ids
+from etl.vendors import get as get_kind
+from etl.vendors.types import SampleValue
 
 US_MIN = 60_000_000
 
@@ -36,7 +38,8 @@ def build_db(w: Workload, db: Path, seed: int = 2) -> int:
         ids = {}
         for i in range(w.pairs):
             for name, kind in ((ws_name(i), "wiresocket"), (nx_name(i), "nected")):
-                for metric, sid in series_ids(conn, name, kind).items():
+                wanted = [SampleValue(m, 0.0) for m in get_kind(kind).metrics]
+                for metric, sid in series_ids(conn, name, kind, wanted).items():
                     ids[(name, metric)] = sid
     forget_series_cache(engine)
     engine.dispose()

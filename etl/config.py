@@ -6,13 +6,13 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlsplit
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from etl.alerts.rules import (
@@ -36,7 +36,8 @@ from etl.billing_rules import (
 )
 from etl.errors import ConfigError, SecretError
 from etl.secrets import read_secret
-from etl.vendors import KINDS
+from etl.vendors import BUILT_IN_KINDS, KINDS, VendorKind, unknown_kind_hint
+from etl.vendors.parsing import http_url_problem
 from etl.vendors.types import MetricType
 
 DEFAULT_CONFIG_PATH = "usage-etl.toml"
@@ -67,14 +68,18 @@ SOURCE_COMMON_KEYS = {
 }
 
 
-def _kind_keys(kind: str) -> set[str]:
+def _kind_keys(kind: VendorKind) -> set[str]:
     """The keys a source of `kind` takes beyond the common ones."""
-    spec = KINDS[kind]
-    return set(spec.config_keys) | set(spec.secret_keys)
+    return set(kind.config_keys) | set(kind.secret_keys)
 
 
 # Every key some kind of source accepts: what an entry of unknown kind is checked against.
-SOURCE_ANY_KEYS = SOURCE_COMMON_KEYS.union(*(_kind_keys(k) for k in KINDS))
+# (Built-in kinds: the keys docs/configuration.md lists; _any_source_keys() adds plugins'.)
+SOURCE_ANY_KEYS = SOURCE_COMMON_KEYS.union(*(_kind_keys(k) for k in BUILT_IN_KINDS.values()))
+
+
+def _any_source_keys() -> set[str]:
+    return SOURCE_COMMON_KEYS.union(*(_kind_keys(k) for k in KINDS.values()))
 # Environment variables that override top-level keys (the CLI's --database-url beats them).
 ENV_OVERRIDES = {
     "USAGE_ETL_DATABASE_URL": "database_url",
@@ -99,11 +104,22 @@ class SourceConfig:
     secret_file: str | None = None
     staleness_seconds: float | None = None
     timeout_seconds: float = 10.0
+    # The source's own kind when its definition is in the config (http_json); None: the
+    # registered kind `kind`.
+    bound: VendorKind | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def vendor(self) -> VendorKind:
+        """What this source is: its metrics, URL rule, headers, request budget and parse."""
+        return self.bound if self.bound is not None else KINDS[self.kind]
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        """The source's metric names, in report order."""
-        return tuple(KINDS[self.kind].metrics)
+        """The source's fixed metric names, in report order.
+
+        Per-item series come from the history: see `VendorKind.series_metrics`.
+        """
+        return tuple(self.vendor.metrics)
 
     @property
     def staleness(self) -> float:
@@ -115,18 +131,23 @@ class SourceConfig:
     @property
     def url(self) -> str:
         """The usage endpoint, by the kind's URL rule."""
-        return KINDS[self.kind].url(self.base_url, self.region)
+        return self.vendor.url(self.base_url, self.region)
 
     @property
     def secret_origin(self) -> str:
         """Where the credential comes from, for messages (never the value)."""
-        env_key, file_key = KINDS[self.kind].secret_keys
+        env_key, file_key = self.vendor.secret_keys
         if self.secret_env:
             return f"sources.{self.name}.{env_key} (${self.secret_env})"
         return f"sources.{self.name}.{file_key} ({self.secret_file})"
 
     def read_secret(self) -> str:
-        """The credential, read now from its environment variable or file."""
+        """The credential, read now from its environment variable or file.
+
+        "" when the source names neither: an endpoint that needs no credential.
+        """
+        if self.secret_env is None and self.secret_file is None:
+            return ""
         return read_secret(self.secret_origin, self.secret_env, self.secret_file)
 
 
@@ -193,10 +214,16 @@ class Config:
                 return rule
         raise ConfigError(f"no alert named {name!r} in the config")
 
-    def check_notifier_secrets(self) -> None:
-        """Refuse, one line per notifier, a webhook URL or SMTP password that cannot be read."""
+    def check_notifier_secrets(self, names: Collection[str] | None = None) -> None:
+        """Refuse a webhook URL or SMTP password that cannot be read, one line per notifier.
+
+        `names` limits the check to those notifiers (default: all). Raises SecretError
+        (exit 2); the message names the key, never the value.
+        """
         problems: list[str] = []
         for notifier in self.notifiers:
+            if names is not None and notifier.name not in names:
+                continue
             try:
                 if isinstance(notifier, WebhookNotifier):
                     webhook_url(notifier)
@@ -260,7 +287,7 @@ def load_config(path: str | None = None, database_url: str | None = None) -> Con
     return parse_config(raw, str(cfg_path) if (cfg_path.exists() or explicit) else None, origins)
 
 
-def parse_config(  # noqa: C901 - split by the http_json work on config.py (issue 14 note)
+def parse_config(
     raw: dict[str, Any], path: str | None = None, origins: Mapping[str, str] | None = None
 ) -> Config:
     """Validate a config mapping (as read from TOML); raise ConfigError listing every problem.
@@ -268,49 +295,93 @@ def parse_config(  # noqa: C901 - split by the http_json work on config.py (issu
     `origins` maps an overridden top-level key to where its value came from
     (``$USAGE_ETL_TIMEZONE``, ``--database-url``): its problems name that, not `path`.
     """
-    origins = origins or {}
-    where = f"{path}: " if path else ""
-    problems: list[str] = []
-
-    def top(key: str, message: str) -> None:
-        origin = origins.get(key)
-        problems.append(f"{origin}: {message}" if origin else f"{where}{key}: {message}")
-
+    top = _TopLevel(f"{path}: " if path else "", origins or {})
     for key in sorted(set(raw) - TOP_KEYS):
-        top(key, "unknown key")
+        top.problem(key, "unknown key")
+    settings = _parse_settings(raw, top)
+    sources, declared = _parse_sources(top.tables(raw, "sources"), top)
+    billing = _parse_billing_rules(top.tables(raw, "billing"), declared, top)
+    metrics_listen = raw.get("metrics_listen")
+    if metrics_listen is not None:
+        listen_problem = listen_address_problem(metrics_listen)
+        if listen_problem:
+            top.problem("metrics_listen", listen_problem)
+            metrics_listen = None
+    notifiers = _parse_notifiers(raw.get("notifiers", []), top.problems, top.where)
+    alerts = _parse_alerts(raw.get("alerts", []), top.problems, top.where, sources=sources,
+                           declared=declared, billing=billing,
+                           notifiers={n.name for n in notifiers}, raw_notifiers=raw.get("notifiers"))
+    if top.problems:
+        raise ConfigError(top.problems)
+    return Config(**settings, sources=tuple(sources), billing=tuple(billing),
+                  alerts=tuple(alerts), notifiers=tuple(notifiers),
+                  metrics_listen=metrics_listen, path=path)
 
-    def text(key: str, default: str) -> str:
+
+@dataclass
+class _TopLevel:
+    """Collects problems, each named by the file (or the variable that overrode the key)."""
+
+    where: str
+    origins: Mapping[str, str]
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, key: str, message: str) -> None:
+        origin = self.origins.get(key)
+        self.problems.append(f"{origin}: {message}" if origin else f"{self.where}{key}: {message}")
+
+    def extend(self, found: list[str]) -> None:
+        self.problems.extend(self.where + p for p in found)
+
+    def text(self, raw: Mapping[str, Any], key: str, default: str) -> str:
         value = raw.get(key, default)
         if not isinstance(value, str) or not value.strip():
-            top(key, "must be a non-empty string")
+            self.problem(key, "must be a non-empty string")
             return default
         if not value.isprintable():
             # A NUL or newline would only fail later, deep in a file or database call.
-            top(key, "must not contain control characters")
+            self.problem(key, "must not contain control characters")
             return default
         return value
 
-    database_url = text("database_url", DEFAULT_DATABASE_URL)
+    def tables(self, raw: Mapping[str, Any], key: str) -> list[Any]:
+        value = raw.get(key, [])
+        if not isinstance(value, list):
+            self.problem(key, f"must be an array of tables ([[{key}]])")
+            return []
+        return value
+
+
+def _parse_settings(raw: Mapping[str, Any], top: _TopLevel) -> dict[str, str]:
+    """database_url, timezone, reports_dir and spool_dir, defaults filled in."""
+    database_url = top.text(raw, "database_url", DEFAULT_DATABASE_URL)
     url_problem = database_url_problem(database_url)
     if url_problem:
-        top("database_url", url_problem)
-    timezone = text("timezone", "UTC")
+        top.problem("database_url", url_problem)
+    timezone = top.text(raw, "timezone", "UTC")
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        top("timezone", f"{timezone!r} is not an IANA time zone name")
+        top.problem("timezone", f"{timezone!r} is not an IANA time zone name")
         timezone = "UTC"
-    reports_dir = text("reports_dir", DEFAULT_REPORTS_DIR)
-    spool_dir = text("spool_dir", DEFAULT_SPOOL_DIR)
+    return {
+        "database_url": database_url,
+        "timezone": timezone,
+        "reports_dir": top.text(raw, "reports_dir", DEFAULT_REPORTS_DIR),
+        "spool_dir": top.text(raw, "spool_dir", DEFAULT_SPOOL_DIR),
+    }
 
+
+def _parse_sources(
+    raw_sources: list[Any], top: _TopLevel
+) -> tuple[list[SourceConfig], dict[str, VendorKind | None]]:
+    """The valid sources, and every named entry with its kind (None when unusable).
+
+    A billing rule naming a broken source is checked against its kind rather than told the
+    source does not exist.
+    """
     sources: list[SourceConfig] = []
-    raw_sources = raw.get("sources", [])
-    if not isinstance(raw_sources, list):
-        top("sources", "must be an array of tables ([[sources]])")
-        raw_sources = []
-    # Every named entry, valid or not, with its kind when that is known: a billing rule naming
-    # a broken source is checked against it rather than told the source does not exist.
-    declared: dict[str, str | None] = {}
+    declared: dict[str, VendorKind | None] = {}
     for i, entry in enumerate(raw_sources):
         found: list[str] = []
         name = entry.get("name") if isinstance(entry, dict) else None
@@ -318,55 +389,36 @@ def parse_config(  # noqa: C901 - split by the http_json work on config.py (issu
         if duplicate:
             found.append(f"sources[{i}].name: duplicate source name {name!r}")
         src = _parse_source(entry, i, found, duplicate=duplicate)
-        problems.extend(where + p for p in found)
+        top.extend(found)
         if isinstance(name, str) and not duplicate:
-            kind = entry.get("kind")
-            declared[name] = kind if isinstance(kind, str) and kind in KINDS else None
+            declared[name] = src.vendor if src is not None else _plain_kind(entry)
             if src is not None:
                 sources.append(src)
+    return sources, declared
 
+
+def _plain_kind(entry: Mapping[str, Any]) -> VendorKind | None:
+    """The registered kind of a broken entry, when its metrics do not depend on the entry."""
+    name = entry.get("kind")
+    kind = KINDS.get(name) if isinstance(name, str) else None
+    return kind if kind is not None and kind.configure is None else None
+
+
+def _parse_billing_rules(
+    raw_billing: list[Any], declared: Mapping[str, VendorKind | None], top: _TopLevel
+) -> list[BillingRule]:
     billing: list[BillingRule] = []
-    raw_billing = raw.get("billing", [])
-    if not isinstance(raw_billing, list):
-        top("billing", "must be an array of tables ([[billing]])")
-        raw_billing = []
     seen_rules: set[tuple[str, str]] = set()
     for i, entry in enumerate(raw_billing):
-        found = []
+        found: list[str] = []
         rule = _parse_billing(entry, i, declared, found)
         if rule is not None and (rule.source, rule.metric) in seen_rules:
             found.append(f"billing[{i}]: a rule for {rule.source}/{rule.metric} is already defined")
         elif rule is not None:
             seen_rules.add((rule.source, rule.metric))
             billing.append(rule)
-        problems.extend(where + p for p in found)
-
-    metrics_listen = raw.get("metrics_listen")
-    if metrics_listen is not None:
-        listen_problem = listen_address_problem(metrics_listen)
-        if listen_problem:
-            top("metrics_listen", listen_problem)
-            metrics_listen = None
-
-    notifiers = _parse_notifiers(raw.get("notifiers", []), problems, where)
-    alerts = _parse_alerts(raw.get("alerts", []), problems, where, sources=sources,
-                           declared=declared, billing=billing,
-                           notifiers={n.name for n in notifiers}, raw_notifiers=raw.get("notifiers"))
-
-    if problems:
-        raise ConfigError(problems)
-    return Config(
-        database_url=database_url,
-        timezone=timezone,
-        reports_dir=reports_dir,
-        spool_dir=spool_dir,
-        sources=tuple(sources),
-        billing=tuple(billing),
-        alerts=tuple(alerts),
-        notifiers=tuple(notifiers),
-        metrics_listen=metrics_listen,
-        path=path,
-    )
+        top.extend(found)
+    return billing
 
 
 def normalize_url(url: str) -> str:
@@ -437,21 +489,10 @@ def _number(value: Any) -> float | None:
 def _base_url_problem(value: Any) -> str | None:
     if not isinstance(value, str):
         return f"must be an http:// or https:// URL, not {_what(value)}"
-    if any(c.isspace() or not c.isprintable() for c in value):
-        return "must not contain spaces or control characters"
-    try:
-        parsed = urlparse(value)
-        _ = parsed.port  # ValueError for a port that is not a number from 0 to 65535
-    except ValueError:
-        return "must be an http:// or https:// URL"
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        return "must be an http:// or https:// URL"
-    if parsed.username or parsed.password or parsed.query:
-        return "must not hold credentials or a query string"
-    return None
+    return http_url_problem(value)
 
 
-def _parse_source(  # noqa: C901 - split by the http_json work on config.py (issue 14 note)
+def _parse_source(
     entry: Any, i: int, problems: list[str], *, duplicate: bool = False
 ) -> SourceConfig | None:
     """The source in `entry`, or None once every problem with it is added to `problems`.
@@ -463,13 +504,38 @@ def _parse_source(  # noqa: C901 - split by the http_json work on config.py (iss
         problems.append(f"sources[{i}]: must be a table")
         return None
     before = len(problems)
-    name = entry.get("name")
-    label = f"sources[{i}]"
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        problems.append(f"{label}.name: required, lowercase letters, digits, '_' or '-' only")
-    elif not duplicate:
-        label = f"sources.{name}"
+    name, label = _source_name(entry, i, problems, duplicate)
+    kind = _source_kind(entry, label, problems)
+    interval, staleness, timeout = _source_durations(entry, label, problems)
+    region, base_url = _source_location(entry, label, kind, problems)
+    secret_env, secret_file = _source_secret(entry, label, kind, problems)
+    vendor = kind
+    if kind is not None and kind.configure is not None:
+        vendor = kind.configure(entry, label, problems)
+    if duplicate or len(problems) > before:
+        return None
+    assert name is not None and kind is not None and vendor is not None
+    assert interval is not None and timeout is not None
+    return SourceConfig(
+        name=name, kind=kind.name, interval_seconds=interval, region=region, base_url=base_url,
+        secret_env=secret_env, secret_file=secret_file, staleness_seconds=staleness,
+        timeout_seconds=timeout, bound=vendor if vendor is not kind else None,
+    )
 
+
+def _source_name(
+    entry: Mapping[str, Any], i: int, problems: list[str], duplicate: bool
+) -> tuple[str | None, str]:
+    """(the name if valid, the label its problems carry)."""
+    name = entry.get("name")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        problems.append(f"sources[{i}].name: required, lowercase letters, digits, '_' or '-' only")
+        return None, f"sources[{i}]"
+    return name, f"sources[{i}]" if duplicate else f"sources.{name}"
+
+
+def _source_kind(entry: Mapping[str, Any], label: str, problems: list[str]) -> VendorKind | None:
+    """The registered kind, after the keys it does not take are reported."""
     kind = entry.get("kind")
     expected = ", ".join(KINDS)
     if kind is None:
@@ -477,18 +543,23 @@ def _parse_source(  # noqa: C901 - split by the http_json work on config.py (iss
     elif not isinstance(kind, str):
         problems.append(f"{label}.kind: must be a string, not {_what(kind)} (one of: {expected})")
     elif kind not in KINDS:
-        problems.append(f"{label}.kind: unknown kind {kind!r} (expected one of: {expected})")
-    known_kind = kind if isinstance(kind, str) and kind in KINDS else None
-    if known_kind is not None:
-        secret_pairs = [KINDS[known_kind].secret_keys]
-        for key in sorted(set(entry) - SOURCE_COMMON_KEYS - _kind_keys(known_kind)):
-            problems.append(f"{label}.{key}: unknown key for a {known_kind} source")
+        problems.append(f"{label}.kind: unknown kind {kind!r} (expected one of: {expected})"
+                        f"{unknown_kind_hint(kind)}")
+    found = KINDS.get(kind) if isinstance(kind, str) else None
+    if found is not None:
+        for key in sorted(set(entry) - SOURCE_COMMON_KEYS - _kind_keys(found)):
+            problems.append(f"{label}.{key}: unknown key for a {found.name} source")
     else:
         # Without a kind, still report what no kind accepts, so one run shows everything.
-        secret_pairs = sorted({k.secret_keys for k in KINDS.values()})
-        for key in sorted(set(entry) - SOURCE_ANY_KEYS):
+        for key in sorted(set(entry) - _any_source_keys()):
             problems.append(f"{label}.{key}: unknown key")
+    return found
 
+
+def _source_durations(
+    entry: Mapping[str, Any], label: str, problems: list[str]
+) -> tuple[float | None, float | None, float | None]:
+    """(interval_seconds, staleness_seconds or None when unset, timeout_seconds)."""
     interval = _number(entry.get("interval_seconds", 60))
     if interval is None or not MIN_INTERVAL_SECONDS <= interval <= MAX_SECONDS:
         problems.append(
@@ -505,7 +576,13 @@ def _parse_source(  # noqa: C901 - split by the http_json work on config.py (iss
     if timeout is None or not 0 < timeout <= MAX_SECONDS:
         problems.append(f"{label}.timeout_seconds: must be a finite positive number of seconds "
                         f"up to {MAX_SECONDS:.0f} (366 days)")
+    return interval, staleness, timeout
 
+
+def _source_location(
+    entry: Mapping[str, Any], label: str, kind: VendorKind | None, problems: list[str]
+) -> tuple[str | None, str | None]:
+    """(region, base_url), and one of the kind's `one_of_keys` when it has them."""
     region = entry.get("region")
     base_url = entry.get("base_url")
     if base_url is not None:
@@ -514,14 +591,27 @@ def _parse_source(  # noqa: C901 - split by the http_json work on config.py (iss
             problems.append(f"{label}.base_url: {url_problem}")
     if region is not None and (not isinstance(region, str) or not REGION_RE.fullmatch(region)):
         problems.append(f"{label}.region: must be lowercase letters, digits or '-'")
-    one_of = KINDS[known_kind].one_of_keys if known_kind is not None else ()
-    if one_of and all(entry.get(key) is None for key in one_of):
-        problems.append(f"{label}.{one_of[0]}: required for a {known_kind} source "
+    one_of = kind.one_of_keys if kind is not None else ()
+    if kind is not None and one_of and all(entry.get(key) is None for key in one_of):
+        problems.append(f"{label}.{one_of[0]}: required for a {kind.name} source "
                         f"(or set {' or '.join(one_of[1:])})")
+    return region, base_url
 
-    for env_key, file_key in secret_pairs:
+
+def _source_secret(
+    entry: Mapping[str, Any], label: str, kind: VendorKind | None, problems: list[str]
+) -> tuple[str | None, str | None]:
+    """Return (environment variable, file) naming the credential.
+
+    Checked against every kind's keys when the kind is unknown.
+    """
+    pairs = [kind.secret_keys] if kind is not None else sorted(
+        {k.secret_keys for k in KINDS.values()})
+    for env_key, file_key in pairs:
         secret_env, secret_file = entry.get(env_key), entry.get(file_key)
-        if known_kind is not None and (secret_env is None) == (secret_file is None):
+        if kind is not None and secret_env is not None and secret_file is not None:
+            problems.append(f"{label}.{env_key}: set only one of {env_key} or {file_key}")
+        elif kind is not None and kind.secret_required and secret_env is None is secret_file:
             problems.append(f"{label}.{env_key}: set exactly one of {env_key} or {file_key}")
         if secret_env is not None and (
             not isinstance(secret_env, str) or not ENV_NAME_RE.fullmatch(secret_env)
@@ -530,36 +620,21 @@ def _parse_source(  # noqa: C901 - split by the http_json work on config.py (iss
                 f"{label}.{env_key}: must name an environment variable (letters, digits, '_')"
             )
         if secret_file is not None and (
-            not isinstance(secret_file, str)
-            or not secret_file
-            or not secret_file.isprintable()
+            not isinstance(secret_file, str) or not secret_file or not secret_file.isprintable()
         ):
             problems.append(f"{label}.{file_key}: must be a file path")
-
-    if duplicate or len(problems) > before:
-        return None
-    assert isinstance(name, str) and known_kind is not None
-    assert interval is not None and timeout is not None
-    env_key, file_key = KINDS[known_kind].secret_keys
-    return SourceConfig(
-        name=name,
-        kind=known_kind,
-        interval_seconds=interval,
-        region=region,
-        base_url=base_url,
-        secret_env=entry.get(env_key),
-        secret_file=entry.get(file_key),
-        staleness_seconds=staleness,
-        timeout_seconds=timeout,
-    )
+    if kind is None:
+        return None, None
+    return entry.get(kind.secret_keys[0]), entry.get(kind.secret_keys[1])
 
 
-def _parse_billing(  # noqa: C901 - split by the http_json work on config.py (issue 14 note)
-    entry: Any, i: int, declared: Mapping[str, str | None], problems: list[str]
+def _parse_billing(
+    entry: Any, i: int, declared: Mapping[str, VendorKind | None], problems: list[str]
 ) -> BillingRule | None:
     """The rule in `entry`, or None once every problem with it is added to `problems`.
 
     `declared` maps each source name in the config to its kind (None when that is unknown).
+    A per-item series is named in full (`tokens:gpt-4o`, SPEC 7).
     """
     label = f"billing[{i}]"
     if not isinstance(entry, dict):
@@ -568,32 +643,14 @@ def _parse_billing(  # noqa: C901 - split by the http_json work on config.py (is
     before = len(problems)
     for key in sorted(set(entry) - BILLING_KEYS):
         problems.append(f"{label}.{key}: unknown key")
-    source = entry.get("source")
-    kind: str | None = None
-    if source is None:
-        problems.append(f"{label}.source: required, the name of a [[sources]] entry")
-    elif not isinstance(source, str):
-        problems.append(f"{label}.source: must be a string naming a source, not {_what(source)}")
-    elif source not in declared:
-        problems.append(f"{label}.source: {source!r} is not a configured source")
-    else:
-        kind = declared[source]
-    metric = entry.get("metric")
-    if metric is None:
-        problems.append(f"{label}.metric: required, the name of one of the source's metrics")
-    elif not isinstance(metric, str):
-        problems.append(f"{label}.metric: must be a string, not {_what(metric)}")
-    elif kind is not None and metric not in KINDS[kind].metrics:
-        problems.append(
-            f"{label}.metric: {metric!r} is not a metric of {kind} source {source!r} "
-            f"(expected one of: {', '.join(KINDS[kind].metrics)})"
-        )
+    source, kind = _billing_source(entry.get("source"), label, declared, problems)
+    metric = _billing_metric(entry.get("metric"), label, source, kind, problems)
     aggregation = parse_aggregation(entry.get("aggregation"), f"{label}.aggregation", problems)
     if (
         aggregation is Aggregation.INCREASE
         and kind is not None
-        and isinstance(metric, str)
-        and KINDS[kind].metrics.get(metric) == MetricType.GAUGE
+        and metric is not None
+        and kind.metric_type_of(metric) == MetricType.GAUGE
     ):
         problems.append(f"{label}.aggregation: 'increase' needs a counter; {metric!r} is a gauge")
     # Unset, a rule bills from the first unit in US dollars (documented in docs/configuration.md).
@@ -604,7 +661,7 @@ def _parse_billing(  # noqa: C901 - split by the http_json work on config.py (is
         problems.append(f"{label}.currency: must be a three-letter code such as 'USD'")
     if len(problems) > before or kind is None:
         return None
-    assert isinstance(source, str) and isinstance(metric, str) and aggregation is not None
+    assert source is not None and metric is not None and aggregation is not None
     assert included is not None and pricing is not None
     return BillingRule(
         source=source,
@@ -620,6 +677,38 @@ def _parse_billing(  # noqa: C901 - split by the http_json work on config.py (is
         flat_fee=pricing.flat_fee,
         minimum=pricing.minimum,
     )
+
+
+def _billing_source(
+    source: Any, label: str, declared: Mapping[str, VendorKind | None], problems: list[str]
+) -> tuple[str | None, VendorKind | None]:
+    """(the source name, its kind) of a rule; the kind is None when it cannot be checked."""
+    if source is None:
+        problems.append(f"{label}.source: required, the name of a [[sources]] entry")
+    elif not isinstance(source, str):
+        problems.append(f"{label}.source: must be a string naming a source, not {_what(source)}")
+    elif source not in declared:
+        problems.append(f"{label}.source: {source!r} is not a configured source")
+    else:
+        return source, declared[source]
+    return None, None
+
+
+def _billing_metric(
+    metric: Any, label: str, source: str | None, kind: VendorKind | None, problems: list[str]
+) -> str | None:
+    if metric is None:
+        problems.append(f"{label}.metric: required, the name of one of the source's metrics")
+    elif not isinstance(metric, str):
+        problems.append(f"{label}.metric: must be a string, not {_what(metric)}")
+    elif kind is not None and kind.metric_type_of(metric) is None:
+        problems.append(
+            f"{label}.metric: {metric!r} is not a metric of {kind.name} source {source!r} "
+            f"(expected one of: {kind.metric_names()})"
+        )
+    else:
+        return metric
+    return None
 
 
 # --- [[notifiers]] and [[alerts]] (SPEC 8) -----------------------------------------------
@@ -786,7 +875,7 @@ def _parse_email(entry: dict[str, Any], label: str, name: str, timeout: float,
 
 def _parse_alerts(
     raw: Any, problems: list[str], where: str, *, sources: list[SourceConfig],
-    declared: Mapping[str, str | None], billing: list[BillingRule], notifiers: set[str],
+    declared: Mapping[str, VendorKind | None], billing: list[BillingRule], notifiers: set[str],
     raw_notifiers: Any,
 ) -> list[AlertRule]:
     if not isinstance(raw, list):
@@ -807,11 +896,12 @@ def _parse_alerts(
     return out
 
 
-def _parse_alert(  # noqa: C901 - config.py is being restructured for http_json (issue 14 note)
+def _parse_alert(
     entry: Any, i: int, seen: set[str], problems: list[str], *, sources: list[SourceConfig],
-    declared: Mapping[str, str | None], billing: list[BillingRule], notifiers: set[str],
+    declared: Mapping[str, VendorKind | None], billing: list[BillingRule], notifiers: set[str],
     named: set[Any],
 ) -> AlertRule | None:
+    """The alert in `entry`, or None once every problem with it is added to `problems`."""
     before = len(problems)
     found = _named_entry(entry, "alerts", i, seen, problems)
     if found is None:
@@ -819,17 +909,46 @@ def _parse_alert(  # noqa: C901 - config.py is being restructured for http_json 
     label, name = found
     for key in sorted(set(entry) - ALERT_KEYS):
         problems.append(f"{label}.{key}: unknown key")
+    condition = _alert_condition(entry, label, problems)
+    threshold, clear = _alert_threshold(entry, label, condition, problems)
+    source = entry.get("source")
+    if source is not None and (not isinstance(source, str) or source not in declared):
+        problems.append(f"{label}.source: {source!r} is not a configured source")
+        source = None
+    metric = entry.get("metric")
+    if _alert_metric_ok(metric, label, condition, problems) and condition is not None and (
+            source is None or declared.get(source) is not None):
+        _check_alert_series(label, condition, source, metric, sources, billing, problems)
+    for_seconds = _positive(entry, "for_seconds", label, 0.0, problems, zero_ok=True)
+    repeat_seconds = _positive(entry, "repeat_seconds", label, 0.0, problems, zero_ok=True)
+    notify = _alert_notify(entry.get("notify", []), label, notifiers | named, problems)
+    if len(problems) > before or condition is None:
+        return None
+    assert isinstance(name, str)
+    return AlertRule(
+        name=name, condition=condition, metric=metric, source=source, threshold=threshold,
+        clear=clear, for_seconds=for_seconds, repeat_seconds=repeat_seconds,
+        notify=tuple(dict.fromkeys(notify)),
+    )
 
+
+def _alert_condition(entry: Mapping[str, Any], label: str, problems: list[str]
+                     ) -> Condition | None:
+    """The one condition key the alert sets (SPEC 8), or None once the problem is added."""
     conditions = [c for c in Condition if str(c) in entry]
-    condition: Condition | None = None
     if not conditions:
         problems.append(f"{label}: no condition; set one of: {', '.join(map(str, Condition))}")
     elif len(conditions) > 1:
         problems.append(f"{label}.{conditions[1]}: only one condition per alert "
                         f"({', '.join(map(str, conditions))} are set)")
     else:
-        condition = conditions[0]
+        return conditions[0]
+    return None
 
+
+def _alert_threshold(entry: Mapping[str, Any], label: str, condition: Condition | None,
+                     problems: list[str]) -> tuple[Decimal | None, Decimal | None]:
+    """Return (the condition's threshold, clear_pct), each None when not set or refused."""
     threshold: Decimal | None = None
     if condition in (Condition.STALE, Condition.PROJECTED_OVER_INCLUDED):
         if entry[str(condition)] is not True:
@@ -850,12 +969,12 @@ def _parse_alert(  # noqa: C901 - config.py is being restructured for http_json 
             problems.append(f"{label}.clear_pct: must be a number of 0 or more")
         elif threshold is not None and clear > threshold:
             problems.append(f"{label}.clear_pct: must not be above above_pct ({threshold})")
+    return threshold, clear
 
-    source = entry.get("source")
-    if source is not None and (not isinstance(source, str) or source not in declared):
-        problems.append(f"{label}.source: {source!r} is not a configured source")
-        source = None
-    metric = entry.get("metric")
+
+def _alert_metric_ok(metric: Any, label: str, condition: Condition | None,
+                     problems: list[str]) -> bool:
+    """Whether `metric` is a name to check against the sources (a stale alert has none)."""
     if condition is Condition.STALE:
         if metric is not None:
             problems.append(f"{label}.metric: a stale alert is per source; remove metric")
@@ -863,28 +982,22 @@ def _parse_alert(  # noqa: C901 - config.py is being restructured for http_json 
         problems.append(f"{label}.metric: required, the name of a metric")
     elif not isinstance(metric, str):
         problems.append(f"{label}.metric: must be a string, not {_what(metric)}")
-    elif condition is not None and (source is None or declared.get(source) is not None):
-        _check_alert_series(label, condition, source, metric, sources, billing, problems)
+    else:
+        return True
+    return False
 
-    for_seconds = _positive(entry, "for_seconds", label, 0.0, problems, zero_ok=True)
-    repeat_seconds = _positive(entry, "repeat_seconds", label, 0.0, problems, zero_ok=True)
-    notify = entry.get("notify", [])
+
+def _alert_notify(notify: Any, label: str, known: set[Any], problems: list[str]) -> list[str]:
+    """The notifier names of `notify` (a name or a list of names), each one configured."""
     if isinstance(notify, str):
         notify = [notify]
     if not isinstance(notify, list) or not all(isinstance(n, str) for n in notify):
         problems.append(f"{label}.notify: must be a list of notifier names")
-        notify = []
+        return []
     for n in notify:
-        if n not in notifiers and n not in named:
+        if n not in known:
             problems.append(f"{label}.notify: unknown notifier {n!r}")
-    if len(problems) > before or condition is None:
-        return None
-    assert isinstance(name, str)
-    return AlertRule(
-        name=name, condition=condition, metric=metric, source=source, threshold=threshold,
-        clear=clear, for_seconds=for_seconds, repeat_seconds=repeat_seconds,
-        notify=tuple(dict.fromkeys(notify)),
-    )
+    return notify
 
 
 def _check_alert_series(label: str, condition: Condition, source: str | None, metric: str,
@@ -892,17 +1005,17 @@ def _check_alert_series(label: str, condition: Condition, source: str | None, me
                         problems: list[str]) -> None:
     """The series an alert on `metric` watches must exist and suit its condition (SPEC 8)."""
     targets = [s for s in sources if (source is None or s.name == source)]
-    watched = [s for s in targets if metric in s.metrics]
+    watched = [s for s in targets if s.vendor.metric_type_of(metric) is not None]
     if not watched:
         if source is not None and targets:
             problems.append(f"{label}.metric: {metric!r} is not a metric of source {source!r} "
-                            f"(expected one of: {', '.join(targets[0].metrics)})")
+                            f"(expected one of: {targets[0].vendor.metric_names()})")
         elif source is None:
             problems.append(f"{label}.metric: no configured source has a metric {metric!r}")
         return
     if condition is Condition.ABOVE_PCT:
         bare = [s.name for s in watched
-                if metric not in KINDS[s.kind].limited_metrics]
+                if not s.vendor.has_limit(metric)]
         if bare:
             problems.append(f"{label}.above_pct: {', '.join(bare)} {metric} has no plan limit, "
                             "so no percentage (use above)")

@@ -61,3 +61,7 @@ class ParseError(UsageEtlError):
 
 class DeliveryError(UsageEtlError):
     """A notification could not be delivered (the message never holds the URL or password)."""
+
+
+class DatabaseTimeoutError(DatabaseError):
+    """A database step got no answer within its client-side time limit (a hung server)."""

@@ -35,7 +35,7 @@ from reports import pipelines
 from reports.compute.billing import BILLING_COLUMNS
 from reports.compute.daily import CRITICAL_PCT, DAILY_COLUMNS, WARNING_PCT
 from reports.compute.reconcile import RECONCILE_COLUMNS, RECONCILE_STATUSES
-from reports.periods import DATE_RE, local_midnight, parse_month, resolve_tz
+from reports.periods import DATE_RE, days_period, local_midnight, parse_month, resolve_tz
 from reports.pipelines.days import SeriesInfo, configured_series
 
 __all__ = [
@@ -386,9 +386,10 @@ def load_attempts(db: DbLike, source: NameFilter = None, start: TimeLike | None 
 # --- the reports -------------------------------------------------------------------------
 
 
-def _series(config: Config, source: NameFilter, metric: NameFilter) -> list[SeriesInfo]:
+def _series(config: Config, source: NameFilter, metric: NameFilter, engine: Engine | None = None,
+            until_us: int | None = None) -> list[SeriesInfo]:
     sources, metrics = _names(source), _names(metric)
-    every = configured_series(config)
+    every = configured_series(config, engine=engine, until_us=until_us)
     _check_names("source", sources, (s.source for s in every))
     _check_names("metric", metrics, (s.metric for s in every))
     return [s for s in every if (sources is None or s.source in sources)
@@ -425,8 +426,9 @@ def daily_usage(db: DbLike, start: TimeLike, end: TimeLike | None = None,
     first, last = _day(start, zone, "start"), _day(end if end is not None else start, zone, "end")
     if last < first:
         raise InputError(f"end: {last} is before start {first}")
-    series = _series(cfg, source, metric)
+    until_us = days_period(first, last + timedelta(days=1), zone).end_us
     with _engine(db) as engine:
+        series = _series(cfg, source, metric, engine, until_us)
         df = pipelines.daily(engine, cfg, first, last, zone.key, series=series,
                              rollups=rollups).table
     df["date"] = _local_days(df["date"], zone)

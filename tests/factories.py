@@ -458,3 +458,37 @@ def fill_disk(folder: Path) -> None:
                 fh.write(b"\0")
         except OSError:
             pass
+
+
+# --- vendor plugins (entry-point group usage_etl.vendors) ------------------------------------
+
+PLUGIN_SOURCE = os.path.join(os.path.dirname(__file__), "plugin_acme")
+
+
+def make_plugin_site(folder: os.PathLike[str] | str, *, broken: bool = False) -> str:
+    """Build a folder holding the example plugin `acme-usage` as pip would install it.
+
+    The folder (for sys.path / PYTHONPATH) gets tests/plugin_acme's module and its
+    .dist-info metadata with the `usage_etl.vendors` entry point. With `broken`, also a
+    plugin `broken-usage` whose module fails to import. Returns the folder.
+    """
+    import shutil
+
+    site = os.fspath(folder)
+    os.makedirs(site, exist_ok=True)
+    shutil.copy(os.path.join(PLUGIN_SOURCE, "acme_usage.py"), site)
+    plugins = [("acme-usage", "acme_usage", "acme = acme_usage:KIND")]
+    if broken:
+        with open(os.path.join(site, "broken_usage.py"), "w", encoding="utf-8") as fh:
+            fh.write("raise ImportError('broken_usage needs libacme 9, not installed')\n")
+        plugins.append(("broken-usage", "broken_usage", "broken = broken_usage:KIND"))
+    for dist, module, entry in plugins:
+        info = os.path.join(site, f"{module}-0.1.0.dist-info")
+        os.makedirs(info, exist_ok=True)
+        with open(os.path.join(info, "METADATA"), "w", encoding="utf-8") as fh:
+            fh.write(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
+        with open(os.path.join(info, "entry_points.txt"), "w", encoding="utf-8") as fh:
+            fh.write(f"[usage_etl.vendors]\n{entry}\n")
+        with open(os.path.join(info, "top_level.txt"), "w", encoding="utf-8") as fh:
+            fh.write(module + "\n")
+    return site

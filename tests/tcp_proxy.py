@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from types import TracebackType
 
 
@@ -25,6 +26,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._cut = False
+        self._stalled = threading.Event()  # set: hold everything, answer nothing
         self._closed = False
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
@@ -39,6 +41,10 @@ class TcpProxy:
                 refuse = self._cut or self._closed
             if refuse:
                 self._kill(client)
+                continue
+            if self._stalled.is_set():  # accepted, then never answered (a hung server)
+                with self._lock:
+                    self._open.add(client)
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -57,6 +63,8 @@ class TcpProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                while self._stalled.is_set() and not self._closed:
+                    time.sleep(0.05)
                 dst.sendall(data)
         except OSError:
             pass
@@ -80,7 +88,13 @@ class TcpProxy:
         for sock in victims:
             self._kill(sock)
 
+    def stall(self) -> None:
+        """Keep every connection open but forward nothing, and answer no new one: a server
+        that hangs (or a stalled proxy) rather than refusing."""
+        self._stalled.set()
+
     def restore(self) -> None:
+        self._stalled.clear()
         with self._lock:
             self._cut = False
 

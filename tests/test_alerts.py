@@ -660,3 +660,22 @@ def test_a_webhook_url_read_from_a_file_with_a_byte_order_mark_is_used(
         cfg.check_notifier_secrets()
     assert err.value.problems == [
         f"notifiers.ops.url_file ({secret}): is not an http:// or https:// URL"]
+
+
+def test_alerts_test_needs_only_the_secrets_of_that_alerts_notifiers(
+        receiver: WebhookReceiver, tmp_path: Any, sqlite_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from etl.cli import cli
+
+    monkeypatch.setenv("TEST_OPS_HOOK", receiver.url)
+    cfg = _cli_config(tmp_path, sqlite_url, "TEST_OPS_HOOK",
+                      '[[notifiers]]\nname = "other"\nkind = "webhook"\n'
+                      'url_env = "TEST_UNSET_OTHER_HOOK"\n')
+    tested = CliRunner().invoke(cli, ["--config", cfg, "alerts", "test", "ws-connections-high"])
+    assert tested.exit_code == 0, tested.stderr
+    assert [b["state"] for b in receiver.received] == ["test"]
+    checked = CliRunner().invoke(cli, ["--config", cfg, "alerts", "check"])
+    assert checked.exit_code == 2
+    assert "notifiers.other.url_env ($TEST_UNSET_OTHER_HOOK)" in checked.stderr

@@ -11,7 +11,13 @@ from sqlalchemy import func, select
 from etl.cli import cli
 from etl.cli.collect_cmd import reports_available
 from etl.config import load_config
-from etl.runtime.demo import NECTED_KEY_ENV, WEBHOOK_ENV, WS_TOKEN_ENV, run_demo
+from etl.runtime.demo import (
+    NECTED_KEY_ENV,
+    PROJECTS_TOKEN_ENV,
+    WEBHOOK_ENV,
+    WS_TOKEN_ENV,
+    run_demo,
+)
 from etl.store.engine import make_engine
 from etl.store.models import CollectionAttempt, Snapshot
 
@@ -34,15 +40,17 @@ def test_demo_command_builds_everything_and_says_where(tmp_path: Path) -> None:
     db, config_path = folder / "usage.db", folder / "usage-etl.toml"
     assert str(db.resolve()) in result.output and str(config_path.resolve()) in result.output
     found = counts(db)
-    assert found["import"] >= 2 * (24 * 60 + 24 * 12)  # two days of both sources
-    assert found["collect"] == 6 and found["attempts_ok"] == 6  # three live rounds, two sources
+    assert found["import"] >= 2 * (24 * 60 + 2 * 24 * 12)  # two days of the three sources
+    assert found["collect"] == 9 and found["attempts_ok"] == 9  # three rounds, three sources
 
     config = load_config(str(config_path))
-    assert [s.name for s in config.sources] == ["ws-prod", "rules"]
+    assert [(s.name, s.kind) for s in config.sources] == [
+        ("ws-prod", "wiresocket"), ("rules", "nected"), ("projects", "http_json")]
     assert config.database_url.endswith(str(db.resolve()))
     # The credentials were the simulator's alone: not in the config, not left in the env.
-    assert WS_TOKEN_ENV not in os.environ and NECTED_KEY_ENV not in os.environ
-    assert {s.secret_env for s in config.sources} == {WS_TOKEN_ENV, NECTED_KEY_ENV}
+    envs = {WS_TOKEN_ENV, NECTED_KEY_ENV, PROJECTS_TOKEN_ENV}
+    assert not envs & set(os.environ)
+    assert {s.secret_env for s in config.sources} == envs
 
     if reports_available():
         names = sorted(p.name for p in (folder / "reports-out").iterdir())
@@ -50,6 +58,13 @@ def test_demo_command_builds_everything_and_says_where(tmp_path: Path) -> None:
         assert any(n.startswith("billing-") and n.endswith(".html") for n in names)
         for name in names:
             assert str((folder / "reports-out" / name).resolve()) in result.output
+        # The vendor added from config alone: one daily row per project and metric.
+        daily = next(n for n in names if n.startswith("daily-") and n.endswith(".csv"))
+        rows = (folder / "reports-out" / daily).read_text().splitlines()
+        projects = sorted(r.split(",")[2] for r in rows if r.split(",")[1] == "projects")
+        assert projects == ["requests:batch.jobs", "requests:mobile_api", "requests:web-app",
+                            "storage_gb:batch.jobs", "storage_gb:mobile_api",
+                            "storage_gb:web-app"]
 
 
 def test_demo_fires_an_alert_at_its_own_webhook_receiver_and_prints_it(tmp_path: Path) -> None:
@@ -78,6 +93,6 @@ def test_demo_again_starts_from_a_fresh_database(tmp_path: Path) -> None:
     assert second.imported.snapshots >= first.imported.snapshots > 0
     after = counts(second.database)
     assert after["import"] == second.imported.snapshots
-    assert after["collect"] == before["collect"] == 2
+    assert after["collect"] == before["collect"] == 3
     # Without a report builder the demo prints what is stored instead.
     assert any("ws-prod/connections:" in line for line in lines)

@@ -140,7 +140,7 @@ def test_alembic_command_with_a_bad_config_is_one_line_per_problem_exit_2(
         [
             f"alembic: error: {cfg}: timezone: 'Nowhere/Land' is not an IANA time zone name",
             f"alembic: error: {cfg}: sources.x.kind: must be a string, not an array "
-            "(one of: wiresocket, nected)",
+            "(one of: wiresocket, nected, http_json)",
         ],
         [
             "alembic: error: $USAGE_ETL_DATABASE_URL: scheme 'mysql' is not supported "

@@ -17,14 +17,15 @@ from click.testing import CliRunner
 
 from etl.cli import cli
 from etl.config import SourceConfig
-from etl.runtime.simulator import (
-    SimulatedVendor,
-    generate_archive,
-    nected_invocations,
-    wiresocket_body,
-)
+from etl.runtime.simulator import SimulatedVendor, generate_archive
 from etl.store.archive import parse_line
 from etl.vendors import get as vendor_kind
+from etl.vendors.nected import simulated_body as nected_body
+from etl.vendors.wiresocket import simulated_body as wiresocket_body
+
+
+def nected_invocations(at: datetime, seed: int = 0) -> int:
+    return int(nected_body(at, seed)["data"]["invocations"])
 
 MONDAY = datetime(2026, 11, 2, tzinfo=UTC)
 

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import CollectionAttempt, Sample, Snapshot
 from etl.store.spool import Spool, SpoolInUseError, poll_to_dict
+from etl.vendors.types import Observation, Outcome, PollRecord, SampleValue
 from tests.factories import failed_poll, ok_poll
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -139,3 +140,21 @@ def test_a_second_owner_of_the_spool_is_refused_and_touches_nothing(tmp_path: Pa
     assert in_flight.exists()
     held.release()
     second.lock().release()  # free again once the owner is gone
+
+
+def test_a_spooled_http_json_poll_keeps_its_per_item_series_types(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from etl.store.models import Series
+    from etl.vendors.types import MetricType
+
+    at = datetime(2026, 11, 21, 10, tzinfo=UTC)
+    samples = (SampleValue("storage_gb:web-app", 12.0, 50.0, None, MetricType.GAUGE),
+               SampleValue("requests:web-app", 900.0, None, None, MetricType.COUNTER))
+    obs = Observation("projects", "http_json", at, "{}", samples, at)
+    spool = Spool(tmp_path / "spool")
+    spool.put(PollRecord("projects", Outcome.OK, at, at, 200, 5.0, 1, None, obs))
+    assert spool.replay(engine).replayed == 1
+    with engine.connect() as conn:
+        types = dict(conn.execute(select(Series.metric, Series.metric_type)).all())
+    assert types == {"storage_gb:web-app": "gauge", "requests:web-app": "counter"}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from etl.alerts.rules import AlertRule, AlertState, Condition, EventState, SeriesRef
+from etl.timefmt import utc_z
 
 Number = float | Decimal
 
@@ -136,12 +137,6 @@ def _firing(prev: SeriesState, *, since: datetime, now: datetime) -> SeriesState
     return SeriesState(AlertState.FIRING, since=since, notified_at=now, version=prev.version + 1)
 
 
-def utc_text(at: datetime) -> str:
-    """`at` as `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds unless it has a fraction)."""
-    text = at.astimezone(UTC).isoformat()
-    return text.replace("+00:00", "Z")
-
-
 def number_text(value: Number | None) -> str:
     """A number as a person reads it: 93 not 93.0, 0.25 not 2.5E-1."""
     if value is None:
@@ -218,7 +213,7 @@ def payload(
         "limit": None if stale else json_number(reading.limit),
         "pct": None if stale or reading.pct is None else round(float(reading.pct), 2),
         "threshold": json_number(threshold),
-        "since": utc_text(since) if since is not None else None,
-        "at": utc_text(at),
+        "since": utc_z(since, "seconds") if since is not None else None,
+        "at": utc_z(at, "seconds"),
         "text": f"{label} {rule.name}: {describe(rule, reading)}",
     }

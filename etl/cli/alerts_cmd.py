@@ -45,11 +45,11 @@ def alerts_list(app: AppContext, as_json: bool) -> None:
     if not rows:
         click.echo("no alerts configured")
         return
-    from etl.alerts.evaluate import utc_text
+    from etl.timefmt import utc_z
 
     table = [["alert", "source", "metric", "state", "since", "value"]]
     table += [[r.alert, r.source, r.metric or "-", str(r.state),
-               utc_text(r.since) if r.since else "-", number_text(r.value)] for r in rows]
+               utc_z(r.since, "seconds") if r.since else "-", number_text(r.value)] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
@@ -101,7 +101,7 @@ def alerts_test(app: AppContext, name: str) -> None:
     rule = config.alert(name)
     if not rule.notify:
         raise InputError(f"alert {name} has no notifiers (its notify list is empty)")
-    config.check_notifier_secrets()
+    config.check_notifier_secrets(rule.notify)
     outcome = send_test(config, name)
     for notifier, error in outcome.items():
         if error is None:

@@ -66,9 +66,9 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
 @click.command("simulate")
 @click.option("--port", type=int, default=8081, show_default=True, help="Loopback port to listen on.")
 @click.option("--token", default="sim-token", show_default=True,
-              help="The WireSocket bearer token the simulator accepts.")
+              help="The token the simulated APIs that take a token accept.")
 @click.option("--api-key", default="sim-key", show_default=True,
-              help="The Nected API key the simulator accepts.")
+              help="The API key the simulated APIs that take an API key accept.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Traffic model seed.")
 @click.option("--fault", type=click.Choice(["none", "rate_limit", "unavailable", "server_error",
                                             "unauthorized", "malformed", "slow", "oversize",
@@ -85,10 +85,10 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
               "like a careless vendor: for checking that no output shows it.")
 def simulate(port: int, token: str, api_key: str, seed: int, fault: str, retry_after: int,
              delay: float, echo_credential: bool) -> None:
-    """Run a simulated WireSocket + Nected vendor on 127.0.0.1 until Ctrl-C.
+    """Run the simulated vendors on 127.0.0.1 until Ctrl-C.
 
-    WireSocket answers at http://127.0.0.1:PORT/usage, Nected at
-    http://127.0.0.1:PORT/dev/usage; point a source's base_url there.
+    Every built-in kind's usage API, plus a per-project vendor that only an http_json
+    source reads; it prints each one's URL (point a source's base_url or url there).
 
     \b
     Example:
@@ -108,8 +108,8 @@ def simulate(port: int, token: str, api_key: str, seed: int, fault: str, retry_a
         sim.set_fault(fault, retry_after=str(retry_after) if retry_after > 0 else None,
                       delay=delay)
     click.echo(f"simulated vendor listening on {sim.base_url}")
-    click.echo(f"  wiresocket: {sim.base_url}/usage   (base_url = \"{sim.base_url}\")")
-    click.echo(f"  nected:     {sim.base_url}/dev/usage")
+    for vendor, api in sim.apis.items():
+        click.echo(f"  {vendor}: {sim.base_url}{api.path}   (takes the {api.credential_list[:-1]})")
     click.echo("press Ctrl-C to stop")
     try:
         while True:

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import requests
 
@@ -24,7 +25,6 @@ from etl.config import SourceConfig
 from etl.errors import ParseError, SecretError
 from etl.redact import redact
 from etl.timefmt import utcnow
-from etl.vendors import get as vendor_kind
 from etl.vendors.types import Origin, Outcome, PollRecord
 
 log = logging.getLogger("etl.collect")
@@ -33,7 +33,7 @@ class Collector:
     """Polls sources over HTTP: one requests Session per source, pacing per credential.
 
     `clock` and `sleep` drive deadlines, backoff and pacing (inject a fake pair in tests);
-    `now` is the wall clock that stamps results and Nected observations.
+    `now` is the wall clock that stamps results, and observations whose body has no time.
     """
 
     def __init__(
@@ -66,11 +66,12 @@ class Collector:
     def poll(self, source: SourceConfig) -> PollRecord:
         """Fetch and parse one response; never touches the database, never raises."""
         started = self._now()
-        vendor = vendor_kind(source.kind)
+        vendor = source.vendor
         secret = ""
         try:
             secret = source.read_secret()
-            pacer = self.pacers.get(source.kind, secret, vendor.rate_limit)
+            # A source without a credential is paced by its URL's host instead.
+            pacer = self.pacers.get(source.kind, secret or _host(source.url), vendor.rate_limit)
             fetched = fetch_json(
                 self._session(source),
                 source.url,
@@ -144,6 +145,10 @@ class Collector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc
 
 
 def _settled_session(url: str) -> requests.Session:

@@ -28,7 +28,7 @@ from etl.config import Config
 from etl.errors import UsageEtlError
 from etl.redact import redact
 from etl.runtime.logs import event
-from etl.vendors import metric_type
+from etl.timefmt import utc_z
 from etl.vendors.types import MetricType
 
 log = logging.getLogger("etl.alerts")
@@ -42,7 +42,7 @@ def watched_series(config: Config, rule: AlertRule) -> list[SeriesRef]:
             continue
         if rule.condition is Condition.STALE:
             out.append(SeriesRef(src.name, None))
-        elif rule.metric in src.metrics:
+        elif rule.metric is not None and src.vendor.metric_type_of(rule.metric) is not None:
             out.append(SeriesRef(src.name, rule.metric))
     return out
 
@@ -108,7 +108,7 @@ def _reading(rule: AlertRule, series: SeriesRef,
 
 def _is_counter(config: Config, series: SeriesRef) -> bool:
     src = config.source(series.source)
-    return metric_type(src.kind, str(series.metric)) is MetricType.COUNTER
+    return src.vendor.metric_type_of(str(series.metric)) is MetricType.COUNTER
 
 
 def _staleness(engine: Engine, config: Config, now: datetime
@@ -320,13 +320,13 @@ class AlertRow:
 
     def to_json(self) -> dict[str, Any]:
         """The row as a JSON-ready dict: times as UTC `...Z` text, numbers as JSON numbers."""
-        from etl.alerts.evaluate import json_number, utc_text
+        from etl.alerts.evaluate import json_number
 
         return {"alert": self.alert, "source": self.source, "metric": self.metric,
                 "state": str(self.state),
-                "since": utc_text(self.since) if self.since else None,
+                "since": utc_z(self.since, "seconds") if self.since else None,
                 "value": json_number(self.value),
-                "observed_at": utc_text(self.observed_at) if self.observed_at else None}
+                "observed_at": utc_z(self.observed_at) if self.observed_at else None}
 
 
 def alert_rows(engine: Engine, config: Config, now: datetime | None = None) -> list[AlertRow]:

@@ -14,7 +14,7 @@ from etl.collect.poll import Collector
 from etl.config import Config
 from etl.errors import ConfigError
 from etl.store.state import stored_pauses
-from etl.store.writer import record_polls
+from etl.store.writer import record_polls, record_polls_apart
 from etl.timefmt import utc_human, utcnow
 from etl.vendors.types import Outcome, PollRecord
 
@@ -87,8 +87,7 @@ def collect_once(
                         break
                     more, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
                     done |= more
-                batch = [f.result() for f in done]
-                record_polls(engine, batch)
+                batch = record_polls_apart(engine, [f.result() for f in done])
                 results.update((r.source, r) for r in batch)
     finally:
         if own:

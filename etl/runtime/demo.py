@@ -31,6 +31,7 @@ from etl.vendors.types import PollRecord
 DEFAULT_DIR = "usage-etl-demo"
 WS_TOKEN_ENV = "USAGE_ETL_DEMO_WIRESOCKET_TOKEN"
 NECTED_KEY_ENV = "USAGE_ETL_DEMO_NECTED_API_KEY"
+PROJECTS_TOKEN_ENV = "USAGE_ETL_DEMO_PROJECTS_TOKEN"
 WEBHOOK_ENV = "USAGE_ETL_DEMO_WEBHOOK_URL"
 DEMO_TIMEZONE = "Europe/Berlin"
 
@@ -54,12 +55,17 @@ class DemoResult:
 
 
 def demo_config_text(database: Path, base_url: str, reports_dir: Path) -> str:
-    """The demo's usage-etl.toml: two simulated sources, secrets in environment variables."""
+    """The demo's usage-etl.toml: three simulated sources, secrets in environment variables.
+
+    The third vendor has no kind of its own: it is described in the config alone
+    (`kind = "http_json"`, SPEC 7), one series per project.
+    """
     url = f"sqlite:///{database.resolve()}"
     return f"""\
 # Written by `usage-etl demo`. The sources point at the simulated vendor the demo ran;
 # start one again with `usage-etl simulate --port PORT --token T --api-key K`, update
-# base_url, and export {WS_TOKEN_ENV} and {NECTED_KEY_ENV} to collect more.
+# base_url and url, and export {WS_TOKEN_ENV}, {PROJECTS_TOKEN_ENV} (both T)
+# and {NECTED_KEY_ENV} (K) to collect more.
 database_url = {json.dumps(url)}
 timezone = "{DEMO_TIMEZONE}"
 reports_dir = {json.dumps(str(reports_dir.resolve()))}
@@ -77,6 +83,41 @@ kind = "nected"
 base_url = "{base_url}"
 api_key_env = "{NECTED_KEY_ENV}"
 interval_seconds = 300
+
+# A vendor usage-etl has no kind for, added from config alone: its usage endpoint lists
+# per-project usage, and `each` makes one series per project (requests:web-app, ...).
+[[sources]]
+name = "projects"
+kind = "http_json"
+url = "{base_url}/v1/projects/usage"
+token_env = "{PROJECTS_TOKEN_ENV}"
+interval_seconds = 300
+max_requests_per_minute = 30
+timestamp = "generated_at"
+ok_when = "status == 'ok'"
+
+[[sources.metrics]]
+name = "requests"
+type = "counter"
+each = "projects"
+key = "id"
+value = "requests"
+
+[[sources.metrics]]
+name = "storage_gb"
+type = "gauge"
+each = "projects"
+key = "id"
+value = "storage_gb"
+limit = "quota_gb"
+
+[[billing]]
+source = "projects"
+metric = "requests:web-app"
+aggregation = "increase"
+included = 50000
+unit_price = "0.0005"
+currency = "USD"
 
 [[billing]]
 source = "rules"
@@ -151,7 +192,8 @@ def run_demo(
     started = time.monotonic()
 
     with WebhookReceiver() as receiver, _environ(
-        {WS_TOKEN_ENV: token, NECTED_KEY_ENV: api_key, WEBHOOK_ENV: receiver.url}
+        {WS_TOKEN_ENV: token, PROJECTS_TOKEN_ENV: token, NECTED_KEY_ENV: api_key,
+         WEBHOOK_ENV: receiver.url}
     ), SimulatedVendor(port=0, tokens=(token,), api_keys=(api_key,), seed=seed) as sim:
         config_path.write_text(demo_config_text(database, sim.base_url, report_dir),
                                encoding="utf-8")
@@ -162,7 +204,8 @@ def run_demo(
         try:
             upgrade(engine)
             echo(f"database:  {database.resolve()} (fresh, migrated)")
-            echo(f"simulator: {sim.base_url} (WireSocket /usage, Nected /dev/usage)")
+            paths = ", ".join(f"{name} {api.path}" for name, api in sim.apis.items())
+            echo(f"simulator: {sim.base_url} ({paths})")
 
             now = datetime.now(UTC)
             start = (now - timedelta(days=days)).replace(hour=0, minute=0, second=0,

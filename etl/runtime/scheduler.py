@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
@@ -24,16 +24,17 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl.config import Config, SourceConfig, split_listen_address
-from etl.errors import InputError, UsageEtlError
+from etl.errors import DatabaseTimeoutError, InputError, UsageEtlError
 from etl.redact import redact_url
 from etl.runtime.alerting import AlertWorker
+from etl.runtime.db_steps import DatabaseSteps
 from etl.runtime.logs import event
 from etl.runtime.metrics import Metrics, MetricsServer, database_accepts, spool_accepts
 from etl.runtime.nightly import nightly_files, nightly_reports
 from etl.runtime.status import failures_since_success
 from etl.slots import next_slot_start, phase_offset
 from etl.store.spool import ReplayResult, Spool, SpoolLock
-from etl.store.state import PollGate, save_source_state
+from etl.store.state import Claim, PollGate, save_source_state
 from etl.store.writer import record_poll
 from etl.textutil import first_line
 from etl.vendors.types import Outcome, PollRecord
@@ -48,6 +49,15 @@ AUTH_PAUSE_FIRST = 60.0
 AUTH_PAUSE_MAX = 3600.0
 DEFAULT_STOP_TIMEOUT = 30.0
 SPOOL_REPLAY_EVERY = 5.0
+# Client-side limit of each database step of a poll (claim, store, state): a server that
+# keeps the connection open but answers nothing costs a poll this long, then the poll is
+# spooled (etl.runtime.db_steps).
+DB_STEP_TIMEOUT_S = 10.0
+# Polls that run at once, whatever the number of sources (+2 for the spool replay and the
+# nightly job): a poll mostly waits on a vendor, and 10,000 sources must not mean 10,000
+# threads. Due polls beyond it wait their turn (a late poll still polls, see misfire).
+MAX_POLL_WORKERS = 16
+POLL_THREAD_PREFIX = "usage-etl-job"
 # The nightly reports run a few minutes after local midnight, once the last polls are in.
 NIGHTLY_AT = clock_time(0, 5)
 # Reports that could not be built (database away, disk full) are tried again this often.
@@ -137,6 +147,7 @@ class Scheduler:
         nightly_at: clock_time = NIGHTLY_AT,
         nightly_retry_s: float = NIGHTLY_RETRY_S,
         metrics_listen: str | None = None,
+        db_step_timeout: float | None = None,
     ) -> None:
         if collector is None:
             from etl.collect.poll import Collector
@@ -153,6 +164,7 @@ class Scheduler:
         self.nightly_at = nightly_at
         self.nightly_retry_s = nightly_retry_s
         self.gate = PollGate(engine)
+        self.db = DatabaseSteps(DB_STEP_TIMEOUT_S if db_step_timeout is None else db_step_timeout)
         self._runtime = {s.name: _Runtime() for s in self.sources}
         self._stopping = threading.Event()
         self._inflight = 0
@@ -201,7 +213,7 @@ class Scheduler:
         with self._tracked():
             rt = self._runtime.setdefault(source.name, _Runtime())
             now = self.clock()
-            with self.gate.claim(source, now) as claim:
+            with self._claim(source, now) as claim:
                 if not claim.granted:
                     event(log, logging.DEBUG, "skip", source=source.name, reason=claim.reason)
                     return None
@@ -224,6 +236,43 @@ class Scheduler:
                     if stored == "db" and self.alerts is not None:
                         self.alerts.request()
             return result
+
+    @contextmanager
+    def _claim(self, source: SourceConfig, now: datetime) -> Iterator[Claim]:
+        """The poll gate's claim, within the database step limit.
+
+        A database that does not answer grants the poll "uncoordinated": the vendor call
+        never waits on it.
+        """
+        stack = ExitStack()
+        lock = threading.Lock()
+        state = {"abandoned": False}
+
+        def enter() -> Claim:
+            claim = stack.enter_context(self.gate.claim(source, now))
+            with lock:
+                late = state["abandoned"]
+            if late:  # given up on meanwhile: let go of the lock it took
+                stack.close()
+            return claim
+
+        try:
+            claim = self.db.run("poll claim", enter)
+        except DatabaseTimeoutError as exc:
+            with lock:
+                state["abandoned"] = True
+            self._emit(logging.WARNING, "database-slow", source=source.name, error=str(exc),
+                       message="polling without the poll gate")
+            yield Claim(True, "uncoordinated")
+            return
+        try:
+            yield claim
+        finally:
+            try:
+                self.db.run("poll claim release", stack.close)
+            except Exception as exc:  # noqa: BLE001 - the session (and its lock) ends anyway
+                self._emit(logging.DEBUG, "claim-release-failed", source=source.name,
+                           error=first_line(exc))
 
     @contextmanager
     def _finishing_poll(self) -> Iterator[bool]:
@@ -274,9 +323,11 @@ class Scheduler:
             reason = self._schema_problem or "database not checked yet (unreachable at start-up)"
         else:
             try:
-                record_poll(self.engine, result)
+                self.db.run("store poll", record_poll, self.engine, result)
                 return "db"
             except Exception as exc:  # noqa: BLE001 - whatever broke the write, keep the poll
+                # A write given up on may still land later: replaying the spooled copy then
+                # finds it recorded and stores nothing twice (etl.store.writer).
                 reason = first_line(exc)
         try:
             path = self.spool.put(result)
@@ -319,18 +370,22 @@ class Scheduler:
 
     def _stored_failures(self, name: str) -> int:
         """Failures in a row in the collection record (this poll included), 0 if unknown."""
-        try:
+        def read() -> int:
             with self.engine.connect() as conn:
                 return failures_since_success(conn, name)
-        except SQLAlchemyError:
+
+        try:
+            return self.db.run("failure count", read)
+        except (SQLAlchemyError, DatabaseTimeoutError):
             return 0
 
     def _save_state(
         self, name: str, failures: int, until: datetime | None, reason: str | None
     ) -> bool:
         try:
-            save_source_state(self.engine, name, failures, until, reason)
-        except SQLAlchemyError as exc:
+            self.db.run("source state", save_source_state, self.engine, name, failures, until,
+                        reason)
+        except (SQLAlchemyError, DatabaseTimeoutError) as exc:
             event(log, logging.DEBUG, "state-not-saved", source=name, error=first_line(exc))
             return False
         return True
@@ -356,6 +411,10 @@ class Scheduler:
         if result.error:
             self._emit(logging.DEBUG, "spool-waiting", remaining=result.remaining,
                        database_error=result.error)
+        if result.set_aside:
+            self._emit(logging.ERROR, "spool-set-aside", files=",".join(result.set_aside),
+                       folder=str(self.spool.dir / "unreadable"),
+                       message="the database refused these polls every time; see .reason")
         return result
 
     def ensure_database(self) -> bool:
@@ -484,7 +543,9 @@ class Scheduler:
         self.replay_spool()
         sched = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(max_workers=len(self.sources) + 2)},
+            executors={"default": ThreadPoolExecutor(
+                max_workers=min(len(self.sources), MAX_POLL_WORKERS) + 2,
+                pool_kwargs={"thread_name_prefix": POLL_THREAD_PREFIX})},
         )
         now = datetime.now(UTC)
         for src in self.sources:

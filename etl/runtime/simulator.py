@@ -1,9 +1,12 @@
-"""A local simulated vendor speaking the WireSocket and Nected usage APIs, with switchable faults.
+"""A local simulated vendor: every registered kind's usage API, plus one vendor no kind knows.
 
-Traffic is a deterministic function of (time, seed): daily and weekly cycles, afternoons
-that cross the plan limit now and then, and an invocation counter that grows through the
-month and resets at the start of the next (UTC). The same model generates history archives
+Each kind says how the simulator answers for it (`VendorKind.simulated`: path, credential,
+body, error bodies, rate limit); the simulator adds a per-project vendor
+(`PROJECTS_API`, GET /v1/projects/usage, a list of per-project usage) that a source reaches
+only through `kind = "http_json"`. Traffic is a deterministic function of (time, seed)
+(etl.vendors.traffic), and the same model generates history archives
 (`generate_archive`), so live polls of a simulator continue a generated history seamlessly.
+Faults are switchable.
 """
 
 from __future__ import annotations
@@ -14,21 +17,18 @@ import json
 import math
 import threading
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from etl.config import SourceConfig
 from etl.timefmt import utc_z
+from etl.vendors import KINDS, SimulatedApi, traffic
 
-WIRESOCKET_PATH = "/usage"
-NECTED_PATH = "/dev/usage"
 # The faults `set_fault` understands (see docs/collecting.md).
 FAULTS = (
     "rate_limit",    # 429 with Retry-After
@@ -38,114 +38,77 @@ FAULTS = (
     "malformed",     # 200 with a truncated JSON body
     "slow",          # wait `delay` seconds before answering
     "oversize",      # 200 with a body larger than 1 MiB
-    "error_code",    # Nected only: 200 whose code is not "success"
+    "error_code",    # a 200 the kind must refuse (kinds that define one: SimulatedApi.refusal)
 )
 # Not a fault of its own but a switch on top of any: `echo_credential` makes every error
 # body (401, 429, 500, 503) quote the credential the request carried, as careless vendors
 # do, so that tests can prove it never reaches our logs, messages or database.
-CONNECTIONS_LIMIT = 100
-DOCUMENTS_LIMIT = 20
+
+# The per-project vendor: (project id as the vendor spells it, storage quota in GB; -1 is
+# "unlimited", which SPEC 5 stores as no limit).
+PROJECTS = (("Web-App", 50), ("Mobile API", 20), ("batch.jobs", -1))
 
 
-# --- the traffic model --------------------------------------------------------------------
-
-
-def _unit(seed: int, *parts: object) -> float:
-    """A deterministic pseudo-random number in [0, 1) for (seed, parts)."""
-    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-def _cycle(at: datetime) -> float:
-    """Busy-ness in [0, 1]: a daily wave peaking 15:00 UTC, quieter at weekends."""
-    hour = at.hour + at.minute / 60 + at.second / 3600
-    daily = 0.5 - 0.5 * math.cos(2 * math.pi * (hour - 3) / 24)
-    weekly = 0.55 if at.weekday() >= 5 else 1.0
-    return daily * weekly
-
-
-def _status(percent: float) -> str:
-    if percent >= 90:
-        return "critical"
-    if percent >= 75:
-        return "warning"
-    return "healthy"
-
-
-def _gauge(seed: int, name: str, at: datetime, base: float, amplitude: float,
-           spike: float, noise: float) -> int:
-    bucket = int(at.timestamp() // 300)
-    value = base + amplitude * _cycle(at) + (_unit(seed, name, bucket) - 0.5) * 2 * noise
-    # About one day in four has a busy afternoon that pushes past the plan limit.
-    day = at.date().toordinal()
-    if _unit(seed, name, "spike", day) < 0.25 and 13 <= at.hour < 17:
-        value += spike
-    return max(0, round(value))
-
-
-def wiresocket_body(at: datetime, seed: int = 0) -> dict[str, Any]:
-    """The documented WireSocket usage body for instant `at` (aware)."""
+def projects_body(at: datetime, seed: int = 0) -> dict[str, Any]:
+    """The per-project vendor's usage body at `at`: requests (counter), storage_gb (gauge)."""
     at = at.astimezone(UTC)
-    connections = _gauge(seed, "connections", at, 12, 72, 30, 6)
-    documents = _gauge(seed, "documents", at, 2, 13, 7, 2)
-    tenant = uuid.UUID(bytes=hashlib.blake2b(repr((seed, "tenant")).encode(), digest_size=16).digest(),
-                       version=4)
-    # Not a UUID on purpose (like the vendor's own example): identifiers are opaque.
-    app = f"770k{int(_unit(seed, 'app') * 16**4):04x}-f29b-41d4-b716-{seed % 16**12:012x}"
-
-    def metric(current: int, limit: int) -> dict[str, Any]:
-        percent = round(current / limit * 100, 1)
-        return {"current": current, "limit": limit, "percent": percent,
-                "status": _status(percent)}
-
-    return {
-        "tenantId": str(tenant),
-        "appId": app,
-        "usage": {
-            "connections": metric(connections, CONNECTIONS_LIMIT),
-            "documents": metric(documents, DOCUMENTS_LIMIT),
-        },
-        "timestamp": utc_z(at, "milliseconds"),
-    }
+    items = []
+    for i, (project, quota) in enumerate(PROJECTS):
+        items.append({
+            "id": project,
+            "requests": traffic.monthly_counter(at, seed, f"requests-{i}", 3.0 / (i + 1)),
+            "storage_gb": traffic.gauge(seed, f"storage-{i}", at, 4 + 6 * i, 30 / (i + 1), 8, 2),
+            "quota_gb": quota,
+        })
+    return {"status": "ok", "generated_at": utc_z(at), "projects": items}
 
 
-def _hour_rate(seed: int, hour_start: datetime) -> float:
-    """Invocations per hour during the hour starting at `hour_start`."""
-    bucket = int(hour_start.timestamp() // 3600)
-    return 50 + 190 * _cycle(hour_start + timedelta(minutes=30)) + 40 * _unit(seed, "inv", bucket)
+def _bearer(headers: Mapping[str, str], query: Mapping[str, list[str]]) -> tuple[str, bool]:
+    del query
+    auth = headers.get("Authorization", "")
+    return (auth[7:].strip() if auth.startswith("Bearer ") else ""), False
 
 
-@lru_cache(maxsize=32)
-def _month_cumulative(seed: int, year: int, month: int) -> tuple[float, ...]:
-    """Invocations counted at the start of each hour of a UTC month (index 0 = 0)."""
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-    hours = int((end - start).total_seconds() // 3600)
-    total = 0.0
-    cumulative = [0.0]
-    for h in range(hours):
-        total += _hour_rate(seed, start + timedelta(hours=h))
-        cumulative.append(total)
-    return tuple(cumulative)
+PROJECTS_API = SimulatedApi(
+    path="/v1/projects/usage",
+    credential=_bearer,
+    body=projects_body,
+    errors={
+        401: {"status": "error", "error": "invalid token"},
+        429: {"status": "error", "error": "slow down"},
+        500: {"status": "error", "error": "internal"},
+        503: {"status": "error", "error": "maintenance"},
+    },
+    credential_list="tokens",
+    rate_limit=(30, 60.0),
+    refusal={"status": "degraded", "projects": []},
+    line_needs_observed_at=False,
+)
+PROJECTS_VENDOR = "projects"
 
 
-def nected_invocations(at: datetime, seed: int = 0) -> int:
-    """The cumulative invocation count at `at`: grows all month, resets at the month start."""
-    at = at.astimezone(UTC)
-    cumulative = _month_cumulative(seed, at.year, at.month)
-    month_start = datetime(at.year, at.month, 1, tzinfo=UTC)
-    elapsed = (at - month_start).total_seconds() / 3600
-    hour = int(elapsed)
-    rate = _hour_rate(seed, month_start + timedelta(hours=hour))
-    return int(cumulative[hour] + rate * (elapsed - hour))
+def simulated_apis() -> dict[str, SimulatedApi]:
+    """Every API the simulator serves, by vendor name (the kind's name for kinds)."""
+    found = {k.name: k.simulated for k in KINDS.values() if k.simulated is not None}
+    found[PROJECTS_VENDOR] = PROJECTS_API
+    return found
 
 
-def nected_body(at: datetime, seed: int = 0) -> dict[str, Any]:
-    """The documented Nected usage body for instant `at`."""
-    return {"data": {"invocations": nected_invocations(at, seed)}, "code": "success",
-            "message": "Success."}
-
-
+def _api_for(source: SourceConfig | tuple[str, str]) -> tuple[str, SimulatedApi, float]:
+    """(name, the API a source polls, its step): a kind's own, or the one at its URL's path."""
+    apis = simulated_apis()
+    if not isinstance(source, SourceConfig):
+        name, kind = source
+        if kind not in apis:
+            raise ValueError(f"unknown source kind {kind!r}")
+        return name, apis[kind], 300.0
+    api = apis.get(source.kind)
+    if api is None or source.bound is not None:
+        path = urlsplit(source.url).path
+        api = next((a for a in apis.values() if a.path == path), None)
+    if api is None:
+        raise ValueError(f"{source.name}: the simulator serves nothing at {source.url}")
+    return source.name, api, source.interval_seconds
 
 
 def generate_archive(
@@ -157,36 +120,31 @@ def generate_archive(
 ) -> Iterator[dict[str, Any]]:
     """Archive lines (SPEC 4) for every source from `start` (included) to `end` (excluded).
 
-    `sources` are SourceConfigs or (name, kind) pairs. Each source is sampled every
-    `step_seconds`, or its own interval_seconds when not given (300 s for a bare pair), at
-    multiples of the step since the epoch, so regenerating gives the same keys. Lines come
-    in time order. The values are those a SimulatedVendor with the same seed serves.
+    `sources` are SourceConfigs or (name, kind) pairs (a kind, or "projects" for the
+    per-project vendor). Each source is sampled every `step_seconds`, or its own
+    interval_seconds when not given (300 s for a bare pair), at multiples of the step since
+    the epoch, so regenerating gives the same keys. Lines come in time order. The values
+    are those a SimulatedVendor with the same seed serves.
     """
     streams: list[Iterable[tuple[float, int, dict[str, Any]]]] = []
     for order, src in enumerate(sources):
-        if isinstance(src, SourceConfig):
-            name, kind, interval = src.name, src.kind, src.interval_seconds
-        else:
-            name, kind = src
-            interval = 300.0
+        name, api, interval = _api_for(src)
         step = float(step_seconds or interval)
-        streams.append(_source_lines(name, kind, start, end, step, seed, order))
+        streams.append(_source_lines(name, api, start, end, step, seed, order))
     for _ts, _order, line in heapq.merge(*streams, key=lambda item: (item[0], item[1])):
         yield line
 
 
-def _source_lines(name: str, kind: str, start: datetime, end: datetime, step: float,
+def _source_lines(name: str, api: SimulatedApi, start: datetime, end: datetime, step: float,
                   seed: int, order: int) -> Iterator[tuple[float, int, dict[str, Any]]]:
-    if kind not in ("wiresocket", "nected"):
-        raise ValueError(f"unknown source kind {kind!r}")
     ts = math.ceil(start.timestamp() / step) * step
     stop = end.timestamp()
     while ts < stop:
         at = datetime.fromtimestamp(ts, UTC)
-        if kind == "wiresocket":
-            line: dict[str, Any] = {"source": name, "body": wiresocket_body(at, seed)}
-        else:
-            line = {"source": name, "observed_at": utc_z(at), "body": nected_body(at, seed)}
+        line: dict[str, Any] = {"source": name}
+        if api.line_needs_observed_at:
+            line["observed_at"] = utc_z(at)
+        line["body"] = api.body(at, seed)
         yield ts, order, line
         ts += step
 
@@ -216,12 +174,14 @@ class _Fault:
 
 
 class SimulatedVendor:
-    """Both vendor APIs on one loopback port; use as a context manager or start()/stop().
+    """Every simulated API (`simulated_apis()`) on one loopback port.
 
-    WireSocket answers at {base_url}/usage (Bearer token or ?token=), Nected at
-    {base_url}/dev/usage (Nected-API-Key header). Every credential may make at most
-    `ws_rate` requests per window on WireSocket (429 + Retry-After beyond that, always on).
-    With `echo_credential` (also settable later) every error body quotes the credential.
+    Use as a context manager or start()/stop().
+
+    Each API accepts the credentials of its `credential_list`: `tokens` or `api_keys`. Every
+    credential may make at most its API's `rate_limit` requests per window (429 +
+    Retry-After beyond that, always on); `rates` overrides that per vendor name. With
+    `echo_credential` (also settable later) every error body quotes the credential.
     """
 
     def __init__(
@@ -233,8 +193,7 @@ class SimulatedVendor:
         api_keys: Iterable[str] = ("sim-key",),
         seed: int = 0,
         clock: Callable[[], float] = time.time,
-        ws_rate: tuple[int, float] = (12, 60.0),
-        nected_rate: tuple[int, float] = (60, 60.0),
+        rates: Mapping[str, tuple[int, float]] | None = None,
         echo_credential: bool = False,
     ) -> None:
         self.host = host
@@ -243,7 +202,8 @@ class SimulatedVendor:
         self.api_keys = tuple(api_keys)
         self.seed = seed
         self.clock = clock
-        self.rates = {"wiresocket": ws_rate, "nected": nected_rate}
+        self.apis = simulated_apis()
+        self.rates = {name: api.rate_limit for name, api in self.apis.items()} | dict(rates or {})
         self.echo_credential = echo_credential
         self.records: list[RequestRecord] = []
         self._windows: dict[tuple[str, str], deque[float]] = {}
@@ -293,13 +253,17 @@ class SimulatedVendor:
 
     @property
     def token(self) -> str:
-        """The first valid WireSocket token."""
+        """The first valid token (APIs whose credential_list is "tokens")."""
         return self.tokens[0]
 
     @property
     def api_key(self) -> str:
-        """The first valid Nected API key."""
+        """The first valid API key (APIs whose credential_list is "api_keys")."""
         return self.api_keys[0]
+
+    def url(self, vendor: str) -> str:
+        """The usage URL of simulated vendor `vendor` (a kind's name, or "projects")."""
+        return self.base_url + self.apis[vendor].path
 
     # control and inspection
 
@@ -314,7 +278,8 @@ class SimulatedVendor:
     ) -> None:
         """Switch a fault on (None switches it off).
 
-        `vendor` limits it to "wiresocket" or "nected"; `times` to the next N requests;
+        `vendor` limits it to one simulated vendor (a kind's name, or "projects");
+        `times` to the next N requests;
         `retry_after` is the header value sent with 429 and 503 (None: no header);
         `delay` is how long "slow" waits.
         """
@@ -344,7 +309,7 @@ class SimulatedVendor:
             fault = self._fault
             if fault is None or (fault.vendor is not None and fault.vendor != vendor):
                 return None
-            if fault.name == "error_code" and vendor != "nected":
+            if fault.name == "error_code" and self.apis[vendor].refusal is None:
                 return None
             if fault.remaining is not None:
                 fault.remaining -= 1
@@ -373,73 +338,49 @@ class SimulatedVendor:
     def respond(self, path: str, headers: Any) -> tuple[int, dict[str, str], bytes, float]:
         """(status, headers, body, delay before answering) for one GET."""
         parts = urlsplit(path)
-        if parts.path == WIRESOCKET_PATH:
-            vendor = "wiresocket"
-            auth = headers.get("Authorization", "")
-            query_token = parse_qs(parts.query).get("token", [""])[0]
-            credential = auth[7:].strip() if auth.startswith("Bearer ") else query_token
-            ok = credential in self.tokens
-        elif parts.path == NECTED_PATH:
-            vendor = "nected"
-            query_token = ""
-            credential = headers.get("Nected-API-Key", "")
-            ok = credential in self.api_keys
-        else:
+        vendor = next((name for name, api in self.apis.items() if api.path == parts.path), None)
+        if vendor is None:
             return 404, {}, _json({"error": "not_found", "message": "No such endpoint"}), 0.0
+        api = self.apis[vendor]
+        credential, in_query = api.credential(headers, parse_qs(parts.query))
+        accepted = self.tokens if api.credential_list == "tokens" else self.api_keys
+        ok = bool(credential) and credential in accepted
         status, extra, body, delay = self._answer(vendor, credential, ok)
-        self._record(RequestRecord(self.clock(), vendor, status, ok, bool(query_token)))
+        self._record(RequestRecord(self.clock(), vendor, status, ok, in_query))
         return status, extra, body, delay
 
     def _answer(self, vendor: str, credential: str, ok: bool
                 ) -> tuple[int, dict[str, str], bytes, float]:
+        api = self.apis[vendor]
         echo = credential if self.echo_credential else None
         if not ok:
-            return 401, {}, _error_body(vendor, 401, echo), 0.0
+            return 401, {}, _error_body(api, 401, echo), 0.0
         wait = self._rate_check(vendor, credential)
         if wait is not None:
-            return 429, {"Retry-After": str(math.ceil(wait))}, _error_body(vendor, 429, echo), 0.0
+            return 429, {"Retry-After": str(math.ceil(wait))}, _error_body(api, 429, echo), 0.0
         fault = self._take_fault(vendor)
         name = fault.name if fault else None
         retry_hdr = {"Retry-After": fault.retry_after} if fault and fault.retry_after else {}
-        if name == "unauthorized":
-            return 401, {}, _error_body(vendor, 401, echo), 0.0
-        if name == "rate_limit":
-            return 429, retry_hdr, _error_body(vendor, 429, echo), 0.0
-        if name == "unavailable":
-            return 503, retry_hdr, _error_body(vendor, 503, echo), 0.0
-        if name == "server_error":
-            return 500, {}, _error_body(vendor, 500, echo), 0.0
+        if name in _FAULT_STATUS:
+            status = _FAULT_STATUS[name]
+            extra = retry_hdr if status in (429, 503) else {}
+            return status, extra, _error_body(api, status, echo), 0.0
         if name == "malformed":
             return 200, {}, b'{"usage": {"connections": {"current": 8', 0.0
         if name == "oversize":
             return 200, {}, _json({"padding": "x" * (1024 * 1024 + 10), "code": "success"}), 0.0
         if name == "error_code":
-            return 200, {}, _json({"data": None, "code": "error",
-                                   "message": "Something went wrong."}), 0.0
+            return 200, {}, _json(api.refusal), 0.0
         now = datetime.fromtimestamp(self.clock(), UTC)
-        body = wiresocket_body(now, self.seed) if vendor == "wiresocket" else nected_body(
-            now, self.seed)
+        body = api.body(now, self.seed)
         return 200, {}, _json(body), fault.delay if name == "slow" and fault else 0.0
 
 
-_ERRORS = {
-    "wiresocket": {
-        401: {"error": "unauthorized", "message": "JWT is missing or invalid"},
-        429: {"error": "rate_limited", "message": "This endpoint allows 12 requests per minute"},
-        500: {"error": "internal", "message": "Internal error"},
-        503: {"error": "unavailable", "message": "Node degraded or overloaded"},
-    },
-    "nected": {
-        401: {"code": "UNAUTHORIZED", "message": "Missing/invalid API key"},
-        429: {"code": "TOO_MANY_REQUESTS", "message": "Rate limit exceeded"},
-        500: {"code": "INTERNAL_SERVER_ERROR", "message": "Unexpected system error"},
-        503: {"code": "SERVICE_UNAVAILABLE", "message": "Service unavailable"},
-    },
-}
+_FAULT_STATUS = {"unauthorized": 401, "rate_limit": 429, "unavailable": 503, "server_error": 500}
 
 
-def _error_body(vendor: str, status: int, echo: str | None = None) -> bytes:
-    body = dict(_ERRORS[vendor][status])
+def _error_body(api: SimulatedApi, status: int, echo: str | None = None) -> bytes:
+    body = dict(api.errors[status])
     if echo is None:
         return _json(body)
     # Early in the body, where the start of it that clients log would show it, and in every

@@ -30,7 +30,6 @@ from etl.store.models import Sample, Series, Snapshot
 from etl.store.writer import Conflict, StoreResult
 from etl.textutil import formula_safe
 from etl.timefmt import utc_z
-from etl.vendors import get as vendor_kind
 from etl.vendors.parsing import MAX_JSON_DEPTH, check_storable, parse_timestamp
 from etl.vendors.types import Observation
 
@@ -116,11 +115,12 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
     observed_at = None
     if doc.get("observed_at") is not None:
         observed_at = parse_timestamp(doc["observed_at"], "observed_at")
-    elif src.kind == "nected":
-        raise ParseError("observed_at: required for a nected source")
+    elif not src.vendor.time_in_body:
+        raise ParseError(f"observed_at: required for a {src.kind} source"
+                         + ("" if src.bound is None else " without a timestamp"))
     body = doc["body"]
     try:
-        return vendor_kind(src.kind).parse(name, body, observed_at=observed_at, payload=payload,
+        return src.vendor.parse(name, body, observed_at=observed_at, payload=payload,
                                        origin="import")
     except ParseError as exc:
         raise ParseError(f"body: {exc}") from None

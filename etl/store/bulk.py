@@ -152,7 +152,7 @@ def _prepare(conn: Connection, batch: list[Observation], sqlite: bool) -> _Chunk
         cur.close()
     ch = _Chunk(base)
     seen: set[tuple[str, datetime]] = set()
-    ids_by_source: dict[tuple[str, str], dict[str, int]] = {}
+    ids_by_source: dict[str, dict[str, int]] = {}
     micros: dict[datetime, int] = {}
 
     def to_db(value: datetime) -> Any:
@@ -168,24 +168,38 @@ def _prepare(conn: Connection, batch: list[Observation], sqlite: bool) -> _Chunk
     for obs in batch:
         source = obs.source
         key = (source, obs.observed_at)
-        ids = ids_by_source.get((source, obs.kind))
-        if ids is None:
-            ids = ids_by_source[(source, obs.kind)] = series_ids(conn, source, obs.kind)
-            ch.source_series.setdefault(source, []).extend(ids.values())
-            ch.names.update({sid: (source, metric) for metric, sid in ids.items()})
+        ids = ids_by_source.get(source)
+        try:
+            sids = [ids[sv.metric] for sv in obs.samples]  # type: ignore[index]
+        except (KeyError, TypeError):  # a series (or source) not seen in this chunk yet
+            ids = _add_series(conn, ch, ids_by_source, obs)
+            sids = [ids[sv.metric] for sv in obs.samples]
         at = conv(obs.observed_at)
         if key in seen:
-            for sv in obs.samples:
-                ch.repeats.append((ids[sv.metric], at, sv.value))
+            for sid, sv in zip(sids, obs.samples):  # noqa: B905 - same length by construction
+                ch.repeats.append((sid, at, sv.value))
             continue
         seen.add(key)
         recv = None if obs.received_at is None else conv(obs.received_at)
         snap_rows.append((k, source, obs.kind, at, recv, obs.origin, obs.payload))
         _widen(ranges, source, at)
-        for sv in obs.samples:
-            sample_rows.append((ids[sv.metric], at, sv.value, sv.limit, sv.status, k))
+        for sid, sv in zip(sids, obs.samples):  # noqa: B905
+            sample_rows.append((sid, at, sv.value, sv.limit, sv.status, k))
         k += 1
     return ch
+
+
+def _add_series(conn: Connection, ch: _Chunk, ids_by_source: dict[str, dict[str, int]],
+                obs: Observation) -> dict[str, int]:
+    """Series ids of `obs`'s samples (rows created as needed), recorded in the chunk."""
+    ids = ids_by_source.setdefault(obs.source, {})
+    known = ch.source_series.setdefault(obs.source, [])
+    for metric, sid in series_ids(conn, obs.source, obs.kind, obs.samples).items():
+        if metric not in ids:
+            ids[metric] = sid
+            known.append(sid)
+            ch.names[sid] = (obs.source, metric)
+    return ids
 
 
 def _same(value: datetime) -> datetime:

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from etl.errors import UsageEtlError
 from etl.files import atomic_writer, fsync_dir
 from etl.store.models import to_micros
 from etl.store.writer import record_poll
 from etl.textutil import first_line
-from etl.vendors.types import Observation, Origin, Outcome, PollRecord, SampleValue
+from etl.vendors.types import MetricType, Observation, Origin, Outcome, PollRecord, SampleValue
 
 log = logging.getLogger("etl.store.spool")
 
@@ -29,6 +29,8 @@ FORMAT_VERSION = 1
 SUFFIX = ".json"
 TMP_PREFIX = ".tmp-"
 BAD_DIR = "unreadable"
+# Replays a poll the database refuses gets (in one process) before it is moved aside.
+MAX_REPLAY_TRIES = 3
 # Held (flock) by the daemon that owns the folder, for as long as it runs.
 LOCK_NAME = ".daemon.lock"
 # What reading a spool file back can raise when it is not a complete record.
@@ -78,6 +80,8 @@ class ReplayResult:
     already_stored: int = 0
     remaining: int = 0
     unreadable: int = 0
+    refused: int = 0  # polls the database refused this pass (kept for another try)
+    set_aside: list[str] = field(default_factory=list)  # refused MAX_REPLAY_TRIES times
     error: str | None = None
     replayed_polls: list[PollRecord] = field(default_factory=list)
 
@@ -118,7 +122,8 @@ def poll_to_dict(poll: PollRecord) -> dict[str, Any]:
             "origin": obs.origin,
             "payload": obs.payload,
             "samples": [
-                {"metric": s.metric, "value": s.value, "limit": s.limit, "status": s.status}
+                {"metric": s.metric, "value": s.value, "limit": s.limit, "status": s.status,
+                 **({"type": str(s.metric_type)} if s.metric_type is not None else {})}
                 for s in obs.samples
             ],
         },
@@ -149,6 +154,7 @@ def poll_from_dict(data: dict[str, Any]) -> PollRecord:
                     metric=s["metric"], value=float(s["value"]),
                     limit=None if s.get("limit") is None else float(s["limit"]),
                     status=s.get("status"),
+                    metric_type=MetricType(s["type"]) if s.get("type") else None,
                 )
                 for s in raw_obs["samples"]
             ),
@@ -177,6 +183,7 @@ class Spool:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.dir = Path(directory)
+        self._refusals: dict[str, int] = {}  # file name -> times the database refused it
 
     def _ensure_dir(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -305,8 +312,10 @@ class Spool:
     ) -> ReplayResult:
         """Write every spooled poll to the database, each exactly once, oldest first.
 
-        A file is deleted only after its transaction committed. Stops at the first database
-        error (the rest stays spooled for the next pass).
+        A file is deleted only after its transaction committed. Stops at the first error of
+        an unavailable database (the rest stays spooled for the next pass). A poll the
+        database refuses (its text or values) is skipped, so it never blocks the others, and
+        after MAX_REPLAY_TRIES refusals it is moved aside (to BAD_DIR) with a `.reason` file.
         """
         result = ReplayResult()
         files = self.pending()
@@ -320,10 +329,25 @@ class Spool:
                 continue
             try:
                 fresh = store_spooled(engine, poll)
-            except SQLAlchemyError as exc:
+            except (OperationalError, InterfaceError) as exc:  # the database is away or busy
                 result.error = first_line(exc)
                 result.remaining = len(files) - i
                 return result
+            except Exception as exc:  # noqa: BLE001 - this poll is refused, not the others
+                reason = first_line(exc)
+                tries = self._refusals[path.name] = self._refusals.get(path.name, 0) + 1
+                if tries < MAX_REPLAY_TRIES:
+                    result.refused += 1
+                    result.remaining += 1
+                    continue
+                log.error("spool file %s refused by the database %d times (%s); moved to %s/",
+                          path.name, tries, reason, BAD_DIR)
+                self._set_aside(path)
+                (self.dir / BAD_DIR / (path.name + ".reason")).write_text(
+                    f"refused by the database {tries} times: {reason}\n", encoding="utf-8")
+                self._refusals.pop(path.name, None)
+                result.set_aside.append(path.name)
+                continue
             path.unlink(missing_ok=True)
             if fresh:
                 result.replayed += 1

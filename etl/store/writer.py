@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, insert, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from etl.store.models import CollectionAttempt, Sample, Series, Snapshot
+from etl.textutil import first_line
 from etl.vendors import KINDS
-from etl.vendors.types import Observation, Origin, PollRecord, SampleValue
+from etl.vendors.types import Observation, Origin, Outcome, PollRecord, SampleValue
 
 log = logging.getLogger("etl.store")
 
@@ -59,25 +61,28 @@ def _insert_ignore(conn: Connection, table: type, conflict_cols: Sequence[str]):
     return insert(table)
 
 
-def series_ids(conn: Connection, source: str, kind: str) -> dict[str, int]:
-    """Map metric -> series id for `source`, creating missing series rows."""
-    engine = conn.engine
-    cache = _series_cache.setdefault(engine, {})
-    metrics = KINDS[kind].metrics
-    if all((source, m) in cache for m in metrics):
-        return {m: cache[(source, m)] for m in metrics}
-    conn.execute(
-        _insert_ignore(conn, Series, ("source", "metric")),
-        [{"source": source, "metric": m, "kind": kind, "metric_type": str(t)}
-         for m, t in metrics.items()],
-    )
-    rows = conn.execute(
-        select(Series.metric, Series.id).where(Series.source == source)
-    ).all()
-    found = {metric: sid for metric, sid in rows}
-    for metric, sid in found.items():
-        cache[(source, metric)] = sid
-    return {m: found[m] for m in metrics}
+def series_ids(
+    conn: Connection, source: str, kind: str, samples: Sequence[SampleValue]
+) -> dict[str, int]:
+    """Map metric -> series id for each of `samples`, creating missing series rows.
+
+    A series row is made the first time one of its samples is stored, so per-item series
+    (http_json `each`, SPEC 7) appear as their items do; its metric type is the sample's
+    (set by kinds whose types depend on the source), else the kind's.
+    """
+    cache = _series_cache.setdefault(conn.engine, {})
+    missing = [sv for sv in samples if (source, sv.metric) not in cache]
+    if missing:
+        conn.execute(
+            _insert_ignore(conn, Series, ("source", "metric")),
+            [{"source": source, "metric": sv.metric, "kind": kind,
+              "metric_type": str(sv.metric_type or KINDS[kind].metrics[sv.metric])}
+             for sv in missing],
+        )
+        rows = conn.execute(select(Series.metric, Series.id).where(Series.source == source))
+        for metric, sid in rows:
+            cache[(source, metric)] = sid
+    return {sv.metric: cache[(source, sv.metric)] for sv in samples}
 
 
 def forget_series_cache(engine: Engine) -> None:
@@ -104,12 +109,11 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
     # Existing samples for the batch's keys decide duplicate / conflict / new.
     rows_by_key: dict[tuple[int, datetime], tuple[Observation, SampleValue]] = {}
     for obs in unique.values():
-        ids = series_ids(conn, obs.source, obs.kind)
+        ids = series_ids(conn, obs.source, obs.kind, obs.samples)
         for sv in obs.samples:
             rows_by_key[(ids[sv.metric], obs.observed_at)] = (obs, sv)
     existing = _existing_values(conn, list(rows_by_key))
-
-    snap_ids = _insert_new_snapshots(conn, unique, existing, result)
+    snap_ids = _insert_new_snapshots(conn, unique, result)
     _insert_new_samples(conn, rows_by_key, existing, snap_ids, result)
     _compare_repeats(later, unique, result)
     return result
@@ -133,14 +137,14 @@ def _first_of_each_key(
 def _insert_new_snapshots(
     conn: Connection,
     unique: dict[tuple[str, datetime], Observation],
-    existing: dict[tuple[int, datetime], float],
     result: StoreResult,
 ) -> dict[tuple[str, datetime], int]:
     """Insert the snapshots of keys not stored yet; return the snapshot id of every key."""
+    # Looked up, not inferred from samples: an observation may have none (an empty `each`).
+    stored_snaps = _snapshot_ids(conn, list(unique))
     snap_rows = []
     for key, obs in unique.items():
-        first_sid = next(iter(series_ids(conn, obs.source, obs.kind).values()))
-        if (first_sid, key[1]) in existing:
+        if key in stored_snaps:
             continue
         snap_rows.append(
             {
@@ -353,3 +357,38 @@ def _log_conflicts(stored: StoreResult) -> None:
         log.warning("%s: %s at %s: stored value %g kept, %g from the vendor not stored",
                     conflict.source, conflict.metric, conflict.observed_at.isoformat(),
                     conflict.stored, conflict.offered)
+
+
+def record_polls_apart(engine: Engine, polls: Sequence[PollRecord]) -> list[PollRecord]:
+    """record_polls for live polls, where one the database refuses never costs the others.
+
+    The batch is tried whole, then (if the database refused its text or values) each poll
+    alone.
+    A poll refused alone is recorded as its attempt only, with outcome invalid_response and
+    the database's reason, and without its observation. Returns the polls as recorded. An
+    unavailable database (OperationalError, InterfaceError) still raises.
+    """
+    try:
+        record_polls(engine, polls)
+        return list(polls)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:  # noqa: BLE001 - find the poll(s) refused, store the rest
+        if len(polls) == 1 and polls[0].observation is None:
+            raise
+    recorded: list[PollRecord] = []
+    for poll in polls:
+        try:
+            record_polls(engine, [poll])
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - this poll's observation was refused
+            if poll.observation is None:
+                raise
+            poll = replace(
+                poll, outcome=Outcome.INVALID_RESPONSE, observation=None, samples_stored=0,
+                error=f"the database refused this response: {first_line(exc)}")
+            log.warning("%s: %s", poll.source, poll.error)
+            record_polls(engine, [poll])
+        recorded.append(poll)
+    return recorded

@@ -1,18 +1,30 @@
 """The vendor side: one module per kind and the registry of kinds (no SQLAlchemy, no HTTP).
 
-A kind is described once, as a `VendorKind` in its own module; config validation, the
-collector, import, export, the writer and the reports read it from here. May import:
-the standard library and `etl.errors` only.
+A kind is described once, as a `VendorKind`: the built-in ones in their own modules
+(`wiresocket`, `nected`), sources defined in config by `http_json`, and kinds from other
+packages through the entry-point group `usage_etl.vendors` (SPEC 7), loaded when this
+registry first needs them. Config validation, the collector, import, export, the writer,
+the reports and the simulator read kinds from here; nothing outside `etl.vendors` names a
+vendor. May import: the standard library, `etl.errors` and `jmespath`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from etl.vendors.types import MetricType, Observation
+from etl.vendors.types import MAX_METRIC_LEN, MetricType, Observation
+
+ENTRY_POINT_GROUP = "usage_etl.vendors"
+# What the database keeps of a kind's name (snapshots.kind, series.kind).
+KIND_NAME_RE = re.compile(r"^[a-z0-9_-]{1,16}$")
+BUILT_IN = "built in"
+
+log = logging.getLogger("etl.vendors")
 
 
 class Parse(Protocol):
@@ -31,6 +43,33 @@ class Parse(Protocol):
         """Parse `body` of `source` (SPEC 4; raises etl.errors.ParseError naming the field)."""
 
 
+# (the source's whole config table, its label such as "sources.acme", the problem list) ->
+# the kind bound to that source, or None once its problems are appended.
+Configure = Callable[[Mapping[str, Any], str, list[str]], "VendorKind | None"]
+
+
+@dataclass(frozen=True)
+class SimulatedApi:
+    """How `usage-etl simulate` (etl.runtime.simulator) answers for a kind.
+
+    `credential` reads (credential, was it in the query string) from a request's headers
+    and parsed query; `body` is the usage body at an instant for a seed; `errors` the error
+    bodies by HTTP status; `refusal` a 200 body the kind must refuse (the `error_code`
+    fault), None when the kind has none.
+    """
+
+    path: str
+    credential: Callable[[Mapping[str, str], Mapping[str, list[str]]], tuple[str, bool]]
+    body: Callable[[datetime, int], Any]
+    errors: Mapping[int, Mapping[str, Any]]
+    # Which of the simulator's credential lists this API accepts: "tokens" or "api_keys".
+    credential_list: str = "tokens"
+    rate_limit: tuple[int, float] = (60, 60.0)
+    refusal: Any = None
+    # Archive lines for this kind carry `observed_at` (the body has no time of its own).
+    line_needs_observed_at: bool = True
+
+
 @dataclass(frozen=True)
 class VendorKind:
     """Everything usage-etl knows about one kind of source, in one place.
@@ -45,6 +84,8 @@ class VendorKind:
             url=lambda base_url, region: (base_url or "https://api.acme.example") + "/usage",
             auth_headers=lambda secret: {"Authorization": f"Bearer {secret}"},
             parse=parse_acme_body,
+            config_keys=frozenset({"base_url"}),
+            example_body={"calls": 12},
         )
     """
 
@@ -57,6 +98,7 @@ class VendorKind:
     rate_limit: tuple[int, float]
     # The usage URL from the source's `base_url` and `region` (either may be None).
     url: Callable[[str | None, str | None], str]
+    # Request headers for a credential ("" when the source has none: secret_required False).
     auth_headers: Callable[[str], dict[str, str]]
     parse: Parse
     # True when the body carries the observation time (archive lines need no observed_at).
@@ -69,6 +111,21 @@ class VendorKind:
     display_fields: Mapping[str, str] = field(default_factory=dict)
     # Metrics whose vendor reports a plan limit (SPEC 5): the ones an above_pct alert fits.
     limited_metrics: frozenset[str] = frozenset()
+    # A documented usage body (JSON value): `usage-etl vendors` and the contract tests use it.
+    example_body: Any = None
+    # How the simulator answers for this kind (None: it does not simulate it).
+    simulated: SimulatedApi | None = None
+    # False: a source may set neither secret key (the endpoint needs no credential).
+    secret_required: bool = True
+    # NAME -> type for metrics with one series per list item, stored as NAME:KEY (SPEC 7).
+    series_metrics: Mapping[str, MetricType] = field(default_factory=dict)
+    # Builds the kind of one source from its own keys (http_json); None: every source of
+    # the kind is the same.
+    configure: Configure | None = None
+    # Where the kind comes from: "built in", or "plugin DIST VERSION".
+    provider: str = BUILT_IN
+    # One line for `usage-etl vendors`.
+    summary: str = ""
 
     def parse_body(
         self,
@@ -84,14 +141,146 @@ class VendorKind:
         return self.parse(source, body, received_at=received_at, observed_at=observed_at,
                           payload=payload, origin=origin)
 
+    def metric_type_of(self, metric: str) -> MetricType | None:
+        """Return the type of series `metric` of a source of this kind, or None if it has none.
+
+        A per-item series is named `NAME:KEY`.
+        """
+        found = self.metrics.get(metric)
+        if found is None and ":" in metric:
+            found = self.series_metrics.get(metric.split(":", 1)[0])
+        return found
+
+    def has_limit(self, metric: str) -> bool:
+        """Whether the vendor reports a plan limit for series `metric` (SPEC 5)."""
+        return metric in self.limited_metrics or (
+            ":" in metric and metric.split(":", 1)[0] in self.limited_metrics)
+
+    def metric_names(self) -> str:
+        """The metrics a billing rule or alert may name, for messages."""
+        return ", ".join([*self.metrics, *(f"{m}:KEY" for m in self.series_metrics)])
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """An entry point of `usage_etl.vendors` that did not give a usable kind."""
+
+    name: str
+    target: str
+    reason: str
+
 
 def _builtin() -> dict[str, VendorKind]:
-    from etl.vendors import nected, wiresocket
+    from etl.vendors import http_json, nected, wiresocket
 
-    return {k.name: k for k in (wiresocket.KIND, nected.KIND)}
+    return {k.name: k for k in (wiresocket.KIND, nected.KIND, http_json.KIND)}
 
 
-KINDS: dict[str, VendorKind] = _builtin()
+def load_plugins(kinds: dict[str, VendorKind], failures: list[PluginFailure]) -> None:
+    """Add the kinds of entry-point group `usage_etl.vendors` to `kinds`.
+
+    An entry point names a VendorKind (or a callable returning one) whose `name` is the
+    entry point's name. One that fails to import, gives something else, or reuses a taken
+    name is recorded in `failures` with the reason and never stops the others.
+    """
+    from importlib import metadata  # here, not at start-up: it costs more than the CLI
+
+    try:
+        points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    except Exception as exc:  # noqa: BLE001 - broken metadata must not stop the built-in kinds
+        failures.append(PluginFailure("*", ENTRY_POINT_GROUP, f"cannot list plugins: {exc}"))
+        return
+    for point in points:
+        try:
+            kind = _load_point(point, kinds)
+        except Exception as exc:  # noqa: BLE001 - a plugin may raise anything at import
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            failures.append(PluginFailure(point.name, point.value, reason))
+            log.warning("vendor plugin %s (%s) not loaded: %s", point.name, point.value, reason)
+            continue
+        kinds[kind.name] = kind
+
+
+def _load_point(point: Any, kinds: Mapping[str, VendorKind]) -> VendorKind:
+    """The kind an importlib.metadata.EntryPoint names, checked (raises on anything wrong)."""
+    loaded = point.load()
+    kind = loaded if isinstance(loaded, VendorKind) else loaded() if callable(loaded) else loaded
+    if not isinstance(kind, VendorKind):
+        raise TypeError(f"gives {type(kind).__name__}, not an etl.vendors.VendorKind")
+    if kind.name != point.name:
+        raise ValueError(f"the kind is named {kind.name!r}, the entry point {point.name!r}")
+    if not KIND_NAME_RE.fullmatch(kind.name):
+        raise ValueError("a kind's name is 1 to 16 lowercase letters, digits, '_' or '-'")
+    too_long = [m for m in kind.metrics if len(m) > MAX_METRIC_LEN]
+    if too_long:
+        raise ValueError(f"metric {too_long[0]!r} is longer than {MAX_METRIC_LEN} characters")
+    if kind.name in kinds:
+        raise ValueError(f"kind {kind.name!r} is already installed ({kinds[kind.name].provider})")
+    dist = getattr(point, "dist", None)
+    provider = f"plugin {dist.name} {dist.version}" if dist is not None else "plugin"
+    return kind if kind.provider != BUILT_IN else _with_provider(kind, provider)
+
+
+def _with_provider(kind: VendorKind, provider: str) -> VendorKind:
+    from dataclasses import replace
+
+    return replace(kind, provider=provider)
+
+
+class _Registry(dict[str, VendorKind]):
+    """The kinds by name: the built-in ones, and the plugins' loaded on first need.
+
+    Scanning the installed distributions' entry points costs more than the rest of the
+    command line's start-up (`usage-etl --help` needs no kind), so it waits until a kind
+    that is not built in is asked for, or the registry is listed.
+    """
+
+    _loaded = False
+
+    def load(self) -> None:
+        """Load the plugin kinds (once; later calls do nothing)."""
+        if not self._loaded:
+            self._loaded = True
+            load_plugins(self, PLUGIN_FAILURES)
+
+    def __getitem__(self, name: str) -> VendorKind:
+        if not dict.__contains__(self, name):
+            self.load()
+        return dict.__getitem__(self, name)
+
+    def __contains__(self, name: object) -> bool:
+        if dict.__contains__(self, name):
+            return True
+        self.load()
+        return dict.__contains__(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[name] if name in self else default
+
+    def __iter__(self) -> Iterator[str]:
+        self.load()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self.load()
+        return dict.__len__(self)
+
+    def keys(self) -> Any:
+        self.load()
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self.load()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self.load()
+        return dict.items(self)
+
+
+PLUGIN_FAILURES: list[PluginFailure] = []
+BUILT_IN_KINDS: dict[str, VendorKind] = _builtin()
+KINDS: _Registry = _Registry(BUILT_IN_KINDS)
 
 
 def get(kind: str) -> VendorKind:
@@ -102,3 +291,17 @@ def get(kind: str) -> VendorKind:
 def metric_type(kind: str, metric: str) -> MetricType:
     """The type of `metric` for a source of `kind` (KeyError if it has no such metric)."""
     return KINDS[kind].metrics[metric]
+
+
+def plugin_failures() -> list[PluginFailure]:
+    """The entry points of `usage_etl.vendors` that did not load, with the reasons."""
+    KINDS.load()
+    return PLUGIN_FAILURES
+
+
+def unknown_kind_hint(kind: str) -> str:
+    """Why `kind` may be missing: the plugin of that name that failed to load, or ""."""
+    for failure in plugin_failures():
+        if failure.name == kind:
+            return f" (plugin {failure.target} failed to load: {failure.reason})"
+    return ""

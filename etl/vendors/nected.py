@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from etl.errors import ParseError
-from etl.vendors import VendorKind
+from etl.vendors import SimulatedApi, VendorKind, traffic
 from etl.vendors.parsing import mapping, number, optional_text, to_payload
 from etl.vendors.types import MetricType, Observation, SampleValue
 
@@ -63,6 +64,37 @@ def url(base_url: str | None, region: str | None) -> str:
     return (base_url or "https://api.nected.ai").rstrip("/") + "/dev/usage"
 
 
+# The vendor's documented example (vendor-apis/nected-usage.md).
+EXAMPLE_BODY: dict[str, Any] = {"data": {"invocations": 1000}, "code": "success",
+                                "message": "Success."}
+
+
+def simulated_body(at: datetime, seed: int = 0) -> dict[str, Any]:
+    """The documented usage body for instant `at`: a counter that resets each month."""
+    return {"data": {"invocations": traffic.monthly_counter(at, seed)}, "code": "success",
+            "message": "Success."}
+
+
+def _credential(headers: Mapping[str, str], query: Mapping[str, list[str]]) -> tuple[str, bool]:
+    del query
+    return headers.get("Nected-API-Key", ""), False
+
+
+SIMULATED = SimulatedApi(
+    path="/dev/usage",
+    credential=_credential,
+    body=simulated_body,
+    errors={
+        401: {"code": "UNAUTHORIZED", "message": "Missing/invalid API key"},
+        429: {"code": "TOO_MANY_REQUESTS", "message": "Rate limit exceeded"},
+        500: {"code": "INTERNAL_SERVER_ERROR", "message": "Unexpected system error"},
+        503: {"code": "SERVICE_UNAVAILABLE", "message": "Service unavailable"},
+    },
+    credential_list="api_keys",
+    rate_limit=(60, 60.0),
+    refusal={"data": None, "code": "error", "message": "Something went wrong."},
+)
+
 KIND = VendorKind(
     name=NAME,
     metrics={"invocations": MetricType.COUNTER},
@@ -72,4 +104,7 @@ KIND = VendorKind(
     auth_headers=auth_headers,
     parse=parse,
     config_keys=frozenset({"base_url"}),
+    example_body=EXAMPLE_BODY,
+    simulated=SIMULATED,
+    summary="Nected rule invocations: GET https://api.nected.ai/dev/usage",
 )

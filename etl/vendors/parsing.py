@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlparse
 
 from etl.errors import ParseError
 
@@ -180,6 +181,27 @@ def _reject_constant(name: str) -> Any:
 def to_payload(body: Any) -> str:
     """The canonical JSON text stored for a body that did not arrive as text."""
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def http_url_problem(value: Any) -> str | None:
+    """What is wrong with `value` as a usage endpoint (an http(s) URL), or None.
+
+    No credentials or query string: URLs reach logs, and secrets go only in headers.
+    """
+    if not isinstance(value, str):
+        return "must be an http:// or https:// URL, not " + type(value).__name__
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "must not contain spaces or control characters"
+    try:
+        parsed = urlparse(value)
+        _ = parsed.port  # ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        return "must be an http:// or https:// URL"
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return "must be an http:// or https:// URL"
+    if parsed.username or parsed.password or parsed.query:
+        return "must not hold credentials or a query string"
+    return None
 
 
 def _short(value: Any) -> str:

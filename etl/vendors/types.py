@@ -36,6 +36,10 @@ class Origin(StrEnum):
     SPOOL = "spool"
 
 
+# The longest series metric name the database keeps (series.metric), `NAME:KEY` included.
+MAX_METRIC_LEN = 32
+
+
 class SampleValue(NamedTuple):
     """One metric's value in a vendor response (`limit` None: the plan has no limit)."""
 
@@ -43,6 +47,8 @@ class SampleValue(NamedTuple):
     value: float
     limit: float | None = None
     status: str | None = None
+    # Set by kinds whose metric types depend on the source (http_json); None: the kind's own.
+    metric_type: MetricType | None = None
 
 
 class Observation(NamedTuple):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from etl.errors import ParseError
-from etl.vendors import VendorKind
+from etl.vendors import SimulatedApi, VendorKind, traffic
 from etl.vendors.parsing import (
     STATUS_MAX_LEN,
     mapping,
@@ -76,6 +79,70 @@ def url(base_url: str | None, region: str | None) -> str:
     return base.rstrip("/") + "/usage"
 
 
+CONNECTIONS_LIMIT = 100
+DOCUMENTS_LIMIT = 20
+# The vendor's documented example (vendor-apis/wiresocket-usage.md).
+EXAMPLE_BODY: dict[str, Any] = {
+    "tenantId": "550e8400-e29b-41d4-a716-446655440000",
+    "appId": "770k8400-f29b-41d4-b716-556655449999",
+    "usage": {
+        "connections": {"current": 82, "limit": 100, "percent": 82.0, "status": "warning"},
+        "documents": {"current": 4, "limit": 20, "percent": 20.0, "status": "healthy"},
+    },
+    "timestamp": "2026-02-25T14:40:00.000Z",
+}
+
+
+def simulated_body(at: datetime, seed: int = 0) -> dict[str, Any]:
+    """The documented usage body for instant `at` (aware), from the traffic model."""
+    at = at.astimezone(UTC)
+    connections = traffic.gauge(seed, "connections", at, 12, 72, 30, 6)
+    documents = traffic.gauge(seed, "documents", at, 2, 13, 7, 2)
+    tenant = uuid.UUID(bytes=hashlib.blake2b(repr((seed, "tenant")).encode(),
+                                             digest_size=16).digest(), version=4)
+    # Not a UUID on purpose (like the vendor's own example): identifiers are opaque.
+    app = f"770k{int(traffic.unit(seed, 'app') * 16**4):04x}-f29b-41d4-b716-{seed % 16**12:012x}"
+
+    def metric(current: int, limit: int) -> dict[str, Any]:
+        percent = round(current / limit * 100, 1)
+        return {"current": current, "limit": limit, "percent": percent,
+                "status": traffic.level_status(percent)}
+
+    return {
+        "tenantId": str(tenant),
+        "appId": app,
+        "usage": {
+            "connections": metric(connections, CONNECTIONS_LIMIT),
+            "documents": metric(documents, DOCUMENTS_LIMIT),
+        },
+        "timestamp": at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z",
+    }
+
+
+def _credential(headers: Mapping[str, str], query: Mapping[str, list[str]]) -> tuple[str, bool]:
+    """The bearer token, else the documented `?token=` (and whether it came that way)."""
+    auth = headers.get("Authorization", "")
+    if auth.startswith("Bearer "):
+        return auth[7:].strip(), False
+    token = query.get("token", [""])[0]
+    return token, bool(token)
+
+
+SIMULATED = SimulatedApi(
+    path="/usage",
+    credential=_credential,
+    body=simulated_body,
+    errors={
+        401: {"error": "unauthorized", "message": "JWT is missing or invalid"},
+        429: {"error": "rate_limited", "message": "This endpoint allows 12 requests per minute"},
+        500: {"error": "internal", "message": "Internal error"},
+        503: {"error": "unavailable", "message": "Node degraded or overloaded"},
+    },
+    credential_list="tokens",
+    rate_limit=RATE_LIMIT,
+    line_needs_observed_at=False,
+)
+
 KIND = VendorKind(
     name=NAME,
     metrics={m: MetricType.GAUGE for m in METRICS},
@@ -87,6 +154,9 @@ KIND = VendorKind(
     time_in_body=True,
     config_keys=frozenset({"region", "base_url"}),
     one_of_keys=("region", "base_url"),
-    display_fields={"tenant_id": "tenantId", "app_id": "appId"},
+    display_fields={"tenantId": "tenantId", "appId": "appId"},
+    example_body=EXAMPLE_BODY,
+    simulated=SIMULATED,
+    summary="WireSocket realtime usage: GET https://REGION.ws.wiresocket.com/usage",
     limited_metrics=frozenset(METRICS),
 )

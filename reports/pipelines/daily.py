@@ -55,8 +55,9 @@ def daily(engine: Engine, config: Config, start: date, end: date, tz: str | None
     if end < start:
         raise InputError(f"--end: {end} is before --start {start}")
     period = days_period(start, end + timedelta(days=1), zone)
-    rows = series_day_rows(engine, configured_series(config) if series is None else series,
-                           period, rollup_tz=tz_name if rollups else None)
+    if series is None:
+        series = configured_series(config, engine=engine, until_us=period.end_us)
+    rows = series_day_rows(engine, series, period, rollup_tz=tz_name if rollups else None)
     return DailyResult(engine, config, period, tz_name, daily_table(rows))
 
 

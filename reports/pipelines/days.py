@@ -12,10 +12,9 @@ from sqlalchemy import Engine
 
 from etl.config import Config
 from etl.store.rollups import RollupStore
-from etl.vendors import KINDS
 from reports.compute.daily import DAY_COLUMNS, aggregate_days
 from reports.periods import US_PER_SECOND, Period
-from reports.read.samples import read_prev_value, read_samples, series_ids
+from reports.read.samples import item_series, read_prev_value, read_samples, series_ids
 
 # Days read per query: bounds memory at millions of samples per series and month (a month
 # of minute samples is about 45,000 rows, 1 MB); fewer, larger reads cost less per row.
@@ -33,16 +32,29 @@ class SeriesInfo:
     staleness_us: int
 
 
-def configured_series(config: Config, only: Sequence[tuple[str, str]] | None = None
+def configured_series(config: Config, only: Sequence[tuple[str, str]] | None = None,
+                      *, engine: Engine | None = None, until_us: int | None = None
                       ) -> list[SeriesInfo]:
-    """Every configured (source, metric), in config order (or just those in `only`)."""
+    """Every configured (source, metric), in config order (or just those in `only`).
+
+    A source's fixed metrics come first, then its per-item series (`NAME:KEY`, SPEC 7):
+    those named in `only`, or, given `engine` and `until_us`, every one seen in history
+    before `until_us` (the end of the report's period).
+    """
     found = []
     for src in config.sources:
-        for metric, mtype in KINDS[src.kind].metrics.items():
-            if only is not None and (src.name, metric) not in only:
+        vendor = src.vendor
+        staleness_us = int(round(src.staleness * US_PER_SECOND))
+        metrics = list(vendor.metrics)
+        if only is not None:
+            metrics += [m for s, m in only if s == src.name and m not in vendor.metrics]
+        elif vendor.series_metrics and engine is not None and until_us is not None:
+            metrics += item_series(engine, src.name, until_us)
+        for metric in metrics:
+            mtype = vendor.metric_type_of(metric)
+            if mtype is None or (only is not None and (src.name, metric) not in only):
                 continue
-            found.append(SeriesInfo(src.name, metric, src.kind, mtype,
-                                    int(round(src.staleness * US_PER_SECOND))))
+            found.append(SeriesInfo(src.name, metric, src.kind, mtype, staleness_us))
     return found
 
 

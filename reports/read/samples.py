@@ -19,7 +19,6 @@ from sqlalchemy import Connection, Engine, select, text
 
 from etl.config import Config
 from etl.store.models import Series, from_micros, to_micros
-from etl.vendors import KINDS
 from etl.vendors.parsing import MAX_READING
 
 log = logging.getLogger("reports.read")
@@ -61,6 +60,7 @@ _PG_MINUS_INF = (
     "SELECT count(*) FROM samples WHERE series_id = %s AND observed_at >= %s "
     "AND observed_at < %s AND plan_limit < -1.7e308"
 )
+_ANY_BEFORE = text("SELECT 1 FROM samples WHERE series_id = :sid AND observed_at < :b LIMIT 1")
 _PREV_VALUE = text(
     "SELECT value FROM samples WHERE series_id = :sid AND observed_at < :a "
     "AND abs(value) <= :most ORDER BY observed_at DESC LIMIT 1"
@@ -88,6 +88,23 @@ def series_ids(engine: Engine) -> dict[tuple[str, str], int]:
     with engine.connect() as conn:
         return {(s, m): i for i, s, m in conn.execute(
             select(Series.id, Series.source, Series.metric))}
+
+
+def item_series(engine: Engine, source: str, until_us: int) -> list[str]:
+    """Return the per-item series (`NAME:KEY`, SPEC 7) of `source` seen before `until_us`.
+
+    In name order: the ones a report over a period ending then has rows for.
+    """
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Series.id, Series.metric).where(Series.source == source).order_by(Series.metric)
+        ).all()
+        found = []
+        for sid, metric in rows:
+            if ":" in metric and conn.execute(_ANY_BEFORE, {
+                    "sid": sid, "b": _bind(conn, until_us)}).first() is not None:
+                found.append(metric)
+    return found
 
 
 def _bind(conn: Connection, us: int) -> Any:
@@ -179,19 +196,19 @@ def latest_payload(engine: Engine, source: str, before: datetime) -> dict[str, A
 def source_snapshots(engine: Engine, config: Config, before: datetime) -> list[dict[str, Any]]:
     """Per source whose kind names display fields: those body fields of its latest snapshot.
 
-    One dict per such source, in config order: source, kind, the kind's display fields
-    (etl.vendors.VendorKind.display_fields, "" when absent) and the body's timestamp; the
-    HTML reports show them (escaped: it is vendor text).
+    One dict per such source, in config order: source, kind, `fields` (label, text) for the
+    kind's display fields (etl.vendors.VendorKind.display_fields, "" when absent) and the
+    body's timestamp; the HTML reports show them (escaped: it is vendor text).
     """
     found = []
     for src in config.sources:
-        fields = KINDS[src.kind].display_fields
+        fields = src.vendor.display_fields
         if not fields:
             continue
         body = latest_payload(engine, src.name, before) or {}
         found.append({
             "source": src.name, "kind": src.kind,
-            **{column: str(body.get(key, "")) for column, key in fields.items()},
+            "fields": [(label, str(body.get(key, ""))) for label, key in fields.items()],
             "observed_at": str(body.get("timestamp", "")),
         })
     return found

@@ -1,0 +1,443 @@
+"""Sources defined in config (`kind = "http_json"`, SPEC 7): JMESPath expressions over a JSON body.
+
+`configure` validates one `[[sources]]` table and compiles every expression once, at config
+load; the VendorKind it returns is that source's own kind (its URL, headers, request budget,
+metrics and parse), used like a built-in one by the collector, import, the writer and the
+reports. Expressions that are plain field paths (`a.b.c`, most of them) are read by a direct
+lookup with the same result as JMESPath's, the rest by jmespath itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from etl.errors import ParseError
+from etl.vendors import VendorKind
+from etl.vendors.parsing import (
+    MAX_READING,
+    STATUS_MAX_LEN,
+    http_url_problem,
+    number,
+    parse_timestamp,
+    to_payload,
+)
+from etl.vendors.types import MAX_METRIC_LEN, MetricType, Observation, SampleValue
+
+NAME = "http_json"
+DEFAULT_RATE = 60
+METRIC_NAME_RE = re.compile(r"^[a-z0-9_]+$")
+# RFC 9110 token: what a header name may hold.
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_KEY_CHAR_RE = re.compile(r"[^a-z0-9_.-]")
+METRIC_KEYS = frozenset({"name", "type", "value", "limit", "status", "each", "key"})
+SOURCE_KEYS = frozenset({"url", "auth_header", "auth_prefix", "headers",
+                         "max_requests_per_minute", "timestamp", "ok_when", "metrics"})
+
+Getter = Callable[[Any], Any]
+
+
+def compile_expression(text: str) -> Getter:
+    """A function reading JMESPath `text` from a JSON value (JMESPathError if it is bad)."""
+    import jmespath  # loaded with the first http_json source, not at start-up
+
+    parsed = jmespath.compile(text)
+    compared = _comparison(parsed.parsed)
+    if compared is not None:
+        return compared
+    path = _field_path(parsed.parsed)
+    if path is None:
+        return parsed.search
+    return _path_getter(path)
+
+
+def _comparison(node: Mapping[str, Any]) -> Getter | None:
+    """`a.b == 'text'` (or `!=`, a string or number literal) read directly, else None.
+
+    JMESPath equality is Python's except that a boolean never equals a number.
+    """
+    if node["type"] != "comparator" or node["value"] not in ("eq", "ne"):
+        return None
+    left, right = node["children"]
+    if left["type"] == "literal":
+        left, right = right, left
+    path = _field_path(left)
+    literal = right.get("value") if right["type"] == "literal" else None
+    if path is None or type(literal) not in (str, int, float):
+        return None
+    get = _path_getter(path)
+    want = node["value"] == "eq"
+    return lambda doc: ((found := get(doc)) == literal and type(found) is not bool) is want
+
+
+def _path_getter(path: tuple[str, ...]) -> Getter:
+    """A reader of `a.b.c` with JMESPath's result (null where a step is not an object)."""
+    # Unrolled for the usual depths: an import reads several per line.
+    if len(path) == 1:
+        (a,) = path
+        return lambda doc: doc.get(a) if type(doc) is dict else None
+    if len(path) == 2:
+        a, b = path
+
+        def get2(doc: Any) -> Any:
+            doc = doc.get(a) if type(doc) is dict else None
+            return doc.get(b) if type(doc) is dict else None
+
+        return get2
+    if len(path) == 3:
+        a, b, c = path
+
+        def get3(doc: Any) -> Any:
+            doc = doc.get(a) if type(doc) is dict else None
+            doc = doc.get(b) if type(doc) is dict else None
+            return doc.get(c) if type(doc) is dict else None
+
+        return get3
+    return lambda doc: _walk(doc, path)
+
+
+def _field_path(node: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The field names of an expression made only of `a.b.c` lookups, else None."""
+    if node["type"] == "field":
+        return (node["value"],)
+    if node["type"] != "subexpression":
+        return None
+    names: list[str] = []
+    for child in node["children"]:
+        sub = _field_path(child)
+        if sub is None:
+            return None
+        names.extend(sub)
+    return tuple(names)
+
+
+def _walk(doc: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        if type(doc) is not dict:
+            return None
+        doc = doc.get(name)
+    return doc
+
+
+def series_key(value: Any) -> str:
+    """The `KEY` of a per-item series (SPEC 7): lowercased, outside [a-z0-9_.-] -> `_`."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
+        raise ValueError("must be a non-empty string or a number")
+    text = value if isinstance(value, str) else format(value, "g")
+    return _KEY_CHAR_RE.sub("_", text.lower())
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One `[[sources.metrics]]` entry, its expressions compiled."""
+
+    name: str
+    type: MetricType
+    value: Getter
+    value_text: str
+    limit: Getter | None = None
+    status: Getter | None = None
+    each: Getter | None = None
+    each_text: str = ""
+    key: Getter | None = None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One http_json source: where to GET, how to authenticate, what to read."""
+
+    url: str
+    auth_header: str
+    auth_prefix: str
+    headers: Mapping[str, str]
+    metrics: tuple[MetricSpec, ...]
+    timestamp: Getter | None = None
+    ok_when: Getter | None = None
+    ok_when_text: str = ""
+
+    def auth_headers(self, secret: str) -> dict[str, str]:
+        """The fixed headers, plus the credential in `auth_header` when there is one."""
+        found = dict(self.headers)
+        if secret:
+            found[self.auth_header] = f"{self.auth_prefix}{secret}"
+        return found
+
+    def parse(
+        self,
+        source: str,
+        body: Any,
+        *,
+        received_at: datetime | None = None,
+        observed_at: datetime | None = None,
+        payload: str | None = None,
+        origin: str = "collect",
+    ) -> Observation:
+        """One Observation from a body (ParseError naming the expression when it is invalid).
+
+        observed_at: the body's `timestamp` when the source configures one (as WireSocket's),
+        else the caller's (`observed_at`, else `received_at`, as Nected's).
+        """
+        if self.ok_when is not None and not _truthy(self.ok_when(body)):
+            raise ParseError(f"ok_when {self.ok_when_text!r}: not true for this response")
+        if self.timestamp is not None:
+            at = parse_timestamp(self.timestamp(body), "timestamp")
+        else:
+            at = observed_at or received_at  # type: ignore[assignment]
+            if at is None:
+                raise ParseError("observed_at: required (the source configures no timestamp)")
+        samples: list[SampleValue] = []
+        for metric in self.metrics:
+            if metric.each is None:
+                samples.append(_sample(metric, metric.name, body, ""))
+            else:
+                samples.extend(_series(metric, body))
+        return Observation(source, NAME, at, payload if payload is not None else to_payload(body),
+                           tuple(samples), received_at, origin)
+
+
+def _truthy(value: Any) -> bool:
+    """JMESPath truth: false, null, "", [] and {} are false; everything else (0 too) is true."""
+    return not (value is None or value is False or value in ("", [], {}))
+
+
+def _sample(metric: MetricSpec, name: str, item: Any, where: str) -> SampleValue:
+    raw = metric.value(item)
+    if (type(raw) is int or type(raw) is float) and 0 <= raw <= MAX_READING:  # the usual case
+        value = float(raw)
+    else:
+        field = f"{metric.name}{where}: value {metric.value_text!r}"
+        if raw is None:
+            raise ParseError(f"{field}: missing")
+        value = number(raw, field)
+    limit = None
+    if metric.limit is not None:
+        found = metric.limit(item)
+        # SPEC 5: a missing, null, negative (or non-numeric) limit is no limit.
+        if (type(found) is int or type(found) is float) and 0 <= found <= MAX_READING:
+            limit = float(found)
+    status = None
+    if metric.status is not None:
+        text = metric.status(item)
+        status = text[:STATUS_MAX_LEN] if isinstance(text, str) else None
+    return SampleValue(name, value, limit, status, metric.type)
+
+
+def _series(metric: MetricSpec, body: Any) -> list[SampleValue]:
+    assert metric.each is not None and metric.key is not None
+    items = metric.each(body)
+    if not isinstance(items, list):
+        raise ParseError(f"{metric.name}: each {metric.each_text!r}: not a list")
+    found: dict[str, SampleValue] = {}
+    for i, item in enumerate(items):
+        where = f"[{i}]"
+        try:
+            key = series_key(metric.key(item))
+        except ValueError as exc:
+            raise ParseError(f"{metric.name}{where}: key {exc}") from None
+        name = f"{metric.name}:{key}"
+        if len(name) > MAX_METRIC_LEN:
+            raise ParseError(f"{metric.name}{where}: series {name!r} is longer than "
+                             f"{MAX_METRIC_LEN} characters")
+        if name in found:
+            raise ParseError(f"{metric.name}{where}: key {key!r} appears twice in this response")
+        found[name] = _sample(metric, name, item, where)
+    return list(found.values())
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+def configure(entry: Mapping[str, Any], label: str, problems: list[str]) -> VendorKind | None:
+    """The kind of the http_json source in `entry`, or None once its problems are appended.
+
+    Every expression is compiled here, so a bad one is refused with the config (SPEC 7).
+    """
+    before = len(problems)
+    url = entry.get("url")
+    if url is None:
+        problems.append(f"{label}.url: required for an http_json source")
+    else:
+        bad = http_url_problem(url)
+        if bad:
+            problems.append(f"{label}.url: {bad}")
+    auth_header = _text(entry, "auth_header", "Authorization", label, problems)
+    if not HEADER_NAME_RE.fullmatch(auth_header):
+        problems.append(f"{label}.auth_header: must be an HTTP header name")
+    default_prefix = "Bearer " if auth_header.lower() == "authorization" else ""
+    auth_prefix = _text(entry, "auth_prefix", default_prefix, label, problems, empty=True)
+    headers = _headers(entry.get("headers", {}), label, problems)
+    rpm = entry.get("max_requests_per_minute", DEFAULT_RATE)
+    if isinstance(rpm, bool) or not isinstance(rpm, int) or not 1 <= rpm <= 100_000:
+        problems.append(f"{label}.max_requests_per_minute: must be a whole number from 1 "
+                        "to 100000")
+        rpm = DEFAULT_RATE
+    timestamp = _expression(entry, "timestamp", label, problems)
+    ok_when = _expression(entry, "ok_when", label, problems)
+    metrics = _metrics(entry.get("metrics"), label, problems)
+    if len(problems) > before:
+        return None
+    assert isinstance(url, str)
+    spec = SourceSpec(url=url, auth_header=auth_header, auth_prefix=auth_prefix,
+                      headers=headers, metrics=metrics, timestamp=timestamp, ok_when=ok_when,
+                      ok_when_text=str(entry.get("ok_when", "")))
+    return _bound_kind(spec, rpm)
+
+
+def _bound_kind(spec: SourceSpec, rpm: int) -> VendorKind:
+    return VendorKind(
+        name=NAME,
+        metrics={m.name: m.type for m in spec.metrics if m.each is None},
+        series_metrics={m.name: m.type for m in spec.metrics if m.each is not None},
+        limited_metrics=frozenset(m.name for m in spec.metrics if m.limit is not None),
+        secret_keys=KIND.secret_keys,
+        secret_required=False,
+        rate_limit=(rpm, 60.0),
+        url=lambda base_url, region: spec.url,
+        auth_headers=spec.auth_headers,
+        parse=spec.parse,
+        time_in_body=spec.timestamp is not None,
+        config_keys=KIND.config_keys,
+        summary=KIND.summary,
+    )
+
+
+def _text(entry: Mapping[str, Any], key: str, default: str, label: str, problems: list[str],
+          *, empty: bool = False) -> str:
+    value = entry.get(key, default)
+    if not isinstance(value, str) or (not value and not empty) or not _header_safe(value):
+        problems.append(f"{label}.{key}: must be printable ASCII text")
+        return default
+    return value
+
+
+def _header_safe(value: str) -> bool:
+    return value.isascii() and value.isprintable()
+
+
+def _headers(value: Any, label: str, problems: list[str]) -> dict[str, str]:
+    if not isinstance(value, dict):
+        problems.append(f"{label}.headers: must be a table of header names to text")
+        return {}
+    found: dict[str, str] = {}
+    for name, text in value.items():
+        if not HEADER_NAME_RE.fullmatch(name):
+            problems.append(f"{label}.headers.{name}: not an HTTP header name")
+        elif not isinstance(text, str) or not _header_safe(text):
+            problems.append(f"{label}.headers.{name}: must be printable ASCII text")
+        else:
+            found[name] = text
+    return found
+
+
+def _expression(table: Mapping[str, Any], key: str, label: str, problems: list[str],
+                *, required: bool = False) -> Getter | None:
+    text = table.get(key)
+    if text is None:
+        if required:
+            problems.append(f"{label}.{key}: required, a JMESPath expression")
+        return None
+    if not isinstance(text, str) or not text.strip():
+        problems.append(f"{label}.{key}: must be a JMESPath expression (a string)")
+        return None
+    from jmespath.exceptions import JMESPathError
+
+    try:
+        return compile_expression(text)
+    except JMESPathError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        problems.append(f"{label}.{key}: not a valid JMESPath expression: {text!r} ({reason})")
+        return None
+
+
+def _metrics(value: Any, label: str, problems: list[str]) -> tuple[MetricSpec, ...]:
+    if not isinstance(value, list) or not value:
+        problems.append(f"{label}.metrics: required, at least one [[sources.metrics]] table")
+        return ()
+    found: list[MetricSpec] = []
+    names: set[str] = set()
+    for i, entry in enumerate(value):
+        spec = _metric(entry, f"{label}.metrics[{i}]", problems)
+        if spec is None:
+            continue
+        if spec.name in names:
+            problems.append(f"{label}.metrics[{i}].name: duplicate metric name {spec.name!r}")
+            continue
+        names.add(spec.name)
+        found.append(spec)
+    return tuple(found)
+
+
+def _metric(entry: Any, label: str, problems: list[str]) -> MetricSpec | None:
+    if not isinstance(entry, dict):
+        problems.append(f"{label}: must be a table")
+        return None
+    before = len(problems)
+    for key in sorted(set(entry) - METRIC_KEYS):
+        problems.append(f"{label}.{key}: unknown key")
+    name = entry.get("name")
+    if not isinstance(name, str) or not METRIC_NAME_RE.fullmatch(name):
+        problems.append(f"{label}.name: required, lowercase letters, digits or '_' only")
+    elif len(name) >= MAX_METRIC_LEN:
+        problems.append(f"{label}.name: at most {MAX_METRIC_LEN - 1} characters")
+    kind = entry.get("type")
+    if kind not in (MetricType.COUNTER, MetricType.GAUGE):
+        problems.append(f"{label}.type: required, 'counter' or 'gauge'")
+    value = _expression(entry, "value", label, problems, required=True)
+    limit = _expression(entry, "limit", label, problems)
+    status = _expression(entry, "status", label, problems)
+    each = _expression(entry, "each", label, problems)
+    key = _expression(entry, "key", label, problems)
+    if ("each" in entry) != ("key" in entry):
+        present, absent = ("each", "key") if "each" in entry else ("key", "each")
+        problems.append(f"{label}.{absent}: required with {present}")
+    if len(problems) > before:
+        return None
+    assert isinstance(name, str) and value is not None
+    return MetricSpec(name=name, type=MetricType(str(kind)), value=value,
+                      value_text=str(entry["value"]), limit=limit, status=status, each=each,
+                      each_text=str(entry.get("each", "")), key=key)
+
+
+def _no_source(*_args: Any, **_kw: Any) -> Any:
+    raise ParseError("an http_json source reads bodies through its own configured kind")
+
+
+EXAMPLE_BODY = {
+    "status": "ok",
+    "meta": {"generated_at": "2026-11-21T10:00:00Z"},
+    "totals": {"calls": 1200},
+    "plan": {"calls_limit": 100000, "state": "active"},
+    "data": [{"model": "gpt-4o", "n_tokens": 5000}, {"model": "GPT 4o mini", "n_tokens": 800}],
+}
+# The SPEC 7 example source, as a config table (the contract tests configure it).
+EXAMPLE_SOURCE: dict[str, Any] = {
+    "url": "https://api.acme.example/v2/usage",
+    "auth_header": "X-Api-Key",
+    "timestamp": "meta.generated_at",
+    "ok_when": "status == 'ok'",
+    "metrics": [
+        {"name": "api_calls", "type": "counter", "value": "totals.calls",
+         "limit": "plan.calls_limit", "status": "plan.state"},
+        {"name": "tokens", "type": "counter", "each": "data", "key": "model",
+         "value": "n_tokens"},
+    ],
+}
+
+# The kind as the registry lists it; each source gets its own from `configure`.
+KIND = VendorKind(
+    name=NAME,
+    metrics={},
+    secret_keys=("token_env", "token_file"),
+    secret_required=False,
+    rate_limit=(DEFAULT_RATE, 60.0),
+    url=_no_source,
+    auth_headers=_no_source,
+    parse=_no_source,
+    config_keys=SOURCE_KEYS,
+    configure=configure,
+    example_body=EXAMPLE_BODY,
+    summary="any JSON usage endpoint, its metrics given as JMESPath expressions in the config",
+)
