@@ -13,8 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from etl.store.models import RollupDay, RollupDirty, Sample, from_micros
+from etl.store.models import RollupDay, RollupDirty, Sample, Snapshot, from_micros
 from etl.vendors.parsing import MAX_READING
 
 # The figures of a day row that are readings: a row holding one beyond MAX_READING was built
@@ -110,6 +112,9 @@ class RollupStore:
         invalidate_dirty(engine)
         self._rows: dict[tuple[int, str], tuple[float, str]] = {}
         self._new: dict[tuple[int, str], dict[str, Any]] = {}
+        # Every write adds a snapshot row (ids only grow): one committed after this point,
+        # which the report's reads may have missed, makes its rows unfit to keep.
+        self._watermark = _last_snapshot_id(engine)
         with engine.connect() as conn:
             sel = select(RollupDay.series_id, RollupDay.day, RollupDay.staleness, RollupDay.data)
             result = conn.execute(
@@ -151,8 +156,11 @@ class RollupStore:
         """Store what `put` collected (replacing rows of the same days)."""
         if not self._new:
             return
-        rows = list(self._new.values())
+        rows = sorted(self._new.values(), key=lambda r: (r["series_id"], r["day"]))
+        self._new.clear()
         with self.engine.begin() as conn:
+            if _last_snapshot_id(conn) != self._watermark:
+                return  # a write landed since the reads began: the next report computes anew
             by_series: dict[int, list[str]] = {}
             for row in rows:
                 by_series.setdefault(row["series_id"], []).append(row["day"])
@@ -161,5 +169,26 @@ class RollupStore:
                     conn.execute(delete(RollupDay).where(
                         RollupDay.series_id == sid, RollupDay.tz == self.tz,
                         RollupDay.day.in_(days[i:i + 500])))
-            conn.execute(insert(RollupDay), rows)
-        self._new.clear()
+            conn.execute(_upsert(conn), rows)
+
+
+def _last_snapshot_id(bind: Engine | Connection) -> int:
+    stmt = select(func.max(Snapshot.id))
+    if isinstance(bind, Engine):
+        with bind.connect() as conn:
+            return int(conn.scalar(stmt) or 0)
+    return int(bind.scalar(stmt) or 0)
+
+
+def _upsert(conn: Connection) -> Any:
+    """INSERT of rollup rows that replaces a row another report stored meanwhile.
+
+    Two cold reports of one day at once (replicas' nightly jobs) store the same figures:
+    never a duplicate key.
+    """
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = dialect_insert(RollupDay)
+    keys = ("series_id", "tz", "day")
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c: stmt.excluded[c] for c in ("day_start", "day_end", "staleness", "data")})

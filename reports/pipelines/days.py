@@ -14,7 +14,13 @@ from etl.config import Config
 from etl.store.rollups import RollupStore
 from reports.compute.daily import DAY_COLUMNS, aggregate_days
 from reports.periods import US_PER_SECOND, Period
-from reports.read.samples import item_series, read_prev_value, read_samples, series_ids
+from reports.read.samples import (
+    item_series,
+    read_prev_value,
+    read_samples,
+    read_snapshot,
+    series_ids,
+)
 
 # Days read per query: bounds memory at millions of samples per series and month (a month
 # of minute samples is about 45,000 rows, 1 MB); fewer, larger reads cost less per row.
@@ -74,7 +80,7 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
     days = period.days
     frames = []
     records: list[dict[str, object]] = []
-    with engine.connect() as conn:
+    with read_snapshot(engine) as conn:
         for info in series:
             sid = ids.get((info.source, info.metric))
             for i in range(0, len(days), chunk_days):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
@@ -81,6 +82,24 @@ class SampleArrays:
 
     def __len__(self) -> int:
         return len(self.t)
+
+
+@contextmanager
+def read_snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection whose reads all see one consistent state of the database.
+
+    Whatever commits meanwhile: REPEATABLE READ on PostgreSQL, one read transaction on
+    SQLite (WAL keeps its snapshot). Nothing is written through it; it is rolled back.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        else:
+            conn.exec_driver_sql("BEGIN")  # pysqlite would read each SELECT on its own
+        try:
+            yield conn
+        finally:
+            conn.rollback()
 
 
 def series_ids(engine: Engine) -> dict[tuple[str, str], int]:
