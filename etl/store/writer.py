@@ -9,8 +9,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, insert, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from etl.store.models import CollectionAttempt, Sample, Series, Snapshot
@@ -54,9 +52,14 @@ _series_cache: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], int]] = (
 
 
 def _insert_ignore(conn: Connection, table: type, conflict_cols: Sequence[str]):  # type: ignore[no-untyped-def]
+    # Each dialect's insert is imported when used: a SQLite process never loads PostgreSQL's.
     if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
         return pg_insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols))
     if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
         return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols))
     return insert(table)
 
