@@ -8,6 +8,7 @@ figures those spans can change; the reports then recompute only the missing days
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,10 +16,13 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 
 from etl.store.models import RollupDay, RollupDirty, Sample, Snapshot, from_micros
+from etl.textutil import first_line
 from etl.vendors.parsing import MAX_READING
 
+log = logging.getLogger("etl.store.rollups")
 # The figures of a day row that are readings: a row holding one beyond MAX_READING was built
 # from a reading reports now leave out (history older than that check), so it is rebuilt.
 _READING_FIGURES = ("min", "max", "first_value", "last_value")
@@ -104,14 +108,26 @@ class RollupStore:
 
     Create it before reading (it applies the dirty spans first), `get` what is there,
     `put` what had to be computed, `flush` to store those.
+
+    Rollups are a cache: a report never needs the write lock just to read. When the dirty
+    spans cannot be applied (SQLite locked past its busy timeout, a lock wait on
+    PostgreSQL), no stored row is trusted and every day is computed from the samples; when
+    the computed rows cannot be stored, they are not. Either way one warning says that
+    nothing was cached, and `cached` is False.
     """
 
     def __init__(self, engine: Engine, tz: str, start_us: int, end_us: int) -> None:
         self.engine = engine
         self.tz = tz
-        invalidate_dirty(engine)
+        self.cached = True
         self._rows: dict[tuple[int, str], tuple[float, str]] = {}
         self._new: dict[tuple[int, str], dict[str, Any]] = {}
+        self._watermark = 0
+        try:
+            invalidate_dirty(engine)
+        except OperationalError as exc:
+            self._give_up(exc)
+            return
         # Every write adds a snapshot row (ids only grow): one committed after this point,
         # which the report's reads may have missed, makes its rows unfit to keep.
         self._watermark = _last_snapshot_id(engine)
@@ -130,6 +146,8 @@ class RollupStore:
     def get(self, series_id: int, days: Sequence[str], staleness_s: float
             ) -> list[dict[str, Any]] | None:
         """The stored rows of these days, or None if any is missing or was built otherwise."""
+        if not self.cached:
+            return None
         out = []
         for day in days:
             hit = self._rows.get((series_id, day))
@@ -154,10 +172,17 @@ class RollupStore:
 
     def flush(self) -> None:
         """Store what `put` collected (replacing rows of the same days)."""
-        if not self._new:
+        if not self._new or not self.cached:
+            self._new.clear()
             return
         rows = sorted(self._new.values(), key=lambda r: (r["series_id"], r["day"]))
         self._new.clear()
+        try:
+            self._store(rows)
+        except OperationalError as exc:
+            self._give_up(exc)
+
+    def _store(self, rows: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:
             if _last_snapshot_id(conn) != self._watermark:
                 return  # a write landed since the reads began: the next report computes anew
@@ -170,6 +195,14 @@ class RollupStore:
                         RollupDay.series_id == sid, RollupDay.tz == self.tz,
                         RollupDay.day.in_(days[i:i + 500])))
             conn.execute(_upsert(conn), rows)
+
+    def _give_up(self, exc: OperationalError) -> None:
+        self.cached = False
+        error = first_line(exc)
+        # An event for the daemon's structured log (etl.runtime.logs), a line for the CLI.
+        log.warning("report built from the samples, nothing cached: the daily rollups could "
+                    "not be updated (%s)", error,
+                    extra={"event": "rollups-not-cached", "fields": {"error": error}})
 
 
 def _last_snapshot_id(bind: Engine | Connection) -> int:

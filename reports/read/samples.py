@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -169,6 +169,26 @@ def read_samples(conn: Connection, series_id: int, start_us: int, end_us: int) -
 def _stored_minus_inf(cur: Any, sqlite: bool, params: tuple[Any, ...]) -> bool:
     cur.execute(_SQLITE_MINUS_INF if sqlite else _PG_MINUS_INF, params)
     return bool(cur.fetchone()[0])
+
+
+def read_series_samples(engine: Engine, keys: Iterable[tuple[str, str]], start_us: int,
+                        end_us: int) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """(times in epoch us, values) of each stored (source, metric) in [start_us, end_us).
+
+    For quantities no day rollup can give (a month's p95 needs every reading); series that
+    are not stored are left out.
+    """
+    wanted = list(dict.fromkeys(keys))
+    if not wanted:
+        return {}
+    ids = series_ids(engine)
+    out = {}
+    with engine.connect() as conn:
+        for key in wanted:
+            if key in ids:
+                arr = read_samples(conn, ids[key], start_us, end_us)
+                out[key] = (arr.t, arr.value)
+    return out
 
 
 def read_prev_value(conn: Connection, series_id: int, before_us: int) -> float | None:
