@@ -25,7 +25,7 @@ from reports.compute.quantities import FROM_SAMPLES
 from reports.names import ReportFormat, billing_name, output_dir, report_formats
 from reports.periods import Period, month_period, resolve_tz, us_to_datetime
 from reports.pipelines.days import configured_series, series_day_rows
-from reports.read.samples import read_series_samples, source_snapshots
+from reports.read.samples import read_series_samples, read_snapshot, source_snapshots
 from reports.render.charts import billing_chart
 from reports.render.csv import write_csv
 from reports.render.html import Chart, render_report, table_from_frame, write_html
@@ -63,12 +63,15 @@ def billing(engine: Engine, config: Config, month: date, tz: str | None = None, 
     tz_name = tz or config.timezone
     period = month_period(first, resolve_tz(tz_name))
     wanted = [(r.source, r.metric) for r in config.billing]
-    rows = series_day_rows(engine, configured_series(config, wanted), period,
-                           rollup_tz=tz_name if rollups else None)
-    # A month's p95 is no function of its days' figures: those rules read their samples.
-    samples = read_series_samples(
-        engine, [(r.source, r.metric) for r in config.billing if r.aggregation in FROM_SAMPLES],
-        period.start_us, period.end_us)
+    with read_snapshot(engine) as snapshot:
+        rows = series_day_rows(engine, configured_series(config, wanted), period,
+                               rollup_tz=tz_name if rollups else None, snapshot=snapshot)
+        # A month's p95 is no function of its days' figures: those rules read their
+        # samples, in the same snapshot as the day rows.
+        samples = read_series_samples(
+            snapshot,
+            [(r.source, r.metric) for r in config.billing if r.aggregation in FROM_SAMPLES],
+            period.start_us, period.end_us)
     now = now or datetime.now(UTC)
     table = billing_table(rows, config.billing, period, now=now, samples=samples)
     return BillingResult(engine, config, first, period, tz_name, rows, table, now, samples)

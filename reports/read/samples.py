@@ -171,23 +171,23 @@ def _stored_minus_inf(cur: Any, sqlite: bool, params: tuple[Any, ...]) -> bool:
     return bool(cur.fetchone()[0])
 
 
-def read_series_samples(engine: Engine, keys: Iterable[tuple[str, str]], start_us: int,
+def read_series_samples(conn: Connection, keys: Iterable[tuple[str, str]], start_us: int,
                         end_us: int) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
     """(times in epoch us, values) of each stored (source, metric) in [start_us, end_us).
 
     For quantities no day rollup can give (a month's p95 needs every reading); series that
-    are not stored are left out.
+    are not stored are left out. `conn` is the report's read_snapshot(), so these samples
+    and the report's day rows come from one state of the database.
     """
     wanted = list(dict.fromkeys(keys))
     if not wanted:
         return {}
-    ids = series_ids(engine)
+    ids = series_ids(conn.engine)
     out = {}
-    with engine.connect() as conn:
-        for key in wanted:
-            if key in ids:
-                arr = read_samples(conn, ids[key], start_us, end_us)
-                out[key] = (arr.t, arr.value)
+    for key in wanted:
+        if key in ids:
+            arr = read_samples(conn, ids[key], start_us, end_us)
+            out[key] = (arr.t, arr.value)
     return out
 
 
