@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -22,6 +23,7 @@ from benchmarks import collector_bench, imports, reports_bench, startup, vendors
 from benchmarks.workload import Workload, config_text, write_archive
 
 GIB = 1 << 30
+SECTIONS = ("import", "reports", "collector", "startup", "vendors")
 
 
 @dataclass(frozen=True)
@@ -66,37 +68,45 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
     """The headline figures (ratios against the same-run baselines) from the raw results."""
     out: dict[str, Any] = {}
     for engine in ("sqlite", "postgresql"):
-        res = results["import"].get(engine, {})
-        if "skipped" in res:
+        res = results.get("import", {}).get(engine, {})
+        if not res or "skipped" in res:
             continue
         out[f"import_{engine}_library"] = res["import_library_ratio"]
         out[f"import_{engine}_cli"] = res["import_cli_ratio"]
         out[f"import_{engine}_write_path"] = res["write_ratio"]
-    rep = results["reports"]
-    out["reports_cold"] = rep["cold_ratio"]
-    out["reports_cold_peak_rss_gib"] = rep["cold_peak_rss_bytes"] / GIB
-    out["reports_cold_other_tz"] = rep["cold_other_tz_ratio"]
-    out["reports_plain_peak_rss_gib"] = rep["plain_peak_rss_bytes"] / GIB
-    out["reports_warm"] = rep["warm_ratio"]
-    out["reports_warm_seconds"] = rep["warm_s"]
-    out["reports_warm_frames_seconds"] = rep["warm_frames_s"]
-    out["reports_warm_identical"] = rep["warm_identical_to_cold"]
-    col = results["collector"]
-    out["collector_polls_per_s"] = col["sustained_polls_per_s"]
-    out["collector_capacity_polls_per_s"] = col["capacity_polls_per_s"]
-    out["collector_vs_plain_loop"] = col["capacity_ratio"]
-    out["collector_every_poll_stored"] = col["every_poll_stored"]
-    out["collector_no_schedule_lag"] = col["no_schedule_lag"]
-    out["storage_bytes_per_sample"] = results["import"]["sqlite"]["storage"]["bytes_per_sample"]
-    start = results["startup"]
-    out["startup_help_vs_import_click"] = start["help_ratio"]
-    out["startup_version_vs_import_click"] = start["version_ratio"]
-    out["startup_status_seconds"] = start["status_s"]
-    out["startup_status_vs_import_click"] = start["status_ratio"]
-    ven = results["vendors"]
-    out["http_json_import_cpu_ratio"] = ven["import"]["import_ratio"]
-    out["http_json_parse_cpu_ratio"] = ven["import"]["parse_ratio"]
-    out["http_json_poll_cpu_ratio"] = ven["poll"]["ratio"]
+    if "reports" in results:
+        rep = results["reports"]
+        out["reports_cold"] = rep["cold_ratio"]
+        out["reports_cold_peak_rss_gib"] = rep["cold_peak_rss_bytes"] / GIB
+        out["reports_cold_other_tz"] = rep["cold_other_tz_ratio"]
+        out["reports_plain_peak_rss_gib"] = rep["plain_peak_rss_bytes"] / GIB
+        out["reports_warm"] = rep["warm_ratio"]
+        out["reports_warm_seconds"] = rep["warm_s"]
+        out["reports_warm_frames_seconds"] = rep["warm_frames_s"]
+        out["reports_warm_identical"] = rep["warm_identical_to_cold"]
+    if "collector" in results:
+        col = results["collector"]
+        out["collector_polls_per_s"] = col["sustained_polls_per_s"]
+        out["collector_capacity_polls_per_s"] = col["capacity_polls_per_s"]
+        out["collector_vs_plain_loop"] = col["capacity_ratio"]
+        out["collector_every_poll_stored"] = col["every_poll_stored"]
+        out["collector_no_schedule_lag"] = col["no_schedule_lag"]
+    if "import" in results:
+        storage = results["import"]["sqlite"]["storage"]
+        out["storage_bytes_per_sample"] = storage["bytes_per_sample"]
+    if "startup" in results:
+        start = results["startup"]
+        out["startup_help_vs_import_click"] = start["help_ratio"]
+        out["startup_version_vs_import_click"] = start["version_ratio"]
+        out["startup_status_seconds"] = start["status_s"]
+        out["startup_status_vs_import_click"] = start["status_ratio"]
+        out["startup_status_cpu_seconds"] = start["status_cpu_s"]
+        out["startup_help_cpu_vs_import_click"] = start["help_cpu_ratio"]
+    if "vendors" in results:
+        ven = results["vendors"]
+        out["http_json_import_cpu_ratio"] = ven["import"]["import_ratio"]
+        out["http_json_parse_cpu_ratio"] = ven["import"]["parse_ratio"]
+        out["http_json_poll_cpu_ratio"] = ven["poll"]["ratio"]
     return out
 
 
@@ -126,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="write every figure and raw timing here")
     ap.add_argument("--workdir", metavar="DIR", help="where to put the archive and databases")
     ap.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
+    ap.add_argument("--only", action="append", choices=SECTIONS, metavar="SECTION",
+                    help=f"run only this section (repeatable; {', '.join(SECTIONS)})")
     args = ap.parse_args(argv)
+    wanted = set(args.only or SECTIONS)
     size = QUICK if args.quick else FULL
     own = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="usage-etl-bench-"))
@@ -136,43 +149,56 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     started = time.perf_counter()
+    # The load average before and after: how busy the machine was is part of the figures.
     results: dict[str, Any] = {"size": asdict(size), "quick": args.quick,
+                               "sections": sorted(wanted),
                                "machine": {"python": platform.python_version(),
-                                           "platform": platform.platform()}}
+                                           "platform": platform.platform(),
+                                           "cpus": os.cpu_count(),
+                                           "loadavg_at_start": os.getloadavg()}}
     try:
-        w = size.import_workload
-        archive = workdir / "archive.jsonl"
-        lines = write_archive(w, archive)
-        cfg = workdir / "import.toml"
-        cfg.write_text(config_text(w, f"sqlite:///{workdir / 'unused.db'}"))
-        log(f"workload: {lines:,} archive lines, {w.samples:,} samples to import")
-        results["import"] = imports.run(archive, cfg, workdir, postgres=not args.no_postgres,
-                                        rounds=size.import_rounds, log=log)
-        archive.unlink()
-
-        rw = size.reports_workload
-        rcfg = workdir / "reports.toml"
-        rcfg.write_text(config_text(rw, f"sqlite:///{workdir / 'reports.db'}"))
-        results["reports"] = reports_bench.run(rw, workdir, rcfg, rounds=size.reports_rounds,
-                                               log=log)
-        results["collector"] = collector_bench.run(
-            size.collector_sources, size.collector_rounds, workdir,
-            capacity_rounds=size.collector_capacity_rounds, log=log)
-        results["startup"] = startup.run(workdir, rounds=size.startup_rounds,
-                                         demo_days=size.demo_days, log=log)
-        results["vendors"] = vendors_bench.run(workdir, lines=size.vendor_lines,
-                                               polls=size.vendor_polls,
-                                               repeats=size.import_rounds + 1, log=log)
+        if "import" in wanted:
+            w = size.import_workload
+            archive = workdir / "archive.jsonl"
+            lines = write_archive(w, archive)
+            cfg = workdir / "import.toml"
+            cfg.write_text(config_text(w, f"sqlite:///{workdir / 'unused.db'}"))
+            log(f"workload: {lines:,} archive lines, {w.samples:,} samples to import")
+            results["import"] = imports.run(archive, cfg, workdir, postgres=not args.no_postgres,
+                                            rounds=size.import_rounds, log=log)
+            archive.unlink()
+        if "reports" in wanted:
+            rw = size.reports_workload
+            rcfg = workdir / "reports.toml"
+            rcfg.write_text(config_text(rw, f"sqlite:///{workdir / 'reports.db'}"))
+            results["reports"] = reports_bench.run(rw, workdir, rcfg,
+                                                   rounds=size.reports_rounds, log=log)
+        if "collector" in wanted:
+            results["collector"] = collector_bench.run(
+                size.collector_sources, size.collector_rounds, workdir,
+                capacity_rounds=size.collector_capacity_rounds, log=log)
+        if "startup" in wanted:
+            results["startup"] = startup.run(workdir, rounds=size.startup_rounds,
+                                             demo_days=size.demo_days, log=log)
+        if "vendors" in wanted:
+            results["vendors"] = vendors_bench.run(workdir, lines=size.vendor_lines,
+                                                   polls=size.vendor_polls,
+                                                   repeats=size.import_rounds, log=log)
     finally:
         if own:
             shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:  # the raw timings first, so that nothing measured is lost
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     figs = figures(results)
     met = verdicts(figs)
     results["figures"] = figs
     results["goals_met"] = met
     results["elapsed_s"] = time.perf_counter() - started
+    results["machine"]["loadavg_at_end"] = os.getloadavg()
     print(table(figs, met))
-    print(f"total {results['elapsed_s']:.0f} s")
+    load = results["machine"]
+    print(f"total {results['elapsed_s']:.0f} s; load average (1 min) {load['loadavg_at_start'][0]:.1f} "
+          f"at the start, {load['loadavg_at_end'][0]:.1f} at the end, on {load['cpus']} CPUs")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     return 0

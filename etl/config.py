@@ -9,7 +9,7 @@ import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +24,15 @@ from etl.alerts.rules import (
     SecretRef,
     WebhookNotifier,
     webhook_url,
+)
+from etl.billing_rules import (
+    BILLING_KEYS,
+    Aggregation,
+    BillingRule,
+    bounded_decimal,
+    decimal_value,
+    parse_aggregation,
+    parse_pricing,
 )
 from etl.errors import ConfigError, SecretError
 from etl.secrets import read_secret
@@ -44,8 +53,6 @@ MAX_SECONDS = 366 * 24 * 3600.0
 # Config money and quantities (included, prices): at most 10^15, the largest reading
 # (etl.vendors.parsing.MAX_READING), and at most 12 decimal places; anything beyond is a
 # typo or hostile ("1e999999999") and cannot be billed exactly (docs/configuration.md).
-MAX_CONFIG_DECIMAL = Decimal(10**15)
-MAX_CONFIG_DECIMAL_PLACES = 12
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 REGION_RE = re.compile(r"^[a-z0-9-]+$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
@@ -73,7 +80,6 @@ SOURCE_ANY_KEYS = SOURCE_COMMON_KEYS.union(*(_kind_keys(k) for k in BUILT_IN_KIN
 
 def _any_source_keys() -> set[str]:
     return SOURCE_COMMON_KEYS.union(*(_kind_keys(k) for k in KINDS.values()))
-BILLING_KEYS = {"source", "metric", "aggregation", "included", "unit_price", "currency"}
 # Environment variables that override top-level keys (the CLI's --database-url beats them).
 ENV_OVERRIDES = {
     "USAGE_ETL_DATABASE_URL": "database_url",
@@ -143,18 +149,6 @@ class SourceConfig:
         if self.secret_env is None and self.secret_file is None:
             return ""
         return read_secret(self.secret_origin, self.secret_env, self.secret_file)
-
-
-@dataclass(frozen=True)
-class BillingRule:
-    """One `[[billing]]` entry."""
-
-    source: str
-    metric: str
-    aggregation: str
-    included: Decimal
-    unit_price: Decimal
-    currency: str
 
 
 @dataclass(frozen=True)
@@ -634,32 +628,6 @@ def _source_secret(
     return entry.get(kind.secret_keys[0]), entry.get(kind.secret_keys[1])
 
 
-def _decimal(value: Any) -> Decimal | None:
-    """The one check of every config amount, price and quantity.
-
-    `value` as a Decimal from 0 to MAX_CONFIG_DECIMAL with at most MAX_CONFIG_DECIMAL_PLACES
-    places, else None.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    text = str(value).strip()
-    if len(text) > 100:  # no amount needs more; Decimal() of a huge literal is slow
-        return None
-    try:
-        # str() first so a TOML float such as 0.1 becomes Decimal("0.1"), not its binary value.
-        result = Decimal(text)
-    except InvalidOperation:
-        return None
-    if not result.is_finite() or not 0 <= result <= MAX_CONFIG_DECIMAL:
-        return None
-    if result and int(result.normalize().as_tuple().exponent) < -MAX_CONFIG_DECIMAL_PLACES:
-        return None
-    return result
-
-
-_DECIMAL_RANGE = f"from 0 to 10^15 with at most {MAX_CONFIG_DECIMAL_PLACES} decimal places"
-
-
 def _parse_billing(
     entry: Any, i: int, declared: Mapping[str, VendorKind | None], problems: list[str]
 ) -> BillingRule | None:
@@ -677,28 +645,37 @@ def _parse_billing(
         problems.append(f"{label}.{key}: unknown key")
     source, kind = _billing_source(entry.get("source"), label, declared, problems)
     metric = _billing_metric(entry.get("metric"), label, source, kind, problems)
-    aggregation = entry.get("aggregation")
-    if not isinstance(aggregation, str) or aggregation not in ("increase", "peak"):
-        problems.append(f"{label}.aggregation: must be 'increase' or 'peak'")
-    elif (
-        aggregation == "increase"
+    aggregation = parse_aggregation(entry.get("aggregation"), f"{label}.aggregation", problems)
+    if (
+        aggregation is Aggregation.INCREASE
         and kind is not None
         and metric is not None
         and kind.metric_type_of(metric) == MetricType.GAUGE
     ):
         problems.append(f"{label}.aggregation: 'increase' needs a counter; {metric!r} is a gauge")
-    included, unit_price, currency = _billing_price(entry, label, problems)
+    # Unset, a rule bills from the first unit in US dollars (documented in docs/configuration.md).
+    included = bounded_decimal(entry.get("included", 0), f"{label}.included", problems)
+    pricing = parse_pricing(entry, label, problems)
+    currency = entry.get("currency", "USD")
+    if not isinstance(currency, str) or not CURRENCY_RE.fullmatch(currency):
+        problems.append(f"{label}.currency: must be a three-letter code such as 'USD'")
     if len(problems) > before or kind is None:
         return None
-    assert source is not None and metric is not None and isinstance(aggregation, str)
-    assert included is not None and unit_price is not None
+    assert source is not None and metric is not None and aggregation is not None
+    assert included is not None and pricing is not None
     return BillingRule(
         source=source,
         metric=metric,
         aggregation=aggregation,
         included=included,
-        unit_price=unit_price,
+        unit_price=pricing.unit_price,
         currency=currency,
+        pricing=pricing.pricing,
+        package_size=pricing.package_size,
+        package_price=pricing.package_price,
+        tiers=pricing.tiers,
+        flat_fee=pricing.flat_fee,
+        minimum=pricing.minimum,
     )
 
 
@@ -732,27 +709,6 @@ def _billing_metric(
     else:
         return metric
     return None
-
-
-def _billing_price(
-    entry: Mapping[str, Any], label: str, problems: list[str]
-) -> tuple[Decimal | None, Decimal | None, str]:
-    """Return (included, unit_price, currency).
-
-    Unset, a rule bills from the first unit in US dollars (docs/configuration.md).
-    """
-    included = _decimal(entry.get("included", 0))
-    if included is None:
-        problems.append(f"{label}.included: must be a number {_DECIMAL_RANGE}")
-    unit_price = _decimal(entry.get("unit_price"))
-    if unit_price is None:
-        problems.append(f"{label}.unit_price: required, a decimal string or number "
-                        f"{_DECIMAL_RANGE}")
-    currency = entry.get("currency", "USD")
-    if not isinstance(currency, str) or not CURRENCY_RE.fullmatch(currency):
-        problems.append(f"{label}.currency: must be a three-letter code such as 'USD'")
-        currency = "USD"
-    return included, unit_price, currency
 
 
 # --- [[notifiers]] and [[alerts]] (SPEC 8) -----------------------------------------------
@@ -998,7 +954,7 @@ def _alert_threshold(entry: Mapping[str, Any], label: str, condition: Condition 
         if entry[str(condition)] is not True:
             problems.append(f"{label}.{condition}: must be true")
     elif condition is not None:
-        threshold = _decimal(entry[str(condition)])
+        threshold = decimal_value(entry[str(condition)])
         if threshold is None or threshold < 0 or (
                 condition is Condition.ABOVE_PCT and threshold == 0):
             bound = "above 0" if condition is Condition.ABOVE_PCT else "of 0 or more"
@@ -1006,7 +962,7 @@ def _alert_threshold(entry: Mapping[str, Any], label: str, condition: Condition 
             threshold = None
     clear: Decimal | None = None
     if "clear_pct" in entry:
-        clear = _decimal(entry["clear_pct"])
+        clear = decimal_value(entry["clear_pct"])
         if condition is not Condition.ABOVE_PCT:
             problems.append(f"{label}.clear_pct: only goes with above_pct")
         elif clear is None or clear < 0:

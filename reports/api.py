@@ -26,6 +26,7 @@ import pandas as pd
 from sqlalchemy import BigInteger, ColumnElement, Engine, Select, cast, func, select, type_coerce
 from sqlalchemy.engine import URL, make_url
 
+from etl.billing_rules import Aggregation, Pricing
 from etl.config import Config, database_url_problem, load_config
 from etl.errors import InputError
 from etl.store.engine import ensure_schema, make_engine, normalize_url
@@ -60,7 +61,7 @@ ATTEMPT_COLUMNS = ["source", "started_at", "finished_at", "outcome", "http_statu
                    "latency_ms", "tries", "samples_stored", "error"]
 SERIES_COLUMNS = ["source", "metric", "kind", "metric_type", "samples", "first", "last"]
 _MONEY_COLUMNS = ["quantity", "included", "overage", "unit_price", "amount", "mtd_quantity",
-                  "mtd_amount", "projected_quantity", "projected_amount"]
+                  "mtd_amount", "projected_quantity", "projected_amount", "flat_fee", "minimum"]
 _RECONCILE_MONEY = ["metered_quantity", "invoiced_quantity", "quantity_diff", "metered_amount",
                     "invoiced_amount", "amount_diff"]
 
@@ -480,7 +481,8 @@ def _typed_billing(df: pd.DataFrame, zone: ZoneInfo, decimal: bool) -> pd.DataFr
     df["month"] = df["month"].astype("string")
     for col in ("source", "metric"):
         df[col] = _category(df[col].astype(object), list(dict.fromkeys(df[col])))
-    df["aggregation"] = _category(df["aggregation"].astype(object), ["increase", "peak"])
+    df["aggregation"] = _category(df["aggregation"].astype(object), list(Aggregation))
+    df["pricing"] = _category(df["pricing"].astype(object), list(Pricing))
     df["currency"] = df["currency"].astype("string")
     _money(df, _MONEY_COLUMNS, decimal)
     df["coverage_pct"] = df["coverage_pct"].astype("Float64")
@@ -489,6 +491,7 @@ def _typed_billing(df: pd.DataFrame, zone: ZoneInfo, decimal: bool) -> pd.DataFr
     used = df["included_used_up_on"].astype(object).where(df["included_used_up_on"].notna())
     df["included_used_up_on"] = _local_days(used, zone)
     df["used_up_projected"] = df["used_up_projected"].astype("boolean")
+    df["minimum_applied"] = df["minimum_applied"].astype("boolean")
     return df[BILLING_COLUMNS]
 
 

@@ -86,8 +86,9 @@ def test_a_database_error_in_a_command_is_still_one_line_exit_1(tmp_path: Path) 
     proc = subprocess.run([sys.executable, "-m", "etl", "--config", str(config), "status"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 1
+    # One line naming the database (password masked) and what it said.
     assert proc.stderr.strip().splitlines() == [
-        "usage-etl: error: database: no such table: collection_attempts"]
+        f"usage-etl: error: database sqlite:///{db}: no such table: collection_attempts"]
 
 
 def test_the_revision_read_from_the_scripts_is_alembics_head() -> None:

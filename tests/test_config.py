@@ -189,12 +189,12 @@ WRONG_TYPES = [
     (f"[[sources]]\n{SOURCE}timeout_seconds = true\n", "sources.x.timeout_seconds"),
     (billing(currency="1"), "billing[0].currency: must be a three-letter code"),
     (billing(currency='"USD\\n"'), "billing[0].currency: must be a three-letter code"),
-    (billing(aggregation='["peak"]'), "billing[0].aggregation: must be 'increase' or 'peak'"),
+    (billing(aggregation='["peak"]'), "billing[0].aggregation: must be one of: increase, peak, p95, twa, unit_hours, last"),
     (billing(metric='["x"]'), "billing[0].metric: must be a string, not an array"),
     (billing(metric="{x = 1}"), "billing[0].metric: must be a string, not a table"),
     (billing(source='["x"]'), "billing[0].source: must be a string naming a source"),
     (billing(included="[]"), "billing[0].included: must be a number from 0 to 10^15"),
-    (billing(unit_price="{}"), "billing[0].unit_price: required"),
+    (billing(unit_price="{}"), "billing[0].unit_price: must be a number from 0 to 10^15"),
     ("[[sources]]\n[[billing]]\n", "billing[0].source: required"),
 ]
 
@@ -247,6 +247,7 @@ def test_billing_defaults_bill_from_the_first_unit_in_usd(tmp_path: Path) -> Non
 
 
 def test_config_doc_lists_every_key_and_override() -> None:
+    from etl.billing_rules import TIER_KEYS
     from etl.config import (
         ALERT_KEYS,
         BILLING_KEYS,
@@ -258,7 +259,7 @@ def test_config_doc_lists_every_key_and_override() -> None:
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     notifier_keys = set().union(*NOTIFIER_KEYS.values())
-    for key in TOP_KEYS | SOURCE_ANY_KEYS | BILLING_KEYS | ALERT_KEYS | notifier_keys:
+    for key in TOP_KEYS | SOURCE_ANY_KEYS | BILLING_KEYS | TIER_KEYS | ALERT_KEYS | notifier_keys:
         assert f"`{key}`" in doc, key
     for env in [*ENV_OVERRIDES, "USAGE_ETL_CONFIG", "USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS"]:
         assert f"`{env}`" in doc, env

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -96,3 +97,32 @@ def test_demo_again_starts_from_a_fresh_database(tmp_path: Path) -> None:
     assert after["collect"] == before["collect"] == 3
     # Without a report builder the demo prints what is stored instead.
     assert any("ws-prod/connections:" in line for line in lines)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_commands_demo_sh_prints_under_try_run_when_pasted_into_a_new_shell(
+        tmp_path: Path) -> None:
+    # A new shell: no venv on PATH, nothing of ours in the environment, another folder.
+    clean = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
+             "LANG": "C.UTF-8"}
+    demo = subprocess.run(
+        ["bash", str(REPO / "scripts" / "demo.sh"), "--dir", str(tmp_path / "demo"),
+         "--days", "1"],
+        env=clean, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert demo.returncode == 0, demo.stderr
+    lines = demo.stdout.splitlines()
+    tries = lines[next(i for i, ln in enumerate(lines) if ln.endswith("Try:")) + 1:]
+    assert len(tries) == 2 and all(t.startswith("  ") for t in tries), lines
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    billing, export = (subprocess.run(["bash", "-c", line.strip()], env=clean, cwd=elsewhere,
+                                      capture_output=True, text=True, timeout=300)
+                       for line in tries)
+    assert billing.returncode == 0, billing.stderr
+    assert [Path(p).name[:7] for p in billing.stdout.split()] == ["billing", "billing"]
+    assert all(Path(p).is_file() for p in billing.stdout.split())
+    assert export.returncode == 0, export.stderr
+    assert export.stdout.splitlines()[0] == "observed_at,source,metric,value,limit,status"
+    assert len(export.stdout.splitlines()) > 100

@@ -111,6 +111,22 @@ def test_retry_after_past_the_next_poll_gives_up_at_once(
     assert sleeps.calls == []
 
 
+def test_a_retry_after_we_cap_is_reported_as_the_vendor_sent_it_and_as_capped(
+    simulator: SimulatedVendor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    simulator.set_fault("rate_limit", retry_after="86400")  # a day; we wait at most 6 h
+    result = poll(sim_source(simulator, "wiresocket", monkeypatch, interval=60),
+                  sleep=SleepRecorder())
+    assert result.outcome == "rate_limited" and result.retry_after == 21600
+    assert result.error is not None
+    assert result.error.endswith("(Retry-After 86400 s from the vendor, capped at 21600 s)")
+    simulator.set_fault("rate_limit", retry_after="600")  # under the cap: no note
+    result = poll(sim_source(simulator, "wiresocket", monkeypatch, interval=60),
+                  sleep=SleepRecorder())
+    assert result.retry_after == 600 and result.error is not None
+    assert "capped" not in result.error
+
+
 def test_persistent_500_is_retried_a_bounded_number_of_times(
     simulator: SimulatedVendor, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -156,3 +156,80 @@ def test_reports_of_history_loaded_with_usage_etl_import(tmp_path: Path) -> None
     assert_subsecond_reports({d: rows(f"daily-{d}.csv")
                               for d in ("2026-05-02", "2026-05-03", "2026-05-04")},
                              rows("billing-2026-05.csv"))
+
+
+HEADER = "source,month,metric,quantity,amount"
+
+
+@pytest.mark.parametrize(("body", "line", "reason"), [
+    # An unquoted grouping comma splits the number into more cells than the header has.
+    (f"{HEADER}\nrules,2026-05,invocations,1,234,567,2467.13\n", 2,
+     "7 cells, the header has 5"),
+    (f"{HEADER}\nrules,2026-05,invocations,105\n", 2, "4 cells, the header has 5"),
+    (f"{HEADER}\nrules,2026-05,invocations,105,0.01,\n", 2, "6 cells, the header has 5"),
+    # Line numbers are the file's, blank lines and a line break inside quotes included.
+    (f'{HEADER}\n\n"rules",2026-05,"invo\ncations",105\n', 3, "4 cells, the header has 5"),
+    (f'{HEADER}\r\nrules,2026-05,invocations,"1,234.50",0.01\r\n', 2,
+     "column quantity: '1,234.50' has a ','"),
+    (f"{HEADER}\nrules,2026-05,invocations,105,$0.01\n", 2,
+     "column amount: '$0.01' has a currency sign ($)"),
+    (f"{HEADER}\nrules,2026-05,invocations,105,0.01 €\n", 2,
+     "column amount: '0.01 €' has a currency sign (€)"),
+    (f"{HEADER}\nrules,2026-05,invocations,1 050,0.01\n", 2,
+     "column quantity: '1 050' has a space as a grouping separator"),
+    (f"{HEADER}\nrules,2026-05,invocations,1e2,0.01\n", 2,
+     "column quantity: '1e2' is not a number"),
+    ("source;month;metric;quantity;amount\nrules;2026-05;invocations;1.050;0,01\n", 2,
+     "column quantity: '1.050' has a '.' that reads as a grouping separator"),
+    ("source;month;metric;quantity;amount\nrules;2026-05;invocations;1.050,5;0,01\n", 2,
+     "column quantity: '1.050,5' has a grouping separator"),
+    ("source;month;metric;quantity;amount\nrules;2026-05;invocations;105;0,01;x\n", 2,
+     "6 cells, the header has 5"),
+])
+def test_an_invoice_row_that_is_not_plain_is_refused_naming_file_line_and_cell(
+        setup: tuple[Path, Path], tmp_path: Path, body: str, line: int, reason: str) -> None:
+    cfg, out = setup
+    invoice = tmp_path / "inv.csv"
+    invoice.write_bytes(body.encode())
+    result = run(cfg, "reconcile", "--month", "2026-05", "--invoice", str(invoice))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"usage-etl: error: {invoice}:{line}: {reason}")
+    assert not out.exists() or not list(out.iterdir())
+
+
+@pytest.mark.parametrize("raw", [
+    # Excel in a decimal-comma locale: BOM, semicolons, CRLF, decimal commas.
+    b"\xef\xbb\xbfsource;month;metric;quantity;amount\r\nrules;2026-05;invocations;105;0,01\r\n",
+    b"\xef\xbb\xbfSource;Month;Metric;Quantity;Amount;Note\r\n"
+    b'rules;2026-05;invocations;105;"0,01";"a; b"\r\n;;;;;;\r\n',
+    # Old Mac line endings, comma file, quoted cells.
+    b'source,month,metric,quantity,amount\r"rules","2026-05","invocations","105","0.01"\r',
+])
+def test_an_invoice_saved_by_a_spreadsheet_is_read(setup: tuple[Path, Path], tmp_path: Path,
+                                                   raw: bytes) -> None:
+    cfg, out = setup
+    invoice = tmp_path / "inv.csv"
+    invoice.write_bytes(raw)
+    result = run(cfg, "reconcile", "--month", "2026-05", "--invoice", str(invoice),
+                 "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = (out / "reconcile-2026-05.csv").read_text().splitlines()
+    assert rows[1].startswith("rules,2026-05,invocations,105,105,0,0.01,0.01,0.00,match")
+
+
+@pytest.mark.parametrize(("header", "reason"), [
+    ("source\tmonth\tmetric\tquantity\tamount",
+     "the header line is one cell 'source\\tmonth\\tmetric\\tquantity\\tamount': expected "
+     "the columns source, month, metric, quantity, amount separated by commas or semicolons"),
+    ("source;month;metric;qty;amount",
+     "missing column(s): quantity (the header has: source, month, metric, qty, amount)"),
+])
+def test_an_invoice_header_message_says_what_the_header_has(
+        setup: tuple[Path, Path], tmp_path: Path, header: str, reason: str) -> None:
+    cfg, _ = setup
+    invoice = tmp_path / "inv.csv"
+    invoice.write_text(f"{header}\nrules;2026-05;invocations;105;0,01\n")
+    result = run(cfg, "reconcile", "--month", "2026-05", "--invoice", str(invoice))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"usage-etl: error: {invoice}:1: {reason}"

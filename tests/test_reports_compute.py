@@ -199,7 +199,8 @@ def test_daily_increases_add_up_to_the_month(points: list[tuple[int, int]], spli
 def test_cumulative_quantity_stops_at_now_for_a_month_in_progress() -> None:
     import pandas as pd
 
-    from reports.compute.billing import cumulative_quantity
+    from etl.billing_rules import Aggregation
+    from reports.compute.quantities import cumulative_quantities
 
     day = 86_400_000_000
     days = pd.DataFrame(
@@ -210,14 +211,15 @@ def test_cumulative_quantity_stops_at_now_for_a_month_in_progress() -> None:
             "samples": [2, 2, 0, 0],
         }
     )
-    assert cumulative_quantity(days, "increase") == [Decimal(5), Decimal(12), Decimal(12), Decimal(12)]
+    assert cumulative_quantities(days, Aggregation.INCREASE) == [Decimal(5), Decimal(12), Decimal(12), Decimal(12)]
     # "now" is during day 2 (index 1): later days have not begun and are left out.
-    assert cumulative_quantity(days, "increase", now_us=day + 5) == [Decimal(5), Decimal(12), None, None]
-    assert cumulative_quantity(days, "peak", now_us=day + 5) == [Decimal(10), Decimal(17), None, None]
+    assert cumulative_quantities(days, Aggregation.INCREASE, now_us=day + 5) == [Decimal(5), Decimal(12), None, None]
+    assert cumulative_quantities(days, Aggregation.PEAK, now_us=day + 5) == [Decimal(10), Decimal(17), None, None]
 
 
 def test_fractional_counter_adds_the_decimals_the_vendor_sent() -> None:
-    from reports.compute.billing import cumulative_quantity
+    from etl.billing_rules import Aggregation
+    from reports.compute.quantities import cumulative_quantities
 
     b = day_bounds(2)
     t = np.array([b[0] + 1 * H, b[0] + 2 * H, b[0] + 3 * H, b[1] + 1 * H, b[1] + 2 * H])
@@ -232,7 +234,7 @@ def test_fractional_counter_adds_the_decimals_the_vendor_sent() -> None:
                            staleness_us=600 * 1_000_000, prev_value=999_999_999.9)
     assert float(whole["increase"][0]) == 1.9
     assert combine_days(rows)["increase"] == 1.9
-    assert cumulative_quantity(rows, "increase") == [Decimal("0.65"), Decimal("1.9")]
+    assert cumulative_quantities(rows, Aggregation.INCREASE) == [Decimal("0.65"), Decimal("1.9")]
     vals = day_report_values(rows.iloc[0], "counter")
     assert vals["increase"] == 0.65 and vals["resets"] == 1
 
@@ -240,18 +242,21 @@ def test_fractional_counter_adds_the_decimals_the_vendor_sent() -> None:
 def test_billing_quantity_and_overage_of_fractional_days_print_without_trailing_zero() -> None:
     import pandas as pd
 
+    from etl.billing_rules import Aggregation
     from etl.config import BillingRule
-    from reports.compute.billing import charge, cumulative_quantity
+    from reports.compute.pricing import charge
+    from reports.compute.quantities import cumulative_quantities, month_quantity
     from reports.render.csv import format_cell
 
     days = pd.DataFrame({"day_start_us": [0, 86_400_000_000], "increase": [100.5, 99.5],
                          "max": [np.nan, np.nan], "samples": [3, 3]})
-    cum = cumulative_quantity(days, "increase")
+    cum = cumulative_quantities(days, Aggregation.INCREASE)
     assert cum == [Decimal("100.5"), Decimal(200)]
-    assert cum[-1] is not None and format_cell(cum[-1]) == "200"  # not 200.0
-    rule = BillingRule("rules", "invocations", "increase", Decimal(100), Decimal("0.002"), "USD")
-    overage, amount = charge(cum[-1], rule)
-    assert (format_cell(overage), format_cell(amount)) == ("100", "0.20")
+    assert format_cell(month_quantity(cum)) == "200"  # not 200.0
+    rule = BillingRule("rules", "invocations", Aggregation.INCREASE, Decimal(100),
+                       Decimal("0.002"), "USD")
+    billed = charge(month_quantity(cum), rule)
+    assert (format_cell(billed.overage), format_cell(billed.amount)) == ("100", "0.20")
 
 
 def naive_decimal_days(t: list[int], k: list[int], bounds: np.ndarray) -> list[Decimal]:
@@ -275,8 +280,9 @@ def naive_decimal_days(t: list[int], k: list[int], bounds: np.ndarray) -> list[D
                 min_size=0, max_size=60))
 def test_fractional_daily_increases_are_exact_decimals_that_add_up_to_the_month(
         points: list[tuple[int, int]]) -> None:
-    from reports.compute.billing import cumulative_quantity
+    from etl.billing_rules import Aggregation
     from reports.compute.daily import exact_total
+    from reports.compute.quantities import cumulative_quantities
 
     b = day_bounds(10)
     t = [int(b[0]) + m * MIN for m, _ in points]
@@ -290,7 +296,7 @@ def test_fractional_daily_increases_are_exact_decimals_that_add_up_to_the_month(
     # ...and the month (billing quantity, combined days, one whole-period row) is their sum.
     month = sum(expected, Decimal(0))
     assert exact_total(days["increase"]) == month
-    cum = cumulative_quantity(days, "increase")
+    cum = cumulative_quantities(days, Aggregation.INCREASE)
     assert cum[-1] == month
     whole = aggregate_days(np.array(t, dtype=np.int64), v, None, b[[0, -1]],
                            metric_type="counter", staleness_us=30 * MIN)

@@ -343,6 +343,21 @@ def test_rate_limited_source_waits_for_retry_after(
     sched.collector.close()
 
 
+def test_a_retry_after_we_cap_pauses_for_the_cap_and_says_what_the_vendor_sent(
+    engine: Engine, sim: SimulatedVendor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    sched = make_scheduler(engine, sim, tmp_path, clock, monkeypatch)
+    rules = sched.config.source("rules")
+    sim.set_fault("rate_limit", vendor="nected", retry_after="86400")  # a day; our cap is 6 h
+    limited = sched.poll_source(rules)
+    assert limited is not None and limited.retry_after == 21600
+    _, until, reason = state(engine, "rules")
+    assert until == clock.now + timedelta(seconds=21600)
+    assert reason == "rate_limited: vendor asked to wait 86400s; paused 21600s (our cap)"
+    sched.collector.close()
+
+
 def test_slot_trigger_stays_on_the_grid_with_jitter() -> None:
     trigger = SlotTrigger("ws-prod", interval=60, jitter=3)
     offset = trigger.offset  # a stable hash of the name, in [0, 60)

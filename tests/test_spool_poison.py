@@ -50,3 +50,22 @@ def test_a_refused_spool_file_is_skipped_then_set_aside_with_its_reason(
     assert "surrogate" in reason
     assert spool.replay(engine).refused == 0
     assert stored_sources(engine) == ["ws-b"]
+
+
+def test_a_poll_the_database_refuses_never_costs_the_healthy_one_beside_it(
+    engine: Engine,
+) -> None:
+    from etl.store.writer import record_polls_apart
+
+    bad, good = poll("ws-a", T0, "warn\ud800"), poll("ws-b", T0, "ok")
+    recorded = record_polls_apart(engine, [bad, good])
+    assert [(r.source, r.outcome) for r in recorded] == [
+        ("ws-a", Outcome.INVALID_RESPONSE), ("ws-b", Outcome.OK)]
+    assert (recorded[0].error or "").startswith("the database refused this response: ")
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT source, outcome, samples_stored FROM collection_attempts ORDER BY source"
+        )).all()
+        samples = conn.execute(text("SELECT count(*) FROM samples")).scalar_one()
+    assert [tuple(r) for r in rows] == [("ws-a", "invalid_response", 0), ("ws-b", "ok", 2)]
+    assert samples == 2

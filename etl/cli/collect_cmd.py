@@ -34,8 +34,12 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
     --force is given: its line says until when, and it counts as not polled. Requests per
     credential are paced across every usage-etl process of this host.
 
-    Exit status 0 when every source was polled, 1 when any failed or was skipped, 2 for a
-    bad config or a missing secret.
+    A poll the database cannot take (SQLite locked past its busy timeout, a server gone)
+    is kept in the spool folder and its line says so; the next collect (or a running
+    schedule) stores it.
+
+    Exit status 0 when every source was polled and stored, 1 when any failed, was skipped
+    or could only be spooled, 2 for a bad config or a missing secret.
 
     \b
     Example:
@@ -43,12 +47,16 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
       usage-etl collect --source ws-prod --source rules
       usage-etl collect --force --source ws-prod    # check a fixed credential now
     """
-    from etl.runtime.collect_run import collect_once
+    from etl.runtime.collect_run import Kept, collect_once
 
     config = app.config
     sources = config.select_sources(list(names))
     config.check_secrets(sources)
-    results = collect_once(app.engine, config, names, force=force)
+    kept = Kept()
+    results = collect_once(app.engine, config, names, force=force, kept=kept)
+    if kept.replayed is not None and kept.replayed.replayed:
+        click.echo(f"stored {kept.replayed.replayed} poll(s) an earlier collect had spooled",
+                   err=True)
     width = max(len(r.source) for r in results)
     for r in results:
         latency = f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "-"
@@ -58,8 +66,14 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
             line += f"  {r.error}"
         if r.outcome == Outcome.SKIPPED:
             line += " (--force polls it anyway)"
+        if r.source in kept.spooled:
+            line += (f"  NOT STORED: the database refused it ({kept.database_error}); kept in "
+                     f"{kept.spooled[r.source]}, stored by the next collect or schedule")
+        elif r.source in kept.lost:
+            line += (f"  LOST: the database refused it ({kept.database_error}) and the spool "
+                     f"too ({kept.lost[r.source]})")
         click.echo(line)
-    if any(not r.ok for r in results):
+    if any(not r.ok for r in results) or kept.spooled or kept.lost:
         sys.exit(1)
 
 
@@ -72,14 +86,15 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Traffic model seed.")
 @click.option("--fault", type=click.Choice(["none", "rate_limit", "unavailable", "server_error",
                                             "unauthorized", "malformed", "slow", "oversize",
-                                            "error_code"]),
+                                            "error_code", "unlimited", "trickle"]),
               default="none", show_default=True, help="Answer every request with this fault.")
 @click.option("--retry-after", type=click.IntRange(min=0), default=1, show_default=True,
               metavar="SECONDS",
               help="Retry-After sent with the rate_limit (429) and unavailable (503) faults; "
               "0 sends none.")
 @click.option("--delay", type=click.FloatRange(min=0), default=2.0, show_default=True,
-              metavar="SECONDS", help="How long the slow fault waits before answering.")
+              metavar="SECONDS", help="How long the slow fault waits before answering, and the trickle fault "
+              "between two bytes of the body.")
 @click.option("--echo-credential", is_flag=True,
               help="Quote the request's credential in every error body (401, 429, 500, 503), "
               "like a careless vendor: for checking that no output shows it.")

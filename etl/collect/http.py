@@ -9,7 +9,11 @@ credential's pacer, and no wait may run past the caller's deadline (the next pol
 from __future__ import annotations
 
 import logging
+import math
+import os
 import random
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -36,7 +40,7 @@ from etl.vendors.types import Outcome
 __all__ = [
     "PACERS", "PACING_MARGIN_SECONDS", "FetchResult", "HttpFailure", "Pacer", "PacerRegistry",
     "classify_exception", "default_retry", "fetch_json", "new_session", "parse_retry_after",
-    "poll_deadline", "validate_response",
+    "poll_deadline", "retry_after_sent", "validate_response",
 ]
 
 log = logging.getLogger("etl.collect.http")
@@ -48,6 +52,9 @@ BACKOFF_JITTER = 0.5
 # Share of a source's interval that one poll may spend, retries and waits included.
 POLL_BUDGET_SHARE = 0.8
 RETRIABLE_STATUSES = frozenset({429, *range(500, 600)})
+# The longest Retry-After we honour (urllib3's own default cap): a vendor asking for more
+# (a day, a date next month) is waited this long, and the message says both figures.
+RETRY_AFTER_MAX_S = 6 * 3600.0
 USER_AGENT = f"usage-etl/{__version__}"
 
 Clock = Callable[[], float]
@@ -70,6 +77,8 @@ class HttpFailure(CollectError):
         super().__init__(message, outcome, http_status)
         self.retriable = retriable
         self.retry_after = retry_after
+        # What the vendor's Retry-After asked for, before RETRY_AFTER_MAX_S was applied.
+        self.retry_after_sent = retry_after
         self.cause = cause
         self.tries = 0
         self.latency_ms: float | None = None
@@ -157,14 +166,19 @@ def validate_response(
     if status in (401, 403):
         raise HttpFailure(f"HTTP {status}: credential refused{detail}", Outcome.AUTH_ERROR,
                           retriable=False, http_status=status)
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), retry)
+    sent = retry_after_sent(response.headers.get("Retry-After"), retry)
+    retry_after = None if sent is None else min(sent, RETRY_AFTER_MAX_S)
     retriable = retry.is_retry("GET", status, retry_after is not None)
     outcome = Outcome.RATE_LIMITED if status == 429 else Outcome.HTTP_ERROR
     if 300 <= status < 400:
         raise HttpFailure(f"HTTP {status}: unexpected redirect (not followed)", outcome,
                           retriable=False, http_status=status)
-    raise HttpFailure(f"HTTP {status}{detail}", outcome, retriable=retriable,
-                      http_status=status, retry_after=retry_after)
+    capped = (f" (Retry-After {sent:g} s from the vendor, capped at {retry_after:g} s)"
+              if sent is not None and retry_after is not None and sent > retry_after else "")
+    failure = HttpFailure(f"HTTP {status}{detail}{capped}", outcome, retriable=retriable,
+                          http_status=status, retry_after=retry_after)
+    failure.retry_after_sent = sent
+    raise failure
 
 
 def classify_exception(exc: BaseException) -> HttpFailure:
@@ -183,14 +197,29 @@ def classify_exception(exc: BaseException) -> HttpFailure:
 
 
 def parse_retry_after(value: str | None, retry: Retry | None = None) -> float | None:
-    """Seconds from a Retry-After header (seconds or HTTP date); None if absent, bad or <= 0."""
+    """Seconds to wait for a Retry-After header (seconds or HTTP date), capped.
+
+    At most RETRY_AFTER_MAX_S; None if absent, bad or <= 0.
+    """
+    sent = retry_after_sent(value, retry)
+    return None if sent is None else min(sent, RETRY_AFTER_MAX_S)
+
+
+def retry_after_sent(value: str | None, retry: Retry | None = None) -> float | None:
+    """Seconds a Retry-After header asks for, as the vendor sent it (no cap).
+
+    None if absent, bad or <= 0.
+    """
     if value is None:
         return None
+    policy = (retry or default_retry()).new()
+    # urllib3 >= 2.6 caps while parsing; the cap is ours to apply, and to report.
+    policy.retry_after_max = math.inf  # type: ignore[assignment,unused-ignore]
     try:
-        seconds = (retry or default_retry()).parse_retry_after(value)
+        seconds = policy.parse_retry_after(value)
     except InvalidHeader:
         return None
-    return seconds if seconds > 0 else None
+    return float(seconds) if seconds > 0 else None
 
 
 def fetch_json(
@@ -219,15 +248,12 @@ def fetch_json(
     tries = 0
     failure: HttpFailure | None = None
     while True:
-        remaining = deadline - clock()
-        if pacer is not None:
-            wait = pacer.reserve(max(0.0, remaining - 0.05))
-            if wait is None:
-                raise _no_slot(pacer, failure)
-            if wait > 0:
-                log.info("%s: pacing, waiting %.1f s for a request slot", label, wait)
-                sleep(wait)
-        per_try = max(0.05, min(timeout, deadline - clock()))
+        _await_slot(pacer, deadline - clock(), failure, label, sleep)
+        # One try, body included, ends by `timeout` and by the poll's deadline, whichever
+        # comes first: the socket timeouts bound each connect and each read, the watchdog in
+        # _read_capped the whole body (a vendor trickling bytes restarts the read timeout).
+        try_ends = min(clock() + timeout, deadline)
+        per_try = max(0.05, try_ends - clock())
         tries += 1
         started = time.perf_counter()
         response: requests.Response | None = None
@@ -237,7 +263,7 @@ def fetch_json(
                     url, headers=dict(headers), timeout=(per_try, per_try),
                     stream=True, allow_redirects=False,
                 )
-                body = _read_capped(response)
+                body = _read_capped(response, max(0.0, try_ends - clock()))
             finally:
                 if response is not None:
                     response.close()
@@ -267,6 +293,26 @@ def fetch_json(
         sleep(delay)
 
 
+def _await_slot(pacer: Pacer | None, remaining: float, failure: HttpFailure | None,
+                label: str, sleep: Sleep) -> None:
+    """Before a try: wait for the credential's request slot, all within `remaining` seconds.
+
+    Raises the last failure (or a timeout) when no time is left, and _no_slot's failure
+    when the pacer has no slot before the deadline: no try may start past it.
+    """
+    if remaining <= 0:
+        raise failure or HttpFailure("no time left before the next poll", Outcome.TIMEOUT,
+                                     retriable=False)
+    if pacer is None:
+        return
+    wait = pacer.reserve(max(0.0, remaining - 0.05))
+    if wait is None:
+        raise _no_slot(pacer, failure)
+    if wait > 0:
+        log.info("%s: pacing, waiting %.1f s for a request slot", label, wait)
+        sleep(wait)
+
+
 def poll_deadline(clock: Clock, interval_seconds: float) -> float:
     """When a poll must be over: before the source's next poll is due."""
     return clock() + interval_seconds * POLL_BUDGET_SHARE
@@ -287,7 +333,13 @@ def _increment(
     return retry.increment("GET", url, response=raw)
 
 
-def _read_capped(response: requests.Response) -> bytes:
+def _read_capped(response: requests.Response, budget: float) -> bytes:
+    """The body, at most MAX_BODY_BYTES, read within `budget` seconds (else a timeout).
+
+    The read timeout of the socket bounds each wait for bytes, not the body: a vendor that
+    sends one byte every 0.2 s would keep a read of 258 bytes going for 51 s. A watchdog
+    shuts the connection's socket down when the budget is spent, which ends the read.
+    """
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise HttpFailure(
@@ -296,15 +348,49 @@ def _read_capped(response: requests.Response) -> bytes:
         )
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_content(64 * 1024):
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HttpFailure(
-                f"response body larger than {MAX_BODY_BYTES} bytes",
-                Outcome.INVALID_RESPONSE, retriable=False, http_status=response.status_code,
-            )
-        chunks.append(chunk)
+    cut = threading.Event()
+    watchdog = threading.Timer(budget, _cut_off, args=(response, cut))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise HttpFailure(
+                    f"response body larger than {MAX_BODY_BYTES} bytes",
+                    Outcome.INVALID_RESPONSE, retriable=False, http_status=response.status_code,
+                )
+            chunks.append(chunk)
+    except Exception:  # noqa: BLE001 - whatever the cut made the read raise
+        if not cut.is_set():
+            raise
+    finally:
+        watchdog.cancel()
+    if cut.is_set():  # also when the cut looked like the end of a body without a length
+        of = f" of {declared}" if declared and declared.isdigit() else ""
+        raise HttpFailure(
+            f"read timed out: {size}{of} bytes of the body in {budget:.1f} s",
+            Outcome.TIMEOUT, retriable=True, http_status=response.status_code,
+        )
     return b"".join(chunks)
+
+
+def _cut_off(response: requests.Response, cut: threading.Event) -> None:
+    """End a body read from another thread: shut the connection's socket down.
+
+    Through a duplicate of the socket's descriptor: shutdown acts on the connection, so the
+    reading thread's recv returns at once, and nothing of the response is touched from here.
+    """
+    cut.set()
+    try:
+        fd = os.dup(response.raw.fileno())
+    except (OSError, ValueError, AttributeError):
+        return  # the response is closed already: the read has ended
+    try:
+        with socket.socket(fileno=fd) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # not connected any more: the read has ended anyway
 
 
 def _snippet(body: bytes | None, secrets: Iterable[str] = ()) -> str:
@@ -352,6 +438,7 @@ def _no_slot(pacer: Pacer, last: HttpFailure | None) -> HttpFailure:
         cause=last.cause,
     )
     failure.tries = last.tries
+    failure.retry_after_sent = last.retry_after_sent
     failure.latency_ms = last.latency_ms
     return failure
 

@@ -87,7 +87,8 @@ class Collector:
             return self._failed(source, started, Outcome.AUTH_ERROR, str(exc), secret)
         except HttpFailure as exc:
             return self._failed(source, started, exc.outcome, str(exc), secret, exc.http_status,
-                                exc.latency_ms, exc.tries, exc.retry_after)
+                                exc.latency_ms, exc.tries, exc.retry_after,
+                                exc.retry_after_sent)
         except Exception as exc:  # noqa: BLE001 - one broken poll must not stop the others
             log.debug("%s: unexpected error", source.name, exc_info=False)
             return self._failed(source, started, Outcome.CONNECTION_ERROR,
@@ -122,6 +123,7 @@ class Collector:
         latency_ms: float | None = None,
         tries: int = 0,
         retry_after: float | None = None,
+        retry_after_sent: float | None = None,
     ) -> PollRecord:
         error = redact(message, [secret] if secret else [])
         if tries > 1:
@@ -130,7 +132,7 @@ class Collector:
         return PollRecord(
             source=source.name, outcome=outcome, started_at=started, finished_at=self._now(),
             http_status=http_status, latency_ms=latency_ms, tries=tries, error=error,
-            observation=None, retry_after=retry_after,
+            observation=None, retry_after=retry_after, retry_after_sent=retry_after_sent,
         )
 
     def close(self) -> None:

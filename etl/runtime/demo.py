@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
+import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterator
@@ -250,10 +252,23 @@ def run_demo(
 
     echo(f"config:    {config_path.resolve()}")
     echo(f"done in {time.monotonic() - started:.1f} s. Try:")
-    echo(f"  usage-etl --config {config_path} report billing --month {now:%Y-%m}")
-    echo(f"  usage-etl --config {config_path} export --start {start:%Y-%m-%d} "
-         f"--end {now:%Y-%m-%d} --format csv")
+    again = f"{usage_etl_command()} --config {shlex.quote(str(config_path.resolve()))}"
+    echo(f"  {again} report billing --month {now:%Y-%m}")
+    echo(f"  {again} export --start {start:%Y-%m-%d} --end {now:%Y-%m-%d} --format csv")
     return result
+
+
+def usage_etl_command() -> str:
+    """usage-etl as a shell command that works when pasted into a new shell, anywhere.
+
+    The console script next to this interpreter by its absolute path (scripts/demo.sh runs
+    .venv/bin/usage-etl, which a new shell does not have on its PATH), else
+    `PYTHON -m etl` with this interpreter.
+    """
+    script = Path(sys.executable).parent / "usage-etl"
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(str(script.absolute()))
+    return f"{shlex.quote(sys.executable)} -m etl"
 
 
 def _status_lines(engine: Engine) -> list[str]:

@@ -1,14 +1,17 @@
-"""The daemon's nightly reports: which files each night owes, and building them."""
+"""The daemon's nightly reports: when each night comes, which files it owes, building them."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
 from etl.config import Config
 from reports.names import ReportFormat, billing_name, daily_name, report_files
+from reports.periods import local_midnight
 
 NIGHTLY_FORMATS = (ReportFormat.CSV, ReportFormat.HTML)
 
@@ -34,3 +37,24 @@ def nightly_reports(engine: Engine, config: Config, today: date) -> list[Path]:
     if today.day == 1 and config.billing:
         written += write_billing(billing(engine, config, yesterday), NIGHTLY_FORMATS, out_dir)
     return written
+
+
+def night_begins(today: date, tz: ZoneInfo, after_midnight: clock_time) -> datetime:
+    """When the nightly job of `today` is due (UTC): `after_midnight` after today's start.
+
+    The day starts at local midnight, or where a daylight-saving jump skips midnight at the
+    first instant that exists (fold=0, as the reports cut days, SPEC 5); the delay is real
+    elapsed time from there, so a skipped or repeated midnight still has exactly one night.
+    """
+    start = local_midnight(today, tz)
+    return start + timedelta(hours=after_midnight.hour, minutes=after_midnight.minute,
+                             seconds=after_midnight.second)
+
+
+def nights_due(first: date, now: datetime, tz: ZoneInfo,
+               after_midnight: clock_time) -> list[date]:
+    """Every night from `first` on (a `today` of nightly_files) whose time has come by `now`."""
+    last = now.astimezone(tz).date()
+    if now < night_begins(last, tz, after_midnight):
+        last -= timedelta(days=1)
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]

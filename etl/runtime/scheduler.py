@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -30,7 +29,7 @@ from etl.runtime.alerting import AlertWorker
 from etl.runtime.db_steps import DatabaseSteps
 from etl.runtime.logs import event
 from etl.runtime.metrics import Metrics, MetricsServer, database_accepts, spool_accepts
-from etl.runtime.nightly import nightly_files, nightly_reports
+from etl.runtime.nightly import night_begins, nightly_files, nightly_reports, nights_due
 from etl.runtime.status import failures_since_success
 from etl.slots import next_slot_start, phase_offset
 from etl.store.spool import ReplayResult, Spool, SpoolLock
@@ -62,6 +61,10 @@ POLL_THREAD_PREFIX = "usage-etl-job"
 NIGHTLY_AT = clock_time(0, 5)
 # Reports that could not be built (database away, disk full) are tried again this often.
 NIGHTLY_RETRY_S = 15 * 60.0
+# How often the daemon looks for nights owed (a few file checks); besides, it wakes at
+# each night's time. The look also catches up nights a suspended machine or a clock jump
+# skipped.
+NIGHTLY_TICK_S = 60.0
 # After --stop-timeout: how long a poll already writing its result may still finish, and
 # the least time the last spool replay gets, before the process leaves without them.
 FINISH_GRACE_S = 1.0
@@ -125,7 +128,8 @@ class Scheduler:
 
     `schema_ready=False` is spool-only mode, for a database that was unreachable at start-up:
     polls go to the spool until a replay pass has checked (or created) the schema.
-    `nightly_at` (local time in the config's zone) and `nightly_retry_s` exist for tests.
+    `nightly_at` (the time after each local day's start at which the previous day's
+    reports are built) and `nightly_retry_s` exist for tests; `clock` drives the nights.
 
     Alerts (SPEC 8) are evaluated after each stored poll in a thread of their own, so a slow
     receiver never delays polling; `metrics_listen` (``HOST:PORT``, default the config's
@@ -146,6 +150,7 @@ class Scheduler:
         schema_ready: bool = True,
         nightly_at: clock_time = NIGHTLY_AT,
         nightly_retry_s: float = NIGHTLY_RETRY_S,
+        nightly_tick_s: float = NIGHTLY_TICK_S,
         metrics_listen: str | None = None,
         db_step_timeout: float | None = None,
     ) -> None:
@@ -163,6 +168,7 @@ class Scheduler:
         self.report_engine = report_engine or engine
         self.nightly_at = nightly_at
         self.nightly_retry_s = nightly_retry_s
+        self.nightly_tick_s = nightly_tick_s
         self.gate = PollGate(engine)
         self.db = DatabaseSteps(DB_STEP_TIMEOUT_S if db_step_timeout is None else db_step_timeout)
         self._runtime = {s.name: _Runtime() for s in self.sources}
@@ -170,7 +176,10 @@ class Scheduler:
         self._inflight = 0
         self._finishing = 0  # polls past their HTTP request, storing and logging
         self._reports_busy = 0  # nightly builds running
-        self._reports_owed: set[date] = set()  # days whose nightly job waits for a retry
+        # The first night this daemon owes (its start day; earlier ones are done), and the
+        # nights whose build failed: not tried again before this time.monotonic().
+        self._first_night: date | None = None
+        self._night_retry_at: dict[date, float] = {}
         self._abandoned = False  # stop() gave up waiting: late polls neither store nor log
         self._inflight_cv = threading.Condition()
         self._emit_lock = threading.Lock()
@@ -364,6 +373,10 @@ class Scheduler:
         elif result.retry_after is not None and result.retry_after > 0:
             until = now + timedelta(seconds=result.retry_after)
             reason = f"{result.outcome}: vendor asked to wait {result.retry_after:g}s"
+            sent = result.retry_after_sent
+            if sent is not None and sent > result.retry_after:
+                reason = (f"{result.outcome}: vendor asked to wait {sent:g}s; paused "
+                          f"{result.retry_after:g}s (our cap)")
         rt.not_before = until
         rt.pause_saved = db_ok and self._save_state(source.name, failures, until, reason)
         return (until, reason) if until is not None and reason is not None else None
@@ -441,8 +454,9 @@ class Scheduler:
         self._emit(logging.INFO, "database-ready", database=redact_url(str(self.engine.url)),
                    pending_spool=len(self.spool))
         # Reports that failed only because the database was away need not wait out the delay.
-        for day in sorted(self._reports_owed.copy()):
-            self._retry_nightly(day, delay=0.0)
+        if self._night_retry_at:
+            self._night_retry_at.clear()
+            self._wake_nightly(0.0)
         return True
 
     def _log_replayed(self, poll: PollRecord) -> None:
@@ -452,19 +466,57 @@ class Scheduler:
         return self.clock().astimezone(self.config.tz).date()
 
     def nightly_due(self) -> date | None:
-        """The day whose nightly job should have run by now (today once its time has passed)."""
-        local = self.clock().astimezone(self.config.tz)
-        fire = datetime.combine(local.date(), self.nightly_at, tzinfo=self.config.tz)
-        return local.date() if local >= fire else None
+        """Today (local) once its night has come (see etl.runtime.nightly.night_begins)."""
+        today = self._local_today()
+        return today if self.clock() >= self._night_begins(today) else None
+
+    def _night_begins(self, today: date) -> datetime:
+        return night_begins(today, self.config.tz, self.nightly_at)
 
     def missing_reports(self, today: date) -> list[Path]:
         """The nightly report files due for `today` that do not exist yet."""
         return [p for p in nightly_files(self.config, today) if not p.is_file()]
 
+    def owed_nights(self) -> list[tuple[date, list[Path]]]:
+        """(night, missing files) for each night since start-up that has come and lacks files.
+
+        A night is a `today` of nightly_files: the reports of the local day before it (and on
+        the 1st the billing of the month before), SPEC 3. Nights are found by the clock, so
+        a skipped or repeated midnight, a suspended machine or a clock jump misses none.
+        """
+        if self._first_night is None:
+            self._first_night = self._local_today()
+        owed: list[tuple[date, list[Path]]] = []
+        for night in nights_due(self._first_night, self.clock(), self.config.tz,
+                                self.nightly_at):
+            missing = self.missing_reports(night)
+            if missing:
+                owed.append((night, missing))
+            elif not owed:
+                self._first_night = night + timedelta(days=1)  # done up to here
+        return owed
+
     def nightly(self, today: date | None = None) -> list[Path]:
         """Build the reports due after local midnight of `today` (default: today, report zone)."""
         written = self._build_nightly(today or self._local_today())
         return written or []
+
+    def nightly_tick(self) -> list[Path]:
+        """Build the reports of every night owed by now (owed_nights), oldest first.
+
+        A night whose build failed (or left files missing) is tried again once
+        `nightly_retry_s` has passed. Returns the files written. The daemon runs this every
+        `nightly_tick_s` and at each night's time.
+        """
+        written: list[Path] = []
+        for night, _missing in self.owed_nights():
+            if self._stopping.is_set():
+                break
+            if time.monotonic() < self._night_retry_at.get(night, 0.0):
+                continue
+            written += self._nightly_job(night)
+        self._wake_at_next_night()
+        return written
 
     def _build_nightly(self, today: date) -> list[Path] | None:
         """The nightly reports of `today`; None (logged) if they could not be built."""
@@ -474,7 +526,6 @@ class Scheduler:
                     self._schema_problem or "database not reachable since start-up")
             written = nightly_reports(self.report_engine, self.config, today)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the retry must still come
-            # (a job that raises is only logged by APScheduler, and never run again)
             self._emit(logging.ERROR, "reports-failed", day=today.isoformat(),
                        error=first_line(exc))
             return None
@@ -482,46 +533,53 @@ class Scheduler:
                    files=",".join(p.name for p in written))
         return written
 
-    def _nightly_job(self, today: date | None = None, only_missing: bool = False) -> None:
-        """The nightly job: the timed run, a catch-up at start or a retry.
-
-        It reschedules itself every `nightly_retry_s` until the day's report files exist.
-        """
-        if today is None:
-            today = self._local_today()
+    def _nightly_job(self, night: date) -> list[Path]:
+        """Build one night's missing reports; on failure set its retry time (logged)."""
         with self._inflight_cv:
             if self._stopping.is_set():
-                return
+                return []
             self._reports_busy += 1
         try:
             with self._nightly_lock:
-                if only_missing and not self.missing_reports(today):
-                    self._reports_owed.discard(today)
-                    return  # built meanwhile (by the timed run, another replica or a person)
-                written = self._build_nightly(today)
-                missing = self.missing_reports(today)
+                if not self.missing_reports(night):
+                    self._night_retry_at.pop(night, None)
+                    return []  # built meanwhile (another replica or a person)
+                written = self._build_nightly(night)
+                missing = self.missing_reports(night)
         finally:
             with self._inflight_cv:
                 self._reports_busy -= 1
                 self._inflight_cv.notify_all()
         if written is None or missing:
-            self._retry_nightly(today)
+            self._night_retry_at[night] = time.monotonic() + self.nightly_retry_s
+            self._emit(logging.WARNING, "reports-retry", day=night.isoformat(),
+                       at=datetime.now(UTC) + timedelta(seconds=self.nightly_retry_s))
+            if self.nightly_retry_s < self.nightly_tick_s:
+                self._wake_nightly(self.nightly_retry_s)
         else:
-            self._reports_owed.discard(today)
+            self._night_retry_at.pop(night, None)
+        return written or []
 
-    def _retry_nightly(self, today: date, delay: float | None = None) -> None:
+    def _wake_at_next_night(self) -> None:
+        """Have the tick run when the next night comes (on the clock), not a tick late."""
+        now = self.clock()
+        today = now.astimezone(self.config.tz).date()
+        begins = self._night_begins(today)
+        if now >= begins:
+            begins = self._night_begins(today + timedelta(days=1))
+        self._wake_nightly((begins - now).total_seconds(), "nightly-next")
+
+    def _wake_nightly(self, delay: float, job_id: str = "nightly-soon") -> None:
         sched = self._scheduler
         if sched is None or self._stopping.is_set():
             return
-        self._reports_owed.add(today)
-        at = datetime.now(UTC) + timedelta(
-            seconds=self.nightly_retry_s if delay is None else delay)
-        sched.add_job(
-            self._nightly_job, "date", run_date=at, args=[today], kwargs={"only_missing": True},
-            id=f"nightly-retry:{today.isoformat()}", replace_existing=True,
-            misfire_grace_time=None, coalesce=True,
-        )
-        self._emit(logging.WARNING, "reports-retry", day=today.isoformat(), at=at)
+        try:
+            sched.add_job(
+                self.nightly_tick, "date",
+                run_date=datetime.now(UTC) + timedelta(seconds=max(0.0, delay) + 0.01),
+                id=job_id, replace_existing=True, misfire_grace_time=None, coalesce=True)
+        except Exception as exc:  # noqa: BLE001 - the periodic tick still comes
+            self._emit(logging.DEBUG, "nightly-wake-failed", error=first_line(exc))
 
     # -- the daemon ----------------------------------------------------------------------------
 
@@ -564,23 +622,15 @@ class Scheduler:
             self.replay_spool, "interval", seconds=SPOOL_REPLAY_EVERY, id="spool-replay",
             coalesce=True, max_instances=1, misfire_grace_time=int(SPOOL_REPLAY_EVERY),
         )
+        # Nights are found on the clock at every tick (and at each night's time), so the
+        # start-up catch-up (a run missed while the daemon was down or started late) is the
+        # first tick: at once.
+        self._first_night = self._local_today()
+        owed = self.owed_nights()
         sched.add_job(
-            self._nightly_job,
-            CronTrigger(hour=self.nightly_at.hour, minute=self.nightly_at.minute,
-                        second=self.nightly_at.second, timezone=self.config.tz),
-            id="nightly-reports", coalesce=True, max_instances=1,
-            misfire_grace_time=6 * 3600,
+            self.nightly_tick, "interval", seconds=self.nightly_tick_s, id="nightly-reports",
+            coalesce=True, max_instances=1, misfire_grace_time=None, next_run_time=now,
         )
-        # Jobs live in memory only: if this day's timed run was missed (the daemon was down
-        # or started late), its reports are built now unless they are already there.
-        due = self.nightly_due()
-        missing = self.missing_reports(due) if due is not None else []
-        if due is not None and missing:
-            sched.add_job(
-                self._nightly_job, "date", run_date=now, args=[due],
-                kwargs={"only_missing": True}, id=f"nightly-retry:{due.isoformat()}",
-                misfire_grace_time=None, coalesce=True,
-            )
         self._scheduler = sched
         sched.start()
         if self.alerts is not None:
@@ -593,8 +643,8 @@ class Scheduler:
               alerts=len(self.config.alerts) or None,
               metrics=(f"http://{self.metrics_listen}/metrics" if self._metrics_server
                        else None))
-        if due is not None and missing:
-            event(log, logging.INFO, "reports-catch-up", day=due.isoformat(),
+        for night, missing in owed:
+            event(log, logging.INFO, "reports-catch-up", day=night.isoformat(),
                   missing=",".join(p.name for p in missing))
 
     def _listen_metrics(self, address: str) -> None:

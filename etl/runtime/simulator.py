@@ -39,7 +39,11 @@ FAULTS = (
     "slow",          # wait `delay` seconds before answering
     "oversize",      # 200 with a body larger than 1 MiB
     "error_code",    # a 200 the kind must refuse (kinds that define one: SimulatedApi.refusal)
+    "unlimited",     # WireSocket only: an "unlimited" plan (limit -1 / null / absent)
+    "trickle",       # 200 at once, then the body one byte every `delay` seconds
 )
+# Internal: marks a response whose body the handler sends byte by byte (never sent).
+TRICKLE_HEADER = "X-Simulator-Trickle"
 # Not a fault of its own but a switch on top of any: `echo_credential` makes every error
 # body (401, 429, 500, 503) quote the credential the request carried, as careless vendors
 # do, so that tests can prove it never reaches our logs, messages or database.
@@ -281,7 +285,7 @@ class SimulatedVendor:
         `vendor` limits it to one simulated vendor (a kind's name, or "projects");
         `times` to the next N requests;
         `retry_after` is the header value sent with 429 and 503 (None: no header);
-        `delay` is how long "slow" waits.
+        `delay` is how long "slow" waits, and "trickle" between two bytes of the body.
         """
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r} (expected one of: {', '.join(FAULTS)})")
@@ -310,6 +314,8 @@ class SimulatedVendor:
             if fault is None or (fault.vendor is not None and fault.vendor != vendor):
                 return None
             if fault.name == "error_code" and self.apis[vendor].refusal is None:
+                return None
+            if fault.name == "unlimited" and vendor != "wiresocket":
                 return None
             if fault.remaining is not None:
                 fault.remaining -= 1
@@ -373,10 +379,26 @@ class SimulatedVendor:
             return 200, {}, _json(api.refusal), 0.0
         now = datetime.fromtimestamp(self.clock(), UTC)
         body = api.body(now, self.seed)
+        if name == "unlimited":
+            body = unlimited_plan(body)
+        if name == "trickle" and fault:
+            return 200, {TRICKLE_HEADER: "1"}, _json(body), fault.delay
         return 200, {}, _json(body), fault.delay if name == "slow" and fault else 0.0
 
 
 _FAULT_STATUS = {"unauthorized": 401, "rate_limit": 429, "unavailable": 503, "server_error": 500}
+
+
+def unlimited_plan(body: dict[str, Any]) -> dict[str, Any]:
+    """A WireSocket body as an "unlimited" plan sends it: the three ways of saying no limit.
+
+    connections: limit -1 with a null percent and status; documents: limit null and no
+    percent or status at all.
+    """
+    usage = body["usage"]
+    usage["connections"].update(limit=-1, percent=None, status=None)
+    usage["documents"] = {"current": usage["documents"]["current"], "limit": None}
+    return body
 
 
 def _error_body(api: SimulatedApi, status: int, echo: str | None = None) -> bytes:
@@ -422,7 +444,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the http.server naming
         vendor: SimulatedVendor = self.server.vendor  # type: ignore[attr-defined]
         status, headers, body, delay = vendor.respond(self.path, self.headers)
-        if delay > 0 and vendor._stopping.wait(delay):
+        trickle = headers.pop(TRICKLE_HEADER, None) is not None
+        if delay > 0 and not trickle and vendor._stopping.wait(delay):
             return
         try:
             self.send_response(status)
@@ -431,7 +454,15 @@ class _Handler(BaseHTTPRequestHandler):
             for key, value in headers.items():
                 self.send_header(key, value)
             self.end_headers()
-            self.wfile.write(body)
+            if not trickle:
+                self.wfile.write(body)
+                return
+            self.wfile.flush()
+            for i in range(len(body)):  # each byte on its own, like a stalling vendor
+                if vendor._stopping.wait(delay):
+                    return
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
         except OSError:
             pass  # the client gave up (a timeout test); nothing to do
 

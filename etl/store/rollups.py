@@ -8,15 +8,21 @@ figures those spans can change; the reports then recompute only the missing days
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 
-from etl.store.models import RollupDay, RollupDirty, Sample, from_micros
+from etl.store.models import RollupDay, RollupDirty, Sample, Snapshot, from_micros
+from etl.textutil import first_line
 from etl.vendors.parsing import MAX_READING
 
+log = logging.getLogger("etl.store.rollups")
 # The figures of a day row that are readings: a row holding one beyond MAX_READING was built
 # from a reading reports now leave out (history older than that check), so it is rebuilt.
 _READING_FIGURES = ("min", "max", "first_value", "last_value")
@@ -102,14 +108,29 @@ class RollupStore:
 
     Create it before reading (it applies the dirty spans first), `get` what is there,
     `put` what had to be computed, `flush` to store those.
+
+    Rollups are a cache: a report never needs the write lock just to read. When the dirty
+    spans cannot be applied (SQLite locked past its busy timeout, a lock wait on
+    PostgreSQL), no stored row is trusted and every day is computed from the samples; when
+    the computed rows cannot be stored, they are not. Either way one warning says that
+    nothing was cached, and `cached` is False.
     """
 
     def __init__(self, engine: Engine, tz: str, start_us: int, end_us: int) -> None:
         self.engine = engine
         self.tz = tz
-        invalidate_dirty(engine)
+        self.cached = True
         self._rows: dict[tuple[int, str], tuple[float, str]] = {}
         self._new: dict[tuple[int, str], dict[str, Any]] = {}
+        self._watermark = 0
+        try:
+            invalidate_dirty(engine)
+        except OperationalError as exc:
+            self._give_up(exc)
+            return
+        # Every write adds a snapshot row (ids only grow): one committed after this point,
+        # which the report's reads may have missed, makes its rows unfit to keep.
+        self._watermark = _last_snapshot_id(engine)
         with engine.connect() as conn:
             sel = select(RollupDay.series_id, RollupDay.day, RollupDay.staleness, RollupDay.data)
             result = conn.execute(
@@ -125,6 +146,8 @@ class RollupStore:
     def get(self, series_id: int, days: Sequence[str], staleness_s: float
             ) -> list[dict[str, Any]] | None:
         """The stored rows of these days, or None if any is missing or was built otherwise."""
+        if not self.cached:
+            return None
         out = []
         for day in days:
             hit = self._rows.get((series_id, day))
@@ -149,10 +172,20 @@ class RollupStore:
 
     def flush(self) -> None:
         """Store what `put` collected (replacing rows of the same days)."""
-        if not self._new:
+        if not self._new or not self.cached:
+            self._new.clear()
             return
-        rows = list(self._new.values())
+        rows = sorted(self._new.values(), key=lambda r: (r["series_id"], r["day"]))
+        self._new.clear()
+        try:
+            self._store(rows)
+        except OperationalError as exc:
+            self._give_up(exc)
+
+    def _store(self, rows: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:
+            if _last_snapshot_id(conn) != self._watermark:
+                return  # a write landed since the reads began: the next report computes anew
             by_series: dict[int, list[str]] = {}
             for row in rows:
                 by_series.setdefault(row["series_id"], []).append(row["day"])
@@ -161,5 +194,34 @@ class RollupStore:
                     conn.execute(delete(RollupDay).where(
                         RollupDay.series_id == sid, RollupDay.tz == self.tz,
                         RollupDay.day.in_(days[i:i + 500])))
-            conn.execute(insert(RollupDay), rows)
-        self._new.clear()
+            conn.execute(_upsert(conn), rows)
+
+    def _give_up(self, exc: OperationalError) -> None:
+        self.cached = False
+        error = first_line(exc)
+        # An event for the daemon's structured log (etl.runtime.logs), a line for the CLI.
+        log.warning("report built from the samples, nothing cached: the daily rollups could "
+                    "not be updated (%s)", error,
+                    extra={"event": "rollups-not-cached", "fields": {"error": error}})
+
+
+def _last_snapshot_id(bind: Engine | Connection) -> int:
+    stmt = select(func.max(Snapshot.id))
+    if isinstance(bind, Engine):
+        with bind.connect() as conn:
+            return int(conn.scalar(stmt) or 0)
+    return int(bind.scalar(stmt) or 0)
+
+
+def _upsert(conn: Connection) -> Any:
+    """INSERT of rollup rows that replaces a row another report stored meanwhile.
+
+    Two cold reports of one day at once (replicas' nightly jobs) store the same figures:
+    never a duplicate key.
+    """
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = dialect_insert(RollupDay)
+    keys = ("series_id", "tz", "day")
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c: stmt.excluded[c] for c in ("day_start", "day_end", "staleness", "data")})

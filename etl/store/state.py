@@ -21,11 +21,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from sqlalchemy import Connection, Engine, func, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl.config import SourceConfig
@@ -249,7 +247,16 @@ def save_source_state(engine: Engine, name: str, failures: int, until: datetime 
         "updated_at": datetime.now(UTC),
     }
     with engine.begin() as conn:
-        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        # Each dialect's insert is imported when used: a SQLite process never loads PostgreSQL's.
+        insert: Any
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            insert = pg_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            insert = sqlite_insert
         stmt = insert(SourceState).values(values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["source"],

@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, insert, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from etl.store.models import CollectionAttempt, Sample, Series, Snapshot
+from etl.textutil import first_line
 from etl.vendors import KINDS
-from etl.vendors.types import Observation, Origin, PollRecord, SampleValue
+from etl.vendors.types import Observation, Origin, Outcome, PollRecord, SampleValue
 
 log = logging.getLogger("etl.store")
 
@@ -52,9 +52,14 @@ _series_cache: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], int]] = (
 
 
 def _insert_ignore(conn: Connection, table: type, conflict_cols: Sequence[str]):  # type: ignore[no-untyped-def]
+    # Each dialect's insert is imported when used: a SQLite process never loads PostgreSQL's.
     if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
         return pg_insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols))
     if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
         return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols))
     return insert(table)
 
@@ -355,3 +360,38 @@ def _log_conflicts(stored: StoreResult) -> None:
         log.warning("%s: %s at %s: stored value %g kept, %g from the vendor not stored",
                     conflict.source, conflict.metric, conflict.observed_at.isoformat(),
                     conflict.stored, conflict.offered)
+
+
+def record_polls_apart(engine: Engine, polls: Sequence[PollRecord]) -> list[PollRecord]:
+    """record_polls for live polls, where one the database refuses never costs the others.
+
+    The batch is tried whole, then (if the database refused its text or values) each poll
+    alone.
+    A poll refused alone is recorded as its attempt only, with outcome invalid_response and
+    the database's reason, and without its observation. Returns the polls as recorded. An
+    unavailable database (OperationalError, InterfaceError) still raises.
+    """
+    try:
+        record_polls(engine, polls)
+        return list(polls)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:  # noqa: BLE001 - find the poll(s) refused, store the rest
+        if len(polls) == 1 and polls[0].observation is None:
+            raise
+    recorded: list[PollRecord] = []
+    for poll in polls:
+        try:
+            record_polls(engine, [poll])
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - this poll's observation was refused
+            if poll.observation is None:
+                raise
+            poll = replace(
+                poll, outcome=Outcome.INVALID_RESPONSE, observation=None, samples_stored=0,
+                error=f"the database refused this response: {first_line(exc)}")
+            log.warning("%s: %s", poll.source, poll.error)
+            record_polls(engine, [poll])
+        recorded.append(poll)
+    return recorded

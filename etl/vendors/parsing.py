@@ -82,10 +82,33 @@ def number(value: Any, field: str) -> float:
     return result
 
 
-def optional_number(obj: dict[str, Any], key: str, field: str) -> float | None:
-    """`obj[key]` as a float, None when absent or null (raises ParseError naming `field`)."""
+def plan_limit(obj: dict[str, Any], key: str) -> float | None:
+    """A plan limit: None (no limit) when missing, null, negative or not a finite number.
+
+    Vendors write -1 (or null, or nothing) for "unlimited"; a limit is never a reason to
+    refuse the reading it comes with (SPEC 5). 0 stays 0 (it has no percentage either).
+    """
+    value: Any = obj.get(key)
+    kind = type(value)
+    if not (kind is int or kind is float) or not value >= 0:
+        return None
+    try:
+        limit = float(value)
+    except OverflowError:  # an integer too large for a float: as good as no limit
+        return None
+    return limit if limit < math.inf else None
+
+
+def optional_status(obj: dict[str, Any], key: str) -> str | None:
+    """A vendor status word, cut to STATUS_MAX_LEN; None when missing, empty or not text.
+
+    The status only describes the reading (its percentage of the limit): like the limit it
+    is never a reason to refuse the reading (SPEC 5).
+    """
     value = obj.get(key)
-    return None if value is None else number(value, field)
+    if type(value) is not str or not value:
+        return None
+    return value[:STATUS_MAX_LEN]
 
 
 def optional_text(obj: dict[str, Any], key: str, field: str) -> str | None:

@@ -84,8 +84,9 @@ class PollRecord:
     tries: int
     error: str | None
     observation: Observation | None
-    retry_after: float | None = None
+    retry_after: float | None = None  # seconds to wait, as capped by etl.collect.http
     samples_stored: int = 0  # filled in by the writer
+    retry_after_sent: float | None = None  # what the vendor's Retry-After asked for
 
     @property
     def ok(self) -> bool:

@@ -11,12 +11,12 @@ from typing import Any
 from etl.errors import ParseError
 from etl.vendors import SimulatedApi, VendorKind, traffic
 from etl.vendors.parsing import (
-    STATUS_MAX_LEN,
     mapping,
     number,
-    optional_number,
+    optional_status,
     optional_text,
     parse_timestamp,
+    plan_limit,
     to_payload,
 )
 from etl.vendors.types import MetricType, Observation, SampleValue
@@ -26,8 +26,7 @@ METRICS = ("connections", "documents")
 # "this endpoint allows 12 requests per minute" (vendor docs), retries included.
 RATE_LIMIT = (12, 60.0)
 # Field names for error messages, built once rather than per line of an archive.
-_FIELDS = {m: (f"usage.{m}", f"usage.{m}.current", f"usage.{m}.limit", f"usage.{m}.percent",
-               f"usage.{m}.status") for m in METRICS}
+_FIELDS = {m: (f"usage.{m}", f"usage.{m}.current") for m in METRICS}
 
 
 def auth_headers(secret: str) -> dict[str, str]:
@@ -58,17 +57,16 @@ def parse(
     usage = mapping(doc.get("usage"), "usage")
     samples = []
     for metric in METRICS:
-        f_entry, f_current, f_limit, f_percent, f_status = _FIELDS[metric]
+        f_entry, f_current = _FIELDS[metric]
         entry = mapping(usage.get(metric), f_entry)
         if "current" not in entry:
             raise ParseError(f"{f_current}: missing")
         value = number(entry["current"], f_current)
-        limit = optional_number(entry, "limit", f_limit)
-        optional_number(entry, "percent", f_percent)
-        status = optional_text(entry, "status", f_status)
+        # limit, percent and status describe the reading and never refuse it (SPEC 5): an
+        # "unlimited" plan sends -1 or null; percent is ours to compute, so it is not read.
         # Positional: an import builds these per line, and keywords cost twice as much.
-        samples.append(SampleValue(metric, value, limit,
-                                   status[:STATUS_MAX_LEN] if status is not None else None))
+        samples.append(SampleValue(metric, value, plan_limit(entry, "limit"),
+                                   optional_status(entry, "status")))
     return Observation(source, NAME, at, payload if payload is not None else to_payload(body),
                        tuple(samples), received_at, origin)
 

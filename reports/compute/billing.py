@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal, localcontext
-from typing import Any, ParamSpec, TypeVar
+from decimal import Decimal, localcontext
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
 
-from etl.config import BillingRule
+from etl.billing_rules import BillingRule, Pricing
 from etl.store.models import to_micros
 from reports.compute.daily import combine_days, coverage_pct
+from reports.compute.pricing import charge
+from reports.compute.quantities import (
+    ACCUMULATING,
+    cumulative_quantities,
+    month_quantity,
+    round_quantity,
+)
 from reports.periods import Period, us_to_datetime
 
-CENT = Decimal("0.01")
 # Significant digits of billing arithmetic. The largest figures the edges let in: a month's
 # quantity below 10^28 (readings up to 10^15, a sample a microsecond) with 4 places, times a
 # price up to 10^15 with 12 places, is under 60 digits: every product and rounding is exact
@@ -34,43 +40,18 @@ def exact_decimals(func: Callable[_P, _R]) -> Callable[_P, _R]:
             ctx.prec = BILLING_PRECISION
             return func(*args, **kwargs)
     return wrapper
+
+
 BILLING_COLUMNS = [
     "month", "source", "metric", "aggregation", "quantity", "included", "overage",
-    "unit_price", "amount", "currency", "coverage_pct",
+    "unit_price", "amount", "currency", "coverage_pct", "pricing",
     # extras
     "samples", "resets", "mtd_quantity", "mtd_amount", "projected_quantity",
-    "projected_amount", "included_used_up_on", "used_up_projected",
+    "projected_amount", "included_used_up_on", "used_up_projected", "flat_fee", "minimum",
+    "minimum_applied",
 ]
-
-
-def to_decimal(x: Any) -> Decimal:
-    """An exact Decimal for an int, a float (its shortest repr) or a Decimal."""
-    if isinstance(x, Decimal):
-        d = x
-    elif isinstance(x, int | np.integer):
-        return Decimal(int(x))
-    else:
-        d = Decimal(repr(float(x)))
-    return plain(d)
-
-
-def plain(d: Decimal) -> Decimal:
-    """The same value without trailing zeros: sums of 100.5 and 99.5 print as 200, not 200.0."""
-    if d == d.to_integral_value():
-        return Decimal(int(d))
-    # normalize() alone would give 2E+2 for an integral value; fractions print plainly.
-    return d.normalize()
-
-
-def money(x: Decimal) -> Decimal:
-    """Rounded half-up to cents."""
-    return x.quantize(CENT, rounding=ROUND_HALF_UP)
-
-
-def charge(quantity: Decimal, rule: BillingRule) -> tuple[Decimal, Decimal]:
-    """(overage, amount) for a quantity under the rule."""
-    overage = plain(max(Decimal(0), quantity - rule.included))
-    return overage, money(overage * rule.unit_price)
+# Month samples of the series whose quantity needs them (p95): (epoch microseconds, values).
+SampleMap = Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]]
 
 
 def rule_days(rows: pd.DataFrame, rule: BillingRule) -> pd.DataFrame:
@@ -87,36 +68,38 @@ def days_by_series(rows: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
             for key, g in rows.groupby(["source", "metric"], sort=False)}
 
 
-def cumulative_quantity(days: pd.DataFrame, aggregation: str,
-                        now_us: int | None = None) -> list[Decimal | None]:
-    """Per day: the month's quantity up to and including that day.
+@exact_decimals
+def rule_cumulative(days: pd.DataFrame, rule: BillingRule, samples: SampleMap | None = None,
+                    now_us: int | None = None) -> list[Decimal | None]:
+    """Per day: the rule's month quantity up to that day (quantities.cumulative_quantities)."""
+    t, v = (samples or {}).get((rule.source, rule.metric), (None, None))
+    return cumulative_quantities(days, rule.aggregation, sample_t=t, sample_value=v,
+                                 now_us=now_us)
 
-    None before any sample and, when `now_us` is given, for days that have not begun yet
-    (so a chart of a month in progress stops at today instead of running flat to its end).
+
+TIER_COLUMNS = ["units", "unit_price", "flat_price", "amount"]
+
+
+def tiers_frame(quantity: Decimal, rule: BillingRule) -> pd.DataFrame:
+    """The tiers a graduated or volume rule reaches at `quantity` (TIER_COLUMNS; exact).
+
+    Empty for other pricings and for zero billable units. Priced by pricing.charge, the same
+    call as the rule's amount.
     """
-    out: list[Decimal | None] = []
-    total: Decimal | None = None
-    for start, inc, mx, n in zip(days["day_start_us"], days["increase"], days["max"],
-                                 days["samples"], strict=True):
-        if now_us is not None and start >= now_us:
-            out.append(None)
-            continue
-        if aggregation == "increase":
-            total = (total or Decimal(0)) + to_decimal(inc)
-        elif n > 0:
-            value = to_decimal(mx)
-            total = value if total is None or value > total else total
-        out.append(None if total is None else plain(total))
-    return out
+    reached = charge(quantity, rule).tiers
+    return pd.DataFrame.from_records(
+        [(t.units, t.unit_price, t.flat_price, t.amount) for t in reached], columns=TIER_COLUMNS)
 
 
 @exact_decimals
 def billing_table(rows: pd.DataFrame, rules: Sequence[BillingRule], period: Period,
-                  *, now: datetime) -> pd.DataFrame:
+                  *, now: datetime, samples: SampleMap | None = None) -> pd.DataFrame:
     """One row per rule for the month `period`, from series_day_rows() rows (pure).
 
-    `now` decides whether the month is in progress: then the month-to-date figures stop
-    at today and a projection to month end is added.
+    `samples` holds the month's samples of every rule whose aggregation needs them
+    (quantities.FROM_SAMPLES: p95). `now` decides whether the month is in progress: then the
+    month-to-date figures stop at today and a projection to month end is added, priced by
+    the same pricing.charge as the month.
     """
     month = period.start.strftime("%Y-%m")
     now_us = to_micros(now)
@@ -128,53 +111,56 @@ def billing_table(rows: pd.DataFrame, rules: Sequence[BillingRule], period: Peri
         if days is None:
             days = rule_days(rows, rule)
         totals = combine_days(days) if len(days) else None
-        samples = int(totals["samples"]) if totals else 0
-        cum = cumulative_quantity(days, rule.aggregation) if len(days) else []
-        quantity = next((c for c in reversed(cum) if c is not None), Decimal(0))
-        overage, amount = charge(quantity, rule)
+        n_samples = int(totals["samples"]) if totals else 0
+        cum = rule_cumulative(days, rule, samples) if len(days) else []
+        quantity = month_quantity(cum)
+        billed = charge(quantity, rule)
         cov = (coverage_pct(int(totals["covered_us"]), int(totals["length_us"]))
                if totals else 0.0)
 
         # Month to date: days that started by now (all days once the month is over).
         started = [d for d, s in zip(period.days, period.bounds[:-1], strict=True)
                    if s <= now_us]
-        mtd_cum = [c for c in cum[:len(started)] if c is not None]
-        mtd_q = mtd_cum[-1] if mtd_cum else Decimal(0)
-        mtd_amount = charge(mtd_q, rule)[1]
+        mtd_q = month_quantity(cum[:len(started)])
+        mtd_amount = charge(mtd_q, rule).amount
 
         projected_q: Decimal | None = None
         projected_amount: Decimal | None = None
         used_up: date | None = None
         used_up_projected = False
         for d, c in zip(period.days, cum, strict=False):
-            if c is not None and c >= rule.included and c > 0:
+            if c is not None and round_quantity(c) >= rule.included and c > 0:
                 used_up = d
                 break
         if in_progress:
             elapsed = now_us - period.start_us
             length = period.end_us - period.start_us
-            if rule.aggregation == "increase":
+            if rule.aggregation in ACCUMULATING:
                 # Linear run rate of the month so far; a plan cycle reset would show as one.
-                projected_q = (mtd_q * length / elapsed).quantize(
-                    Decimal(1), rounding=ROUND_HALF_UP) if elapsed > 0 else mtd_q
+                projected_q = (round_quantity(mtd_q * length / elapsed)
+                               if elapsed > 0 else mtd_q)
                 if used_up is None and mtd_q > 0 and rule.included > mtd_q:
                     at_us = period.start_us + int(elapsed * rule.included / mtd_q)
                     if at_us < period.end_us:
                         used_up = us_to_datetime(at_us, period.tz).date()
                         used_up_projected = True
             else:
-                # A peak cannot be extrapolated: the highest value so far is the projection.
+                # A level (peak, p95, average, last reading) is not extrapolated: the month
+                # so far is the projection.
                 projected_q = mtd_q
-            projected_amount = charge(projected_q, rule)[1]
+            projected_amount = charge(projected_q, rule).amount
         records.append({
             "month": month, "source": rule.source, "metric": rule.metric,
-            "aggregation": rule.aggregation, "quantity": quantity, "included": rule.included,
-            "overage": overage, "unit_price": rule.unit_price, "amount": amount,
-            "currency": rule.currency, "coverage_pct": cov, "samples": samples,
+            "aggregation": str(rule.aggregation), "quantity": quantity,
+            "included": rule.included, "overage": billed.overage,
+            "unit_price": rule.unit_price if rule.pricing == Pricing.PER_UNIT else None,
+            "amount": billed.amount, "currency": rule.currency, "coverage_pct": cov,
+            "pricing": str(rule.pricing), "samples": n_samples,
             "resets": int(totals["resets"]) if totals else 0,
             "mtd_quantity": mtd_q, "mtd_amount": mtd_amount,
             "projected_quantity": projected_q, "projected_amount": projected_amount,
             "included_used_up_on": used_up, "used_up_projected": used_up_projected,
+            "flat_fee": rule.flat_fee, "minimum": rule.minimum,
+            "minimum_applied": billed.minimum_applied,
         })
     return pd.DataFrame.from_records(records, columns=BILLING_COLUMNS)
-

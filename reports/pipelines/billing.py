@@ -14,11 +14,18 @@ from sqlalchemy import Engine
 
 from etl.config import Config
 from etl.store.models import to_micros
-from reports.compute.billing import billing_table, cumulative_quantity, rule_days
+from reports.compute.billing import (
+    SampleMap,
+    billing_table,
+    rule_cumulative,
+    rule_days,
+    tiers_frame,
+)
+from reports.compute.quantities import FROM_SAMPLES
 from reports.names import ReportFormat, billing_name, output_dir, report_formats
 from reports.periods import Period, month_period, resolve_tz, us_to_datetime
 from reports.pipelines.days import configured_series, series_day_rows
-from reports.read.samples import source_snapshots
+from reports.read.samples import read_series_samples, read_snapshot, source_snapshots
 from reports.render.charts import billing_chart
 from reports.render.csv import write_csv
 from reports.render.html import Chart, render_report, table_from_frame, write_html
@@ -30,7 +37,8 @@ class BillingResult:
 
     `table` has reports.compute.billing.BILLING_COLUMNS, one row per [[billing]] rule;
     `rows` are the day rows of the rules' series (the HTML charts the cumulative quantity
-    from them); `now` decided what is month-to-date and projected.
+    from them); `samples` the month's samples of the rules whose quantity no day row gives
+    (quantities.FROM_SAMPLES: p95); `now` decided what is month-to-date and projected.
     """
 
     engine: Engine
@@ -41,6 +49,7 @@ class BillingResult:
     rows: pd.DataFrame
     table: pd.DataFrame
     now: datetime
+    samples: SampleMap
 
 
 def billing(engine: Engine, config: Config, month: date, tz: str | None = None, *,
@@ -54,11 +63,18 @@ def billing(engine: Engine, config: Config, month: date, tz: str | None = None, 
     tz_name = tz or config.timezone
     period = month_period(first, resolve_tz(tz_name))
     wanted = [(r.source, r.metric) for r in config.billing]
-    rows = series_day_rows(engine, configured_series(config, wanted), period,
-                           rollup_tz=tz_name if rollups else None)
+    with read_snapshot(engine) as snapshot:
+        rows = series_day_rows(engine, configured_series(config, wanted), period,
+                               rollup_tz=tz_name if rollups else None, snapshot=snapshot)
+        # A month's p95 is no function of its days' figures: those rules read their
+        # samples, in the same snapshot as the day rows.
+        samples = read_series_samples(
+            snapshot,
+            [(r.source, r.metric) for r in config.billing if r.aggregation in FROM_SAMPLES],
+            period.start_us, period.end_us)
     now = now or datetime.now(UTC)
-    table = billing_table(rows, config.billing, period, now=now)
-    return BillingResult(engine, config, first, period, tz_name, rows, table, now)
+    table = billing_table(rows, config.billing, period, now=now, samples=samples)
+    return BillingResult(engine, config, first, period, tz_name, rows, table, now, samples)
 
 
 def write_billing(result: BillingResult, formats: Sequence[str], out_dir: Path) -> list[Path]:
@@ -76,12 +92,18 @@ def write_billing(result: BillingResult, formats: Sequence[str], out_dir: Path) 
 def _billing_html(result: BillingResult) -> str:
     table, period = result.table, result.period
     charts = []
-    for rule in result.config.billing:
+    tier_tables = []
+    for rule, quantity in zip(result.config.billing, table["quantity"], strict=True):
         days = rule_days(result.rows, rule)
-        cum = cumulative_quantity(days, rule.aggregation, to_micros(result.now))
+        cum = rule_cumulative(days, rule, result.samples, to_micros(result.now))
         svg = billing_chart(period.days, cum, rule.included, rule.aggregation)
         charts.append(Chart(f"{rule.source} / {rule.metric} ({rule.aggregation}) "
                             f"vs {rule.included} included", Markup(svg)))
+        tiers = tiers_frame(quantity, rule)
+        if len(tiers):
+            tier_tables.append(table_from_frame(
+                f"Tiers reached: {rule.source} / {rule.metric} ({rule.pricing})", tiers,
+                low_coverage=False))
     totals: dict[str, Any] = {}
     for cur, amount in zip(table["currency"], table["amount"], strict=True):
         totals[cur] = totals.get(cur, 0) + amount
@@ -96,7 +118,8 @@ def _billing_html(result: BillingResult) -> str:
               for r in table.to_dict("records") if r["projected_quantity"] is not None]
     return render_report(
         title=f"Billing {result.month.strftime('%Y-%m')}",
-        subtitle=f"month in {result.tz}; amounts = overage × unit price, rounded half-up",
+        subtitle=f"month in {result.tz}; amounts by each rule's pricing, rounded half-up once "
+                 "to the currency's minor unit",
         tz=result.tz, summary=summary, notes=notes,
         sources=source_snapshots(result.engine, result.config, us_to_datetime(period.end_us)),
-        tables=[table_from_frame("Per billing rule", table)], charts=charts)
+        tables=[table_from_frame("Per billing rule", table), *tier_tables], charts=charts)

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from etl.config import Config
 from etl.store.rollups import RollupStore
 from reports.compute.daily import DAY_COLUMNS, aggregate_days
 from reports.periods import US_PER_SECOND, Period
-from reports.read.samples import item_series, read_prev_value, read_samples, series_ids
+from reports.read.samples import (
+    item_series,
+    read_prev_value,
+    read_samples,
+    read_snapshot,
+    series_ids,
+)
 
 # Days read per query: bounds memory at millions of samples per series and month (a month
 # of minute samples is about 45,000 rows, 1 MB); fewer, larger reads cost less per row.
@@ -59,14 +66,15 @@ def configured_series(config: Config, only: Sequence[tuple[str, str]] | None = N
 
 
 def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period,
-                    *, chunk_days: int = CHUNK_DAYS, rollup_tz: str | None = None
-                    ) -> pd.DataFrame:
+                    *, chunk_days: int = CHUNK_DAYS, rollup_tz: str | None = None,
+                    snapshot: Connection | None = None) -> pd.DataFrame:
     """aggregate_days() rows for each series and local day of `period` (zero rows too).
 
     Columns: source, metric, metric_type, date, then compute.DAY_COLUMNS. These rows alone
     are enough to build any longer period (see compute.combine_days). With `rollup_tz`
     (the configured zone's name), day rows come from the stored rollups where they are
-    fresh, and the ones computed here are stored (etl.store.rollups).
+    fresh, and the ones computed here are stored (etl.store.rollups). `snapshot`: a
+    read_snapshot() connection the caller reads more through (default: one of its own).
     """
     ids = series_ids(engine)
     rollups = (RollupStore(engine, rollup_tz, period.start_us, period.end_us)
@@ -74,7 +82,7 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
     days = period.days
     frames = []
     records: list[dict[str, object]] = []
-    with engine.connect() as conn:
+    with nullcontext(snapshot) if snapshot is not None else read_snapshot(engine) as conn:
         for info in series:
             sid = ids.get((info.source, info.metric))
             for i in range(0, len(days), chunk_days):

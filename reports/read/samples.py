@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
@@ -82,6 +84,24 @@ class SampleArrays:
         return len(self.t)
 
 
+@contextmanager
+def read_snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection whose reads all see one consistent state of the database.
+
+    Whatever commits meanwhile: REPEATABLE READ on PostgreSQL, one read transaction on
+    SQLite (WAL keeps its snapshot). Nothing is written through it; it is rolled back.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        else:
+            conn.exec_driver_sql("BEGIN")  # pysqlite would read each SELECT on its own
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
 def series_ids(engine: Engine) -> dict[tuple[str, str], int]:
     """(source, metric) -> series id for every series stored."""
     with engine.connect() as conn:
@@ -149,6 +169,26 @@ def read_samples(conn: Connection, series_id: int, start_us: int, end_us: int) -
 def _stored_minus_inf(cur: Any, sqlite: bool, params: tuple[Any, ...]) -> bool:
     cur.execute(_SQLITE_MINUS_INF if sqlite else _PG_MINUS_INF, params)
     return bool(cur.fetchone()[0])
+
+
+def read_series_samples(conn: Connection, keys: Iterable[tuple[str, str]], start_us: int,
+                        end_us: int) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """(times in epoch us, values) of each stored (source, metric) in [start_us, end_us).
+
+    For quantities no day rollup can give (a month's p95 needs every reading); series that
+    are not stored are left out. `conn` is the report's read_snapshot(), so these samples
+    and the report's day rows come from one state of the database.
+    """
+    wanted = list(dict.fromkeys(keys))
+    if not wanted:
+        return {}
+    ids = series_ids(conn.engine)
+    out = {}
+    for key in wanted:
+        if key in ids:
+            arr = read_samples(conn, ids[key], start_us, end_us)
+            out[key] = (arr.t, arr.value)
+    return out
 
 
 def read_prev_value(conn: Connection, series_id: int, before_us: int) -> float | None:

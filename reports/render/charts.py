@@ -90,16 +90,24 @@ def series_day_chart(t_us: np.ndarray, value: np.ndarray, *, start_us: int, end_
     return svg_of(fig)
 
 
+# What the month-so-far line of each aggregation is (SPEC 5).
+_QUANTITY_LABELS = {
+    "increase": "cumulative quantity", "peak": "highest value so far",
+    "p95": "95th percentile so far", "twa": "time-weighted average so far",
+    "unit_hours": "unit-hours so far", "last": "latest reading",
+}
+
+
 def billing_chart(days: Sequence[date], cumulative: Sequence[Decimal | None],
                   included: Decimal, aggregation: str) -> str:
-    """The month's cumulative quantity (or running peak) per day against the included units."""
+    """The month's quantity so far (sum, running peak, ...) per day against the included units."""
     fig = Figure(figsize=(7.5, 2.6), dpi=96)
     ax = fig.add_subplot()
     # Day d's cumulative value is drawn over [d, d+1), so the last day gets its full width.
     x = np.array([d.day for d in days] + [len(days) + 1])
     y = np.array([np.nan if c is None else float(c) for c in cumulative])
     y = np.append(y, y[-1] if len(y) else np.nan)
-    label = "cumulative quantity" if aggregation == "increase" else "highest value so far"
+    label = _QUANTITY_LABELS.get(aggregation, "quantity so far")
     ax.step(x, y, where="post", color="#1f5fa8", lw=1.5, label=label)
     ax.axhline(float(included), color="#d0021b", ls="--", lw=1.2, label="included units")
     above = np.where(np.nan_to_num(y) > float(included), np.nan_to_num(y), float(included))
