@@ -156,12 +156,7 @@ def test_a_missing_null_or_minus_one_limit_is_stored_as_no_limit(
         case: Case, limit: Any, tmp_path: Path) -> None:
     assert case.limit is not None
     body = with_value(case.example, case.limit, limit, drop=limit == "drop")
-    try:
-        parse(case, body)
-    except ParseError:
-        if case.kind == "wiresocket" and limit == -1:
-            pytest.xfail("the built-in kinds' limit rule is issue 11's (lands separately)")
-        raise
+    parse(case, body)
     stored = _import_and_read(_config(case, tmp_path / "l.db"), _archive(case, body, tmp_path))
     value = _at(case.example, case.value)
     metric = case.value[-2] if case.kind == "wiresocket" else None

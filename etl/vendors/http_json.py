@@ -21,6 +21,7 @@ from etl.vendors.parsing import (
     MAX_READING,
     STATUS_MAX_LEN,
     http_url_problem,
+    limit_value,
     number,
     parse_timestamp,
     to_payload,
@@ -212,12 +213,7 @@ def _sample(metric: MetricSpec, name: str, item: Any, where: str) -> SampleValue
         if raw is None:
             raise ParseError(f"{field}: missing")
         value = number(raw, field)
-    limit = None
-    if metric.limit is not None:
-        found = metric.limit(item)
-        # SPEC 5: a missing, null, negative (or non-numeric) limit is no limit.
-        if (type(found) is int or type(found) is float) and 0 <= found <= MAX_READING:
-            limit = float(found)
+    limit = limit_value(metric.limit(item)) if metric.limit is not None else None
     status = None
     if metric.status is not None:
         text = metric.status(item)

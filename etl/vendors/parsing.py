@@ -88,7 +88,11 @@ def plan_limit(obj: dict[str, Any], key: str) -> float | None:
     Vendors write -1 (or null, or nothing) for "unlimited"; a limit is never a reason to
     refuse the reading it comes with (SPEC 5). 0 stays 0 (it has no percentage either).
     """
-    value: Any = obj.get(key)
+    return limit_value(obj.get(key))
+
+
+def limit_value(value: Any) -> float | None:
+    """The plan_limit rule for a value already found (http_json's limit expression)."""
     kind = type(value)
     if not (kind is int or kind is float) or not value >= 0:
         return None
