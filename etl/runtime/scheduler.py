@@ -326,13 +326,18 @@ class Scheduler:
             until, reason = pause
             self._emit(logging.WARNING, "pause", source=source.name, until=until, reason=reason)
 
+    def _record(self, result: PollRecord) -> None:
+        # `once`: should this write be given up on and commit late, it and the replay of the
+        # spooled copy meet on one lock, and only one of them records the poll.
+        record_poll(self.engine, result, once=True)
+
     def _store(self, result: PollRecord) -> str:
         """Store the poll; on a database failure spool it. Returns db | spool | lost."""
         if not self._schema_ready:
             reason = self._schema_problem or "database not checked yet (unreachable at start-up)"
         else:
             try:
-                self.db.run("store poll", record_poll, self.engine, result)
+                self.db.run("store poll", self._record, result)
                 return "db"
             except Exception as exc:  # noqa: BLE001 - whatever broke the write, keep the poll
                 # A write given up on may still land later: replaying the spooled copy then

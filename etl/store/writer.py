@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import weakref
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, insert, select, tuple_
+from sqlalchemy import Connection, Engine, insert, select, text, tuple_
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from etl.store.models import CollectionAttempt, Sample, Series, Snapshot
@@ -298,9 +299,22 @@ def _attempt_row(source: str, started_at: datetime, finished_at: datetime, outco
     }
 
 
+# Key space of the poll-record locks (the poll gate's is etl.store.state.ADVISORY_NAMESPACE,
+# held on another connection while a poll runs: sharing it would deadlock).
+_RECORD_LOCK_NAMESPACE = 0x05E7_0002
+
+
 def _already_recorded(conn: Connection, poll: PollRecord) -> bool:
-    # A replayed spool file is keyed by (source, started_at, outcome): a crash between the
-    # commit and the file's deletion must not record the poll twice.
+    # A poll is keyed by (source, started_at, outcome): a crash between a spool replay's
+    # commit and the file's deletion must not record it twice; nor may a daemon write that
+    # gave up on a hung server (and spooled the poll) and then commits late beside the
+    # replay. On PostgreSQL both take this transaction lock first, so one waits for the
+    # other and then sees its row; SQLite serialises writers anyway.
+    if conn.dialect.name == "postgresql":
+        key = zlib.crc32(f"{poll.source}|{poll.started_at.isoformat()}".encode())
+        conn.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"),
+                     {"ns": _RECORD_LOCK_NAMESPACE, "key": key - (1 << 32) if key >= 1 << 31
+                      else key})
     return conn.execute(
         select(CollectionAttempt.id).where(
             CollectionAttempt.source == poll.source,
@@ -318,8 +332,8 @@ def record_polls(
 
     The one write path of a poll, for live collection, `collect` and spool replay: all or
     nothing, one `collection_attempts` row per poll, `samples_stored` filled in on each
-    record. With `once` (spool replay) a poll whose attempt is already stored is skipped and
-    its entry is None. Raises SQLAlchemyError when the database refuses the transaction.
+    record. With `once` (spool replay, the daemon) a poll whose attempt is already stored
+    is skipped and its entry is None. Raises SQLAlchemyError when the database refuses the transaction.
     """
     if not polls:
         return []
