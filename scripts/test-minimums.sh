@@ -46,4 +46,5 @@ print("every pin installed")
 PY
 
 echo "== pytest at the minimums"
-"$VENV/bin/python" -m pytest -n 2 -p no:cacheprovider "$@"
+# As many workers as scripts/test.sh uses, for the same reason (see there).
+"$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-6}" -p no:cacheprovider "$@"
