@@ -17,9 +17,7 @@ from sqlalchemy import func, select
 from etl.runtime.simulator import SimulatedVendor
 from etl.store.engine import make_engine
 from etl.store.models import CollectionAttempt
-from tests.factories import DAEMON_NECTED_KEY_ENV, DAEMON_WS_TOKEN_ENV
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.factories import DAEMON_NECTED_KEY_ENV, DAEMON_WS_TOKEN_ENV, REPO
 
 
 def daemon_env(sim: SimulatedVendor, **extra: str) -> dict[str, str]:

@@ -29,6 +29,9 @@ from etl.store.engine import make_engine, upgrade
 from etl.store.writer import forget_series_cache, store_observations
 from etl.vendors.types import Observation, Origin, Outcome, PollRecord, SampleValue
 
+# The repository's root: docs, scripts, notebooks and examples are read from here.
+REPO = Path(__file__).resolve().parent.parent
+
 # -- the PostgreSQL server and throwaway databases --------------------------------------------
 
 PG_ADMIN_URL = os.environ.get(

@@ -19,8 +19,9 @@ from click.testing import CliRunner, Result
 
 import reports
 from etl.cli import cli
+from tests.factories import REPO
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "billing-all-models.toml"
+EXAMPLE = REPO / "docs" / "examples" / "billing-all-models.toml"
 MONTH = "2026-10"
 
 # (source, metric): aggregation, pricing, quantity, overage, unit_price, amount, currency

@@ -22,8 +22,7 @@ from etl.cli import cli
 from etl.collect.poll import Collector
 from etl.config import load_config, parse_config
 from etl.store.archive import MAX_LINE_BYTES, MAX_PROBLEMS_SHOWN, import_archives
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.factories import REPO
 
 
 def write_config(tmp_path: Path, url: str) -> Path:

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from etl.store.engine import head_revision, newest_revision_in_scripts, open_database
+from tests.factories import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
 HEAVY = {"sqlalchemy", "alembic", "pandas", "numpy", "requests", "urllib3", "matplotlib",
          "jinja2", "apscheduler", "rich"}
 
@@ -33,7 +33,7 @@ print(json.dumps({"code": code, "loaded": sorted({m.split(".")[0] for m in sys.m
 
 def run_cli(*args: str) -> tuple[int, set[str], str]:
     """(exit status, heavy packages loaded, stdout) of `usage-etl ARGS` in a fresh interpreter."""
-    proc = subprocess.run([sys.executable, "-c", RUN_AND_LIST, *args], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", RUN_AND_LIST, *args], cwd=REPO,
                           capture_output=True, text=True, timeout=300, check=False)
     report = json.loads(proc.stderr.strip().splitlines()[-1])
     return report["code"], set(report["loaded"]) & HEAVY, proc.stdout
@@ -84,7 +84,7 @@ def test_a_database_error_in_a_command_is_still_one_line_exit_1(tmp_path: Path) 
     with sqlite3.connect(db) as conn:
         conn.execute("DROP TABLE collection_attempts")
     proc = subprocess.run([sys.executable, "-m", "etl", "--config", str(config), "status"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 1
     # One line naming the database (password masked) and what it said.
     assert proc.stderr.strip().splitlines() == [

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from etl.cli import cli
 from etl.config import load_config, parse_config
 from etl.errors import ConfigError, SecretError
+from tests.factories import REPO
 
 GOOD = textwrap.dedent(
     """
@@ -257,7 +258,7 @@ def test_config_doc_lists_every_key_and_override() -> None:
         TOP_KEYS,
     )
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    doc = (REPO / "docs" / "configuration.md").read_text()
     notifier_keys = set().union(*NOTIFIER_KEYS.values())
     for key in TOP_KEYS | SOURCE_ANY_KEYS | BILLING_KEYS | TIER_KEYS | ALERT_KEYS | notifier_keys:
         assert f"`{key}`" in doc, key

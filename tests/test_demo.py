@@ -21,6 +21,7 @@ from etl.runtime.demo import (
 )
 from etl.store.engine import make_engine
 from etl.store.models import CollectionAttempt, Snapshot
+from tests.factories import REPO
 
 
 def counts(db: Path) -> dict[str, int]:
@@ -97,9 +98,6 @@ def test_demo_again_starts_from_a_fresh_database(tmp_path: Path) -> None:
     assert after["collect"] == before["collect"] == 3
     # Without a report builder the demo prints what is stored instead.
     assert any("ws-prod/connections:" in line for line in lines)
-
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_the_commands_demo_sh_prints_under_try_run_when_pasted_into_a_new_shell(

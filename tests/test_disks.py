@@ -13,9 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from etl.runtime.simulator import SimulatedVendor
-from tests.factories import fill_disk
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.factories import REPO, fill_disk
 
 
 def write_config(path: Path, url: str, extra: str = "") -> Path:

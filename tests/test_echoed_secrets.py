@@ -17,8 +17,8 @@ from sqlalchemy.exc import OperationalError
 
 from etl.redact import redact, secret_forms
 from etl.runtime.simulator import SimulatedVendor
+from tests.factories import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 # Each holds "/", "+" and "=": the characters JSON, HTML and URL encodings all rewrite.
 WS_TOKEN = "wsTOKa/bcdEF+ghIJK=lmNOP/=="
 NK_KEY = "nkKEYq/rsTUV+wxYZa=bcDEF+Q=="

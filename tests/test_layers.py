@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.factories import REPO
 
 
 def test_every_import_contract_in_pyproject_is_kept() -> None:
     run = subprocess.run(
         [sys.executable, "-c",
          "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "BROKEN" not in run.stdout and "KEPT" in run.stdout
@@ -26,7 +25,7 @@ def loaded_after(module: str) -> set[str]:
     """Top-level packages loaded by importing `module` in a fresh interpreter."""
     code = (f"import json, sys; import {module}; "
             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, timeout=120, check=True)
     return set(json.loads(run.stdout))
 

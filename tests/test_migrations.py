@@ -18,8 +18,7 @@ from sqlalchemy.types import TypeEngine
 from etl.cli import cli
 from etl.store.engine import current_revision, downgrade, head_revision, make_engine, upgrade
 from etl.store.models import Base, UtcDateTime
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.factories import REPO
 
 
 def _diff(engine) -> list:  # type: ignore[no-untyped-def]
@@ -45,7 +44,7 @@ def test_upgrade_downgrade_upgrade_matches_models(empty_db_url: str) -> None:
 def test_alembic_command_takes_url_from_usage_etl_config(empty_db_url: str, tmp_path: Path) -> None:
     env = dict(os.environ, USAGE_ETL_DATABASE_URL=empty_db_url, USAGE_ETL_CONFIG="")
     out = subprocess.run(
-        [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "head"],
+        [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), "upgrade", "head"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr
@@ -150,7 +149,7 @@ def test_alembic_command_with_a_bad_config_is_one_line_per_problem_exit_2(
     for extra, lines in zip(runs, expected, strict=True):
         env = {k: v for k, v in os.environ.items() if not k.startswith("USAGE_ETL_")}
         out = subprocess.run(
-            [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "head"],
+            [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), "upgrade", "head"],
             cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, timeout=120,
         )
         assert out.returncode == 2, out.stderr
@@ -165,7 +164,7 @@ def test_an_installed_wheel_upgrades_a_database_with_migrations_inside_the_packa
     wheels, target, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
     work.mkdir()
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels),
-                    str(ROOT)], check=True, capture_output=True, timeout=300)
+                    str(REPO)], check=True, capture_output=True, timeout=300)
     (wheel,) = wheels.glob("usage_etl-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                     str(target), str(wheel)], check=True, capture_output=True, timeout=300)

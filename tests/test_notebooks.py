@@ -23,8 +23,9 @@ else:
                                          reason="pip install -e '.[notebooks]'")
 
 from etl.runtime.demo import run_demo  # noqa: E402
+from tests.factories import REPO
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = REPO / "notebooks"
 NAMES = ["usage_analysis.ipynb", "billing_reconciliation.ipynb"]
 KERNEL = "usage-etl-tests"
 ENV_VARS = ("USAGE_ETL_CONFIG", "USAGE_ETL_DATABASE_URL", "USAGE_ETL_INVOICE", "USAGE_ETL_MONTH",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.factories import REPO
+
 # Tools the minimums job does not run (it runs pytest only): their bounds are not pinned.
 NOT_RUN_AT_MINIMUMS = {"ruff", "mypy", "types-requests", "usage-etl"}
 

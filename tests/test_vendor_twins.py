@@ -22,8 +22,9 @@ from etl.store.models import Sample, Series
 from etl.store.writer import forget_series_cache
 from etl.vendors import get as vendor_kind
 from reports.frames import billing_frame, daily_frame
+from tests.factories import REPO
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "vendors.md"
+DOC = REPO / "docs" / "vendors.md"
 BUILT_IN = """
 [[sources]]
 name = "ws-prod"
