@@ -112,15 +112,16 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
         raise ParseError(f"source: {name!r} is not a configured source")
     if "body" not in doc:
         raise ParseError("body: missing")
+    vendor = src.vendor
     observed_at = None
     if doc.get("observed_at") is not None:
         observed_at = parse_timestamp(doc["observed_at"], "observed_at")
-    elif not src.vendor.time_in_body:
+    elif not vendor.time_in_body:
         raise ParseError(f"observed_at: required for a {src.kind} source"
                          + ("" if src.bound is None else " without a timestamp"))
     body = doc["body"]
     try:
-        return src.vendor.parse(name, body, observed_at=observed_at, payload=payload,
+        return vendor.parse(name, body, observed_at=observed_at, payload=payload,
                                        origin="import")
     except ParseError as exc:
         raise ParseError(f"body: {exc}") from None

@@ -243,10 +243,13 @@ class _Registry(dict[str, VendorKind]):
             self._loaded = True
             load_plugins(self, PLUGIN_FAILURES)
 
-    def __getitem__(self, name: str) -> VendorKind:
-        if not dict.__contains__(self, name):
-            self.load()
-        return dict.__getitem__(self, name)
+    def __missing__(self, name: str) -> VendorKind:
+        # Only a kind not found yet loads the plugins: a found one costs a plain dict lookup
+        # (an import asks once per archive line).
+        self.load()
+        if dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
+        raise KeyError(name)
 
     def __contains__(self, name: object) -> bool:
         if dict.__contains__(self, name):
