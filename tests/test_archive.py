@@ -412,3 +412,56 @@ def test_tricky_lines_split_only_where_the_body_ends_the_line() -> None:
     ):
         split = _split_body(line)
         assert split is None or split[0]["body"] == {"n": {"body": 2}}, line
+
+
+class _Cycle:
+    """An object that refers to itself: only the cyclic garbage collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_an_import_frees_cycles_batch_by_batch_and_leaves_the_collector_as_it_was(
+    sqlite_url: str, tmp_path: Path,
+) -> None:
+    import gc
+    import weakref
+
+    config = load_config(write_config(tmp_path, sqlite_url))
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    archive = history(tmp_path, days=3)  # 576 lines: 12 batches of 48
+    made: list[weakref.ref[_Cycle]] = []
+    seen: list[tuple[bool, int]] = []  # per batch: collector running?, earlier cycles alive
+
+    def on_progress(_: int) -> None:  # called after each written batch, during the import
+        seen.append((gc.isenabled(), sum(ref() is not None for ref in made)))
+        made.append(weakref.ref(_Cycle()))
+
+    assert gc.isenabled()
+    result = import_archives(engine, config, [str(archive)], batch_size=48,
+                             on_progress=on_progress)
+    assert result.ok and result.lines == 576
+    assert gc.isenabled()
+    # The collector's automatic passes were paused during the import, yet the cycle made
+    # after each batch was freed by the next: each written batch ends with a collection.
+    assert seen == [(False, 0)] * 12
+
+    # A caller's callback that raises mid-import leaves the collector running too...
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+
+    def refuse(message: str) -> None:
+        raise RuntimeError(message)
+
+    with pytest.raises(RuntimeError):
+        import_archives(engine, config, [str(bad)], on_problem=refuse)
+    assert gc.isenabled()
+    # ... and a caller who had paused it finds it paused still.
+    gc.disable()
+    try:
+        import_archives(engine, config, [str(archive)], batch_size=48)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    engine.dispose()

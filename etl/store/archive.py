@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import gzip
 import io
 import json
@@ -10,6 +11,7 @@ import re
 import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -211,7 +213,9 @@ def import_archives(
     sources = {s.name: s for s in config.sources}
     total = ImportResult()
     try:
-        _import_paths(engine, sources, paths, total, batch_size, on_problem, on_progress, stdin)
+        with _collection_per_batch():
+            _import_paths(engine, sources, paths, total, batch_size, on_problem, on_progress,
+                          stdin)
     except Exception as exc:  # noqa: BLE001 - a database step failed, e.g. its disk is full
         if not is_database_error(exc):
             raise
@@ -220,6 +224,24 @@ def import_archives(
             f"{total.lines} lines read, {total.samples} new samples stored by earlier batches "
             "(importing again skips them)") from None
     return total
+
+
+@contextmanager
+def _collection_per_batch() -> Iterator[None]:
+    """Pause the garbage collector's automatic passes; `_write_pending` collects per batch.
+
+    An import keeps a batch of observations, and then their rows, alive while it builds
+    them: the collector's automatic passes walked that growing batch again and again, 15 %
+    of an import's time (benchmarks, figure 1). Memory stays bounded: each written batch
+    ends with one collection of the young objects, which frees any cycle made meanwhile.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _import_paths(
@@ -449,6 +471,7 @@ def _write_pending(engine: Engine, pending: _Pending, name: str, total: ImportRe
             f"is stored as {_num(c.stored)}; this line's {_num(c.offered)} was not stored"
         )
     pending.clear()
+    gc.collect(1)  # the young objects left, the batch freed: see _collection_per_batch
     return True
 
 
