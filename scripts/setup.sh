@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates ./.venv (if needed) and installs usage-etl with its dev, postgres and notebook extras.
+# Creates ./.venv (if needed) and installs usage-etl with its dev extra (which pulls in the
+# postgres and notebooks extras: see pyproject.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

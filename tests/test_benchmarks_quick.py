@@ -36,3 +36,6 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     assert figs["reports_warm_identical"] is True
     assert figs["collector_every_poll_stored"] is True
     assert "import_sqlite_library" in proc.stdout  # the printed table
+    # Toy sizes judge no goal: the table must not call a toy figure met or missed.
+    assert "MISSED" not in proc.stdout and " met" not in proc.stdout
+    assert "not judged (--quick)" in proc.stdout

@@ -114,3 +114,37 @@ def test_bad_sqlite_busy_timeout_is_one_line_exit_2(tmp_path: Path) -> None:
         "usage-etl: error: $USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS: '30s' is not a whole number "
         "of milliseconds\n"
     )
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"],
+    ["vendors"],
+    ["export", "--start", "2026-11-01", "--end", "2026-11-02", "--format", "csv"],
+    ["export", "--start", "2026-11-01", "--end", "2026-11-02"],
+])
+def test_a_reader_that_stops_early_ends_a_command_quietly_with_status_1(
+    tmp_path: Path, args: list[str],
+) -> None:
+    """`usage-etl export ... | head`: no error line, no traceback; 1, as Python does on SIGPIPE."""
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    from etl.store.engine import make_engine, upgrade
+    from tests.factories import store, wiresocket, write_reports_config
+
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    store(engine, [wiresocket(start + timedelta(minutes=i), i % 90) for i in range(2 * 1440)])
+    engine.dispose()
+    config = write_reports_config(tmp_path / "c.toml", url)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte: every write fails
+    try:
+        proc = subprocess.run([sys.executable, "-m", "etl", "--config", str(config), *args],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+                              check=False)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (1, "")

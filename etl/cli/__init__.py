@@ -28,7 +28,14 @@ class ErrorHandlingGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; a usage-etl error becomes one line on stderr and its exit status (SPEC 3)."""
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            # Output still buffered fails here, not at interpreter exit, if its reader is gone.
+            sys.stdout.flush()
+            return result
+        except BrokenPipeError:
+            # The reader stopped early (`usage-etl export ... | head`): click's own handler
+            # stops quietly with exit status 1, as Python documents for SIGPIPE.
+            raise
         except ConfigError as exc:
             for problem in exc.problems:
                 click.echo(f"usage-etl: error: {problem}", err=True)
