@@ -124,7 +124,7 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
     body = doc["body"]
     try:
         return vendor.parse(name, body, observed_at=observed_at, payload=payload,
-                                       origin="import")
+                            origin="import")
     except ParseError as exc:
         raise ParseError(f"body: {exc}") from None
 

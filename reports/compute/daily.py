@@ -263,15 +263,16 @@ def combine_days(days: pd.DataFrame) -> dict[str, Any]:
     col.update({name: days[name].to_numpy(dtype=np.float64, na_value=np.nan) for name in (
         "min", "max", "sum", "last_limit", "peak_pct", "twa_num")})
     with_samples = col["samples"] > 0
+    some = bool(with_samples.any())
     lims = col["last_limit"][~np.isnan(col["last_limit"])]
     return {
         "period_start_us": int(col["day_start_us"][0]),
         "period_end_us": int(col["day_end_us"][-1]),
         "samples": int(col["samples"].sum()),
         # NaN-skipping reductions, as pandas' min/max/sum over the days with samples.
-        "min": float(np.fmin.reduce(col["min"][with_samples])) if with_samples.any() else np.nan,
-        "max": float(np.fmax.reduce(col["max"][with_samples])) if with_samples.any() else np.nan,
-        "sum": _nan_sum(col["sum"][with_samples]) if with_samples.any() else np.nan,
+        "min": float(np.fmin.reduce(col["min"][with_samples])) if some else np.nan,
+        "max": float(np.fmax.reduce(col["max"][with_samples])) if some else np.nan,
+        "sum": _nan_sum(col["sum"][with_samples]) if some else np.nan,
         "last_limit": float(lims[-1]) if len(lims) else np.nan,
         "peak_pct": float(np.fmax.reduce(col["peak_pct"])),
         "increase": _exact_sum(days["increase"]),
