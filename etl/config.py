@@ -35,6 +35,7 @@ from etl.billing_rules import (
     parse_pricing,
 )
 from etl.errors import ConfigError, SecretError
+from etl.retention import Retention, parse_retention
 from etl.secrets import read_secret
 from etl.vendors import BUILT_IN_KINDS, KINDS, VendorKind, unknown_kind_hint
 from etl.vendors.parsing import http_url_problem
@@ -61,7 +62,7 @@ _DB_URL_RE = re.compile(r"^(?P<backend>[A-Za-z0-9]+)(?:\+(?P<driver>[A-Za-z0-9_]
 
 TOP_KEYS = {
     "database_url", "timezone", "reports_dir", "spool_dir", "sources", "billing", "alerts",
-    "notifiers", "metrics_listen",
+    "notifiers", "metrics_listen", "retention",
 }
 SOURCE_COMMON_KEYS = {
     "name", "kind", "interval_seconds", "staleness_seconds", "timeout_seconds",
@@ -164,6 +165,7 @@ class Config:
     alerts: tuple[AlertRule, ...] = ()
     notifiers: tuple[Notifier, ...] = ()
     metrics_listen: str | None = None
+    retention: Retention = Retention()
     path: str | None = field(default=None, compare=False)
 
     @property
@@ -311,11 +313,12 @@ def parse_config(
     alerts = _parse_alerts(raw.get("alerts", []), top.problems, top.where, sources=sources,
                            declared=declared, billing=billing,
                            notifiers={n.name for n in notifiers}, raw_notifiers=raw.get("notifiers"))
+    retention = parse_retention(raw.get("retention"), top.where, top.problems)
     if top.problems:
         raise ConfigError(top.problems)
     return Config(**settings, sources=tuple(sources), billing=tuple(billing),
                   alerts=tuple(alerts), notifiers=tuple(notifiers),
-                  metrics_listen=metrics_listen, path=path)
+                  metrics_listen=metrics_listen, retention=retention, path=path)
 
 
 @dataclass

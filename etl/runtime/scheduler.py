@@ -30,6 +30,7 @@ from etl.runtime.db_steps import DatabaseSteps
 from etl.runtime.logs import event
 from etl.runtime.metrics import Metrics, MetricsServer, database_accepts, spool_accepts
 from etl.runtime.nightly import night_begins, nightly_files, nightly_reports, nights_due
+from etl.runtime.retention import DAEMON_EVERY_S, DAEMON_FIRST_S, daemon_pass
 from etl.runtime.status import failures_since_success
 from etl.slots import next_slot_start, phase_offset
 from etl.store.spool import ReplayResult, Spool, SpoolLock
@@ -153,6 +154,7 @@ class Scheduler:
         nightly_tick_s: float = NIGHTLY_TICK_S,
         metrics_listen: str | None = None,
         db_step_timeout: float | None = None,
+        retention_first_s: float = DAEMON_FIRST_S,
     ) -> None:
         if collector is None:
             from etl.collect.poll import Collector
@@ -169,6 +171,7 @@ class Scheduler:
         self.nightly_at = nightly_at
         self.nightly_retry_s = nightly_retry_s
         self.nightly_tick_s = nightly_tick_s
+        self.retention_first_s = retention_first_s
         self.gate = PollGate(engine)
         self.db = DatabaseSteps(DB_STEP_TIMEOUT_S if db_step_timeout is None else db_step_timeout)
         self._runtime = {s.name: _Runtime() for s in self.sources}
@@ -636,6 +639,11 @@ class Scheduler:
             self.nightly_tick, "interval", seconds=self.nightly_tick_s, id="nightly-reports",
             coalesce=True, max_instances=1, misfire_grace_time=None, next_run_time=now,
         )
+        if self.config.retention.active:
+            sched.add_job(
+                daemon_pass, "interval", args=[self.engine, self.config, self.clock],
+                seconds=DAEMON_EVERY_S, id="retention", coalesce=True, max_instances=1,
+                misfire_grace_time=None, next_run_time=now + timedelta(seconds=self.retention_first_s))
         self._scheduler = sched
         sched.start()
         if self.alerts is not None:
