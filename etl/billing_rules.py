@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
@@ -82,6 +83,37 @@ class BillingRule:
     tiers: tuple[Tier, ...] = ()
     flat_fee: Decimal = Decimal(0)
     minimum: Decimal = Decimal(0)
+    cycle_day: int = 1
+    valid_from: date | None = None
+    valid_until: date | None = None
+
+    def valid_on(self, day: date) -> bool:
+        """Whether the rule prices a period whose first local day is `day` (SPEC 11)."""
+        return ((self.valid_from is None or self.valid_from <= day)
+                and (self.valid_until is None or day < self.valid_until))
+
+
+@dataclass(frozen=True)
+class Credit:
+    """One `[[credits]]` entry (SPEC 11): prepaid money that pays a source's amounts.
+
+    It pays periods starting on or after the local date `granted` and before `expires`
+    (None: no expiry), in `currency` only; `amount` has at most the currency's minor-unit
+    decimals.
+    """
+
+    name: str
+    source: str
+    amount: Decimal
+    currency: str
+    granted: date
+    expires: date | None = None
+
+    def applies_to(self, source: str, currency: str, period_start: date) -> bool:
+        """Whether this credit pays a period of `source` in `currency` starting that day."""
+        return (source == self.source and currency == self.currency
+                and self.granted <= period_start
+                and (self.expires is None or period_start < self.expires))
 
 
 def _parsed(value: Any) -> Decimal | None:

@@ -29,6 +29,7 @@ from etl.billing_rules import (
     BILLING_KEYS,
     Aggregation,
     BillingRule,
+    Credit,
     bounded_decimal,
     decimal_value,
     parse_aggregation,
@@ -161,6 +162,7 @@ class Config:
     spool_dir: str = DEFAULT_SPOOL_DIR
     sources: tuple[SourceConfig, ...] = ()
     billing: tuple[BillingRule, ...] = ()
+    credits: tuple[Credit, ...] = ()
     alerts: tuple[AlertRule, ...] = ()
     notifiers: tuple[Notifier, ...] = ()
     metrics_listen: str | None = None
@@ -313,7 +315,7 @@ def parse_config(
                            notifiers={n.name for n in notifiers}, raw_notifiers=raw.get("notifiers"))
     if top.problems:
         raise ConfigError(top.problems)
-    return Config(**settings, sources=tuple(sources), billing=tuple(billing),
+    return Config(**settings, sources=tuple(sources), billing=tuple(billing), credits=(),
                   alerts=tuple(alerts), notifiers=tuple(notifiers),
                   metrics_listen=metrics_listen, path=path)
 
