@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from etl.billing_rules import BillingRule
+from etl.config import BillingRule
 from etl.errors import InputError
 from etl.store.models import to_micros
 

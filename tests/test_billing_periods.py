@@ -15,8 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from etl.billing_rules import Aggregation, BillingRule, Credit
-from etl.config import Config
+from etl.config import Aggregation, BillingRule, Config, Credit
 from reports.compute.credits import PeriodCharge, apply_credits, drawdown_order
 from reports.periods import billing_period, period_label
 from reports.pipelines import billing

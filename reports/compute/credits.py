@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from etl.billing_rules import Credit
+from etl.config import Credit
 
 # A run-out further away than this is no run-out a report shows (ten years of microseconds).
 HORIZON_US = 10 * 366 * 86_400 * 1_000_000
