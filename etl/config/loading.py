@@ -103,7 +103,7 @@ def parse_config(
     retention = parse_retention(raw.get("retention"), top.where, top.problems)
     if top.problems:
         raise ConfigError(top.problems)
-    return Config(**settings, sources=tuple(sources), billing=tuple(billing),
+    return Config(**settings, sources=tuple(sources), billing=tuple(billing), credits=(),
                   alerts=tuple(alerts), notifiers=tuple(notifiers),
                   metrics_listen=metrics_listen, retention=retention, path=path)
 
