@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from etl.errors import InputError
-from etl.store.models import to_micros
+from etl.timefmt import to_micros
 
 MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -102,9 +102,3 @@ def days_period(start: date, end_exclusive: date, tz: ZoneInfo) -> Period:
 def month_period(month: date, tz: ZoneInfo) -> Period:
     """All local days of the month starting at `month` (a first-of-month date)."""
     return days_period(month, next_month(month), tz)
-
-
-def us_to_datetime(us: int, tz: ZoneInfo | None = None) -> datetime:
-    """An aware datetime (UTC, or `tz`) for epoch microseconds."""
-    value = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(us))
-    return value.astimezone(tz) if tz is not None else value

@@ -13,7 +13,7 @@ from markupsafe import Markup
 from sqlalchemy import Engine
 
 from etl.config import Config
-from etl.store.models import to_micros
+from etl.timefmt import from_micros, to_micros
 from reports.compute.billing import (
     SampleMap,
     billing_table,
@@ -23,7 +23,7 @@ from reports.compute.billing import (
 )
 from reports.compute.quantities import FROM_SAMPLES
 from reports.names import ReportFormat, billing_name, output_dir, report_formats
-from reports.periods import Period, month_period, resolve_tz, us_to_datetime
+from reports.periods import Period, month_period, resolve_tz
 from reports.pipelines.days import configured_series, series_day_rows
 from reports.read.samples import read_series_samples, read_snapshot, source_snapshots
 from reports.render.charts import billing_chart
@@ -121,5 +121,5 @@ def _billing_html(result: BillingResult) -> str:
         subtitle=f"month in {result.tz}; amounts by each rule's pricing, rounded half-up once "
                  "to the currency's minor unit",
         tz=result.tz, summary=summary, notes=notes,
-        sources=source_snapshots(result.engine, result.config, us_to_datetime(period.end_us)),
+        sources=source_snapshots(result.engine, result.config, from_micros(period.end_us)),
         tables=[table_from_frame("Per billing rule", table), *tier_tables], charts=charts)
