@@ -216,12 +216,17 @@ def evaluate(engine: Engine, config: Config, now: datetime) -> list[MadeEvent]:
 
 def check(engine: Engine, config: Config, now: datetime | None = None,
           sender: Sender = send, *, ignore_backoff: bool = False,
-          clock: Callable[[], datetime] = wall_clock) -> CheckResult:
+          clock: Callable[[], datetime] | None = None) -> CheckResult:
     """Evaluate every alert and deliver every notification due (`alerts check`).
 
     `now` (default: `clock()`) is the time the alerts are evaluated at; each delivery's
-    lease and outcome are timed by `clock` when they happen (etl.alerts.outbox).
+    lease and outcome are timed by `clock` when they happen (etl.alerts.outbox). `clock`
+    defaults to the wall clock, or to `now` itself when only `now` is given (a replayed
+    instant).
     """
+    if clock is None:
+        fixed = now
+        clock = wall_clock if fixed is None else (lambda: fixed)
     now = now or clock()
     result = CheckResult(events=evaluate(engine, config, now))
     result.delivery = deliver_due(engine, {n.name: n for n in config.notifiers}, sender, now,
