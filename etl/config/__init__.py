@@ -2,8 +2,8 @@
 
 Modules: `settings` (top-level keys, `Config`, the database-URL and listen-address rules),
 `sources` (`[[sources]]`), `billing` (`[[billing]]`), `credits` (`[[credits]]`),
-`notifiers` (`[[notifiers]]`), `alerts` (`[[alerts]]`), `fields` (checks the tables share), `loading` (file, overrides,
-`parse_config`). May import: the standard library, `etl.vendors`, `etl.errors`,
+`notifiers` (`[[notifiers]]`), `alerts` (`[[alerts]]`), `retention` (`[retention]`),
+`fields` (checks the tables share), `loading` (file, overrides, `parse_config`). May import: the standard library, `etl.vendors`, `etl.errors`,
 `etl.secrets`, `etl.redact`; never `etl.alerts`, the store, HTTP, pandas or click.
 """
 
@@ -19,6 +19,7 @@ from etl.config.notifiers import (
     WebhookNotifier,
     webhook_url,
 )
+from etl.config.retention import Retention
 from etl.config.settings import (
     Config,
     database_url_problem,
@@ -30,7 +31,7 @@ from etl.config.sources import SourceConfig
 
 __all__ = [
     "Aggregation", "AlertRule", "BillingRule", "Condition", "Config", "Credit", "EmailNotifier",
-    "Notifier", "NotifierKind", "Pricing", "SecretRef", "SourceConfig", "Tier",
+    "Notifier", "NotifierKind", "Pricing", "Retention", "SecretRef", "SourceConfig", "Tier",
     "WebhookNotifier", "database_url_problem", "listen_address_problem", "load_config",
     "normalize_url", "parse_config", "split_listen_address", "webhook_url",
 ]

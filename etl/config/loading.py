@@ -13,6 +13,7 @@ from etl.config.billing import parse_billing_rules
 from etl.config.credits import parse_credits
 from etl.config.fields import TopLevel
 from etl.config.notifiers import parse_notifiers
+from etl.config.retention import parse_retention
 from etl.config.settings import TOP_KEYS, Config, parse_metrics_listen, parse_settings
 from etl.config.sources import parse_sources
 from etl.errors import ConfigError
@@ -102,11 +103,12 @@ def parse_config(
                           declared=declared, billing=billing,
                           notifiers={n.name for n in notifiers}, raw_notifiers=raw.get("notifiers"),
                           credits=[c.name for c in credits])
+    retention = parse_retention(raw.get("retention"), top.where, top.problems)
     if top.problems:
         raise ConfigError(top.problems)
-    return Config(**settings, sources=tuple(sources), billing=tuple(billing), credits=tuple(credits),
-                  alerts=tuple(alerts), notifiers=tuple(notifiers),
-                  metrics_listen=metrics_listen, path=path)
+    return Config(**settings, sources=tuple(sources), billing=tuple(billing),
+                  credits=tuple(credits), alerts=tuple(alerts), notifiers=tuple(notifiers),
+                  metrics_listen=metrics_listen, retention=retention, path=path)
 
 
 def _bad_byte(exc: UnicodeDecodeError) -> str:
