@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -183,4 +184,28 @@ def test_an_installed_wheel_upgrades_a_database_with_migrations_inside_the_packa
     assert run.stderr.splitlines()[0].startswith(str(target))  # the wheel's code ran
     engine = create_engine(f"sqlite:///{db}")
     assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_history_migration_down_drops_buckets_and_read_ranges_and_keeps_samples(
+        empty_db_url: str) -> None:
+    from tests.factories import history_page, nected, store
+
+    engine = make_engine(empty_db_url)
+    upgrade(engine)
+    t0 = datetime(2026, 11, 20, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    store(engine, [nected(t0, 5), history_page(t0 + hour, (t0, t0 + hour),
+                                                [(t0, t0 + hour, {"gpt-4o": 3})])])
+    downgrade(engine, "-1")
+    insp = inspect(engine)
+    assert {"history_reads", "history_marks"}.isdisjoint(insp.get_table_names())
+    assert {c["name"] for c in insp.get_columns("samples")}.isdisjoint(
+        {"bucket_end", "fetched_at", "revisions"})
+    assert {c["name"] for c in insp.get_columns("snapshots")}.isdisjoint(
+        {"window_start", "window_end"})
+    with engine.connect() as conn:
+        assert sorted(v for (v,) in conn.exec_driver_sql("SELECT value FROM samples")) == [3, 5]
+    upgrade(engine)
+    assert _diff(engine) == []
     engine.dispose()

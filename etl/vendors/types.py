@@ -9,10 +9,12 @@ from typing import NamedTuple
 
 
 class MetricType(StrEnum):
-    """How a metric's samples are read (SPEC 5): a level now, or a running total."""
+    """How a metric's samples are read (SPEC 5, 10): a level, a running total, or a bucket's use."""
 
     GAUGE = "gauge"
     COUNTER = "counter"
+    # A quantity used over [bucket start, bucket end) (SPEC 10): history sources only.
+    INTERVAL = "interval"
 
 
 class Outcome(StrEnum):
@@ -49,6 +51,9 @@ class SampleValue(NamedTuple):
     status: str | None = None
     # Set by kinds whose metric types depend on the source (http_json); None: the kind's own.
     metric_type: MetricType | None = None
+    # History sources (SPEC 10): the bucket [start, end) the value covers; None: an instant.
+    bucket_start: datetime | None = None
+    bucket_end: datetime | None = None
 
 
 class Observation(NamedTuple):
@@ -65,6 +70,8 @@ class Observation(NamedTuple):
     samples: tuple[SampleValue, ...]
     received_at: datetime | None = None
     origin: str = Origin.COLLECT
+    # History sources (SPEC 10): the request range [start, end) this page answered.
+    window: tuple[datetime, datetime] | None = None
 
 
 @dataclass
