@@ -88,13 +88,13 @@ def test_a_page_body_gives_one_interval_sample_per_bucket_and_model() -> None:
     body = {"object": "page", "has_more": False, "next_page": None, "data": [
         {"start_time": 1793491200, "end_time": 1793577600,
          "results": [{"model": "gpt-4o", "output_tokens": 120},
-                     {"model": "o1-mini", "output_tokens": 7}]},
+                     {"model": "claude-3-5-sonnet-20241022", "output_tokens": 7}]},
         {"start_time": 1793577600, "end_time": 1793664000, "results": []}]}
     obs = load(OPENAI).vendor.parse_body("openai", body, received_at=D)
     assert [(s.metric, s.value, s.bucket_start, s.bucket_end, s.metric_type)
             for s in obs.samples] == [
         ("output_tokens:gpt-4o", 120.0, D, datetime(2026, 11, 2, tzinfo=UTC), MetricType.INTERVAL),
-        ("output_tokens:o1-mini", 7.0, D, datetime(2026, 11, 2, tzinfo=UTC),
+        ("output_tokens:claude-3-5-sonnet-20241022", 7.0, D, datetime(2026, 11, 2, tzinfo=UTC),
          MetricType.INTERVAL),
     ]
 

@@ -1,7 +1,7 @@
 """History sources (SPEC 10): bucket ends, fetch times and revisions of samples; read ranges.
 
-Revision ID: 0004_history
-Revises: 0003_alerts
+Revision ID: 0005_history
+Revises: 0004_series_names
 Create Date: 2026-12-06
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 from etl.store.models import UtcDateTime
 
-revision: str = "0004_history"
-down_revision: str | Sequence[str] | None = "0003_alerts"
+revision: str = "0005_history"
+down_revision: str | Sequence[str] | None = "0004_series_names"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
