@@ -31,6 +31,13 @@ def decimal_text(value: Decimal | None) -> str:
     return text if "." in text else text + ".0"
 
 
+def _text(value: Any) -> str | None:
+    """A text cell's value; None for n/a (pandas may hold it as NaN in an object column)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return str(value)
+
+
 def write_focus_csv(table: pd.DataFrame, path: Path) -> Path:
     """`table` as FOCUS CSV (UTF-8, header): decimals plain, instants `2026-11-15T00:00:00Z`.
 
@@ -45,7 +52,8 @@ def write_focus_csv(table: pd.DataFrame, path: Path) -> Path:
         elif col in FOCUS_INSTANTS:
             columns.append([utc_z(v) for v in values])
         else:
-            columns.append(["" if v is None else formula_safe(str(v)) for v in values])
+            columns.append([formula_safe(t) if (t := _text(v)) is not None else ""
+                            for v in values])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(list(table.columns))
@@ -83,6 +91,7 @@ def write_focus_parquet(table: pd.DataFrame, path: Path) -> Path:
             kind = pa.timestamp("us", tz="UTC")
         else:
             kind = pa.string()
+            values = [_text(v) for v in values]
         fields.append(pa.field(col, kind))
         arrays.append(pa.array(values, type=kind))
     data = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
