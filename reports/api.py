@@ -26,8 +26,7 @@ import pandas as pd
 from sqlalchemy import BigInteger, ColumnElement, Engine, Select, cast, func, select, type_coerce
 from sqlalchemy.engine import URL, make_url
 
-from etl.billing_rules import Aggregation, Pricing
-from etl.config import Config, database_url_problem, load_config
+from etl.config import Aggregation, Config, Pricing, database_url_problem, load_config
 from etl.errors import InputError
 from etl.store.engine import ensure_schema, make_engine, normalize_url
 from etl.store.models import CollectionAttempt, Sample, Series

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, func, select, text
 
 from etl.alerts.history import load_states
 from etl.alerts.readings import latest_samples
-from etl.alerts.rules import AlertState
+from etl.alerts.states import AlertState
 from etl.config import Config
 from etl.store.models import CollectionAttempt
 

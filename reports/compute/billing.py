@@ -11,7 +11,7 @@ from typing import ParamSpec, TypeVar
 import numpy as np
 import pandas as pd
 
-from etl.billing_rules import BillingRule, Pricing
+from etl.config import BillingRule, Pricing
 from etl.store.models import to_micros
 from reports.compute.daily import combine_days, coverage_pct
 from reports.compute.pricing import charge
