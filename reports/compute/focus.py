@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from etl.billing_rules import BillingRule, Pricing
+from etl.config.billing import BillingRule, Pricing
 from reports.compute.billing import exact_decimals
 from reports.compute.pricing import charge, plain, round_money
 
@@ -78,8 +78,7 @@ class RulePeriod:
 
 def rule_unit(rule: BillingRule) -> str:
     """The rule's unit (SPEC 12: the rule's `unit`, default the metric's name)."""
-    unit = getattr(rule, "unit", None)
-    return str(unit) if unit else rule.metric
+    return rule.unit or rule.metric
 
 
 def _number(d: Decimal) -> str:

@@ -38,9 +38,8 @@ def providers(config: Config) -> dict[str, Provider]:
     """Each source's Provider: `vendor_name` (default its kind), `account_id` (its name)."""
     found = {}
     for src in config.sources:
-        vendor = getattr(src, "vendor_name", None) or src.kind
-        account = getattr(src, "account_id", None) or src.name
-        found[src.name] = Provider(vendor, account, src.name)
+        found[src.name] = Provider(src.vendor_name or src.kind, src.account_id or src.name,
+                                   src.name)
     return found
 
 

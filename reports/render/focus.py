@@ -23,8 +23,11 @@ _DECIMAL128_DIGITS = 38
 
 
 def decimal_text(value: Decimal | None) -> str:
-    """A FOCUS decimal cell: plain, with a decimal point (`100000.0`, never `1e5` or `100000`,
-    which CSV readers, the FOCUS validator's among them, take for an integer column)."""
+    """A FOCUS decimal cell: plain, with a decimal point (`100000.0`).
+
+    Never `1e5`, nor `100000`, which CSV readers (the FOCUS validator's among them) take
+    for an integer column.
+    """
     if value is None:
         return ""
     text = format(value, "f")
