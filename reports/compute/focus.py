@@ -68,7 +68,7 @@ class Provider:
 
 
 @dataclass(frozen=True)
-class RulePeriod:
+class ChargePeriod:
     """A billing rule's period: its label (YYYY-MM) and its UTC bounds, end exclusive."""
 
     label: str
@@ -146,23 +146,21 @@ def rule_charges(quantity: Decimal, amount: Decimal, rule: BillingRule) -> RuleC
 
 @exact_decimals
 def focus_table(billed: pd.DataFrame, rules: Sequence[BillingRule],
-                periods: Sequence[RulePeriod], providers: Mapping[str, Provider]
-                ) -> pd.DataFrame:
+                periods: Sequence[ChargePeriod], providers: Mapping[str, Provider],
+                credits: Sequence[Sequence[tuple[str, Decimal]]]) -> pd.DataFrame:
     """FOCUS 1.2 rows (FOCUS_COLUMNS) for the billing table `billed` (pure; SPEC 12).
 
-    `billed` is reports.compute.billing.billing_table's, one row per rule of `rules`, in
-    order; `periods` the rules' periods; `providers` each source's Provider. Per rule: a
-    Usage row (Usage-Based; the amount of its pricing), its flat fee as a Purchase row
-    (Recurring, EffectiveCost 0), a minimum's shortfall as a Usage row (Recurring), and the
-    credit applied (a `credit_applied` column, where the table has one) as a Credit row with
-    a negative BilledCost. Σ BilledCost per currency is Σ `amount_due` (else `amount`).
-    Decimals stay Decimals; instants are aware UTC datetimes.
+    `billed` is reports.compute.billing.billing_table's, one row per rule of `rules` (in
+    order) pricing its period in `periods`; `providers` each source's Provider; `credits`
+    per row what each credit paid of it ((name, amount), SPEC 11). Per rule: a Usage row
+    (Usage-Based; the amount of its pricing), its flat fee as a Purchase row (Recurring,
+    EffectiveCost 0), a minimum's shortfall as a Usage row (Recurring), and per credit that
+    paid something a Credit row with a negative BilledCost. Σ BilledCost per currency is
+    Σ `amount_due`. Decimals stay Decimals; instants are aware UTC datetimes.
     """
     records: list[dict[str, Any]] = []
-    credits = (billed["credit_applied"].tolist() if "credit_applied" in billed.columns
-               else [Decimal(0)] * len(billed))
-    for row, rule, period, credit in zip(billed.to_dict("records"), rules, periods, credits,
-                                         strict=True):
+    for row, rule, period, paid in zip(billed.to_dict("records"), rules, periods, credits,
+                                       strict=True):
         provider = providers[rule.source]
         unit = rule_unit(rule)
         sku = f"{rule.source}/{rule.metric}"
@@ -200,11 +198,12 @@ def focus_table(billed: pd.DataFrame, rules: Sequence[BillingRule],
                                 f"{what}: minimum charge {plain(rule.minimum)} "
                                 f"{rule.currency} (the shortfall of usage and fee below it)",
                                 consumed=(Decimal(0), unit)))
-        if credit:
-            records.append(_row(base | {"SkuPriceId": None, "SkuPriceDetails": None},
-                                ChargeCategory.CREDIT, ChargeFrequency.USAGE_BASED,
-                                -credit, None, None,
-                                f"{what}: prepaid credit applied"))
+        for name, taken in paid:
+            if taken:
+                records.append(_row(base | {"SkuPriceId": None, "SkuPriceDetails": None},
+                                    ChargeCategory.CREDIT, ChargeFrequency.USAGE_BASED,
+                                    -taken, None, None,
+                                    f"{what}: paid from the prepaid credit {name}"))
     return pd.DataFrame.from_records(records, columns=FOCUS_COLUMNS)
 
 

@@ -12,9 +12,9 @@ from sqlalchemy import Engine
 
 from etl.config import Config
 from etl.errors import InputError
-from reports.compute.focus import Provider, RulePeriod, focus_table
+from reports.compute.focus import ChargePeriod, Provider, focus_table
 from reports.names import focus_name, output_dir
-from reports.periods import local_midnight, us_to_datetime
+from reports.periods import us_to_datetime
 from reports.pipelines.billing import BillingResult, billing
 from reports.render.focus import write_focus_csv, write_focus_parquet
 
@@ -50,19 +50,13 @@ def focus(engine: Engine, config: Config, month: date, tz: str | None = None, *,
     `tz`, `now` and `rollups` as there.
     """
     billed = billing(engine, config, month, tz, now=now, rollups=rollups)
-    table = focus_table(billed.table, config.billing, _periods(billed), providers(config))
+    periods = [ChargePeriod(rp.label.strftime("%Y-%m"), us_to_datetime(rp.period.start_us),
+                            us_to_datetime(rp.period.end_us)) for rp in billed.priced]
+    paid = ([d.by_credit for d in billed.draws] if billed.draws
+            else [()] * len(billed.priced))
+    table = focus_table(billed.table, [rp.rule for rp in billed.priced], periods,
+                        providers(config), paid)
     return FocusResult(billed, table)
-
-
-def _periods(billed: BillingResult) -> list[RulePeriod]:
-    table, zone = billed.table, billed.period.tz
-    if "period_start" in table.columns and "period_end" in table.columns:
-        return [RulePeriod(label, local_midnight(start, zone), local_midnight(end, zone))
-                for label, start, end in zip(table["month"], table["period_start"],
-                                             table["period_end"], strict=True)]
-    start = us_to_datetime(billed.period.start_us)
-    end = us_to_datetime(billed.period.end_us)
-    return [RulePeriod(label, start, end) for label in table["month"]]
 
 
 def focus_format(fmt: str) -> FocusFormat:
