@@ -13,15 +13,20 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
+from dataclasses import replace
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
 import reports
 from etl.cli import cli
-from tests.factories import REPO
+from etl.config import Config
+from etl.config.credits import Credit
+from tests.factories import REPO, load
 
 EXAMPLE = REPO / "docs" / "examples" / "focus-month.toml"
 HISTORY = REPO / "docs" / "examples" / "focus-history.jsonl"
@@ -235,3 +240,36 @@ def test_a_source_s_vendor_name_must_be_text(tmp_path: Path) -> None:
                                       "--month", MONTH])
     assert result.exit_code == 2
     assert "sources.api.vendor_name: must be a non-empty string" in result.output
+
+
+def cycled_and_credited() -> Config:
+    """The example with the ws rule's period from the 15th and a 100.00 USD credit on api."""
+    config = load(EXAMPLE)
+    rules = tuple(replace(r, cycle_day=15) if r.source == "ws" else r for r in config.billing)
+    credit = Credit(name="api-prepaid", source="api", amount=Decimal("100.00"), currency="USD",
+                    granted=date(2026, 11, 1))
+    return replace(config, billing=rules, credits=(credit,))
+
+
+def test_periods_follow_the_rules_cycle_and_credits_are_credit_rows(month: str) -> None:
+    config = cycled_and_credited()
+    df = reports.focus(month, MONTH, config=config, decimal=True)
+    rows = {(r["SkuId"], r["ChargeCategory"], r["ChargeFrequency"]): r
+            for r in df.to_dict("records")}
+    # ws from 2026-11-15: only the 90 of Nov 21 is in it (the 120 of Nov 10 is not), 0
+    # billable, so the minimum's shortfall is all of its 25.00.
+    ws_usage = rows[("ws/connections", "Usage", "Usage-Based")]
+    ws_minimum = rows[("ws/connections", "Usage", "Recurring")]
+    assert (ws_usage["ConsumedQuantity"], ws_usage["BilledCost"]) == (Decimal(90), Decimal("0.00"))
+    assert ws_minimum["BilledCost"] == Decimal("25.00")
+    for r in (ws_usage, ws_minimum):
+        assert r["ChargePeriodStart"].isoformat() == "2026-11-15T00:00:00+00:00"
+        assert r["BillingPeriodEnd"].isoformat() == "2026-12-15T00:00:00+00:00"
+    credit = rows[("api/invocations", "Credit", "Usage-Based")]
+    assert credit["BilledCost"] == credit["EffectiveCost"] == Decimal("-100.00")
+    assert pd.isna(credit["PricingQuantity"]) and pd.isna(credit["ConsumedQuantity"])
+    assert pd.isna(credit["SkuPriceId"]) and "api-prepaid" in credit["ChargeDescription"]
+    billing = reports.billing(month, MONTH, config=config, decimal=True)
+    due = billing.groupby("currency")["amount_due"].sum().to_dict()
+    assert due == {"USD": Decimal("225.00"), "EUR": Decimal("40.00")}
+    assert df.groupby("BillingCurrency")["BilledCost"].sum().to_dict() == due
