@@ -14,6 +14,7 @@ from typing import Any
 from iso4217 import Currency
 
 from etl.config.fields import MAX_CONFIG_DECIMAL, TopLevel, bounded_decimal, local_date, what
+from etl.config.focus import BILLING_FOCUS_KEYS, focus_match, focus_text
 from etl.vendors import VendorKind
 from etl.vendors.types import MetricType
 
@@ -46,7 +47,8 @@ PRICING_KEYS: dict[Pricing, frozenset[str]] = {
     Pricing.VOLUME: frozenset({"tiers"}),
 }
 COMMON_KEYS = frozenset({"source", "metric", "aggregation", "included", "currency", "pricing",
-                         "flat_fee", "minimum", "cycle_day", "valid_from", "valid_until"})
+                         "flat_fee", "minimum", "cycle_day", "valid_from", "valid_until"}
+                        ) | BILLING_FOCUS_KEYS
 # A period starts on this day of a month at the latest: every month has it (SPEC 11).
 MAX_CYCLE_DAY = 28
 # Minor unit of a currency ISO 4217 gives none for (XAU, XXX) or does not know (SPEC 5).
@@ -88,12 +90,15 @@ class BillingRule:
     cycle_day: int = 1
     valid_from: date | None = None
     valid_until: date | None = None
+    # FOCUS (SPEC 12): the unit of its quantity (None: the metric's name), and the columns
+    # and values that select its charges in a FOCUS invoice.
+    unit: str | None = None
+    focus_match: tuple[tuple[str, str], ...] = ()
 
     def valid_on(self, day: date) -> bool:
         """Whether the rule prices a period whose first local day is `day` (SPEC 11)."""
         return ((self.valid_from is None or self.valid_from <= day)
                 and (self.valid_until is None or day < self.valid_until))
-
 
 
 @lru_cache(maxsize=256)
@@ -293,6 +298,8 @@ def _parse_billing(
     currency = entry.get("currency", "USD")
     if not isinstance(currency, str) or not CURRENCY_RE.fullmatch(currency):
         problems.append(f"{label}.currency: must be a three-letter code such as 'USD'")
+    unit = focus_text(entry, "unit", label, problems)
+    match = focus_match(entry, label, problems)
     if len(problems) > before or kind is None:
         return None
     assert source is not None and metric is not None and aggregation is not None
@@ -313,6 +320,8 @@ def _parse_billing(
         cycle_day=cycle_day,
         valid_from=valid_from,
         valid_until=valid_until,
+        unit=unit,
+        focus_match=match,
     )
 
 
