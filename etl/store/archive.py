@@ -21,6 +21,7 @@ from etl.errors import DatabaseError, InputError, ParseError
 from etl.store.archive_line import parse_line
 from etl.store.bulk import bulk_store
 from etl.store.engine import describe_database_error, is_database_error
+from etl.store.history import store_history
 from etl.store.writer import Conflict, StoreResult
 from etl.textutil import number_text
 from etl.timefmt import utc_z
@@ -72,8 +73,17 @@ class ImportResult:
 
 
 def _write_batch(engine: Engine, observations: list[Observation]) -> StoreResult:
-    """Store one batch with the bulk writer (etl.store.bulk: same rules as store_observations)."""
-    return bulk_store(engine, observations)
+    """Store one batch with the bulk writer (etl.store.bulk: same rules as store_observations).
+
+    Pages of history sources go through etl.store.history (a bucket's latest fetch wins).
+    """
+    pages = [obs for obs in observations if obs.window is not None]
+    if not pages:
+        return bulk_store(engine, observations)
+    result = bulk_store(engine, [obs for obs in observations if obs.window is None])
+    with engine.begin() as conn:
+        result.add(store_history(conn, pages))
+    return result
 
 
 def _default_problem(message: str) -> None:

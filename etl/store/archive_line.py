@@ -1,9 +1,10 @@
-"""One archive line (JSONL: source, observed_at, body) read back as an Observation."""
+"""One archive line (JSONL: source, observed_at, window, body) read back as an Observation."""
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 try:  # a C JSON parser: the standard one cost as much as writing the rows
@@ -58,12 +59,31 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
     elif not vendor.time_in_body:
         raise ParseError(f"observed_at: required for a {src.kind} source"
                          + ("" if src.bound is None else " without a timestamp"))
+    window = _window(doc.get("window"), vendor.history is not None, src.kind)
     body = doc["body"]
     try:
-        return vendor.parse(name, body, observed_at=observed_at, payload=payload,
-                            origin="import")
+        obs = vendor.parse(name, body, observed_at=observed_at, payload=payload,
+                           origin="import")
     except ParseError as exc:
         raise ParseError(f"body: {exc}") from None
+    return obs if window is None else obs._replace(window=window)
+
+
+def _window(raw: Any, history: bool, kind: str) -> tuple[datetime, datetime] | None:
+    """A line's request range (SPEC 10): required of history sources, refused elsewhere."""
+    if raw is None:
+        if history:
+            raise ParseError("window: required for a history source")
+        return None
+    if not history:
+        raise ParseError(f"window: only lines of history sources carry one (not {kind})")
+    if not isinstance(raw, dict) or set(raw) != {"start", "end"}:
+        raise ParseError('window: must be {"start": TIME, "end": TIME}')
+    start = parse_timestamp(raw["start"], "window.start")
+    end = parse_timestamp(raw["end"], "window.end")
+    if end <= start:
+        raise ParseError("window: end is not after start")
+    return start, end
 
 
 def _loads_strict(line: bytes) -> Any:
