@@ -32,7 +32,12 @@ from etl.store.models import Sample, Series, Snapshot
 from etl.store.writer import Conflict, StoreResult
 from etl.textutil import formula_safe
 from etl.timefmt import utc_z
-from etl.vendors.parsing import MAX_JSON_DEPTH, check_storable, parse_timestamp
+from etl.vendors.parsing import (
+    MAX_JSON_DEPTH,
+    check_storable,
+    parse_timestamp,
+    time_range_problem,
+)
 from etl.vendors.types import Observation
 
 # Lines per transaction: large enough to amortise a commit, small enough to keep memory flat.
@@ -94,19 +99,7 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
     be cut out of the line unambiguously; otherwise the body is serialised again.
     """
     raw = line.encode("utf-8") if isinstance(line, str) else line
-    doc: Any = None
-    payload: str | None = None
-    split = _split_body(raw)
-    if split is not None:
-        doc, payload = split
-    elif orjson is not None:
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            doc = None  # the standard parser below names the problem (or accepts it)
-    if doc is None:
-        doc = _loads_strict(raw)
-    check_storable(raw, doc)
+    doc, payload = _load_line(raw)
     if not isinstance(doc, dict):
         raise ParseError("not a JSON object")
     name = doc.get("source")
@@ -121,15 +114,41 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
     observed_at = None
     if doc.get("observed_at") is not None:
         observed_at = parse_timestamp(doc["observed_at"], "observed_at")
+        problem = time_range_problem(observed_at, "observed_at")
+        if problem:
+            raise ParseError(problem)
     elif not vendor.time_in_body:
         raise ParseError(f"observed_at: required for a {src.kind} source"
                          + ("" if src.bound is None else " without a timestamp"))
     body = doc["body"]
     try:
-        return vendor.parse(name, body, observed_at=observed_at, payload=payload,
-                            origin="import")
+        obs = vendor.parse(name, body, observed_at=observed_at, payload=payload,
+                           origin="import")
     except ParseError as exc:
         raise ParseError(f"body: {exc}") from None
+    problem = time_range_problem(obs.observed_at, "body: observation time")
+    if problem:
+        raise ParseError(problem)
+    return obs
+
+
+def _load_line(raw: bytes) -> tuple[Any, str | None]:
+    """The line parsed, and its body's own text when it can be cut out (else None)."""
+    split = _split_body(raw)
+    if split is not None:
+        doc: Any = split[0]
+        check_storable(raw, doc)
+        return split
+    doc = None
+    if orjson is not None:
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None  # the standard parser below names the problem (or accepts it)
+    if doc is None:
+        doc = _loads_strict(raw)
+    check_storable(raw, doc)
+    return doc, None
 
 
 def _loads_strict(line: bytes) -> Any:
@@ -513,21 +532,39 @@ def _conflict_line(c: Conflict, pending: _Pending, named: set[tuple[int, str]]) 
 # --- export -----------------------------------------------------------------------------------
 
 
-def export_range(config: Config, start: date, end: date) -> tuple[datetime, datetime]:
-    """[start 00:00, the day after end 00:00) in the config timezone, as UTC instants."""
+def export_range(config: Config, start: date, end: date) -> tuple[datetime | None, datetime | None]:
+    """[start 00:00, the day after end 00:00) in the config timezone, as UTC instants.
+
+    None: an end past what a datetime holds (0001-01-01 east of UTC, 9999-12-31), so open.
+    """
     if end < start:
         raise InputError(f"--end {end} is before --start {start}")
     tz = config.tz
-    lo = datetime.combine(start, time(0), tzinfo=tz).astimezone(UTC)
-    hi = datetime.combine(end + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
+    try:
+        lo: datetime | None = datetime.combine(start, time(0), tzinfo=tz).astimezone(UTC)
+    except OverflowError:
+        lo = None
+    try:
+        hi: datetime | None = datetime.combine(end + timedelta(days=1), time(0),
+                                               tzinfo=tz).astimezone(UTC)
+    except OverflowError:
+        hi = None
     return lo, hi
 
 
-def iter_archive_lines(engine: Engine, lo: datetime, hi: datetime) -> Iterator[str]:
-    """Archive lines for every snapshot with lo <= observed_at < hi, in time order, streamed."""
+def _in_range(column: Any, lo: datetime | None, hi: datetime | None) -> list[Any]:
+    return ([] if lo is None else [column >= lo]) + ([] if hi is None else [column < hi])
+
+
+def iter_archive_lines(engine: Engine, lo: datetime | None,
+                       hi: datetime | None) -> Iterator[str]:
+    """Archive lines for every snapshot with lo <= observed_at < hi, in time order, streamed.
+
+    None for `lo` or `hi`: no bound on that side.
+    """
     stmt = (
         select(Snapshot.source, Snapshot.observed_at, Snapshot.payload)
-        .where(Snapshot.observed_at >= lo, Snapshot.observed_at < hi)
+        .where(*_in_range(Snapshot.observed_at, lo, hi))
         .order_by(Snapshot.observed_at, Snapshot.source)
     )
     with engine.connect() as conn:
@@ -537,13 +574,14 @@ def iter_archive_lines(engine: Engine, lo: datetime, hi: datetime) -> Iterator[s
                              ensure_ascii=False, separators=(",", ":"))
 
 
-def iter_csv_rows(engine: Engine, lo: datetime, hi: datetime) -> Iterator[tuple[str, ...]]:
+def iter_csv_rows(engine: Engine, lo: datetime | None,
+                  hi: datetime | None) -> Iterator[tuple[str, ...]]:
     """One row per sample (CSV_COLUMNS), in time order, streamed; formula cells escaped."""
     stmt = (
         select(Sample.observed_at, Series.source, Series.metric, Sample.value,
                Sample.plan_limit, Sample.status)
         .join(Series, Series.id == Sample.series_id)
-        .where(Sample.observed_at >= lo, Sample.observed_at < hi)
+        .where(*_in_range(Sample.observed_at, lo, hi))
         .order_by(Sample.observed_at, Series.source, Series.metric)
     )
     with engine.connect() as conn:
