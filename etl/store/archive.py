@@ -126,6 +126,8 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
                            origin="import")
     except ParseError as exc:
         raise ParseError(f"body: {exc}") from None
+    if observed_at is not None:  # the line's time, whatever the body says (SPEC 4)
+        return obs if obs.observed_at == observed_at else obs._replace(observed_at=observed_at)
     problem = time_range_problem(obs.observed_at, "body: observation time")
     if problem:
         raise ParseError(problem)
