@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -21,9 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from etl.timefmt import from_micros, to_micros
 from etl.vendors.types import MAX_METRIC_LEN
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -31,19 +30,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-def to_micros(value: datetime) -> int:
-    """Microseconds since the Unix epoch for an aware datetime (naive is taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    delta = value - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(value: int) -> datetime:
-    """Microseconds since the Unix epoch (SQLite's storage) as an aware UTC datetime."""
-    return EPOCH + timedelta(microseconds=int(value))
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -127,6 +113,9 @@ class Snapshot(Base):
     received_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     origin: Mapped[str] = mapped_column(String(16))  # etl.vendors.types.Origin
     payload: Mapped[str] = mapped_column(Text)  # the body as JSON text
+    # History sources (SPEC 10): the request range this page answered; NULL for snapshots.
+    window_start: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    window_end: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class Sample(Base):
@@ -141,6 +130,31 @@ class Sample(Base):
     plan_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
     status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     snapshot_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    # History sources (SPEC 10): observed_at is the bucket's start, this its end; the fetch
+    # whose value is stored (a later fetch replaces it) and how often its value changed.
+    bucket_end: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    fetched_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    revisions: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class HistoryRead(Base):
+    """A request range a history source has read (SPEC 10 coverage), at its latest read."""
+
+    __tablename__ = "history_reads"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    start_at: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    end_at: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    read_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class HistoryMark(Base):
+    """A history source's read-up-to point `H` (SPEC 10): polls read on from H - lookback."""
+
+    __tablename__ = "history_marks"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    read_up_to: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class CollectionAttempt(Base):
