@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -77,6 +78,15 @@ class BillingRule:
     tiers: tuple[Tier, ...] = ()
     flat_fee: Decimal = Decimal(0)
     minimum: Decimal = Decimal(0)
+    cycle_day: int = 1
+    valid_from: date | None = None
+    valid_until: date | None = None
+
+    def valid_on(self, day: date) -> bool:
+        """Whether the rule prices a period whose first local day is `day` (SPEC 11)."""
+        return ((self.valid_from is None or self.valid_from <= day)
+                and (self.valid_until is None or day < self.valid_until))
+
 
 
 def parse_aggregation(value: Any, key: str, problems: list[str]) -> Aggregation | None:

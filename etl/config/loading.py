@@ -101,7 +101,7 @@ def parse_config(
                           notifiers={n.name for n in notifiers}, raw_notifiers=raw.get("notifiers"))
     if top.problems:
         raise ConfigError(top.problems)
-    return Config(**settings, sources=tuple(sources), billing=tuple(billing),
+    return Config(**settings, sources=tuple(sources), billing=tuple(billing), credits=(),
                   alerts=tuple(alerts), notifiers=tuple(notifiers),
                   metrics_listen=metrics_listen, path=path)
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from etl.config.alerts import AlertRule
 from etl.config.billing import BillingRule
+from etl.config.credits import Credit
 from etl.config.fields import TopLevel
 from etl.config.notifiers import Notifier, check_secret
 from etl.config.sources import SourceConfig
@@ -38,6 +39,7 @@ class Config:
     spool_dir: str = DEFAULT_SPOOL_DIR
     sources: tuple[SourceConfig, ...] = ()
     billing: tuple[BillingRule, ...] = ()
+    credits: tuple[Credit, ...] = ()
     alerts: tuple[AlertRule, ...] = ()
     notifiers: tuple[Notifier, ...] = ()
     metrics_listen: str | None = None

@@ -21,6 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from etl.vendors.types import MAX_METRIC_LEN
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 NAMING = {
@@ -107,7 +109,7 @@ class Series(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(64))
-    metric: Mapped[str] = mapped_column(String(32))
+    metric: Mapped[str] = mapped_column(String(MAX_METRIC_LEN))
     kind: Mapped[str] = mapped_column(String(16))  # the source's kind (etl.vendors registry)
     metric_type: Mapped[str] = mapped_column(String(8))  # etl.vendors.types.MetricType
 
@@ -209,7 +211,7 @@ class AlertSeriesState(Base):
 
     alert: Mapped[str] = mapped_column(String(64), primary_key=True)
     source: Mapped[str] = mapped_column(String(64), primary_key=True)
-    metric: Mapped[str] = mapped_column(String(128), primary_key=True)  # '' for stale alerts
+    metric: Mapped[str] = mapped_column(String(MAX_METRIC_LEN), primary_key=True)  # '' for stale alerts
     state: Mapped[str] = mapped_column(String(8))  # ok | pending | firing
     since: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
@@ -230,7 +232,7 @@ class AlertEvent(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     alert: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(64))
-    metric: Mapped[str] = mapped_column(String(128))
+    metric: Mapped[str] = mapped_column(String(MAX_METRIC_LEN))
     version: Mapped[int] = mapped_column(Integer)
     # pending | cleared | firing | repeat | resolved
     transition: Mapped[str] = mapped_column(String(16))
