@@ -3,8 +3,8 @@
 Modules: `settings` (top-level keys, `Config`, the database-URL and listen-address rules),
 `sources` (`[[sources]]`), `billing` (`[[billing]]`), `credits` (`[[credits]]`),
 `notifiers` (`[[notifiers]]`, a package: one module per notifier kind), `alerts`
-(`[[alerts]]`), `fields` (checks the tables share), `loading` (file, overrides,
-`parse_config`). May import: the standard library, `etl.vendors`, `etl.errors`,
+(`[[alerts]]`), `retention` (`[retention]`), `fields` (checks the tables share), `loading`
+(file, overrides, `parse_config`). May import: the standard library, `etl.vendors`, `etl.errors`,
 `etl.secrets`, `etl.redact`; never `etl.alerts`, the store, HTTP, pandas or click.
 """
 
@@ -23,6 +23,7 @@ from etl.config.notifiers import (
     WebhookNotifier,
     webhook_url,
 )
+from etl.config.retention import Retention
 from etl.config.settings import (
     Config,
     database_url_problem,
@@ -35,7 +36,7 @@ from etl.config.sources import SourceConfig
 __all__ = [
     "NOTIFIER_TYPES", "Aggregation", "AlertRule", "BillingRule", "Condition", "Config",
     "Credit", "EmailNotifier", "MailServer", "Notifier", "NotifierType", "Pricing",
-    "SecretRef", "SourceConfig", "Tier", "Transports", "WebhookNotifier",
+    "Retention", "SecretRef", "SourceConfig", "Tier", "Transports", "WebhookNotifier",
     "database_url_problem", "listen_address_problem", "load_config",
     "normalize_url", "parse_config", "split_listen_address", "webhook_url",
 ]

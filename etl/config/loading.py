@@ -12,6 +12,7 @@ from etl.config.alerts import parse_alerts
 from etl.config.billing import parse_billing_rules
 from etl.config.fields import TopLevel
 from etl.config.notifiers import parse_notifiers
+from etl.config.retention import parse_retention
 from etl.config.settings import TOP_KEYS, Config, parse_metrics_listen, parse_settings
 from etl.config.sources import parse_sources
 from etl.errors import ConfigError
@@ -99,11 +100,12 @@ def parse_config(
     alerts = parse_alerts(raw.get("alerts", []), top.problems, top.where, sources=sources,
                           declared=declared, billing=billing,
                           notifiers={n.name for n in notifiers}, raw_notifiers=raw.get("notifiers"))
+    retention = parse_retention(raw.get("retention"), top.where, top.problems)
     if top.problems:
         raise ConfigError(top.problems)
     return Config(**settings, sources=tuple(sources), billing=tuple(billing), credits=(),
                   alerts=tuple(alerts), notifiers=tuple(notifiers),
-                  metrics_listen=metrics_listen, path=path)
+                  metrics_listen=metrics_listen, retention=retention, path=path)
 
 
 def _bad_byte(exc: UnicodeDecodeError) -> str:

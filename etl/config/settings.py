@@ -14,6 +14,7 @@ from etl.config.billing import BillingRule
 from etl.config.credits import Credit
 from etl.config.fields import TopLevel
 from etl.config.notifiers import Notifier, check_secret
+from etl.config.retention import Retention
 from etl.config.sources import SourceConfig
 from etl.errors import ConfigError, SecretError
 
@@ -22,7 +23,7 @@ DEFAULT_REPORTS_DIR = "reports-out"
 DEFAULT_SPOOL_DIR = ".usage-etl-spool"
 TOP_KEYS = {
     "database_url", "timezone", "reports_dir", "spool_dir", "sources", "billing", "alerts",
-    "notifiers", "metrics_listen",
+    "notifiers", "metrics_listen", "retention",
 }
 # Database URL schemes and drivers usage-etl is built and tested for ("" = the default driver).
 DATABASE_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg")}
@@ -43,6 +44,7 @@ class Config:
     alerts: tuple[AlertRule, ...] = ()
     notifiers: tuple[Notifier, ...] = ()
     metrics_listen: str | None = None
+    retention: Retention = Retention()
     path: str | None = field(default=None, compare=False)
 
     @property

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from types import FrameType
 from typing import TYPE_CHECKING, Any, assert_never
@@ -27,6 +27,7 @@ from etl.runtime.metrics import Metrics, MetricsServer, database_accepts, spool_
 from etl.runtime.nightly_job import NIGHTLY_AT, NIGHTLY_RETRY_S, NIGHTLY_TICK_S, NightlyJob
 from etl.runtime.pauses import Pause, PausePolicy
 from etl.runtime.recovery import Recovery, Stored
+from etl.runtime.retention import DAEMON_EVERY_S, DAEMON_FIRST_S, daemon_pass
 from etl.runtime.triggers import SlotTrigger, jitter_for
 from etl.store.spool import Spool, SpoolLock
 from etl.store.state import Claim, ClaimReason, PollGate
@@ -91,6 +92,7 @@ class Scheduler:
         nightly_tick_s: float = NIGHTLY_TICK_S,
         metrics_listen: str | None = None,
         db_step_timeout: float | None = None,
+        retention_first_s: float = DAEMON_FIRST_S,
     ) -> None:
         if collector is None:
             from etl.collect.poll import Collector
@@ -103,6 +105,7 @@ class Scheduler:
         self.sources = list(sources if sources is not None else config.sources)
         self.stop_timeout = stop_timeout
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.retention_first_s = retention_first_s
         self.report_engine = report_engine or engine
         self.gate = PollGate(engine)
         self.db = DatabaseSteps(DB_STEP_TIMEOUT_S if db_step_timeout is None else db_step_timeout)
@@ -301,6 +304,12 @@ class Scheduler:
             coalesce=True, max_instances=1, misfire_grace_time=int(SPOOL_REPLAY_EVERY),
         )
         owed = self.nightly.attach(sched, now)
+        if self.config.retention.active:  # compaction and retirement (SPEC 13)
+            sched.add_job(
+                daemon_pass, "interval", args=[self.engine, self.config, self.clock],
+                seconds=DAEMON_EVERY_S, id="retention", coalesce=True, max_instances=1,
+                misfire_grace_time=None,
+                next_run_time=now + timedelta(seconds=self.retention_first_s))
         self._scheduler = sched
         sched.start()
         if self.alerts is not None:
