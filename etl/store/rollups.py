@@ -19,8 +19,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from etl.store.engine import refuses_writes
-from etl.store.models import RollupDay, RollupDirty, Sample, Snapshot, from_micros
+from etl.store.models import RollupDay, RollupDirty, Sample, Snapshot
 from etl.textutil import first_line
+from etl.timefmt import from_micros
 from etl.vendors.parsing import MAX_READING
 
 log = logging.getLogger("etl.store.rollups")
