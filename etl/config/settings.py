@@ -23,8 +23,8 @@ DEFAULT_DATABASE_URL = "sqlite:///usage.db"
 DEFAULT_REPORTS_DIR = "reports-out"
 DEFAULT_SPOOL_DIR = ".usage-etl-spool"
 TOP_KEYS = {
-    "database_url", "timezone", "reports_dir", "spool_dir", "sources", "billing", "alerts",
-    "notifiers", "metrics_listen", "retention",
+    "database_url", "timezone", "reports_dir", "spool_dir", "sources", "billing", "credits",
+    "alerts", "notifiers", "metrics_listen", "retention",
 }
 # Database URL schemes and drivers usage-etl is built and tested for ("" = the default driver).
 DATABASE_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg")}
