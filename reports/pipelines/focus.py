@@ -12,9 +12,9 @@ from sqlalchemy import Engine
 
 from etl.config import Config
 from etl.errors import InputError
+from etl.timefmt import from_micros as us_to_datetime
 from reports.compute.focus import ChargePeriod, Provider, focus_table
 from reports.names import focus_name, output_dir
-from reports.periods import us_to_datetime
 from reports.pipelines.billing import BillingResult, billing
 from reports.render.focus import write_focus_csv, write_focus_parquet
 
