@@ -12,7 +12,7 @@ import numpy as np
 
 from etl.config import BillingRule
 from etl.errors import InputError
-from etl.store.models import to_micros
+from etl.timefmt import to_micros
 
 MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -168,9 +168,3 @@ def span(periods: Sequence[Period], tz: ZoneInfo) -> Period:
 def label_text(label: date) -> str:
     """A period's label as reports and invoices write it: YYYY-MM."""
     return label.strftime("%Y-%m")
-
-
-def us_to_datetime(us: int, tz: ZoneInfo | None = None) -> datetime:
-    """An aware datetime (UTC, or `tz`) for epoch microseconds."""
-    value = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(us))
-    return value.astimezone(tz) if tz is not None else value

@@ -19,8 +19,8 @@ from etl.config import load_config
 from etl.runtime.scheduler import Scheduler
 from etl.store.archive import import_archives
 from etl.store.compact import CompactError, compact
-from etl.store.retire import retire
 from etl.store.models import RollupDay, Sample, Series, Snapshot
+from etl.store.retire import retire
 from tests.daemon import wait_for
 from tests.factories import (
     REPO,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl.errors import InputError
-from etl.store.models import to_micros
+from etl.timefmt import to_micros
 from reports.compute.daily import aggregate_days, combine_days, coverage_pct, day_report_values
 from reports.periods import days_period, month_period, parse_date, parse_month, resolve_tz
 

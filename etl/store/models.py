@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -21,9 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from etl.timefmt import from_micros, to_micros
 from etl.vendors.types import MAX_METRIC_LEN
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -31,19 +30,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-def to_micros(value: datetime) -> int:
-    """Microseconds since the Unix epoch for an aware datetime (naive is taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    delta = value - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(value: int) -> datetime:
-    """Microseconds since the Unix epoch (SQLite's storage) as an aware UTC datetime."""
-    return EPOCH + timedelta(microseconds=int(value))
 
 
 class UtcDateTime(TypeDecorator[datetime]):

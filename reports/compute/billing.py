@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from etl.config import BillingRule, Pricing
-from etl.store.models import to_micros
+from etl.timefmt import from_micros, to_micros
 from reports.compute.credits import CreditDraw, PeriodCharge, amount_due
 from reports.compute.daily import combine_days, coverage_pct
 from reports.compute.pricing import charge, round_money
@@ -23,7 +23,7 @@ from reports.compute.quantities import (
     month_quantity,
     round_quantity,
 )
-from reports.periods import Period, RulePeriod, label_text, us_to_datetime
+from reports.periods import Period, RulePeriod, label_text
 
 # Significant digits of billing arithmetic. The largest figures the edges let in: a month's
 # quantity below 10^28 (readings up to 10^15, a sample a microsecond) with 4 places, times a
@@ -196,7 +196,7 @@ def billing_table(rows: pd.DataFrame, priced: Sequence[RulePeriod], *, now: date
                 if used_up is None and mtd_q > 0 and rule.included > mtd_q:
                     at_us = period.start_us + int(elapsed * rule.included / mtd_q)
                     if at_us < period.end_us:
-                        used_up = us_to_datetime(at_us, period.tz).date()
+                        used_up = from_micros(at_us, period.tz).date()
                         used_up_projected = True
             else:
                 # A level (peak, p95, average, last reading) is not extrapolated: the period

@@ -15,7 +15,7 @@ from markupsafe import Markup
 from sqlalchemy import Connection, Engine
 
 from etl.config import Config
-from etl.store.models import to_micros
+from etl.timefmt import from_micros, to_micros
 from reports.compute.billing import (
     SampleMap,
     billing_table,
@@ -47,7 +47,6 @@ from reports.periods import (
     resolve_tz,
     rule_periods,
     span,
-    us_to_datetime,
 )
 from reports.pipelines.days import configured_series, series_day_rows
 from reports.read.samples import read_series_samples, read_snapshot, source_snapshots
@@ -171,7 +170,7 @@ def _with_credits(result: BillingResult, past_rows: pd.DataFrame, past_samples: 
               if any(c.applies_to(rp.rule.source, rp.rule.currency, rp.period.start)
                      for rp in result.priced)]
     statuses = credit_statuses(paying, charges, draws, spending, now_us,
-                               lambda us: us_to_datetime(us, zone).date())
+                               lambda us: from_micros(us, zone).date())
     return replace(result, table=with_credits(result.table, draws[len(history):]),
                    draws=draws[len(history):], credits=statuses)
 
@@ -239,7 +238,7 @@ def _billing_html(result: BillingResult) -> str:
                  f"{result.tz}; amounts by each rule's pricing, rounded half-up once to the "
                  "currency's minor unit; amount due after prepaid credits",
         tz=result.tz, summary=summary, notes=notes,
-        sources=source_snapshots(result.engine, result.config, us_to_datetime(end_us)),
+        sources=source_snapshots(result.engine, result.config, from_micros(end_us)),
         tables=[*tables, *tier_tables], charts=charts)
 
 
