@@ -1,7 +1,7 @@
 """Retired history (SPEC 13): per series, the instant before which its samples were retired.
 
-Revision ID: 0005_retired_history
-Revises: 0004_series_names
+Revision ID: 0006_retired_history
+Revises: 0005_history
 Create Date: 2026-12-06
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 from etl.store.models import UtcDateTime
 
-revision: str = "0005_retired_history"
-down_revision: str | Sequence[str] | None = "0004_series_names"
+revision: str = "0006_retired_history"
+down_revision: str | Sequence[str] | None = "0005_history"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
