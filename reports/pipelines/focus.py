@@ -12,9 +12,9 @@ from sqlalchemy import Engine
 
 from etl.config import Config
 from etl.errors import InputError
+from etl.timefmt import from_micros
 from reports.compute.focus import ChargePeriod, Provider, focus_table
 from reports.names import focus_name, output_dir
-from reports.periods import us_to_datetime
 from reports.pipelines.billing import BillingResult, billing
 from reports.render.focus import write_focus_csv, write_focus_parquet
 
@@ -50,8 +50,8 @@ def focus(engine: Engine, config: Config, month: date, tz: str | None = None, *,
     `tz`, `now` and `rollups` as there.
     """
     billed = billing(engine, config, month, tz, now=now, rollups=rollups)
-    periods = [ChargePeriod(rp.label.strftime("%Y-%m"), us_to_datetime(rp.period.start_us),
-                            us_to_datetime(rp.period.end_us)) for rp in billed.priced]
+    periods = [ChargePeriod(rp.label.strftime("%Y-%m"), from_micros(rp.period.start_us),
+                            from_micros(rp.period.end_us)) for rp in billed.priced]
     paid = ([d.by_credit for d in billed.draws] if billed.draws
             else [()] * len(billed.priced))
     table = focus_table(billed.table, [rp.rule for rp in billed.priced], periods,
