@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from etl.alerts.evaluate import Reading, SeriesState, Transition, condition_holds, step
 from etl.alerts.history import load_states, record
 from etl.alerts.notifiers import send
-from etl.alerts.outbox import DeliveryReport, Sender, deliver_due
+from etl.alerts.outbox import DeliveryReport, Sender, deliver_due, wall_clock
 from etl.alerts.readings import LatestSample, latest_samples
 from etl.alerts.states import AlertState, EventState, SeriesRef
 from etl.config import AlertRule, Condition, Config
@@ -212,12 +212,22 @@ def evaluate(engine: Engine, config: Config, now: datetime) -> list[MadeEvent]:
 
 
 def check(engine: Engine, config: Config, now: datetime | None = None,
-          sender: Sender = send, *, ignore_backoff: bool = False) -> CheckResult:
-    """Evaluate every alert and deliver every notification due (`alerts check`)."""
-    now = now or datetime.now(UTC)
+          sender: Sender = send, *, ignore_backoff: bool = False,
+          clock: Callable[[], datetime] | None = None) -> CheckResult:
+    """Evaluate every alert and deliver every notification due (`alerts check`).
+
+    `now` (default: `clock()`) is the time the alerts are evaluated at; each delivery's
+    lease and outcome are timed by `clock` when they happen (etl.alerts.outbox). `clock`
+    defaults to the wall clock, or to `now` itself when only `now` is given (a replayed
+    instant).
+    """
+    if clock is None:
+        fixed = now
+        clock = wall_clock if fixed is None else (lambda: fixed)
+    now = now or clock()
     result = CheckResult(events=evaluate(engine, config, now))
     result.delivery = deliver_due(engine, {n.name: n for n in config.notifiers}, sender, now,
-                                  ignore_backoff=ignore_backoff)
+                                  ignore_backoff=ignore_backoff, clock=clock)
     return result
 
 
@@ -292,7 +302,7 @@ class AlertWorker:
             if not self.ready():
                 continue
             try:
-                check(self.engine, self.config, self.clock(), self.sender,
+                check(self.engine, self.config, self.clock(), self.sender, clock=self.clock,
                       ignore_backoff=self._first)
                 self._first = False
                 self.runs += 1
