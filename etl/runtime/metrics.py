@@ -25,7 +25,7 @@ from etl.alerts.history import load_states
 from etl.alerts.readings import latest_samples
 from etl.alerts.states import AlertState
 from etl.config import Config
-from etl.store.models import CollectionAttempt
+from etl.store.models import CollectionAttempt, HistoryMark
 
 log = logging.getLogger("etl.metrics")
 
@@ -58,6 +58,8 @@ class StoredCollector(Collector):
                     .where(CollectionAttempt.outcome == "ok")
                     .group_by(CollectionAttempt.source)).all())
                 states = load_states(conn)
+                marks = dict(conn.execute(
+                    select(HistoryMark.source, HistoryMark.read_up_to)).all())
         except Exception as exc:  # noqa: BLE001 - a scrape must answer while the database is away
             log.debug("metrics: database not readable: %s", type(exc).__name__)
             up.add_metric([], 0)
@@ -90,6 +92,13 @@ class StoredCollector(Collector):
             if successes.get(src.name) is not None:
                 last.add_metric([src.name], successes[src.name].timestamp())
         yield last
+        read = GaugeMetricFamily("usage_etl_read_up_to_timestamp_seconds",
+                                 "How far a history source has read (SPEC 10), Unix seconds.",
+                                 labels=["source"])
+        for src in self.config.sources:
+            if src.vendor.history is not None and marks.get(src.name) is not None:
+                read.add_metric([src.name], marks[src.name].timestamp())
+        yield read
         firing = GaugeMetricFamily("usage_etl_alert_firing",
                                    "1 while the alert fires for the series, else 0.",
                                    labels=["alert", "source", "metric"])
