@@ -35,6 +35,7 @@ from etl.store.models import Sample, Series
 from etl.store.writer import forget_series_cache, record_polls
 from etl.vendors import BUILT_IN_KINDS, KINDS, PluginFailure, VendorKind, load_plugins
 from etl.vendors.http_json import EXAMPLE_BODY, EXAMPLE_SOURCE
+from etl.vendors.parse_api import ParseContext
 from tests.factories import make_plugin_site
 
 SECRET = "s3cr3t-contract-9d1e7a"
@@ -118,7 +119,7 @@ def with_value(body: Any, path: tuple[str, ...], value: Any, *, drop: bool = Fal
 
 
 def parse(case: Case, body: Any) -> Any:
-    return source_of(case).vendor.parse_body("src", body, received_at=RECEIVED)
+    return source_of(case).vendor.parse(body, ParseContext("src", received_at=RECEIVED))
 
 
 def test_the_example_plugin_loaded_without_failures() -> None:

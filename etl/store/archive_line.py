@@ -14,8 +14,13 @@ except ImportError:  # pragma: no cover - a dependency, but the standard parser 
 
 from etl.config import SourceConfig
 from etl.errors import ParseError
+from etl.vendors.parse_api import ParseContext
 from etl.vendors.parsing import MAX_JSON_DEPTH, check_storable, parse_timestamp
-from etl.vendors.types import Observation
+from etl.vendors.types import Observation, Origin
+
+# Plain text: the parse workers send observations back pickled, and a str pickles faster
+# than an enum member.
+_IMPORT: str = Origin.IMPORT.value
 
 
 def _reject_constant(name: str) -> Any:
@@ -62,11 +67,12 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
     window = _window(doc.get("window"), vendor.history is not None, src.kind)
     body = doc["body"]
     try:
-        obs = vendor.parse(name, body, observed_at=observed_at, payload=payload,
-                           origin="import")
+        obs = vendor.parse(body, ParseContext(name, observed_at=observed_at, payload=payload,
+                                              origin=_IMPORT, window=window))
     except ParseError as exc:
         raise ParseError(f"body: {exc}") from None
-    return obs if window is None else obs._replace(window=window)
+    # A kind that does not keep the window (a plugin's) still stores the line's.
+    return obs if window is None or obs.window == window else obs._replace(window=window)
 
 
 def _window(raw: Any, history: bool, kind: str) -> tuple[datetime, datetime] | None:

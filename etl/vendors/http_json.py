@@ -12,11 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from etl.errors import ParseError
-from etl.vendors import VendorKind
+from etl.vendors import ParseContext, VendorKind
 from etl.vendors.auth import HEADER_NAME_RE, Auth, configure_auth, fixed_headers, header_text
 from etl.vendors.history import HistorySpec, configure_history
 from etl.vendors.parsing import (
@@ -170,16 +169,7 @@ class SourceSpec:
         found.update(self.auth.extra_headers())
         return found
 
-    def parse(
-        self,
-        source: str,
-        body: Any,
-        *,
-        received_at: datetime | None = None,
-        observed_at: datetime | None = None,
-        payload: str | None = None,
-        origin: str = "collect",
-    ) -> Observation:
+    def parse(self, body: Any, context: ParseContext) -> Observation:
         """One Observation from a body (ParseError naming the expression when it is invalid).
 
         observed_at: the body's `timestamp` when the source configures one (as WireSocket's),
@@ -190,7 +180,7 @@ class SourceSpec:
         if self.timestamp is not None:
             at = parse_timestamp(self.timestamp(body), "timestamp")
         else:
-            at = observed_at or received_at  # type: ignore[assignment]
+            at = context.observed_at or context.received_at  # type: ignore[assignment]
             if at is None:
                 raise ParseError("observed_at: required (the source configures no timestamp)")
         samples: list[SampleValue] = []
@@ -201,8 +191,11 @@ class SourceSpec:
                                for sv in self._samples(item, refused))
         else:
             samples = self._samples(body, refused)
-        return Observation(source, NAME, at, payload if payload is not None else to_payload(body),
-                           tuple(samples), received_at, origin, tuple(refused))
+        payload = context.payload
+        return Observation(context.source, NAME, at,
+                           payload if payload is not None else to_payload(body),
+                           tuple(samples), context.received_at, context.origin, tuple(refused),
+                           context.window)
 
     def _samples(self, doc: Any, refused: list[str]) -> list[SampleValue]:
         samples: list[SampleValue] = []
