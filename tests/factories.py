@@ -531,6 +531,26 @@ def make_plugin_site(folder: os.PathLike[str] | str, *, broken: bool = False,
     return site
 
 
+def load_plugin_site(site: str) -> tuple[dict[str, Any], list[Any]]:
+    """The built-in kinds plus the plugins of `site` (make_plugin_site), and the failures.
+
+    The site is on sys.path only while its entry points are read, so the process-wide
+    registry other tests see never picks the plugins up.
+    """
+    import sys
+
+    from etl.vendors import BUILT_IN_KINDS, PluginFailure, VendorKind, load_plugins
+
+    found: dict[str, VendorKind] = dict(BUILT_IN_KINDS)
+    failures: list[PluginFailure] = []
+    sys.path.insert(0, site)
+    try:
+        load_plugins(found, failures)
+    finally:
+        sys.path.remove(site)
+    return found, failures
+
+
 # --- a vendor on loopback whose answers are raw bytes ----------------------------------------
 
 Answer = Callable[[BaseHTTPRequestHandler], None]

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from etl.vendors import BUILT_IN_KINDS, ParseContext, PluginFailure, VendorKind, load_plugins
+from etl.vendors import ParseContext, PluginFailure
 from etl.vendors.types import SampleValue
-from tests.factories import make_plugin_site
+from tests.factories import load_plugin_site, make_plugin_site
 
 KEY = "acme-secret-7f3a9c1e"
 
@@ -142,13 +142,7 @@ def test_a_plugin_that_fails_to_load_is_named_and_the_other_kinds_still_work(
 def test_a_plugin_written_for_api_1_keeps_working_and_one_of_neither_api_is_refused(
         tmp_path: Path, acme: AcmeServer) -> None:
     site = make_plugin_site(tmp_path / "site", other_apis=True)
-    found: dict[str, VendorKind] = dict(BUILT_IN_KINDS)
-    failures: list[PluginFailure] = []
-    sys.path.insert(0, site)
-    try:
-        load_plugins(found, failures)
-    finally:
-        sys.path.remove(site)
+    found, failures = load_plugin_site(site)
     refusal = ("TypeError: parse(body) is neither plugin API 2 nor 1; write parse(body, context) "
                "taking an etl.vendors.ParseContext (plugin API 2, docs/vendors.md)")
     assert failures == [PluginFailure("acmebad", "acme_bad_usage:KIND", refusal)]
