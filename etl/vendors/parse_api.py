@@ -29,8 +29,8 @@ class ParseContext:
     """What a parse function is told besides the body (plugin API version 2).
 
     `source`: the configured source's name. `received_at`: when our client had the response
-    (UTC; None for archive lines). `observed_at`: the observation time given by the caller
-    (an archive line's), used by kinds whose body has no time of its own. `payload`: the
+    (UTC; None for archive lines). `observed_at`: an archive line's observation time,
+    which wins over the body's (SPEC 4). `payload`: the
     body's text as received, stored as the snapshot (None: the kind serialises the body).
     `origin`: how the observation reached us. For history sources (SPEC 10): `window`, the
     request range [start, end) in UTC this body answers, and `page`, its page number from 1
