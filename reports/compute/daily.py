@@ -30,7 +30,7 @@ DAY_COLUMNS = [
 # Columns of the daily report (SPEC 6, then extras), in order.
 DAILY_COLUMNS = [
     "date", "source", "metric", "samples", "min", "max", "mean", "limit", "peak_pct",
-    "increase", "resets", "coverage_pct",
+    "increase", "resets", "coverage_pct", "provisional",
     # extras
     "metric_type", "twa", "warning_minutes", "critical_minutes",
 ]
@@ -325,6 +325,8 @@ def day_report_values(row: Mapping[str, Any], metric_type: str) -> dict[str, Any
     covered = int(r["covered_us"])
     length = int(r["day_end_us"]) - int(r["day_start_us"])
     is_counter = metric_type == "counter"
+    # Interval series (SPEC 10) add up like counters: `increase` is their apportioned sum.
+    adds_up = is_counter or metric_type == "interval"
     has_lim = samples > 0 and not pd.isna(r["last_limit"])
     out: dict[str, Any] = {
         "samples": samples,
@@ -334,13 +336,13 @@ def day_report_values(row: Mapping[str, Any], metric_type: str) -> dict[str, Any
         "limit": _num(r["last_limit"]) if has_lim else None,
         "peak_pct": round(float(r["peak_pct"]), 2)
         if samples and not pd.isna(r["peak_pct"]) else None,
-        "increase": _int_or_float(r["increase"]) if is_counter else None,
+        "increase": _int_or_float(r["increase"]) if adds_up else None,
         "resets": int(r["resets"]) if is_counter else None,
         "coverage_pct": coverage_pct(covered, length),
         "twa": (_num(float(r["twa_num"]) * US_PER_SECOND / covered)
-                if not is_counter and covered > 0 else None),
-        "warning_minutes": (_minutes(r["warning_us"]) if not is_counter else None),
-        "critical_minutes": (_minutes(r["critical_us"]) if not is_counter else None),
+                if not adds_up and covered > 0 else None),
+        "warning_minutes": (_minutes(r["warning_us"]) if not adds_up else None),
+        "critical_minutes": (_minutes(r["critical_us"]) if not adds_up else None),
     }
     return out
 
