@@ -241,7 +241,7 @@ class Scheduler:
                     pause = self._politeness(source, result, stored == "db")
                     self._log_poll(source, result, stored, pause)
                     if self.metrics is not None:
-                        self.metrics.count_poll(source.name, str(result.outcome))
+                        self.metrics.count_poll(source.name, result.outcome)
                     if stored == "db" and self.alerts is not None:
                         self.alerts.request()
             return result

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, assert_never
 
 from sqlalchemy import Engine, select
 
@@ -541,24 +542,33 @@ def iter_csv_rows(engine: Engine, lo: datetime, hi: datetime) -> Iterator[tuple[
                    "" if limit is None else _num(limit), formula_safe(status or ""))
 
 
+class ExportFormat(StrEnum):
+    """What `export` writes (SPEC 3): raw archive lines, or one CSV row per sample."""
+
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
 def export_archive(
-    engine: Engine, config: Config, start: date, end: date, out: IO[str], fmt: str = "jsonl"
+    engine: Engine, config: Config, start: date, end: date, out: IO[str],
+    fmt: ExportFormat = ExportFormat.JSONL,
 ) -> int:
     """Write history between two dates (config timezone, both included); return rows written."""
     lo, hi = export_range(config, start, end)
     count = 0
-    if fmt == "jsonl":
-        for line in iter_archive_lines(engine, lo, hi):
-            out.write(line + "\n")
-            count += 1
-    elif fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        for row in iter_csv_rows(engine, lo, hi):
-            writer.writerow(row)
-            count += 1
-    else:
-        raise InputError(f"--format {fmt!r}: expected jsonl or csv")
+    match fmt:
+        case ExportFormat.JSONL:
+            for line in iter_archive_lines(engine, lo, hi):
+                out.write(line + "\n")
+                count += 1
+        case ExportFormat.CSV:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(CSV_COLUMNS)
+            for row in iter_csv_rows(engine, lo, hi):
+                writer.writerow(row)
+                count += 1
+        case _:
+            assert_never(fmt)
     return count
 
 

@@ -13,7 +13,8 @@ from sqlalchemy import Connection, Engine
 
 from etl.config import Config
 from etl.store.rollups import RollupStore
-from reports.compute.daily import DAY_COLUMNS, aggregate_days
+from etl.vendors.types import MetricType
+from reports.compute.daily import DAY_COLUMNS, aggregate_days, needs_prev_value
 from reports.periods import US_PER_SECOND, Period
 from reports.read.samples import (
     item_series,
@@ -35,7 +36,7 @@ class SeriesInfo:
     source: str
     metric: str
     kind: str
-    metric_type: str
+    metric_type: MetricType
     staleness_us: int
 
 
@@ -101,7 +102,7 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
                 else:
                     arr = read_samples(conn, sid, read_from, int(bounds[-1]))
                     prev = (read_prev_value(conn, sid, read_from)
-                            if info.metric_type == "counter" else None)
+                            if needs_prev_value(info.metric_type) else None)
                     agg = aggregate_days(arr.t, arr.value, arr.limit, bounds,
                                          metric_type=info.metric_type,
                                          staleness_us=info.staleness_us, prev_value=prev)
@@ -115,7 +116,7 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
                     _label(records, info, days[i:j], agg.to_dict("records"))
                     continue
                 agg.insert(0, "date", days[i:j])
-                agg.insert(0, "metric_type", info.metric_type)
+                agg.insert(0, "metric_type", info.metric_type.value)
                 agg.insert(0, "metric", info.metric)
                 agg.insert(0, "source", info.source)
                 frames.append(agg)
@@ -134,4 +135,5 @@ def _label(records: list[dict[str, object]], info: SeriesInfo, days: Sequence[da
     """Append day rows with the columns that say whose and which day they are."""
     for day, row in zip(days, rows, strict=True):
         records.append({"source": info.source, "metric": info.metric,
-                        "metric_type": info.metric_type, "date": day, **row})
+                        "metric_type": info.metric_type.value, "date": day, **row})
+
