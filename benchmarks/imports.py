@@ -19,8 +19,8 @@ from etl.config import Config, load_config
 from etl.store.archive import import_archives, parse_line
 from etl.store.bulk import bulk_store
 from etl.store.engine import make_engine, upgrade
-from etl.store.models import to_micros
 from etl.store.writer import forget_series_cache, series_ids
+from etl.timefmt import to_micros
 from etl.vendors.types import Observation, SampleValue
 
 KIND = {"ws": "wiresocket", "nx": "nected"}

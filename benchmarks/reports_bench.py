@@ -20,8 +20,8 @@ from typing import Any
 
 from benchmarks.common import last_json, run_child_rss, sqlite_engine
 from benchmarks.workload import LEAD_MINUTES, MONTH, MONTH_START, Workload, nx_name, ws_name
-from etl.store.models import to_micros
 from etl.store.writer import forget_series_cache, series_ids
+from etl.timefmt import to_micros
 from etl.vendors import get as get_kind
 from etl.vendors.types import SampleValue
 

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from etl.vendors.types import Outcome
-
 
 class UsageEtlError(Exception):
     """Root of all usage-etl errors; the CLI turns these into one-line messages."""
@@ -44,15 +39,6 @@ class DatabaseError(UsageEtlError):
 
 class SecretError(ConfigError):
     """A source's credential could not be read."""
-
-
-class CollectError(UsageEtlError):
-    """A poll of a vendor failed; `outcome` names the failure class."""
-
-    def __init__(self, message: str, outcome: Outcome, http_status: int | None = None) -> None:
-        super().__init__(message)
-        self.outcome = outcome
-        self.http_status = http_status
 
 
 class ParseError(UsageEtlError):

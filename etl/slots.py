@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import zlib
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from etl.timefmt import EPOCH
 
 
 def phase_offset(name: str, interval: float) -> float:

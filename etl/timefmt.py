@@ -1,11 +1,12 @@
-"""UTC instants as text: the one place that writes `...Z` timestamps."""
+"""UTC instants as `...Z` text and as epoch microseconds: the one home of both conversions."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Literal
 
 Precision = Literal["auto", "seconds", "milliseconds", "microseconds"]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def utc_z(at: datetime, precision: Precision = "auto") -> str:
@@ -29,3 +30,20 @@ def utc_human(at: datetime | None, empty: str = "-") -> str:
 def utcnow() -> datetime:
     """The current instant, aware, in UTC."""
     return datetime.now(UTC)
+
+
+def to_micros(value: datetime) -> int:
+    """Microseconds since the Unix epoch for an aware datetime (naive is taken as UTC).
+
+    Exact integer arithmetic (no float seconds): what SQLite stores and reports compute on.
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int, tz: tzinfo | None = None) -> datetime:
+    """Microseconds since the Unix epoch as an aware datetime in UTC (or in `tz`)."""
+    at = EPOCH + timedelta(microseconds=int(value))
+    return at.astimezone(tz) if tz is not None else at

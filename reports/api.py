@@ -24,8 +24,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 from sqlalchemy import Engine
 
-from etl.billing_rules import Aggregation, Pricing
-from etl.config import Config
+from etl.config import Aggregation, Config, Pricing
 from etl.errors import InputError
 from etl.vendors.types import MetricType
 from reports import pipelines
@@ -56,8 +55,9 @@ SAMPLE_COLUMNS = ["observed_at", "source", "metric", "metric_type", "value", "li
 ATTEMPT_COLUMNS = ["source", "started_at", "finished_at", "outcome", "http_status",
                    "latency_ms", "tries", "samples_stored", "error"]
 SERIES_COLUMNS = ["source", "metric", "kind", "metric_type", "samples", "first", "last"]
-_MONEY_COLUMNS = ["quantity", "included", "overage", "unit_price", "amount", "mtd_quantity",
-                  "mtd_amount", "projected_quantity", "projected_amount", "flat_fee", "minimum"]
+_MONEY_COLUMNS = ["quantity", "included", "overage", "unit_price", "amount", "credit_applied",
+                  "amount_due", "mtd_quantity", "mtd_amount", "projected_quantity",
+                  "projected_amount", "flat_fee", "minimum"]
 _RECONCILE_MONEY = ["metered_quantity", "invoiced_quantity", "quantity_diff", "metered_amount",
                     "invoiced_amount", "amount_diff"]
 
@@ -339,11 +339,14 @@ def billing(db: DbLike, month: TimeLike, tz: str | None = None, *, config: Confi
             rollups: bool = False) -> pd.DataFrame:
     """The billing report for a month: one row per ``[[billing]]`` rule.
 
-    `month` is ``"YYYY-MM"`` (or any date in it); the month runs from its first local
-    midnight in `tz` (default: the config's zone) to the next month's. Columns and figures
-    as in ``billing-YYYY-MM.csv``, including the month-to-date and, for the month in
-    progress (relative to `now`, default the current time), the projection to month end
-    (``projected_quantity``, ``projected_amount``, ``included_used_up_on``). Quantities and
+    `month` is ``"YYYY-MM"`` (or any date in it): each rule's period labelled with it, from
+    local midnight of its ``cycle_day`` in that month, in `tz` (default: the config's zone),
+    to the same day of the next month (``period_start``/``period_end``, aware local
+    midnights; SPEC 11), priced by the rule valid on its first day. Columns and figures
+    as in ``billing-YYYY-MM.csv``, including the period-to-date and, for a period in
+    progress (relative to `now`, default the current time), the projection to its end
+    (``projected_quantity``, ``projected_amount``, ``included_used_up_on``), and the
+    prepaid credit applied (``credit_applied``, ``amount_due``). Quantities and
     money are Float64 (<NA> where empty); ``decimal=True`` keeps them as the exact
     ``decimal.Decimal`` values the report computes. ``included_used_up_on`` is the aware
     start of that local day. ``rollups`` as in `daily_usage`.
@@ -378,6 +381,10 @@ def _typed_billing(df: pd.DataFrame, zone: ZoneInfo, decimal: bool) -> pd.DataFr
     df["included_used_up_on"] = _local_days(used, zone)
     df["used_up_projected"] = df["used_up_projected"].astype("boolean")
     df["minimum_applied"] = df["minimum_applied"].astype("boolean")
+    for col in ("period_start", "period_end", "valid_from", "valid_until"):
+        df[col] = _local_days(df[col].astype(object).where(df[col].notna()), zone)
+    for col in ("elapsed_pct", "elapsed_coverage_pct"):
+        df[col] = df[col].astype("Float64")
     return df[BILLING_COLUMNS]
 
 

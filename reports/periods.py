@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
+from etl.config import BillingRule
 from etl.errors import InputError
-from etl.store.models import to_micros
+from etl.timefmt import to_micros
 
 MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -46,6 +48,20 @@ def parse_month(text: str, what: str = "--month") -> date:
 def next_month(first: date) -> date:
     """The first day of the month after the one starting on `first`."""
     return date(first.year + first.month // 12, first.month % 12 + 1, 1)
+
+
+def previous_month(first: date) -> date:
+    """The first day of the month before the one starting on `first`."""
+    return date(first.year - (first.month == 1), (first.month - 2) % 12 + 1, 1)
+
+
+def period_label(day: date, cycle_day: int = 1) -> date:
+    """The label (first of its month) of the billing period holding the local date `day`.
+
+    A period starts on day `cycle_day` (1-28) of the month that labels it (SPEC 11).
+    """
+    first = day.replace(day=1)
+    return first if day.day >= cycle_day else previous_month(first)
 
 
 def local_midnight(day: date, tz: ZoneInfo) -> datetime:
@@ -104,7 +120,51 @@ def month_period(month: date, tz: ZoneInfo) -> Period:
     return days_period(month, next_month(month), tz)
 
 
-def us_to_datetime(us: int, tz: ZoneInfo | None = None) -> datetime:
-    """An aware datetime (UTC, or `tz`) for epoch microseconds."""
-    value = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(us))
-    return value.astimezone(tz) if tz is not None else value
+def billing_period(label: date, cycle_day: int, tz: ZoneInfo) -> Period:
+    """The billing period labelled `label` (its month's first day) for a rule's `cycle_day`.
+
+    The one definition of a rule's period (SPEC 11): local day `cycle_day` of the label's
+    month, 00:00 in `tz`, up to the same day of the next month (exclusive). `cycle_day` 1
+    is the calendar month; 1-28 exist in every month, so no period is cut short.
+    """
+    first = label.replace(day=1)
+    return days_period(first.replace(day=cycle_day), next_month(first).replace(day=cycle_day),
+                       tz)
+
+
+@dataclass(frozen=True)
+class RulePeriod:
+    """A `[[billing]]` rule with the period of one label it prices.
+
+    `index` is the rule's place in the config's rules (credits pay rules of one source whose
+    periods start the same day in this order).
+    """
+
+    index: int
+    rule: BillingRule
+    label: date
+    period: Period
+
+
+def rule_periods(rules: Sequence[BillingRule], label: date, tz: ZoneInfo) -> list[RulePeriod]:
+    """Each rule that prices its period labelled `label`, with that period (SPEC 11).
+
+    A rule prices the period if it is valid on the period's first local day (valid_from on
+    or before it, valid_until after it); of several rules of one series, at most one is.
+    """
+    out = []
+    for i, rule in enumerate(rules):
+        period = billing_period(label, rule.cycle_day, tz)
+        if rule.valid_on(period.start):
+            out.append(RulePeriod(i, rule, label.replace(day=1), period))
+    return out
+
+
+def span(periods: Sequence[Period], tz: ZoneInfo) -> Period:
+    """The local days from the earliest start to the latest end of `periods` (not empty)."""
+    return days_period(min(p.start for p in periods), max(p.end for p in periods), tz)
+
+
+def label_text(label: date) -> str:
+    """A period's label as reports and invoices write it: YYYY-MM."""
+    return label.strftime("%Y-%m")

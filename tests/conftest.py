@@ -16,6 +16,7 @@ from etl.runtime.receiver import WebhookReceiver
 from etl.runtime.simulator import SimulatedVendor
 from tests.factories import (
     WEBHOOK_SECRET_PATH,
+    LoopbackVendor,
     create_pg_database,
     drop_pg_database,
     migrated_engine,
@@ -156,3 +157,13 @@ def read_only_folder(tmp_path) -> Iterator[Callable[[Path], Path]]:  # type: ign
     finally:
         for view in reversed(mounted):
             subprocess.run(["umount", "-l", str(view)], check=False, timeout=30)
+
+
+@pytest.fixture
+def loopback_vendor() -> Iterator[LoopbackVendor]:
+    """A loopback HTTP server whose answers the test sets (tests/factories.LoopbackVendor)."""
+    server = LoopbackVendor()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -12,10 +12,11 @@ import threading
 import time
 import tomllib
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -495,3 +496,77 @@ def make_plugin_site(folder: os.PathLike[str] | str, *, broken: bool = False) ->
         with open(os.path.join(info, "top_level.txt"), "w", encoding="utf-8") as fh:
             fh.write(module + "\n")
     return site
+
+
+# --- a vendor on loopback whose answers are raw bytes ----------------------------------------
+
+Answer = Callable[[BaseHTTPRequestHandler], None]
+
+
+def json_answer(body: Any, *, headers: Mapping[str, str] | None = None,
+                raw: bytes | None = None) -> Answer:
+    """An answer: 200 with `body` as JSON (or the bytes `raw`) and any extra `headers`."""
+    data = raw if raw is not None else json.dumps(body).encode()
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    return answer
+
+
+class LoopbackVendor:
+    """A real HTTP server on 127.0.0.1 answering every GET with `answer(handler)`.
+
+    An answer writes what it likes to `handler.wfile` (status line and headers too, byte by
+    byte if it wants), so a test can play a vendor that lies or crawls. `requests` counts
+    the GETs; `url` is the server's base URL. `stop()` ends waits of answers that honour
+    `stopping` (an Event).
+    """
+
+    def __init__(self, answer: Answer | None = None) -> None:
+        self.answer: Answer = answer or json_answer({})
+        self.requests = 0
+        self.stopping = threading.Event()
+        vendor = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                vendor.requests += 1
+                try:
+                    vendor.answer(self)
+                except OSError:
+                    pass  # the client gave up: what a crawling answer expects
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End crawling answers and stop serving."""
+        self.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def http_json_config(url: str, *, interval: float = 60, timeout: float = 5,
+                     extra: str = "", name: str = "acme") -> Config:
+    """A config of one http_json source `name` on `url`: gauge `used` (limit `plan.limit`),
+    and counter `tokens` with one series per item of `data` (key `model`, value `n`)."""
+    return parse_config(tomllib.loads(
+        f'[[sources]]\nname = "{name}"\nkind = "http_json"\nurl = "{url}/v1/usage"\n'
+        f"interval_seconds = {interval}\ntimeout_seconds = {timeout}\n{extra}\n"
+        '[[sources.metrics]]\nname = "used"\ntype = "gauge"\nvalue = "used"\n'
+        'limit = "plan.limit"\n\n'
+        '[[sources.metrics]]\nname = "tokens"\ntype = "counter"\neach = "data"\n'
+        'key = "model"\nvalue = "n"\n'))

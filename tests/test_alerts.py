@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from etl.alerts.evaluate import Reading, SeriesState, Transition, condition_holds, step
-from etl.alerts.rules import AlertRule, AlertState, Condition, SeriesRef
-from etl.config import Config, parse_config
+from etl.alerts.states import AlertState, SeriesRef
+from etl.config import AlertRule, Condition, Config, parse_config
 from etl.errors import ConfigError
 from etl.runtime.alerting import check
 from etl.runtime.receiver import WebhookReceiver

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from etl.billing_rules import Aggregation, Pricing, Tier
 from etl.cli import cli
-from etl.config import load_config
+from etl.config import Aggregation, Pricing, Tier, load_config
 
 SOURCES = ('[[sources]]\nname = "rules"\nkind = "nected"\napi_key_env = "K"\n'
            '[[sources]]\nname = "ws"\nkind = "wiresocket"\nregion = "eu"\ntoken_env = "T"\n')

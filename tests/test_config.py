@@ -248,15 +248,12 @@ def test_billing_defaults_bill_from_the_first_unit_in_usd(tmp_path: Path) -> Non
 
 
 def test_config_doc_lists_every_key_and_override() -> None:
-    from etl.billing_rules import TIER_KEYS
-    from etl.config import (
-        ALERT_KEYS,
-        BILLING_KEYS,
-        ENV_OVERRIDES,
-        NOTIFIER_KEYS,
-        SOURCE_ANY_KEYS,
-        TOP_KEYS,
-    )
+    from etl.config.alerts import ALERT_KEYS
+    from etl.config.billing import BILLING_KEYS, TIER_KEYS
+    from etl.config.loading import ENV_OVERRIDES
+    from etl.config.notifiers import NOTIFIER_KEYS
+    from etl.config.settings import TOP_KEYS
+    from etl.config.sources import SOURCE_ANY_KEYS
 
     doc = (REPO / "docs" / "configuration.md").read_text()
     notifier_keys = set().union(*NOTIFIER_KEYS.values())

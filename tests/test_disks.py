@@ -104,7 +104,7 @@ def test_an_import_into_a_database_on_a_full_disk_is_one_line(
         in proc.stderr
 
 
-def test_a_database_on_a_read_only_file_system_is_named_as_such(
+def test_a_database_on_a_read_only_file_system_is_read_and_a_write_names_it(
     tmp_path: Path, read_only_folder: Callable[[Path], Path],
 ) -> None:
     seeded_database(tmp_path / "")
@@ -112,12 +112,18 @@ def test_a_database_on_a_read_only_file_system_is_named_as_such(
     view = read_only_folder(tmp_path)
     cfg = tmp_path / "ro.toml"
     write_config(cfg, f"sqlite:///{view / 'usage.db'}")
-    for args in (("status",), ("import", str(tmp_path / "seed.toml"))):
-        proc = usage_etl(cfg, *args)
-        assert proc.returncode == 1, proc.stderr
-        assert proc.stderr == (f"usage-etl: error: database sqlite:///{view}/usage.db: its "
-                               f"folder {view} is on a read-only file system (unable to open "
-                               "database file)\n")
+    status = usage_etl(cfg, "status")  # reads work there (SPEC 3 amended)
+    assert status.returncode == 1, status.stderr  # stale: the history is from January
+    assert status.stdout.splitlines()[1].split()[:2] == ["rules", "stale"]
+    new = tmp_path / "new.jsonl"
+    new.write_text('{"source": "rules", "observed_at": "2026-03-01T00:00:00Z", "body": '
+                   '{"data": {"invocations": 7}, "code": "success"}}\n')
+    proc = usage_etl(cfg, "import", str(new))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == (f"usage-etl: error: database sqlite:///{view}/usage.db: its "
+                           f"folder {view} is on a read-only file system (attempt to write a "
+                           "readonly database); import stopped: 1 lines read, 0 new samples "
+                           "stored by earlier batches (importing again skips them)\n")
 
 
 def test_schedule_started_while_the_database_disk_is_full_starts_spool_only(

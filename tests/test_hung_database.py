@@ -85,6 +85,6 @@ def test_a_hung_postgres_never_stops_polling_and_the_poll_is_spooled_with_the_re
         assert "the database did not answer within 1 s" in spooled[0]["database_error"]
         # The server answers again: the spooled poll is written, once.
         proxy.restore()
-        scheduler.replay_spool()
+        scheduler.recovery.replay()
         assert sorted(attempts(pg_url)) == ["rules", "ws"]
         engine.dispose()

@@ -21,13 +21,17 @@ def test_every_import_contract_in_pyproject_is_kept() -> None:
     assert "BROKEN" not in run.stdout and "KEPT" in run.stdout
 
 
-def loaded_after(module: str) -> set[str]:
-    """Top-level packages loaded by importing `module` in a fresh interpreter."""
-    code = (f"import json, sys; import {module}; "
-            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+def loaded_modules_after(module: str) -> set[str]:
+    """Every module (full dotted name) loaded by importing `module` in a fresh interpreter."""
+    code = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, timeout=120, check=True)
     return set(json.loads(run.stdout))
+
+
+def loaded_after(module: str) -> set[str]:
+    """Top-level packages loaded by importing `module` in a fresh interpreter."""
+    return {m.split(".")[0] for m in loaded_modules_after(module)}
 
 
 @pytest.mark.parametrize(("module", "never"), [
@@ -36,6 +40,8 @@ def loaded_after(module: str) -> set[str]:
     ("etl.store.archive", {"requests", "pandas", "click"}),
     ("etl.vendors", {"sqlalchemy", "requests", "pandas", "click"}),
     ("etl.config", {"sqlalchemy", "requests", "pandas", "click"}),
+    ("reports.compute.billing", {"sqlalchemy", "alembic", "requests", "click"}),
+    ("reports.compute.reconcile", {"sqlalchemy", "alembic", "requests", "click"}),
     ("reports.api", {"requests", "click"}),
     ("reports.names", {"pandas", "sqlalchemy"}),
 ])
@@ -46,3 +52,17 @@ def test_importing_a_side_loads_nothing_of_the_other_sides(module: str, never: s
 def test_reports_modules_never_load_the_http_side_at_run_time() -> None:
     loaded = loaded_after("reports.pipelines")
     assert "requests" not in loaded and "urllib3" not in loaded
+
+
+
+@pytest.mark.parametrize(("module", "above"), [
+    # The config sits below the alerts and the store (an alert rule is config; alerts read it).
+    ("etl.config", ("etl.alerts", "etl.store", "etl.collect", "etl.runtime")),
+    # The exception root names nothing of the vendor side (an outcome belongs to HttpFailure).
+    ("etl.errors", ("etl.vendors", "etl.config", "etl.store")),
+    # Report arithmetic converts epoch microseconds through etl.timefmt, not the ORM module.
+    ("reports.compute.billing", ("etl.store", "etl.alerts", "reports.read", "reports.pipelines")),
+])
+def test_a_lower_layer_never_loads_a_layer_above_it(module: str, above: tuple[str, ...]) -> None:
+    loaded = loaded_modules_after(module)
+    assert sorted(m for m in loaded if m.startswith(above)) == []

@@ -12,10 +12,22 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import BigInteger, DateTime, Engine, Float, Integer, String, create_engine, inspect
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    String,
+    create_engine,
+    inspect,
+    text,
+)
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeEngine
 
 from etl.cli import cli
+from etl.errors import DatabaseError
 from etl.store.engine import current_revision, downgrade, head_revision, make_engine, upgrade
 from etl.store.models import Base, UtcDateTime
 from tests.factories import REPO
@@ -183,4 +195,47 @@ def test_an_installed_wheel_upgrades_a_database_with_migrations_inside_the_packa
     assert run.stderr.splitlines()[0].startswith(str(target))  # the wheel's code ran
     engine = create_engine(f"sqlite:///{db}")
     assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def _metric_length(engine: Engine) -> int:
+    (metric,) = [c for c in inspect(engine).get_columns("series") if c["name"] == "metric"]
+    return int(metric["type"].length)
+
+
+def test_0004_widens_series_names_to_200_keeping_history_and_refuses_to_go_down_over_them(
+    empty_db_url: str,
+) -> None:
+    engine = make_engine(empty_db_url)
+    # Up over two revisions in one run (one transaction); down over one, on its own.
+    upgrade(engine, "0002_rollups")
+    at = 1_764_000_000_000_000 if engine.dialect.name == "sqlite" else "2025-11-24T16:00:00Z"
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO series (id, source, metric, kind, metric_type) "
+                          "VALUES (1, 'acme', 'tokens:gpt-4o', 'http_json', 'counter')"))
+        conn.execute(text("INSERT INTO samples (series_id, observed_at, value) "
+                          "VALUES (1, :at, 42.5)"), {"at": at})
+    upgrade(engine, "0004_series_names")
+    long_name = "tokens:" + "claude-3-5-sonnet-20241022" * 7  # 189 characters
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO series (id, source, metric, kind, metric_type) "
+                          "VALUES (2, 'acme', :m, 'http_json', 'counter')"), {"m": long_name})
+        rows = conn.execute(text("SELECT s.metric, x.value FROM samples x JOIN series s "
+                                 "ON s.id = x.series_id")).all()
+    assert [tuple(r) for r in rows] == [("tokens:gpt-4o", 42.5)]
+    assert _metric_length(engine) == 200
+    # The widened table still refuses samples of a series that does not exist.
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("INSERT INTO samples (series_id, observed_at, value) "
+                          "VALUES (99, :at, 1)"), {"at": at})
+    with pytest.raises(DatabaseError, match=r"series\.metric: 'tokens:claude.*' is longer "
+                                            r"than 32 characters"):
+        downgrade(engine, "0003_alerts")
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM series WHERE id = 2"))
+    downgrade(engine, "0003_alerts")
+    assert current_revision(engine) == "0003_alerts"
+    assert _metric_length(engine) == 32
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM samples")).scalar() == 1
     engine.dispose()

@@ -45,7 +45,7 @@ def drive(sched: Scheduler, clock: SteppedClock, until: datetime, step: timedelt
     """Tick the daemon's nightly job at every step; when each report file first appeared."""
     seen: dict[str, datetime] = {}
     while clock.now <= until:
-        sched.nightly_tick()
+        sched.nightly.tick()
         for name in reports(cfg) - seen.keys():
             seen[name] = clock.now
         clock.now += step
@@ -95,7 +95,7 @@ def test_a_repeated_midnight_gives_one_night_at_the_first_midnight(
     start = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
     clock.now = start
     while clock.now <= datetime(2026, 11, 1, 7, 0, tzinfo=UTC):
-        built += [(p.name, clock.now) for p in sched.nightly_tick()]
+        built += [(p.name, clock.now) for p in sched.nightly.tick()]
         clock.now += timedelta(minutes=1)
     assert [(n, at) for n, at in built if n.startswith("daily-2026-10-31")] == [
         ("daily-2026-10-31.csv", datetime(2026, 11, 1, 4, 5, tzinfo=UTC)),
@@ -109,16 +109,16 @@ def test_a_running_daemon_catches_up_every_missing_night_and_the_months_billing(
     # Started 2026-03-30 10:00 local (UTC+0 after the jump): the night of the 30th is owed.
     clock = SteppedClock(datetime(2026, 3, 30, 10, 0, tzinfo=UTC))
     sched = Scheduler(cfg, engine, sources=[], clock=clock)
-    assert {p.name for p in sched.nightly_tick()} == {"daily-2026-03-29.csv",
+    assert {p.name for p in sched.nightly.tick()} == {"daily-2026-03-29.csv",
                                                       "daily-2026-03-29.html"}
-    assert sched.nightly_tick() == []  # nothing more owed today
+    assert sched.nightly.tick() == []  # nothing more owed today
     # The machine sleeps three days (or the clock jumps): the next tick builds every night
     # it missed, the 1st's billing of March included, oldest first.
     clock.now = datetime(2026, 4, 2, 9, 0, tzinfo=UTC)
-    assert [p.name for p in sched.nightly_tick()] == [
+    assert [p.name for p in sched.nightly.tick()] == [
         "daily-2026-03-30.csv", "daily-2026-03-30.html",
         "daily-2026-03-31.csv", "daily-2026-03-31.html", "billing-2026-03.csv",
         "billing-2026-03.html", "daily-2026-04-01.csv", "daily-2026-04-01.html"]
     # No night before the daemon started is built (the 28th had no report, still has none).
     assert "daily-2026-03-28.csv" not in reports(cfg)
-    assert sched.nightly_tick() == []
+    assert sched.nightly.tick() == []

@@ -51,3 +51,12 @@ def test_the_minimums_file_pins_exactly_every_declared_lower_bound() -> None:
     pinned = {name: padded(v) for name, v in pinned_minimums().items()}
     assert pinned == declared
 
+
+
+def test_every_python_package_of_the_source_is_installed_by_the_wheel() -> None:
+    # A package missing from [tool.setuptools] packages imports from a clone but not once
+    # installed (etl.config became a package: this is what would have caught it).
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(REPO).parts)
+             for top in ("etl", "reports") for init in (REPO / top).rglob("__init__.py")}
+    assert found - listed == set()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.billing_rules import Aggregation, BillingRule, Pricing, Tier
+from etl.config import Aggregation, BillingRule, Pricing, Tier
 from reports.compute.daily import aggregate_days
 from reports.compute.pricing import charge, minor_unit
 from reports.compute.quantities import cumulative_quantities, month_quantity, nearest_rank_p95

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl.errors import InputError
-from etl.store.models import to_micros
+from etl.timefmt import to_micros
 from reports.compute.daily import aggregate_days, combine_days, coverage_pct, day_report_values
 from reports.periods import days_period, month_period, parse_date, parse_month, resolve_tz
 
@@ -199,7 +199,7 @@ def test_daily_increases_add_up_to_the_month(points: list[tuple[int, int]], spli
 def test_cumulative_quantity_stops_at_now_for_a_month_in_progress() -> None:
     import pandas as pd
 
-    from etl.billing_rules import Aggregation
+    from etl.config import Aggregation
     from reports.compute.quantities import cumulative_quantities
 
     day = 86_400_000_000
@@ -218,7 +218,7 @@ def test_cumulative_quantity_stops_at_now_for_a_month_in_progress() -> None:
 
 
 def test_fractional_counter_adds_the_decimals_the_vendor_sent() -> None:
-    from etl.billing_rules import Aggregation
+    from etl.config import Aggregation
     from reports.compute.quantities import cumulative_quantities
 
     b = day_bounds(2)
@@ -242,8 +242,7 @@ def test_fractional_counter_adds_the_decimals_the_vendor_sent() -> None:
 def test_billing_quantity_and_overage_of_fractional_days_print_without_trailing_zero() -> None:
     import pandas as pd
 
-    from etl.billing_rules import Aggregation
-    from etl.config import BillingRule
+    from etl.config import Aggregation, BillingRule
     from reports.compute.pricing import charge
     from reports.compute.quantities import cumulative_quantities, month_quantity
     from reports.render.csv import format_cell
@@ -280,7 +279,7 @@ def naive_decimal_days(t: list[int], k: list[int], bounds: np.ndarray) -> list[D
                 min_size=0, max_size=60))
 def test_fractional_daily_increases_are_exact_decimals_that_add_up_to_the_month(
         points: list[tuple[int, int]]) -> None:
-    from etl.billing_rules import Aggregation
+    from etl.config import Aggregation
     from reports.compute.daily import exact_total
     from reports.compute.quantities import cumulative_quantities
 

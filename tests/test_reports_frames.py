@@ -179,7 +179,7 @@ def test_bad_invoice_names_file_line_and_column(engine: Engine, tmp_path: Path, 
 
 
 def test_sample_reads_keep_missing_and_odd_limits_apart(engine: Engine) -> None:
-    from etl.store.models import to_micros
+    from etl.timefmt import to_micros
     from reports.read.samples import read_samples, series_ids
 
     t0 = at("2026-05-03T10:00:00")

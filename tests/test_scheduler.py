@@ -24,14 +24,12 @@ from etl.config import Config
 from etl.runtime.collect_run import collect_once
 from etl.runtime.daemon_db import PG_STATEMENT_TIMEOUT_MS, daemon_engine
 from etl.runtime.nightly import nightly_files, nightly_reports
+from etl.runtime.pauses import auth_pause_seconds
 from etl.runtime.receiver import WebhookReceiver
-from etl.runtime.scheduler import (
-    Scheduler,
-    SlotTrigger,
-    auth_pause_seconds,
-)
+from etl.runtime.scheduler import Scheduler
 from etl.runtime.simulator import SimulatedVendor
 from etl.runtime.status import source_statuses
+from etl.runtime.triggers import SlotTrigger
 from etl.slots import slot_of
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import CollectionAttempt, Sample, SourceState
@@ -521,7 +519,7 @@ def test_missed_nightly_reports_are_built_at_start_once(
 
     # Before the nightly time nothing is due yet.
     clock.now = datetime(2026, 3, 2, 0, 4, tzinfo=UTC)
-    assert again.nightly_due() is None
+    assert again.nightly.due() is None
     forget_series_cache(engine)
     engine.dispose()
 

@@ -1,1 +1,1 @@
-"""Alerts on stored usage (SPEC section 8): rules, evaluation, the outbox and the notifiers."""
+"""Alerts on stored usage (SPEC section 8): states, evaluation, history, the outbox and the notifiers."""

@@ -8,7 +8,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from etl.alerts.rules import AlertRule, AlertState, Condition, EventState, SeriesRef
+from etl.alerts.states import AlertState, EventState, SeriesRef
+from etl.config import AlertRule, Condition
 from etl.timefmt import utc_z
 
 Number = float | Decimal

@@ -21,7 +21,8 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from etl.alerts.evaluate import Reading, SeriesState, Transition, payload
-from etl.alerts.rules import AlertRule, AlertState, SeriesRef
+from etl.alerts.states import AlertState, SeriesRef
+from etl.config import AlertRule
 from etl.store.models import AlertDelivery, AlertEvent, AlertSeriesState
 
 Key = tuple[str, str, str]  # (alert, source, metric or '')

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select, update
 
-from etl.alerts.rules import Notifier
+from etl.config import Notifier
 from etl.errors import UsageEtlError
 from etl.store.models import AlertDelivery, AlertEvent
 

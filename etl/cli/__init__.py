@@ -109,9 +109,18 @@ def cli(ctx: click.Context, config_path: str | None, database_url: str | None, v
 
 def _register() -> None:
     # Imported here so each command family lives in its own module.
-    from etl.cli import alerts_cmd, collect_cmd, db_cmd, report_cmd, schedule_cmd, vendors_cmd
+    from etl.cli import (
+        alerts_cmd,
+        collect_cmd,
+        compact_cmd,
+        db_cmd,
+        report_cmd,
+        schedule_cmd,
+        vendors_cmd,
+    )
 
-    for module in (db_cmd, collect_cmd, report_cmd, schedule_cmd, alerts_cmd, vendors_cmd):
+    for module in (db_cmd, collect_cmd, compact_cmd, report_cmd, schedule_cmd, alerts_cmd,
+                   vendors_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -227,6 +227,21 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
         except OSError as exc:
             raise InputError(f"--out {out}: {os_error_text(exc)}") from None
     click.echo(f"exported {count} {'lines' if fmt_ is ExportFormat.JSONL else 'rows'}", err=True)
+    if fmt_ is ExportFormat.JSONL:
+        _name_archives(app, start, end)
+
+
+def _name_archives(app: AppContext, start: datetime, end: datetime) -> None:
+    """One stderr line naming the compacted archive files of the range, if any (SPEC 13)."""
+    from etl.runtime.retention import archive_dir
+    from etl.store.archive import export_range
+    from etl.store.compact import archive_files
+
+    lo, hi = export_range(app.config, start.date(), end.date())
+    found = archive_files(archive_dir(app.config), lo, hi)
+    if found:
+        click.echo("raw responses moved out of the database by compaction are in: "
+                   + " ".join(str(p) for p in found), err=True)
 
 
 def _demo_reports(engine: Engine, config: Config, out_dir: Path) -> list[Path]:

@@ -42,7 +42,7 @@ def vendors(app: AppContext) -> None:
       usage-etl vendors
       usage-etl --config usage-etl.toml vendors
     """
-    from etl.config import SOURCE_COMMON_KEYS
+    from etl.config.sources import SOURCE_COMMON_KEYS
     from etl.vendors import KINDS, plugin_failures
 
     for kind in KINDS.values():

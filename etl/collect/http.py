@@ -32,7 +32,7 @@ from urllib3.util.retry import Retry
 
 from etl import __version__
 from etl.collect.pacing import PACERS, PACING_MARGIN_SECONDS, Pacer, PacerRegistry
-from etl.errors import CollectError, ParseError
+from etl.errors import ParseError, UsageEtlError
 from etl.redact import redact
 from etl.vendors.parsing import loads_json
 from etl.vendors.types import Outcome
@@ -61,8 +61,8 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], None]
 
 
-class HttpFailure(CollectError):
-    """A failed try, sorted by `validate_response` / `classify_exception` into an outcome."""
+class HttpFailure(UsageEtlError):
+    """A failed try, sorted by `validate_response` / `classify_exception` into an `outcome`."""
 
     def __init__(
         self,
@@ -74,7 +74,8 @@ class HttpFailure(CollectError):
         retry_after: float | None = None,
         cause: Exception | None = None,
     ) -> None:
-        super().__init__(message, outcome, http_status)
+        super().__init__(message)
+        self.outcome, self.http_status = outcome, http_status
         self.retriable = retriable
         self.retry_after = retry_after
         # What the vendor's Retry-After asked for, before RETRY_AFTER_MAX_S was applied.

@@ -102,12 +102,16 @@ class Collector:
         except ParseError as exc:
             return self._failed(source, started, Outcome.INVALID_RESPONSE, f"body refused: {exc}",
                                 secret, fetched.status, fetched.latency_ms, fetched.tries)
+        note = observation.refused_reason()
         result = PollRecord(
             source=source.name, outcome=Outcome.OK, started_at=started, finished_at=received,
             http_status=fetched.status, latency_ms=fetched.latency_ms, tries=fetched.tries,
-            error=None, observation=observation, retry_after=None,
+            error=None if note is None else redact(note, [secret] if secret else []),
+            observation=observation, retry_after=None,
         )
-        if log.isEnabledFor(logging.INFO):
+        if result.error is not None:
+            log.warning("%s: ok, but %s", source.name, result.error)
+        elif log.isEnabledFor(logging.INFO):
             log.info("%s: ok in %.0f ms (%d tries)", source.name, fetched.latency_ms,
                      fetched.tries)
         return result

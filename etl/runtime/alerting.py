@@ -23,8 +23,8 @@ from etl.alerts.history import load_states, record
 from etl.alerts.notifiers import send
 from etl.alerts.outbox import DeliveryReport, Sender, deliver_due
 from etl.alerts.readings import LatestSample, latest_samples
-from etl.alerts.rules import AlertRule, AlertState, Condition, EventState, SeriesRef
-from etl.config import Config
+from etl.alerts.states import AlertState, EventState, SeriesRef
+from etl.config import AlertRule, Condition, Config
 from etl.errors import UsageEtlError
 from etl.redact import redact
 from etl.runtime.logs import event

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -18,6 +19,27 @@ LOG_FORMATS = ("text", "json")
 def event(logger: logging.Logger, level: int, name: str, message: str = "", **fields: Any) -> None:
     """Log one structured event; `fields` become key=value pairs or JSON keys."""
     logger.log(level, message or name, extra={"event": name, "fields": fields})
+
+
+class EventLog:
+    """One daemon's events from many threads, silent once its last line is out."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._lock = threading.Lock()
+        self._silenced = False
+
+    def __call__(self, level: int, name: str, **fields: Any) -> None:
+        """Log one event (see `event`), unless the last line is already out."""
+        with self._lock:
+            if not self._silenced:
+                event(self.logger, level, name, **fields)
+
+    def last(self, level: int, name: str, **fields: Any) -> None:
+        """Log the closing event; threads still running log nothing after it."""
+        with self._lock:
+            event(self.logger, level, name, **fields)
+            self._silenced = True
 
 
 def _plain(value: Any) -> str:

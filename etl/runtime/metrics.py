@@ -23,7 +23,7 @@ from sqlalchemy import Engine, text
 
 from etl.alerts.history import load_states
 from etl.alerts.readings import latest_samples
-from etl.alerts.rules import AlertState
+from etl.alerts.states import AlertState
 from etl.config import Config
 from etl.store.state import last_successes
 from etl.vendors.types import Outcome

@@ -3,38 +3,34 @@
 from __future__ import annotations
 
 import logging
-import random
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
-from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from etl.config import Config, SourceConfig, split_listen_address
-from etl.errors import DatabaseTimeoutError, InputError, UsageEtlError
+from etl.errors import DatabaseTimeoutError, InputError
 from etl.redact import redact_url
 from etl.runtime.alerting import AlertWorker
 from etl.runtime.db_steps import DatabaseSteps
-from etl.runtime.logs import event
+from etl.runtime.logs import EventLog, event
 from etl.runtime.metrics import Metrics, MetricsServer, database_accepts, spool_accepts
-from etl.runtime.nightly import night_begins, nightly_files, nightly_reports, nights_due
-from etl.runtime.status import failures_since_success
-from etl.slots import next_slot_start, phase_offset
-from etl.store.spool import ReplayResult, Spool, SpoolLock
-from etl.store.state import Claim, PollGate, save_source_state
-from etl.store.writer import record_poll
+from etl.runtime.nightly_job import NIGHTLY_AT, NIGHTLY_RETRY_S, NIGHTLY_TICK_S, NightlyJob
+from etl.runtime.pauses import Pause, PausePolicy
+from etl.runtime.recovery import Recovery, Stored
+from etl.runtime.retention import DAEMON_EVERY_S, DAEMON_FIRST_S, daemon_pass
+from etl.runtime.triggers import SlotTrigger, jitter_for
+from etl.store.spool import Spool, SpoolLock
+from etl.store.state import Claim, ClaimReason, PollGate
 from etl.textutil import first_line
 from etl.vendors.types import Outcome, PollRecord
 
@@ -43,9 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("etl.schedule")
 
-# Growing pause after authentication failures: 1 min, 2, 4, ... at most an hour.
-AUTH_PAUSE_FIRST = 60.0
-AUTH_PAUSE_MAX = 3600.0
 DEFAULT_STOP_TIMEOUT = 30.0
 SPOOL_REPLAY_EVERY = 5.0
 # Client-side limit of each database step of a poll (claim, store, state): a server that
@@ -57,14 +50,6 @@ DB_STEP_TIMEOUT_S = 10.0
 # threads. Due polls beyond it wait their turn (a late poll still polls, see misfire).
 MAX_POLL_WORKERS = 16
 POLL_THREAD_PREFIX = "usage-etl-job"
-# The nightly reports run a few minutes after local midnight, once the last polls are in.
-NIGHTLY_AT = clock_time(0, 5)
-# Reports that could not be built (database away, disk full) are tried again this often.
-NIGHTLY_RETRY_S = 15 * 60.0
-# How often the daemon looks for nights owed (a few file checks); besides, it wakes at
-# each night's time. The look also catches up nights a suspended machine or a clock jump
-# skipped.
-NIGHTLY_TICK_S = 60.0
 # After --stop-timeout: how long a poll already writing its result may still finish, and
 # the least time the last spool replay gets, before the process leaves without them.
 FINISH_GRACE_S = 1.0
@@ -73,63 +58,17 @@ ALERTS_STOP_WAIT_S = 5.0
 FINAL_REPLAY_MIN_S = 1.0
 
 
-def jitter_for(source: SourceConfig) -> float:
-    """A little randomness per fire so replicas and restarts don't fire in lockstep."""
-    return min(0.05 * source.interval_seconds, 5.0)
-
-
-def auth_pause_seconds(failures: int) -> float:
-    """The pause after the `failures`-th failure in a row that was an auth failure."""
-    return min(AUTH_PAUSE_FIRST * 2 ** max(0, min(failures, 20) - 1), AUTH_PAUSE_MAX)
-
-
-class SlotTrigger(BaseTrigger):  # type: ignore[misc]
-    """Fires at the start of each of a source's slots (see etl.store.state) plus a small jitter.
-
-    APScheduler's IntervalTrigger adds each jitter to the previous (jittered) fire time, so
-    it drifts off the slot grid that replicas share; this one always returns to the grid.
-    """
-
-    def __init__(self, name: str, interval: float, jitter: float) -> None:
-        self.name = name
-        self.interval = interval
-        self.offset = phase_offset(name, interval)
-        self.jitter = jitter
-
-    def next_slot_start(self, after: datetime) -> datetime:
-        """The start of the source's first slot after `after`."""
-        return next_slot_start(self.name, self.interval, after)
-
-    def get_next_fire_time(
-        self, previous_fire_time: datetime | None, now: datetime
-    ) -> datetime:
-        """APScheduler's hook: the next slot start after the previous fire time, plus jitter."""
-        start = self.next_slot_start(previous_fire_time or now)
-        return start + timedelta(seconds=random.uniform(0, self.jitter))
-
-    def __str__(self) -> str:
-        return f"slot[interval={self.interval:g}s, offset={self.offset:.2f}s]"
-
-
-@dataclass
-class _Runtime:
-    """What one process remembers about a source, also when the database is away."""
-
-    not_before: datetime | None = None
-    pause_saved: bool = False  # is not_before also in source_state?
-    consecutive_failures: int = 0
-
-
 class Scheduler:
     """Runs polls, the spool replay and the nightly reports on an APScheduler BackgroundScheduler.
 
     Library use (tests, notebooks): ``poll_source`` runs one scheduled poll now (claim, poll,
-    store or spool, pause bookkeeping, log line) without starting anything.
+    store or spool, pause bookkeeping, log line) without starting anything; `recovery`
+    (etl.runtime.recovery) replays the spool, `nightly` (etl.runtime.nightly_job) builds
+    the nights owed, `pauses` (etl.runtime.pauses) keeps the pause policy.
 
-    `schema_ready=False` is spool-only mode, for a database that was unreachable at start-up:
-    polls go to the spool until a replay pass has checked (or created) the schema.
-    `nightly_at` (the time after each local day's start at which the previous day's
-    reports are built) and `nightly_retry_s` exist for tests; `clock` drives the nights.
+    `schema_ready=False` is spool-only mode (see Recovery). `nightly_at`, `nightly_retry_s`
+    and `nightly_tick_s` are NightlyJob's `at`, `retry_s` and `tick_s`, for tests; `clock`
+    drives the nights and the pauses.
 
     Alerts (SPEC 8) are evaluated after each stored poll in a thread of their own, so a slow
     receiver never delays polling; `metrics_listen` (``HOST:PORT``, default the config's
@@ -153,6 +92,7 @@ class Scheduler:
         nightly_tick_s: float = NIGHTLY_TICK_S,
         metrics_listen: str | None = None,
         db_step_timeout: float | None = None,
+        retention_first_s: float = DAEMON_FIRST_S,
     ) -> None:
         if collector is None:
             from etl.collect.poll import Collector
@@ -165,29 +105,25 @@ class Scheduler:
         self.sources = list(sources if sources is not None else config.sources)
         self.stop_timeout = stop_timeout
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.retention_first_s = retention_first_s
         self.report_engine = report_engine or engine
-        self.nightly_at = nightly_at
-        self.nightly_retry_s = nightly_retry_s
-        self.nightly_tick_s = nightly_tick_s
         self.gate = PollGate(engine)
         self.db = DatabaseSteps(DB_STEP_TIMEOUT_S if db_step_timeout is None else db_step_timeout)
-        self._runtime = {s.name: _Runtime() for s in self.sources}
+        self._emit = EventLog(log)  # silent after the "stopped" line
         self._stopping = threading.Event()
         self._inflight = 0
         self._finishing = 0  # polls past their HTTP request, storing and logging
-        self._reports_busy = 0  # nightly builds running
-        # The first night this daemon owes (its start day; earlier ones are done), and the
-        # nights whose build failed: not tried again before this time.monotonic().
-        self._first_night: date | None = None
-        self._night_retry_at: dict[date, float] = {}
         self._abandoned = False  # stop() gave up waiting: late polls neither store nor log
         self._inflight_cv = threading.Condition()
-        self._emit_lock = threading.Lock()
-        self._silenced = False  # set with the "stopped" line: nothing is logged after it
-        self._replay_lock = threading.Lock()
-        self._nightly_lock = threading.Lock()
-        self._schema_ready = schema_ready
-        self._schema_problem: str | None = None
+        self.pauses = PausePolicy(engine, self.db, self.clock, (s.name for s in self.sources))
+        self.recovery = Recovery(engine, self.spool, self.db, self._emit,
+                                 schema_ready=schema_ready, on_ready=self._database_back,
+                                 on_replayed=self._request_alerts)
+        self.nightly = NightlyJob(
+            config, self.report_engine, clock=self.clock, emit=self._emit,
+            unready=lambda: self.recovery.why_not_ready("database not reachable since start-up"),
+            stopping=self._stopping, cv=self._inflight_cv, at=nightly_at,
+            retry_s=nightly_retry_s, tick_s=nightly_tick_s)
         self._spool_lock: SpoolLock | None = None
         self._scheduler: BackgroundScheduler | None = None
         # After stop(): True if threads that could not be stopped are still running, so the
@@ -200,7 +136,14 @@ class Scheduler:
         if config.alerts or config.notifiers:
             # Whole months for projections: the report engine, without the polls' time limit.
             self.alerts = AlertWorker(self.report_engine, config, clock=self.clock,
-                                      ready=lambda: self._schema_ready)
+                                      ready=lambda: self.recovery.ready)
+
+    def _database_back(self) -> None:
+        self.nightly.database_back()
+
+    def _request_alerts(self) -> None:
+        if self.alerts is not None:
+            self.alerts.request()
 
     # -- one poll ------------------------------------------------------------------------------
 
@@ -220,30 +163,27 @@ class Scheduler:
         if self._stopping.is_set():
             return None
         with self._tracked():
-            rt = self._runtime.setdefault(source.name, _Runtime())
             now = self.clock()
             with self._claim(source, now) as claim:
                 if not claim.granted:
                     event(log, logging.DEBUG, "skip", source=source.name, reason=claim.reason)
                     return None
-                # The database's pause is authoritative (a later success may have lifted it);
-                # ours counts when the database could not be asked or never heard of it.
-                own_pause = rt.not_before is not None and now < rt.not_before
-                if own_pause and (claim.reason == "uncoordinated" or not rt.pause_saved):
-                    event(log, logging.DEBUG, "skip", source=source.name, reason="paused",
-                          paused_until=rt.not_before)
+                own_pause = self.pauses.own_pause(source.name, claim, now)
+                if own_pause is not None:
+                    event(log, logging.DEBUG, "skip", source=source.name,
+                          reason=ClaimReason.PAUSED, paused_until=own_pause)
                     return None
                 result = self.collector.poll(source)
                 with self._finishing_poll() as go_on:
                     if not go_on:
                         return None  # stop() gave up on this poll; the process is leaving
-                    stored = self._store(result)
-                    pause = self._politeness(source, result, stored == "db")
+                    stored = self.recovery.store(result)
+                    pause = self.pauses.after_poll(source.name, result, stored is Stored.DB)
                     self._log_poll(source, result, stored, pause)
                     if self.metrics is not None:
                         self.metrics.count_poll(source.name, result.outcome)
-                    if stored == "db" and self.alerts is not None:
-                        self.alerts.request()
+                    if stored is Stored.DB:
+                        self._request_alerts()
             return result
 
     @contextmanager
@@ -272,7 +212,7 @@ class Scheduler:
                 state["abandoned"] = True
             self._emit(logging.WARNING, "database-slow", source=source.name, error=str(exc),
                        message="polling without the poll gate")
-            yield Claim(True, "uncoordinated")
+            yield Claim(ClaimReason.UNCOORDINATED)
             return
         try:
             yield claim
@@ -298,14 +238,8 @@ class Scheduler:
                     self._finishing -= 1
                     self._inflight_cv.notify_all()
 
-    def _emit(self, level: int, name: str, **fields: Any) -> None:
-        """Log an event from a worker thread, unless the "stopped" line is already out."""
-        with self._emit_lock:
-            if not self._silenced:
-                event(log, level, name, **fields)
-
-    def _log_poll(self, source: SourceConfig, result: PollRecord, stored: str,
-                  pause: tuple[datetime, str] | None) -> None:
+    def _log_poll(self, source: SourceConfig, result: PollRecord, stored: Stored,
+                  pause: Pause | None) -> None:
         fields: dict[str, Any] = {
             "source": source.name,
             "outcome": result.outcome,
@@ -313,278 +247,25 @@ class Scheduler:
             "http_status": result.http_status,
             "tries": result.tries,
             "stored": stored,
-            "samples": getattr(result, "samples_stored", None) if stored == "db" else None,
+            "samples": None,
             "started_at": result.started_at,
         }
         if result.error:
             fields["error"] = result.error
         level = logging.INFO if result.outcome is Outcome.OK else logging.WARNING
-        if stored == "lost":
-            level = logging.ERROR
+        match stored:
+            case Stored.DB:
+                fields["samples"] = getattr(result, "samples_stored", None)
+            case Stored.SPOOL:
+                pass
+            case Stored.LOST:
+                level = logging.ERROR
+            case _:
+                assert_never(stored)
         self._emit(level, "poll", **fields)
         if pause is not None:
-            until, reason = pause
-            self._emit(logging.WARNING, "pause", source=source.name, until=until, reason=reason)
-
-    def _record(self, result: PollRecord) -> None:
-        # `once`: should this write be given up on and commit late, it and the replay of the
-        # spooled copy meet on one lock, and only one of them records the poll.
-        record_poll(self.engine, result, once=True)
-
-    def _store(self, result: PollRecord) -> str:
-        """Store the poll; on a database failure spool it. Returns db | spool | lost."""
-        if not self._schema_ready:
-            reason = self._schema_problem or "database not checked yet (unreachable at start-up)"
-        else:
-            try:
-                self.db.run("store poll", self._record, result)
-                return "db"
-            except Exception as exc:  # noqa: BLE001 - whatever broke the write, keep the poll
-                # A write given up on may still land later: replaying the spooled copy then
-                # finds it recorded and stores nothing twice (etl.store.writer).
-                reason = first_line(exc)
-        try:
-            path = self.spool.put(result)
-        except OSError as exc:
-            self._emit(logging.ERROR, "spool-failed", source=result.source,
-                       database_error=reason, disk_error=str(exc))
-            return "lost"
-        self._emit(logging.WARNING, "spooled", source=result.source, file=path.name,
-                   database_error=reason)
-        return "spool"
-
-    def _politeness(
-        self, source: SourceConfig, result: PollRecord, db_ok: bool
-    ) -> tuple[datetime, str] | None:
-        """Update the pause bookkeeping after a poll; return (until, reason) if now paused."""
-        rt = self._runtime.setdefault(source.name, _Runtime())
-        now = self.clock()
-        if result.outcome is Outcome.OK:
-            rt.consecutive_failures = 0
-            rt.not_before = None
-            if db_ok:
-                self._save_state(source.name, 0, None, None)
-            return None
-        failures = rt.consecutive_failures + 1
-        if db_ok:
-            failures = self._stored_failures(source.name) or failures
-        rt.consecutive_failures = failures
-        until: datetime | None = None
-        reason: str | None = None
-        if result.outcome is Outcome.AUTH_ERROR:
-            delay = auth_pause_seconds(failures)
-            until = now + timedelta(seconds=delay)
-            reason = f"authentication failed ({failures} failure(s) in a row); paused {delay:g}s"
-        elif result.retry_after is not None and result.retry_after > 0:
-            until = now + timedelta(seconds=result.retry_after)
-            reason = f"{result.outcome}: vendor asked to wait {result.retry_after:g}s"
-            sent = result.retry_after_sent
-            if sent is not None and sent > result.retry_after:
-                reason = (f"{result.outcome}: vendor asked to wait {sent:g}s; paused "
-                          f"{result.retry_after:g}s (our cap)")
-        rt.not_before = until
-        rt.pause_saved = db_ok and self._save_state(source.name, failures, until, reason)
-        return (until, reason) if until is not None and reason is not None else None
-
-    def _stored_failures(self, name: str) -> int:
-        """Failures in a row in the collection record (this poll included), 0 if unknown."""
-        def read() -> int:
-            with self.engine.connect() as conn:
-                return failures_since_success(conn, name)
-
-        try:
-            return self.db.run("failure count", read)
-        except (SQLAlchemyError, DatabaseTimeoutError):
-            return 0
-
-    def _save_state(
-        self, name: str, failures: int, until: datetime | None, reason: str | None
-    ) -> bool:
-        try:
-            self.db.run("source state", save_source_state, self.engine, name, failures, until,
-                        reason)
-        except (SQLAlchemyError, DatabaseTimeoutError) as exc:
-            event(log, logging.DEBUG, "state-not-saved", source=name, error=first_line(exc))
-            return False
-        return True
-
-    # -- spool and reports ---------------------------------------------------------------------
-
-    def replay_spool(self) -> ReplayResult:
-        """Write spooled polls to the database (each once); quiet when there is nothing to do.
-
-        In spool-only mode it first checks (or creates) the schema, and ends that mode.
-        """
-        with self._replay_lock:
-            if not self.ensure_database():
-                return ReplayResult(remaining=len(self.spool))
-            if not self.spool.pending():
-                return ReplayResult()
-            result = self.spool.replay(self.engine, on_stored=self._log_replayed)
-        if result.replayed or result.already_stored:
-            self._emit(logging.INFO, "spool-replayed", replayed=result.replayed,
-                       already_stored=result.already_stored, remaining=result.remaining)
-            if result.replayed and self.alerts is not None:
-                self.alerts.request()
-        if result.error:
-            self._emit(logging.DEBUG, "spool-waiting", remaining=result.remaining,
-                       database_error=result.error)
-        if result.set_aside:
-            self._emit(logging.ERROR, "spool-set-aside", files=",".join(result.set_aside),
-                       folder=str(self.spool.dir / "unreadable"),
-                       message="the database refused these polls every time; see .reason")
-        return result
-
-    def ensure_database(self) -> bool:
-        """True once the schema has been found ready (or created) since start-up."""
-        if self._schema_ready:
-            return True
-        from etl.errors import SchemaOutdatedError
-        from etl.store.engine import ensure_schema
-
-        try:
-            ensure_schema(self.engine)
-        except SchemaOutdatedError as exc:
-            # Polls keep going to the spool (nothing is lost); say so once, loudly.
-            if self._schema_problem != str(exc):
-                self._emit(logging.ERROR, "database-refused", error=str(exc),
-                           message="polls stay in the spool until this is fixed")
-            self._schema_problem = str(exc)
-            return False
-        except (UsageEtlError, SQLAlchemyError) as exc:
-            self._emit(logging.DEBUG, "database-waiting", error=first_line(exc))
-            return False
-        self._schema_ready = True
-        self._schema_problem = None
-        self._emit(logging.INFO, "database-ready", database=redact_url(str(self.engine.url)),
-                   pending_spool=len(self.spool))
-        # Reports that failed only because the database was away need not wait out the delay.
-        if self._night_retry_at:
-            self._night_retry_at.clear()
-            self._wake_nightly(0.0)
-        return True
-
-    def _log_replayed(self, poll: PollRecord) -> None:
-        self._emit(logging.DEBUG, "replayed", source=poll.source, started_at=poll.started_at)
-
-    def _local_today(self) -> date:
-        return self.clock().astimezone(self.config.tz).date()
-
-    def nightly_due(self) -> date | None:
-        """Today (local) once its night has come (see etl.runtime.nightly.night_begins)."""
-        today = self._local_today()
-        return today if self.clock() >= self._night_begins(today) else None
-
-    def _night_begins(self, today: date) -> datetime:
-        return night_begins(today, self.config.tz, self.nightly_at)
-
-    def missing_reports(self, today: date) -> list[Path]:
-        """The nightly report files due for `today` that do not exist yet."""
-        return [p for p in nightly_files(self.config, today) if not p.is_file()]
-
-    def owed_nights(self) -> list[tuple[date, list[Path]]]:
-        """(night, missing files) for each night since start-up that has come and lacks files.
-
-        A night is a `today` of nightly_files: the reports of the local day before it (and on
-        the 1st the billing of the month before), SPEC 3. Nights are found by the clock, so
-        a skipped or repeated midnight, a suspended machine or a clock jump misses none.
-        """
-        if self._first_night is None:
-            self._first_night = self._local_today()
-        owed: list[tuple[date, list[Path]]] = []
-        for night in nights_due(self._first_night, self.clock(), self.config.tz,
-                                self.nightly_at):
-            missing = self.missing_reports(night)
-            if missing:
-                owed.append((night, missing))
-            elif not owed:
-                self._first_night = night + timedelta(days=1)  # done up to here
-        return owed
-
-    def nightly(self, today: date | None = None) -> list[Path]:
-        """Build the reports due after local midnight of `today` (default: today, report zone)."""
-        written = self._build_nightly(today or self._local_today())
-        return written or []
-
-    def nightly_tick(self) -> list[Path]:
-        """Build the reports of every night owed by now (owed_nights), oldest first.
-
-        A night whose build failed (or left files missing) is tried again once
-        `nightly_retry_s` has passed. Returns the files written. The daemon runs this every
-        `nightly_tick_s` and at each night's time.
-        """
-        written: list[Path] = []
-        for night, _missing in self.owed_nights():
-            if self._stopping.is_set():
-                break
-            if time.monotonic() < self._night_retry_at.get(night, 0.0):
-                continue
-            written += self._nightly_job(night)
-        self._wake_at_next_night()
-        return written
-
-    def _build_nightly(self, today: date) -> list[Path] | None:
-        """The nightly reports of `today`; None (logged) if they could not be built."""
-        try:
-            if not self._schema_ready:
-                raise UsageEtlError(
-                    self._schema_problem or "database not reachable since start-up")
-            written = nightly_reports(self.report_engine, self.config, today)
-        except Exception as exc:  # noqa: BLE001 - whatever failed, the retry must still come
-            self._emit(logging.ERROR, "reports-failed", day=today.isoformat(),
-                       error=first_line(exc))
-            return None
-        self._emit(logging.INFO, "reports", day=today.isoformat(),
-                   files=",".join(p.name for p in written))
-        return written
-
-    def _nightly_job(self, night: date) -> list[Path]:
-        """Build one night's missing reports; on failure set its retry time (logged)."""
-        with self._inflight_cv:
-            if self._stopping.is_set():
-                return []
-            self._reports_busy += 1
-        try:
-            with self._nightly_lock:
-                if not self.missing_reports(night):
-                    self._night_retry_at.pop(night, None)
-                    return []  # built meanwhile (another replica or a person)
-                written = self._build_nightly(night)
-                missing = self.missing_reports(night)
-        finally:
-            with self._inflight_cv:
-                self._reports_busy -= 1
-                self._inflight_cv.notify_all()
-        if written is None or missing:
-            self._night_retry_at[night] = time.monotonic() + self.nightly_retry_s
-            self._emit(logging.WARNING, "reports-retry", day=night.isoformat(),
-                       at=datetime.now(UTC) + timedelta(seconds=self.nightly_retry_s))
-            if self.nightly_retry_s < self.nightly_tick_s:
-                self._wake_nightly(self.nightly_retry_s)
-        else:
-            self._night_retry_at.pop(night, None)
-        return written or []
-
-    def _wake_at_next_night(self) -> None:
-        """Have the tick run when the next night comes (on the clock), not a tick late."""
-        now = self.clock()
-        today = now.astimezone(self.config.tz).date()
-        begins = self._night_begins(today)
-        if now >= begins:
-            begins = self._night_begins(today + timedelta(days=1))
-        self._wake_nightly((begins - now).total_seconds(), "nightly-next")
-
-    def _wake_nightly(self, delay: float, job_id: str = "nightly-soon") -> None:
-        sched = self._scheduler
-        if sched is None or self._stopping.is_set():
-            return
-        try:
-            sched.add_job(
-                self.nightly_tick, "date",
-                run_date=datetime.now(UTC) + timedelta(seconds=max(0.0, delay) + 0.01),
-                id=job_id, replace_existing=True, misfire_grace_time=None, coalesce=True)
-        except Exception as exc:  # noqa: BLE001 - the periodic tick still comes
-            self._emit(logging.DEBUG, "nightly-wake-failed", error=first_line(exc))
+            self._emit(logging.WARNING, "pause", source=source.name, until=pause.until,
+                       reason=pause.reason)
 
     # -- the daemon ----------------------------------------------------------------------------
 
@@ -597,13 +278,8 @@ class Scheduler:
         if self.metrics_listen:
             self._listen_metrics(self.metrics_listen)
         self._spool_lock = self.spool.lock()
-        recovered = self.spool.recover_partial()
-        if recovered.restored or recovered.set_aside or recovered.duplicates:
-            event(log, logging.WARNING, "spool-recovered",
-                  restored=",".join(recovered.restored) or None,
-                  set_aside=",".join(recovered.set_aside) or None,
-                  duplicates_removed=",".join(recovered.duplicates) or None)
-        self.replay_spool()
+        self.recovery.recover_partial()
+        self.recovery.replay()
         sched = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(
@@ -624,18 +300,16 @@ class Scheduler:
                 misfire_grace_time=max(1, int(src.interval_seconds / 2)), **kwargs,
             )
         sched.add_job(
-            self.replay_spool, "interval", seconds=SPOOL_REPLAY_EVERY, id="spool-replay",
+            self.recovery.replay, "interval", seconds=SPOOL_REPLAY_EVERY, id="spool-replay",
             coalesce=True, max_instances=1, misfire_grace_time=int(SPOOL_REPLAY_EVERY),
         )
-        # Nights are found on the clock at every tick (and at each night's time), so the
-        # start-up catch-up (a run missed while the daemon was down or started late) is the
-        # first tick: at once.
-        self._first_night = self._local_today()
-        owed = self.owed_nights()
-        sched.add_job(
-            self.nightly_tick, "interval", seconds=self.nightly_tick_s, id="nightly-reports",
-            coalesce=True, max_instances=1, misfire_grace_time=None, next_run_time=now,
-        )
+        owed = self.nightly.attach(sched, now)
+        if self.config.retention.active:  # compaction and retirement (SPEC 13)
+            sched.add_job(
+                daemon_pass, "interval", args=[self.engine, self.config, self.clock],
+                seconds=DAEMON_EVERY_S, id="retention", coalesce=True, max_instances=1,
+                misfire_grace_time=None,
+                next_run_time=now + timedelta(seconds=self.retention_first_s))
         self._scheduler = sched
         sched.start()
         if self.alerts is not None:
@@ -644,7 +318,7 @@ class Scheduler:
             self._metrics_server.start()
         event(log, logging.INFO, "started", sources=",".join(s.name for s in self.sources),
               database=redact_url(str(self.engine.url)), spool=str(self.spool.dir),
-              pending_spool=len(self.spool), database_ready=self._schema_ready,
+              pending_spool=len(self.spool), database_ready=self.recovery.ready,
               alerts=len(self.config.alerts) or None,
               metrics=(f"http://{self.metrics_listen}/metrics" if self._metrics_server
                        else None))
@@ -670,7 +344,7 @@ class Scheduler:
         # take its connect timeout to answer.
         if spool_accepts(self.spool.dir):
             return True
-        return self._schema_ready and database_accepts(self.engine)
+        return self.recovery.ready and database_accepts(self.engine)
 
     def stop(self) -> bool:
         """Stop firing, let in-flight polls finish (at most stop_timeout), flush the spool.
@@ -692,10 +366,10 @@ class Scheduler:
             self._metrics_server.stop()
         with self._inflight_cv:
             self._inflight_cv.wait_for(
-                lambda: self._inflight == 0 and self._reports_busy == 0,
+                lambda: self._inflight == 0 and self.nightly.busy == 0,
                 timeout=self.stop_timeout,
             )
-            left, reports_left = self._inflight, self._reports_busy
+            left, reports_left = self._inflight, self.nightly.busy
             if left:
                 self._abandoned = True
                 # A poll already writing its result gets a moment (the write is one
@@ -709,7 +383,8 @@ class Scheduler:
                        reports_running=reports_left or None, waited_s=self.stop_timeout)
         # The last replay runs in a thread of its own so a database that hangs cannot hold
         # the exit past the stop timeout.
-        replayer = threading.Thread(target=self._final_replay, name="final-replay", daemon=True)
+        replayer = threading.Thread(target=self.recovery.final_replay, name="final-replay",
+                                    daemon=True)
         replayer.start()
         budget = max(self.stop_timeout - (time.monotonic() - begun), FINAL_REPLAY_MIN_S)
         replayer.join(budget)
@@ -719,20 +394,12 @@ class Scheduler:
         pending = len(self.spool)
         if not self.threads_left:
             self.collector.close()
-        with self._emit_lock:
-            event(log, logging.INFO, "stopped", pending_spool=pending,
-                  abandoned_polls=left or None)
-            self._silenced = True
+        self._emit.last(logging.INFO, "stopped", pending_spool=pending,
+                        abandoned_polls=left or None)
         if self._spool_lock is not None and not self.threads_left:
             self._spool_lock.release()
             self._spool_lock = None
         return clean and not self.threads_left
-
-    def _final_replay(self) -> None:
-        try:
-            self.replay_spool()
-        except OSError as exc:
-            self._emit(logging.ERROR, "spool-failed", error=str(exc))
 
     def run(self, stop_event: threading.Event | None = None) -> int:
         """Start, wait for SIGINT/SIGTERM (or `stop_event`), stop; returns exit status 0.

@@ -68,17 +68,20 @@ class ImportResult:
     duplicates: int = 0
     bad_lines: int = 0
     conflicts: int = 0
+    refused_lines: int = 0  # stored, but with items refused (SPEC 7)
 
     @property
     def ok(self) -> bool:
-        """True when every line was stored or a duplicate (no bad lines, no conflicts)."""
-        return self.bad_lines == 0 and self.conflicts == 0
+        """True when every line was stored whole or a duplicate (nothing bad or refused)."""
+        return self.bad_lines == 0 and self.conflicts == 0 and self.refused_lines == 0
 
     def summary(self) -> str:
         """One line for people: lines read, new snapshots and samples, duplicates, bad, conflicts."""
+        refused = (f", {self.refused_lines} lines with refused items" if self.refused_lines
+                   else "")
         return (f"{self.lines} lines: {self.snapshots} new snapshots, {self.samples} new samples, "
                 f"{self.duplicates} duplicate samples, {self.bad_lines} bad lines, "
-                f"{self.conflicts} conflicts")
+                f"{self.conflicts} conflicts{refused}")
 
 
 def _reject_constant(name: str) -> Any:
@@ -394,7 +397,7 @@ def _import_stream(
                 continue
             total.lines += 1
             try:
-                pending.add(parse_line(line, sources), lineno)
+                obs = parse_line(line, sources)
             except ParseError as exc:
                 total.bad_lines += 1
                 bad += 1
@@ -404,6 +407,7 @@ def _import_stream(
                                "archive, the rest of it was not read")
                     break
                 continue
+            _queue(pending, obs, name, lineno, total, problems)
             good += 1
             if len(pending.batch) >= batch_size:
                 flush()
@@ -416,6 +420,15 @@ def _import_stream(
                      "was not read")
     flush()
     problems.finish(name)
+
+
+def _queue(pending: _Pending, obs: Observation, name: str, lineno: int, total: ImportResult,
+           problems: _Problems) -> None:
+    """Queue a parsed line; its refused items, if any, are reported (SPEC 7) and counted."""
+    pending.add(obs, lineno)
+    if obs.refused:
+        total.refused_lines += 1
+        problems.add(f"{name}:{lineno}: body: {obs.refused_reason()}")
 
 
 class _Problems:

@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from etl.store.models import from_micros, to_micros
 from etl.store.writer import Conflict, StoreResult, series_ids
+from etl.timefmt import from_micros, to_micros
 from etl.vendors.types import Observation
 
 # Observations per transaction: big enough to amortize the per-chunk queries, small enough

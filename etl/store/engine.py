@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -55,6 +55,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             parent = Path(db).expanduser().resolve().parent
             if not parent.is_dir():
                 raise InputError(f"database_url: folder {parent} does not exist")
+            parsed = _read_only_sqlite(parsed, Path(db).expanduser().resolve())
         # Read once: a bad value is refused here, not inside every later connect.
         busy_ms = sqlite_busy_timeout_ms()
         kwargs.setdefault("poolclass", NullPool)
@@ -80,9 +81,28 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+def _read_only_sqlite(parsed: URL, path: Path) -> URL:
+    """`parsed`, or a read-only URI of it when the file is there but its folder cannot be written.
+
+    SQLite opens a WAL database only if it can create the `-shm` file beside it, so a copy in a
+    folder the user cannot write (or on a read-only file system) fails with "unable to open
+    database file" even to read (SPEC 3 amended: read commands work there). With a `-shm`
+    already there, `mode=ro` reads it with its `-wal`; without, nobody can be writing it
+    through this folder, and `immutable=1` reads the file alone.
+    """
+    if not path.is_file() or os.access(path.parent, os.W_OK):
+        return parsed
+    shm = path.with_name(path.name + "-shm")
+    query = {"mode": "ro"} if shm.is_file() and os.access(shm, os.R_OK) else {"immutable": "1"}
+    return parsed.set(database=f"file:{path}", query={**parsed.query, **query, "uri": "true"})
+
+
 def _sqlite_pragmas(dbapi_conn: Any, busy_ms: int) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:
+        pass  # a read-only file keeps its journal mode; its writes are refused later, by name
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute(f"PRAGMA busy_timeout={busy_ms}")
     # WAL makes NORMAL durable against application crashes, and it is much faster than FULL.
@@ -279,14 +299,13 @@ def describe_database_error(exc: BaseException, url: str | None = None) -> str:
     """
     text = first_line(getattr(exc, "orig", None) or exc)
     lowered = text.lower()
+    path = _sqlite_path(url) if url else None
+    if path is not None:
+        url = f"sqlite:///{path}"  # as the user wrote it, not the read-only URI opened
     where = f" {redact_url(url)}" if url else ""
     if url and any(hint in lowered for hint in ("readonly", "unable to open", "i/o error")):
-        try:
-            parsed = make_url(normalize_url(url))
-        except Exception:  # noqa: BLE001 - only for the message
-            parsed = None
-        if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database:
-            folder = Path(parsed.database).expanduser().resolve().parent
+        if path is not None:
+            folder = Path(path).expanduser().resolve().parent
             if _read_only(folder):
                 return f"database{where}: its folder {folder} is on a read-only file system ({text})"
             if _full(folder):
@@ -294,6 +313,18 @@ def describe_database_error(exc: BaseException, url: str | None = None) -> str:
     if "disk is full" in lowered or "no space left" in lowered:
         return f"database{where}: the disk holding it is full ({text})"
     return f"database{where}: {redact_url(text)}"
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL (plain or `file:` URI), None for another database."""
+    try:
+        parsed = make_url(normalize_url(url))
+    except Exception:  # noqa: BLE001 - only for a message
+        return None
+    db = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:":
+        return None
+    return db.removeprefix("file:") if parsed.query.get("uri") == "true" else db
 
 
 def _read_only(folder: Path) -> bool:
@@ -308,6 +339,24 @@ def _full(folder: Path) -> bool:
         return os.statvfs(folder).f_bavail == 0
     except OSError:
         return False
+
+
+# SQLSTATEs of a database that refuses writes: a read-only transaction (a hot standby,
+# default_transaction_read_only) and a missing privilege (a SELECT-only login).
+_REFUSED_WRITE_STATES = frozenset({"25006", "42501"})
+
+
+def refuses_writes(exc: BaseException) -> bool:
+    """Whether `exc` is a database refusing a write it could otherwise do (SPEC 3 amended).
+
+    SQLite: "attempt to write a readonly database" (a read-only file or URI); PostgreSQL: a
+    read-only transaction or a permission denied. A cache writer that sees this computes
+    without storing.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlstate", None) in _REFUSED_WRITE_STATES:
+        return True
+    return isinstance(orig, sqlite3.OperationalError) and "readonly" in str(orig).lower()
 
 
 def is_database_error(exc: BaseException) -> bool:

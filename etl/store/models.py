@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -21,7 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from etl.timefmt import from_micros, to_micros
+from etl.vendors.types import MAX_METRIC_LEN
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -29,19 +30,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-def to_micros(value: datetime) -> int:
-    """Microseconds since the Unix epoch for an aware datetime (naive is taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    delta = value - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(value: int) -> datetime:
-    """Microseconds since the Unix epoch (SQLite's storage) as an aware UTC datetime."""
-    return EPOCH + timedelta(microseconds=int(value))
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -107,7 +95,7 @@ class Series(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(64))
-    metric: Mapped[str] = mapped_column(String(32))
+    metric: Mapped[str] = mapped_column(String(MAX_METRIC_LEN))
     kind: Mapped[str] = mapped_column(String(16))  # the source's kind (etl.vendors registry)
     metric_type: Mapped[str] = mapped_column(String(8))  # etl.vendors.types.MetricType
 
@@ -209,7 +197,7 @@ class AlertSeriesState(Base):
 
     alert: Mapped[str] = mapped_column(String(64), primary_key=True)
     source: Mapped[str] = mapped_column(String(64), primary_key=True)
-    metric: Mapped[str] = mapped_column(String(128), primary_key=True)  # '' for stale alerts
+    metric: Mapped[str] = mapped_column(String(MAX_METRIC_LEN), primary_key=True)  # '' for stale alerts
     state: Mapped[str] = mapped_column(String(8))  # ok | pending | firing
     since: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
@@ -230,7 +218,7 @@ class AlertEvent(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     alert: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(64))
-    metric: Mapped[str] = mapped_column(String(128))
+    metric: Mapped[str] = mapped_column(String(MAX_METRIC_LEN))
     version: Mapped[int] = mapped_column(Integer)
     # pending | cleared | firing | repeat | resolved
     transition: Mapped[str] = mapped_column(String(16))

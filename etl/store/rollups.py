@@ -16,10 +16,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from etl.store.models import RollupDay, RollupDirty, Sample, Snapshot, from_micros
+from etl.store.engine import refuses_writes
+from etl.store.models import RollupDay, RollupDirty, Sample, Snapshot
 from etl.textutil import first_line
+from etl.timefmt import from_micros
 from etl.vendors.parsing import MAX_READING
 
 log = logging.getLogger("etl.store.rollups")
@@ -111,8 +113,9 @@ class RollupStore:
 
     Rollups are a cache: a report never needs the write lock just to read. When the dirty
     spans cannot be applied (SQLite locked past its busy timeout, a lock wait on
-    PostgreSQL), no stored row is trusted and every day is computed from the samples; when
-    the computed rows cannot be stored, they are not. Either way one warning says that
+    PostgreSQL, a read-only database: a SELECT-only login, a hot standby, a SQLite file that
+    cannot be written), no stored row is trusted and every day is computed from the samples;
+    when the computed rows cannot be stored, they are not (SPEC 3 amended). Either way one warning says that
     nothing was cached, and `cached` is False.
     """
 
@@ -125,7 +128,9 @@ class RollupStore:
         self._watermark = 0
         try:
             invalidate_dirty(engine)
-        except OperationalError as exc:
+        except DBAPIError as exc:
+            if not _cache_refused(exc):
+                raise
             self._give_up(exc)
             return
         # Every write adds a snapshot row (ids only grow): one committed after this point,
@@ -179,7 +184,9 @@ class RollupStore:
         self._new.clear()
         try:
             self._store(rows)
-        except OperationalError as exc:
+        except DBAPIError as exc:
+            if not _cache_refused(exc):
+                raise
             self._give_up(exc)
 
     def _store(self, rows: list[dict[str, Any]]) -> None:
@@ -196,13 +203,18 @@ class RollupStore:
                         RollupDay.day.in_(days[i:i + 500])))
             conn.execute(_upsert(conn), rows)
 
-    def _give_up(self, exc: OperationalError) -> None:
+    def _give_up(self, exc: DBAPIError) -> None:
         self.cached = False
         error = first_line(exc)
         # An event for the daemon's structured log (etl.runtime.logs), a line for the CLI.
         log.warning("report built from the samples, nothing cached: the daily rollups could "
                     "not be updated (%s)", error,
                     extra={"event": "rollups-not-cached", "fields": {"error": error}})
+
+
+def _cache_refused(exc: DBAPIError) -> bool:
+    """A lock not granted in time, or a read-only database (SPEC 3 amended): compute, not cache."""
+    return isinstance(exc, OperationalError) or refuses_writes(exc)
 
 
 def _last_snapshot_id(bind: Engine | Connection) -> int:

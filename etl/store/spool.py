@@ -18,9 +18,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from etl.errors import UsageEtlError
 from etl.files import atomic_writer, fsync_dir
-from etl.store.models import to_micros
 from etl.store.writer import record_poll
 from etl.textutil import first_line
+from etl.timefmt import to_micros
 from etl.vendors.types import MetricType, Observation, Origin, Outcome, PollRecord, SampleValue
 
 log = logging.getLogger("etl.store.spool")

@@ -20,8 +20,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, NamedTuple, assert_never
 
 from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -44,14 +45,34 @@ def source_key(name: str) -> int:
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
+class ClaimReason(StrEnum):
+    """Why a claim was or was not granted; the refusals are logged as written here."""
+
+    FREE = "free"  # granted: the slot is free and no pause holds
+    UNCOORDINATED = "uncoordinated"  # granted: the database could not be asked
+    LOCKED = "locked"  # refused: another replica holds the source's lock
+    SLOT_TAKEN = "slot-taken"  # refused: an attempt already started in this slot
+    PAUSED = "paused"  # refused: a stored pause holds
+
+
 @dataclass(frozen=True)
 class Claim:
     """The answer to "may this replica poll this source now?"."""
 
-    granted: bool
-    reason: str = ""  # why not: "locked" | "slot-taken" | "paused"; or "uncoordinated"
+    reason: ClaimReason
     paused_until: datetime | None = None
     pause_reason: str | None = None
+
+    @property
+    def granted(self) -> bool:
+        """May this replica poll now."""
+        match self.reason:
+            case ClaimReason.FREE | ClaimReason.UNCOORDINATED:
+                return True
+            case ClaimReason.LOCKED | ClaimReason.SLOT_TAKEN | ClaimReason.PAUSED:
+                return False
+            case _:
+                assert_never(self.reason)
 
 
 class LastSuccess(NamedTuple):
@@ -137,7 +158,7 @@ class PollGate:
             conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except SQLAlchemyError as exc:
             log.debug("lock for %s unavailable: %s", source.name, exc)
-            yield Claim(True, "uncoordinated")
+            yield Claim(ClaimReason.UNCOORDINATED)
             return
         locked = False
         try:
@@ -148,10 +169,11 @@ class PollGate:
                         {"ns": ADVISORY_NAMESPACE, "key": key},
                     ).scalar()
                 )
-                decision = self._decide(conn, source, now) if locked else Claim(False, "locked")
+                decision = (self._decide(conn, source, now) if locked
+                            else Claim(ClaimReason.LOCKED))
             except SQLAlchemyError as exc:
                 log.debug("lock for %s unavailable: %s", source.name, exc)
-                decision = Claim(True, "uncoordinated")
+                decision = Claim(ClaimReason.UNCOORDINATED)
             yield decision
         finally:
             if locked:
@@ -181,7 +203,7 @@ class PollGate:
             except BlockingIOError:
                 assert fh is not None
                 fh.close()
-                yield Claim(False, "locked")
+                yield Claim(ClaimReason.LOCKED)
                 return
             except OSError as exc:
                 if fh is not None:
@@ -194,7 +216,7 @@ class PollGate:
                     decision = self._decide(conn, source, now)
             except SQLAlchemyError as exc:
                 log.debug("slot check for %s failed: %s", source.name, exc)
-                decision = Claim(True, "uncoordinated")
+                decision = Claim(ClaimReason.UNCOORDINATED)
             yield decision
         finally:
             if fh is not None:
@@ -211,7 +233,7 @@ class PollGate:
         if (state is not None and state.paused_until is not None and state.paused_until > now
                 and pause_holds(state.paused_until, state.updated_at,
                                 last_success(conn, source.name), now)):
-            return Claim(False, "paused", state.paused_until, state.pause_reason)
+            return Claim(ClaimReason.PAUSED, state.paused_until, state.pause_reason)
         start, end = slot_bounds(source.name, source.interval_seconds,
                                  slot_of(source.name, source.interval_seconds, now))
         taken = conn.execute(
@@ -222,8 +244,8 @@ class PollGate:
             )
         ).scalar()
         if taken:
-            return Claim(False, "slot-taken")
-        return Claim(True)
+            return Claim(ClaimReason.SLOT_TAKEN)
+        return Claim(ClaimReason.FREE)
 
 
 def stored_pauses(

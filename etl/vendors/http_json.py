@@ -26,6 +26,7 @@ from etl.vendors.parsing import (
     parse_timestamp,
     to_payload,
 )
+from etl.vendors.series_names import series_key, shown_key
 from etl.vendors.types import MAX_METRIC_LEN, MetricType, Observation, SampleValue
 
 NAME = "http_json"
@@ -33,7 +34,6 @@ DEFAULT_RATE = 60
 METRIC_NAME_RE = re.compile(r"^[a-z0-9_]+$")
 # RFC 9110 token: what a header name may hold.
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_KEY_CHAR_RE = re.compile(r"[^a-z0-9_.-]")
 METRIC_KEYS = frozenset({"name", "type", "value", "limit", "status", "each", "key"})
 SOURCE_KEYS = frozenset({"url", "auth_header", "auth_prefix", "headers",
                          "max_requests_per_minute", "timestamp", "ok_when", "metrics"})
@@ -123,14 +123,6 @@ def _walk(doc: Any, path: tuple[str, ...]) -> Any:
     return doc
 
 
-def series_key(value: Any) -> str:
-    """The `KEY` of a per-item series (SPEC 7): lowercased, outside [a-z0-9_.-] -> `_`."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
-        raise ValueError("must be a non-empty string or a number")
-    text = value if isinstance(value, str) else format(value, "g")
-    return _KEY_CHAR_RE.sub("_", text.lower())
-
-
 @dataclass(frozen=True)
 class MetricSpec:
     """One `[[sources.metrics]]` entry, its expressions compiled."""
@@ -190,13 +182,14 @@ class SourceSpec:
             if at is None:
                 raise ParseError("observed_at: required (the source configures no timestamp)")
         samples: list[SampleValue] = []
+        refused: list[str] = []
         for metric in self.metrics:
             if metric.each is None:
                 samples.append(_sample(metric, metric.name, body, ""))
             else:
-                samples.extend(_series(metric, body))
+                samples.extend(_series(metric, body, refused))
         return Observation(source, NAME, at, payload if payload is not None else to_payload(body),
-                           tuple(samples), received_at, origin)
+                           tuple(samples), received_at, origin, tuple(refused))
 
 
 def _truthy(value: Any) -> bool:
@@ -221,26 +214,40 @@ def _sample(metric: MetricSpec, name: str, item: Any, where: str) -> SampleValue
     return SampleValue(name, value, limit, status, metric.type)
 
 
-def _series(metric: MetricSpec, body: Any) -> list[SampleValue]:
+def _series(metric: MetricSpec, body: Any, refused: list[str]) -> list[SampleValue]:
+    """One sample per item of `each`; items without a usable, distinct name go to `refused`.
+
+    SPEC 7: an item whose key is missing or empty, or whose series name is too long, and all
+    the items of one response whose keys give the same name, are refused with a reason
+    naming them; the other items are read as usual.
+    """
     assert metric.each is not None and metric.key is not None
     items = metric.each(body)
     if not isinstance(items, list):
         raise ParseError(f"{metric.name}: each {metric.each_text!r}: not a list")
-    found: dict[str, SampleValue] = {}
+    named: dict[str, list[int]] = {}
+    raw_keys: list[Any] = []
     for i, item in enumerate(items):
-        where = f"[{i}]"
+        raw = metric.key(item)
+        raw_keys.append(raw)
         try:
-            key = series_key(metric.key(item))
+            name = f"{metric.name}:{series_key(raw)}"
         except ValueError as exc:
-            raise ParseError(f"{metric.name}{where}: key {exc}") from None
-        name = f"{metric.name}:{key}"
+            refused.append(f"{metric.name}[{i}]: key {exc}")
+            continue
         if len(name) > MAX_METRIC_LEN:
-            raise ParseError(f"{metric.name}{where}: series {name!r} is longer than "
-                             f"{MAX_METRIC_LEN} characters")
-        if name in found:
-            raise ParseError(f"{metric.name}{where}: key {key!r} appears twice in this response")
-        found[name] = _sample(metric, name, item, where)
-    return list(found.values())
+            refused.append(f"{metric.name}[{i}]: key {shown_key(raw)} makes a series name longer "
+                           f"than {MAX_METRIC_LEN} characters")
+            continue
+        named.setdefault(name, []).append(i)
+    samples: list[SampleValue] = []
+    for name, where in named.items():
+        if len(where) > 1:
+            keys = ", ".join(f"[{i}] {shown_key(raw_keys[i])}" for i in where)
+            refused.append(f"{metric.name}: items {keys} all give the series {name!r}")
+            continue
+        samples.append(_sample(metric, name, items[where[0]], f"[{where[0]}]"))
+    return samples
 
 
 # --- config ---------------------------------------------------------------------------------

@@ -36,8 +36,11 @@ class Origin(StrEnum):
     SPOOL = "spool"
 
 
-# The longest series metric name the database keeps (series.metric), `NAME:KEY` included.
-MAX_METRIC_LEN = 32
+# The longest series metric name the database keeps (series.metric, the alert tables'
+# metric), `NAME:KEY` included (SPEC 7, amended 2026-12-06; migration 0004).
+MAX_METRIC_LEN = 200
+# Refused items named in a poll's or an import line's reason; the rest are counted.
+REFUSED_SHOWN = 5
 
 
 class SampleValue(NamedTuple):
@@ -65,6 +68,17 @@ class Observation(NamedTuple):
     samples: tuple[SampleValue, ...]
     received_at: datetime | None = None
     origin: str = Origin.COLLECT
+    # Items of the response left out, each with its reason (SPEC 7: a poll is still `ok`).
+    refused: tuple[str, ...] = ()
+
+    def refused_reason(self) -> str | None:
+        """The refused items as one line, the first few named; None when none was refused."""
+        if not self.refused:
+            return None
+        shown = "; ".join(self.refused[:REFUSED_SHOWN])
+        more = len(self.refused) - REFUSED_SHOWN
+        tail = f"; and {more} more" if more > 0 else ""
+        return f"items refused: {shown}{tail}"
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""Monthly billing per `[[billing]]` rule (SPEC 5): exact quantities, money in Decimal."""
+"""Billing per `[[billing]]` rule and period (SPEC 5, 11): exact quantities, money in Decimal."""
 
 from __future__ import annotations
 
 import functools
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal, localcontext
@@ -11,17 +12,18 @@ from typing import ParamSpec, TypeVar
 import numpy as np
 import pandas as pd
 
-from etl.billing_rules import BillingRule, Pricing
-from etl.store.models import to_micros
+from etl.config import BillingRule, Pricing
+from etl.timefmt import from_micros, to_micros
+from reports.compute.credits import CreditDraw, PeriodCharge, amount_due
 from reports.compute.daily import combine_days, coverage_pct
-from reports.compute.pricing import charge
+from reports.compute.pricing import charge, round_money
 from reports.compute.quantities import (
     ACCUMULATING,
     cumulative_quantities,
     month_quantity,
     round_quantity,
 )
-from reports.periods import Period, us_to_datetime
+from reports.periods import Period, RulePeriod, label_text
 
 # Significant digits of billing arithmetic. The largest figures the edges let in: a month's
 # quantity below 10^28 (readings up to 10^15, a sample a microsecond) with 4 places, times a
@@ -45,10 +47,12 @@ def exact_decimals(func: Callable[_P, _R]) -> Callable[_P, _R]:
 BILLING_COLUMNS = [
     "month", "source", "metric", "aggregation", "quantity", "included", "overage",
     "unit_price", "amount", "currency", "coverage_pct", "pricing",
+    # SPEC 11
+    "period_start", "period_end", "credit_applied", "amount_due",
     # extras
     "samples", "resets", "mtd_quantity", "mtd_amount", "projected_quantity",
     "projected_amount", "included_used_up_on", "used_up_projected", "flat_fee", "minimum",
-    "minimum_applied",
+    "minimum_applied", "elapsed_pct", "elapsed_coverage_pct", "valid_from", "valid_until",
 ]
 # Month samples of the series whose quantity needs them (p95): (epoch microseconds, values).
 SampleMap = Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]]
@@ -91,34 +95,78 @@ def tiers_frame(quantity: Decimal, rule: BillingRule) -> pd.DataFrame:
         [(t.units, t.unit_price, t.flat_price, t.amount) for t in reached], columns=TIER_COLUMNS)
 
 
-@exact_decimals
-def billing_table(rows: pd.DataFrame, rules: Sequence[BillingRule], period: Period,
-                  *, now: datetime, samples: SampleMap | None = None) -> pd.DataFrame:
-    """One row per rule for the month `period`, from series_day_rows() rows (pure).
+def period_days(days: pd.DataFrame, period: Period) -> pd.DataFrame:
+    """The day rows (one series, date order) that fall in `period`."""
+    if not len(days):
+        return days
+    dates = days["date"].tolist()
+    lo, hi = bisect_left(dates, period.start), bisect_left(dates, period.end)
+    if lo == 0 and hi == len(dates):
+        return days
+    return days.iloc[lo:hi].reset_index(drop=True)
 
-    `samples` holds the month's samples of every rule whose aggregation needs them
-    (quantities.FROM_SAMPLES: p95). `now` decides whether the month is in progress: then the
-    month-to-date figures stop at today and a projection to month end is added, priced by
-    the same pricing.charge as the month.
+
+def period_samples(samples: SampleMap | None, rule: BillingRule, period: Period) -> SampleMap:
+    """The samples of `rule`'s series inside `period` (for quantities read from samples)."""
+    found = (samples or {}).get((rule.source, rule.metric))
+    if found is None:
+        return {}
+    t, v = found
+    lo, hi = np.searchsorted(t, [period.start_us, period.end_us], side="left")
+    return {(rule.source, rule.metric): (t[lo:hi], v[lo:hi])}
+
+
+@exact_decimals
+def period_charges(rows: pd.DataFrame, priced: Sequence[RulePeriod],
+                   samples: SampleMap | None = None) -> list[PeriodCharge]:
+    """What each rule charged for its period, as credits see it (no projection; pure).
+
+    For the periods before a report's: their amounts are what credits paid before it.
     """
-    month = period.start.strftime("%Y-%m")
+    grouped = days_by_series(rows)
+    out = []
+    for rp in priced:
+        rule = rp.rule
+        days = period_days(grouped.get((rule.source, rule.metric), rows.iloc[0:0]), rp.period)
+        cum = (rule_cumulative(days, rule, period_samples(samples, rule, rp.period))
+               if len(days) else [])
+        amount = charge(month_quantity(cum), rule).amount
+        out.append(PeriodCharge(rule.source, rule.metric, rule.currency, rp.label,
+                                rp.period.start, rp.index, amount))
+    return out
+
+
+@exact_decimals
+def billing_table(rows: pd.DataFrame, priced: Sequence[RulePeriod], *, now: datetime,
+                  samples: SampleMap | None = None) -> pd.DataFrame:
+    """One row per priced rule for its period (periods.rule_periods), from day rows (pure).
+
+    `rows` are series_day_rows() rows covering every rule's period (more days are ignored);
+    `samples` the samples of every rule whose aggregation needs them (quantities.FROM_SAMPLES:
+    p95), covering its period. `now` decides whether a period is in progress: then the
+    period-to-date figures stop at today, `elapsed_pct`/`elapsed_coverage_pct` say how much of
+    the period has passed and how much of that was observed, and a projection to the end of
+    the period is added, priced by the same pricing.charge as the period. `credit_applied` is
+    0 and `amount_due` the amount until with_credits() fills them.
+    """
     now_us = to_micros(now)
-    in_progress = period.start_us <= now_us < period.end_us
     records = []
     grouped = days_by_series(rows)
-    for rule in rules:
+    for rp in priced:
+        rule, period = rp.rule, rp.period
+        in_progress = period.start_us <= now_us < period.end_us
         days = grouped.get((rule.source, rule.metric))
-        if days is None:
-            days = rule_days(rows, rule)
+        days = period_days(days if days is not None else rule_days(rows, rule), period)
         totals = combine_days(days) if len(days) else None
         n_samples = int(totals["samples"]) if totals else 0
-        cum = rule_cumulative(days, rule, samples) if len(days) else []
+        own_samples = period_samples(samples, rule, period)
+        cum = rule_cumulative(days, rule, own_samples) if len(days) else []
         quantity = month_quantity(cum)
         billed = charge(quantity, rule)
         cov = (coverage_pct(int(totals["covered_us"]), int(totals["length_us"]))
                if totals else 0.0)
 
-        # Month to date: days that started by now (all days once the month is over).
+        # Period to date: days that started by now (all days once the period is over).
         started = [d for d, s in zip(period.days, period.bounds[:-1], strict=True)
                    if s <= now_us]
         mtd_q = month_quantity(cum[:len(started)])
@@ -126,6 +174,8 @@ def billing_table(rows: pd.DataFrame, rules: Sequence[BillingRule], period: Peri
 
         projected_q: Decimal | None = None
         projected_amount: Decimal | None = None
+        elapsed_pct: float | None = None
+        elapsed_cov: float | None = None
         used_up: date | None = None
         used_up_projected = False
         for d, c in zip(period.days, cum, strict=False):
@@ -135,32 +185,57 @@ def billing_table(rows: pd.DataFrame, rules: Sequence[BillingRule], period: Peri
         if in_progress:
             elapsed = now_us - period.start_us
             length = period.end_us - period.start_us
+            elapsed_pct = coverage_pct(elapsed, length)
+            covered = (int(days["covered_us"].iloc[:len(started)].sum())
+                       if len(days) else 0)
+            elapsed_cov = coverage_pct(min(covered, elapsed), elapsed) if elapsed else 0.0
             if rule.aggregation in ACCUMULATING:
-                # Linear run rate of the month so far; a plan cycle reset would show as one.
+                # Linear run rate of the period so far; a plan cycle reset would show as one.
                 projected_q = (round_quantity(mtd_q * length / elapsed)
                                if elapsed > 0 else mtd_q)
                 if used_up is None and mtd_q > 0 and rule.included > mtd_q:
                     at_us = period.start_us + int(elapsed * rule.included / mtd_q)
                     if at_us < period.end_us:
-                        used_up = us_to_datetime(at_us, period.tz).date()
+                        used_up = from_micros(at_us, period.tz).date()
                         used_up_projected = True
             else:
-                # A level (peak, p95, average, last reading) is not extrapolated: the month
+                # A level (peak, p95, average, last reading) is not extrapolated: the period
                 # so far is the projection.
                 projected_q = mtd_q
             projected_amount = charge(projected_q, rule).amount
         records.append({
-            "month": month, "source": rule.source, "metric": rule.metric,
+            "month": label_text(rp.label), "source": rule.source, "metric": rule.metric,
             "aggregation": str(rule.aggregation), "quantity": quantity,
             "included": rule.included, "overage": billed.overage,
             "unit_price": rule.unit_price if rule.pricing == Pricing.PER_UNIT else None,
             "amount": billed.amount, "currency": rule.currency, "coverage_pct": cov,
-            "pricing": str(rule.pricing), "samples": n_samples,
+            "pricing": str(rule.pricing),
+            "period_start": period.start, "period_end": period.end,
+            "credit_applied": round_money(Decimal(0), rule.currency),
+            "amount_due": billed.amount, "samples": n_samples,
             "resets": int(totals["resets"]) if totals else 0,
             "mtd_quantity": mtd_q, "mtd_amount": mtd_amount,
             "projected_quantity": projected_q, "projected_amount": projected_amount,
             "included_used_up_on": used_up, "used_up_projected": used_up_projected,
             "flat_fee": rule.flat_fee, "minimum": rule.minimum,
-            "minimum_applied": billed.minimum_applied,
+            "minimum_applied": billed.minimum_applied, "elapsed_pct": elapsed_pct,
+            "elapsed_coverage_pct": elapsed_cov, "valid_from": rule.valid_from,
+            "valid_until": rule.valid_until,
         })
     return pd.DataFrame.from_records(records, columns=BILLING_COLUMNS)
+
+
+def table_charges(table: pd.DataFrame, priced: Sequence[RulePeriod]) -> list[PeriodCharge]:
+    """billing_table() rows as PeriodCharges (their `amount`: the period so far if in progress)."""
+    return [PeriodCharge(rp.rule.source, rp.rule.metric, rp.rule.currency, rp.label,
+                         rp.period.start, rp.index, amount)
+            for rp, amount in zip(priced, table["amount"], strict=True)]
+
+
+def with_credits(table: pd.DataFrame, draws: Sequence[CreditDraw]) -> pd.DataFrame:
+    """`table` with `credit_applied` and `amount_due` from the draws of its rows (SPEC 11)."""
+    out = table.copy()
+    applied = [round_money(d.applied, cur) for d, cur in zip(draws, out["currency"], strict=True)]
+    out["credit_applied"] = applied
+    out["amount_due"] = [amount_due(a, c) for a, c in zip(out["amount"], applied, strict=True)]
+    return out

@@ -16,12 +16,12 @@ from functools import lru_cache
 
 from iso4217 import Currency
 
-from etl.billing_rules import BillingRule, Pricing, Tier
+from etl.config import BillingRule, Pricing, Tier
 
 # Minor unit of a currency ISO 4217 gives none for (XAU, XXX) or does not know (SPEC 5).
 DEFAULT_MINOR_UNIT = 2
 # Wide enough that every step below is exact: a quantity up to the largest double (309
-# digits, 4 places) times a price within etl.billing_rules' bounds (15 + 12 digits) fits
+# digits, 4 places) times a price within etl.config.fields' bounds (15 + 12 digits) fits
 # with room to spare, so the only rounding is the one at the end. Anything that would
 # still overflow raises rather than rounding silently.
 PRICING_CONTEXT = Context(prec=400, rounding=ROUND_HALF_UP, Emax=10_000, Emin=-10_000,

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from etl.billing_rules import Aggregation
+from etl.config import Aggregation
 from reports.compute.pricing import PRICING_CONTEXT, plain
 
 US_PER_SECOND = 1_000_000

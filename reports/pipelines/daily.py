@@ -14,10 +14,11 @@ from sqlalchemy import Engine
 
 from etl.config import Config
 from etl.errors import InputError
+from etl.timefmt import from_micros
 from etl.vendors.types import MetricType
 from reports.compute.daily import daily_table, exact_total, needs_prev_value
 from reports.names import ReportFormat, daily_name, output_dir, report_formats
-from reports.periods import Period, days_period, resolve_tz, us_to_datetime
+from reports.periods import Period, days_period, resolve_tz
 from reports.pipelines.days import SeriesInfo, configured_series, series_day_rows
 from reports.read.alerts import alert_events
 from reports.read.samples import read_prev_value, read_samples, series_ids, source_snapshots
@@ -119,17 +120,17 @@ def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: i
     if len(counters):
         # Exact: fractional counters keep their decimals (int() would cut them off).
         summary.append(("counter increase", exact_total(counters["increase"])))
-    until = us_to_datetime(end_us)
+    until = from_micros(end_us)
     tables = [table_from_frame("Per series", table)]
     # The day's alert state changes (SPEC 8), in local time; no table on a quiet day.
-    events = alert_events(result.engine, us_to_datetime(start_us), until, result.period.tz)
+    events = alert_events(result.engine, from_micros(start_us), until, result.period.tz)
     if len(events):
         summary.append(("alert events", len(events)))
         tables.append(table_from_frame("Alert events", events, row_css="event",
                                        low_coverage=False))
     return render_report(
         title=f"Daily usage {day.isoformat()}",
-        subtitle=(f"[{us_to_datetime(start_us).isoformat()}, {until.isoformat()}) "
+        subtitle=(f"[{from_micros(start_us).isoformat()}, {until.isoformat()}) "
                   f"— local day in {result.tz}"),
         tz=result.tz, summary=summary, notes=alerts + gaps,
         sources=source_snapshots(result.engine, result.config, until), tables=tables,

@@ -12,9 +12,9 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from etl.config import Config
+from etl.timefmt import from_micros
 from reports.compute.reconcile import RECONCILE_STATUSES, check_tolerance, reconcile_table
 from reports.names import ReportFormat, output_dir, reconcile_name, report_formats
-from reports.periods import us_to_datetime
 from reports.pipelines.billing import BillingResult, billing
 from reports.read.invoice import InvoiceLine, read_invoice
 from reports.read.samples import source_snapshots
@@ -87,7 +87,7 @@ def write_reconcile(result: ReconcileResult, formats: Sequence[str],
                       "diff = metered − invoiced"),
             tz=billed.tz, summary=summary,
             sources=source_snapshots(billed.engine, billed.config,
-                                     us_to_datetime(billed.period.end_us)),
+                                     from_micros(billed.period.end_us)),
             tables=[table_from_frame("Per series", table, row_css="status")])
         paths.append(write_html(html, base.with_suffix(".html")))
     return paths

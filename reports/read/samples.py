@@ -19,7 +19,8 @@ import numpy as np
 from sqlalchemy import Connection, Engine, select, text
 
 from etl.config import Config
-from etl.store.models import Series, from_micros, to_micros
+from etl.store.models import Series
+from etl.timefmt import from_micros, to_micros
 from etl.vendors.parsing import MAX_READING
 
 log = logging.getLogger("reports.read")

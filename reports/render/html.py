@@ -78,13 +78,20 @@ def html_value(value: Any) -> str:
 
 
 def table_from_frame(title: str, df: pd.DataFrame, *, row_css: str | None = None,
-                     low_coverage: bool = True) -> Table:
-    """A Table of the frame's columns; `row_css` names a column whose value styles the row."""
+                     low_coverage: bool = True, low_rows: Sequence[bool] | None = None
+                     ) -> Table:
+    """A Table of the frame's columns; `row_css` names a column whose value styles the row.
+
+    Rows with `coverage_pct` below 100 show it in red (`low_coverage`), or, given
+    `low_rows`, the rows it marks (a period in progress is no gap for what is still ahead).
+    """
     table = Table(title, [str(c) for c in df.columns])
-    for rec in df.to_dict("records"):
+    for i, rec in enumerate(df.to_dict("records")):
         css = str(rec.get(row_css) or "") if row_css else ""
         cov = rec.get("coverage_pct")
-        if low_coverage and isinstance(cov, int | float) and not pd.isna(cov) and cov < 100:
+        if low_rows is not None:
+            css += " low" if low_rows[i] else ""
+        elif low_coverage and isinstance(cov, int | float) and not pd.isna(cov) and cov < 100:
             css += " low"
         cells = [Cell(html_value(v), f"{c}{' num' if isinstance(v, NUMERIC_KINDS) else ''}")
                  for c, v in rec.items()]

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from etl.alerts.notifiers.email import send_email
 from etl.alerts.notifiers.webhook import send_webhook
-from etl.alerts.rules import EmailNotifier, Notifier, WebhookNotifier, webhook_url
+from etl.config import EmailNotifier, Notifier, WebhookNotifier, webhook_url
 from etl.errors import SecretError
 
 

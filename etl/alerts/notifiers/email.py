@@ -8,7 +8,7 @@ import ssl
 from email.message import EmailMessage
 from typing import Any
 
-from etl.alerts.rules import EmailNotifier
+from etl.config import EmailNotifier
 from etl.errors import DeliveryError
 from etl.redact import redact
 

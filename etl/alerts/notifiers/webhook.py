@@ -6,7 +6,7 @@ from typing import Any
 
 import requests
 
-from etl.alerts.rules import WebhookNotifier, webhook_url
+from etl.config import WebhookNotifier, webhook_url
 from etl.errors import DeliveryError
 
 

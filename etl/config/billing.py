@@ -1,12 +1,18 @@
-"""The typed `[[billing]]` rule and the checks of its quantity and pricing keys (SPEC 5)."""
+"""The `[[billing]]` table (SPEC 5): the typed rule, its vocabularies and the checks of its keys."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from datetime import date
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
+
+from etl.config.fields import MAX_CONFIG_DECIMAL, TopLevel, bounded_decimal, what
+from etl.vendors import VendorKind
+from etl.vendors.types import MetricType
 
 
 class Aggregation(StrEnum):
@@ -40,17 +46,7 @@ COMMON_KEYS = frozenset({"source", "metric", "aggregation", "included", "currenc
                          "flat_fee", "minimum"})
 BILLING_KEYS = COMMON_KEYS | frozenset().union(*PRICING_KEYS.values())
 TIER_KEYS = frozenset({"up_to", "unit_price", "flat_price"})
-
-# What is too large to bill (issue 12): every config amount, price and count is at most 10^15
-# with at most 12 decimal places. Within these, every amount is exact in
-# reports.compute.pricing's decimal context whatever finite reading the database holds;
-# `unit_price = "1e999999999"` is refused here rather than failing a report.
-MAX_CONFIG_DECIMAL = Decimal(10**15)
-MAX_CONFIG_DECIMAL_PLACES = 12
-DECIMAL_RANGE = f"from 0 to 10^15 with at most {MAX_CONFIG_DECIMAL_PLACES} decimal places"
-# Longer number text is refused unread: no amount needs it, and Decimal() of a huge literal
-# is slow.
-_MAX_NUMBER_TEXT = 100
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 
 
 @dataclass(frozen=True)
@@ -82,53 +78,15 @@ class BillingRule:
     tiers: tuple[Tier, ...] = ()
     flat_fee: Decimal = Decimal(0)
     minimum: Decimal = Decimal(0)
+    cycle_day: int = 1
+    valid_from: date | None = None
+    valid_until: date | None = None
 
+    def valid_on(self, day: date) -> bool:
+        """Whether the rule prices a period whose first local day is `day` (SPEC 11)."""
+        return ((self.valid_from is None or self.valid_from <= day)
+                and (self.valid_until is None or day < self.valid_until))
 
-def _parsed(value: Any) -> Decimal | None:
-    """A TOML integer, float or decimal string as an exact Decimal (any size), else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    text = str(value).strip()
-    if len(text) > _MAX_NUMBER_TEXT:
-        return None
-    try:
-        # str() first so a TOML float such as 0.1 becomes Decimal("0.1"), not its binary value.
-        return Decimal(text)
-    except InvalidOperation:
-        return None
-
-
-def decimal_value(value: Any) -> Decimal | None:
-    """The one check of every config amount, price and quantity.
-
-    `value` as a Decimal from 0 to MAX_CONFIG_DECIMAL with at most MAX_CONFIG_DECIMAL_PLACES
-    places, else None.
-    """
-    result = _parsed(value)
-    if result is None or not result.is_finite() or not 0 <= result <= MAX_CONFIG_DECIMAL:
-        return None
-    if result and int(result.normalize().as_tuple().exponent) < -MAX_CONFIG_DECIMAL_PLACES:
-        return None
-    return result
-
-
-def bounded_decimal(value: Any, key: str, problems: list[str], *, required: bool = False,
-                    positive: bool = False) -> Decimal | None:
-    """`value` by decimal_value (and above 0 if `positive`); else a problem naming `key`."""
-    if value is None:
-        if required:
-            problems.append(f"{key}: required, a decimal string or number {DECIMAL_RANGE}")
-        return None
-    number = decimal_value(value)
-    if number is not None and not (positive and number == 0):
-        return number
-    parsed = _parsed(value)
-    why = (f" ({value} is too large to bill)"
-           if parsed is not None and parsed.is_finite() and parsed > MAX_CONFIG_DECIMAL else "")
-    span = (f"above 0, up to 10^15 with at most {MAX_CONFIG_DECIMAL_PLACES} decimal places"
-            if positive else DECIMAL_RANGE)
-    problems.append(f"{key}: must be a number {span}{why}")
-    return None
 
 
 def parse_aggregation(value: Any, key: str, problems: list[str]) -> Aggregation | None:
@@ -223,3 +181,104 @@ def _parse_tiers(raw: Any, label: str, problems: list[str]) -> tuple[Tier, ...]:
         if unit_price is not None and flat_price is not None:
             tiers.append(Tier(up_to, unit_price, flat_price))
     return tuple(tiers) if len(problems) == before else ()
+
+
+def parse_billing_rules(
+    raw_billing: list[Any], declared: Mapping[str, VendorKind | None], top: TopLevel
+) -> list[BillingRule]:
+    """The valid rules of `[[billing]]`; one rule per (source, metric)."""
+    billing: list[BillingRule] = []
+    seen_rules: set[tuple[str, str]] = set()
+    for i, entry in enumerate(raw_billing):
+        found: list[str] = []
+        rule = _parse_billing(entry, i, declared, found)
+        if rule is not None and (rule.source, rule.metric) in seen_rules:
+            found.append(f"billing[{i}]: a rule for {rule.source}/{rule.metric} is already defined")
+        elif rule is not None:
+            seen_rules.add((rule.source, rule.metric))
+            billing.append(rule)
+        top.extend(found)
+    return billing
+
+
+def _parse_billing(
+    entry: Any, i: int, declared: Mapping[str, VendorKind | None], problems: list[str]
+) -> BillingRule | None:
+    """The rule in `entry`, or None once every problem with it is added to `problems`.
+
+    `declared` maps each source name in the config to its kind (None when that is unknown).
+    A per-item series is named in full (`tokens:gpt-4o`, SPEC 7).
+    """
+    label = f"billing[{i}]"
+    if not isinstance(entry, dict):
+        problems.append(f"{label}: must be a table")
+        return None
+    before = len(problems)
+    for key in sorted(set(entry) - BILLING_KEYS):
+        problems.append(f"{label}.{key}: unknown key")
+    source, kind = _billing_source(entry.get("source"), label, declared, problems)
+    metric = _billing_metric(entry.get("metric"), label, source, kind, problems)
+    aggregation = parse_aggregation(entry.get("aggregation"), f"{label}.aggregation", problems)
+    if (
+        aggregation is Aggregation.INCREASE
+        and kind is not None
+        and metric is not None
+        and kind.metric_type_of(metric) == MetricType.GAUGE
+    ):
+        problems.append(f"{label}.aggregation: 'increase' needs a counter; {metric!r} is a gauge")
+    # Unset, a rule bills from the first unit in US dollars (documented in docs/configuration.md).
+    included = bounded_decimal(entry.get("included", 0), f"{label}.included", problems)
+    pricing = parse_pricing(entry, label, problems)
+    currency = entry.get("currency", "USD")
+    if not isinstance(currency, str) or not CURRENCY_RE.fullmatch(currency):
+        problems.append(f"{label}.currency: must be a three-letter code such as 'USD'")
+    if len(problems) > before or kind is None:
+        return None
+    assert source is not None and metric is not None and aggregation is not None
+    assert included is not None and pricing is not None
+    return BillingRule(
+        source=source,
+        metric=metric,
+        aggregation=aggregation,
+        included=included,
+        unit_price=pricing.unit_price,
+        currency=currency,
+        pricing=pricing.pricing,
+        package_size=pricing.package_size,
+        package_price=pricing.package_price,
+        tiers=pricing.tiers,
+        flat_fee=pricing.flat_fee,
+        minimum=pricing.minimum,
+    )
+
+
+def _billing_source(
+    source: Any, label: str, declared: Mapping[str, VendorKind | None], problems: list[str]
+) -> tuple[str | None, VendorKind | None]:
+    """(the source name, its kind) of a rule; the kind is None when it cannot be checked."""
+    if source is None:
+        problems.append(f"{label}.source: required, the name of a [[sources]] entry")
+    elif not isinstance(source, str):
+        problems.append(f"{label}.source: must be a string naming a source, not {what(source)}")
+    elif source not in declared:
+        problems.append(f"{label}.source: {source!r} is not a configured source")
+    else:
+        return source, declared[source]
+    return None, None
+
+
+def _billing_metric(
+    metric: Any, label: str, source: str | None, kind: VendorKind | None, problems: list[str]
+) -> str | None:
+    if metric is None:
+        problems.append(f"{label}.metric: required, the name of one of the source's metrics")
+    elif not isinstance(metric, str):
+        problems.append(f"{label}.metric: must be a string, not {what(metric)}")
+    elif kind is not None and kind.metric_type_of(metric) is None:
+        problems.append(
+            f"{label}.metric: {metric!r} is not a metric of {kind.name} source {source!r} "
+            f"(expected one of: {kind.metric_names()})"
+        )
+    else:
+        return metric
+    return None

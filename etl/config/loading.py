@@ -1,0 +1,113 @@
+"""Reading the config: find the file, read its TOML, apply overrides, check every table."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from etl.config.alerts import parse_alerts
+from etl.config.billing import parse_billing_rules
+from etl.config.fields import TopLevel
+from etl.config.notifiers import parse_notifiers
+from etl.config.retention import parse_retention
+from etl.config.settings import TOP_KEYS, Config, parse_metrics_listen, parse_settings
+from etl.config.sources import parse_sources
+from etl.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "usage-etl.toml"
+# A config file is a few KB; a larger one is refused unread (`--config /dev/zero`).
+MAX_CONFIG_BYTES = 1024 * 1024
+# Environment variables that override top-level keys (the CLI's --database-url beats them).
+ENV_OVERRIDES = {
+    "USAGE_ETL_DATABASE_URL": "database_url",
+    "USAGE_ETL_TIMEZONE": "timezone",
+    "USAGE_ETL_REPORTS_DIR": "reports_dir",
+    "USAGE_ETL_SPOOL_DIR": "spool_dir",
+}
+
+
+def find_config_path(explicit: str | None) -> tuple[Path, bool]:
+    """(path, was it asked for): --config, else $USAGE_ETL_CONFIG, else ./usage-etl.toml."""
+    if explicit:
+        return Path(explicit), True
+    env = os.environ.get("USAGE_ETL_CONFIG")
+    if env:
+        return Path(env), True
+    return Path(DEFAULT_CONFIG_PATH), False
+
+
+def load_config(path: str | None = None, database_url: str | None = None) -> Config:
+    """Read, override from the environment and validate the config.
+
+    A config file that was asked for (``--config`` or ``$USAGE_ETL_CONFIG``) must exist; the
+    default ``./usage-etl.toml`` may be absent, which gives a config with no sources.
+    `database_url` is the ``--database-url`` option: it beats the file and the environment,
+    and an empty one is refused rather than ignored.
+    """
+    cfg_path, explicit = find_config_path(path)
+    raw: dict[str, Any] = {}
+    if cfg_path.exists() or explicit:
+        try:
+            with cfg_path.open("rb") as fh:
+                data = fh.read(MAX_CONFIG_BYTES + 1)  # never all of /dev/zero
+            if len(data) > MAX_CONFIG_BYTES:
+                raise ConfigError(f"config file {cfg_path}: larger than "
+                                  f"{MAX_CONFIG_BYTES // 1024 // 1024} MiB, not a usage-etl config")
+            raw = tomllib.loads(data.decode("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {cfg_path}: not found") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {cfg_path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {cfg_path}: not UTF-8 ({_bad_byte(exc)})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {cfg_path}: not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"config file {cfg_path}: not valid TOML: nested too deep") from None
+    # A bad overridden value is blamed on the variable or option the user set, not on a file
+    # that may not even mention the key.
+    origins: dict[str, str] = {}
+    for env, key in ENV_OVERRIDES.items():
+        value = os.environ.get(env)
+        if value:
+            raw[key] = value
+            origins[key] = f"${env}"
+    if database_url is not None:
+        raw["database_url"] = database_url
+        origins["database_url"] = "--database-url"
+    return parse_config(raw, str(cfg_path) if (cfg_path.exists() or explicit) else None, origins)
+
+
+def parse_config(
+    raw: dict[str, Any], path: str | None = None, origins: Mapping[str, str] | None = None
+) -> Config:
+    """Validate a config mapping (as read from TOML); raise ConfigError listing every problem.
+
+    `origins` maps an overridden top-level key to where its value came from
+    (``$USAGE_ETL_TIMEZONE``, ``--database-url``): its problems name that, not `path`.
+    """
+    top = TopLevel(f"{path}: " if path else "", origins or {})
+    for key in sorted(set(raw) - TOP_KEYS):
+        top.problem(key, "unknown key")
+    settings = parse_settings(raw, top)
+    sources, declared = parse_sources(top.tables(raw, "sources"), top)
+    billing = parse_billing_rules(top.tables(raw, "billing"), declared, top)
+    metrics_listen = parse_metrics_listen(raw, top)
+    notifiers = parse_notifiers(raw.get("notifiers", []), top.problems, top.where)
+    alerts = parse_alerts(raw.get("alerts", []), top.problems, top.where, sources=sources,
+                          declared=declared, billing=billing,
+                          notifiers={n.name for n in notifiers}, raw_notifiers=raw.get("notifiers"))
+    retention = parse_retention(raw.get("retention"), top.where, top.problems)
+    if top.problems:
+        raise ConfigError(top.problems)
+    return Config(**settings, sources=tuple(sources), billing=tuple(billing), credits=(),
+                  alerts=tuple(alerts), notifiers=tuple(notifiers),
+                  metrics_listen=metrics_listen, retention=retention, path=path)
+
+
+def _bad_byte(exc: UnicodeDecodeError) -> str:
+    line = exc.object.count(b"\n", 0, exc.start) + 1
+    return f"byte 0x{exc.object[exc.start]:02x} on line {line}"

@@ -1,0 +1,201 @@
+"""The top-level keys (SPEC 2, 9): `Config`, the database-URL and listen-address rules."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from etl.config.alerts import AlertRule
+from etl.config.billing import BillingRule
+from etl.config.credits import Credit
+from etl.config.fields import TopLevel
+from etl.config.notifiers import Notifier, check_secret
+from etl.config.retention import Retention
+from etl.config.sources import SourceConfig
+from etl.errors import ConfigError, SecretError
+
+DEFAULT_DATABASE_URL = "sqlite:///usage.db"
+DEFAULT_REPORTS_DIR = "reports-out"
+DEFAULT_SPOOL_DIR = ".usage-etl-spool"
+TOP_KEYS = {
+    "database_url", "timezone", "reports_dir", "spool_dir", "sources", "billing", "alerts",
+    "notifiers", "metrics_listen", "retention",
+}
+# Database URL schemes and drivers usage-etl is built and tested for ("" = the default driver).
+DATABASE_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg")}
+_DB_URL_RE = re.compile(r"^(?P<backend>[A-Za-z0-9]+)(?:\+(?P<driver>[A-Za-z0-9_]+))?://(?P<rest>.*)$", re.S)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated config."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    timezone: str = "UTC"
+    reports_dir: str = DEFAULT_REPORTS_DIR
+    spool_dir: str = DEFAULT_SPOOL_DIR
+    sources: tuple[SourceConfig, ...] = ()
+    billing: tuple[BillingRule, ...] = ()
+    credits: tuple[Credit, ...] = ()
+    alerts: tuple[AlertRule, ...] = ()
+    notifiers: tuple[Notifier, ...] = ()
+    metrics_listen: str | None = None
+    retention: Retention = Retention()
+    path: str | None = field(default=None, compare=False)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The report timezone (`timezone`, SPEC 2) as a ZoneInfo."""
+        return ZoneInfo(self.timezone)
+
+    def source(self, name: str) -> SourceConfig:
+        """The source named `name`.
+
+        Raises:
+            ConfigError: no source has that name.
+        """
+        for src in self.sources:
+            if src.name == name:
+                return src
+        raise ConfigError(f"no source named {name!r} in the config")
+
+    def select_sources(self, names: tuple[str, ...] | list[str] = ()) -> list[SourceConfig]:
+        """The named sources (all when none are named); unknown names are a ConfigError."""
+        if not names:
+            return list(self.sources)
+        known = {s.name for s in self.sources}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError([f"--source {n}: no such source in the config" for n in unknown])
+        return [s for s in self.sources if s.name in names]
+
+    def check_secrets(self, sources: list[SourceConfig] | None = None) -> None:
+        """Refuse, one line per source, any credential that cannot be read."""
+        problems: list[str] = []
+        for src in sources if sources is not None else self.sources:
+            try:
+                src.read_secret()
+            except SecretError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise SecretError(problems)
+
+    def alert(self, name: str) -> AlertRule:
+        """The alert named `name`.
+
+        Raises:
+            ConfigError: no alert has that name.
+        """
+        for rule in self.alerts:
+            if rule.name == name:
+                return rule
+        raise ConfigError(f"no alert named {name!r} in the config")
+
+    def check_notifier_secrets(self, names: Collection[str] | None = None) -> None:
+        """Refuse a webhook URL or SMTP password that cannot be read, one line per notifier.
+
+        `names` limits the check to those notifiers (default: all). Raises SecretError
+        (exit 2); the message names the key, never the value.
+        """
+        problems: list[str] = []
+        for notifier in self.notifiers:
+            if names is not None and notifier.name not in names:
+                continue
+            try:
+                check_secret(notifier)
+            except SecretError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise SecretError(problems)
+
+
+def parse_settings(raw: Mapping[str, Any], top: TopLevel) -> dict[str, str]:
+    """database_url, timezone, reports_dir and spool_dir, defaults filled in."""
+    database_url = top.text(raw, "database_url", DEFAULT_DATABASE_URL)
+    url_problem = database_url_problem(database_url)
+    if url_problem:
+        top.problem("database_url", url_problem)
+    timezone = top.text(raw, "timezone", "UTC")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        top.problem("timezone", f"{timezone!r} is not an IANA time zone name")
+        timezone = "UTC"
+    return {
+        "database_url": database_url,
+        "timezone": timezone,
+        "reports_dir": top.text(raw, "reports_dir", DEFAULT_REPORTS_DIR),
+        "spool_dir": top.text(raw, "spool_dir", DEFAULT_SPOOL_DIR),
+    }
+
+
+def parse_metrics_listen(raw: Mapping[str, Any], top: TopLevel) -> str | None:
+    """`metrics_listen` when set and a good HOST:PORT, else None (a problem when refused)."""
+    metrics_listen = raw.get("metrics_listen")
+    if metrics_listen is not None:
+        listen_problem = listen_address_problem(metrics_listen)
+        if listen_problem:
+            top.problem("metrics_listen", listen_problem)
+            return None
+    return metrics_listen
+
+
+def normalize_url(url: str) -> str:
+    """Pick psycopg 3 for plain ``postgresql://`` URLs (SQLAlchemy would pick psycopg2)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with the form of database URL `url`, or None; nothing is opened.
+
+    Checked with the standard library, so reading a config loads no database driver.
+    """
+    from etl.redact import redact_url
+
+    match = _DB_URL_RE.match(normalize_url(url))
+    if match is None:
+        return f"cannot parse {redact_url(url)!r} as a database URL"
+    backend, driver, rest = match["backend"], match["driver"] or "", match["rest"]
+    if driver not in DATABASE_DRIVERS.get(backend, ()):
+        scheme = url.split("://", 1)[0]
+        return (
+            f"scheme {scheme!r} is not supported "
+            "(use sqlite:///PATH or postgresql://[USER@]HOST[:PORT]/DB)"
+        )
+    if backend == "sqlite":
+        path = rest[1:] if rest.startswith("/") else rest
+        if path.split("?", 1)[0] in ("", ":memory:"):
+            # With one connection per use, every connection would see a new, empty database.
+            return ("an in-memory SQLite database cannot hold history; "
+                    "give a file: sqlite:///PATH")
+        return None
+    try:
+        urlsplit("//" + rest).port  # noqa: B018 - raises ValueError for a port that is no number
+    except ValueError:
+        return f"cannot parse {redact_url(url)!r} as a database URL"
+    return None
+
+
+def listen_address_problem(value: Any) -> str | None:
+    """What is wrong with a `HOST:PORT` to listen on (SPEC 9), or None."""
+    if not isinstance(value, str) or ":" not in value:
+        return "must be HOST:PORT, for example 127.0.0.1:9108"
+    host, _, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or any(c.isspace() or not c.isprintable() for c in host):
+        return "must be HOST:PORT, for example 127.0.0.1:9108"
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+        return f"port {port!r} is not a number from 0 to 65535"
+    return None
+
+
+def split_listen_address(value: str) -> tuple[str, int]:
+    """(host, port) of a checked `HOST:PORT` (brackets of an IPv6 host dropped)."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,274 @@
+"""Compaction (SPEC 13): old raw responses move to monthly archive files and nothing is lost."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine, delete, select
+
+from etl.cli import cli
+from etl.config import load_config
+from etl.runtime.scheduler import Scheduler
+from etl.store.archive import import_archives
+from etl.store.compact import CompactError, compact
+from etl.store.models import RollupDay, Sample, Series, Snapshot
+from tests.daemon import wait_for
+from tests.factories import (
+    REPO,
+    at,
+    billing_rules,
+    fill_disk,
+    migrated_engine,
+    reference_engine,
+    reports_settings,
+    seed_month,
+    write_config,
+)
+
+# seed_month's history is 8 responses; these 7 are older than the cut.
+CUT = at("2026-06-01T12:00:00")
+FILES = {"rules/2026-04.jsonl.gz": ["2026-04-30T23:00:00Z"],
+         "rules/2026-05.jsonl.gz": ["2026-05-02T12:00:00Z", "2026-05-15T12:00:00Z",
+                                    "2026-05-31T22:30:00Z"],
+         "rules/2026-06.jsonl.gz": ["2026-06-01T01:00:00Z"],
+         "ws-prod/2026-05.jsonl.gz": ["2026-05-10T08:00:00Z", "2026-05-20T08:00:00Z"]}
+
+
+def all_samples(engine: Engine) -> list[tuple[str, str, str, float, float | None, str | None]]:
+    with engine.connect() as conn:
+        return sorted(
+            (s, m, t.isoformat(), v, lim, st) for s, m, t, v, lim, st in conn.execute(
+                select(Series.source, Series.metric, Sample.observed_at, Sample.value,
+                       Sample.plan_limit, Sample.status).join(Series,
+                                                              Series.id == Sample.series_id)))
+
+
+def snapshot_times(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(f"{s} {t.isoformat()}" for s, t in conn.execute(
+            select(Snapshot.source, Snapshot.observed_at)))
+
+
+def archive_contents(folder: Path) -> dict[str, list[str]]:
+    """Each archive file (relative name) -> its lines' observed_at, in file order."""
+    found = {}
+    for path in sorted(folder.glob("*/*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            found[path.relative_to(folder).as_posix()] = [json.loads(line)["observed_at"]
+                                                          for line in fh]
+    return found
+
+
+def test_old_raw_responses_move_to_monthly_files_and_samples_stay(engine: Engine,
+                                                                  tmp_path: Path) -> None:
+    seed_month(engine)
+    before = all_samples(engine)
+    folder = tmp_path / "archive"
+    result = compact(engine, folder, CUT)
+    assert result.moved == 7
+    assert archive_contents(folder) == FILES
+    assert snapshot_times(engine) == ["ws-prod 2026-06-02T08:00:00+00:00"]
+    assert all_samples(engine) == before
+    assert not list(folder.rglob("*.tmp"))
+    # Nothing left to move: a second run changes nothing.
+    assert compact(engine, folder, CUT).moved == 0
+    assert archive_contents(folder) == FILES
+
+
+def test_archive_files_and_the_rest_reimport_as_the_same_history(engine: Engine,
+                                                                 tmp_path: Path) -> None:
+    seed_month(engine)
+    folder = tmp_path / "archive"
+    compact(engine, folder, CUT)
+    url = engine.url.render_as_string(hide_password=False)
+    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=url))
+    config = load_config(str(cfg))
+    rest = tmp_path / "rest.jsonl"
+    runner = CliRunner()
+    out = runner.invoke(cli, ["--config", str(cfg), "export", "--start", "2026-04-01", "--end", "2026-06-30", "--out", str(rest)])
+    assert out.exit_code == 0, out.output
+    with reference_engine(engine, tmp_path) as ref:
+        files = [str(p) for p in sorted(folder.glob("*/*.jsonl.gz"))] + [str(rest)]
+        assert import_archives(ref, config, files).ok
+        assert all_samples(ref) == all_samples(engine)
+
+
+def test_export_jsonl_names_the_archive_files_holding_the_rest(sqlite_url: str,
+                                                               tmp_path: Path) -> None:
+    folder = tmp_path / "archive"
+    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=sqlite_url),
+                       f'\n[retention]\nraw_days = 0\narchive_dir = "{folder}"\n')
+    from etl.store.engine import open_database
+    engine = open_database(sqlite_url)
+    seed_month(engine)
+    runner = CliRunner()
+    done = runner.invoke(cli, ["--config", str(cfg), "compact"])
+    assert done.exit_code == 0, done.output
+    assert "8 raw responses moved to 5 archive files" in done.output
+    out = runner.invoke(cli, ["--config", str(cfg), "export", "--start", "2026-05-01",
+                              "--end", "2026-05-31"])
+    assert out.exit_code == 0
+    assert out.stdout == ""
+    named = [line for line in out.stderr.splitlines() if "archive" in line]
+    assert named == [
+        "raw responses moved out of the database by compaction are in: "
+        f"{folder}/rules/2026-05.jsonl.gz {folder}/ws-prod/2026-05.jsonl.gz"]
+    engine.dispose()
+
+
+# The steps of one batch, in order, as compact() reports them to its checkpoint.
+STEPS = ("written", "checked", "renamed", "deleted")
+KILLER = """
+import os, signal, sys
+from pathlib import Path
+from etl.store.engine import make_engine
+from etl.store.compact import compact
+from tests.factories import at
+calls = 0
+def checkpoint(step):
+    global calls
+    calls += 1
+    if calls == int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)
+compact(make_engine(sys.argv[1]), Path(sys.argv[2]), at("2026-06-01T12:00:00"),
+        batch_rows=2, checkpoint=checkpoint)
+"""
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_compaction_killed_at_any_step_loses_nothing_and_a_rerun_completes(
+        engine: Engine, tmp_path: Path, step: str) -> None:
+    seed_month(engine)
+    before = all_samples(engine)
+    folder = tmp_path / "archive"
+    url = engine.url.render_as_string(hide_password=False)
+    # Batches of 2: rules April (1), rules May (2), ws-prod May (2), then the third May
+    # line of rules merged into the file already there: killed in that fourth batch.
+    nth = 3 * len(STEPS) + STEPS.index(step) + 1
+    killed = subprocess.run([sys.executable, "-c", KILLER, url, str(folder), str(nth)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert killed.returncode == -9, killed.stderr
+    moved = archive_contents(folder)
+    # Every response is in the database or in its file (or both, until the rerun).
+    kept = snapshot_times(engine)
+    for name, times in FILES.items():
+        source = name.split("/")[0]
+        for t in times:
+            assert t in moved.get(name, []) or f"{source} {t[:-1]}+00:00" in kept
+    assert all_samples(engine) == before
+    compact(engine, folder, CUT, batch_rows=2)
+    assert archive_contents(folder) == FILES
+    assert snapshot_times(engine) == ["ws-prod 2026-06-02T08:00:00+00:00"]
+    assert not list(folder.rglob("*.tmp"))
+
+
+def test_a_full_disk_removes_nothing_and_names_the_file(
+        engine: Engine, small_disk: Callable[[int], Path]) -> None:
+    seed_month(engine)
+    folder = small_disk(256 * 1024)
+    fill_disk(folder)
+    with pytest.raises(CompactError) as caught:
+        compact(engine, folder, CUT)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"cannot write archive file {folder}/rules/2026-04.jsonl.gz: the disk is full")
+    assert len(snapshot_times(engine)) == 8
+    (folder / "filler").unlink()
+    assert compact(engine, folder, CUT).moved == 7
+    assert archive_contents(folder) == FILES
+
+
+def test_a_read_only_folder_removes_nothing_and_says_so(
+        engine: Engine, tmp_path: Path, read_only_folder: Callable[[Path], Path]) -> None:
+    seed_month(engine)
+    inner = tmp_path / "inner"
+    (inner / "rules").mkdir(parents=True)
+    folder = read_only_folder(inner)
+    with pytest.raises(CompactError, match="read-only file system"):
+        compact(engine, folder, CUT)
+    assert len(snapshot_times(engine)) == 8
+
+
+def test_batches_bound_what_one_pass_holds(engine: Engine, tmp_path: Path) -> None:
+    seed_month(engine)
+    seen: list[int] = []
+    compact(engine, tmp_path / "a", CUT, batch_rows=2, progress=seen.append)
+    assert seen == [1, 3, 5, 6, 7]  # April; May 2 + 1; ws-prod May 2; June
+
+
+def test_compact_without_raw_days_does_nothing(sqlite_url: str, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=sqlite_url))
+    done = CliRunner().invoke(cli, ["--config", str(cfg), "compact"])
+    assert done.exit_code == 0
+    assert "raw_days is not set" in done.stderr
+
+
+@pytest.mark.parametrize(("extra", "problem"), [
+    ("raw_days = -1", "retention.raw_days: must be a whole number of days"),
+    ("raw_days = 3\nsamples_days = 2", "retention.samples_days: must be at least raw_days"),
+    ("samples_days = 40", "retention.samples_days: must be at least raw_days"),
+    ("keep = 3", "retention.keep: unknown key"),
+])
+def test_bad_retention_keys_are_config_errors(sqlite_url: str, tmp_path: Path, extra: str,
+                                              problem: str) -> None:
+    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=sqlite_url),
+                       f"\n[retention]\n{extra}\n")
+    done = CliRunner().invoke(cli, ["--config", str(cfg), "compact"])
+    assert done.exit_code == 2
+    assert problem in done.output
+    assert not os.path.exists(sqlite_url.removeprefix("sqlite:///"))
+
+
+def test_the_daemon_compacts_soon_after_start(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    folder = tmp_path / "archive"
+    cfg = write_config(tmp_path / "c.toml", reports_settings(
+        database_url=url, spool_dir=str(tmp_path / "spool"),
+        reports_dir=str(tmp_path / "reports")),
+        f'\n[retention]\nraw_days = 30\narchive_dir = "{folder}"\n')
+    with migrated_engine(url) as engine:
+        seed_month(engine)
+        # Nights are owed from this clock's day: reports of 2026-06-10 only, none of May.
+        sched = Scheduler(load_config(str(cfg)), engine, sources=[],
+                          clock=lambda: at("2026-07-11T00:00:00"), retention_first_s=0.2)
+        sched.start()
+        try:
+            wait_for("the first retention pass", lambda: not snapshot_times(engine))
+        finally:
+            assert sched.stop()
+        assert sorted(archive_contents(folder)) == sorted(
+            [*FILES, "ws-prod/2026-06.jsonl.gz"])
+
+
+def report_files(cfg: Path, out: Path) -> dict[str, str]:
+    """The CSV files of May's billing report and of two of its days, by name."""
+    runner = CliRunner()
+    for args in (["billing", "--month", "2026-05"],
+                 ["daily", "--start", "2026-05-01", "--end", "2026-05-02"]):
+        done = runner.invoke(cli, ["--config", str(cfg), "report", *args, "--format", "csv",
+                                   "--out", str(out)])
+        assert done.exit_code == 0, done.output
+    return {p.name: p.read_text() for p in sorted(out.iterdir())}
+
+
+def test_reports_of_a_compacted_month_are_unchanged(engine: Engine, tmp_path: Path) -> None:
+    seed_month(engine)
+    url = engine.url.render_as_string(hide_password=False)
+    cfg = write_config(tmp_path / "c.toml", reports_settings(
+        database_url=url, billing=billing_rules()))
+    before = report_files(cfg, tmp_path / "before")
+    assert compact(engine, tmp_path / "archive", CUT).moved == 7
+    with engine.begin() as conn:  # built anew from the samples, not from cached rollups
+        conn.execute(delete(RollupDay))
+    after = report_files(cfg, tmp_path / "after")
+    assert after == before
+    assert "invocations" in after["billing-2026-05.csv"]
