@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["billing", "daily_usage", "list_series", "load_attempts", "load_samples", "reconcile"]
+__all__ = ["billing", "daily_usage", "focus", "list_series", "load_attempts", "load_samples", "reconcile"]
 
 
 def __getattr__(name: str) -> Any:

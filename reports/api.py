@@ -31,6 +31,7 @@ from reports import pipelines
 from reports.access import ConfigLike, DbLike, open_engine, report_config
 from reports.compute.billing import BILLING_COLUMNS
 from reports.compute.daily import CRITICAL_PCT, DAILY_COLUMNS, WARNING_PCT
+from reports.compute.focus import FOCUS_COLUMNS, FOCUS_DECIMALS, FOCUS_INSTANTS
 from reports.compute.reconcile import RECONCILE_COLUMNS, RECONCILE_STATUSES
 from reports.periods import DATE_RE, days_period, local_midnight, parse_month, resolve_tz
 from reports.pipelines.days import SeriesInfo, configured_series
@@ -41,6 +42,7 @@ __all__ = [
     "WARNING_PCT",
     "billing",
     "daily_usage",
+    "focus",
     "list_series",
     "load_attempts",
     "load_samples",
@@ -426,3 +428,32 @@ def reconcile(db: DbLike, month: TimeLike, invoice: str | os.PathLike[str],
     df["coverage_pct"] = _float(df["coverage_pct"])
     df["resets"] = df["resets"].astype("Int64")
     return df[RECONCILE_COLUMNS]
+
+
+def focus(db: DbLike, month: TimeLike, tz: str | None = None, *, config: ConfigLike = None,
+          now: datetime | None = None, decimal: bool = False,
+          rollups: bool = False) -> pd.DataFrame:
+    """The billing month as FOCUS 1.2 cost and usage rows, as in ``focus-YYYY-MM.csv``.
+
+    `month`, `tz`, `now` and `rollups` as in `billing`. Columns are
+    ``reports.compute.focus.FOCUS_COLUMNS`` (SPEC 12): costs and quantities Float64
+    (``decimal=True``: exact Decimals), the four period columns aware UTC timestamps, the
+    rest strings (<NA> where FOCUS leaves them null).
+
+    Example::
+
+        >>> from reports import focus
+        >>> f = focus("sqlite:///usage.db", "2026-11", config="usage-etl.toml")
+        >>> f.groupby("BillingCurrency")["BilledCost"].sum()          # doctest: +SKIP
+    """
+    cfg = _config(db, config)
+    zone = _zone(tz or cfg.timezone)
+    with _engine(db) as engine:
+        df = pipelines.focus(engine, cfg, _month(month), zone.key, now=now,
+                             rollups=rollups).table
+    _money(df, FOCUS_DECIMALS, decimal)
+    for col in FOCUS_INSTANTS:
+        df[col] = pd.to_datetime(df[col], utc=True)
+    for col in set(FOCUS_COLUMNS) - set(FOCUS_DECIMALS) - set(FOCUS_INSTANTS):
+        df[col] = df[col].astype("string")
+    return df

@@ -32,6 +32,11 @@ def reconcile_name(month: date) -> str:
     return f"reconcile-{month:%Y-%m}"
 
 
+def focus_name(month: date) -> str:
+    """``focus-YYYY-MM`` for the month containing `month` (SPEC 12)."""
+    return f"focus-{month:%Y-%m}"
+
+
 def report_files(out_dir: Path, stem: str, formats: list[ReportFormat] | tuple[ReportFormat, ...]
                  ) -> list[Path]:
     """The files of report `stem` in `out_dir`, one per format, in the order given."""

@@ -28,7 +28,14 @@ from etl.config import Config, SourceConfig, parse_config
 from etl.runtime.simulator import SimulatedVendor
 from etl.store.engine import make_engine, upgrade
 from etl.store.writer import forget_series_cache, store_observations
-from etl.vendors.types import Observation, Origin, Outcome, PollRecord, SampleValue
+from etl.vendors.types import (
+    MetricType,
+    Observation,
+    Origin,
+    Outcome,
+    PollRecord,
+    SampleValue,
+)
 
 # The repository's root: docs, scripts, notebooks and examples are read from here.
 REPO = Path(__file__).resolve().parent.parent
@@ -218,6 +225,25 @@ def wiresocket(when: datetime, conns: float, docs: float = 1, *, source: str = "
          SampleValue("documents", float(docs), docs_limit, docs_status)),
         received_at=received_at, origin=origin,
     )
+
+
+def history_page(fetched: datetime, window: tuple[datetime, datetime],
+                 buckets: Iterable[tuple[datetime, datetime, Mapping[str, float]]], *,
+                 source: str = "openai", metric: str = "tokens",
+                 origin: Origin = Origin.COLLECT) -> Observation:
+    """One page of a history source fetched at `fetched`: per bucket (start, end, KEY -> value).
+
+    Samples are interval series `METRIC:KEY`; the body is a small OpenAI-like bucket list.
+    """
+    samples, data = [], []
+    for start, end, values in buckets:
+        data.append({"start_time": int(start.timestamp()), "end_time": int(end.timestamp()),
+                     "results": [{"model": k, "value": v} for k, v in values.items()]})
+        samples.extend(SampleValue(f"{metric}:{k}", float(v), metric_type=MetricType.INTERVAL,
+                                   bucket_start=start, bucket_end=end)
+                       for k, v in values.items())
+    return Observation(source, "http_json", fetched, json.dumps({"data": data}), tuple(samples),
+                       received_at=fetched, origin=origin, window=window)
 
 
 def ok_poll(when: datetime, invocations: float = 1000, source: str = "rules") -> PollRecord:

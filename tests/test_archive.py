@@ -294,9 +294,11 @@ def test_export_csv_one_row_per_sample_with_formulas_escaped(sqlite_url: str,
     assert result.exit_code == 0
     rows = list(csv.reader(io.StringIO(result.stdout)))
     assert rows == [
-        ["observed_at", "source", "metric", "value", "limit", "status"],
-        ["2026-02-25T14:40:00Z", "ws-prod", "connections", "82", "100", "'=HYPERLINK(1)"],
-        ["2026-02-25T14:40:00Z", "ws-prod", "documents", "4", "20", "healthy"],
+        ["observed_at", "source", "metric", "value", "limit", "status", "bucket_start",
+         "bucket_end", "revisions"],
+        ["2026-02-25T14:40:00Z", "ws-prod", "connections", "82", "100", "'=HYPERLINK(1)",
+         "", "", ""],
+        ["2026-02-25T14:40:00Z", "ws-prod", "documents", "4", "20", "healthy", "", "", ""],
     ]
 
 

@@ -122,5 +122,5 @@ def test_the_commands_demo_sh_prints_under_try_run_when_pasted_into_a_new_shell(
     assert [Path(p).name[:7] for p in billing.stdout.split()] == ["billing", "billing"]
     assert all(Path(p).is_file() for p in billing.stdout.split())
     assert export.returncode == 0, export.stderr
-    assert export.stdout.splitlines()[0] == "observed_at,source,metric,value,limit,status"
+    assert export.stdout.splitlines()[0] == "observed_at,source,metric,value,limit,status,bucket_start,bucket_end,revisions"
     assert len(export.stdout.splitlines()) > 100

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -238,4 +239,28 @@ def test_0004_widens_series_names_to_200_keeping_history_and_refuses_to_go_down_
     assert _metric_length(engine) == 32
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM samples")).scalar() == 1
+    engine.dispose()
+
+
+def test_history_migration_down_drops_buckets_and_read_ranges_and_keeps_samples(
+        empty_db_url: str) -> None:
+    from tests.factories import history_page, nected, store
+
+    engine = make_engine(empty_db_url)
+    upgrade(engine)
+    t0 = datetime(2026, 11, 20, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    store(engine, [nected(t0, 5), history_page(t0 + hour, (t0, t0 + hour),
+                                                [(t0, t0 + hour, {"gpt-4o": 3})])])
+    downgrade(engine, "-1")
+    insp = inspect(engine)
+    assert {"history_reads", "history_marks"}.isdisjoint(insp.get_table_names())
+    assert {c["name"] for c in insp.get_columns("samples")}.isdisjoint(
+        {"bucket_end", "fetched_at", "revisions"})
+    assert {c["name"] for c in insp.get_columns("snapshots")}.isdisjoint(
+        {"window_start", "window_end"})
+    with engine.connect() as conn:
+        assert sorted(v for (v,) in conn.exec_driver_sql("SELECT value FROM samples")) == [3, 5]
+    upgrade(engine)
+    assert _diff(engine) == []
     engine.dispose()

@@ -302,8 +302,10 @@ def test_usage_etl_vendors_lists_every_kind_with_its_metrics_and_keys() -> None:
     assert "  config keys: base_url, region, token_env | token_file" in result.output
     assert "  metrics: invocations (counter)" in result.output
     assert "  config keys: base_url, api_key_env | api_key_file" in result.output
-    assert ("  config keys: auth_header, auth_prefix, headers, max_requests_per_minute, "
-            "metrics, ok_when, timestamp, url, token_env | token_file (optional)") in result.output
+    assert ("  config keys: auth, auth_header, auth_prefix, buckets, headers, "
+            "max_requests_per_minute, metrics, ok_when, page, params, secret_headers, timestamp, "
+            "url, username, username_env, window, token_env | token_file (optional)"
+            ) in result.output
 
 
 def test_usage_etl_vendors_lists_the_configs_http_json_sources(tmp_path: Path) -> None:

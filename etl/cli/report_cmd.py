@@ -115,6 +115,39 @@ def report_billing(app: AppContext, month: str, fmt: str, out: str | None,
     _echo_paths(paths)
 
 
+@report.command("focus")
+@click.option("--month", required=True, metavar="YYYY-MM", help="The billing month.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv",
+              show_default=True, help="CSV, or Parquet (needs the extra usage-etl[parquet]).")
+@OUT_OPTION
+@TZ_OPTION
+@click.pass_obj
+def report_focus(app: AppContext, month: str, fmt: str, out: str | None,
+                 tz: str | None) -> None:
+    """The billing month as a FOCUS 1.2 cost and usage file (focus-YYYY-MM.csv/.parquet).
+
+    One Usage row per [[billing]] rule, its flat fee as a Purchase row, a minimum's
+    shortfall and credits applied as rows of their own: BilledCost adds up to the billing
+    report's amount due. Prints the path written.
+
+    \b
+    Example:
+      usage-etl report focus --month 2026-11 --format parquet --out finops/
+    """
+    from etl.extras import pyarrow_parquet
+    from reports.periods import parse_month
+    from reports.pipelines import focus, write_focus
+    from reports.pipelines.focus import focus_format
+
+    first = parse_month(month)
+    _check_tz(tz)
+    wanted = focus_format(fmt)
+    if fmt == "parquet":
+        pyarrow_parquet("--format parquet")  # before the database is opened
+    _echo_paths([write_focus(focus(app.engine, app.config, first, tz), wanted,
+                             _out(app, out))])
+
+
 @click.command("reconcile")
 @click.option("--month", required=True, metavar="YYYY-MM", help="The invoiced month.")
 @click.option("--invoice", required=True, metavar="FILE",

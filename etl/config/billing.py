@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from etl.config.fields import MAX_CONFIG_DECIMAL, TopLevel, bounded_decimal, what
+from etl.config.focus import BILLING_FOCUS_KEYS, focus_match, focus_text
 from etl.vendors import VendorKind
 from etl.vendors.types import MetricType
 
@@ -43,7 +44,7 @@ PRICING_KEYS: dict[Pricing, frozenset[str]] = {
     Pricing.VOLUME: frozenset({"tiers"}),
 }
 COMMON_KEYS = frozenset({"source", "metric", "aggregation", "included", "currency", "pricing",
-                         "flat_fee", "minimum"})
+                         "flat_fee", "minimum"}) | BILLING_FOCUS_KEYS
 BILLING_KEYS = COMMON_KEYS | frozenset().union(*PRICING_KEYS.values())
 TIER_KEYS = frozenset({"up_to", "unit_price", "flat_price"})
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
@@ -81,12 +82,15 @@ class BillingRule:
     cycle_day: int = 1
     valid_from: date | None = None
     valid_until: date | None = None
+    # FOCUS (SPEC 12): the unit of its quantity (None: the metric's name), and the columns
+    # and values that select its charges in a FOCUS invoice.
+    unit: str | None = None
+    focus_match: tuple[tuple[str, str], ...] = ()
 
     def valid_on(self, day: date) -> bool:
         """Whether the rule prices a period whose first local day is `day` (SPEC 11)."""
         return ((self.valid_from is None or self.valid_from <= day)
                 and (self.valid_until is None or day < self.valid_until))
-
 
 
 def parse_aggregation(value: Any, key: str, problems: list[str]) -> Aggregation | None:
@@ -232,6 +236,8 @@ def _parse_billing(
     currency = entry.get("currency", "USD")
     if not isinstance(currency, str) or not CURRENCY_RE.fullmatch(currency):
         problems.append(f"{label}.currency: must be a three-letter code such as 'USD'")
+    unit = focus_text(entry, "unit", label, problems)
+    match = focus_match(entry, label, problems)
     if len(problems) > before or kind is None:
         return None
     assert source is not None and metric is not None and aggregation is not None
@@ -249,6 +255,8 @@ def _parse_billing(
         tiers=pricing.tiers,
         flat_fee=pricing.flat_fee,
         minimum=pricing.minimum,
+        unit=unit,
+        focus_match=match,
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etl.config.fields import ENV_NAME_RE, NAME_RE, TopLevel, number, what
+from etl.config.focus import SOURCE_FOCUS_KEYS, focus_text
 from etl.secrets import read_secret
 from etl.vendors import BUILT_IN_KINDS, KINDS, VendorKind, unknown_kind_hint
 from etl.vendors.parsing import http_url_problem
@@ -19,7 +20,7 @@ MAX_SECONDS = 366 * 24 * 3600.0
 REGION_RE = re.compile(r"^[a-z0-9-]+$")
 SOURCE_COMMON_KEYS = {
     "name", "kind", "interval_seconds", "staleness_seconds", "timeout_seconds",
-}
+} | SOURCE_FOCUS_KEYS
 
 
 def _kind_keys(kind: VendorKind) -> set[str]:
@@ -49,6 +50,9 @@ class SourceConfig:
     secret_file: str | None = None
     staleness_seconds: float | None = None
     timeout_seconds: float = 10.0
+    # Who bills it and the account billed, as FOCUS names them (SPEC 12; None: its kind, its name).
+    vendor_name: str | None = None
+    account_id: str | None = None
     # The source's own kind when its definition is in the config (http_json); None: the
     # registered kind `kind`.
     bound: VendorKind | None = field(default=None, compare=False, repr=False)
@@ -151,6 +155,8 @@ def _parse_source(
     interval, staleness, timeout = _source_durations(entry, label, problems)
     region, base_url = _source_location(entry, label, kind, problems)
     secret_env, secret_file = _source_secret(entry, label, kind, problems)
+    vendor_name = focus_text(entry, "vendor_name", label, problems)
+    account_id = focus_text(entry, "account_id", label, problems)
     vendor = kind
     if kind is not None and kind.configure is not None:
         vendor = kind.configure(entry, label, problems)
@@ -161,7 +167,8 @@ def _parse_source(
     return SourceConfig(
         name=name, kind=kind.name, interval_seconds=interval, region=region, base_url=base_url,
         secret_env=secret_env, secret_file=secret_file, staleness_seconds=staleness,
-        timeout_seconds=timeout, bound=vendor if vendor is not kind else None,
+        timeout_seconds=timeout, vendor_name=vendor_name, account_id=account_id,
+        bound=vendor if vendor is not kind else None,
     )
 
 

@@ -29,6 +29,7 @@ from etl.config import Config, SourceConfig
 from etl.errors import DatabaseError, InputError, ParseError
 from etl.store.bulk import bulk_store
 from etl.store.engine import describe_database_error, is_database_error
+from etl.store.history import store_history
 from etl.store.models import Sample, Series, Snapshot
 from etl.store.writer import Conflict, StoreResult
 from etl.textutil import formula_safe
@@ -52,7 +53,8 @@ UTF8_BOM = b"\xef\xbb\xbf"
 # Rows fetched per round trip when exporting.
 EXPORT_FETCH = 2000
 GZIP_MAGIC = b"\x1f\x8b"
-CSV_COLUMNS = ("observed_at", "source", "metric", "value", "limit", "status")
+CSV_COLUMNS = ("observed_at", "source", "metric", "value", "limit", "status",
+               "bucket_start", "bucket_end", "revisions")  # the last three: SPEC 10
 
 Problem = Callable[[str], None]
 Progress = Callable[[int], None]
@@ -125,12 +127,31 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
     elif not vendor.time_in_body:
         raise ParseError(f"observed_at: required for a {src.kind} source"
                          + ("" if src.bound is None else " without a timestamp"))
+    window = _window(doc.get("window"), vendor.history is not None, src.kind)
     body = doc["body"]
     try:
-        return vendor.parse(name, body, observed_at=observed_at, payload=payload,
-                            origin="import")
+        obs = vendor.parse(name, body, observed_at=observed_at, payload=payload,
+                           origin="import")
     except ParseError as exc:
         raise ParseError(f"body: {exc}") from None
+    return obs if window is None else obs._replace(window=window)
+
+
+def _window(raw: Any, history: bool, kind: str) -> tuple[datetime, datetime] | None:
+    """A line's request range (SPEC 10): required of history sources, refused elsewhere."""
+    if raw is None:
+        if history:
+            raise ParseError("window: required for a history source")
+        return None
+    if not history:
+        raise ParseError(f"window: only lines of history sources carry one (not {kind})")
+    if not isinstance(raw, dict) or set(raw) != {"start", "end"}:
+        raise ParseError('window: must be {"start": TIME, "end": TIME}')
+    start = parse_timestamp(raw["start"], "window.start")
+    end = parse_timestamp(raw["end"], "window.end")
+    if end <= start:
+        raise ParseError("window: end is not after start")
+    return start, end
 
 
 def _loads_strict(line: bytes) -> Any:
@@ -181,8 +202,17 @@ def _split_body(raw: bytes) -> tuple[dict[str, Any], str] | None:
 
 
 def _write_batch(engine: Engine, observations: list[Observation]) -> StoreResult:
-    """Store one batch with the bulk writer (etl.store.bulk: same rules as store_observations)."""
-    return bulk_store(engine, observations)
+    """Store one batch with the bulk writer (etl.store.bulk: same rules as store_observations).
+
+    Pages of history sources go through etl.store.history (a bucket's latest fetch wins).
+    """
+    pages = [obs for obs in observations if obs.window is not None]
+    if not pages:
+        return bulk_store(engine, observations)
+    result = bulk_store(engine, [obs for obs in observations if obs.window is None])
+    with engine.begin() as conn:
+        result.add(store_history(conn, pages))
+    return result
 
 
 def _default_problem(message: str) -> None:
@@ -527,32 +557,39 @@ def export_range(config: Config, start: date, end: date) -> tuple[datetime, date
 def iter_archive_lines(engine: Engine, lo: datetime, hi: datetime) -> Iterator[str]:
     """Archive lines for every snapshot with lo <= observed_at < hi, in time order, streamed."""
     stmt = (
-        select(Snapshot.source, Snapshot.observed_at, Snapshot.payload)
+        select(Snapshot.source, Snapshot.observed_at, Snapshot.payload, Snapshot.window_start,
+               Snapshot.window_end)
         .where(Snapshot.observed_at >= lo, Snapshot.observed_at < hi)
         .order_by(Snapshot.observed_at, Snapshot.source)
     )
     with engine.connect() as conn:
-        for source, at, payload in conn.execution_options(yield_per=EXPORT_FETCH).execute(stmt):
-            body = json.loads(payload)
-            yield json.dumps({"source": source, "observed_at": utc_z(at), "body": body},
-                             ensure_ascii=False, separators=(",", ":"))
+        for source, at, payload, w_start, w_end in conn.execution_options(
+                yield_per=EXPORT_FETCH).execute(stmt):
+            line: dict[str, Any] = {"source": source, "observed_at": utc_z(at)}
+            if w_start is not None and w_end is not None:  # a history source's page (SPEC 10)
+                line["window"] = {"start": utc_z(w_start), "end": utc_z(w_end)}
+            line["body"] = json.loads(payload)
+            yield json.dumps(line, ensure_ascii=False, separators=(",", ":"))
 
 
 def iter_csv_rows(engine: Engine, lo: datetime, hi: datetime) -> Iterator[tuple[str, ...]]:
     """One row per sample (CSV_COLUMNS), in time order, streamed; formula cells escaped."""
     stmt = (
         select(Sample.observed_at, Series.source, Series.metric, Sample.value,
-               Sample.plan_limit, Sample.status)
+               Sample.plan_limit, Sample.status, Sample.bucket_end, Sample.fetched_at,
+               Sample.revisions)
         .join(Series, Series.id == Sample.series_id)
         .where(Sample.observed_at >= lo, Sample.observed_at < hi)
         .order_by(Sample.observed_at, Series.source, Series.metric)
     )
     with engine.connect() as conn:
-        for at, source, metric, value, limit, status in conn.execution_options(
-            yield_per=EXPORT_FETCH
-        ).execute(stmt):
-            yield (utc_z(at), formula_safe(source), formula_safe(metric), _num(value),
-                   "" if limit is None else _num(limit), formula_safe(status or ""))
+        for at, source, metric, value, limit, status, end, fetched, revisions in (
+                conn.execution_options(yield_per=EXPORT_FETCH).execute(stmt)):
+            # A bucket's row (SPEC 10) is observed when it was fetched, over its bucket.
+            bucket = (utc_z(at), utc_z(end), str(revisions or 0)) if end is not None else ("",) * 3
+            yield (utc_z(fetched or at), formula_safe(source), formula_safe(metric),
+                   _num(value), "" if limit is None else _num(limit),
+                   formula_safe(status or ""), *bucket)
 
 
 class ExportFormat(StrEnum):

@@ -113,6 +113,9 @@ class Snapshot(Base):
     received_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     origin: Mapped[str] = mapped_column(String(16))  # etl.vendors.types.Origin
     payload: Mapped[str] = mapped_column(Text)  # the body as JSON text
+    # History sources (SPEC 10): the request range this page answered; NULL for snapshots.
+    window_start: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    window_end: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class Sample(Base):
@@ -127,6 +130,31 @@ class Sample(Base):
     plan_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
     status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     snapshot_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    # History sources (SPEC 10): observed_at is the bucket's start, this its end; the fetch
+    # whose value is stored (a later fetch replaces it) and how often its value changed.
+    bucket_end: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    fetched_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    revisions: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class HistoryRead(Base):
+    """A request range a history source has read (SPEC 10 coverage), at its latest read."""
+
+    __tablename__ = "history_reads"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    start_at: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    end_at: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    read_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class HistoryMark(Base):
+    """A history source's read-up-to point `H` (SPEC 10): polls read on from H - lookback."""
+
+    __tablename__ = "history_marks"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    read_up_to: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class CollectionAttempt(Base):

@@ -52,7 +52,8 @@ _series_cache: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], int]] = (
 )
 
 
-def _insert_ignore(conn: Connection, table: type, conflict_cols: Sequence[str]):  # type: ignore[no-untyped-def]
+def insert_ignore(conn: Connection, table: type, conflict_cols: Sequence[str]):  # type: ignore[no-untyped-def]
+    """An INSERT that skips rows whose `conflict_cols` are stored already (both engines)."""
     # Each dialect's insert is imported when used: a SQLite process never loads PostgreSQL's.
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -78,7 +79,7 @@ def series_ids(
     missing = [sv for sv in samples if (source, sv.metric) not in cache]
     if missing:
         conn.execute(
-            _insert_ignore(conn, Series, ("source", "metric")),
+            insert_ignore(conn, Series, ("source", "metric")),
             [{"source": source, "metric": sv.metric, "kind": kind,
               "metric_type": str(sv.metric_type or KINDS[kind].metrics[sv.metric])}
              for sv in missing],
@@ -101,11 +102,19 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
     Same key and same value counts as a duplicate; same key and another value is a Conflict
     and is not stored (SPEC 4).
 
+    Pages of history sources (with a `window`) go to etl.store.history, where a bucket's
+    latest fetch wins instead (SPEC 10).
+
     Returns:
         StoreResult: new snapshots and samples, duplicates and conflicts.
     """
     result = StoreResult()
     obs_list = list(observations)
+    if any(obs.window is not None for obs in obs_list):
+        from etl.store.history import store_history
+
+        result.add(store_history(conn, [o for o in obs_list if o.window is not None]))
+        obs_list = [o for o in obs_list if o.window is None]
     if not obs_list:
         return result
     unique, later = _first_of_each_key(obs_list)
@@ -162,7 +171,7 @@ def _insert_new_snapshots(
         )
     if not snap_rows:
         return {}
-    conn.execute(_insert_ignore(conn, Snapshot, ("source", "observed_at")), snap_rows)
+    conn.execute(insert_ignore(conn, Snapshot, ("source", "observed_at")), snap_rows)
     result.snapshots = len(snap_rows)
     return _snapshot_ids(conn, [(obs.source, obs.observed_at) for obs in unique.values()])
 
@@ -194,7 +203,7 @@ def _insert_new_samples(
         else:
             result.conflicts.append(Conflict(obs.source, sv.metric, at, stored, sv.value))
     if sample_rows:
-        conn.execute(_insert_ignore(conn, Sample, ("series_id", "observed_at")), sample_rows)
+        conn.execute(insert_ignore(conn, Sample, ("series_id", "observed_at")), sample_rows)
         result.samples = len(sample_rows)
         _mark_rollups_dirty(conn, sample_rows)
 

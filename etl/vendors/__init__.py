@@ -15,9 +15,12 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from etl.vendors.types import MAX_METRIC_LEN, MetricType, Observation
+
+if TYPE_CHECKING:
+    from etl.vendors.history import HistorySpec
 
 ENTRY_POINT_GROUP = "usage_etl.vendors"
 # What the database keeps of a kind's name (snapshots.kind, series.kind).
@@ -126,6 +129,8 @@ class VendorKind:
     provider: str = BUILT_IN
     # One line for `usage-etl vendors`.
     summary: str = ""
+    # A history source's windows, pages and buckets (SPEC 10); None: it reads "now".
+    history: HistorySpec | None = None
 
     def parse_body(
         self,

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from etl.errors import ParseError
 from etl.vendors import VendorKind
+from etl.vendors.auth import HEADER_NAME_RE, Auth, configure_auth, fixed_headers, header_text
+from etl.vendors.history import HistorySpec, configure_history
 from etl.vendors.parsing import (
     MAX_READING,
     STATUS_MAX_LEN,
@@ -32,11 +34,12 @@ from etl.vendors.types import MAX_METRIC_LEN, MetricType, Observation, SampleVal
 NAME = "http_json"
 DEFAULT_RATE = 60
 METRIC_NAME_RE = re.compile(r"^[a-z0-9_]+$")
-# RFC 9110 token: what a header name may hold.
-HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 METRIC_KEYS = frozenset({"name", "type", "value", "limit", "status", "each", "key"})
 SOURCE_KEYS = frozenset({"url", "auth_header", "auth_prefix", "headers",
-                         "max_requests_per_minute", "timestamp", "ok_when", "metrics"})
+                         "max_requests_per_minute", "timestamp", "ok_when", "metrics",
+                         # SPEC 10: history sources, and auth for more vendors
+                         "params", "window", "page", "buckets", "auth", "username",
+                         "username_env", "secret_headers"})
 
 Getter = Callable[[Any], Any]
 
@@ -150,12 +153,21 @@ class SourceSpec:
     timestamp: Getter | None = None
     ok_when: Getter | None = None
     ok_when_text: str = ""
+    history: HistorySpec | None = None
+    auth: Auth = field(default_factory=lambda: Auth())
 
     def auth_headers(self, secret: str) -> dict[str, str]:
-        """The fixed headers, plus the credential in `auth_header` when there is one."""
+        """The fixed headers, plus the credential in `auth_header` when there is one.
+
+        With `auth = "basic"` the credential is basic auth's password; `secret_headers`
+        add headers read from their variables now (SecretError naming one that is unset).
+        """
         found = dict(self.headers)
-        if secret:
+        if self.auth.basic:
+            found["Authorization"] = self.auth.basic_header(secret)
+        elif secret:
             found[self.auth_header] = f"{self.auth_prefix}{secret}"
+        found.update(self.auth.extra_headers())
         return found
 
     def parse(
@@ -183,13 +195,23 @@ class SourceSpec:
                 raise ParseError("observed_at: required (the source configures no timestamp)")
         samples: list[SampleValue] = []
         refused: list[str] = []
-        for metric in self.metrics:
-            if metric.each is None:
-                samples.append(_sample(metric, metric.name, body, ""))
-            else:
-                samples.extend(_series(metric, body, refused))
+        if self.history is not None:
+            for start, end, item in self.history.buckets.read(body):
+                samples.extend(sv._replace(bucket_start=start, bucket_end=end)
+                               for sv in self._samples(item, refused))
+        else:
+            samples = self._samples(body, refused)
         return Observation(source, NAME, at, payload if payload is not None else to_payload(body),
                            tuple(samples), received_at, origin, tuple(refused))
+
+    def _samples(self, doc: Any, refused: list[str]) -> list[SampleValue]:
+        samples: list[SampleValue] = []
+        for metric in self.metrics:
+            if metric.each is None:
+                samples.append(_sample(metric, metric.name, doc, ""))
+            else:
+                samples.extend(_series(metric, doc, refused))
+        return samples
 
 
 def _truthy(value: Any) -> bool:
@@ -266,12 +288,12 @@ def configure(entry: Mapping[str, Any], label: str, problems: list[str]) -> Vend
         bad = http_url_problem(url)
         if bad:
             problems.append(f"{label}.url: {bad}")
-    auth_header = _text(entry, "auth_header", "Authorization", label, problems)
+    auth_header = header_text(entry, "auth_header", "Authorization", label, problems)
     if not HEADER_NAME_RE.fullmatch(auth_header):
         problems.append(f"{label}.auth_header: must be an HTTP header name")
     default_prefix = "Bearer " if auth_header.lower() == "authorization" else ""
-    auth_prefix = _text(entry, "auth_prefix", default_prefix, label, problems, empty=True)
-    headers = _headers(entry.get("headers", {}), label, problems)
+    auth_prefix = header_text(entry, "auth_prefix", default_prefix, label, problems, empty=True)
+    headers = fixed_headers(entry.get("headers", {}), label, problems)
     rpm = entry.get("max_requests_per_minute", DEFAULT_RATE)
     if isinstance(rpm, bool) or not isinstance(rpm, int) or not 1 <= rpm <= 100_000:
         problems.append(f"{label}.max_requests_per_minute: must be a whole number from 1 "
@@ -279,13 +301,15 @@ def configure(entry: Mapping[str, Any], label: str, problems: list[str]) -> Vend
         rpm = DEFAULT_RATE
     timestamp = _expression(entry, "timestamp", label, problems)
     ok_when = _expression(entry, "ok_when", label, problems)
-    metrics = _metrics(entry.get("metrics"), label, problems)
+    history = configure_history(entry, label, problems, _expression)
+    metrics = _metrics(entry.get("metrics"), label, problems, history="window" in entry)
+    auth = configure_auth(entry, label, problems)
     if len(problems) > before:
         return None
     assert isinstance(url, str)
     spec = SourceSpec(url=url, auth_header=auth_header, auth_prefix=auth_prefix,
                       headers=headers, metrics=metrics, timestamp=timestamp, ok_when=ok_when,
-                      ok_when_text=str(entry.get("ok_when", "")))
+                      ok_when_text=str(entry.get("ok_when", "")), history=history, auth=auth)
     return _bound_kind(spec, rpm)
 
 
@@ -304,35 +328,8 @@ def _bound_kind(spec: SourceSpec, rpm: int) -> VendorKind:
         time_in_body=spec.timestamp is not None,
         config_keys=KIND.config_keys,
         summary=KIND.summary,
+        history=spec.history,
     )
-
-
-def _text(entry: Mapping[str, Any], key: str, default: str, label: str, problems: list[str],
-          *, empty: bool = False) -> str:
-    value = entry.get(key, default)
-    if not isinstance(value, str) or (not value and not empty) or not _header_safe(value):
-        problems.append(f"{label}.{key}: must be printable ASCII text")
-        return default
-    return value
-
-
-def _header_safe(value: str) -> bool:
-    return value.isascii() and value.isprintable()
-
-
-def _headers(value: Any, label: str, problems: list[str]) -> dict[str, str]:
-    if not isinstance(value, dict):
-        problems.append(f"{label}.headers: must be a table of header names to text")
-        return {}
-    found: dict[str, str] = {}
-    for name, text in value.items():
-        if not HEADER_NAME_RE.fullmatch(name):
-            problems.append(f"{label}.headers.{name}: not an HTTP header name")
-        elif not isinstance(text, str) or not _header_safe(text):
-            problems.append(f"{label}.headers.{name}: must be printable ASCII text")
-        else:
-            found[name] = text
-    return found
 
 
 def _expression(table: Mapping[str, Any], key: str, label: str, problems: list[str],
@@ -355,14 +352,15 @@ def _expression(table: Mapping[str, Any], key: str, label: str, problems: list[s
         return None
 
 
-def _metrics(value: Any, label: str, problems: list[str]) -> tuple[MetricSpec, ...]:
+def _metrics(value: Any, label: str, problems: list[str], *,
+             history: bool = False) -> tuple[MetricSpec, ...]:
     if not isinstance(value, list) or not value:
         problems.append(f"{label}.metrics: required, at least one [[sources.metrics]] table")
         return ()
     found: list[MetricSpec] = []
     names: set[str] = set()
     for i, entry in enumerate(value):
-        spec = _metric(entry, f"{label}.metrics[{i}]", problems)
+        spec = _metric(entry, f"{label}.metrics[{i}]", problems, history)
         if spec is None:
             continue
         if spec.name in names:
@@ -373,7 +371,7 @@ def _metrics(value: Any, label: str, problems: list[str]) -> tuple[MetricSpec, .
     return tuple(found)
 
 
-def _metric(entry: Any, label: str, problems: list[str]) -> MetricSpec | None:
+def _metric(entry: Any, label: str, problems: list[str], history: bool) -> MetricSpec | None:
     if not isinstance(entry, dict):
         problems.append(f"{label}: must be a table")
         return None
@@ -386,8 +384,14 @@ def _metric(entry: Any, label: str, problems: list[str]) -> MetricSpec | None:
     elif len(name) >= MAX_METRIC_LEN:
         problems.append(f"{label}.name: at most {MAX_METRIC_LEN - 1} characters")
     kind = entry.get("type")
-    if kind not in (MetricType.COUNTER, MetricType.GAUGE):
-        problems.append(f"{label}.type: required, 'counter' or 'gauge'")
+    if history and kind not in (MetricType.INTERVAL, MetricType.GAUGE):
+        problems.append(f"{label}.type: required, 'interval' or 'gauge' in a history source")
+    elif not history and kind not in (MetricType.COUNTER, MetricType.GAUGE):
+        problems.append(f"{label}.type: required, 'counter' or 'gauge'"
+                        + (" ('interval' needs [sources.window])"
+                           if kind == MetricType.INTERVAL else ""))
+    if kind == MetricType.INTERVAL and "limit" in entry:
+        problems.append(f"{label}.limit: an interval metric has no limit")
     value = _expression(entry, "value", label, problems, required=True)
     limit = _expression(entry, "limit", label, problems)
     status = _expression(entry, "status", label, problems)

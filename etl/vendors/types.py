@@ -9,10 +9,12 @@ from typing import NamedTuple
 
 
 class MetricType(StrEnum):
-    """How a metric's samples are read (SPEC 5): a level now, or a running total."""
+    """How a metric's samples are read (SPEC 5, 10): a level, a running total, or a bucket's use."""
 
     GAUGE = "gauge"
     COUNTER = "counter"
+    # A quantity used over [bucket start, bucket end) (SPEC 10): history sources only.
+    INTERVAL = "interval"
 
 
 class Outcome(StrEnum):
@@ -52,6 +54,9 @@ class SampleValue(NamedTuple):
     status: str | None = None
     # Set by kinds whose metric types depend on the source (http_json); None: the kind's own.
     metric_type: MetricType | None = None
+    # History sources (SPEC 10): the bucket [start, end) the value covers; None: an instant.
+    bucket_start: datetime | None = None
+    bucket_end: datetime | None = None
 
 
 class Observation(NamedTuple):
@@ -70,6 +75,8 @@ class Observation(NamedTuple):
     origin: str = Origin.COLLECT
     # Items of the response left out, each with its reason (SPEC 7: a poll is still `ok`).
     refused: tuple[str, ...] = ()
+    # History sources (SPEC 10): the request range [start, end) this page answered.
+    window: tuple[datetime, datetime] | None = None
 
     def refused_reason(self) -> str | None:
         """The refused items as one line, the first few named; None when none was refused."""
