@@ -446,9 +446,9 @@ def focus(db: DbLike, month: TimeLike, tz: str | None = None, *, config: ConfigL
         >>> f = focus("sqlite:///usage.db", "2026-11", config="usage-etl.toml")
         >>> f.groupby("BillingCurrency")["BilledCost"].sum()          # doctest: +SKIP
     """
-    cfg = _config(db, config)
+    cfg = report_config(db, config)
     zone = _zone(tz or cfg.timezone)
-    with _engine(db) as engine:
+    with open_engine(db) as engine:
         df = pipelines.focus(engine, cfg, _month(month), zone.key, now=now,
                              rollups=rollups).table
     _money(df, FOCUS_DECIMALS, decimal)
