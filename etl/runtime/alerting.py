@@ -110,8 +110,8 @@ def _is_counter(config: Config, series: SeriesRef) -> bool:
     """Whether `above` reads the series' month-to-date quantity rather than its level (SPEC 8)."""
     mtype = config.source(series.source).vendor.metric_type_of(str(series.metric))
     match mtype:
-        case MetricType.COUNTER:
-            return True
+        case MetricType.COUNTER | MetricType.INTERVAL:
+            return True  # `above` is on the month-to-date increase or sum (SPEC 8, SPEC 10)
         case MetricType.GAUGE | None:
             return False
         case _:

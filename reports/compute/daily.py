@@ -100,7 +100,7 @@ def needs_prev_value(metric_type: MetricType) -> bool:
     match metric_type:
         case MetricType.COUNTER:
             return True  # the period's first increase is from the reading before it
-        case MetricType.GAUGE:
+        case MetricType.GAUGE | MetricType.INTERVAL:
             return False
         case _:
             assert_never(metric_type)
@@ -234,6 +234,10 @@ def aggregate_days(t: np.ndarray, value: np.ndarray, limit: np.ndarray | None,
         case MetricType.GAUGE:
             out["increase"] = np.zeros(ndays, dtype=np.int64)
             out["resets"] = np.zeros(ndays, dtype=np.int64)
+        case MetricType.INTERVAL:
+            # Buckets have ends and read ranges that samples lack (SPEC 10).
+            raise ValueError("interval series are aggregated from their buckets, "
+                             "not from samples")
         case _:
             assert_never(metric_type)
 
@@ -372,6 +376,9 @@ def day_report_values(row: Mapping[str, Any], metric_type: MetricType) -> dict[s
                        if covered > 0 else None,
                        warning_minutes=_minutes(r["warning_us"]),
                        critical_minutes=_minutes(r["critical_us"]))
+        case MetricType.INTERVAL:
+            # The buckets' use apportioned to the day (SPEC 10); no resets, no bands.
+            out.update(increase=_int_or_float(r["increase"]))
         case _:
             assert_never(metric_type)
     return out

@@ -78,6 +78,10 @@ def series_day_chart(t_us: np.ndarray, value: np.ndarray, *, start_us: int, end_
             y = np.asarray(value, dtype=np.float64)
             label = metric
             bands = True  # limits and warning bands are levels: a gauge's
+        case MetricType.INTERVAL:
+            y = np.asarray(value, dtype=np.float64)
+            label = f"{metric} per bucket"
+            bands = False
         case _:
             assert_never(metric_type)
     x, y = _thin(x, y)
