@@ -16,7 +16,8 @@ from sqlalchemy import Engine
 
 from benchmarks.common import pg_database, pg_problem, sqlite_engine
 from etl.config import Config, load_config
-from etl.store.archive import import_archives, parse_line
+from etl.store.archive import import_archives
+from etl.store.archive_line import parse_line
 from etl.store.bulk import bulk_store
 from etl.store.engine import make_engine, upgrade
 from etl.store.writer import forget_series_cache, series_ids

@@ -27,7 +27,8 @@ from etl.collect.http import PacerRegistry
 from etl.collect.poll import Collector
 from etl.config import Config, SourceConfig, parse_config
 from etl.runtime.simulator import SimulatedVendor, generate_archive
-from etl.store.archive import import_archives, parse_line
+from etl.store.archive import import_archives
+from etl.store.archive_line import parse_line
 from etl.store.writer import forget_series_cache
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "vendors.md"

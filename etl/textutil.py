@@ -1,4 +1,4 @@
-"""Text rules shared by every side: the first line of an error, spreadsheet-safe cells."""
+"""Text rules shared by every side: the first line of an error, spreadsheet-safe cells, numbers."""
 
 from __future__ import annotations
 
@@ -16,3 +16,8 @@ def first_line(exc: BaseException) -> str:
 def formula_safe(text: str) -> str:
     """`text` with a leading `'` when a spreadsheet would run it as a formula (SPEC 6)."""
     return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def number_text(value: float) -> str:
+    """A stored reading as short exact text: `12` for a whole number, else its repr (`0.1`)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

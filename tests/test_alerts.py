@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from etl.alerts.evaluate import Reading, SeriesState, Transition, condition_holds, step
+from etl.alerts.notifiers import notifier_secrets
 from etl.alerts.states import AlertState, SeriesRef
-from etl.config import AlertRule, Condition, Config, parse_config
+from etl.config import NOTIFIER_TYPES, AlertRule, Condition, Config, parse_config
 from etl.errors import ConfigError
 from etl.runtime.alerting import check
 from etl.runtime.receiver import WebhookReceiver
@@ -22,6 +23,7 @@ from etl.store.writer import record_attempt, store_observations
 from etl.vendors.types import Observation, Origin
 from tests import factories
 from tests.factories import WEBHOOK_SECRET_PATH, wiresocket
+from tests.notifier_chat import CHAT
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
@@ -679,3 +681,32 @@ def test_alerts_test_needs_only_the_secrets_of_that_alerts_notifiers(
     checked = CliRunner().invoke(cli, ["--config", cfg, "alerts", "check"])
     assert checked.exit_code == 2
     assert "notifiers.other.url_env ($TEST_UNSET_OTHER_HOOK)" in checked.stderr
+
+
+def test_a_notifier_kind_added_as_one_module_and_one_entry_is_configured_and_delivers(
+        engine: Engine, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(NOTIFIER_TYPES, "chat", CHAT)
+    monkeypatch.setenv("TEST_CHAT_HOOK", receiver.url)
+    with pytest.raises(ConfigError) as err:
+        parse_config({"notifiers": [{"name": "team", "kind": "chat", "url_env": "X",
+                                     "channel": "ops", "colour": "red"}]})
+    assert err.value.problems == [
+        "notifiers.team.colour: unknown key for a chat notifier",
+        "notifiers.team.channel: required, a channel such as '#ops'"]
+    with pytest.raises(ConfigError) as err:
+        parse_config({"notifiers": [{"name": "team", "kind": "pager"}]})
+    assert err.value.problems == ["notifiers.team.kind: must be 'webhook', 'email' or 'chat'"]
+    cfg = parse_config({
+        "sources": [{"name": "ws-prod", "kind": "wiresocket", "region": "eu",
+                     "token_env": "WS_T", "interval_seconds": 60}],
+        "notifiers": [{"name": "team", "kind": "chat", "url_env": "TEST_CHAT_HOOK",
+                       "channel": "#ops"}],
+        "alerts": [dict(HIGH, notify=["team"])],
+    })
+    put(engine, ws(T0, 95))
+    assert check(engine, cfg, T0).delivery.delivered == 1
+    assert receiver.received == [{
+        "channel": "#ops",
+        "text": "FIRING ws-connections-high: ws-prod connections at 95 % of limit 100 "
+                "(alert at 90 %)"}]
+    assert notifier_secrets(cfg.notifiers) == [receiver.url]

@@ -381,11 +381,11 @@ def test_a_line_split_around_its_body_reads_as_the_whole_line(head, body, tail, 
     does, that is exactly what parsing the whole line gives, and the text is the body's."""
     import orjson
 
-    from etl.store.archive import _split_body
+    from etl.store.archive_line import split_body
 
     doc = {**head, "body": body, **tail}
     line = (json.dumps(doc, separators=spaces, ensure_ascii=False) + after).encode()
-    split = _split_body(line)
+    split = split_body(line)
     try:
         whole = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -400,9 +400,9 @@ def test_a_line_split_around_its_body_reads_as_the_whole_line(head, body, tail, 
 
 
 def test_tricky_lines_split_only_where_the_body_ends_the_line() -> None:
-    from etl.store.archive import _split_body
+    from etl.store.archive_line import split_body
 
-    assert _split_body(b'{"source": "a", "body": {"n": 1}}') == (
+    assert split_body(b'{"source": "a", "body": {"n": 1}}') == (
         {"source": "a", "body": {"n": 1}}, '{"n": 1}')
     for line in (
         b'{"source": "a", "body": {"n": 1}, "z": 2}',  # not the last member
@@ -412,7 +412,7 @@ def test_tricky_lines_split_only_where_the_body_ends_the_line() -> None:
         b'{"source": "a \\"body\\": 1", "x": 2}',  # "body" only inside a string
         b'["body": 1]',
     ):
-        split = _split_body(line)
+        split = split_body(line)
         assert split is None or split[0]["body"] == {"n": {"body": 2}}, line
 
 

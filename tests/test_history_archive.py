@@ -11,7 +11,8 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from etl.config import Config, parse_config
-from etl.store.archive import export_archive, import_archives
+from etl.store.archive import import_archives
+from etl.store.export import export_archive
 
 CONFIG = """
 [[sources]]

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from etl.cli import cli
 from etl.config import SourceConfig
 from etl.runtime.simulator import SimulatedVendor, generate_archive
-from etl.store.archive import parse_line
+from etl.store.archive_line import parse_line
 from etl.vendors import get as vendor_kind
 from etl.vendors.nected import simulated_body as nected_body
 from etl.vendors.wiresocket import simulated_body as wiresocket_body

@@ -286,7 +286,7 @@ def _import_and_read(config: Config, archive: Path) -> list[tuple[Any, ...]]:
 def _export(config: Config, out: Path) -> None:
     from datetime import date
 
-    from etl.store.archive import export_archive
+    from etl.store.export import export_archive
 
     engine = make_engine(config.database_url)
     with out.open("w", encoding="utf-8") as fh:

@@ -45,7 +45,10 @@ class Reading:
     `limit`/`pct` are the latest sample's where it has a limit. `included` is the billing
     rule's, for projected_over_included. `stale` is the status rule's verdict and
     `window` the source's staleness in seconds. `unit` is a
-    word for the text (a currency code for amounts).
+    word for the text (a currency code for amounts). For the credit conditions (SPEC 11)
+    `value` is the credit's balance after the periods in progress so far, `unit` its
+    currency, `run_out` the projected run-out date (YYYY-MM-DD, None if not within reach)
+    and `exhausted` whether that is before the end of the period in progress.
     """
 
     series: SeriesRef
@@ -58,6 +61,8 @@ class Reading:
     window: float | None = None
     counter: bool = False
     unit: str = ""
+    run_out: str | None = None
+    exhausted: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,8 @@ def condition_holds(rule: AlertRule, reading: Reading, *, firing: bool) -> bool:
     """
     if rule.condition is Condition.STALE:
         return bool(reading.stale)
+    if rule.condition is Condition.PROJECTED_CREDIT_EXHAUSTED:
+        return bool(reading.exhausted)
     if rule.condition is Condition.ABOVE_PCT:
         if reading.pct is None:
             return False
@@ -98,6 +105,9 @@ def condition_holds(rule: AlertRule, reading: Reading, *, firing: bool) -> bool:
         return value >= rule.threshold
     if rule.condition is Condition.PROJECTED_OVER_INCLUDED:
         return reading.included is not None and value > reading.included
+    if rule.condition is Condition.CREDIT_BELOW:
+        assert rule.threshold is not None
+        return value < rule.threshold
     assert rule.condition is Condition.PROJECTED_AMOUNT_ABOVE and rule.threshold is not None
     return value > rule.threshold
 
@@ -179,6 +189,12 @@ def describe(rule: AlertRule, reading: Reading) -> str:
         age = ("never polled successfully" if reading.value is None
                else f"last polled successfully {number_text(round(reading.value))} s ago")
         return f"{where} {age} (stale after {number_text(reading.window)} s)"
+    if rule.condition.on_credit:
+        balance = f"credit {rule.credit} ({series.source}) balance {number_text(reading.value)} {reading.unit}"
+        if rule.condition is Condition.CREDIT_BELOW:
+            return f"{balance} (alert below {threshold} {reading.unit})"
+        return balance + (f", projected to run out on {reading.run_out}"
+                          if reading.run_out else ", not projected to run out")
     if rule.condition is Condition.PROJECTED_OVER_INCLUDED:
         return (f"{where} projected at {number_text(reading.value)} by month end, "
                 f"{number_text(reading.included)} included")
@@ -201,10 +217,10 @@ def payload(
         threshold = reading.included
     elif rule.condition is Condition.STALE:
         threshold = None if reading.window is None else Decimal(repr(reading.window))
-    stale = rule.condition is Condition.STALE
+    stale = rule.condition is Condition.STALE or rule.condition.on_credit
     label = {EventState.FIRING: "FIRING", EventState.RESOLVED: "RESOLVED",
              EventState.TEST: "TEST"}[state]
-    return {
+    body: dict[str, Any] = {
         "id": event_id,
         "alert": rule.name,
         "state": str(state),
@@ -218,3 +234,6 @@ def payload(
         "at": utc_z(at, "seconds"),
         "text": f"{label} {rule.name}: {describe(rule, reading)}",
     }
+    if rule.condition.on_credit:
+        body.update(credit=rule.credit, currency=reading.unit or None)
+    return body

@@ -2,8 +2,10 @@
 
 A notification is in the database before anyone sends it (etl.alerts.history). A sender
 claims it with a lease (a conditional UPDATE), so two replicas never send it at the same
-time; a sender that dies leaves a lease that runs out, and the next one sends again with
-the same payload and `id` (at least once, SPEC 8). Failed attempts are retried with
+time: the lease is measured from the clock when it is taken (not from the start of the
+pass, which a slow receiver makes minutes old) and lasts the send's deadline plus a margin
+for replicas' clocks. A sender that dies leaves a lease that runs out, and the next one
+sends again with the same payload and `id` (at least once, SPEC 8). Failed attempts are retried with
 exponential backoff until 24 hours after the event, then given up and kept as such.
 """
 
@@ -11,15 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select, update
 
 from etl.config import Notifier
-from etl.errors import UsageEtlError
+from etl.errors import InputError, UsageEtlError
 from etl.store.models import AlertDelivery, AlertEvent
 
 log = logging.getLogger("etl.alerts")
@@ -27,11 +30,36 @@ log = logging.getLogger("etl.alerts")
 RETRY_FOR = timedelta(hours=24)
 FIRST_RETRY = timedelta(seconds=30)
 MAX_RETRY = timedelta(hours=1)
-# How long a claim lasts beyond the notifier's own timeout before another sender may retry.
+# How long a claim lasts beyond the send's deadline before another sender may retry: it
+# covers recording the outcome and the difference between replicas' clocks.
 LEASE_MARGIN = timedelta(seconds=30)
 BATCH = 200
 
 Sender = Callable[[Notifier, dict[str, Any]], None]
+Clock = Callable[[], datetime]
+
+
+def wall_clock() -> datetime:
+    """The current UTC time (the default clock of a delivery pass)."""
+    return datetime.now(UTC)
+
+
+def lease_margin() -> timedelta:
+    """$USAGE_ETL_ALERT_LEASE_MARGIN_S (seconds) if set, else LEASE_MARGIN.
+
+    Replicas whose clocks differ by more than 30 s widen it; tests narrow it.
+    """
+    raw = os.environ.get("USAGE_ETL_ALERT_LEASE_MARGIN_S", "").strip()
+    if not raw:
+        return LEASE_MARGIN
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < 86_400:
+        raise InputError(f"$USAGE_ETL_ALERT_LEASE_MARGIN_S: {raw!r} is not a number of "
+                         "seconds from 0 to 86400")
+    return timedelta(seconds=seconds)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -56,11 +84,12 @@ class DeliveryReport:
 
 def deliver_due(
     engine: Engine, notifiers: Mapping[str, Notifier], send: Sender, now: datetime, *,
-    ignore_backoff: bool = False,
+    ignore_backoff: bool = False, clock: Clock = wall_clock,
 ) -> DeliveryReport:
     """Send every notification that is due at `now` and record each outcome.
 
     With `ignore_backoff`, every undelivered one is due (as at start-up after a restart).
+    Leases, delivery times and retry times are read from `clock` when each happens.
     """
     report = DeliveryReport()
     query = (select(AlertDelivery.id).where(AlertDelivery.delivered_at.is_(None),
@@ -70,13 +99,14 @@ def deliver_due(
         query = query.where(AlertDelivery.next_attempt_at <= now)
     with engine.connect() as conn:
         due = list(conn.execute(query).scalars())
+    margin = lease_margin()
     for delivery_id in due:
-        report.add(_deliver_one(engine, delivery_id, notifiers, send, now))
+        report.add(_deliver_one(engine, delivery_id, notifiers, send, clock, margin))
     return report
 
 
 def _deliver_one(engine: Engine, delivery_id: int, notifiers: Mapping[str, Notifier],
-                 send: Sender, now: datetime) -> DeliveryReport:
+                 send: Sender, clock: Clock, margin: timedelta) -> DeliveryReport:
     report = DeliveryReport()
     with engine.connect() as conn:
         row = conn.execute(
@@ -89,18 +119,21 @@ def _deliver_one(engine: Engine, delivery_id: int, notifiers: Mapping[str, Notif
         return report
     notifier = notifiers.get(row.notifier)
     if notifier is None:
-        _finish(engine, delivery_id, now, attempts=row.attempts, gave_up=True,
+        _finish(engine, delivery_id, clock(), attempts=row.attempts, gave_up=True,
                 error=f"notifier {row.notifier} is no longer configured")
         report.gave_up += 1
         return report
-    lease = timedelta(seconds=notifier.timeout_seconds) + LEASE_MARGIN
-    if not _claim(engine, delivery_id, now, lease):
+    # The send ends within the notifier's deadline (etl.alerts.notifiers), so a lease taken
+    # now outlasts it.
+    lease = timedelta(seconds=notifier.timeout_seconds) + margin
+    if not _claim(engine, delivery_id, clock(), lease):
         return report  # another sender holds it, or has sent it
     body = json.loads(row.payload)
     attempts = row.attempts + 1
     try:
         send(notifier, body)
     except UsageEtlError as exc:
+        now = clock()
         error = str(exc)
         retry_at = min(now + backoff(attempts), row.created_at + RETRY_FOR)
         gave_up = now >= row.created_at + RETRY_FOR
@@ -114,7 +147,7 @@ def _deliver_one(engine: Engine, delivery_id: int, notifiers: Mapping[str, Notif
                              f"{error}")
         report.gave_up += int(gave_up)
         return report
-    _finish(engine, delivery_id, now, attempts=attempts, delivered=True)
+    _finish(engine, delivery_id, clock(), attempts=attempts, delivered=True)
     _event(logging.INFO, "alert-delivered", alert=body.get("alert"), state=body.get("state"),
            id=body.get("id"), notifier=notifier.name, tries=attempts)
     report.delivered += 1

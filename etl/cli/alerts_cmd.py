@@ -48,7 +48,8 @@ def alerts_list(app: AppContext, as_json: bool) -> None:
     from etl.timefmt import utc_z
 
     table = [["alert", "source", "metric", "state", "since", "value"]]
-    table += [[r.alert, r.source, r.metric or "-", str(r.state),
+    table += [[r.alert, r.source, f"credit {r.credit}" if r.credit else r.metric or "-",
+               str(r.state),
                utc_z(r.since, "seconds") if r.since else "-", number_text(r.value)] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:

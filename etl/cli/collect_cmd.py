@@ -212,7 +212,7 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
       usage-etl export --start 2026-11-01 --end 2026-11-30 --out nov.jsonl
       usage-etl export --start 2026-11-21 --end 2026-11-21 --format csv
     """
-    from etl.store.archive import ExportFormat, export_archive
+    from etl.store.export import ExportFormat, export_archive
 
     fmt_ = ExportFormat(fmt)  # click's choices are ExportFormat's values
     engine = app.engine
@@ -234,8 +234,8 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
 def _name_archives(app: AppContext, start: datetime, end: datetime) -> None:
     """One stderr line naming the compacted archive files of the range, if any (SPEC 13)."""
     from etl.runtime.retention import archive_dir
-    from etl.store.archive import export_range
     from etl.store.compact import archive_files
+    from etl.store.export import export_range
 
     lo, hi = export_range(app.config, start.date(), end.date())
     found = archive_files(archive_dir(app.config), lo, hi)

@@ -2,8 +2,9 @@
 
 Modules: `settings` (top-level keys, `Config`, the database-URL and listen-address rules),
 `sources` (`[[sources]]`), `billing` (`[[billing]]`), `credits` (`[[credits]]`),
-`notifiers` (`[[notifiers]]`), `alerts` (`[[alerts]]`), `retention` (`[retention]`),
-`fields` (checks the tables share), `loading` (file, overrides, `parse_config`). May import: the standard library, `etl.vendors`, `etl.errors`,
+`notifiers` (`[[notifiers]]`, a package: one module per notifier kind), `alerts`
+(`[[alerts]]`), `retention` (`[retention]`), `fields` (checks the tables share), `loading`
+(file, overrides, `parse_config`). May import: the standard library, `etl.vendors`, `etl.errors`,
 `etl.secrets`, `etl.redact`; never `etl.alerts`, the store, HTTP, pandas or click.
 """
 
@@ -12,10 +13,13 @@ from etl.config.billing import Aggregation, BillingRule, Pricing, Tier
 from etl.config.credits import Credit
 from etl.config.loading import load_config, parse_config
 from etl.config.notifiers import (
+    NOTIFIER_TYPES,
     EmailNotifier,
+    MailServer,
     Notifier,
-    NotifierKind,
+    NotifierType,
     SecretRef,
+    Transports,
     WebhookNotifier,
     webhook_url,
 )
@@ -30,8 +34,9 @@ from etl.config.settings import (
 from etl.config.sources import SourceConfig
 
 __all__ = [
-    "Aggregation", "AlertRule", "BillingRule", "Condition", "Config", "Credit", "EmailNotifier",
-    "Notifier", "NotifierKind", "Pricing", "Retention", "SecretRef", "SourceConfig", "Tier",
-    "WebhookNotifier", "database_url_problem", "listen_address_problem", "load_config",
+    "NOTIFIER_TYPES", "Aggregation", "AlertRule", "BillingRule", "Condition", "Config",
+    "Credit", "EmailNotifier", "MailServer", "Notifier", "NotifierType", "Pricing",
+    "Retention", "SecretRef", "SourceConfig", "Tier", "Transports", "WebhookNotifier",
+    "database_url_problem", "listen_address_problem", "load_config",
     "normalize_url", "parse_config", "split_listen_address", "webhook_url",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -15,13 +15,20 @@ from etl.vendors import VendorKind
 
 
 class Condition(StrEnum):
-    """The five conditions an alert can test, named as their config keys (SPEC 8)."""
+    """The conditions an alert can test, named as their config keys (SPEC 8, 11)."""
 
     ABOVE_PCT = "above_pct"
     ABOVE = "above"
     STALE = "stale"
     PROJECTED_OVER_INCLUDED = "projected_over_included"
     PROJECTED_AMOUNT_ABOVE = "projected_amount_above"
+    CREDIT_BELOW = "credit_below"
+    PROJECTED_CREDIT_EXHAUSTED = "projected_credit_exhausted"
+
+    @property
+    def on_credit(self) -> bool:
+        """Whether the condition watches a `[[credits]]` entry rather than a series."""
+        return self in (Condition.CREDIT_BELOW, Condition.PROJECTED_CREDIT_EXHAUSTED)
 
 
 @dataclass(frozen=True)
@@ -29,8 +36,9 @@ class AlertRule:
     """One `[[alerts]]` entry.
 
     `threshold` is the condition's number: a percentage for above_pct, a value (gauges) or
-    a month-to-date increase (counters) for above, money for projected_amount_above, and
-    None for the two boolean conditions. `clear` is where an above_pct alert resolves.
+    a month-to-date increase (counters) for above, money for projected_amount_above and
+    credit_below, and None for the boolean conditions. `clear` is where an above_pct alert
+    resolves. `credit` names the `[[credits]]` entry a credit condition watches (SPEC 11).
     """
 
     name: str
@@ -42,16 +50,20 @@ class AlertRule:
     for_seconds: float = 0.0
     repeat_seconds: float = 0.0
     notify: tuple[str, ...] = ()
+    credit: str | None = None
 
 
 ALERT_KEYS = {"name", "source", "metric", "clear_pct", "for_seconds", "repeat_seconds",
-              "notify"} | {str(c) for c in Condition}
+              "notify", "credit"} | {str(c) for c in Condition}
+# Conditions whose key is `true` rather than a number.
+BOOLEAN_CONDITIONS = (Condition.STALE, Condition.PROJECTED_OVER_INCLUDED,
+                      Condition.PROJECTED_CREDIT_EXHAUSTED)
 
 
 def parse_alerts(
     raw: Any, problems: list[str], where: str, *, sources: list[SourceConfig],
     declared: Mapping[str, VendorKind | None], billing: list[BillingRule], notifiers: set[str],
-    raw_notifiers: Any,
+    raw_notifiers: Any, credits: Collection[str] = (),
 ) -> list[AlertRule]:
     """The valid `[[alerts]]`, checked against the sources, billing rules and notifiers."""
     if not isinstance(raw, list):
@@ -65,7 +77,7 @@ def parse_alerts(
     for i, entry in enumerate(raw):
         found: list[str] = []
         rule = _parse_alert(entry, i, seen, found, sources=sources, declared=declared,
-                            billing=billing, notifiers=notifiers, named=named)
+                            billing=billing, notifiers=notifiers, named=named, credits=credits)
         problems.extend(where + p for p in found)
         if rule is not None:
             out.append(rule)
@@ -75,7 +87,7 @@ def parse_alerts(
 def _parse_alert(
     entry: Any, i: int, seen: set[str], problems: list[str], *, sources: list[SourceConfig],
     declared: Mapping[str, VendorKind | None], billing: list[BillingRule], notifiers: set[str],
-    named: set[Any],
+    named: set[Any], credits: Collection[str] = (),
 ) -> AlertRule | None:
     """The alert in `entry`, or None once every problem with it is added to `problems`."""
     before = len(problems)
@@ -92,7 +104,14 @@ def _parse_alert(
         problems.append(f"{label}.source: {source!r} is not a configured source")
         source = None
     metric = entry.get("metric")
-    if _alert_metric_ok(metric, label, condition, problems) and condition is not None and (
+    credit = _alert_credit(entry, label, condition, credits, problems)
+    if condition is not None and condition.on_credit:
+        for key in ("source", "metric"):
+            if key in entry:
+                problems.append(f"{label}.{key}: a {condition} alert watches its credit's "
+                                f"source; remove {key}")
+        source = metric = None
+    elif _alert_metric_ok(metric, label, condition, problems) and condition is not None and (
             source is None or declared.get(source) is not None):
         _check_alert_series(label, condition, source, metric, sources, billing, problems)
     for_seconds = positive(entry, "for_seconds", label, 0.0, problems, zero_ok=True)
@@ -104,8 +123,27 @@ def _parse_alert(
     return AlertRule(
         name=name, condition=condition, metric=metric, source=source, threshold=threshold,
         clear=clear, for_seconds=for_seconds, repeat_seconds=repeat_seconds,
-        notify=tuple(dict.fromkeys(notify)),
+        notify=tuple(dict.fromkeys(notify)), credit=credit,
     )
+
+
+def _alert_credit(entry: Mapping[str, Any], label: str, condition: Condition | None,
+                  credits: Collection[str], problems: list[str]) -> str | None:
+    """The `[[credits]]` name a credit condition watches (SPEC 11), checked."""
+    credit = entry.get("credit")
+    if condition is None:
+        return None
+    if not condition.on_credit:
+        if credit is not None:
+            problems.append(f"{label}.credit: only goes with credit_below or "
+                            "projected_credit_exhausted")
+        return None
+    if not isinstance(credit, str) or credit not in credits:
+        problems.append(f"{label}.credit: required with {condition}, the name of a "
+                        "[[credits]] entry" + (f" ({credit!r} is not one)"
+                                               if isinstance(credit, str) else ""))
+        return None
+    return credit
 
 
 def _alert_condition(entry: Mapping[str, Any], label: str, problems: list[str]
@@ -126,7 +164,7 @@ def _alert_threshold(entry: Mapping[str, Any], label: str, condition: Condition 
                      problems: list[str]) -> tuple[Decimal | None, Decimal | None]:
     """Return (the condition's threshold, clear_pct), each None when not set or refused."""
     threshold: Decimal | None = None
-    if condition in (Condition.STALE, Condition.PROJECTED_OVER_INCLUDED):
+    if condition in BOOLEAN_CONDITIONS:
         if entry[str(condition)] is not True:
             problems.append(f"{label}.{condition}: must be true")
     elif condition is not None:

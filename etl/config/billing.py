@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
-from etl.config.fields import MAX_CONFIG_DECIMAL, TopLevel, bounded_decimal, what
+from iso4217 import Currency
+
+from etl.config.fields import MAX_CONFIG_DECIMAL, TopLevel, bounded_decimal, local_date, what
 from etl.config.focus import BILLING_FOCUS_KEYS, focus_match, focus_text
 from etl.vendors import VendorKind
 from etl.vendors.types import MetricType
@@ -44,7 +47,12 @@ PRICING_KEYS: dict[Pricing, frozenset[str]] = {
     Pricing.VOLUME: frozenset({"tiers"}),
 }
 COMMON_KEYS = frozenset({"source", "metric", "aggregation", "included", "currency", "pricing",
-                         "flat_fee", "minimum"}) | BILLING_FOCUS_KEYS
+                         "flat_fee", "minimum", "cycle_day", "valid_from", "valid_until"}
+                        ) | BILLING_FOCUS_KEYS
+# A period starts on this day of a month at the latest: every month has it (SPEC 11).
+MAX_CYCLE_DAY = 28
+# Minor unit of a currency ISO 4217 gives none for (XAU, XXX) or does not know (SPEC 5).
+DEFAULT_MINOR_UNIT = 2
 BILLING_KEYS = COMMON_KEYS | frozenset().union(*PRICING_KEYS.values())
 TIER_KEYS = frozenset({"up_to", "unit_price", "flat_price"})
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
@@ -91,6 +99,16 @@ class BillingRule:
         """Whether the rule prices a period whose first local day is `day` (SPEC 11)."""
         return ((self.valid_from is None or self.valid_from <= day)
                 and (self.valid_until is None or day < self.valid_until))
+
+
+@lru_cache(maxsize=256)
+def minor_unit(currency: str) -> int:
+    """Decimal places of `currency` by ISO 4217 (JPY 0, USD 2, KWD 3); 2 when it has none."""
+    try:
+        exponent = Currency(currency.upper()).exponent
+    except ValueError:
+        return DEFAULT_MINOR_UNIT
+    return DEFAULT_MINOR_UNIT if exponent is None else int(exponent)
 
 
 def parse_aggregation(value: Any, key: str, problems: list[str]) -> Aggregation | None:
@@ -190,19 +208,62 @@ def _parse_tiers(raw: Any, label: str, problems: list[str]) -> tuple[Tier, ...]:
 def parse_billing_rules(
     raw_billing: list[Any], declared: Mapping[str, VendorKind | None], top: TopLevel
 ) -> list[BillingRule]:
-    """The valid rules of `[[billing]]`; one rule per (source, metric)."""
+    """The valid rules of `[[billing]]`.
+
+    Several rules may name one series when their `[valid_from, valid_until)` ranges do not
+    overlap (SPEC 11); an overlap is refused naming the later rule's `valid_from`.
+    """
     billing: list[BillingRule] = []
-    seen_rules: set[tuple[str, str]] = set()
+    placed: dict[tuple[str, str], list[tuple[int, BillingRule]]] = {}
     for i, entry in enumerate(raw_billing):
         found: list[str] = []
         rule = _parse_billing(entry, i, declared, found)
-        if rule is not None and (rule.source, rule.metric) in seen_rules:
-            found.append(f"billing[{i}]: a rule for {rule.source}/{rule.metric} is already defined")
-        elif rule is not None:
-            seen_rules.add((rule.source, rule.metric))
-            billing.append(rule)
+        if rule is not None:
+            same = placed.setdefault((rule.source, rule.metric), [])
+            clash = next((j for j, other in same if _overlap(rule, other)), None)
+            if clash is None:
+                same.append((i, rule))
+                billing.append(rule)
+            else:
+                other = dict(same)[clash]
+                later, earlier = ((i, rule), (clash, other)) if _starts(rule) >= _starts(other) \
+                    else ((clash, other), (i, rule))
+                found.append(
+                    f"billing[{later[0]}].valid_from: {later[1].valid_from or 'unset'} is inside "
+                    f"the validity of billing[{earlier[0]}] for {rule.source}/{rule.metric} "
+                    f"(until {earlier[1].valid_until or 'no end'}); rules of one series need "
+                    "valid_from/valid_until ranges that do not overlap")
         top.extend(found)
     return billing
+
+
+def _starts(rule: BillingRule) -> date:
+    return rule.valid_from or date.min
+
+
+def _overlap(a: BillingRule, b: BillingRule) -> bool:
+    """Whether the [valid_from, valid_until) ranges of two rules share a day."""
+    return (_starts(a) < (b.valid_until or date.max)
+            and _starts(b) < (a.valid_until or date.max))
+
+
+def _parse_validity(entry: Mapping[str, Any], label: str, problems: list[str]
+                    ) -> tuple[int, date | None, date | None]:
+    """`cycle_day` (default 1), `valid_from` and `valid_until` of a rule (SPEC 11)."""
+    cycle_day = entry.get("cycle_day", 1)
+    if isinstance(cycle_day, bool) or not isinstance(cycle_day, int) \
+            or not 1 <= cycle_day <= MAX_CYCLE_DAY:
+        problems.append(f"{label}.cycle_day: must be a whole number from 1 to {MAX_CYCLE_DAY}, "
+                        f"not {cycle_day!r}")
+        cycle_day = 1
+    valid_from = (local_date(entry["valid_from"], f"{label}.valid_from", problems)
+                  if "valid_from" in entry else None)
+    valid_until = (local_date(entry["valid_until"], f"{label}.valid_until", problems)
+                   if "valid_until" in entry else None)
+    if valid_from is not None and valid_until is not None and valid_until <= valid_from:
+        problems.append(f"{label}.valid_until: {valid_until} is not after valid_from "
+                        f"{valid_from}")
+    return cycle_day, valid_from, valid_until
 
 
 def _parse_billing(
@@ -233,6 +294,7 @@ def _parse_billing(
     # Unset, a rule bills from the first unit in US dollars (documented in docs/configuration.md).
     included = bounded_decimal(entry.get("included", 0), f"{label}.included", problems)
     pricing = parse_pricing(entry, label, problems)
+    cycle_day, valid_from, valid_until = _parse_validity(entry, label, problems)
     currency = entry.get("currency", "USD")
     if not isinstance(currency, str) or not CURRENCY_RE.fullmatch(currency):
         problems.append(f"{label}.currency: must be a three-letter code such as 'USD'")
@@ -255,6 +317,9 @@ def _parse_billing(
         tiers=pricing.tiers,
         flat_fee=pricing.flat_fee,
         minimum=pricing.minimum,
+        cycle_day=cycle_day,
+        valid_from=valid_from,
+        valid_until=valid_until,
         unit=unit,
         focus_match=match,
     )

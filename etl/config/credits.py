@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+
+from etl.config.billing import CURRENCY_RE, minor_unit
+from etl.config.fields import TopLevel, bounded_decimal, local_date, named_entry
 
 
 @dataclass(frozen=True)
@@ -28,3 +33,59 @@ class Credit:
         return (source == self.source and currency == self.currency
                 and self.granted <= period_start
                 and (self.expires is None or period_start < self.expires))
+
+
+CREDIT_KEYS = frozenset({"name", "source", "amount", "currency", "granted", "expires"})
+
+
+def parse_credits(raw: list[Any], sources: Collection[str], top: TopLevel) -> list[Credit]:
+    """The valid `[[credits]]` entries (SPEC 11); every problem names its key.
+
+    Refused: an unknown key, a name that is not [a-z0-9_-]+ or repeats, a source that is not
+    configured, an amount that is not a positive decimal or has more decimals than its
+    currency's minor unit (ISO 4217), a bad currency code or date, `expires` not after
+    `granted`.
+    """
+    credits: list[Credit] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        problems: list[str] = []
+        named = named_entry(entry, "credits", i, seen, problems)
+        if named is None:
+            top.extend(problems)
+            continue
+        label, name = named
+        for key in sorted(set(entry) - CREDIT_KEYS):
+            problems.append(f"{label}.{key}: unknown key")
+        source = entry.get("source")
+        if not isinstance(source, str) or source not in sources:
+            problems.append(f"{label}.source: required, the name of a [[sources]] entry"
+                            + (f" ({source!r} is not one)" if isinstance(source, str) else ""))
+        currency = entry.get("currency", "USD")
+        if not isinstance(currency, str) or not CURRENCY_RE.fullmatch(currency):
+            problems.append(f"{label}.currency: must be a three-letter code such as 'USD'")
+            currency = None
+        amount = bounded_decimal(entry.get("amount"), f"{label}.amount", problems,
+                                 required=True, positive=True)
+        if amount is not None and currency is not None:
+            places = minor_unit(currency)
+            if amount != amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN):
+                problems.append(f"{label}.amount: {entry.get('amount')} has more decimals than "
+                                f"{currency}'s minor unit ({places})")
+            amount = amount.quantize(Decimal(1).scaleb(-places))
+        granted = (local_date(entry["granted"], f"{label}.granted", problems)
+                   if "granted" in entry else None)
+        if "granted" not in entry:
+            problems.append(f"{label}.granted: required, the date from which it pays periods "
+                            "(such as 2026-11-01)")
+        expires = (local_date(entry["expires"], f"{label}.expires", problems)
+                   if "expires" in entry else None)
+        if granted is not None and expires is not None and expires <= granted:
+            problems.append(f"{label}.expires: {expires} is not after granted {granted}")
+        if problems:
+            top.extend(problems)
+            continue
+        assert isinstance(source, str) and amount is not None and granted is not None
+        assert currency is not None
+        credits.append(Credit(name, source, amount, currency, granted, expires))
+    return credits

@@ -6,11 +6,12 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, time
+from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # What is too large to bill (issue 12): every config amount, price and count is at most 10^15
@@ -161,4 +162,20 @@ def bounded_decimal(value: Any, key: str, problems: list[str], *, required: bool
     span = (f"above 0, up to 10^15 with at most {MAX_CONFIG_DECIMAL_PLACES} decimal places"
             if positive else DECIMAL_RANGE)
     problems.append(f"{key}: must be a number {span}{why}")
+    return None
+
+
+def local_date(value: Any, key: str, problems: list[str]) -> date | None:
+    """A local date given as a TOML date (2026-01-15) or a "YYYY-MM-DD" string.
+
+    None, with a problem naming `key`, for anything else (a date-time included).
+    """
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and DATE_RE.fullmatch(value.strip()):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    problems.append(f"{key}: must be a date such as 2026-01-15, not {what(value)}")
     return None

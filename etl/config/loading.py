@@ -10,6 +10,7 @@ from typing import Any
 
 from etl.config.alerts import parse_alerts
 from etl.config.billing import parse_billing_rules
+from etl.config.credits import parse_credits
 from etl.config.fields import TopLevel
 from etl.config.notifiers import parse_notifiers
 from etl.config.retention import parse_retention
@@ -95,16 +96,18 @@ def parse_config(
     settings = parse_settings(raw, top)
     sources, declared = parse_sources(top.tables(raw, "sources"), top)
     billing = parse_billing_rules(top.tables(raw, "billing"), declared, top)
+    credits = parse_credits(top.tables(raw, "credits"), declared, top)
     metrics_listen = parse_metrics_listen(raw, top)
     notifiers = parse_notifiers(raw.get("notifiers", []), top.problems, top.where)
     alerts = parse_alerts(raw.get("alerts", []), top.problems, top.where, sources=sources,
                           declared=declared, billing=billing,
-                          notifiers={n.name for n in notifiers}, raw_notifiers=raw.get("notifiers"))
+                          notifiers={n.name for n in notifiers}, raw_notifiers=raw.get("notifiers"),
+                          credits=[c.name for c in credits])
     retention = parse_retention(raw.get("retention"), top.where, top.problems)
     if top.problems:
         raise ConfigError(top.problems)
-    return Config(**settings, sources=tuple(sources), billing=tuple(billing), credits=(),
-                  alerts=tuple(alerts), notifiers=tuple(notifiers),
+    return Config(**settings, sources=tuple(sources), billing=tuple(billing),
+                  credits=tuple(credits), alerts=tuple(alerts), notifiers=tuple(notifiers),
                   metrics_listen=metrics_listen, retention=retention, path=path)
 
 

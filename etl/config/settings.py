@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,8 +23,8 @@ DEFAULT_DATABASE_URL = "sqlite:///usage.db"
 DEFAULT_REPORTS_DIR = "reports-out"
 DEFAULT_SPOOL_DIR = ".usage-etl-spool"
 TOP_KEYS = {
-    "database_url", "timezone", "reports_dir", "spool_dir", "sources", "billing", "alerts",
-    "notifiers", "metrics_listen", "retention",
+    "database_url", "timezone", "reports_dir", "spool_dir", "sources", "billing", "credits",
+    "alerts", "notifiers", "metrics_listen", "retention",
 }
 # Database URL schemes and drivers usage-etl is built and tested for ("" = the default driver).
 DATABASE_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg")}
@@ -58,10 +59,7 @@ class Config:
         Raises:
             ConfigError: no source has that name.
         """
-        for src in self.sources:
-            if src.name == name:
-                return src
-        raise ConfigError(f"no source named {name!r} in the config")
+        return _named(self.sources, name, "source")
 
     def select_sources(self, names: tuple[str, ...] | list[str] = ()) -> list[SourceConfig]:
         """The named sources (all when none are named); unknown names are a ConfigError."""
@@ -75,14 +73,7 @@ class Config:
 
     def check_secrets(self, sources: list[SourceConfig] | None = None) -> None:
         """Refuse, one line per source, any credential that cannot be read."""
-        problems: list[str] = []
-        for src in sources if sources is not None else self.sources:
-            try:
-                src.read_secret()
-            except SecretError as exc:
-                problems.extend(exc.problems)
-        if problems:
-            raise SecretError(problems)
+        _read_all([src.read_secret for src in (sources if sources is not None else self.sources)])
 
     def alert(self, name: str) -> AlertRule:
         """The alert named `name`.
@@ -90,10 +81,7 @@ class Config:
         Raises:
             ConfigError: no alert has that name.
         """
-        for rule in self.alerts:
-            if rule.name == name:
-                return rule
-        raise ConfigError(f"no alert named {name!r} in the config")
+        return _named(self.alerts, name, "alert")
 
     def check_notifier_secrets(self, names: Collection[str] | None = None) -> None:
         """Refuse a webhook URL or SMTP password that cannot be read, one line per notifier.
@@ -101,16 +89,31 @@ class Config:
         `names` limits the check to those notifiers (default: all). Raises SecretError
         (exit 2); the message names the key, never the value.
         """
-        problems: list[str] = []
-        for notifier in self.notifiers:
-            if names is not None and notifier.name not in names:
-                continue
-            try:
-                check_secret(notifier)
-            except SecretError as exc:
-                problems.extend(exc.problems)
-        if problems:
-            raise SecretError(problems)
+        _read_all([functools.partial(check_secret, n) for n in self.notifiers
+                   if names is None or n.name in names])
+
+
+_Named = TypeVar("_Named", SourceConfig, AlertRule)
+
+
+def _named(entries: Iterable[_Named], name: str, what: str) -> _Named:
+    """The entry called `name`; ConfigError naming `what` (source, alert) when there is none."""
+    for entry in entries:
+        if entry.name == name:
+            return entry
+    raise ConfigError(f"no {what} named {name!r} in the config")
+
+
+def _read_all(reads: Iterable[Callable[[], object]]) -> None:
+    """Run every secret read; one SecretError listing each that failed (one line each)."""
+    problems: list[str] = []
+    for read in reads:
+        try:
+            read()
+        except SecretError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise SecretError(problems)
 
 
 def parse_settings(raw: Mapping[str, Any], top: TopLevel) -> dict[str, str]:

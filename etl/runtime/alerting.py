@@ -2,8 +2,9 @@
 
 What `schedule` runs after each stored poll (in a thread of its own, so polling never
 waits) and `usage-etl alerts check` runs from cron. The readings that need report
-arithmetic — a counter's month-to-date increase, a billing rule's month-end projection —
-come from the reports package, the same functions the reports use.
+arithmetic — a counter's period-to-date increase, a billing rule's projection to the end of
+its period, a credit's balance and run-out — come from the reports package, the same functions
+the reports use (through etl.runtime.billing_now).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, assert_never
 
@@ -21,12 +22,13 @@ from sqlalchemy import Engine
 from etl.alerts.evaluate import Reading, SeriesState, Transition, condition_holds, step
 from etl.alerts.history import load_states, record
 from etl.alerts.notifiers import send
-from etl.alerts.outbox import DeliveryReport, Sender, deliver_due
+from etl.alerts.outbox import DeliveryReport, Sender, deliver_due, wall_clock
 from etl.alerts.readings import LatestSample, latest_samples
 from etl.alerts.states import AlertState, EventState, SeriesRef
 from etl.config import AlertRule, Condition, Config
 from etl.errors import UsageEtlError
 from etl.redact import redact
+from etl.runtime import billing_now
 from etl.runtime.logs import event
 from etl.timefmt import utc_z
 from etl.vendors.types import MetricType
@@ -36,6 +38,8 @@ log = logging.getLogger("etl.alerts")
 
 def watched_series(config: Config, rule: AlertRule) -> list[SeriesRef]:
     """The series `rule` watches: its source's, or every source's that has the metric."""
+    if rule.credit is not None:
+        return [SeriesRef(c.source, None) for c in config.credits if c.name == rule.credit]
     out = []
     for src in config.sources:
         if rule.source is not None and src.name != rule.source:
@@ -45,14 +49,6 @@ def watched_series(config: Config, rule: AlertRule) -> list[SeriesRef]:
         elif rule.metric is not None and src.vendor.metric_type_of(rule.metric) is not None:
             out.append(SeriesRef(src.name, rule.metric))
     return out
-
-
-@dataclass(frozen=True)
-class _Projection:
-    quantity: Decimal | None
-    amount: Decimal | None
-    included: Decimal
-    currency: str
 
 
 def readings(engine: Engine, config: Config, now: datetime,
@@ -67,22 +63,35 @@ def readings(engine: Engine, config: Config, now: datetime,
                 for s in watched_series(config, r)
                 if s.metric is not None and _is_counter(config, s)}
     mtd = _month_to_date_increase(engine, config, now, counters) if counters else {}
-    projections = _projections(engine, config, now) if any(
+    projections = billing_now.projections(engine, config, now) if any(
         r.condition in (Condition.PROJECTED_OVER_INCLUDED, Condition.PROJECTED_AMOUNT_ABOVE)
         for r in rules) else {}
+    credits = billing_now.credit_readings(engine, config, now) if any(
+        r.condition.on_credit for r in rules) else {}
     out: dict[tuple[str, str, str], Reading] = {}
     for rule in rules:
         for series in watched_series(config, rule):
-            out[(rule.name, series.source, series.metric_key)] = _reading(
-                rule, series, latest, stale, mtd, projections)
+            key = (rule.name, series.source, series.metric_key)
+            if rule.credit is not None:
+                out[key] = _credit_reading(series, credits.get(rule.credit))
+                continue
+            out[key] = _reading(rule, series, latest, stale, mtd, projections)
     return out
+
+
+def _credit_reading(series: SeriesRef, credit: billing_now.CreditReading | None) -> Reading:
+    if credit is None:  # it pays no period in progress: nothing to watch
+        return Reading(series)
+    return Reading(series, value=credit.balance, unit=credit.currency,
+                   run_out=None if credit.run_out is None else f"{credit.run_out:%Y-%m-%d}",
+                   exhausted=credit.exhausted)
 
 
 def _reading(rule: AlertRule, series: SeriesRef,
              latest: dict[tuple[str, str], LatestSample],
              stale: dict[str, tuple[bool, float | None, float]],
              mtd: dict[tuple[str, str], Decimal],
-             projections: dict[tuple[str, str], _Projection]) -> Reading:
+             projections: dict[tuple[str, str], billing_now.Projection]) -> Reading:
     if rule.condition is Condition.STALE:
         is_stale, age, window = stale[series.source]
         return Reading(series, value=age, stale=is_stale, window=window)
@@ -129,39 +138,27 @@ def _staleness(engine: Engine, config: Config, now: datetime
 
 def _month_to_date_increase(engine: Engine, config: Config, now: datetime,
                             series: set[tuple[str, str]]) -> dict[tuple[str, str], Decimal]:
-    """Counters' increase from the first of the month (report timezone) to now (SPEC 5)."""
+    """Counters' increase from the start of their period (report timezone) to now (SPEC 5).
+
+    The period of the series' `[[billing]]` rule in progress (its cycle_day, SPEC 11), else
+    the calendar month.
+    """
     from reports.api import daily_usage
     from reports.compute.daily import exact_total
 
     today = now.astimezone(config.tz).date()
-    days = daily_usage(engine, today.replace(day=1), today, config=config,
-                       source=sorted({s for s, _ in series}), metric=sorted({m for _, m in series}))
+    starts = billing_now.period_starts(config, now)
+    by_start: dict[date, set[tuple[str, str]]] = {}
+    for key in series:
+        by_start.setdefault(starts.get(key, today.replace(day=1)), set()).add(key)
     out = {}
-    for (source, metric), group in days.groupby(["source", "metric"], observed=True):
-        if (str(source), str(metric)) in series:
-            out[(str(source), str(metric))] = exact_total(group["increase"])
+    for start, keys in by_start.items():
+        days = daily_usage(engine, start, today, config=config,
+                           source=sorted({s for s, _ in keys}), metric=sorted({m for _, m in keys}))
+        for (source, metric), group in days.groupby(["source", "metric"], observed=True):
+            if (str(source), str(metric)) in keys:
+                out[(str(source), str(metric))] = exact_total(group["increase"])
     return out
-
-
-def _projections(engine: Engine, config: Config, now: datetime
-                 ) -> dict[tuple[str, str], _Projection]:
-    """Each billing rule's month-end projection, as the billing report computes it."""
-    if not config.billing:
-        return {}
-    from reports.api import billing
-
-    table = billing(engine, now.astimezone(config.tz).date(), config=config, now=now,
-                    decimal=True)
-    out = {}
-    for row in table.to_dict("records"):
-        out[(str(row["source"]), str(row["metric"]))] = _Projection(
-            quantity=_dec(row["projected_quantity"]), amount=_dec(row["projected_amount"]),
-            included=Decimal(row["included"]), currency=str(row["currency"]))
-    return out
-
-
-def _dec(value: Any) -> Decimal | None:
-    return None if value is None else Decimal(value)
 
 
 @dataclass(frozen=True)
@@ -222,12 +219,22 @@ def evaluate(engine: Engine, config: Config, now: datetime) -> list[MadeEvent]:
 
 
 def check(engine: Engine, config: Config, now: datetime | None = None,
-          sender: Sender = send, *, ignore_backoff: bool = False) -> CheckResult:
-    """Evaluate every alert and deliver every notification due (`alerts check`)."""
-    now = now or datetime.now(UTC)
+          sender: Sender = send, *, ignore_backoff: bool = False,
+          clock: Callable[[], datetime] | None = None) -> CheckResult:
+    """Evaluate every alert and deliver every notification due (`alerts check`).
+
+    `now` (default: `clock()`) is the time the alerts are evaluated at; each delivery's
+    lease and outcome are timed by `clock` when they happen (etl.alerts.outbox). `clock`
+    defaults to the wall clock, or to `now` itself when only `now` is given (a replayed
+    instant).
+    """
+    if clock is None:
+        fixed = now
+        clock = wall_clock if fixed is None else (lambda: fixed)
+    now = now or clock()
     result = CheckResult(events=evaluate(engine, config, now))
     result.delivery = deliver_due(engine, {n.name: n for n in config.notifiers}, sender, now,
-                                  ignore_backoff=ignore_backoff)
+                                  ignore_backoff=ignore_backoff, clock=clock)
     return result
 
 
@@ -302,7 +309,7 @@ class AlertWorker:
             if not self.ready():
                 continue
             try:
-                check(self.engine, self.config, self.clock(), self.sender,
+                check(self.engine, self.config, self.clock(), self.sender, clock=self.clock,
                       ignore_backoff=self._first)
                 self._first = False
                 self.runs += 1
@@ -324,13 +331,14 @@ class AlertRow:
     since: datetime | None
     value: Any
     observed_at: datetime | None
+    credit: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The row as a JSON-ready dict: times as UTC `...Z` text, numbers as JSON numbers."""
         from etl.alerts.evaluate import json_number
 
         return {"alert": self.alert, "source": self.source, "metric": self.metric,
-                "state": str(self.state),
+                "credit": self.credit, "state": str(self.state),
                 "since": utc_z(self.since, "seconds") if self.since else None,
                 "value": json_number(self.value),
                 "observed_at": utc_z(self.observed_at) if self.observed_at else None}
@@ -342,5 +350,5 @@ def alert_rows(engine: Engine, config: Config, now: datetime | None = None) -> l
     The state is ok when it never changed; the value is what the alert's condition reads.
     """
     return [AlertRow(rule.name, series.source, series.metric, state.state, state.since,
-                     reading.value, reading.observed_at)
+                     reading.value, reading.observed_at, rule.credit)
             for rule, series, state, reading in _current(engine, config, now or datetime.now(UTC))]

@@ -40,7 +40,8 @@ class StoredCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """The stored gauges (SPEC 9), read at scrape time.
 
-        Spool files, latest values, limits, times, last successes and firing alerts.
+        Spool files, latest values, limits, times, last successes, firing alerts and credit
+        balances.
         """
         from etl.runtime.alerting import watched_series
 
@@ -97,6 +98,27 @@ class StoredCollector(Collector):
                 on = state is not None and state.state is AlertState.FIRING
                 firing.add_metric([rule.name, series.source, series.metric_key], 1 if on else 0)
         yield firing
+        if self.config.credits:
+            yield self._credit_balances()
+
+    def _credit_balances(self) -> GaugeMetricFamily:
+        """usage_etl_credit_balance: each credit paying a period in progress (SPEC 11)."""
+        from datetime import UTC, datetime
+
+        from etl.runtime.billing_now import credit_readings
+
+        balance = GaugeMetricFamily(
+            "usage_etl_credit_balance",
+            "Prepaid credit left after the period-to-date amounts of the periods in progress.",
+            labels=["credit", "currency"])
+        try:
+            readings = credit_readings(self.engine, self.config, datetime.now(UTC))
+        except Exception as exc:  # noqa: BLE001 - the other gauges are still served
+            log.debug("metrics: credit balances not computed: %s", type(exc).__name__)
+            return balance
+        for name, reading in readings.items():
+            balance.add_metric([name, reading.currency], float(reading.balance))
+        return balance
 
 
 class Metrics:

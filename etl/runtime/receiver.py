@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -15,7 +16,8 @@ class WebhookReceiver:
     Use as a context manager (or `start()` / `stop()`, which close and reopen the same
     port); `url` is where to point a webhook notifier, `received` the bodies answered with a
     2xx, in arrival order. `status` is the answer: 204 unless set (503 plays a receiver that
-    is down).
+    is down). `delay` seconds pass between reading a request and answering it (a slow
+    receiver); `posts` counts every POST read, answered or not.
     """
 
     def __init__(self, port: int = 0, path: str = "/hook") -> None:
@@ -23,6 +25,8 @@ class WebhookReceiver:
         self.path = path
         self.port = port
         self.status = 204
+        self.delay = 0.0
+        self.posts = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -37,6 +41,10 @@ class WebhookReceiver:
                     status = owner.status
                 except ValueError:
                     status = 400
+                with owner._lock:
+                    owner.posts += 1
+                if owner.delay:
+                    time.sleep(owner.delay)
                 if 200 <= status < 300:
                     with owner._lock:
                         owner.received.append(body)

@@ -1,40 +1,30 @@
-"""Raw archives (SPEC 4): import JSONL through the collectors' parse path; export JSONL or CSV."""
+"""Import raw archives (SPEC 4): JSONL files, gzip or plain, in batches through the parse path."""
 
 from __future__ import annotations
 
-import csv
 import gc
 import gzip
 import io
-import json
-import re
 import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
-from enum import StrEnum
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO, assert_never
+from typing import IO, BinaryIO
 
-from sqlalchemy import Engine, select
-
-try:  # a C JSON parser: the standard one cost as much as writing the rows
-    import orjson
-except ImportError:  # pragma: no cover - a dependency, but the standard parser still works
-    orjson = None  # type: ignore[assignment]
+from sqlalchemy import Engine
 
 from etl.config import Config, SourceConfig
 from etl.errors import DatabaseError, InputError, ParseError
+from etl.store.archive_line import parse_line
 from etl.store.bulk import bulk_store
 from etl.store.engine import describe_database_error, is_database_error
 from etl.store.history import store_history
-from etl.store.models import Sample, Series, Snapshot
 from etl.store.writer import Conflict, StoreResult
-from etl.textutil import formula_safe
+from etl.textutil import number_text
 from etl.timefmt import utc_z
-from etl.vendors.parsing import MAX_JSON_DEPTH, check_storable, parse_timestamp
 from etl.vendors.types import Observation
 
 # Lines per transaction: large enough to amortise a commit, small enough to keep memory flat.
@@ -50,11 +40,7 @@ MAX_PROBLEMS_SHOWN = 20
 # Bytes of a file's start checked for its encoding (NUL bytes: UTF-16, UTF-32 or binary).
 ENCODING_PROBE_BYTES = 4096
 UTF8_BOM = b"\xef\xbb\xbf"
-# Rows fetched per round trip when exporting.
-EXPORT_FETCH = 2000
 GZIP_MAGIC = b"\x1f\x8b"
-CSV_COLUMNS = ("observed_at", "source", "metric", "value", "limit", "status",
-               "bucket_start", "bucket_end", "revisions")  # the last three: SPEC 10
 
 Problem = Callable[[str], None]
 Progress = Callable[[int], None]
@@ -84,121 +70,6 @@ class ImportResult:
         return (f"{self.lines} lines: {self.snapshots} new snapshots, {self.samples} new samples, "
                 f"{self.duplicates} duplicate samples, {self.bad_lines} bad lines, "
                 f"{self.conflicts} conflicts{refused}")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observation:
-    """One archive line as an Observation, through the vendor adapter's parse (ParseError if bad).
-
-    The snapshot keeps the body's own text from the line (as the vendor sent it) when it can
-    be cut out of the line unambiguously; otherwise the body is serialised again.
-    """
-    raw = line.encode("utf-8") if isinstance(line, str) else line
-    doc: Any = None
-    payload: str | None = None
-    split = _split_body(raw)
-    if split is not None:
-        doc, payload = split
-    elif orjson is not None:
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            doc = None  # the standard parser below names the problem (or accepts it)
-    if doc is None:
-        doc = _loads_strict(raw)
-    check_storable(raw, doc)
-    if not isinstance(doc, dict):
-        raise ParseError("not a JSON object")
-    name = doc.get("source")
-    if not isinstance(name, str) or not name:
-        raise ParseError("source: missing")
-    src = sources.get(name)
-    if src is None:
-        raise ParseError(f"source: {name!r} is not a configured source")
-    if "body" not in doc:
-        raise ParseError("body: missing")
-    vendor = src.vendor
-    observed_at = None
-    if doc.get("observed_at") is not None:
-        observed_at = parse_timestamp(doc["observed_at"], "observed_at")
-    elif not vendor.time_in_body:
-        raise ParseError(f"observed_at: required for a {src.kind} source"
-                         + ("" if src.bound is None else " without a timestamp"))
-    window = _window(doc.get("window"), vendor.history is not None, src.kind)
-    body = doc["body"]
-    try:
-        obs = vendor.parse(name, body, observed_at=observed_at, payload=payload,
-                           origin="import")
-    except ParseError as exc:
-        raise ParseError(f"body: {exc}") from None
-    return obs if window is None else obs._replace(window=window)
-
-
-def _window(raw: Any, history: bool, kind: str) -> tuple[datetime, datetime] | None:
-    """A line's request range (SPEC 10): required of history sources, refused elsewhere."""
-    if raw is None:
-        if history:
-            raise ParseError("window: required for a history source")
-        return None
-    if not history:
-        raise ParseError(f"window: only lines of history sources carry one (not {kind})")
-    if not isinstance(raw, dict) or set(raw) != {"start", "end"}:
-        raise ParseError('window: must be {"start": TIME, "end": TIME}')
-    start = parse_timestamp(raw["start"], "window.start")
-    end = parse_timestamp(raw["end"], "window.end")
-    if end <= start:
-        raise ParseError("window: end is not after start")
-    return start, end
-
-
-def _loads_strict(line: bytes) -> Any:
-    try:
-        return json.loads(line, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise ParseError(f"not JSON: {exc.msg} at column {exc.colno}") from None
-    except UnicodeDecodeError:
-        raise ParseError("not UTF-8 text") from None
-    except RecursionError:
-        raise ParseError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
-    except ValueError as exc:
-        raise ParseError(f"not JSON: {exc}") from None
-
-
-_BODY_KEY = re.compile(rb'"body"\s*:\s*')
-
-
-def _split_body(raw: bytes) -> tuple[dict[str, Any], str] | None:
-    """The line parsed, and its body's own text, if the body is the line's last member.
-
-    The line is parsed in two pieces: up to its last `"body":` with `null}` put in place of
-    the rest, and the body's text (from there to the line's closing brace). Each piece is
-    parsed once, so the body keeps the vendor's text at no extra cost. A "body" key nested
-    deeper leaves the first piece unclosed, and a body that is not the last member leaves
-    the second one with more than a value: either fails to parse, and the caller parses
-    the whole line instead (the body is then serialised again).
-    """
-    if orjson is None:
-        return None
-    match = _BODY_KEY.match(raw, max(raw.rfind(b'"body"'), 0))
-    if match is None:
-        return None
-    end = raw.rstrip()
-    close = len(end) - 1
-    if close < match.end() or end[close] != 0x7D:  # the line must end with its "}"
-        return None
-    try:
-        head = orjson.loads(raw[:match.end()] + b"null}")
-        text = raw[match.end():close].rstrip()
-        body = orjson.loads(text)
-        if not isinstance(head, dict):
-            return None
-        head["body"] = body
-        return head, text.decode("utf-8")
-    except (orjson.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 def _write_batch(engine: Engine, observations: list[Observation]) -> StoreResult:
@@ -512,7 +383,7 @@ def _write_pending(engine: Engine, pending: _Pending, name: str, total: ImportRe
         line = _conflict_line(c, pending, named)
         problem(
             f"{name}:{line}: conflict: {c.source}/{c.metric} at {utc_z(c.observed_at)} "
-            f"is stored as {_num(c.stored)}; this line's {_num(c.offered)} was not stored"
+            f"is stored as {number_text(c.stored)}; this line's {number_text(c.offered)} was not stored"
         )
     pending.clear()
     gc.collect(1)  # the young objects left, the batch freed: see _collection_per_batch
@@ -539,93 +410,3 @@ def _conflict_line(c: Conflict, pending: _Pending, named: set[tuple[int, str]]) 
             return pending.lines[index]
         fallback = fallback or pending.lines[index]
     return fallback
-
-
-# --- export -----------------------------------------------------------------------------------
-
-
-def export_range(config: Config, start: date, end: date) -> tuple[datetime, datetime]:
-    """[start 00:00, the day after end 00:00) in the config timezone, as UTC instants."""
-    if end < start:
-        raise InputError(f"--end {end} is before --start {start}")
-    tz = config.tz
-    lo = datetime.combine(start, time(0), tzinfo=tz).astimezone(UTC)
-    hi = datetime.combine(end + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
-    return lo, hi
-
-
-def iter_archive_lines(engine: Engine, lo: datetime, hi: datetime) -> Iterator[str]:
-    """Archive lines for every snapshot with lo <= observed_at < hi, in time order, streamed."""
-    stmt = (
-        select(Snapshot.source, Snapshot.observed_at, Snapshot.payload, Snapshot.window_start,
-               Snapshot.window_end)
-        .where(Snapshot.observed_at >= lo, Snapshot.observed_at < hi)
-        .order_by(Snapshot.observed_at, Snapshot.source)
-    )
-    with engine.connect() as conn:
-        for source, at, payload, w_start, w_end in conn.execution_options(
-                yield_per=EXPORT_FETCH).execute(stmt):
-            line: dict[str, Any] = {"source": source, "observed_at": utc_z(at)}
-            if w_start is not None and w_end is not None:  # a history source's page (SPEC 10)
-                line["window"] = {"start": utc_z(w_start), "end": utc_z(w_end)}
-            line["body"] = json.loads(payload)
-            yield json.dumps(line, ensure_ascii=False, separators=(",", ":"))
-
-
-def iter_csv_rows(engine: Engine, lo: datetime, hi: datetime) -> Iterator[tuple[str, ...]]:
-    """One row per sample (CSV_COLUMNS), in time order, streamed; formula cells escaped."""
-    stmt = (
-        select(Sample.observed_at, Series.source, Series.metric, Sample.value,
-               Sample.plan_limit, Sample.status, Sample.bucket_end, Sample.fetched_at,
-               Sample.revisions)
-        .join(Series, Series.id == Sample.series_id)
-        .where(Sample.observed_at >= lo, Sample.observed_at < hi)
-        .order_by(Sample.observed_at, Series.source, Series.metric)
-    )
-    with engine.connect() as conn:
-        for at, source, metric, value, limit, status, end, fetched, revisions in (
-                conn.execution_options(yield_per=EXPORT_FETCH).execute(stmt)):
-            # A bucket's row (SPEC 10) is observed when it was fetched, over its bucket.
-            bucket = (utc_z(at), utc_z(end), str(revisions or 0)) if end is not None else ("",) * 3
-            yield (utc_z(fetched or at), formula_safe(source), formula_safe(metric),
-                   _num(value), "" if limit is None else _num(limit),
-                   formula_safe(status or ""), *bucket)
-
-
-class ExportFormat(StrEnum):
-    """What `export` writes (SPEC 3): raw archive lines, or one CSV row per sample."""
-
-    JSONL = "jsonl"
-    CSV = "csv"
-
-
-def export_archive(
-    engine: Engine, config: Config, start: date, end: date, out: IO[str],
-    fmt: ExportFormat = ExportFormat.JSONL,
-) -> int:
-    """Write history between two dates (config timezone, both included); return rows written."""
-    lo, hi = export_range(config, start, end)
-    count = 0
-    match fmt:
-        case ExportFormat.JSONL:
-            for line in iter_archive_lines(engine, lo, hi):
-                out.write(line + "\n")
-                count += 1
-        case ExportFormat.CSV:
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(CSV_COLUMNS)
-            for row in iter_csv_rows(engine, lo, hi):
-                writer.writerow(row)
-                count += 1
-        case _:
-            assert_never(fmt)
-    return count
-
-
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-

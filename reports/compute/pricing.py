@@ -12,14 +12,10 @@ from decimal import (
     Overflow,
     localcontext,
 )
-from functools import lru_cache
-
-from iso4217 import Currency
 
 from etl.config import BillingRule, Pricing, Tier
+from etl.config.billing import minor_unit
 
-# Minor unit of a currency ISO 4217 gives none for (XAU, XXX) or does not know (SPEC 5).
-DEFAULT_MINOR_UNIT = 2
 # Wide enough that every step below is exact: a quantity up to the largest double (309
 # digits, 4 places) times a price within etl.config.fields' bounds (15 + 12 digits) fits
 # with room to spare, so the only rounding is the one at the end. Anything that would
@@ -59,16 +55,6 @@ class Charge:
     tiers: tuple[TierReached, ...] = ()
     packages: int | None = None
     minimum_applied: bool = False
-
-
-@lru_cache(maxsize=256)
-def minor_unit(currency: str) -> int:
-    """Decimal places of `currency` by ISO 4217 (JPY 0, USD 2, KWD 3); 2 when it has none."""
-    try:
-        exponent = Currency(currency.upper()).exponent
-    except ValueError:
-        return DEFAULT_MINOR_UNIT
-    return DEFAULT_MINOR_UNIT if exponent is None else int(exponent)
 
 
 def round_money(amount: Decimal, currency: str) -> Decimal:

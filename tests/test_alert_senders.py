@@ -1,0 +1,116 @@
+"""One sender at a time (SPEC 8): a notification claimed by one pass is never POSTed by
+another while the first may still be sending it, however long the pass has been running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+
+from etl.alerts.outbox import LEASE_MARGIN, deliver_due
+from etl.config import Notifier, SecretRef, WebhookNotifier
+from etl.runtime.receiver import WebhookReceiver
+from etl.store.models import AlertDelivery, AlertEvent
+from tests.daemon import PATIENCE
+from tests.factories import REPO, FakeClock, at, migrated_engine, store, wiresocket, write_config
+
+HOOK = WebhookNotifier(name="ops", url=SecretRef("notifiers.ops.url_env", env="TEST_SENDERS_HOOK"),
+                       timeout_seconds=10)
+
+
+def pending(engine: Engine, n: int, when: Any) -> None:
+    """`n` stored notifications to `ops`, due now."""
+    with engine.begin() as conn:
+        for i in range(n):
+            conn.execute(insert(AlertEvent).values(
+                id=f"ev-{i}", alert="a", source="ws-prod", metric="connections",
+                version=i + 1, transition="firing", at=when,
+                payload=f'{{"id": "ev-{i}", "alert": "a"}}'))
+            conn.execute(insert(AlertDelivery).values(
+                event_id=f"ev-{i}", notifier="ops", created_at=when, next_attempt_at=when,
+                attempts=0))
+
+
+def test_a_lease_taken_late_in_a_slow_pass_still_keeps_a_second_sender_off(
+    engine: Engine,
+) -> None:
+    clock = FakeClock(at("2026-11-21T10:00:00"))
+    pending(engine, 3, clock())
+    sent: list[tuple[str, str]] = []
+    notifiers: dict[str, Notifier] = {"ops": HOOK}
+
+    def second_sender(_: Notifier, body: dict[str, Any]) -> None:
+        sent.append(("second", body["id"]))
+
+    def first_sender(_: Notifier, body: dict[str, Any]) -> None:
+        sent.append(("first", body["id"]))
+        if body["id"] == "ev-0":  # a receiver slower than a whole lease
+            clock.advance((timedelta(seconds=HOOK.timeout_seconds) + LEASE_MARGIN
+                           ).total_seconds() + 1)
+        elif body["id"] == "ev-1":  # meanwhile a cron run starts its own pass
+            deliver_due(engine, notifiers, second_sender, clock(), clock=clock)
+
+    start = clock()
+    report = deliver_due(engine, notifiers, first_sender, start, clock=clock)
+    # ev-1 was claimed 41 s after the pass began: the second pass leaves it, sends ev-2.
+    assert sent == [("first", "ev-0"), ("first", "ev-1"), ("second", "ev-2")]
+    assert report.delivered == 2
+    with engine.connect() as conn:
+        rows = conn.execute(select(AlertDelivery.event_id, AlertDelivery.delivered_at,
+                                   AlertDelivery.attempts).order_by(AlertDelivery.id)).all()
+    late = start + timedelta(seconds=41)
+    assert [(r.event_id, r.delivered_at, r.attempts) for r in rows] == [
+        ("ev-0", late, 1), ("ev-1", late, 1), ("ev-2", late, 1)]
+
+
+ALERTS = 30
+
+
+def test_two_alerts_check_runs_with_a_slow_receiver_post_each_notification_once(
+    empty_db_url: str, tmp_path: Path,
+) -> None:
+    with migrated_engine(empty_db_url) as eng:
+        store(eng, [wiresocket(at("2026-11-21T10:00:00"), 93)])
+    alerts = "".join(f'\n[[alerts]]\nname = "a{i:02d}"\nsource = "ws-prod"\n'
+                     'metric = "connections"\nabove_pct = 50\nnotify = ["ops"]\n'
+                     for i in range(ALERTS))
+    cfg = write_config(tmp_path / "c.toml", {
+        "database_url": empty_db_url,
+        "sources": [{"name": "ws-prod", "kind": "wiresocket", "token_env": "UNSET_SENDER_TOK",
+                     "region": "eu"}],
+        "notifiers": [{"name": "ops", "kind": "webhook", "url_env": "TEST_SENDERS_HOOK",
+                       "timeout_seconds": 2}],
+    }, alerts)
+    with WebhookReceiver() as rec:
+        rec.delay = 0.3
+        # Leases of 2 s + 1 s: the first pass runs past that after ten of its 30 POSTs.
+        env = dict(os.environ, TEST_SENDERS_HOOK=rec.url, USAGE_ETL_ALERT_LEASE_MARGIN_S="1",
+                   PYTHONPATH=str(REPO))
+        run = [sys.executable, "-c", "import sys; from etl.cli import cli; sys.stdin.readline(); "
+               f"cli(['--config', {str(cfg)!r}, 'alerts', 'check'])"]
+        first = subprocess.Popen(run, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        second = subprocess.Popen(run, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        assert first.stdin is not None and second.stdin is not None
+        first.stdin.write("go\n")
+        first.stdin.flush()
+        deadline = time.monotonic() + PATIENCE
+        while rec.posts < 12 and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.05)
+        assert first.poll() is None, first.communicate()
+        second.stdin.write("go\n")
+        second.stdin.flush()
+        out1, err1 = first.communicate(timeout=PATIENCE)
+        out2, err2 = second.communicate(timeout=PATIENCE)
+    assert (first.returncode, second.returncode) == (0, 0), err1 + err2
+    ids = [body["id"] for body in rec.received]
+    assert rec.posts == ALERTS and len(set(ids)) == ALERTS
+    delivered = [int(out.splitlines()[-1].split(", ")[1].split()[0]) for out in (out1, out2)]
+    assert sum(delivered) == ALERTS and delivered[1] > 0  # the second run did take some
