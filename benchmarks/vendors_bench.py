@@ -26,7 +26,8 @@ from benchmarks.common import sqlite_engine
 from etl.collect.http import PacerRegistry
 from etl.collect.poll import Collector
 from etl.config import Config, SourceConfig, parse_config
-from etl.runtime.simulator import SimulatedVendor, generate_archive
+from etl.runtime.simulated_apis import generate_archive
+from etl.runtime.simulator import SimulatedVendor
 from etl.store.archive import import_archives
 from etl.store.archive_line import parse_line
 from etl.store.writer import forget_series_cache

@@ -17,6 +17,10 @@ from etl.timefmt import to_micros
 MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 US_PER_SECOND = 1_000_000
+# Stored times lie in 1970-01-01..9999-12-31 (SPEC 4); the day after the last a report
+# covers must still start, in any zone, before the end of 9999.
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(9999, 12, 30)
 
 
 def resolve_tz(name: str, what: str = "--tz") -> ZoneInfo:
@@ -28,21 +32,29 @@ def resolve_tz(name: str, what: str = "--tz") -> ZoneInfo:
 
 
 def parse_date(text: str, what: str = "--date") -> date:
-    """A YYYY-MM-DD date, or an InputError naming the option."""
+    """A YYYY-MM-DD date a report can cover, or an InputError naming the option."""
     try:
         if not DATE_RE.match(text):
             raise ValueError
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise InputError(f"{what}: {text!r} is not a date (expected YYYY-MM-DD)") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise InputError(f"{what}: {text} is outside the days reports cover "
+                         f"({FIRST_DAY} to {LAST_DAY})")
+    return day
 
 
 def parse_month(text: str, what: str = "--month") -> date:
-    """The first day of a YYYY-MM month, or an InputError naming the option."""
+    """The first day of a YYYY-MM month a report can cover, or an InputError naming the option."""
     m = MONTH_RE.match(text.strip()) if isinstance(text, str) else None
     if m is None or not 1 <= int(m.group(2)) <= 12 or int(m.group(1)) < 1:
         raise InputError(f"{what}: {text!r} is not a month (expected YYYY-MM)")
-    return date(int(m.group(1)), int(m.group(2)), 1)
+    first = date(int(m.group(1)), int(m.group(2)), 1)
+    if not FIRST_DAY <= first < LAST_DAY.replace(day=1):
+        raise InputError(f"{what}: {text} is outside the months reports cover "
+                         f"({FIRST_DAY:%Y-%m} to 9999-11)")
+    return first
 
 
 def next_month(first: date) -> date:

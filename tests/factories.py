@@ -246,6 +246,29 @@ def history_page(fetched: datetime, window: tuple[datetime, datetime],
                        received_at=fetched, origin=origin, window=window)
 
 
+# An OpenAI-like history source (SPEC 10) whose series are `tokens:MODEL`, as history_page writes.
+HISTORY_SOURCE_TOML = """
+[[sources]]
+name = "openai"
+kind = "http_json"
+url = "https://api.openai.com/v1/organization/usage/completions"
+interval_seconds = 3600
+params = { start_time = "{start:unix}", end_time = "{end:unix}", bucket_width = "1h" }
+[sources.window]
+lookback = "1d"
+[sources.buckets]
+each = "data"
+start = "start_time"
+end = "end_time"
+[[sources.metrics]]
+name = "tokens"
+type = "interval"
+each = "results"
+key = "model"
+value = "value"
+"""
+
+
 def ok_poll(when: datetime, invocations: float = 1000, source: str = "rules") -> PollRecord:
     """A successful poll of a nected source that finished at `when` (80.5 ms, one try)."""
     obs = nected(when, invocations, source=source, received_at=when)

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 import reports
 from etl.config import Config, load_config
 from etl.errors import InputError
-from etl.runtime.simulator import generate_archive
+from etl.runtime.simulated_apis import generate_archive
 from etl.store.archive import import_archives
 from etl.store.models import RollupDay, RollupDirty, Sample
 from reports.jobs import build_billing, build_daily, build_reconcile

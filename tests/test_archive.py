@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 
 from etl.cli import cli
 from etl.config import load_config
-from etl.runtime.simulator import generate_archive
+from etl.runtime.simulated_apis import generate_archive
 from etl.store.archive import import_archives
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import Sample, Series

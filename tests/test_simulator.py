@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from etl.cli import cli
 from etl.config import SourceConfig
-from etl.runtime.simulator import SimulatedVendor, generate_archive
+from etl.runtime.simulated_apis import generate_archive
+from etl.runtime.simulator import SimulatedVendor
 from etl.store.archive_line import parse_line
 from etl.vendors import get as vendor_kind
 from etl.vendors.nected import simulated_body as nected_body

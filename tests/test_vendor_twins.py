@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from etl.config import Config, parse_config
-from etl.runtime.simulator import generate_archive
+from etl.runtime.simulated_apis import generate_archive
 from etl.store.archive import import_archives
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import Sample, Series

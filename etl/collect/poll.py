@@ -24,7 +24,8 @@ from etl.collect.http import (
 from etl.config import SourceConfig
 from etl.errors import ParseError, SecretError
 from etl.redact import redact
-from etl.timefmt import utcnow
+from etl.timefmt import utc_z, utcnow
+from etl.vendors.parsing import FAR_FROM_CLOCK
 from etl.vendors.types import Origin, Outcome, PollRecord
 
 log = logging.getLogger("etl.collect")
@@ -102,11 +103,17 @@ class Collector:
         except ParseError as exc:
             return self._failed(source, started, Outcome.INVALID_RESPONSE, f"body refused: {exc}",
                                 secret, fetched.status, fetched.latency_ms, fetched.tries)
-        note = observation.refused_reason()
+        notes = [observation.refused_reason()]
+        if abs(observation.observed_at - received) > FAR_FROM_CLOCK:
+            # SPEC 4: a zero time (0001-01-01T00:00:00Z) or a wrong clock; the reading is kept.
+            notes.append(f"the vendor's time {utc_z(observation.observed_at)} is more than a "
+                         f"day from the collector's clock: stored at {utc_z(received)}")
+            observation = observation._replace(observed_at=received)
+        note = "; ".join(n for n in notes if n)
         result = PollRecord(
             source=source.name, outcome=Outcome.OK, started_at=started, finished_at=received,
             http_status=fetched.status, latency_ms=fetched.latency_ms, tries=fetched.tries,
-            error=None if note is None else redact(note, [secret] if secret else []),
+            error=redact(note, [secret] if secret else []) if note else None,
             observation=observation, retry_after=None,
         )
         if result.error is not None:

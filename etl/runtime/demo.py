@@ -23,7 +23,8 @@ from etl.config import Config, parse_config
 from etl.runtime.alerting import CheckResult, check
 from etl.runtime.collect_run import collect_once
 from etl.runtime.receiver import WebhookReceiver
-from etl.runtime.simulator import SimulatedVendor, generate_archive
+from etl.runtime.simulated_apis import generate_archive
+from etl.runtime.simulator import SimulatedVendor
 from etl.store.archive import ImportResult, import_archives
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import Sample, Series

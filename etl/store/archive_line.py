@@ -14,7 +14,12 @@ except ImportError:  # pragma: no cover - a dependency, but the standard parser 
 
 from etl.config import SourceConfig
 from etl.errors import ParseError
-from etl.vendors.parsing import MAX_JSON_DEPTH, check_storable, parse_timestamp
+from etl.vendors.parsing import (
+    MAX_JSON_DEPTH,
+    check_storable,
+    parse_timestamp,
+    time_range_problem,
+)
 from etl.vendors.types import Observation
 
 
@@ -29,19 +34,7 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
     be cut out of the line unambiguously; otherwise the body is serialised again.
     """
     raw = line.encode("utf-8") if isinstance(line, str) else line
-    doc: Any = None
-    payload: str | None = None
-    split = split_body(raw)
-    if split is not None:
-        doc, payload = split
-    elif orjson is not None:
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            doc = None  # the standard parser below names the problem (or accepts it)
-    if doc is None:
-        doc = _loads_strict(raw)
-    check_storable(raw, doc)
+    doc, payload = _load_line(raw)
     if not isinstance(doc, dict):
         raise ParseError("not a JSON object")
     name = doc.get("source")
@@ -55,7 +48,7 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
     vendor = src.vendor
     observed_at = None
     if doc.get("observed_at") is not None:
-        observed_at = parse_timestamp(doc["observed_at"], "observed_at")
+        observed_at = _in_range(parse_timestamp(doc["observed_at"], "observed_at"), "observed_at")
     elif not vendor.time_in_body:
         raise ParseError(f"observed_at: required for a {src.kind} source"
                          + ("" if src.bound is None else " without a timestamp"))
@@ -66,7 +59,20 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
                            origin="import")
     except ParseError as exc:
         raise ParseError(f"body: {exc}") from None
+    if observed_at is not None:  # the line's time, whatever the body says (SPEC 4)
+        if obs.observed_at != observed_at:
+            obs = obs._replace(observed_at=observed_at)
+    else:
+        _in_range(obs.observed_at, "body: observation time")
     return obs if window is None else obs._replace(window=window)
+
+
+def _in_range(at: datetime, field: str) -> datetime:
+    """`at`, or a ParseError when it is outside 1970-01-01..9999-12-31 (SPEC 4)."""
+    problem = time_range_problem(at, field)
+    if problem:
+        raise ParseError(problem)
+    return at
 
 
 def _window(raw: Any, history: bool, kind: str) -> tuple[datetime, datetime] | None:
@@ -79,11 +85,29 @@ def _window(raw: Any, history: bool, kind: str) -> tuple[datetime, datetime] | N
         raise ParseError(f"window: only lines of history sources carry one (not {kind})")
     if not isinstance(raw, dict) or set(raw) != {"start", "end"}:
         raise ParseError('window: must be {"start": TIME, "end": TIME}')
-    start = parse_timestamp(raw["start"], "window.start")
-    end = parse_timestamp(raw["end"], "window.end")
+    start = _in_range(parse_timestamp(raw["start"], "window.start"), "window.start")
+    end = _in_range(parse_timestamp(raw["end"], "window.end"), "window.end")
     if end <= start:
         raise ParseError("window: end is not after start")
     return start, end
+
+
+def _load_line(raw: bytes) -> tuple[Any, str | None]:
+    """The line parsed, and its body's own text when it can be cut out (else None)."""
+    split = split_body(raw)
+    if split is not None:
+        check_storable(raw, split[0])
+        return split
+    doc: Any = None
+    if orjson is not None:
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None  # the standard parser below names the problem (or accepts it)
+    if doc is None:
+        doc = _loads_strict(raw)
+    check_storable(raw, doc)
+    return doc, None
 
 
 def _loads_strict(line: bytes) -> Any:

@@ -73,16 +73,19 @@ def archive_path(archive_dir: Path, source: str, month: datetime) -> Path:
     return archive_dir / source / f"{month:%Y-%m}.jsonl.gz"
 
 
-def archive_files(archive_dir: Path, lo: datetime, hi: datetime) -> list[Path]:
-    """The archive files that exist for any source and any UTC month overlapping [lo, hi)."""
+def archive_files(archive_dir: Path, lo: datetime | None, hi: datetime | None) -> list[Path]:
+    """The archive files that exist for any source and any UTC month overlapping [lo, hi).
+
+    None for `lo` or `hi`: no bound on that side (an export to 9999-12-31 has no end a
+    datetime holds).
+    """
     if not archive_dir.is_dir():
         return []
-    months: set[str] = set()
-    m = month_start(lo)
-    while m < hi:
-        months.add(f"{m:%Y-%m}.jsonl.gz")
-        m = next_month(m)
-    return sorted(p for p in archive_dir.glob("*/*.jsonl.gz") if p.name in months)
+    first = "" if lo is None else f"{lo.year:04d}-{lo.month:02d}"
+    last = None if hi is None else hi - timedelta(microseconds=1)
+    end = "~" if last is None else f"{last.year:04d}-{last.month:02d}"
+    return sorted(p for p in archive_dir.glob("*/*.jsonl.gz")
+                  if first <= p.name.removesuffix(".jsonl.gz") <= end)
 
 
 def compact(

@@ -78,7 +78,24 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             _sqlite_pragmas(dbapi_conn, busy_ms)
 
         event.listen(engine, "connect", pragmas)
+    elif engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _utc_session)
     return engine
+
+
+def _utc_session(dbapi_conn: Any, _record: Any) -> None:
+    """Run every PostgreSQL session in UTC.
+
+    In a server's own zone an instant stored near year 1 or 9999 reads as a local time in
+    year 0 or 10000, which the driver cannot return (SPEC 4).
+    """
+    autocommit = dbapi_conn.autocommit
+    dbapi_conn.autocommit = True
+    try:
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
+    finally:
+        dbapi_conn.autocommit = autocommit
 
 
 def _read_only_sqlite(parsed: URL, path: Path) -> URL:

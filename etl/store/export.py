@@ -23,22 +23,42 @@ CSV_COLUMNS = ("observed_at", "source", "metric", "value", "limit", "status",
                "bucket_start", "bucket_end", "revisions")  # the last three: SPEC 10
 
 
-def export_range(config: Config, start: date, end: date) -> tuple[datetime, datetime]:
-    """[start 00:00, the day after end 00:00) in the config timezone, as UTC instants."""
+def export_range(config: Config, start: date,
+                 end: date) -> tuple[datetime | None, datetime | None]:
+    """[start 00:00, the day after end 00:00) in the config timezone, as UTC instants.
+
+    None: an end past what a datetime holds (0001-01-01 east of UTC, the day after
+    9999-12-31), so no bound on that side.
+    """
     if end < start:
         raise InputError(f"--end {end} is before --start {start}")
     tz = config.tz
-    lo = datetime.combine(start, time(0), tzinfo=tz).astimezone(UTC)
-    hi = datetime.combine(end + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
+    try:
+        lo: datetime | None = datetime.combine(start, time(0), tzinfo=tz).astimezone(UTC)
+    except OverflowError:
+        lo = None
+    try:
+        hi: datetime | None = datetime.combine(end + timedelta(days=1), time(0),
+                                               tzinfo=tz).astimezone(UTC)
+    except OverflowError:
+        hi = None
     return lo, hi
 
 
-def iter_archive_lines(engine: Engine, lo: datetime, hi: datetime) -> Iterator[str]:
-    """Archive lines for every snapshot with lo <= observed_at < hi, in time order, streamed."""
+def _between(column: Any, lo: datetime | None, hi: datetime | None) -> list[Any]:
+    return ([] if lo is None else [column >= lo]) + ([] if hi is None else [column < hi])
+
+
+def iter_archive_lines(engine: Engine, lo: datetime | None,
+                       hi: datetime | None) -> Iterator[str]:
+    """Archive lines for every snapshot with lo <= observed_at < hi, in time order, streamed.
+
+    None for `lo` or `hi`: no bound on that side.
+    """
     stmt = (
         select(Snapshot.source, Snapshot.observed_at, Snapshot.payload, Snapshot.window_start,
                Snapshot.window_end)
-        .where(Snapshot.observed_at >= lo, Snapshot.observed_at < hi)
+        .where(*_between(Snapshot.observed_at, lo, hi))
         .order_by(Snapshot.observed_at, Snapshot.source)
     )
     with engine.connect() as conn:
@@ -51,14 +71,15 @@ def iter_archive_lines(engine: Engine, lo: datetime, hi: datetime) -> Iterator[s
             yield json.dumps(line, ensure_ascii=False, separators=(",", ":"))
 
 
-def iter_csv_rows(engine: Engine, lo: datetime, hi: datetime) -> Iterator[tuple[str, ...]]:
+def iter_csv_rows(engine: Engine, lo: datetime | None,
+                  hi: datetime | None) -> Iterator[tuple[str, ...]]:
     """One row per sample (CSV_COLUMNS), in time order, streamed; formula cells escaped."""
     stmt = (
         select(Sample.observed_at, Series.source, Series.metric, Sample.value,
                Sample.plan_limit, Sample.status, Sample.bucket_end, Sample.fetched_at,
                Sample.revisions)
         .join(Series, Series.id == Sample.series_id)
-        .where(Sample.observed_at >= lo, Sample.observed_at < hi)
+        .where(*_between(Sample.observed_at, lo, hi))
         .order_by(Sample.observed_at, Series.source, Series.metric)
     )
     with engine.connect() as conn:

@@ -182,14 +182,14 @@ class SourceSpec:
     ) -> Observation:
         """One Observation from a body (ParseError naming the expression when it is invalid).
 
-        observed_at: the body's `timestamp` when the source configures one (as WireSocket's),
-        else the caller's (`observed_at`, else `received_at`, as Nected's).
+        observed_at: an archive line's `observed_at` when it has one (SPEC 4), else the body's
+        `timestamp` when the source configures one (as WireSocket's), else `received_at`.
         """
         if self.ok_when is not None and not _truthy(self.ok_when(body)):
             raise ParseError(f"ok_when {self.ok_when_text!r}: not true for this response")
-        if self.timestamp is not None:
+        if self.timestamp is not None and observed_at is None:
             at = parse_timestamp(self.timestamp(body), "timestamp")
-        else:
+        else:  # an archive line's observed_at wins over the body's time (SPEC 4)
             at = observed_at or received_at  # type: ignore[assignment]
             if at is None:
                 raise ParseError("observed_at: required (the source configures no timestamp)")

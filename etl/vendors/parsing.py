@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlparse
@@ -32,6 +32,12 @@ MAX_READING = 1e15
 # The deepest nesting of vendor JSON read (a usage body is 3 levels deep, an archive line 4):
 # deeper text is hostile, and would exhaust the recursion of parsers and serialisers.
 MAX_JSON_DEPTH = 64
+# The times an archive line may carry (SPEC 4, amended 2026-12-06), both ends included.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime.max.replace(tzinfo=UTC)
+TIME_RANGE = "1970-01-01 to 9999-12-31"
+# A live poll's vendor time further than this from the collector's clock is not believed.
+FAR_FROM_CLOCK = timedelta(days=1)
 
 
 def parse_timestamp(value: Any, field: str) -> datetime:
@@ -59,7 +65,17 @@ def _parse_timestamp(value: Any, field: str) -> datetime:
         raise ParseError(f"{field}: not a valid date and time: {_short(value)}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:30-01:00 is in year 10000 in UTC
+        raise ParseError(f"{field}: {_short(value)} is outside {TIME_RANGE}") from None
+
+
+def time_range_problem(at: datetime, field: str) -> str | None:
+    """Why `at` is not a time an archive line may hold (SPEC 4), or None."""
+    if EARLIEST_TIME <= at <= LATEST_TIME:
+        return None
+    return f"{field}: {at.isoformat().replace('+00:00', 'Z')} is outside {TIME_RANGE}"
 
 
 def number(value: Any, field: str) -> float:

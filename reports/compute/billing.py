@@ -47,6 +47,8 @@ def exact_decimals(func: Callable[_P, _R]) -> Callable[_P, _R]:
 BILLING_COLUMNS = [
     "month", "source", "metric", "aggregation", "quantity", "included", "overage",
     "unit_price", "amount", "currency", "coverage_pct", "pricing",
+    # SPEC 10: filled in for history series by the pipeline (reads are not day rows)
+    "provisional",
     # SPEC 11
     "period_start", "period_end", "credit_applied", "amount_due",
     # extras

@@ -32,7 +32,7 @@ DAY_COLUMNS = [
 # Columns of the daily report (SPEC 6, then extras), in order.
 DAILY_COLUMNS = [
     "date", "source", "metric", "samples", "min", "max", "mean", "limit", "peak_pct",
-    "increase", "resets", "coverage_pct",
+    "increase", "resets", "coverage_pct", "provisional",
     # extras
     "metric_type", "twa", "warning_minutes", "critical_minutes",
 ]

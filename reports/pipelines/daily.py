@@ -19,9 +19,20 @@ from etl.vendors.types import MetricType
 from reports.compute.daily import daily_table, exact_total, needs_prev_value
 from reports.names import ReportFormat, daily_name, output_dir, report_formats
 from reports.periods import Period, days_period, resolve_tz
-from reports.pipelines.days import SeriesInfo, configured_series, series_day_rows
+from reports.pipelines.days import (
+    SeriesInfo,
+    configured_series,
+    provisional_text,
+    series_day_rows,
+)
 from reports.read.alerts import alert_events
-from reports.read.samples import read_prev_value, read_samples, series_ids, source_snapshots
+from reports.read.samples import (
+    read_prev_value,
+    read_samples,
+    read_snapshot,
+    series_ids,
+    source_snapshots,
+)
 from reports.render.charts import series_day_chart
 from reports.render.csv import write_csv
 from reports.render.html import Chart, render_report, table_from_frame, write_html
@@ -60,7 +71,15 @@ def daily(engine: Engine, config: Config, start: date, end: date, tz: str | None
     if series is None:
         series = configured_series(config, engine=engine, until_us=period.end_us)
     rows = series_day_rows(engine, series, period, rollup_tz=tz_name if rollups else None)
-    return DailyResult(engine, config, period, tz_name, daily_table(rows))
+    table = daily_table(rows)
+    if any(s.history for s in series) and len(table):
+        bounds = {day: (int(period.bounds[i]), int(period.bounds[i + 1]))
+                  for i, day in enumerate(period.days)}
+        with read_snapshot(engine) as conn:
+            table["provisional"] = [provisional_text(conn, config, src, *bounds[day])
+                                    for src, day in zip(table["source"], table["date"],
+                                                        strict=True)]
+    return DailyResult(engine, config, period, tz_name, table)
 
 
 def write_daily(result: DailyResult, formats: Sequence[str], out_dir: Path) -> list[Path]:
