@@ -35,7 +35,7 @@ from reports.compute.focus import FOCUS_COLUMNS, FOCUS_DECIMALS, FOCUS_INSTANTS
 from reports.compute.reconcile import RECONCILE_COLUMNS, RECONCILE_STATUSES
 from reports.periods import DATE_RE, days_period, local_midnight, parse_month, resolve_tz
 from reports.pipelines.days import SeriesInfo, configured_series
-from reports.read import raw
+from reports.read import raw as raw_history
 
 __all__ = [
     "CRITICAL_PCT",
@@ -172,7 +172,7 @@ def list_series(db: DbLike, tz: str = "UTC") -> pd.DataFrame:
     """
     zone = _zone(tz)
     with open_engine(db) as engine, engine.connect() as conn:
-        rows = raw.series_rows(conn)
+        rows = raw_history.series_rows(conn)
     df = pd.DataFrame.from_records(rows, columns=SERIES_COLUMNS)
     for col in ("source", "metric", "kind", "metric_type"):
         df[col] = _category(df[col].astype(object))
@@ -218,10 +218,10 @@ def load_samples(db: DbLike, source: NameFilter = None, metric: NameFilter = Non
     sources, metrics = _names(source), _names(metric)
     lo, hi = _bounds(start, end, zone)
     with open_engine(db) as engine, engine.connect() as conn:
-        stored = raw.stored_names(conn)
+        stored = raw_history.stored_names(conn)
         _check_names("source", sources, (s for s, _ in stored))
         _check_names("metric", metrics, (m for _, m in stored))
-        rows = raw.sample_rows(conn, sources, metrics, lo, hi)
+        rows = raw_history.sample_rows(conn, sources, metrics, lo, hi)
     raw = pd.DataFrame.from_records(
         rows, columns=["observed_at", "source", "metric", "metric_type", "value", "limit",
                        "status"])
@@ -258,7 +258,7 @@ def load_attempts(db: DbLike, source: NameFilter = None, start: TimeLike | None 
     sources = _names(source)
     lo, hi = _bounds(start, end, zone)
     with open_engine(db) as engine, engine.connect() as conn:
-        rows = raw.attempt_rows(conn, sources, lo, hi)
+        rows = raw_history.attempt_rows(conn, sources, lo, hi)
     df = pd.DataFrame.from_records(rows, columns=ATTEMPT_COLUMNS)
     df["source"] = _category(df["source"].astype(object))
     df["started_at"] = _timestamps(df["started_at"], zone)
