@@ -151,7 +151,8 @@ def report_focus(app: AppContext, month: str, fmt: str, out: str | None,
 @click.command("reconcile")
 @click.option("--month", required=True, metavar="YYYY-MM", help="The invoiced month.")
 @click.option("--invoice", required=True, metavar="FILE",
-              help="Invoice CSV with columns source, month, metric, quantity, amount.")
+              help="Invoice CSV with columns source, month, metric, quantity, amount; or a "
+                   "FOCUS file (CSV, gzip CSV or Parquet), told by its content.")
 @click.option("--tolerance-pct", type=float, default=1.0, show_default=True,
               help="Largest difference, in percent of the invoiced value, that still matches.")
 @FORMAT_OPTION

@@ -23,6 +23,7 @@ from reports.read.samples import (
     read_prev_value,
     read_samples,
     read_snapshot,
+    refuse_retired,
     series_ids,
 )
 
@@ -86,6 +87,8 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
     read_snapshot() connection the caller reads more through (default: one of its own).
     """
     ids = series_ids(engine)
+    refuse_retired(engine, [ids[k] for s in series if (k := (s.source, s.metric)) in ids],
+                   period.start_us)
     rollups = (RollupStore(engine, rollup_tz, period.start_us, period.end_us)
                if rollup_tz is not None else None)
     days = period.days
