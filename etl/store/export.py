@@ -63,11 +63,17 @@ def iter_archive_lines(engine: Engine, lo: datetime | None,
     with engine.connect() as conn:
         for source, at, payload, w_start, w_end in conn.execution_options(
                 yield_per=EXPORT_FETCH).execute(stmt):
-            line: dict[str, Any] = {"source": source, "observed_at": utc_z(at)}
-            if w_start is not None and w_end is not None:  # a history source's page (SPEC 10)
-                line["window"] = {"start": utc_z(w_start), "end": utc_z(w_end)}
-            line["body"] = json.loads(payload)
-            yield json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+            yield archive_line(source, at, payload, w_start, w_end)
+
+
+def archive_line(source: str, at: datetime, payload: str, w_start: datetime | None = None,
+                 w_end: datetime | None = None) -> str:
+    """One stored snapshot as an archive line (SPEC 4; export and compaction write these)."""
+    line: dict[str, Any] = {"source": source, "observed_at": utc_z(at)}
+    if w_start is not None and w_end is not None:  # a history source's page (SPEC 10)
+        line["window"] = {"start": utc_z(w_start), "end": utc_z(w_end)}
+    line["body"] = json.loads(payload)
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
 
 
 def iter_csv_rows(engine: Engine, lo: datetime | None,
