@@ -215,9 +215,10 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
       usage-etl export --start 2026-11-21 --end 2026-11-21 --format csv
       usage-etl export --start 2026-01-01 --end 2026-12-31 --format parquet --out lake/
     """
-    from etl.store.export import export_archive
+    from etl.store.export import ExportFormat, export_archive
 
-    if fmt == "parquet":
+    fmt_ = ExportFormat(fmt)  # click's choices are ExportFormat's values
+    if fmt_ is ExportFormat.PARQUET:
         if out is None:
             raise InputError("--format parquet needs --out FOLDER (a dataset is many files)")
         from etl.store.parquet_export import export_parquet
@@ -231,16 +232,16 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
     engine = app.engine
     if out is None:
         count = export_archive(engine, app.config, start.date(), end.date(),
-                               sys.stdout, fmt)
+                               sys.stdout, fmt_)
     else:
         # Written aside and renamed, so an interrupted export never leaves half a file.
         try:
             with atomic_writer(Path(out), newline="", tmp_name=Path(out).name + ".part") as fh:
-                count = export_archive(engine, app.config, start.date(), end.date(), fh, fmt)
+                count = export_archive(engine, app.config, start.date(), end.date(), fh, fmt_)
         except OSError as exc:
             raise InputError(f"--out {out}: {os_error_text(exc)}") from None
-    click.echo(f"exported {count} {'lines' if fmt == 'jsonl' else 'rows'}", err=True)
-    if fmt == "jsonl":
+    click.echo(f"exported {count} {'lines' if fmt_ is ExportFormat.JSONL else 'rows'}", err=True)
+    if fmt_ is ExportFormat.JSONL:
         _name_archives(app, start, end)
 
 
@@ -259,15 +260,12 @@ def _name_archives(app: AppContext, start: datetime, end: datetime) -> None:
 
 def _demo_reports(engine: Engine, config: Config, out_dir: Path) -> list[Path]:
     """Yesterday's daily report and this month's billing report (config timezone)."""
-    from reports.names import ReportFormat
-    from reports.pipelines import billing, daily, write_billing, write_daily
+    from reports.jobs import build_billing, build_daily
 
-    formats = tuple(ReportFormat)
     today = datetime.now(config.tz).date()
     yesterday = today - timedelta(days=1)
-    paths = write_daily(daily(engine, config, yesterday, yesterday), formats, out_dir)
-    paths += write_billing(billing(engine, config, today), formats, out_dir)
-    return paths
+    return (build_daily(engine, config, yesterday, yesterday, out_dir=out_dir)
+            + build_billing(engine, config, today, out_dir=out_dir))
 
 
 def reports_available() -> bool:

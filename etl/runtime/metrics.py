@@ -19,13 +19,14 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, text
 
 from etl.alerts.history import load_states
 from etl.alerts.readings import latest_samples
 from etl.alerts.states import AlertState
 from etl.config import Config
-from etl.store.models import CollectionAttempt
+from etl.store.state import last_successes
+from etl.vendors.types import Outcome
 
 log = logging.getLogger("etl.metrics")
 
@@ -53,10 +54,8 @@ class StoredCollector(Collector):
         try:
             with self.engine.connect() as conn:
                 latest = latest_samples(conn)
-                successes = dict(conn.execute(
-                    select(CollectionAttempt.source, func.max(CollectionAttempt.finished_at))
-                    .where(CollectionAttempt.outcome == "ok")
-                    .group_by(CollectionAttempt.source)).all())
+                successes = {source: ok.finished_at
+                             for source, ok in last_successes(conn).items()}
                 states = load_states(conn)
         except Exception as exc:  # noqa: BLE001 - a scrape must answer while the database is away
             log.debug("metrics: database not readable: %s", type(exc).__name__)
@@ -131,9 +130,9 @@ class Metrics:
                              ["source", "outcome"], registry=self.registry)
         self.registry.register(StoredCollector(engine, config, spool_files))
 
-    def count_poll(self, source: str, outcome: str) -> None:
+    def count_poll(self, source: str, outcome: Outcome) -> None:
         """Count one poll attempt of `source` that ended with `outcome`."""
-        self.polls.labels(source=source, outcome=outcome).inc()
+        self.polls.labels(source=source, outcome=outcome.value).inc()
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text exposition format (what /metrics serves)."""

@@ -181,7 +181,7 @@ class Scheduler:
                     pause = self.pauses.after_poll(source.name, result, stored is Stored.DB)
                     self._log_poll(source, result, stored, pause)
                     if self.metrics is not None:
-                        self.metrics.count_poll(source.name, str(result.outcome))
+                        self.metrics.count_poll(source.name, result.outcome)
                     if stored is Stored.DB:
                         self._request_alerts()
             return result

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, func, select
 
 from etl.config import Config, SourceConfig
 from etl.store.models import CollectionAttempt, SourceState
-from etl.store.state import pause_holds
+from etl.store.state import last_success, last_successes, pause_holds
 from etl.timefmt import utc_human, utc_z
 from etl.vendors.types import Outcome
 
@@ -54,11 +54,7 @@ def failures_since_success(
     daemon's.
     """
     if last_ok_started is None:
-        last_ok_started = conn.execute(
-            select(func.max(CollectionAttempt.started_at)).where(
-                CollectionAttempt.source == source, CollectionAttempt.outcome == Outcome.OK
-            )
-        ).scalar()
+        last_ok_started = last_success(conn, source)
     since = select(func.count()).select_from(CollectionAttempt).where(
         CollectionAttempt.source == source,
         CollectionAttempt.outcome.not_in(NOT_AN_ERROR),
@@ -69,12 +65,7 @@ def failures_since_success(
 
 
 def _source_status(conn: Connection, src: SourceConfig, now: datetime) -> SourceStatus:
-    last = conn.execute(
-        select(CollectionAttempt.started_at, CollectionAttempt.finished_at)
-        .where(CollectionAttempt.source == src.name, CollectionAttempt.outcome == Outcome.OK)
-        .order_by(CollectionAttempt.started_at.desc())
-        .limit(1)
-    ).first()
+    last = last_successes(conn, [src.name]).get(src.name)
     last_ok = last.finished_at if last is not None else None
     err = conn.execute(
         select(
