@@ -244,15 +244,24 @@ def _name_archives(app: AppContext, start: datetime, end: datetime) -> None:
 
 
 def _demo_reports(engine: Engine, config: Config, out_dir: Path) -> list[Path]:
-    """Yesterday's daily report and this month's billing report (config timezone)."""
+    """Yesterday's daily report, this month's billing report and its FOCUS file (config tz)."""
     from reports.names import ReportFormat
-    from reports.pipelines import billing, daily, write_billing, write_daily
+    from reports.pipelines import (
+        FocusFormat,
+        billing,
+        daily,
+        focus,
+        write_billing,
+        write_daily,
+        write_focus,
+    )
 
     formats = tuple(ReportFormat)
     today = datetime.now(config.tz).date()
     yesterday = today - timedelta(days=1)
     paths = write_daily(daily(engine, config, yesterday, yesterday), formats, out_dir)
     paths += write_billing(billing(engine, config, today), formats, out_dir)
+    paths.append(write_focus(focus(engine, config, today), FocusFormat.CSV, out_dir))
     return paths
 
 
