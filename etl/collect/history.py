@@ -14,6 +14,7 @@ from etl.collect.poll import Collector
 from etl.config import SourceConfig
 from etl.errors import ParseError
 from etl.vendors.history import HistorySpec, with_params
+from etl.vendors.parse_api import ParseContext
 from etl.vendors.types import Observation, Origin, Outcome
 
 ONE_US = timedelta(microseconds=1)
@@ -75,8 +76,9 @@ def read_range(collector: Collector, source: SourceConfig, start: datetime, end:
         if found.pages and received <= found.pages[-1].observed_at:
             received = found.pages[-1].observed_at + ONE_US
         try:
-            obs = source.vendor.parse_body(source.name, fetched.data, received_at=received,
-                                           payload=fetched.text, origin=Origin.COLLECT)
+            obs = source.vendor.parse(fetched.data, ParseContext(
+                source.name, received_at=received, payload=fetched.text, origin=Origin.COLLECT,
+                window=(start, end), page=len(found.pages) + 1))
         except ParseError as exc:
             raise ParseError(f"page {len(found.pages) + 1}: {exc}") from None
         found.pages.append(obs._replace(observed_at=received, window=(start, end)))

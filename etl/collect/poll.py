@@ -26,6 +26,7 @@ from etl.config import SourceConfig
 from etl.errors import ParseError, SecretError
 from etl.redact import redact
 from etl.timefmt import utc_z, utcnow
+from etl.vendors.parse_api import ParseContext
 from etl.vendors.parsing import FAR_FROM_CLOCK
 from etl.vendors.types import Origin, Outcome, PollRecord
 
@@ -123,10 +124,8 @@ class Collector:
                                 f"unexpected error: {type(exc).__name__}: {exc}", secret)
         received = self._now()
         try:
-            observation = vendor.parse_body(
-                source.name, fetched.data, received_at=received, payload=fetched.text,
-                origin=Origin.COLLECT,
-            )
+            observation = vendor.parse(fetched.data, ParseContext(
+                source.name, received_at=received, payload=fetched.text, origin=Origin.COLLECT))
         except ParseError as exc:
             return self._failed(source, started, Outcome.INVALID_RESPONSE, f"body refused: {exc}",
                                 secret, fetched.status, fetched.latency_ms, fetched.tries)
