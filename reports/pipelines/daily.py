@@ -15,7 +15,8 @@ from sqlalchemy import Engine
 from etl.config import Config
 from etl.errors import InputError
 from etl.timefmt import from_micros
-from reports.compute.daily import daily_table, exact_total
+from etl.vendors.types import MetricType
+from reports.compute.daily import daily_table, exact_total, needs_prev_value
 from reports.names import ReportFormat, daily_name, output_dir, report_formats
 from reports.periods import Period, days_period, resolve_tz
 from reports.pipelines.days import (
@@ -112,11 +113,11 @@ def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: i
             if sid is None:
                 continue
             arr = read_samples(conn, sid, start_us, end_us)
-            prev = (read_prev_value(conn, sid, start_us)
-                    if rec["metric_type"] == "counter" else None)
+            mtype = MetricType(rec["metric_type"])
+            prev = read_prev_value(conn, sid, start_us) if needs_prev_value(mtype) else None
             limit = None if pd.isna(rec["limit"]) else float(rec["limit"])
             svg = series_day_chart(arr.t, arr.value, start_us=start_us, end_us=end_us,
-                                   metric=str(rec["metric"]), metric_type=str(rec["metric_type"]),
+                                   metric=str(rec["metric"]), metric_type=mtype,
                                    limit=limit, prev_value=prev)
             charts.append(Chart(f"{rec['source']} / {rec['metric']}", Markup(svg)))
     covs = [c for c in table["coverage_pct"] if not pd.isna(c)]
@@ -127,7 +128,7 @@ def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: i
     gaps = [f"{r['source']}/{r['metric']}: coverage {r['coverage_pct']:g} % — "
             "part of the day was not observed, figures are a lower bound"
             for r in table.to_dict("records") if r["coverage_pct"] < 100]
-    counters = table[table["metric_type"] == "counter"]
+    counters = table[table["metric_type"] == MetricType.COUNTER.value]
     summary: list[tuple[str, Any]] = [
         ("date", day.isoformat()),
         ("day length", f"{hours:g} h"),

@@ -7,11 +7,13 @@ import re
 from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
+from typing import assert_never
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from etl.vendors.types import MetricType
 from reports.compute.daily import CRITICAL_PCT, US_PER_SECOND, WARNING_PCT
 
 MAX_POINTS = 4000  # more points than pixels only makes the file bigger
@@ -53,7 +55,7 @@ def _bands(ax: Axes, limit: float | None, top: float) -> None:
 
 
 def series_day_chart(t_us: np.ndarray, value: np.ndarray, *, start_us: int, end_us: int,
-                     metric: str, metric_type: str, limit: float | None,
+                     metric: str, metric_type: MetricType, limit: float | None,
                      prev_value: float | None = None) -> str:
     """One series over one local day as an SVG chart.
 
@@ -66,19 +68,28 @@ def series_day_chart(t_us: np.ndarray, value: np.ndarray, *, start_us: int, end_
     ax = fig.add_subplot()
     hours = (end_us - start_us) / (3600 * US_PER_SECOND)
     x = (np.asarray(t_us, dtype=np.int64) - start_us) / (3600 * US_PER_SECOND)
-    if metric_type == "counter":
-        inc, _, scale = counter_increments(np.asarray(value, dtype=np.float64), prev_value)
-        y = unscale(np.cumsum(inc), scale).astype(np.float64)
-        label = f"{metric}: increase since midnight"
-    else:
-        y = np.asarray(value, dtype=np.float64)
-        label = metric
+    match metric_type:
+        case MetricType.COUNTER:
+            inc, _, scale = counter_increments(np.asarray(value, dtype=np.float64), prev_value)
+            y = unscale(np.cumsum(inc), scale).astype(np.float64)
+            label = f"{metric}: increase since midnight"
+            bands = False
+        case MetricType.GAUGE:
+            y = np.asarray(value, dtype=np.float64)
+            label = metric
+            bands = True  # limits and warning bands are levels: a gauge's
+        case MetricType.INTERVAL:
+            y = np.asarray(value, dtype=np.float64)
+            label = f"{metric} per bucket"
+            bands = False
+        case _:
+            assert_never(metric_type)
     x, y = _thin(x, y)
     if len(x):
         ax.step(x, y, where="post", color="#1f5fa8", lw=1.3, label=label)
         ax.plot(x, y, ".", color="#1f5fa8", ms=2.5)
     top = float(np.nanmax(y)) if len(y) else 1.0
-    if metric_type != "counter":
+    if bands:
         _bands(ax, limit, top)
     ax.set_xlim(0, hours)
     ax.set_ylim(bottom=0)
