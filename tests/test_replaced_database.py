@@ -65,7 +65,8 @@ def test_the_daemon_keeps_storing_after_its_sqlite_file_is_deleted(
     events = log_events(log)
     names = [e.get("event") for e in events]
     assert names.count("database-replaced") == 1
-    assert "spool-set-aside" not in names and "spooled" not in names
+    # A write that raced the deletion may wait in the spool; it is replayed, never set aside.
+    assert "spool-set-aside" not in names
     assert events[-1]["event"] == "stopped" and events[-1]["pending_spool"] == 0
     # Every sample is filed under its own series: a wiresocket gauge never under rules.
     stored = samples_by_series(url)
