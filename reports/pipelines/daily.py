@@ -26,6 +26,7 @@ from reports.pipelines.days import (
     series_day_rows,
 )
 from reports.read.alerts import alert_events
+from reports.read.history import read_buckets
 from reports.read.samples import (
     read_prev_value,
     read_samples,
@@ -33,7 +34,7 @@ from reports.read.samples import (
     series_ids,
     source_snapshots,
 )
-from reports.render.charts import series_day_chart
+from reports.render.charts import bucket_day_chart, series_day_chart
 from reports.render.csv import write_csv
 from reports.render.html import Chart, render_report, table_from_frame, write_html
 
@@ -112,8 +113,14 @@ def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: i
             sid = ids.get((rec["source"], rec["metric"]))
             if sid is None:
                 continue
-            arr = read_samples(conn, sid, start_us, end_us)
             mtype = MetricType(rec["metric_type"])
+            if mtype is MetricType.INTERVAL:
+                b_start, b_end, b_value = read_buckets(conn, sid, start_us, end_us)
+                svg = bucket_day_chart(b_start, b_end, b_value, day_start_us=start_us,
+                                       day_end_us=end_us, metric=str(rec["metric"]))
+                charts.append(Chart(f"{rec['source']} / {rec['metric']}", Markup(svg)))
+                continue
+            arr = read_samples(conn, sid, start_us, end_us)
             prev = read_prev_value(conn, sid, start_us) if needs_prev_value(mtype) else None
             limit = None if pd.isna(rec["limit"]) else float(rec["limit"])
             svg = series_day_chart(arr.t, arr.value, start_us=start_us, end_us=end_us,
