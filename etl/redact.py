@@ -5,8 +5,10 @@ from __future__ import annotations
 import html
 import html.entities
 import json
+import logging
 import re
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from urllib.parse import quote, quote_plus
 
@@ -118,3 +120,44 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
             elif secret in text:
                 text = text.replace(secret, _MASK)
     return redact_url(text)
+
+
+class SecretFilter(logging.Filter):
+    """Masks secrets in every record a handler writes, whichever library logged it.
+
+    Attached to handlers (not loggers), so it also sees the records of urllib3 (whose
+    connection-pool lines hold the request path: a webhook's token), psycopg and the
+    others, which log through their own loggers. The known values come from callables added
+    with `add_source` and read on the next record (a config is loaded after logging is set
+    up); URL passwords and credential-like query parameters are masked in any case.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s]
+        self._sources: list[Callable[[], Iterable[str]]] = []
+        self._lock = threading.Lock()
+
+    def add_source(self, source: Callable[[], Iterable[str]]) -> None:
+        """Add the secrets `source()` returns (read once, on the next record)."""
+        with self._lock:
+            self._sources.append(source)
+
+    def secrets(self) -> list[str]:
+        """The known secret values, reading any source added since the last call."""
+        with self._lock:
+            while self._sources:
+                self._secrets += [s for s in self._sources.pop(0)() if s]
+            return list(self._secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Mask the record's message (its arguments merged in); never drops a record."""
+        text = record.getMessage()
+        masked = redact(text, self.secrets())
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+# The one filter of this process: the CLI puts it on its log handlers, the daemon on its own.
+LOG_MASK = SecretFilter()

@@ -246,6 +246,29 @@ def history_page(fetched: datetime, window: tuple[datetime, datetime],
                        received_at=fetched, origin=origin, window=window)
 
 
+# An OpenAI-like history source (SPEC 10) whose series are `tokens:MODEL`, as history_page writes.
+HISTORY_SOURCE_TOML = """
+[[sources]]
+name = "openai"
+kind = "http_json"
+url = "https://api.openai.com/v1/organization/usage/completions"
+interval_seconds = 3600
+params = { start_time = "{start:unix}", end_time = "{end:unix}", bucket_width = "1h" }
+[sources.window]
+lookback = "1d"
+[sources.buckets]
+each = "data"
+start = "start_time"
+end = "end_time"
+[[sources.metrics]]
+name = "tokens"
+type = "interval"
+each = "results"
+key = "model"
+value = "value"
+"""
+
+
 def ok_poll(when: datetime, invocations: float = 1000, source: str = "rules") -> PollRecord:
     """A successful poll of a nected source that finished at `when` (80.5 ms, one try)."""
     obs = nected(when, invocations, source=source, received_at=when)
@@ -495,12 +518,14 @@ def fill_disk(folder: Path) -> None:
 PLUGIN_SOURCE = os.path.join(os.path.dirname(__file__), "plugin_acme")
 
 
-def make_plugin_site(folder: os.PathLike[str] | str, *, broken: bool = False) -> str:
+def make_plugin_site(folder: os.PathLike[str] | str, *, broken: bool = False,
+                     other_apis: bool = False) -> str:
     """Build a folder holding the example plugin `acme-usage` as pip would install it.
 
     The folder (for sys.path / PYTHONPATH) gets tests/plugin_acme's module and its
     .dist-info metadata with the `usage_etl.vendors` entry point. With `broken`, also a
-    plugin `broken-usage` whose module fails to import. Returns the folder.
+    plugin `broken-usage` whose module fails to import. With `other_apis`, also `acme1`
+    (written for plugin API 1) and `acmebad` (a parse of neither API). Returns the folder.
     """
     import shutil
 
@@ -512,6 +537,11 @@ def make_plugin_site(folder: os.PathLike[str] | str, *, broken: bool = False) ->
         with open(os.path.join(site, "broken_usage.py"), "w", encoding="utf-8") as fh:
             fh.write("raise ImportError('broken_usage needs libacme 9, not installed')\n")
         plugins.append(("broken-usage", "broken_usage", "broken = broken_usage:KIND"))
+    if other_apis:
+        for dist, module, kind in (("acme-v1-usage", "acme_v1_usage", "acme1"),
+                                   ("acme-bad-usage", "acme_bad_usage", "acmebad")):
+            shutil.copy(os.path.join(PLUGIN_SOURCE, f"{module}.py"), site)
+            plugins.append((dist, module, f"{kind} = {module}:KIND"))
     for dist, module, entry in plugins:
         info = os.path.join(site, f"{module}-0.1.0.dist-info")
         os.makedirs(info, exist_ok=True)
@@ -522,6 +552,26 @@ def make_plugin_site(folder: os.PathLike[str] | str, *, broken: bool = False) ->
         with open(os.path.join(info, "top_level.txt"), "w", encoding="utf-8") as fh:
             fh.write(module + "\n")
     return site
+
+
+def load_plugin_site(site: str) -> tuple[dict[str, Any], list[Any]]:
+    """The built-in kinds plus the plugins of `site` (make_plugin_site), and the failures.
+
+    The site is on sys.path only while its entry points are read, so the process-wide
+    registry other tests see never picks the plugins up.
+    """
+    import sys
+
+    from etl.vendors import BUILT_IN_KINDS, PluginFailure, VendorKind, load_plugins
+
+    found: dict[str, VendorKind] = dict(BUILT_IN_KINDS)
+    failures: list[PluginFailure] = []
+    sys.path.insert(0, site)
+    try:
+        load_plugins(found, failures)
+    finally:
+        sys.path.remove(site)
+    return found, failures
 
 
 # --- a vendor on loopback whose answers are raw bytes ----------------------------------------

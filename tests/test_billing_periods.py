@@ -5,9 +5,11 @@ Every figure is worked out by hand in the comments; the reports run on SQLite an
 
 from __future__ import annotations
 
+import csv
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,7 +20,7 @@ from sqlalchemy import Engine
 from etl.config import Aggregation, BillingRule, Config, Credit
 from reports.compute.credits import PeriodCharge, apply_credits, drawdown_order
 from reports.periods import billing_period, period_label
-from reports.pipelines import billing
+from reports.pipelines import billing, write_billing
 from tests.factories import at, make_config, nected, store
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -208,3 +210,50 @@ def test_a_credit_in_progress_projects_its_run_out_date_at_the_linear_run_rate(
     # 89.50 left at 1.00 a day from 11 March: used up 89.5 days later, on 8 June.
     [status] = result.credits
     assert (status.balance, status.run_out) == (Decimal("89.50"), date(2026, 6, 8))
+
+
+def five_minutely(engine: Engine, start: str, end: str) -> None:
+    """A nected reading every 5 minutes (interval 300 s: each covers 10 minutes)."""
+    t, stop = at(start), at(end)
+    readings = []
+    while t <= stop:
+        readings.append(nected(t, (t - at("2026-11-01T00:00:00")).total_seconds() / 60))
+        t += timedelta(minutes=5)
+    store(engine, readings)
+
+
+def billing_files(engine: Engine, cfg: Config, now: datetime, out: Path
+                  ) -> tuple[dict[str, str], str]:
+    result = billing(engine, cfg, date(2026, 11, 1), now=now)
+    write_billing(result, ["csv", "html"], out)
+    with (out / "billing-2026-11.csv").open(newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    return row, (out / "billing-2026-11.html").read_text()
+
+
+def test_a_period_in_progress_reads_as_one_and_only_a_real_gap_is_red(
+        engine: Engine, tmp_path: Path) -> None:
+    five_minutely(engine, "2026-11-01T00:00:00", "2026-11-07T00:00:00")
+    cfg = config(rule("0.01", included=0))
+    now = at("2026-11-07T00:00:00")
+    row, html = billing_files(engine, cfg, now, tmp_path / "full")
+    # Six of 30 days have passed, all observed; coverage_pct is still the share of the whole
+    # month: 6 days and 10 minutes of 30 days = 20.02 %.
+    assert (row["coverage_pct"], row["elapsed_pct"], row["elapsed_coverage_pct"]) == (
+        "20.02", "20", "100")
+    assert 'class="low"' not in html and "lower bound" not in html
+    assert ("rules/invocations: period 2026-11-01 to 2026-12-01 in progress, 20 % elapsed; "
+            "100 % of the elapsed part observed; projected at period end 43200 units, "
+            "432.00 USD") in html
+
+
+def test_a_gap_in_the_elapsed_part_of_a_period_in_progress_is_red(
+        engine: Engine, tmp_path: Path) -> None:
+    five_minutely(engine, "2026-11-01T00:00:00", "2026-11-02T12:00:00")
+    five_minutely(engine, "2026-11-04T00:00:00", "2026-11-07T00:00:00")
+    cfg = config(rule("0.01", included=0))
+    row, html = billing_files(engine, cfg, at("2026-11-07T00:00:00"), tmp_path / "gap")
+    # Observed: 1 Nov 00:00 to 2 Nov 12:10 and 4 Nov 00:00 to 7 Nov: 108 h 10 min of 144 h.
+    assert row["elapsed_coverage_pct"] == "75.12"
+    assert 'class="low"' in html
+    assert "75.12 % of the elapsed part observed — the quantity is a lower bound" in html

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,16 +21,19 @@ from etl.runtime.scheduler import Scheduler
 from etl.store.archive import import_archives
 from etl.store.compact import CompactError, compact
 from etl.store.models import RollupDay, Sample, Series, Snapshot
+from etl.store.retire import retire
 from tests.daemon import wait_for
 from tests.factories import (
     REPO,
     at,
     billing_rules,
     fill_disk,
+    history_page,
     migrated_engine,
     reference_engine,
     reports_settings,
     seed_month,
+    store,
     write_config,
 )
 
@@ -272,3 +276,92 @@ def test_reports_of_a_compacted_month_are_unchanged(engine: Engine, tmp_path: Pa
     after = report_files(cfg, tmp_path / "after")
     assert after == before
     assert "invocations" in after["billing-2026-05.csv"]
+
+
+# --- retirement (samples_days) -----------------------------------------------------------------
+
+JUNE = at("2026-06-01T00:00:00")
+
+
+def billing_csv(cfg: Path, month: str, out: Path) -> tuple[int, str]:
+    """(exit status, output) of `report billing --month` as CSV into `out`."""
+    done = CliRunner().invoke(cli, ["--config", str(cfg), "report", "billing", "--month", month,
+                                    "--format", "csv", "--out", str(out)])
+    return done.exit_code, done.output
+
+
+def test_retired_samples_leave_reports_of_later_periods_unchanged(engine: Engine,
+                                                                   tmp_path: Path) -> None:
+    seed_month(engine)
+    url = engine.url.render_as_string(hide_password=False)
+    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=url,
+                                                             billing=billing_rules()))
+    assert billing_csv(cfg, "2026-06", tmp_path / "before")[0] == 0
+    before = (tmp_path / "before" / "billing-2026-06.csv").read_text()
+    original = all_samples(engine)
+    folder = tmp_path / "archive"
+    compact(engine, folder, CUT)
+    done = retire(engine, folder, at("2026-06-01T07:00:00"))  # retires whole UTC days
+    # rules keeps May 31 (its June increase needs it): April 30, May 2 and May 15 go.
+    # ws-prod keeps May 20, its last sample before June: May 10 goes, for both metrics.
+    assert (done.samples, done.series) == (5, 3)
+    assert [s for s in original if s not in all_samples(engine)] == [
+        ("rules", "invocations", "2026-04-30T23:00:00+00:00", 1000.0, None, None),
+        ("rules", "invocations", "2026-05-02T12:00:00+00:00", 1050.0, None, None),
+        ("rules", "invocations", "2026-05-15T12:00:00+00:00", 25.0, None, None),
+        ("ws-prod", "connections", "2026-05-10T08:00:00+00:00", 90.0, 100.0, None),
+        ("ws-prod", "documents", "2026-05-10T08:00:00+00:00", 1.0, 20.0, None),
+    ]
+    with engine.begin() as conn:
+        conn.execute(delete(RollupDay))
+    assert billing_csv(cfg, "2026-06", tmp_path / "after")[0] == 0
+    # June's increase is 80 - 55 = 25 with or without the retired May.
+    assert (tmp_path / "after" / "billing-2026-06.csv").read_text() == before
+    # The retired month says so in one line and writes no file of zeros.
+    status, output = billing_csv(cfg, "2026-05", tmp_path / "may")
+    assert status == 1
+    assert output.strip().splitlines() == [
+        "usage-etl: error: the history before 2026-06-01T00:00:00Z was retired ([retention] "
+        "samples_days); its raw responses are in the archive files: import them into another "
+        "database to report on that period"]
+    assert not (tmp_path / "may").exists() or not list((tmp_path / "may").iterdir())
+    # The archive files still re-derive the whole history.
+    config = load_config(str(cfg))
+    with reference_engine(engine, tmp_path) as ref:
+        files = [str(p) for p in sorted(folder.glob("*/*.jsonl.gz"))]
+        rest = tmp_path / "rest.jsonl"
+        CliRunner().invoke(cli, ["--config", str(cfg), "export", "--start", "2026-06-02",
+                                 "--end", "2026-06-02", "--out", str(rest)])
+        assert import_archives(ref, config, [*files, str(rest)]).ok
+        assert all_samples(ref) == original
+
+
+def test_samples_whose_raw_responses_are_not_archived_stay(engine: Engine,
+                                                           tmp_path: Path) -> None:
+    seed_month(engine)
+    original = all_samples(engine)
+    folder = tmp_path / "archive"
+    # Nothing compacted: every raw response is still in the database.
+    assert retire(engine, folder, JUNE).samples == 0
+    compact(engine, folder, CUT)
+    (folder / "rules" / "2026-05.jsonl.gz").unlink()  # May of rules is archived nowhere
+    done = retire(engine, folder, JUNE)
+    # rules stops at May (kept from there; April 30 is its last sample before): none goes.
+    # ws-prod's May is archived: May 10 goes for both metrics, May 20 stays.
+    assert (done.samples, done.series) == (2, 3)
+    assert [s for s in original if s not in all_samples(engine)] == [
+        ("ws-prod", "connections", "2026-05-10T08:00:00+00:00", 90.0, 100.0, None),
+        ("ws-prod", "documents", "2026-05-10T08:00:00+00:00", 1.0, 20.0, None),
+    ]
+
+
+def test_a_history_page_keeps_its_window_in_the_archive_file(engine: Engine,
+                                                              tmp_path: Path) -> None:
+    t0 = at("2026-05-03T00:00:00")
+    hour = timedelta(hours=1)
+    store(engine, [history_page(t0 + hour, (t0, t0 + hour), [(t0, t0 + hour, {"gpt-4o": 3})])])
+    compact(engine, tmp_path, CUT)
+    with gzip.open(tmp_path / "openai" / "2026-05.jsonl.gz", "rt", encoding="utf-8") as fh:
+        line = json.loads(fh.read())
+    assert line["observed_at"] == "2026-05-03T01:00:00Z"
+    assert line["window"] == {"start": "2026-05-03T00:00:00Z", "end": "2026-05-03T01:00:00Z"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -223,8 +224,8 @@ def test_parquet_without_pyarrow_is_one_line_naming_the_extra(tmp_path: Path) ->
 ])
 def test_bad_focus_keys_on_a_billing_rule_are_a_config_error_naming_the_key(
         tmp_path: Path, key: str, value: str, problem: str) -> None:
-    text = EXAMPLE.read_text().replace('currency = "USD"\nunit = "Requests"',
-                                       f'currency = "USD"\n{key} = {value}', 1)
+    text = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}".replace("\\", "\\\\"),
+                  EXAMPLE.read_text(), count=1)
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
     result = CliRunner().invoke(cli, ["--config", str(cfg), "report", "focus",

@@ -16,6 +16,7 @@ from etl.config import SourceConfig, parse_config
 from etl.errors import ConfigError, ParseError, SecretError
 from etl.vendors.buckets import Span, bucket_time, parse_span
 from etl.vendors.history import NextUrlPaginator, OffsetPaginator
+from etl.vendors.parse_api import ParseContext
 from etl.vendors.types import MetricType
 
 OPENAI = textwrap.dedent(
@@ -90,7 +91,7 @@ def test_a_page_body_gives_one_interval_sample_per_bucket_and_model() -> None:
          "results": [{"model": "gpt-4o", "output_tokens": 120},
                      {"model": "claude-3-5-sonnet-20241022", "output_tokens": 7}]},
         {"start_time": 1793577600, "end_time": 1793664000, "results": []}]}
-    obs = load(OPENAI).vendor.parse_body("openai", body, received_at=D)
+    obs = load(OPENAI).vendor.parse(body, ParseContext("openai", received_at=D))
     assert [(s.metric, s.value, s.bucket_start, s.bucket_end, s.metric_type)
             for s in obs.samples] == [
         ("output_tokens:gpt-4o", 120.0, D, datetime(2026, 11, 2, tzinfo=UTC), MetricType.INTERVAL),
@@ -102,7 +103,7 @@ def test_a_page_body_gives_one_interval_sample_per_bucket_and_model() -> None:
 def test_a_bucket_whose_end_is_not_after_its_start_makes_the_page_invalid() -> None:
     body = {"data": [{"start_time": 1793491200, "end_time": 1793491200, "results": []}]}
     with pytest.raises(ParseError, match=r"buckets\[0\]: its end is not after its start"):
-        load(OPENAI).vendor.parse_body("openai", body, received_at=D)
+        load(OPENAI).vendor.parse(body, ParseContext("openai", received_at=D))
 
 
 @pytest.mark.parametrize(("raw", "expected"), [

@@ -14,6 +14,7 @@ from etl.cli import cli
 from etl.config import SourceConfig, parse_config
 from etl.errors import ConfigError, ParseError
 from etl.vendors.http_json import compile_expression
+from etl.vendors.parse_api import ParseContext
 from etl.vendors.series_names import series_key
 from etl.vendors.types import MetricType
 
@@ -90,7 +91,7 @@ def test_authorization_gets_a_bearer_prefix_by_default_and_no_secret_sends_no_he
 
 
 def test_the_body_gives_one_sample_per_metric_and_one_series_per_item() -> None:
-    obs = acme().vendor.parse_body("acme", BODY, received_at=datetime(2030, 1, 1, tzinfo=UTC))
+    obs = acme().vendor.parse(BODY, ParseContext("acme", received_at=datetime(2030, 1, 1, tzinfo=UTC)))
     assert obs.observed_at == AT
     assert [(s.metric, s.value, s.limit, s.status) for s in obs.samples] == [
         ("api_calls", 1200.0, 100000.0, "active"),
@@ -117,23 +118,23 @@ def test_series_keys_are_lowercased_with_other_characters_replaced() -> None:
 def test_an_invalid_body_is_refused_with_the_expression_that_failed(
         change: dict[str, Any], reason: str) -> None:
     with pytest.raises(ParseError, match=None) as err:
-        acme().vendor.parse_body("acme", {**BODY, **change})
+        acme().vendor.parse({**BODY, **change}, ParseContext("acme"))
     assert reason in str(err.value)
 
 
 @pytest.mark.parametrize("limit", [None, -1, "many", True])
 def test_a_missing_null_negative_or_non_numeric_limit_is_stored_as_no_limit(limit: Any) -> None:
     plan = {"state": "active"} if limit is None else {"calls_limit": limit, "state": "x"}
-    obs = acme().vendor.parse_body("acme", {**BODY, "plan": plan})
+    obs = acme().vendor.parse({**BODY, "plan": plan}, ParseContext("acme"))
     assert obs.samples[0].limit is None and obs.samples[0].value == 1200.0
 
 
 def test_without_a_timestamp_the_observation_time_is_the_callers() -> None:
     src = acme(ACME.replace('timestamp = "meta.generated_at"\n', ""))
     received = datetime(2026, 11, 21, 12, 30, tzinfo=UTC)
-    assert src.vendor.parse_body("acme", BODY, received_at=received).observed_at == received
+    assert src.vendor.parse(BODY, ParseContext("acme", received_at=received)).observed_at == received
     with pytest.raises(ParseError, match="observed_at: required"):
-        src.vendor.parse_body("acme", BODY)
+        src.vendor.parse(BODY, ParseContext("acme"))
 
 
 @pytest.mark.parametrize(("old", "new", "problem"), [

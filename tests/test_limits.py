@@ -16,6 +16,7 @@ from etl.store.engine import make_engine
 from etl.store.models import Sample, Series
 from etl.store.writer import forget_series_cache
 from etl.vendors import get as vendor_kind
+from etl.vendors.parse_api import ParseContext
 from tests.factories import write_sim_config
 
 WS = vendor_kind("wiresocket")
@@ -58,7 +59,7 @@ def stored(url: str) -> list[tuple[str, str, float, float | None, str | None]]:
 def test_a_reading_is_kept_whatever_its_limit_percent_or_status_say(
         entry: dict[str, object], limit: float | None) -> None:
     body = ws_body("2026-11-21T10:00:00Z", entry, {"current": 1, "limit": 20})
-    obs = WS.parse_body("ws", body)
+    obs = WS.parse(body, ParseContext("ws"))
     conn = obs.samples[0]
     assert (conn.metric, conn.value, conn.limit) == ("connections", 5.0, limit)
     assert conn.status in (None, "unlimited")

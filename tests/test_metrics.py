@@ -21,6 +21,7 @@ from etl.runtime.metrics import (
 )
 from etl.store.engine import make_engine
 from etl.store.writer import record_attempt, store_observations
+from etl.vendors.types import Outcome
 from tests.factories import nected, wiresocket
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -52,9 +53,9 @@ def test_metrics_show_latest_values_limits_successes_polls_and_firing_alerts(
     spool.mkdir()
     (spool / "a.json").write_text("{}")
     metrics = Metrics(engine, cfg, spool_files=lambda: len(list(spool.glob("*.json"))))
-    metrics.count_poll("ws-prod", "ok")
-    metrics.count_poll("ws-prod", "ok")
-    metrics.count_poll("rules", "timeout")
+    metrics.count_poll("ws-prod", Outcome.OK)
+    metrics.count_poll("ws-prod", Outcome.OK)
+    metrics.count_poll("rules", Outcome.TIMEOUT)
     server = MetricsServer("127.0.0.1", 0, metrics, healthy=lambda: True)
     server.start()
     try:

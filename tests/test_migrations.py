@@ -31,6 +31,7 @@ from etl.cli import cli
 from etl.errors import DatabaseError
 from etl.store.engine import current_revision, downgrade, head_revision, make_engine, upgrade
 from etl.store.models import Base, UtcDateTime
+from etl.store.writer import forget_series_cache
 from tests.factories import REPO
 
 
@@ -252,7 +253,7 @@ def test_history_migration_down_drops_buckets_and_read_ranges_and_keeps_samples(
     hour = timedelta(hours=1)
     store(engine, [nected(t0, 5), history_page(t0 + hour, (t0, t0 + hour),
                                                 [(t0, t0 + hour, {"gpt-4o": 3})])])
-    downgrade(engine, "-1")
+    downgrade(engine, "0004_series_names")  # below 0005_history, whatever follows it
     insp = inspect(engine)
     assert {"history_reads", "history_marks"}.isdisjoint(insp.get_table_names())
     assert {c["name"] for c in insp.get_columns("samples")}.isdisjoint(
@@ -263,4 +264,22 @@ def test_history_migration_down_drops_buckets_and_read_ranges_and_keeps_samples(
         assert sorted(v for (v,) in conn.exec_driver_sql("SELECT value FROM samples")) == [3, 5]
     upgrade(engine)
     assert _diff(engine) == []
+    engine.dispose()
+
+
+def test_0006_records_retired_history_and_goes_down_without_touching_samples(
+        empty_db_url: str) -> None:
+    from tests.factories import nected, store
+
+    engine = make_engine(empty_db_url)
+    upgrade(engine)
+    store(engine, [nected(datetime(2026, 11, 20, tzinfo=UTC), 5)])
+    assert "retired_history" in inspect(engine).get_table_names()
+    downgrade(engine, "0005_history")
+    assert "retired_history" not in inspect(engine).get_table_names()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT value FROM samples").scalars().all() == [5.0]
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    forget_series_cache(engine)
     engine.dispose()

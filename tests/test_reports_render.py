@@ -93,7 +93,7 @@ def test_daily_csv_has_spec_columns_and_no_cell_starts_with_a_formula(engine: En
     lines = paths[0].read_text().splitlines()
     assert lines[0].startswith("date,source,metric,samples,min,max,mean,limit,peak_pct,"
                                "increase,resets,coverage_pct")
-    assert lines[1] == ("2026-05-03,'-ws,connections,1,82,82,82,100,82,,,0.69,"
+    assert lines[1] == ("2026-05-03,'-ws,connections,1,82,82,82,100,82,,,0.69,,"
                         "gauge,82,10,0")
     cells = [c for line in lines for c in line.split(",")]
     assert not any(c.startswith(("=", "+", "-", "@")) for c in cells)

@@ -14,6 +14,7 @@ from etl.collect.poll import Collector
 from etl.store.archive import import_archives
 from etl.store.models import CollectionAttempt, Sample, Series
 from etl.store.writer import record_polls_apart
+from etl.vendors.parse_api import ParseContext
 from etl.vendors.series_names import series_key
 from tests.factories import LoopbackVendor, http_json_config, json_answer
 
@@ -49,10 +50,10 @@ def body(*items: dict[str, object], used: float = 5) -> dict[str, object]:
 
 def test_numeric_ids_and_long_model_names_are_distinct_series() -> None:
     src = http_json_config("http://127.0.0.1:9").sources[0]
-    obs = src.vendor.parse_body("acme", body(
+    obs = src.vendor.parse(body(
         {"model": 1655371, "n": 1}, {"model": 1655372, "n": 2},
         {"model": CLAUDE, "n": 3}, {"model": "東京", "n": 4}, {"model": "大阪", "n": 5},
-    ), received_at=datetime(2026, 12, 6, tzinfo=UTC))
+    ), ParseContext("acme", received_at=datetime(2026, 12, 6, tzinfo=UTC)))
     assert [(s.metric, s.value) for s in obs.samples] == [
         ("used", 5.0), ("tokens:1655371", 1.0), ("tokens:1655372", 2.0),
         (f"tokens:{CLAUDE}", 3.0), ("tokens:東京", 4.0), ("tokens:大阪", 5.0)]
@@ -61,10 +62,10 @@ def test_numeric_ids_and_long_model_names_are_distinct_series() -> None:
 
 def test_items_giving_one_name_or_no_key_are_refused_by_name_and_the_rest_are_read() -> None:
     src = http_json_config("http://127.0.0.1:9").sources[0]
-    obs = src.vendor.parse_body("acme", body(
+    obs = src.vendor.parse(body(
         {"model": "GPT-4o", "n": 1}, {"model": "gpt-4o", "n": 2}, {"n": 3},
         {"model": "", "n": 4}, {"model": "x" * 194, "n": 5}, {"model": "ok", "n": 6},
-    ), received_at=datetime(2026, 12, 6, tzinfo=UTC))
+    ), ParseContext("acme", received_at=datetime(2026, 12, 6, tzinfo=UTC)))
     assert [(s.metric, s.value) for s in obs.samples] == [("used", 5.0), ("tokens:ok", 6.0)]
     assert obs.refused == (
         "tokens[2]: key is missing",

@@ -22,6 +22,7 @@ from etl.runtime.simulator import SimulatedVendor
 from etl.store.archive_line import parse_line
 from etl.vendors import get as vendor_kind
 from etl.vendors.nected import simulated_body as nected_body
+from etl.vendors.parse_api import ParseContext
 from etl.vendors.wiresocket import simulated_body as wiresocket_body
 
 
@@ -83,7 +84,7 @@ def test_generated_archive_parses_and_matches_the_live_server() -> None:
                                    headers={"Nected-API-Key": sim.api_key}).json()
     assert live_ws == lines[7]["body"]
     assert live_nected == lines[8]["body"] and lines[8]["observed_at"] == "2026-11-02T01:00:00Z"
-    vendor_kind("wiresocket").parse_body("ws", live_ws)
+    vendor_kind("wiresocket").parse(live_ws, ParseContext("ws"))
 
 
 def test_query_token_is_accepted_like_the_vendor_but_recorded(simulator: SimulatedVendor) -> None:

@@ -11,7 +11,6 @@ import copy
 import json
 import logging
 import math
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -33,9 +32,10 @@ from etl.errors import ParseError
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import Sample, Series
 from etl.store.writer import forget_series_cache, record_polls
-from etl.vendors import BUILT_IN_KINDS, KINDS, PluginFailure, VendorKind, load_plugins
+from etl.vendors import KINDS, VendorKind
 from etl.vendors.http_json import EXAMPLE_BODY, EXAMPLE_SOURCE
-from tests.factories import make_plugin_site
+from etl.vendors.parse_api import ParseContext
+from tests.factories import load_plugin_site, make_plugin_site
 
 SECRET = "s3cr3t-contract-9d1e7a"
 RECEIVED = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -53,19 +53,9 @@ class Case:
 
 
 def _plugin_kinds() -> dict[str, VendorKind]:
-    """The built-in kinds plus the example plugin, loaded from a site made for it.
-
-    The site is on sys.path only while its entry points are read, so the process-wide
-    registry other tests see never picks the plugin up.
-    """
-    site = make_plugin_site(tempfile.mkdtemp(prefix="usage-etl-plugin-"))
-    found: dict[str, VendorKind] = dict(BUILT_IN_KINDS)
-    failures: list[PluginFailure] = []
-    sys.path.insert(0, site)
-    try:
-        load_plugins(found, failures)
-    finally:
-        sys.path.remove(site)
+    """The built-in kinds plus the example plugin, loaded from a site made for it."""
+    found, failures = load_plugin_site(
+        make_plugin_site(tempfile.mkdtemp(prefix="usage-etl-plugin-")))
     assert failures == [], failures
     return found
 
@@ -118,7 +108,7 @@ def with_value(body: Any, path: tuple[str, ...], value: Any, *, drop: bool = Fal
 
 
 def parse(case: Case, body: Any) -> Any:
-    return source_of(case).vendor.parse_body("src", body, received_at=RECEIVED)
+    return source_of(case).vendor.parse(body, ParseContext("src", received_at=RECEIVED))
 
 
 def test_the_example_plugin_loaded_without_failures() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.factories import make_plugin_site
+from etl.vendors import ParseContext, PluginFailure
+from etl.vendors.types import SampleValue
+from tests.factories import load_plugin_site, make_plugin_site
 
 KEY = "acme-secret-7f3a9c1e"
 
@@ -134,3 +137,35 @@ def test_a_plugin_that_fails_to_load_is_named_and_the_other_kinds_still_work(
             "http_json, acme) (plugin broken_usage:KIND failed to load: ImportError: "
             "broken_usage needs libacme 9, not installed)") in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_plugin_written_for_api_1_keeps_working_and_one_of_neither_api_is_refused(
+        tmp_path: Path, acme: AcmeServer) -> None:
+    site = make_plugin_site(tmp_path / "site", other_apis=True)
+    found, failures = load_plugin_site(site)
+    refusal = ("TypeError: parse(body) is neither plugin API 2 nor 1; write parse(body, context) "
+               "taking an etl.vendors.ParseContext (plugin API 2, docs/vendors.md)")
+    assert failures == [PluginFailure("acmebad", "acme_bad_usage:KIND", refusal)]
+    # The version 1 parse, adapted, reads what the version 2 example reads.
+    received = datetime(2026, 11, 21, 10, 0, 5, tzinfo=UTC)
+    body = {"calls": 1200, "calls_limit": 100000, "at": "2026-11-21T10:00:00Z"}
+    context = ParseContext("acme-prod", received_at=received, payload='{"calls": 1200}')
+    old = found["acme1"].parse(body, context)
+    assert old == found["acme"].parse(body, context)._replace(kind="acme1")
+    assert (old.source, old.observed_at, old.payload, old.samples, old.received_at) == (
+        "acme-prod", datetime(2026, 11, 21, 10, 0, tzinfo=UTC), '{"calls": 1200}',
+        (SampleValue("calls", 1200.0, 100000.0),), received)
+
+    listed = run(site, "vendors")
+    assert listed.returncode == 1
+    assert f"plugin acmebad (acme_bad_usage:KIND) failed to load: {refusal}" in listed.stderr
+    assert "acme1 (plugin acme-v1-usage 0.1.0): Acme API calls (plugin API 1)" in listed.stdout
+    db = tmp_path / "usage.db"
+    config = tmp_path / "usage-etl.toml"
+    config.write_text(
+        f'database_url = "sqlite:///{db}"\n[[sources]]\nname = "old-acme"\nkind = "acme1"\n'
+        f'base_url = "{acme.base_url}"\ntoken_env = "ACME_TEST_KEY"\ninterval_seconds = 60\n')
+    collected = run(site, "--config", str(config), "collect", env={"ACME_TEST_KEY": KEY})
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT value FROM samples").fetchall() == [(1500.0,)]

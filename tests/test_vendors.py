@@ -10,6 +10,7 @@ import pytest
 
 from etl.errors import ParseError
 from etl.vendors import get as vendor_kind
+from etl.vendors.parse_api import ParseContext
 
 # Verbatim from vendor-apis/wiresocket-usage.md.
 WIRESOCKET_EXAMPLE = """{
@@ -53,7 +54,7 @@ def ws_body(**changes: object) -> dict:
 
 
 def test_wiresocket_documented_example_parses() -> None:
-    obs = WS.parse_body("ws-prod", json.loads(WIRESOCKET_EXAMPLE), payload=WIRESOCKET_EXAMPLE)
+    obs = WS.parse(json.loads(WIRESOCKET_EXAMPLE), ParseContext("ws-prod", payload=WIRESOCKET_EXAMPLE))
     assert obs.observed_at == datetime(2026, 2, 25, 14, 40, tzinfo=UTC)
     values = {s.metric: (s.value, s.limit, s.status) for s in obs.samples}
     assert values == {"connections": (82, 100, "warning"), "documents": (4, 20, "healthy")}
@@ -63,7 +64,7 @@ def test_wiresocket_documented_example_parses() -> None:
 
 
 def test_nected_documented_example_parses_with_our_clock() -> None:
-    obs = NECTED.parse_body("rules", json.loads(NECTED_EXAMPLE), received_at=NOW)
+    obs = NECTED.parse(json.loads(NECTED_EXAMPLE), ParseContext("rules", received_at=NOW))
     assert obs.observed_at == NOW
     assert [(s.metric, s.value) for s in obs.samples] == [("invocations", 1000)]
 
@@ -82,7 +83,7 @@ def test_nected_documented_example_parses_with_our_clock() -> None:
     ],
 )
 def test_every_wiresocket_timestamp_form_is_read_as_that_utc_instant(stamp: str, expected: datetime) -> None:
-    observed = WS.parse_body("ws", ws_body(timestamp=stamp)).observed_at
+    observed = WS.parse(ws_body(timestamp=stamp), ParseContext("ws")).observed_at
     assert observed == expected and observed.utcoffset() == timedelta(0)
 
 
@@ -92,7 +93,7 @@ def test_wiresocket_timestamp_without_zone_is_utc_whatever_the_local_zone(
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()
     try:
-        observed = WS.parse_body("ws", ws_body(timestamp="2026-07-01T09:30:00")).observed_at
+        observed = WS.parse(ws_body(timestamp="2026-07-01T09:30:00"), ParseContext("ws")).observed_at
     finally:
         monkeypatch.undo()
         time.tzset()
@@ -102,7 +103,7 @@ def test_wiresocket_timestamp_without_zone_is_utc_whatever_the_local_zone(
 def test_unknown_fields_are_kept_not_refused() -> None:
     body = ws_body(region="eu", newThing={"x": 1})
     body["usage"]["connections"]["trend"] = "up"
-    obs = WS.parse_body("ws", body)
+    obs = WS.parse(body, ParseContext("ws"))
     assert json.loads(obs.payload)["newThing"] == {"x": 1}
     assert json.loads(obs.payload)["usage"]["connections"]["trend"] == "up"
 
@@ -125,7 +126,7 @@ def test_wiresocket_bad_bodies_name_the_field(change, message: str) -> None:  # 
     body = json.loads(WIRESOCKET_EXAMPLE)
     change(body)
     with pytest.raises(ParseError, match=message.replace(".", r"\.")):
-        WS.parse_body("ws", body)
+        WS.parse(body, ParseContext("ws"))
 
 
 @pytest.mark.parametrize(
@@ -142,7 +143,7 @@ def test_wiresocket_bad_bodies_name_the_field(change, message: str) -> None:  # 
 )
 def test_nected_bad_bodies_are_refused(body: object, message: str) -> None:
     with pytest.raises(ParseError, match=message):
-        NECTED.parse_body("rules", body, received_at=NOW)
+        NECTED.parse(body, ParseContext("rules", received_at=NOW))
 
 
 def test_credentials_only_go_in_headers() -> None:

@@ -17,7 +17,7 @@ import click
 from etl.cli.context import AppContext
 from etl.errors import ConfigError, UsageEtlError
 from etl.files import os_error_text
-from etl.redact import redact
+from etl.redact import LOG_MASK, redact
 
 log = logging.getLogger("etl")
 
@@ -104,13 +104,32 @@ def cli(ctx: click.Context, config_path: str | None, database_url: str | None, v
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    quiet_library_loggers()
     ctx.obj = AppContext(config_path=config_path, database_url=database_url)
+
+
+# Libraries whose debug lines would print stored data: SQLAlchemy's engine logs every
+# statement's parameters and result rows (vendor bodies, alert payloads) at -vv.
+_SILENCED = ("sqlalchemy.engine", "sqlalchemy.pool", "sqlalchemy.orm")
+
+
+def quiet_library_loggers() -> None:
+    """Mask secrets in every log handler's records; SQLAlchemy's statements and rows stay off.
+
+    The mask is etl.redact.LOG_MASK, whatever -v asks for. urllib3 logs each request's path at DEBUG (a webhook URL's token) and its retries at
+    WARNING, psycopg its connection attempts: their lines go out masked.
+    """
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(LOG_MASK)
+    for name in _SILENCED:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _register() -> None:
     # Imported here so each command family lives in its own module.
     from etl.cli import (
         alerts_cmd,
+        backfill_cmd,
         collect_cmd,
         compact_cmd,
         db_cmd,
@@ -119,8 +138,8 @@ def _register() -> None:
         vendors_cmd,
     )
 
-    for module in (db_cmd, collect_cmd, compact_cmd, report_cmd, schedule_cmd, alerts_cmd,
-                   vendors_cmd):
+    for module in (db_cmd, collect_cmd, backfill_cmd, compact_cmd, report_cmd, schedule_cmd,
+                   alerts_cmd, vendors_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -14,7 +14,8 @@ from etl.cli.context import AppContext
 def compact_cmd(app: AppContext) -> None:
     """Move raw responses older than `[retention] raw_days` into monthly archive files.
 
-    Each source's responses go to ARCHIVE_DIR/SOURCE/YYYY-MM.jsonl.gz (UTC month), a file
+    Then retire samples older than `samples_days` whose raw responses are archived. Each
+    source's responses go to ARCHIVE_DIR/SOURCE/YYYY-MM.jsonl.gz (UTC month), a file
     checked complete before the rows leave the database; samples stay. Stopped at any
     point, nothing is lost and running it again completes the work.
 
@@ -27,7 +28,7 @@ def compact_cmd(app: AppContext) -> None:
 
     config = app.config
     engine = app.engine
-    if config.retention.raw_days is None:
+    if not config.retention.active:
         click.echo("nothing to do: [retention] raw_days is not set", err=True)
         return
     now = utcnow()

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from etl.config import Config, load_config
+from etl.errors import SecretError
+from etl.redact import LOG_MASK
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -29,6 +31,8 @@ class AppContext:
         """The loaded config (SPEC 2); raises etl.errors.ConfigError when it is invalid."""
         if self._config is None:
             self._config = load_config(self.config_path, self.database_url)
+            config = self._config
+            LOG_MASK.add_source(lambda: config_secrets(config))
         return self._config
 
     @property
@@ -43,3 +47,37 @@ class AppContext:
     def database_url_or_none(self) -> str | None:
         """The database URL if the config was loaded (for messages about the database)."""
         return self._config.database_url if self._config is not None else self.database_url
+
+
+def config_secrets(config: Config) -> list[str]:
+    """Every secret `config` leads to that can be read now, to mask in log lines.
+
+    Sources' credentials, notifiers' URLs and passwords, the database URL's password.
+    """
+    from etl.alerts.notifiers import notifier_secrets
+
+    found = notifier_secrets(config.notifiers)
+    for src in config.sources:
+        try:
+            found.append(src.read_secret())
+        except SecretError:
+            continue
+    password = url_password(config.database_url)
+    if password:
+        found.append(password)
+    return found
+
+
+def url_password(url: str) -> str | None:
+    """The password of a database URL as written, escaped or not, else None."""
+    from urllib.parse import unquote
+
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    # The userinfo ends at the last "@" before the path (a password may hold "@", ":" or "/").
+    userinfo, at, _ = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return None
+    raw = userinfo.split(":", 1)[1]
+    return unquote(raw) if raw else None

@@ -315,13 +315,13 @@ def poll_deadline(clock: Clock, interval_seconds: float) -> float:
 def _increment(
     retry: Retry, url: str, failure: HttpFailure, response: requests.Response | None
 ) -> Retry:
-    if failure.outcome == "timeout":
+    if failure.outcome is Outcome.TIMEOUT:
         err: Exception = (
             ConnectTimeoutError("connect timed out") if "connect" in str(failure)
             else ReadTimeoutError(None, url, "read timed out")  # type: ignore[arg-type]
         )
         return retry.increment("GET", url, error=err)
-    if failure.outcome == "connection_error":
+    if failure.outcome is Outcome.CONNECTION_ERROR:
         return retry.increment("GET", url, error=NewConnectionError(None, str(failure)))  # type: ignore[arg-type]
     raw = response.raw if response is not None else None
     return retry.increment("GET", url, response=raw)

@@ -14,6 +14,7 @@ import requests
 from etl.collect.http import (
     PACERS,
     Clock,
+    FetchResult,
     HttpFailure,
     PacerRegistry,
     Sleep,
@@ -25,6 +26,7 @@ from etl.config import SourceConfig
 from etl.errors import ParseError, SecretError
 from etl.redact import redact
 from etl.timefmt import utc_z, utcnow
+from etl.vendors.parse_api import ParseContext
 from etl.vendors.parsing import FAR_FROM_CLOCK
 from etl.vendors.types import Origin, Outcome, PollRecord
 
@@ -64,6 +66,32 @@ class Collector:
                 self._sessions[source.name] = _settled_session(source.url)
             return self._sessions[source.name]
 
+    def now(self) -> datetime:
+        """The wall clock that stamps results."""
+        return self._now()
+
+    def deadline(self, source: SourceConfig) -> float:
+        """When a poll of `source` starting now must be over, on this collector's clock."""
+        return poll_deadline(self._clock, source.interval_seconds)
+
+    def past(self, deadline: float) -> bool:
+        """Whether `deadline` (from `deadline()`) has passed."""
+        return self._clock() >= deadline
+
+    def fetch(self, source: SourceConfig, url: str, deadline: float) -> FetchResult:
+        """GET `url` for `source` with its credential, pacing, retries and `deadline`.
+
+        One page of a history source (SPEC 10: every page is one request for pacing,
+        retries and Retry-After). Raises HttpFailure, or SecretError for a missing secret.
+        """
+        secret = source.read_secret()
+        pacer = self.pacers.get(source.kind, secret or _host(source.url),
+                                source.vendor.rate_limit)
+        return fetch_json(self._session(source), url, source.vendor.auth_headers(secret),
+                          timeout=source.timeout_seconds, deadline=deadline, pacer=pacer,
+                          clock=self._clock, sleep=self._sleep, label=source.name,
+                          secrets=[secret] if secret else ())
+
     def poll(self, source: SourceConfig) -> PollRecord:
         """Fetch and parse one response; never touches the database, never raises."""
         started = self._now()
@@ -96,10 +124,8 @@ class Collector:
                                 f"unexpected error: {type(exc).__name__}: {exc}", secret)
         received = self._now()
         try:
-            observation = vendor.parse_body(
-                source.name, fetched.data, received_at=received, payload=fetched.text,
-                origin=Origin.COLLECT,
-            )
+            observation = vendor.parse(fetched.data, ParseContext(
+                source.name, received_at=received, payload=fetched.text, origin=Origin.COLLECT))
         except ParseError as exc:
             return self._failed(source, started, Outcome.INVALID_RESPONSE, f"body refused: {exc}",
                                 secret, fetched.status, fetched.latency_ms, fetched.tries)

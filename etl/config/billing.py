@@ -28,6 +28,8 @@ class Aggregation(StrEnum):
     TWA = "twa"
     UNIT_HOURS = "unit_hours"
     LAST = "last"
+    # Interval metrics (SPEC 10): Σ value × overlap with the period / bucket length.
+    SUM = "sum"
 
 
 class Pricing(StrEnum):
@@ -291,6 +293,12 @@ def _parse_billing(
         and kind.metric_type_of(metric) == MetricType.GAUGE
     ):
         problems.append(f"{label}.aggregation: 'increase' needs a counter; {metric!r} is a gauge")
+    mtype = (kind.metric_type_of(metric) if kind is not None and metric is not None else None)
+    if aggregation is Aggregation.SUM and mtype not in (None, MetricType.INTERVAL):
+        problems.append(f"{label}.aggregation: 'sum' needs an interval metric; {metric!r} is a "
+                        f"{mtype}")
+    elif aggregation is Aggregation.INCREASE and mtype is MetricType.INTERVAL:
+        problems.append(f"{label}.aggregation: {metric!r} is an interval metric: use 'sum'")
     # Unset, a rule bills from the first unit in US dollars (documented in docs/configuration.md).
     included = bounded_decimal(entry.get("included", 0), f"{label}.included", problems)
     pricing = parse_pricing(entry, label, problems)

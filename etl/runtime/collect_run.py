@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from etl.collect.poll import Collector
 from etl.config import Config
 from etl.errors import ConfigError
+from etl.runtime.history import poll_history
 from etl.store.spool import ReplayResult, Spool, SpoolInUseError
 from etl.store.state import stored_pauses
 from etl.store.writer import record_polls_apart
@@ -99,7 +100,9 @@ def collect_once(
     try:
         with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(sources)),
                                 thread_name_prefix="poll") as pool:
-            pending: set[Future[PollRecord]] = {pool.submit(poller.poll, s) for s in sources}
+            pending: set[Future[PollRecord]] = {
+                pool.submit(poll_history, engine, poller, s) if s.vendor.history is not None
+                else pool.submit(poller.poll, s) for s in sources}
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 # Linger briefly so that one transaction carries many polls.

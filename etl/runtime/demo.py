@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +57,19 @@ class DemoResult:
     reports: list[Path] = field(default_factory=list)
 
 
-def demo_config_text(database: Path, base_url: str, reports_dir: Path) -> str:
+def demo_config_text(database: Path, base_url: str, reports_dir: Path,
+                     credit_granted: date | None = None) -> str:
     """The demo's usage-etl.toml: three simulated sources, secrets in environment variables.
 
     The third vendor has no kind of its own: it is described in the config alone
-    (`kind = "http_json"`, SPEC 7), one series per project.
+    (`kind = "http_json"`, SPEC 7), one series per project. The `projects` source is paid from
+    a prepaid credit (SPEC 11) granted on `credit_granted` (default: the first of last
+    month, before the demo's history begins).
     """
     url = f"sqlite:///{database.resolve()}"
+    if credit_granted is None:
+        today = datetime.now(UTC).date()
+        credit_granted = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
     return f"""\
 # Written by `usage-etl demo`. The sources point at the simulated vendor the demo ran;
 # start one again with `usage-etl simulate --port PORT --token T --api-key K`, update
@@ -137,6 +143,14 @@ aggregation = "increase"
 included = 50000
 unit_price = "0.0005"
 currency = "USD"
+
+# Paid in advance: the billing report shows what it paid, its balance and when it runs out.
+[[credits]]
+name = "projects-prepaid"
+source = "projects"
+amount = "400.00"
+currency = "USD"
+granted = {credit_granted:%Y-%m-%d}
 
 # The demo's own webhook receiver on loopback (export {WEBHOOK_ENV} to use it again).
 [[notifiers]]

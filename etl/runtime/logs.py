@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from etl.redact import redact
+from etl.redact import LOG_MASK, redact
 from etl.timefmt import utc_z
 
 LOG_FORMATS = ("text", "json")
@@ -114,6 +114,7 @@ def setup_daemon_logging(
     """Send `etl` logs (and APScheduler's warnings) to stderr in `fmt`; returns the handler."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(EventFormatter(fmt, secrets))
+    handler.addFilter(LOG_MASK)
     for name in ("etl", "apscheduler"):
         logger = logging.getLogger(name)
         for old in list(logger.handlers):

@@ -15,6 +15,7 @@ from etl.errors import UsageEtlError
 from etl.runtime.logs import event
 from etl.store.compact import CompactResult, Progress, compact, cutoff_for, pending_count
 from etl.store.engine import describe_database_error, is_database_error
+from etl.store.retire import RetireResult, retire
 from etl.textutil import first_line
 
 log = logging.getLogger("etl.schedule")
@@ -22,13 +23,15 @@ log = logging.getLogger("etl.schedule")
 
 @dataclass
 class RetentionResult:
-    """What one pass did: the compaction's result."""
+    """What one pass did: the compaction's and the retirement's results."""
 
     compacted: CompactResult = field(default_factory=CompactResult)
+    retired: RetireResult = field(default_factory=RetireResult)
 
     def summary(self) -> str:
         """One line for people."""
-        return self.compacted.summary()
+        return (f"{self.compacted.summary()}; {self.retired.samples} samples of "
+                f"{self.retired.series} series retired")
 
 
 def archive_dir(config: Config) -> Path:
@@ -44,7 +47,9 @@ def to_compact(engine: Engine, config: Config, now: datetime) -> int:
 
 def retention_pass(engine: Engine, config: Config, now: datetime,
                    progress: Progress | None = None) -> RetentionResult:
-    """Compact raw responses older than `raw_days` (nothing when it is not set).
+    """Compact raw responses older than `raw_days`; retire samples older than `samples_days`.
+
+    Each only when set; samples are retired only where their raw responses are archived.
 
     Raises:
         etl.store.compact.CompactError: an archive file could not be written (one line);
@@ -55,6 +60,9 @@ def retention_pass(engine: Engine, config: Config, now: datetime,
     if days is not None:
         result.compacted = compact(engine, archive_dir(config), cutoff_for(now, days),
                                    progress=progress)
+    keep = config.retention.samples_days
+    if keep is not None:
+        result.retired = retire(engine, archive_dir(config), cutoff_for(now, keep))
     return result
 
 
@@ -79,6 +87,6 @@ def daemon_pass(engine: Engine, config: Config, clock: Callable[[], datetime]) -
             raise
         event(log, logging.ERROR, "retention-failed", error=describe_database_error(exc))
         return
-    if result.compacted.moved:
+    if result.compacted.moved or result.retired.samples:
         event(log, logging.INFO, "retention", moved=result.compacted.moved,
-              files=len(result.compacted.files))
+              files=len(result.compacted.files), retired=result.retired.samples)

@@ -14,13 +14,18 @@ except ImportError:  # pragma: no cover - a dependency, but the standard parser 
 
 from etl.config import SourceConfig
 from etl.errors import ParseError
+from etl.vendors.parse_api import ParseContext
 from etl.vendors.parsing import (
     MAX_JSON_DEPTH,
     check_storable,
     parse_timestamp,
     time_range_problem,
 )
-from etl.vendors.types import Observation
+from etl.vendors.types import Observation, Origin
+
+# Plain text: the parse workers send observations back pickled, and a str pickles faster
+# than an enum member.
+_IMPORT: str = Origin.IMPORT.value
 
 
 def _reject_constant(name: str) -> Any:
@@ -55,8 +60,8 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
     window = _window(doc.get("window"), vendor.history is not None, src.kind)
     body = doc["body"]
     try:
-        obs = vendor.parse(name, body, observed_at=observed_at, payload=payload,
-                           origin="import")
+        obs = vendor.parse(body, ParseContext(name, observed_at=observed_at, payload=payload,
+                                              origin=_IMPORT, window=window))
     except ParseError as exc:
         raise ParseError(f"body: {exc}") from None
     if observed_at is not None:  # the line's time, whatever the body says (SPEC 4)
@@ -64,7 +69,8 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
             obs = obs._replace(observed_at=observed_at)
     else:
         _in_range(obs.observed_at, "body: observation time")
-    return obs if window is None else obs._replace(window=window)
+    # A kind that does not keep the window (a plugin's) still stores the line's.
+    return obs if window is None or obs.window == window else obs._replace(window=window)
 
 
 def _in_range(at: datetime, field: str) -> datetime:

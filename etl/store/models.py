@@ -275,3 +275,16 @@ class AlertDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     gave_up_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)  # never a secret
+
+
+class RetiredHistory(Base):
+    """Samples of a series observed before `before` were retired (SPEC 13, samples_days).
+
+    Its last sample before that instant is kept, so a counter's first increase after the
+    retired part still has its predecessor.
+    """
+
+    __tablename__ = "retired_history"
+
+    series_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    before: Mapped[datetime] = mapped_column(UtcDateTime())

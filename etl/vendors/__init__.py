@@ -15,9 +15,12 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from etl.vendors.types import MAX_METRIC_LEN, MetricType, Observation
+from etl.vendors.parse_api import PLUGIN_API_VERSION as PLUGIN_API_VERSION
+from etl.vendors.parse_api import Parse, adapt_parse
+from etl.vendors.parse_api import ParseContext as ParseContext
+from etl.vendors.types import MAX_METRIC_LEN, MetricType
 
 if TYPE_CHECKING:
     from etl.vendors.history import HistorySpec
@@ -28,22 +31,6 @@ KIND_NAME_RE = re.compile(r"^[a-z0-9_-]{1,16}$")
 BUILT_IN = "built in"
 
 log = logging.getLogger("etl.vendors")
-
-
-class Parse(Protocol):
-    """Read one vendor body into an Observation (raises etl.errors.ParseError)."""
-
-    def __call__(
-        self,
-        source: str,
-        body: Any,
-        *,
-        received_at: datetime | None = None,
-        observed_at: datetime | None = None,
-        payload: str | None = None,
-        origin: str = "collect",
-    ) -> Observation:
-        """Parse `body` of `source` (SPEC 4; raises etl.errors.ParseError naming the field)."""
 
 
 # (the source's whole config table, its label such as "sources.acme", the problem list) ->
@@ -132,20 +119,6 @@ class VendorKind:
     # A history source's windows, pages and buckets (SPEC 10); None: it reads "now".
     history: HistorySpec | None = None
 
-    def parse_body(
-        self,
-        source: str,
-        body: Any,
-        *,
-        received_at: datetime | None = None,
-        observed_at: datetime | None = None,
-        payload: str | None = None,
-        origin: str = "collect",
-    ) -> Observation:
-        """Validate `body` and read its samples (raises etl.errors.ParseError)."""
-        return self.parse(source, body, received_at=received_at, observed_at=observed_at,
-                          payload=payload, origin=origin)
-
     def metric_type_of(self, metric: str) -> MetricType | None:
         """Return the type of series `metric` of a source of this kind, or None if it has none.
 
@@ -221,15 +194,16 @@ def _load_point(point: Any, kinds: Mapping[str, VendorKind]) -> VendorKind:
         raise ValueError(f"metric {too_long[0]!r} is longer than {MAX_METRIC_LEN} characters")
     if kind.name in kinds:
         raise ValueError(f"kind {kind.name!r} is already installed ({kinds[kind.name].provider})")
+    # A parse written for plugin API 1 is adapted; another signature is refused (TypeError).
+    parse = adapt_parse(kind.parse)
     dist = getattr(point, "dist", None)
     provider = f"plugin {dist.name} {dist.version}" if dist is not None else "plugin"
-    return kind if kind.provider != BUILT_IN else _with_provider(kind, provider)
-
-
-def _with_provider(kind: VendorKind, provider: str) -> VendorKind:
+    if kind.provider != BUILT_IN and parse is kind.parse:
+        return kind
     from dataclasses import replace
 
-    return replace(kind, provider=provider)
+    return replace(kind, parse=parse,
+                   provider=provider if kind.provider == BUILT_IN else kind.provider)
 
 
 class _Registry(dict[str, VendorKind]):

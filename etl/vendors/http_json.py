@@ -12,11 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from etl.errors import ParseError
-from etl.vendors import VendorKind
+from etl.vendors import ParseContext, VendorKind
 from etl.vendors.auth import HEADER_NAME_RE, Auth, configure_auth, fixed_headers, header_text
 from etl.vendors.history import HistorySpec, configure_history
 from etl.vendors.parsing import (
@@ -170,16 +169,7 @@ class SourceSpec:
         found.update(self.auth.extra_headers())
         return found
 
-    def parse(
-        self,
-        source: str,
-        body: Any,
-        *,
-        received_at: datetime | None = None,
-        observed_at: datetime | None = None,
-        payload: str | None = None,
-        origin: str = "collect",
-    ) -> Observation:
+    def parse(self, body: Any, context: ParseContext) -> Observation:
         """One Observation from a body (ParseError naming the expression when it is invalid).
 
         observed_at: an archive line's `observed_at` when it has one (SPEC 4), else the body's
@@ -187,10 +177,10 @@ class SourceSpec:
         """
         if self.ok_when is not None and not _truthy(self.ok_when(body)):
             raise ParseError(f"ok_when {self.ok_when_text!r}: not true for this response")
-        if self.timestamp is not None and observed_at is None:
+        if self.timestamp is not None and context.observed_at is None:
             at = parse_timestamp(self.timestamp(body), "timestamp")
         else:  # an archive line's observed_at wins over the body's time (SPEC 4)
-            at = observed_at or received_at  # type: ignore[assignment]
+            at = context.observed_at or context.received_at  # type: ignore[assignment]
             if at is None:
                 raise ParseError("observed_at: required (the source configures no timestamp)")
         samples: list[SampleValue] = []
@@ -201,8 +191,11 @@ class SourceSpec:
                                for sv in self._samples(item, refused))
         else:
             samples = self._samples(body, refused)
-        return Observation(source, NAME, at, payload if payload is not None else to_payload(body),
-                           tuple(samples), received_at, origin, tuple(refused))
+        payload = context.payload
+        return Observation(context.source, NAME, at,
+                           payload if payload is not None else to_payload(body),
+                           tuple(samples), context.received_at, context.origin, tuple(refused),
+                           context.window)
 
     def _samples(self, doc: Any, refused: list[str]) -> list[SampleValue]:
         samples: list[SampleValue] = []

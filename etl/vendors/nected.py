@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from etl.errors import ParseError
-from etl.vendors import SimulatedApi, VendorKind, traffic
+from etl.vendors import ParseContext, SimulatedApi, VendorKind, traffic
 from etl.vendors.parsing import mapping, number, optional_text, to_payload
 from etl.vendors.types import MetricType, Observation, SampleValue
 
@@ -23,15 +23,7 @@ def auth_headers(secret: str) -> dict[str, str]:
     return {"Nected-API-Key": secret}
 
 
-def parse(
-    source: str,
-    body: Any,
-    *,
-    received_at: datetime | None = None,
-    observed_at: datetime | None = None,
-    payload: str | None = None,
-    origin: str = "collect",
-) -> Observation:
+def parse(body: Any, context: ParseContext) -> Observation:
     """One Observation from a usage body.
 
     Nected's body has no time, so observed_at is the caller's: our UTC clock at the response
@@ -49,12 +41,14 @@ def parse(
     if "invocations" not in data:
         raise ParseError("data.invocations: missing")
     value = number(data["invocations"], "data.invocations")
-    at = observed_at or received_at
+    at = context.observed_at or context.received_at
     if at is None:
         raise ParseError("observed_at: required for a nected response")
+    payload = context.payload
     # Positional: an import builds one per line, and keywords cost NamedTuple twice as much.
-    return Observation(source, NAME, at, payload if payload is not None else to_payload(body),
-                       (SampleValue("invocations", value),), received_at, origin)
+    return Observation(context.source, NAME, at,
+                       payload if payload is not None else to_payload(body),
+                       (SampleValue("invocations", value),), context.received_at, context.origin)
 
 
 

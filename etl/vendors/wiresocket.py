@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from etl.errors import ParseError
-from etl.vendors import SimulatedApi, VendorKind, traffic
+from etl.vendors import ParseContext, SimulatedApi, VendorKind, traffic
 from etl.vendors.parsing import (
     mapping,
     number,
@@ -34,22 +34,13 @@ def auth_headers(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
 
-def parse(
-    source: str,
-    body: Any,
-    *,
-    received_at: datetime | None = None,
-    observed_at: datetime | None = None,
-    payload: str | None = None,
-    origin: str = "collect",
-) -> Observation:
+def parse(body: Any, context: ParseContext) -> Observation:
     """One Observation from a usage body; observed_at is always the body's `timestamp`.
 
-    `observed_at` is accepted for a uniform adapter signature and ignored: the vendor's
-    timestamp is the observation time (SPEC 5). tenantId, appId and any unknown fields stay
-    in the raw payload; identifiers are opaque strings, never checked for a UUID shape.
+    The context's `observed_at` is ignored: the vendor's timestamp is the observation time
+    (SPEC 5). tenantId, appId and any unknown fields stay in the raw payload; identifiers are
+    opaque strings, never checked for a UUID shape.
     """
-    del observed_at
     doc = mapping(body, "body")
     for key in ("tenantId", "appId"):
         optional_text(doc, key, key)
@@ -67,8 +58,10 @@ def parse(
         # Positional: an import builds these per line, and keywords cost twice as much.
         samples.append(SampleValue(metric, value, plan_limit(entry, "limit"),
                                    optional_status(entry, "status")))
-    return Observation(source, NAME, at, payload if payload is not None else to_payload(body),
-                       tuple(samples), received_at, origin)
+    payload = context.payload
+    return Observation(context.source, NAME, at,
+                       payload if payload is not None else to_payload(body),
+                       tuple(samples), context.received_at, context.origin)
 
 
 def url(base_url: str | None, region: str | None) -> str:

@@ -47,6 +47,8 @@ def exact_decimals(func: Callable[_P, _R]) -> Callable[_P, _R]:
 BILLING_COLUMNS = [
     "month", "source", "metric", "aggregation", "quantity", "included", "overage",
     "unit_price", "amount", "currency", "coverage_pct", "pricing",
+    # SPEC 10: filled in for history series by the pipeline (reads are not day rows)
+    "provisional",
     # SPEC 11
     "period_start", "period_end", "credit_applied", "amount_due",
     # extras
@@ -186,9 +188,7 @@ def billing_table(rows: pd.DataFrame, priced: Sequence[RulePeriod], *, now: date
             elapsed = now_us - period.start_us
             length = period.end_us - period.start_us
             elapsed_pct = coverage_pct(elapsed, length)
-            covered = (int(days["covered_us"].iloc[:len(started)].sum())
-                       if len(days) else 0)
-            elapsed_cov = coverage_pct(min(covered, elapsed), elapsed) if elapsed else 0.0
+            elapsed_cov = elapsed_coverage(days, now_us, elapsed)
             if rule.aggregation in ACCUMULATING:
                 # Linear run rate of the period so far; a plan cycle reset would show as one.
                 projected_q = (round_quantity(mtd_q * length / elapsed)
@@ -223,6 +223,23 @@ def billing_table(rows: pd.DataFrame, priced: Sequence[RulePeriod], *, now: date
             "valid_until": rule.valid_until,
         })
     return pd.DataFrame.from_records(records, columns=BILLING_COLUMNS)
+
+
+def elapsed_coverage(days: pd.DataFrame, now_us: int, elapsed_us: int) -> float:
+    """coverage_pct of the part of a period before `now_us` (its day rows in date order).
+
+    A day's coverage is counted up to `now_us` at most: a reading's window reaching past now
+    is not yet observation of what is ahead.
+    """
+    if not elapsed_us or not len(days):
+        return 0.0
+    covered = 0
+    for start, end, cov in zip(days["day_start_us"].tolist(), days["day_end_us"].tolist(),
+                               days["covered_us"].tolist(), strict=True):
+        if start >= now_us:
+            break
+        covered += min(int(cov), now_us - int(start)) if end > now_us else int(cov)
+    return coverage_pct(min(covered, elapsed_us), elapsed_us)
 
 
 def table_charges(table: pd.DataFrame, priced: Sequence[RulePeriod]) -> list[PeriodCharge]:

@@ -17,7 +17,7 @@ SECONDS_PER_HOUR = 3600
 QUANTITY_STEP = Decimal("0.0001")
 # Aggregations that add up over the month (extrapolated by a projection); the others are a
 # level (a peak, a percentile, an average, a last reading) that the month so far projects as is.
-ACCUMULATING = frozenset({Aggregation.INCREASE, Aggregation.UNIT_HOURS})
+ACCUMULATING = frozenset({Aggregation.INCREASE, Aggregation.UNIT_HOURS, Aggregation.SUM})
 # Aggregations the stored day rollups cannot give: they need the month's sample values.
 FROM_SAMPLES = frozenset({Aggregation.P95})
 
@@ -94,7 +94,8 @@ def cumulative_quantities(days: pd.DataFrame, aggregation: Aggregation, *,
             out.append(None)
             continue
         samples = int(row.samples)
-        if aggregation is Aggregation.INCREASE:
+        if aggregation in (Aggregation.INCREASE, Aggregation.SUM):
+            # An interval series' day `increase` is its apportioned bucket sum (SPEC 10).
             total = (total or Decimal(0)) + to_decimal(row.increase)
         elif aggregation is Aggregation.PEAK:
             if samples:

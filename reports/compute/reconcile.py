@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 
 import pandas as pd
 
+from etl.config.billing import BillingRule
 from etl.errors import InputError
+from reports.compute.pricing import plain
+from reports.read.focus_invoice import FocusCharges, Sums
 from reports.read.invoice import InvoiceLine, check_invoice_month
 
 RECONCILE_COLUMNS = [
@@ -16,7 +20,18 @@ RECONCILE_COLUMNS = [
     # extras
     "reason", "currency", "coverage_pct", "resets",
 ]
-RECONCILE_STATUSES = ["match", "mismatch", "missing_invoice", "missing_metered"]
+
+
+class ReconcileStatus(StrEnum):
+    """How a billing rule's metered figures compare with the invoice (SPEC 6)."""
+
+    MATCH = "match"
+    MISMATCH = "mismatch"
+    MISSING_INVOICE = "missing_invoice"  # a rule the invoice has no line for
+    MISSING_METERED = "missing_metered"  # an invoice line with nothing metered for it
+
+
+RECONCILE_STATUSES = [s.value for s in ReconcileStatus]
 
 
 def check_tolerance(tolerance_pct: float, name: str = "--tolerance-pct") -> Decimal:
@@ -76,18 +91,18 @@ def reconcile_table(billed: pd.DataFrame, invoice: Sequence[InvoiceLine], month:
         }
         reasons = _reasons(cov, resets, samples)
         if line is None:
-            rec["status"] = "missing_invoice"
+            rec["status"] = ReconcileStatus.MISSING_INVOICE.value
             reasons.insert(0, "no invoice line for this billing rule")
         elif samples == 0:
             rec.update(metered_quantity=None, metered_amount=None,
                        invoiced_quantity=line.quantity, invoiced_amount=line.amount,
-                       status="missing_metered")
+                       status=ReconcileStatus.MISSING_METERED.value)
         else:
             q, a = rule["quantity"], rule["amount"]
             rec.update(invoiced_quantity=line.quantity, invoiced_amount=line.amount,
                        quantity_diff=q - line.quantity, amount_diff=a - line.amount)
             ok = _within(q, line.quantity, tol) and _within(a, line.amount, tol)
-            rec["status"] = "match" if ok else "mismatch"
+            rec["status"] = (ReconcileStatus.MATCH if ok else ReconcileStatus.MISMATCH).value
             if ok:
                 reasons = []
             elif not reasons:
@@ -100,8 +115,54 @@ def reconcile_table(billed: pd.DataFrame, invoice: Sequence[InvoiceLine], month:
             "source": line.source, "month": month, "metric": line.metric,
             "metered_quantity": None, "invoiced_quantity": line.quantity,
             "quantity_diff": None, "metered_amount": None, "invoiced_amount": line.amount,
-            "amount_diff": None, "status": "missing_metered",
-            "reason": "no [[billing]] rule for this source and metric",
+            "amount_diff": None, "status": ReconcileStatus.MISSING_METERED.value,
+            "reason": ("no [[billing]] rule's focus_match selects these FOCUS rows"
+                       if not line.source else "no [[billing]] rule for this source and metric"),
             "currency": None, "coverage_pct": None, "resets": None,
         })
     return pd.DataFrame.from_records(records, columns=RECONCILE_COLUMNS)
+
+
+def focus_selector(rule: BillingRule) -> tuple[tuple[str, str], ...]:
+    """The FOCUS columns and values that select `rule`'s charges (SPEC 12).
+
+    Its `focus_match`; without one, the SkuId usage-etl's own FOCUS report gives the rule
+    (`source/metric`), so a file written by `report focus` reconciles as it is.
+    """
+    return rule.focus_match or (("SkuId", f"{rule.source}/{rule.metric}"),)
+
+
+def focus_invoice_lines(charges: FocusCharges, rules: Sequence[BillingRule],
+                        label: str, month_window: int) -> list[InvoiceLine]:
+    """A FOCUS file's sums as invoice lines of the period labelled `label` (pure; SPEC 12).
+
+    `rules[k]` was summed into window `k` (its period); `month_window` is the window of the
+    calendar month. Per rule: Σ ConsumedQuantity and Σ BilledCost of the rows its selector
+    picks in its period (no line when none). The rows of the month no rule picks: one line
+    per ServiceName/SkuId with source "" and metric `ServiceName/SkuId`. Quantities are
+    written without trailing zeros (a Parquet float column's 10000.0 is 10000).
+    """
+    where = {col: n for n, col in enumerate(charges.columns)}
+    picks = [focus_selector(rule) for rule in rules]
+    lines: list[InvoiceLine] = []
+    for k, (rule, pick) in enumerate(zip(rules, picks, strict=True)):
+        chosen = [s for (key, w), s in charges.sums.items()
+                  if w == k and all(key[where[c]] == v for c, v in pick)]
+        if chosen:
+            lines.append(InvoiceLine(
+                rule.source, label, rule.metric, plain(sum((s.quantity for s in chosen),
+                                                           Decimal(0))),
+                sum((s.amount for s in chosen), Decimal(0)), min(s.line for s in chosen),
+                str(charges.path)))
+    unpicked: dict[str, list[Sums]] = {}
+    for (key, w), s in charges.sums.items():
+        if w == month_window and not any(all(key[where[c]] == v for c, v in pick)
+                                         for pick in picks):
+            name = f"{key[where['ServiceName']] or ''}/{key[where['SkuId']] or ''}"
+            unpicked.setdefault(name, []).append(s)
+    for name, found in sorted(unpicked.items()):
+        lines.append(InvoiceLine("", label, name, plain(sum((s.quantity for s in found),
+                                                            Decimal(0))),
+                                 sum((s.amount for s in found), Decimal(0)),
+                                 min(s.line for s in found), str(charges.path)))
+    return lines

@@ -48,7 +48,7 @@ from reports.periods import (
     rule_periods,
     span,
 )
-from reports.pipelines.days import configured_series, series_day_rows
+from reports.pipelines.days import configured_series, provisional_text, series_day_rows
 from reports.read.samples import read_series_samples, read_snapshot, source_snapshots
 from reports.render.charts import billing_chart
 from reports.render.csv import write_csv
@@ -145,8 +145,11 @@ def billing(engine: Engine, config: Config, month: date, tz: str | None = None, 
         rows, samples = _read(engine, config, snapshot, priced, zone, tz_name, rollups)
         past_rows, past_samples = _read(engine, config, snapshot, history, zone, tz_name,
                                         rollups)
-    now = now or datetime.now(UTC)
-    table = billing_table(rows, priced, now=now, samples=samples)
+        now = now or datetime.now(UTC)
+        table = billing_table(rows, priced, now=now, samples=samples)
+        table["provisional"] = [
+            provisional_text(snapshot, config, rp.rule.source, rp.period.start_us,
+                             rp.period.end_us) for rp in priced]
     result = BillingResult(engine, config, label, tz_name, priced, rows, table, now, samples)
     if not history and not config.credits:
         return result

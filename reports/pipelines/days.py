@@ -13,13 +13,17 @@ from sqlalchemy import Connection, Engine
 
 from etl.config import Config
 from etl.store.rollups import RollupStore
-from reports.compute.daily import DAY_COLUMNS, aggregate_days
+from etl.vendors.types import MetricType
+from reports.compute.daily import DAY_COLUMNS, aggregate_days, needs_prev_value
+from reports.compute.intervals import aggregate_interval_days, is_provisional
 from reports.periods import US_PER_SECOND, Period
+from reports.read.history import read_buckets, read_reads
 from reports.read.samples import (
     item_series,
     read_prev_value,
     read_samples,
     read_snapshot,
+    refuse_retired,
     series_ids,
 )
 
@@ -35,8 +39,11 @@ class SeriesInfo:
     source: str
     metric: str
     kind: str
-    metric_type: str
+    metric_type: MetricType
     staleness_us: int
+    # History sources (SPEC 10): buckets and read ranges instead of instants and staleness.
+    history: bool = False
+    lookback_us: int = 0
 
 
 def configured_series(config: Config, only: Sequence[tuple[str, str]] | None = None,
@@ -61,7 +68,10 @@ def configured_series(config: Config, only: Sequence[tuple[str, str]] | None = N
             mtype = vendor.metric_type_of(metric)
             if mtype is None or (only is not None and (src.name, metric) not in only):
                 continue
-            found.append(SeriesInfo(src.name, metric, src.kind, mtype, staleness_us))
+            history = vendor.history
+            found.append(SeriesInfo(
+                src.name, metric, src.kind, mtype, staleness_us, history is not None,
+                0 if history is None else history.window.lookback.seconds * US_PER_SECOND))
     return found
 
 
@@ -77,6 +87,8 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
     read_snapshot() connection the caller reads more through (default: one of its own).
     """
     ids = series_ids(engine)
+    refuse_retired(engine, [ids[k] for s in series if (k := (s.source, s.metric)) in ids],
+                   period.start_us)
     rollups = (RollupStore(engine, rollup_tz, period.start_us, period.end_us)
                if rollup_tz is not None else None)
     days = period.days
@@ -89,7 +101,10 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
                 j = min(i + chunk_days, len(days))
                 bounds = period.bounds[i:j + 1]
                 read_from = int(bounds[0]) - info.staleness_us
-                if sid is None:
+                if info.history:
+                    # Never rolled up: coverage and revisions move with every read.
+                    agg = _history_days(conn, sid, info, bounds)
+                elif sid is None:
                     empty = np.zeros(0)
                     agg = aggregate_days(np.zeros(0, dtype=np.int64), empty, empty, bounds,
                                          metric_type=info.metric_type,
@@ -101,7 +116,7 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
                 else:
                     arr = read_samples(conn, sid, read_from, int(bounds[-1]))
                     prev = (read_prev_value(conn, sid, read_from)
-                            if info.metric_type == "counter" else None)
+                            if needs_prev_value(info.metric_type) else None)
                     agg = aggregate_days(arr.t, arr.value, arr.limit, bounds,
                                          metric_type=info.metric_type,
                                          staleness_us=info.staleness_us, prev_value=prev)
@@ -115,7 +130,7 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
                     _label(records, info, days[i:j], agg.to_dict("records"))
                     continue
                 agg.insert(0, "date", days[i:j])
-                agg.insert(0, "metric_type", info.metric_type)
+                agg.insert(0, "metric_type", info.metric_type.value)
                 agg.insert(0, "metric", info.metric)
                 agg.insert(0, "source", info.source)
                 frames.append(agg)
@@ -129,9 +144,36 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
     return pd.concat(frames, ignore_index=True)
 
 
+def _history_days(conn: Connection, sid: int | None, info: SeriesInfo,
+                  bounds: np.ndarray) -> pd.DataFrame:
+    """Day rows of a history series from its buckets and its source's read ranges."""
+    lo, hi = int(bounds[0]), int(bounds[-1])
+    empty = np.zeros(0, dtype=np.int64)
+    start, end, value = ((empty, empty, np.zeros(0)) if sid is None
+                         else read_buckets(conn, sid, lo, hi))
+    return aggregate_interval_days(start, end, value, bounds, read_reads(conn, info.source, lo, hi),
+                                   apportioned=info.metric_type == MetricType.INTERVAL)
+
+
+def provisional_text(conn: Connection, config: Config, source: str, lo_us: int,
+                     hi_us: int) -> str | None:
+    """`true`/`false` for a history source's period [lo_us, hi_us) (SPEC 10), else None.
+
+    Provisional unless all of the period was read at least `lookback` after its end.
+    """
+    src = next((s for s in config.sources if s.name == source), None)
+    history = src.vendor.history if src is not None else None
+    if history is None:
+        return None
+    reads = read_reads(conn, source, lo_us, hi_us)
+    lookback_us = history.window.lookback.seconds * US_PER_SECOND
+    return "true" if is_provisional(*reads, lo_us, hi_us, lookback_us) else "false"
+
+
 def _label(records: list[dict[str, object]], info: SeriesInfo, days: Sequence[date],
            rows: Sequence[dict[str, object]]) -> None:
     """Append day rows with the columns that say whose and which day they are."""
     for day, row in zip(days, rows, strict=True):
         records.append({"source": info.source, "metric": info.metric,
-                        "metric_type": info.metric_type, "date": day, **row})
+                        "metric_type": info.metric_type.value, "date": day, **row})
+

@@ -7,15 +7,25 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 from sqlalchemy import Engine
 
 from etl.config import Config
+from etl.errors import InputError
 from etl.timefmt import from_micros
-from reports.compute.reconcile import RECONCILE_STATUSES, check_tolerance, reconcile_table
+from reports.compute.reconcile import (
+    RECONCILE_STATUSES,
+    check_tolerance,
+    focus_invoice_lines,
+    focus_selector,
+    reconcile_table,
+)
 from reports.names import ReportFormat, output_dir, reconcile_name, report_formats
+from reports.periods import month_period, resolve_tz, rule_periods
 from reports.pipelines.billing import BillingResult, billing
+from reports.read.focus_invoice import FocusKind, focus_kind, read_focus_charges
 from reports.read.invoice import InvoiceLine, read_invoice
 from reports.read.samples import source_snapshots
 from reports.render.csv import write_csv
@@ -24,12 +34,17 @@ from reports.render.html import render_report, table_from_frame, write_html
 
 @dataclass(frozen=True)
 class ReconcileInput:
-    """What a reconciliation compares with: the invoice file's lines for `month`, checked."""
+    """What a reconciliation compares with: the invoice file's lines for `month`, checked.
+
+    For a FOCUS file (`focus` is its kind) `lines` is empty: the file is streamed by
+    reconcile(), which knows the rules' periods and `focus_match` (SPEC 12).
+    """
 
     month: date
     invoice: Path
     lines: list[InvoiceLine]
     tolerance_pct: float
+    focus: FocusKind | None = None
 
 
 def reconcile_input(month: date, invoice: Path, tolerance_pct: float, *,
@@ -41,6 +56,9 @@ def reconcile_input(month: date, invoice: Path, tolerance_pct: float, *,
     """
     check_tolerance(tolerance_pct, tolerance_name)
     first = month.replace(day=1)
+    kind = focus_kind(invoice)
+    if kind is not None:
+        return ReconcileInput(first, invoice, [], tolerance_pct, kind)
     return ReconcileInput(first, invoice, read_invoice(invoice, first.strftime("%Y-%m")),
                           tolerance_pct)
 
@@ -60,10 +78,34 @@ def reconcile(engine: Engine, config: Config, given: ReconcileInput, tz: str | N
 
     `tz` (default: config's), `now` and `rollups` as in billing().
     """
+    label = given.month.strftime("%Y-%m")
+    lines = given.lines
+    if given.focus is not None:
+        lines = focus_lines(config, given, resolve_tz(tz or config.timezone))
     billed = billing(engine, config, given.month, tz, now=now, rollups=rollups)
-    table = reconcile_table(billed.table, given.lines, given.month.strftime("%Y-%m"),
-                            tolerance_pct=given.tolerance_pct)
+    table = reconcile_table(billed.table, lines, label, tolerance_pct=given.tolerance_pct)
     return ReconcileResult(billed, given, table)
+
+
+def focus_lines(config: Config, given: ReconcileInput, zone: ZoneInfo) -> list[InvoiceLine]:
+    """The FOCUS file of `given` streamed into invoice lines of its month (SPEC 12).
+
+    Each rule's rows are those its focus_match selects with ChargePeriodStart in its period
+    (reports.periods.rule_periods); the month's rows no rule selects become missing_metered
+    lines. A file with rows but none in those periods is an InputError (the wrong file).
+    """
+    assert given.focus is not None
+    priced = rule_periods(config.billing, given.month, zone)
+    month = month_period(given.month, zone)
+    windows = [(rp.period.start_us, rp.period.end_us) for rp in priced]
+    windows.append((month.start_us, month.end_us))
+    columns = [c for rp in priced for c, _ in focus_selector(rp.rule)]
+    charges = read_focus_charges(given.invoice, given.focus, columns, windows)
+    label = given.month.strftime("%Y-%m")
+    if charges.rows and not charges.sums:
+        raise InputError(f"{given.invoice}: no FOCUS row has a ChargePeriodStart in {label} "
+                         f"or the billing periods labelled {label} ({charges.rows} rows read)")
+    return focus_invoice_lines(charges, [rp.rule for rp in priced], label, len(priced))
 
 
 def write_reconcile(result: ReconcileResult, formats: Sequence[str],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, select, text
 
 from etl.config import Config
 from etl.store.models import Series
+from etl.store.retire import RetiredHistoryError, retired_before
 from etl.timefmt import from_micros, to_micros
 from etl.vendors.parsing import MAX_READING
 
@@ -190,6 +191,18 @@ def read_series_samples(conn: Connection, keys: Iterable[tuple[str, str]], start
             arr = read_samples(conn, ids[key], start_us, end_us)
             out[key] = (arr.t, arr.value)
     return out
+
+
+def refuse_retired(engine: Engine, sids: Sequence[int], start_us: int) -> None:
+    """Raise RetiredHistoryError if a period from `start_us` (epoch us) needs retired samples.
+
+    SPEC 13: a retired period is said so in one line, never shown as zeros.
+    """
+    with engine.connect() as conn:
+        retired = retired_before(conn)
+    cuts = [retired[s] for s in sids if s in retired and to_micros(retired[s]) > start_us]
+    if cuts:
+        raise RetiredHistoryError(max(cuts))
 
 
 def read_prev_value(conn: Connection, series_id: int, before_us: int) -> float | None:

@@ -2,6 +2,7 @@
 
 GET {base_url}/usage.json with the key in an `X-Acme-Key` header answers
 ``{"calls": 1200, "calls_limit": 100000, "at": "2026-11-21T10:00:00Z"}``.
+Written for plugin API 2: ``parse(body, context)``.
 """
 
 from __future__ import annotations
@@ -10,16 +11,13 @@ from datetime import datetime
 from typing import Any
 
 from etl.errors import ParseError
-from etl.vendors import VendorKind
+from etl.vendors import ParseContext, VendorKind
 from etl.vendors.parsing import mapping, number, parse_timestamp, to_payload
 from etl.vendors.types import MetricType, Observation, SampleValue
 
 
-def parse(source: str, body: Any, *, received_at: datetime | None = None,
-          observed_at: datetime | None = None, payload: str | None = None,
-          origin: str = "collect") -> Observation:
-    """One Observation: the counter `calls`, its plan limit, the body's own time `at`."""
-    del observed_at  # the body carries the observation time
+def read_calls(body: Any) -> tuple[SampleValue, datetime]:
+    """The `calls` sample (value and plan limit) and the body's own time `at`."""
     doc = mapping(body, "body")
     if "calls" not in doc:
         raise ParseError("calls: missing")
@@ -27,9 +25,15 @@ def parse(source: str, body: Any, *, received_at: datetime | None = None,
     raw_limit = doc.get("calls_limit")
     # SPEC 5: a missing, null or negative limit is no limit.
     limit = float(raw_limit) if type(raw_limit) in (int, float) and raw_limit >= 0 else None
-    at = parse_timestamp(doc.get("at"), "at")
-    return Observation(source, "acme", at, payload if payload is not None else to_payload(body),
-                       (SampleValue("calls", value, limit),), received_at, origin)
+    return SampleValue("calls", value, limit), parse_timestamp(doc.get("at"), "at")
+
+
+def parse(body: Any, context: ParseContext) -> Observation:
+    """One Observation: the counter `calls`, its plan limit, the body's own time `at`."""
+    sample, at = read_calls(body)
+    payload = context.payload if context.payload is not None else to_payload(body)
+    return Observation(context.source, "acme", at, payload, (sample,), context.received_at,
+                       context.origin)
 
 
 KIND = VendorKind(

@@ -1,0 +1,129 @@
+"""Retirement (SPEC 13, samples_days): samples leave the database once their raw responses are archived.
+
+Per source, samples observed before the cut are deleted only up to its oldest raw response
+still in the database and only through months whose archive file exists, so whatever is
+retired can be re-derived by importing the files. Each series keeps its last sample before
+the cut (a counter's next increase needs its predecessor), and `retired_history` records
+the instant before which its history is gone: reports of such a period refuse in one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+
+from etl.errors import UsageEtlError
+from etl.store.compact import archive_path, month_start, next_month
+from etl.store.models import RetiredHistory, RollupDay, Sample, Series, Snapshot
+from etl.timefmt import utc_z
+
+
+class RetiredHistoryError(UsageEtlError):
+    """A report asked for a period whose samples were retired (never shown as zeros)."""
+
+    def __init__(self, before: datetime) -> None:
+        super().__init__(
+            f"the history before {utc_z(before)} was retired ([retention] samples_days); "
+            "its raw responses are in the archive files: import them into another database "
+            "to report on that period")
+        self.before = before
+
+
+@dataclass
+class RetireResult:
+    """What a retirement did: samples deleted, series whose history now starts later."""
+
+    samples: int = 0
+    series: int = 0
+
+
+def day_floor(at: datetime) -> datetime:
+    """UTC midnight at or before `at`: a retired day is retired whole."""
+    at = at.astimezone(UTC)
+    return datetime(at.year, at.month, at.day, tzinfo=UTC)
+
+
+def retire(engine: Engine, archive_dir: Path, cut: datetime) -> RetireResult:
+    """Delete samples (and their daily rollups) observed before `cut` where archived.
+
+    Deletes one month of one series per transaction (bounded, whatever the history).
+    """
+    cut = day_floor(cut)
+    result = RetireResult()
+    with engine.connect() as conn:
+        by_source: dict[str, list[int]] = {}
+        for sid, source in conn.execute(select(Series.id, Series.source)):
+            by_source.setdefault(source, []).append(sid)
+    for source, sids in sorted(by_source.items()):
+        with engine.connect() as conn:
+            limit = _archived_until(conn, archive_dir, source, sids, cut)
+        if limit is None:
+            continue
+        for sid in sids:
+            deleted = _retire_series(engine, sid, limit)
+            if deleted is not None:
+                result.series += 1
+                result.samples += deleted
+    return result
+
+
+def _archived_until(conn: Connection, archive_dir: Path, source: str, sids: list[int],
+                    cut: datetime) -> datetime | None:
+    """The instant up to which `source`'s samples may go: before `cut`, raw responses archived."""
+    limit = cut
+    oldest_raw = conn.scalar(select(func.min(Snapshot.observed_at))
+                             .where(Snapshot.source == source))
+    if oldest_raw is not None:
+        limit = min(limit, oldest_raw)
+    first = conn.scalar(select(func.min(Sample.observed_at)).where(Sample.series_id.in_(sids)))
+    if first is None or first >= limit:
+        return None
+    month = month_start(first)
+    while month < limit:
+        end = next_month(month)
+        held = conn.scalar(select(Sample.observed_at).where(
+            Sample.series_id.in_(sids), Sample.observed_at >= month,
+            Sample.observed_at < min(end, limit)).limit(1))
+        if held is not None and not archive_path(archive_dir, source, month).is_file():
+            limit = month  # its raw responses are not in the archive: keep from here on
+            break
+        month = end
+    return limit
+
+
+def _retire_series(engine: Engine, sid: int, limit: datetime) -> int | None:
+    """Delete `sid`'s samples before its last one before `limit`; None if it had none."""
+    with engine.connect() as conn:
+        keep = conn.scalar(select(func.max(Sample.observed_at)).where(
+            Sample.series_id == sid, Sample.observed_at < limit))
+        first = conn.scalar(select(func.min(Sample.observed_at)).where(Sample.series_id == sid))
+        known = conn.scalar(select(RetiredHistory.before).where(RetiredHistory.series_id == sid))
+    if keep is None or first is None or (known is not None and known >= limit):
+        return None
+    deleted = 0
+    month = month_start(first)
+    while month < keep:
+        end = min(next_month(month), keep)
+        with engine.begin() as conn:
+            deleted += conn.execute(delete(Sample).where(
+                Sample.series_id == sid, Sample.observed_at >= month,
+                Sample.observed_at < end)).rowcount or 0
+        month = next_month(month)
+    with engine.begin() as conn:
+        conn.execute(delete(RollupDay).where(RollupDay.series_id == sid,
+                                             RollupDay.day_start < limit))
+        if known is None:
+            conn.execute(insert(RetiredHistory).values(series_id=sid, before=limit))
+        else:
+            conn.execute(update(RetiredHistory)
+                         .where(RetiredHistory.series_id == sid).values(before=limit))
+    return deleted
+
+
+def retired_before(conn: Connection) -> dict[int, datetime]:
+    """Series id -> the instant before which its samples were retired (SPEC 13)."""
+    return {sid: before for sid, before in conn.execute(
+        select(RetiredHistory.series_id, RetiredHistory.before))}
