@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
+from decimal import Decimal
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -58,6 +60,15 @@ def test_demo_command_builds_everything_and_says_where(tmp_path: Path) -> None:
         names = sorted(p.name for p in (folder / "reports-out").iterdir())
         assert any(n.startswith("daily-") and n.endswith(".csv") for n in names)
         assert any(n.startswith("billing-") and n.endswith(".html") for n in names)
+        # The month as FOCUS: a Usage row per billing rule, adding up to the billing total.
+        focus = next(n for n in names if n.startswith("focus-") and n.endswith(".csv"))
+        with (folder / "reports-out" / focus).open(newline="") as fh:
+            focus_rows = list(csv.DictReader(fh))
+        assert sorted(r["SkuId"] for r in focus_rows) == [
+            "projects/requests:web-app", "rules/invocations", "ws-prod/connections"]
+        with (folder / "reports-out" / focus.replace("focus-", "billing-")).open() as fh:
+            billed = sum(Decimal(r["amount_due"]) for r in csv.DictReader(fh))
+        assert sum(Decimal(r["BilledCost"]) for r in focus_rows) == billed
         for name in names:
             assert str((folder / "reports-out" / name).resolve()) in result.output
         # The vendor added from config alone: one daily row per project and metric.
