@@ -15,28 +15,27 @@ SQLite file that does not exist is an error rather than a new empty database.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
-from sqlalchemy import BigInteger, ColumnElement, Engine, Select, cast, func, select, type_coerce
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import Engine
 
-from etl.config import Aggregation, Config, Pricing, database_url_problem, load_config
+from etl.config import Aggregation, Config, Pricing
 from etl.errors import InputError
-from etl.store.engine import ensure_schema, make_engine, normalize_url
-from etl.store.models import CollectionAttempt, Sample, Series
+from etl.vendors.types import MetricType
 from reports import pipelines
+from reports.access import ConfigLike, DbLike, open_engine, report_config
 from reports.compute.billing import BILLING_COLUMNS
 from reports.compute.daily import CRITICAL_PCT, DAILY_COLUMNS, WARNING_PCT
 from reports.compute.focus import FOCUS_COLUMNS, FOCUS_DECIMALS, FOCUS_INSTANTS
 from reports.compute.reconcile import RECONCILE_COLUMNS, RECONCILE_STATUSES
 from reports.periods import DATE_RE, days_period, local_midnight, parse_month, resolve_tz
 from reports.pipelines.days import SeriesInfo, configured_series
+from reports.read import raw as raw_history
 
 __all__ = [
     "CRITICAL_PCT",
@@ -50,11 +49,8 @@ __all__ = [
     "reconcile",
 ]
 
-DbLike = str | os.PathLike[str] | Engine | Config
-ConfigLike = Config | str | os.PathLike[str] | None
 TimeLike = date | datetime | str
 NameFilter = str | Iterable[str] | None
-_Q = TypeVar("_Q", bound="Select[*tuple[Any, ...]]")
 
 SAMPLE_COLUMNS = ["observed_at", "source", "metric", "metric_type", "value", "limit", "pct",
                   "status"]
@@ -66,80 +62,6 @@ _MONEY_COLUMNS = ["quantity", "included", "overage", "unit_price", "amount", "cr
                   "projected_amount", "flat_fee", "minimum"]
 _RECONCILE_MONEY = ["metered_quantity", "invoiced_quantity", "quantity_diff", "metered_amount",
                     "invoiced_amount", "amount_diff"]
-
-
-# --- where the data is -------------------------------------------------------------------
-
-
-def _url_of(db: str | os.PathLike[str]) -> str:
-    """A URL as given, or a SQLite URL for a plain file path."""
-    text = os.fspath(db)
-    if "://" in text:
-        return text
-    return f"sqlite:///{Path(text).expanduser().resolve()}"
-
-
-def _check_exists(url: URL) -> None:
-    # SQLite would silently create a missing file: a typo in a path must not look like an
-    # empty history.
-    if url.get_backend_name() != "sqlite":
-        return
-    name = url.database
-    if not name or name == ":memory:" or name.startswith("file:"):
-        return
-    path = Path(name).expanduser().resolve()
-    if not path.is_file():
-        raise InputError(
-            f"database {path} does not exist (check the URL or path; "
-            "`usage-etl demo` creates a demo database)"
-        )
-
-
-@contextmanager
-def _engine(db: DbLike) -> Iterator[Engine]:
-    """An engine with a ready schema; one made here is disposed of afterwards."""
-    if isinstance(db, Engine):
-        _check_exists(db.url)
-        ensure_schema(db)
-        yield db
-        return
-    if isinstance(db, Config):
-        url = db.database_url
-    elif isinstance(db, str | os.PathLike):
-        url = _url_of(db)
-    else:
-        raise InputError(f"db: expected a database URL, a path, an Engine or a Config, "
-                         f"not {type(db).__name__}")
-    problem = database_url_problem(url)
-    if problem is not None:
-        raise InputError(f"db: {problem}")
-    parsed = make_url(normalize_url(url))
-    _check_exists(parsed)
-    engine = make_engine(url)
-    try:
-        ensure_schema(engine)
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def _config(db: DbLike, config: ConfigLike) -> Config:
-    """The config to report with: `config`, else `db` if it is one, else the usual one."""
-    if isinstance(config, Config):
-        cfg = config
-    elif config is not None:
-        cfg = load_config(os.fspath(config))
-    elif isinstance(db, Config):
-        cfg = db
-    else:
-        cfg = load_config()
-    if not cfg.sources:
-        where = cfg.path or "no config file found"
-        raise InputError(
-            f"config ({where}) has no [[sources]]: the reports need the config that lists "
-            "them; pass config= (a Config or a TOML path) or set USAGE_ETL_CONFIG"
-        )
-    return cfg
 
 
 # --- time arguments ----------------------------------------------------------------------
@@ -209,13 +131,6 @@ def _check_names(what: str, wanted: list[str] | None, known: Iterable[str]) -> N
 # --- typed columns -----------------------------------------------------------------------
 
 
-def _micros(column: Any, engine: Engine) -> ColumnElement[int]:
-    """A UTC timestamp column as integer epoch microseconds, read without Python datetimes."""
-    if engine.dialect.name == "sqlite":
-        return type_coerce(column, BigInteger)
-    return cast(func.extract("epoch", column) * 1_000_000, BigInteger)
-
-
 def _timestamps(micros: Sequence[Any] | pd.Series, zone: ZoneInfo) -> pd.Series:
     """Aware timestamps in `zone` (microsecond resolution) from epoch microseconds."""
     values = pd.Series(micros, dtype="Int64")
@@ -256,16 +171,8 @@ def list_series(db: DbLike, tz: str = "UTC") -> pd.DataFrame:
         0    rules  invocations      nected     counter     8065 2026-10-24 00:00:00+00:00 ...
     """
     zone = _zone(tz)
-    with _engine(db) as engine, engine.connect() as conn:
-        query = (
-            select(Series.source, Series.metric, Series.kind, Series.metric_type,
-                   func.count(Sample.observed_at), func.min(_micros(Sample.observed_at, engine)),
-                   func.max(_micros(Sample.observed_at, engine)))
-            .join(Sample, Sample.series_id == Series.id, isouter=True)
-            .group_by(Series.source, Series.metric, Series.kind, Series.metric_type)
-            .order_by(Series.source, Series.metric)
-        )
-        rows = conn.execute(query).all()
+    with open_engine(db) as engine, engine.connect() as conn:
+        rows = raw_history.series_rows(conn)
     df = pd.DataFrame.from_records(rows, columns=SERIES_COLUMNS)
     for col in ("source", "metric", "kind", "metric_type"):
         df[col] = _category(df[col].astype(object))
@@ -275,17 +182,14 @@ def list_series(db: DbLike, tz: str = "UTC") -> pd.DataFrame:
     return df
 
 
-def _time_filter(query: _Q, column: Any, start: TimeLike | None,
-                 end: TimeLike | None, zone: ZoneInfo) -> _Q:
+def _bounds(start: TimeLike | None, end: TimeLike | None,
+            zone: ZoneInfo) -> tuple[datetime | None, datetime | None]:
+    """[lo, hi) instants of the `start`/`end` arguments (either None: open)."""
     lo = _instant(start, zone, "start") if start is not None else None
     hi = _instant(end, zone, "end", end=True) if end is not None else None
     if lo is not None and hi is not None and hi <= lo:
         raise InputError(f"end: {end!r} is not after start {start!r}")
-    if lo is not None:
-        query = query.where(column >= lo.astimezone(UTC))
-    if hi is not None:
-        query = query.where(column < hi.astimezone(UTC))
-    return query
+    return lo, hi
 
 
 def load_samples(db: DbLike, source: NameFilter = None, metric: NameFilter = None,
@@ -312,22 +216,12 @@ def load_samples(db: DbLike, source: NameFilter = None, metric: NameFilter = Non
     """
     zone = _zone(tz or (db.timezone if isinstance(db, Config) else "UTC"))
     sources, metrics = _names(source), _names(metric)
-    with _engine(db) as engine, engine.connect() as conn:
-        stored = conn.execute(select(Series.source, Series.metric)).all()
+    lo, hi = _bounds(start, end, zone)
+    with open_engine(db) as engine, engine.connect() as conn:
+        stored = raw_history.stored_names(conn)
         _check_names("source", sources, (s for s, _ in stored))
         _check_names("metric", metrics, (m for _, m in stored))
-        query = (
-            select(_micros(Sample.observed_at, engine), Series.source, Series.metric,
-                   Series.metric_type, Sample.value, Sample.plan_limit, Sample.status)
-            .join(Series, Series.id == Sample.series_id)
-        )
-        if sources is not None:
-            query = query.where(Series.source.in_(sources))
-        if metrics is not None:
-            query = query.where(Series.metric.in_(metrics))
-        query = _time_filter(query, Sample.observed_at, start, end, zone)
-        rows = conn.execute(
-            query.order_by(Series.source, Series.metric, Sample.observed_at)).all()
+        rows = raw_history.sample_rows(conn, sources, metrics, lo, hi)
     raw = pd.DataFrame.from_records(
         rows, columns=["observed_at", "source", "metric", "metric_type", "value", "limit",
                        "status"])
@@ -335,7 +229,7 @@ def load_samples(db: DbLike, source: NameFilter = None, metric: NameFilter = Non
         "observed_at": _timestamps(raw["observed_at"], zone),
         "source": _category(raw["source"].astype(object), sorted({s for s, _ in stored})),
         "metric": _category(raw["metric"].astype(object), sorted({m for _, m in stored})),
-        "metric_type": _category(raw["metric_type"].astype(object), ["counter", "gauge"]),
+        "metric_type": _category(raw["metric_type"].astype(object), [t.value for t in MetricType]),
         "value": raw["value"].astype("float64"),
         "limit": raw["limit"].astype("Float64"),
         "status": raw["status"].astype("string"),
@@ -362,17 +256,9 @@ def load_attempts(db: DbLike, source: NameFilter = None, start: TimeLike | None 
     """
     zone = _zone(tz or (db.timezone if isinstance(db, Config) else "UTC"))
     sources = _names(source)
-    with _engine(db) as engine, engine.connect() as conn:
-        query = select(
-            CollectionAttempt.source, _micros(CollectionAttempt.started_at, engine),
-            _micros(CollectionAttempt.finished_at, engine), CollectionAttempt.outcome,
-            CollectionAttempt.http_status, CollectionAttempt.latency_ms, CollectionAttempt.tries,
-            CollectionAttempt.samples_stored, CollectionAttempt.error)
-        if sources is not None:
-            query = query.where(CollectionAttempt.source.in_(sources))
-        query = _time_filter(query, CollectionAttempt.started_at, start, end, zone)
-        rows = conn.execute(
-            query.order_by(CollectionAttempt.started_at, CollectionAttempt.id)).all()
+    lo, hi = _bounds(start, end, zone)
+    with open_engine(db) as engine, engine.connect() as conn:
+        rows = raw_history.attempt_rows(conn, sources, lo, hi)
     df = pd.DataFrame.from_records(rows, columns=ATTEMPT_COLUMNS)
     df["source"] = _category(df["source"].astype(object))
     df["started_at"] = _timestamps(df["started_at"], zone)
@@ -423,13 +309,13 @@ def daily_usage(db: DbLike, start: TimeLike, end: TimeLike | None = None,
         ...                 config="usage-etl.toml", metric="connections")
         >>> d.nlargest(5, "max")[["date", "max", "peak_pct", "critical_minutes"]]  # doctest: +SKIP
     """
-    cfg = _config(db, config)
+    cfg = report_config(db, config)
     zone = _zone(tz or cfg.timezone)
     first, last = _day(start, zone, "start"), _day(end if end is not None else start, zone, "end")
     if last < first:
         raise InputError(f"end: {last} is before start {first}")
     until_us = days_period(first, last + timedelta(days=1), zone).end_us
-    with _engine(db) as engine:
+    with open_engine(db) as engine:
         series = _series(cfg, source, metric, engine, until_us)
         df = pipelines.daily(engine, cfg, first, last, zone.key, series=series,
                              rollups=rollups).table
@@ -438,7 +324,7 @@ def daily_usage(db: DbLike, start: TimeLike, end: TimeLike | None = None,
     df["source"] = _category(df["source"].astype(object), order)
     df["metric"] = _category(df["metric"].astype(object),
                              list(dict.fromkeys(s.metric for s in series)))
-    df["metric_type"] = _category(df["metric_type"].astype(object), ["counter", "gauge"])
+    df["metric_type"] = _category(df["metric_type"].astype(object), [t.value for t in MetricType])
     return df[DAILY_COLUMNS]
 
 
@@ -473,10 +359,10 @@ def billing(db: DbLike, month: TimeLike, tz: str | None = None, *, config: Confi
         >>> b = billing("sqlite:///usage.db", "2026-11", config="usage-etl.toml")
         >>> b[["source", "metric", "quantity", "amount", "projected_amount"]]  # doctest: +SKIP
     """
-    cfg = _config(db, config)
+    cfg = report_config(db, config)
     zone = _zone(tz or cfg.timezone)
     first = _month(month)
-    with _engine(db) as engine:
+    with open_engine(db) as engine:
         df = pipelines.billing(engine, cfg, first, zone.key, now=now, rollups=rollups).table
     return _typed_billing(df, zone, decimal)
 
@@ -528,9 +414,9 @@ def reconcile(db: DbLike, month: TimeLike, invoice: str | os.PathLike[str],
     first = _month(month)
     given = pipelines.reconcile_input(first, Path(invoice), tolerance_pct,
                                       tolerance_name="tolerance_pct")
-    cfg = _config(db, config)
+    cfg = report_config(db, config)
     zone = _zone(tz or cfg.timezone)
-    with _engine(db) as engine:
+    with open_engine(db) as engine:
         df = pipelines.reconcile(engine, cfg, given, zone.key, now=now, rollups=rollups).table
     df["month"] = df["month"].astype("string")
     for col in ("source", "metric"):
@@ -560,9 +446,9 @@ def focus(db: DbLike, month: TimeLike, tz: str | None = None, *, config: ConfigL
         >>> f = focus("sqlite:///usage.db", "2026-11", config="usage-etl.toml")
         >>> f.groupby("BillingCurrency")["BilledCost"].sum()          # doctest: +SKIP
     """
-    cfg = _config(db, config)
+    cfg = report_config(db, config)
     zone = _zone(tz or cfg.timezone)
-    with _engine(db) as engine:
+    with open_engine(db) as engine:
         df = pipelines.focus(engine, cfg, _month(month), zone.key, now=now,
                              rollups=rollups).table
     _money(df, FOCUS_DECIMALS, decimal)

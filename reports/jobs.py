@@ -1,4 +1,4 @@
-"""Build report files in one call (documented in docs/reports.md): pipeline, then its files."""
+"""Build report files in one call: pipeline, then its files (the CLI, nightly job and demo)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ from etl.config import Config
 from reports.names import ReportFormat
 from reports.periods import parse_month
 from reports.pipelines import (
+    FocusFormat,
     billing,
     daily,
+    focus,
     reconcile,
     reconcile_input,
     write_billing,
     write_daily,
+    write_focus,
     write_reconcile,
 )
 
@@ -31,12 +34,26 @@ def build_daily(engine: Engine, config: Config, start: date, end: date, *,
     return write_daily(daily(engine, config, start, end, tz), formats, out_dir)
 
 
-def build_billing(engine: Engine, config: Config, month: str, *, tz: str | None = None,
+def build_billing(engine: Engine, config: Config, month: str | date, *, tz: str | None = None,
                   formats: Sequence[str] = FORMATS, out_dir: Path,
                   now: datetime | None = None) -> list[Path]:
-    """billing-YYYY-MM.{csv,html}: one row per billing rule."""
-    return write_billing(billing(engine, config, parse_month(month), tz, now=now),
-                         formats, out_dir)
+    """billing-YYYY-MM.{csv,html}: one row per billing rule.
+
+    `month` is "YYYY-MM" or any date in the month.
+    """
+    first = parse_month(month) if isinstance(month, str) else month.replace(day=1)
+    return write_billing(billing(engine, config, first, tz, now=now), formats, out_dir)
+
+
+def build_focus(engine: Engine, config: Config, month: str | date, *, tz: str | None = None,
+                fmt: FocusFormat = FocusFormat.CSV, out_dir: Path,
+                now: datetime | None = None) -> list[Path]:
+    """focus-YYYY-MM.csv (or .parquet): the billing month as FOCUS rows (SPEC 12).
+
+    `month` is "YYYY-MM" or any date in the month.
+    """
+    first = parse_month(month) if isinstance(month, str) else month.replace(day=1)
+    return [write_focus(focus(engine, config, first, tz, now=now), fmt, out_dir)]
 
 
 def build_reconcile(engine: Engine, config: Config, month: str, invoice: Path, *,

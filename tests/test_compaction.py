@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,12 @@ from tests.factories import (
     at,
     billing_rules,
     fill_disk,
+    history_page,
     migrated_engine,
     reference_engine,
     reports_settings,
     seed_month,
+    store,
     write_config,
 )
 
@@ -151,9 +154,9 @@ def test_compaction_killed_at_any_step_loses_nothing_and_a_rerun_completes(
     before = all_samples(engine)
     folder = tmp_path / "archive"
     url = engine.url.render_as_string(hide_password=False)
-    # Batches of 2: rules April (1), rules May (2), ws-prod May (2), then the third May
-    # line of rules merged into the file already there: killed in that fourth batch.
-    nth = 3 * len(STEPS) + STEPS.index(step) + 1
+    # Batches of 2, source by source: rules April (1), rules May (2), then the third May
+    # line of rules merged into the file already there: killed in that third batch.
+    nth = 2 * len(STEPS) + STEPS.index(step) + 1
     killed = subprocess.run([sys.executable, "-c", KILLER, url, str(folder), str(nth)],
                             cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert killed.returncode == -9, killed.stderr
@@ -203,7 +206,7 @@ def test_batches_bound_what_one_pass_holds(engine: Engine, tmp_path: Path) -> No
     seed_month(engine)
     seen: list[int] = []
     compact(engine, tmp_path / "a", CUT, batch_rows=2, progress=seen.append)
-    assert seen == [1, 3, 5, 6, 7]  # April; May 2 + 1; ws-prod May 2; June
+    assert seen == [1, 3, 4, 5, 7]  # rules: April, May 2 + 1, June; ws-prod: May 2
 
 
 def test_compact_without_raw_days_does_nothing(sqlite_url: str, tmp_path: Path) -> None:
@@ -350,3 +353,15 @@ def test_samples_whose_raw_responses_are_not_archived_stay(engine: Engine,
         ("ws-prod", "connections", "2026-05-10T08:00:00+00:00", 90.0, 100.0, None),
         ("ws-prod", "documents", "2026-05-10T08:00:00+00:00", 1.0, 20.0, None),
     ]
+
+
+def test_a_history_page_keeps_its_window_in_the_archive_file(engine: Engine,
+                                                              tmp_path: Path) -> None:
+    t0 = at("2026-05-03T00:00:00")
+    hour = timedelta(hours=1)
+    store(engine, [history_page(t0 + hour, (t0, t0 + hour), [(t0, t0 + hour, {"gpt-4o": 3})])])
+    compact(engine, tmp_path, CUT)
+    with gzip.open(tmp_path / "openai" / "2026-05.jsonl.gz", "rt", encoding="utf-8") as fh:
+        line = json.loads(fh.read())
+    assert line["observed_at"] == "2026-05-03T01:00:00Z"
+    assert line["window"] == {"start": "2026-05-03T00:00:00Z", "end": "2026-05-03T01:00:00Z"}

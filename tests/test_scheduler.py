@@ -170,7 +170,7 @@ def test_daemon_polls_on_schedule_survives_a_locked_sqlite_and_stops_on_sigterm(
     assert "email mail: cannot connect (connection refused)" in log.read_text()
     check_vendor_answered(polls)
     check_on_schedule(polls, load(cfg), min_polls=3)
-    events = [e["event"] for e in log_events(log)]
+    events = [e.get("event") for e in log_events(log)]
     assert events[0] == "started" and events[-1] == "stopped"
     assert "spool-replayed" in events
 
@@ -227,7 +227,7 @@ def test_sigterm_waits_for_an_in_flight_poll(tmp_path: Path) -> None:
     polls = check_nothing_lost(url, log, [sim.token, sim.api_key])
     # The slow answers arrived after SIGTERM and were still stored.
     assert len([p for p in polls if p["outcome"] == "ok"]) == served >= 1
-    stopping = next(e for e in log_events(log) if e["event"] == "stopping")
+    stopping = next(e for e in log_events(log) if e.get("event") == "stopping")
     assert stopping["signal"] == "SIGTERM" and stopping["inflight"] >= 1
 
 
@@ -597,10 +597,10 @@ def test_stop_timeout_bounds_the_exit_with_a_poll_stuck_on_the_vendor(tmp_path: 
     assert code == 0, log.read_text()[-2000:]
     assert took < stuck, took  # gone without the vendor's answer
     events = log_events(log)
-    names = [e["event"] for e in events]
+    names = [e.get("event") for e in events]
     assert names[-1] == "stopped", names
     assert "poll" not in names[names.index("stopping"):]
-    timeout = next(e for e in events if e["event"] == "stop-timeout")
+    timeout = next(e for e in events if e.get("event") == "stop-timeout")
     assert timeout["still_running"] >= 1 and timeout["waited_s"] == 1
     check_nothing_lost(url, log, [sim.token, sim.api_key])
 
@@ -640,7 +640,7 @@ def test_daemon_started_while_the_database_is_down_spools_and_loses_nothing(
             polls = check_nothing_lost(direct, log, [sim.token, sim.api_key])
         events = log_events(log)
         assert events[0]["event"] == "database-unreachable"
-        assert next(e for e in events if e["event"] == "started")["database_ready"] is False
+        assert next(e for e in events if e.get("event") == "started")["database_ready"] is False
         check_vendor_answered(polls)
     finally:
         drop_pg_database(direct)

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import Connection, select
 
 from etl.store.models import Sample, Series
+from etl.vendors.types import MetricType
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,7 @@ class LatestSample:
 
     source: str
     metric: str
-    metric_type: str  # gauge | counter
+    metric_type: MetricType
     value: float
     limit: float | None  # None: no limit (SPEC 5: missing, null or negative)
     observed_at: datetime
@@ -48,7 +49,7 @@ def latest_samples(conn: Connection) -> dict[tuple[str, str], LatestSample]:
             continue
         limit = row.plan_limit if row.plan_limit is not None and row.plan_limit >= 0 else None
         out[(series.source, series.metric)] = LatestSample(
-            series.source, series.metric, series.metric_type, float(row.value), limit,
+            series.source, series.metric, MetricType(series.metric_type), float(row.value), limit,
             row.observed_at,
         )
     return out

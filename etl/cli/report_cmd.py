@@ -69,8 +69,8 @@ def report_daily(app: AppContext, day: str | None, start: str | None, end: str |
       usage-etl report daily --date 2026-11-21
       usage-etl report daily --start 2026-11-01 --end 2026-11-30 --format csv --tz Europe/Berlin
     """
+    from reports.jobs import build_daily
     from reports.periods import parse_date
-    from reports.pipelines import daily, write_daily
 
     if day is not None and (start is not None or end is not None):
         raise InputError("--date: give either --date or --start and --end, not both")
@@ -83,8 +83,8 @@ def report_daily(app: AppContext, day: str | None, start: str | None, end: str |
     else:
         raise InputError("--date: give --date DAY, or --start DAY and --end DAY")
     _check_tz(tz)
-    result = daily(app.engine, app.config, first, last, tz)
-    paths = write_daily(result, (fmt,), _out(app, out))
+    paths = build_daily(app.engine, app.config, first, last, tz=tz, formats=(fmt,),
+                        out_dir=_out(app, out))
     _echo_paths(paths)
 
 
@@ -105,13 +105,13 @@ def report_billing(app: AppContext, month: str, fmt: str, out: str | None,
     Example:
       usage-etl report billing --month 2026-11 --format both
     """
+    from reports.jobs import build_billing
     from reports.periods import parse_month
-    from reports.pipelines import billing, write_billing
 
     first = parse_month(month)
     _check_tz(tz)
-    paths = write_billing(billing(app.engine, app.config, first, tz), (fmt,),
-                          _out(app, out))
+    paths = build_billing(app.engine, app.config, first, tz=tz, formats=(fmt,),
+                          out_dir=_out(app, out))
     _echo_paths(paths)
 
 
@@ -135,17 +135,17 @@ def report_focus(app: AppContext, month: str, fmt: str, out: str | None,
       usage-etl report focus --month 2026-11 --format parquet --out finops/
     """
     from etl.extras import pyarrow_parquet
+    from reports.jobs import build_focus
     from reports.periods import parse_month
-    from reports.pipelines import focus, write_focus
-    from reports.pipelines.focus import focus_format
+    from reports.pipelines.focus import FocusFormat, focus_format
 
     first = parse_month(month)
     _check_tz(tz)
     wanted = focus_format(fmt)
-    if fmt == "parquet":
+    if wanted is FocusFormat.PARQUET:
         pyarrow_parquet("--format parquet")  # before the database is opened
-    _echo_paths([write_focus(focus(app.engine, app.config, first, tz), wanted,
-                             _out(app, out))])
+    _echo_paths(build_focus(app.engine, app.config, first, tz=tz, fmt=wanted,
+                            out_dir=_out(app, out)))
 
 
 @click.command("reconcile")

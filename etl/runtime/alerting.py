@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, assert_never
 
 from sqlalchemy import Engine
 
@@ -116,8 +116,15 @@ def _reading(rule: AlertRule, series: SeriesRef,
 
 
 def _is_counter(config: Config, series: SeriesRef) -> bool:
-    src = config.source(series.source)
-    return src.vendor.metric_type_of(str(series.metric)) is MetricType.COUNTER
+    """Whether `above` reads the series' month-to-date quantity rather than its level (SPEC 8)."""
+    mtype = config.source(series.source).vendor.metric_type_of(str(series.metric))
+    match mtype:
+        case MetricType.COUNTER | MetricType.INTERVAL:
+            return True  # `above` is on the month-to-date increase or sum (SPEC 8, SPEC 10)
+        case MetricType.GAUGE | None:
+            return False
+        case _:
+            assert_never(mtype)
 
 
 def _staleness(engine: Engine, config: Config, now: datetime

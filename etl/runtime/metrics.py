@@ -19,13 +19,15 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, text
 
 from etl.alerts.history import load_states
 from etl.alerts.readings import latest_samples
 from etl.alerts.states import AlertState
 from etl.config import Config
-from etl.store.models import CollectionAttempt
+from etl.store.history import read_up_to_all
+from etl.store.state import last_successes
+from etl.vendors.types import Outcome
 
 log = logging.getLogger("etl.metrics")
 
@@ -53,11 +55,10 @@ class StoredCollector(Collector):
         try:
             with self.engine.connect() as conn:
                 latest = latest_samples(conn)
-                successes = dict(conn.execute(
-                    select(CollectionAttempt.source, func.max(CollectionAttempt.finished_at))
-                    .where(CollectionAttempt.outcome == "ok")
-                    .group_by(CollectionAttempt.source)).all())
+                successes = {source: ok.finished_at
+                             for source, ok in last_successes(conn).items()}
                 states = load_states(conn)
+                marks = read_up_to_all(conn)
         except Exception as exc:  # noqa: BLE001 - a scrape must answer while the database is away
             log.debug("metrics: database not readable: %s", type(exc).__name__)
             up.add_metric([], 0)
@@ -90,6 +91,13 @@ class StoredCollector(Collector):
             if successes.get(src.name) is not None:
                 last.add_metric([src.name], successes[src.name].timestamp())
         yield last
+        read = GaugeMetricFamily("usage_etl_read_up_to_timestamp_seconds",
+                                 "How far a history source has read (SPEC 10), Unix seconds.",
+                                 labels=["source"])
+        for src in self.config.sources:
+            if src.vendor.history is not None and marks.get(src.name) is not None:
+                read.add_metric([src.name], marks[src.name].timestamp())
+        yield read
         firing = GaugeMetricFamily("usage_etl_alert_firing",
                                    "1 while the alert fires for the series, else 0.",
                                    labels=["alert", "source", "metric"])
@@ -131,9 +139,9 @@ class Metrics:
                              ["source", "outcome"], registry=self.registry)
         self.registry.register(StoredCollector(engine, config, spool_files))
 
-    def count_poll(self, source: str, outcome: str) -> None:
+    def count_poll(self, source: str, outcome: Outcome) -> None:
         """Count one poll attempt of `source` that ended with `outcome`."""
-        self.polls.labels(source=source, outcome=outcome).inc()
+        self.polls.labels(source=source, outcome=outcome.value).inc()
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text exposition format (what /metrics serves)."""
@@ -173,6 +181,12 @@ class MetricsServer:
         self.metrics, self.healthy = metrics, healthy
 
         class Handler(BaseHTTPRequestHandler):
+            head = False  # answering HEAD: the GET's status and headers, no body
+
+            def do_HEAD(self) -> None:  # noqa: N802 - the http.server API
+                self.head = True
+                self.do_GET()
+
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -190,7 +204,8 @@ class MetricsServer:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not self.head:
+                    self.wfile.write(body)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -29,13 +29,15 @@ def nightly_files(config: Config, today: date) -> list[Path]:
 def nightly_reports(engine: Engine, config: Config, today: date) -> list[Path]:
     """Yesterday's daily report, and on the 1st of a month last month's billing report."""
     # Imported here: `etl` stays free of pandas unless a report is actually built.
-    from reports.pipelines import billing, daily, write_billing, write_daily
+    from reports.jobs import build_billing, build_daily
 
     out_dir = Path(config.reports_dir)
     yesterday = today - timedelta(days=1)
-    written = write_daily(daily(engine, config, yesterday, yesterday), NIGHTLY_FORMATS, out_dir)
+    written = build_daily(engine, config, yesterday, yesterday, formats=NIGHTLY_FORMATS,
+                          out_dir=out_dir)
     if today.day == 1 and config.billing:
-        written += write_billing(billing(engine, config, yesterday), NIGHTLY_FORMATS, out_dir)
+        written += build_billing(engine, config, yesterday, formats=NIGHTLY_FORMATS,
+                                 out_dir=out_dir)
     return written
 
 

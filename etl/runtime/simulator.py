@@ -19,26 +19,31 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, assert_never
 from urllib.parse import parse_qs, quote, urlsplit
 
 from etl.runtime.simulated_apis import simulated_apis
 from etl.vendors import SimulatedApi
 
-# The faults `set_fault` understands (see docs/collecting.md).
-FAULTS = (
-    "rate_limit",    # 429 with Retry-After
-    "unavailable",   # 503 with Retry-After
-    "server_error",  # 500
-    "unauthorized",  # 401 even for a good credential
-    "malformed",     # 200 with a truncated JSON body
-    "slow",          # wait `delay` seconds before answering
-    "oversize",      # 200 with a body larger than 1 MiB
-    "error_code",    # a 200 the kind must refuse (kinds that define one: SimulatedApi.refusal)
-    "unlimited",     # WireSocket only: an "unlimited" plan (limit -1 / null / absent)
-    "trickle",       # 200 at once, then the body one byte every `delay` seconds
-)
+
+class Fault(StrEnum):
+    """The faults `set_fault` switches on (see docs/collecting.md)."""
+
+    RATE_LIMIT = "rate_limit"      # 429 with Retry-After
+    UNAVAILABLE = "unavailable"    # 503 with Retry-After
+    SERVER_ERROR = "server_error"  # 500
+    UNAUTHORIZED = "unauthorized"  # 401 even for a good credential
+    MALFORMED = "malformed"        # 200 with a truncated JSON body
+    SLOW = "slow"                  # wait `delay` seconds before answering
+    OVERSIZE = "oversize"          # 200 with a body larger than 1 MiB
+    ERROR_CODE = "error_code"      # a 200 the kind must refuse (SimulatedApi.refusal)
+    UNLIMITED = "unlimited"        # WireSocket only: an "unlimited" plan (limit -1/null/absent)
+    TRICKLE = "trickle"            # 200 at once, then the body one byte every `delay` seconds
+
+
+FAULTS = tuple(f.value for f in Fault)
 # Internal: marks a response whose body the handler sends byte by byte (never sent).
 TRICKLE_HEADER = "X-Simulator-Trickle"
 # Not a fault of its own but a switch on top of any: `echo_credential` makes every error
@@ -58,7 +63,7 @@ class RequestRecord:
 
 
 class _Fault:
-    def __init__(self, name: str, vendor: str | None, times: int | None, retry_after: str | None,
+    def __init__(self, name: Fault, vendor: str | None, times: int | None, retry_after: str | None,
                  delay: float) -> None:
         self.name = name
         self.vendor = vendor
@@ -163,7 +168,7 @@ class SimulatedVendor:
 
     def set_fault(
         self,
-        fault: str | None,
+        fault: Fault | str | None,
         *,
         vendor: str | None = None,
         times: int | None = None,
@@ -180,8 +185,8 @@ class SimulatedVendor:
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r} (expected one of: {', '.join(FAULTS)})")
         with self._lock:
-            self._fault = None if fault is None else _Fault(fault, vendor, times, retry_after,
-                                                            delay)
+            self._fault = None if fault is None else _Fault(Fault(fault), vendor, times,
+                                                            retry_after, delay)
 
     def request_count(self, vendor: str | None = None, status: int | None = None) -> int:
         """How many requests were recorded, optionally of one vendor and/or HTTP status."""
@@ -203,9 +208,9 @@ class SimulatedVendor:
             fault = self._fault
             if fault is None or (fault.vendor is not None and fault.vendor != vendor):
                 return None
-            if fault.name == "error_code" and self.apis[vendor].refusal is None:
+            if fault.name is Fault.ERROR_CODE and self.apis[vendor].refusal is None:
                 return None
-            if fault.name == "unlimited" and vendor != "wiresocket":
+            if fault.name is Fault.UNLIMITED and vendor != "wiresocket":
                 return None
             if fault.remaining is not None:
                 fault.remaining -= 1
@@ -255,28 +260,34 @@ class SimulatedVendor:
         if wait is not None:
             return 429, {"Retry-After": str(math.ceil(wait))}, _error_body(api, 429, echo), 0.0
         fault = self._take_fault(vendor)
-        name = fault.name if fault else None
-        retry_hdr = {"Retry-After": fault.retry_after} if fault and fault.retry_after else {}
-        if name in _FAULT_STATUS:
-            status = _FAULT_STATUS[name]
-            extra = retry_hdr if status in (429, 503) else {}
-            return status, extra, _error_body(api, status, echo), 0.0
-        if name == "malformed":
-            return 200, {}, b'{"usage": {"connections": {"current": 8', 0.0
-        if name == "oversize":
-            return 200, {}, _json({"padding": "x" * (1024 * 1024 + 10), "code": "success"}), 0.0
-        if name == "error_code":
-            return 200, {}, _json(api.refusal), 0.0
         now = datetime.fromtimestamp(self.clock(), UTC)
-        body = api.body(now, self.seed)
-        if name == "unlimited":
-            body = unlimited_plan(body)
-        if name == "trickle" and fault:
-            return 200, {TRICKLE_HEADER: "1"}, _json(body), fault.delay
-        return 200, {}, _json(body), fault.delay if name == "slow" and fault else 0.0
+        if fault is None:
+            return 200, {}, _json(api.body(now, self.seed)), 0.0
+        match fault.name:
+            case Fault.UNAUTHORIZED | Fault.RATE_LIMIT | Fault.UNAVAILABLE | Fault.SERVER_ERROR:
+                status = _FAULT_STATUS[fault.name]
+                retry = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                extra = retry if status in (429, 503) else {}
+                return status, extra, _error_body(api, status, echo), 0.0
+            case Fault.MALFORMED:
+                return 200, {}, b'{"usage": {"connections": {"current": 8', 0.0
+            case Fault.OVERSIZE:
+                body = {"padding": "x" * (1024 * 1024 + 10), "code": "success"}
+                return 200, {}, _json(body), 0.0
+            case Fault.ERROR_CODE:
+                return 200, {}, _json(api.refusal), 0.0
+            case Fault.UNLIMITED:
+                return 200, {}, _json(unlimited_plan(api.body(now, self.seed))), 0.0
+            case Fault.TRICKLE:
+                return 200, {TRICKLE_HEADER: "1"}, _json(api.body(now, self.seed)), fault.delay
+            case Fault.SLOW:
+                return 200, {}, _json(api.body(now, self.seed)), fault.delay
+            case _:
+                assert_never(fault.name)
 
 
-_FAULT_STATUS = {"unauthorized": 401, "rate_limit": 429, "unavailable": 503, "server_error": 500}
+_FAULT_STATUS = {Fault.UNAUTHORIZED: 401, Fault.RATE_LIMIT: 429, Fault.UNAVAILABLE: 503,
+                 Fault.SERVER_ERROR: 500}
 
 
 def unlimited_plan(body: dict[str, Any]) -> dict[str, Any]:

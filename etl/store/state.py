@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, assert_never
+from typing import IO, Any, NamedTuple, assert_never
 
 from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -75,13 +75,39 @@ class Claim:
                 assert_never(self.reason)
 
 
+class LastSuccess(NamedTuple):
+    """The newest successful attempt of a source: when it started and when it finished."""
+
+    started_at: datetime
+    finished_at: datetime
+
+
+def last_successes(conn: Connection,
+                   sources: Sequence[str] | None = None) -> dict[str, LastSuccess]:
+    """The newest successful attempt of each source (or of `sources`), by source name.
+
+    The one "last success" query: the poll gate's pause rule, `status`, its failure count
+    and `/metrics` all read it here. Sources that never succeeded are absent.
+    """
+    ca = CollectionAttempt
+    newest = select(ca.source, func.max(ca.started_at).label("started_at")).where(
+        ca.outcome == Outcome.OK)
+    if sources is not None:
+        newest = newest.where(ca.source.in_(list(sources)))
+    found = newest.group_by(ca.source).subquery()
+    rows = conn.execute(
+        select(ca.source, ca.started_at, func.max(ca.finished_at))
+        .join(found, (ca.source == found.c.source) & (ca.started_at == found.c.started_at))
+        .where(ca.outcome == Outcome.OK)
+        .group_by(ca.source, ca.started_at)
+    ).all()
+    return {source: LastSuccess(started, finished) for source, started, finished in rows}
+
+
 def last_success(conn: Connection, source: str) -> datetime | None:
-    """When the newest successful attempt of `source` started."""
-    return conn.execute(
-        select(func.max(CollectionAttempt.started_at)).where(
-            CollectionAttempt.source == source, CollectionAttempt.outcome == Outcome.OK
-        )
-    ).scalar()
+    """When the newest successful attempt of `source` started (None: it never succeeded)."""
+    found = last_successes(conn, [source]).get(source)
+    return found.started_at if found is not None else None
 
 
 def pause_holds(paused_until: datetime | None, stored_at: datetime,
@@ -243,12 +269,8 @@ def stored_pauses(
         ]
         if not rows:
             return {}
-        last_ok = dict(conn.execute(  # type: ignore[arg-type]
-            select(CollectionAttempt.source, func.max(CollectionAttempt.started_at))
-            .where(CollectionAttempt.source.in_([r.source for r in rows]),
-                   CollectionAttempt.outcome == Outcome.OK)
-            .group_by(CollectionAttempt.source)
-        ).all())
+        last_ok = {source: ok.started_at for source, ok
+                   in last_successes(conn, [r.source for r in rows]).items()}
     return {
         r.source: (r.paused_until, r.pause_reason) for r in rows
         if pause_holds(r.paused_until, r.updated_at, last_ok.get(r.source), now)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, assert_never
 
 import numpy as np
 import pandas as pd
+
+from etl.textutil import round_readable
+from etl.vendors.types import MetricType
 
 US_PER_SECOND = 1_000_000
 WARNING_PCT = 75.0
@@ -93,6 +96,17 @@ def decimal_scale(value: np.ndarray, prev_value: float | None = None) -> int | N
     return 10**d
 
 
+def needs_prev_value(metric_type: MetricType) -> bool:
+    """Whether a series' figures need the reading just before the period (SPEC 5)."""
+    match metric_type:
+        case MetricType.COUNTER:
+            return True  # the period's first increase is from the reading before it
+        case MetricType.GAUGE | MetricType.INTERVAL:
+            return False
+        case _:
+            assert_never(metric_type)
+
+
 def counter_increments(value: np.ndarray, prev_value: float | None
                        ) -> tuple[np.ndarray, np.ndarray, int]:
     """Per sample: what it adds to the counter's increase, whether it was a reset, the scale.
@@ -148,8 +162,26 @@ def _cum_weighted(a: np.ndarray, length: np.ndarray, weight: np.ndarray,
     return np.where(k >= 0, out, 0).astype(full.dtype)
 
 
+def _day_increments(value: np.ndarray, prev_value: float | None, pos: np.ndarray,
+                    starts: np.ndarray, nonempty: np.ndarray,
+                    ndays: int) -> tuple[np.ndarray, np.ndarray]:
+    """A counter's increase and resets per day (SPEC 5), summed exactly day by day."""
+    inc, reset, scale = counter_increments(value, prev_value)
+    if inc.dtype.kind == "i" and len(inc) and float(np.abs(inc).max()) * len(inc) >= 2.0**63:
+        # So many large increments that an exact int64 sum could wrap around: float64
+        # cannot wrap (it rounds instead, at figures no bill can use exactly anyway).
+        inc, scale = inc / float(scale), 1
+    # Each day's increments summed on their own: a difference of running float sums
+    # would carry the rounding of every earlier day into this one.
+    day_inc = np.zeros(ndays, dtype=inc.dtype)
+    if len(starts):
+        day_inc[nonempty] = np.add.reduceat(inc[pos[0]:pos[-1]], starts)
+    rs = np.concatenate(([0], np.cumsum(reset.astype(np.int64))))
+    return unscale(day_inc, scale), rs[pos[1:]] - rs[pos[:-1]]
+
+
 def aggregate_days(t: np.ndarray, value: np.ndarray, limit: np.ndarray | None,
-                   bounds: np.ndarray, *, metric_type: str, staleness_us: int,
+                   bounds: np.ndarray, *, metric_type: MetricType, staleness_us: int,
                    prev_value: float | None = None) -> pd.DataFrame:
     """One row per day [bounds[j], bounds[j+1]) of one series (columns: DAY_COLUMNS).
 
@@ -196,23 +228,19 @@ def aggregate_days(t: np.ndarray, value: np.ndarray, limit: np.ndarray | None,
         last_limit[nonempty] = vals
     out["last_limit"] = last_limit
 
-    if metric_type == "counter":
-        inc, reset, scale = counter_increments(value, prev_value)
-        if inc.dtype.kind == "i" and len(inc) and float(np.abs(inc).max()) * len(inc) >= 2.0**63:
-            # So many large increments that an exact int64 sum could wrap around: float64
-            # cannot wrap (it rounds instead, at figures no bill can use exactly anyway).
-            inc, scale = inc / float(scale), 1
-        # Each day's increments summed on their own: a difference of running float sums
-        # would carry the rounding of every earlier day into this one.
-        day_inc = np.zeros(ndays, dtype=inc.dtype)
-        if len(starts):
-            day_inc[nonempty] = np.add.reduceat(inc[pos[0]:pos[-1]], starts)
-        out["increase"] = unscale(day_inc, scale)
-        rs = np.concatenate(([0], np.cumsum(reset.astype(np.int64))))
-        out["resets"] = rs[pos[1:]] - rs[pos[:-1]]
-    else:
-        out["increase"] = np.zeros(ndays, dtype=np.int64)
-        out["resets"] = np.zeros(ndays, dtype=np.int64)
+    match metric_type:
+        case MetricType.COUNTER:
+            out["increase"], out["resets"] = _day_increments(value, prev_value, pos, starts,
+                                                             nonempty, ndays)
+        case MetricType.GAUGE:
+            out["increase"] = np.zeros(ndays, dtype=np.int64)
+            out["resets"] = np.zeros(ndays, dtype=np.int64)
+        case MetricType.INTERVAL:
+            # Buckets have ends and read ranges that samples lack (SPEC 10).
+            raise ValueError("interval series are aggregated from their buckets, "
+                             "not from samples")
+        case _:
+            assert_never(metric_type)
 
     # Each sample holds until the next one or until it goes stale: disjoint intervals whose
     # union is the union of the [t, t + staleness) windows.
@@ -318,15 +346,16 @@ def coverage_pct(covered_us: int, length_us: int) -> float:
     return float(pct.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
-def day_report_values(row: Mapping[str, Any], metric_type: str) -> dict[str, Any]:
-    """The daily report's figures (SPEC 6 columns + extras) from one aggregate row."""
+def day_report_values(row: Mapping[str, Any], metric_type: MetricType) -> dict[str, Any]:
+    """The daily report's figures (SPEC 6 columns + extras) from one aggregate row.
+
+    Counters have an increase and resets; gauges a time-weighted average and minutes in the
+    warning and critical bands (SPEC 5). The other type's columns are None.
+    """
     r = row
     samples = int(r["samples"])
     covered = int(r["covered_us"])
     length = int(r["day_end_us"]) - int(r["day_start_us"])
-    is_counter = metric_type == "counter"
-    # Interval series (SPEC 10) add up like counters: `increase` is their apportioned sum.
-    adds_up = is_counter or metric_type == "interval"
     has_lim = samples > 0 and not pd.isna(r["last_limit"])
     out: dict[str, Any] = {
         "samples": samples,
@@ -334,16 +363,25 @@ def day_report_values(row: Mapping[str, Any], metric_type: str) -> dict[str, Any
         "max": _num(r["max"]) if samples else None,
         "mean": _num(float(r["sum"]) / samples) if samples else None,
         "limit": _num(r["last_limit"]) if has_lim else None,
-        "peak_pct": round(float(r["peak_pct"]), 2)
+        "peak_pct": round_readable(float(r["peak_pct"]))
         if samples and not pd.isna(r["peak_pct"]) else None,
-        "increase": _int_or_float(r["increase"]) if adds_up else None,
-        "resets": int(r["resets"]) if is_counter else None,
+        "increase": None, "resets": None,
         "coverage_pct": coverage_pct(covered, length),
-        "twa": (_num(float(r["twa_num"]) * US_PER_SECOND / covered)
-                if not adds_up and covered > 0 else None),
-        "warning_minutes": (_minutes(r["warning_us"]) if not adds_up else None),
-        "critical_minutes": (_minutes(r["critical_us"]) if not adds_up else None),
+        "twa": None, "warning_minutes": None, "critical_minutes": None,
     }
+    match metric_type:
+        case MetricType.COUNTER:
+            out.update(increase=_int_or_float(r["increase"]), resets=int(r["resets"]))
+        case MetricType.GAUGE:
+            out.update(twa=_num(float(r["twa_num"]) * US_PER_SECOND / covered)
+                       if covered > 0 else None,
+                       warning_minutes=_minutes(r["warning_us"]),
+                       critical_minutes=_minutes(r["critical_us"]))
+        case MetricType.INTERVAL:
+            # The buckets' use apportioned to the day (SPEC 10); no resets, no bands.
+            out.update(increase=_int_or_float(r["increase"]))
+        case _:
+            assert_never(metric_type)
     return out
 
 
@@ -368,7 +406,7 @@ def _minutes(us: Any) -> float:
     return round(int(us) / (60 * US_PER_SECOND), 2)
 
 
-def period_report_values(totals: Mapping[str, Any], metric_type: str) -> dict[str, Any]:
+def period_report_values(totals: Mapping[str, Any], metric_type: MetricType) -> dict[str, Any]:
     """The same figures as `day_report_values` for a combined period (from combine_days)."""
     row = dict(totals)
     row["day_start_us"] = totals["period_start_us"]
@@ -384,7 +422,7 @@ def daily_table(rows: pd.DataFrame) -> pd.DataFrame:
     """
     records = []
     for row in rows.to_dict("records"):
-        vals = day_report_values(row, str(row["metric_type"]))
+        vals = day_report_values(row, MetricType(row["metric_type"]))
         records.append({"date": row["date"], "source": row["source"], "metric": row["metric"],
                         "metric_type": row["metric_type"], **vals})
     return _typed(pd.DataFrame.from_records(records, columns=DAILY_COLUMNS),

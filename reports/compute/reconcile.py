@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 
 import pandas as pd
 
@@ -19,7 +20,18 @@ RECONCILE_COLUMNS = [
     # extras
     "reason", "currency", "coverage_pct", "resets",
 ]
-RECONCILE_STATUSES = ["match", "mismatch", "missing_invoice", "missing_metered"]
+
+
+class ReconcileStatus(StrEnum):
+    """How a billing rule's metered figures compare with the invoice (SPEC 6)."""
+
+    MATCH = "match"
+    MISMATCH = "mismatch"
+    MISSING_INVOICE = "missing_invoice"  # a rule the invoice has no line for
+    MISSING_METERED = "missing_metered"  # an invoice line with nothing metered for it
+
+
+RECONCILE_STATUSES = [s.value for s in ReconcileStatus]
 
 
 def check_tolerance(tolerance_pct: float, name: str = "--tolerance-pct") -> Decimal:
@@ -79,18 +91,18 @@ def reconcile_table(billed: pd.DataFrame, invoice: Sequence[InvoiceLine], month:
         }
         reasons = _reasons(cov, resets, samples)
         if line is None:
-            rec["status"] = "missing_invoice"
+            rec["status"] = ReconcileStatus.MISSING_INVOICE.value
             reasons.insert(0, "no invoice line for this billing rule")
         elif samples == 0:
             rec.update(metered_quantity=None, metered_amount=None,
                        invoiced_quantity=line.quantity, invoiced_amount=line.amount,
-                       status="missing_metered")
+                       status=ReconcileStatus.MISSING_METERED.value)
         else:
             q, a = rule["quantity"], rule["amount"]
             rec.update(invoiced_quantity=line.quantity, invoiced_amount=line.amount,
                        quantity_diff=q - line.quantity, amount_diff=a - line.amount)
             ok = _within(q, line.quantity, tol) and _within(a, line.amount, tol)
-            rec["status"] = "match" if ok else "mismatch"
+            rec["status"] = (ReconcileStatus.MATCH if ok else ReconcileStatus.MISMATCH).value
             if ok:
                 reasons = []
             elif not reasons:
@@ -103,7 +115,7 @@ def reconcile_table(billed: pd.DataFrame, invoice: Sequence[InvoiceLine], month:
             "source": line.source, "month": month, "metric": line.metric,
             "metered_quantity": None, "invoiced_quantity": line.quantity,
             "quantity_diff": None, "metered_amount": None, "invoiced_amount": line.amount,
-            "amount_diff": None, "status": "missing_metered",
+            "amount_diff": None, "status": ReconcileStatus.MISSING_METERED.value,
             "reason": ("no [[billing]] rule's focus_match selects these FOCUS rows"
                        if not line.source else "no [[billing]] rule for this source and metric"),
             "currency": None, "coverage_pct": None, "resets": None,

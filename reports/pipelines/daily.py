@@ -15,7 +15,8 @@ from sqlalchemy import Engine
 from etl.config import Config
 from etl.errors import InputError
 from etl.timefmt import from_micros
-from reports.compute.daily import daily_table, exact_total
+from etl.vendors.types import MetricType
+from reports.compute.daily import daily_table, exact_total, needs_prev_value
 from reports.names import ReportFormat, daily_name, output_dir, report_formats
 from reports.periods import Period, days_period, resolve_tz
 from reports.pipelines.days import (
@@ -25,6 +26,7 @@ from reports.pipelines.days import (
     series_day_rows,
 )
 from reports.read.alerts import alert_events
+from reports.read.history import read_buckets
 from reports.read.samples import (
     read_prev_value,
     read_samples,
@@ -32,7 +34,7 @@ from reports.read.samples import (
     series_ids,
     source_snapshots,
 )
-from reports.render.charts import series_day_chart
+from reports.render.charts import bucket_day_chart, series_day_chart
 from reports.render.csv import write_csv
 from reports.render.html import Chart, render_report, table_from_frame, write_html
 
@@ -111,12 +113,18 @@ def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: i
             sid = ids.get((rec["source"], rec["metric"]))
             if sid is None:
                 continue
+            mtype = MetricType(rec["metric_type"])
+            if mtype is MetricType.INTERVAL:
+                b_start, b_end, b_value = read_buckets(conn, sid, start_us, end_us)
+                svg = bucket_day_chart(b_start, b_end, b_value, day_start_us=start_us,
+                                       day_end_us=end_us, metric=str(rec["metric"]))
+                charts.append(Chart(f"{rec['source']} / {rec['metric']}", Markup(svg)))
+                continue
             arr = read_samples(conn, sid, start_us, end_us)
-            prev = (read_prev_value(conn, sid, start_us)
-                    if rec["metric_type"] == "counter" else None)
+            prev = read_prev_value(conn, sid, start_us) if needs_prev_value(mtype) else None
             limit = None if pd.isna(rec["limit"]) else float(rec["limit"])
             svg = series_day_chart(arr.t, arr.value, start_us=start_us, end_us=end_us,
-                                   metric=str(rec["metric"]), metric_type=str(rec["metric_type"]),
+                                   metric=str(rec["metric"]), metric_type=mtype,
                                    limit=limit, prev_value=prev)
             charts.append(Chart(f"{rec['source']} / {rec['metric']}", Markup(svg)))
     covs = [c for c in table["coverage_pct"] if not pd.isna(c)]
@@ -127,7 +135,7 @@ def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: i
     gaps = [f"{r['source']}/{r['metric']}: coverage {r['coverage_pct']:g} % — "
             "part of the day was not observed, figures are a lower bound"
             for r in table.to_dict("records") if r["coverage_pct"] < 100]
-    counters = table[table["metric_type"] == "counter"]
+    counters = table[table["metric_type"] == MetricType.COUNTER.value]
     summary: list[tuple[str, Any]] = [
         ("date", day.isoformat()),
         ("day length", f"{hours:g} h"),

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine
 from etl.config import Config
 from etl.store.rollups import RollupStore
 from etl.vendors.types import MetricType
-from reports.compute.daily import DAY_COLUMNS, aggregate_days
+from reports.compute.daily import DAY_COLUMNS, aggregate_days, needs_prev_value
 from reports.compute.intervals import aggregate_interval_days, is_provisional
 from reports.periods import US_PER_SECOND, Period
 from reports.read.history import read_buckets, read_reads
@@ -39,7 +39,7 @@ class SeriesInfo:
     source: str
     metric: str
     kind: str
-    metric_type: str
+    metric_type: MetricType
     staleness_us: int
     # History sources (SPEC 10): buckets and read ranges instead of instants and staleness.
     history: bool = False
@@ -116,7 +116,7 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
                 else:
                     arr = read_samples(conn, sid, read_from, int(bounds[-1]))
                     prev = (read_prev_value(conn, sid, read_from)
-                            if info.metric_type == "counter" else None)
+                            if needs_prev_value(info.metric_type) else None)
                     agg = aggregate_days(arr.t, arr.value, arr.limit, bounds,
                                          metric_type=info.metric_type,
                                          staleness_us=info.staleness_us, prev_value=prev)
@@ -130,7 +130,7 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
                     _label(records, info, days[i:j], agg.to_dict("records"))
                     continue
                 agg.insert(0, "date", days[i:j])
-                agg.insert(0, "metric_type", info.metric_type)
+                agg.insert(0, "metric_type", info.metric_type.value)
                 agg.insert(0, "metric", info.metric)
                 agg.insert(0, "source", info.source)
                 frames.append(agg)
@@ -175,4 +175,5 @@ def _label(records: list[dict[str, object]], info: SeriesInfo, days: Sequence[da
     """Append day rows with the columns that say whose and which day they are."""
     for day, row in zip(days, rows, strict=True):
         records.append({"source": info.source, "metric": info.metric,
-                        "metric_type": info.metric_type, "date": day, **row})
+                        "metric_type": info.metric_type.value, "date": day, **row})
+
