@@ -97,7 +97,8 @@ def _schema(engine: Engine) -> dict[str, Any]:
     insp = inspect(engine)
     dialect = engine.dialect.name
     shape: dict[str, Any] = {}
-    for table in sorted(insp.get_table_names()):
+    # PostgreSQL's monthly partitions of samples are storage, not schema (SPEC 13).
+    for table in sorted(t for t in insp.get_table_names() if not is_partition(t)):
         shape[table] = {
             "columns": [
                 (c["name"], _type(dialect, table, c["name"], c["type"]), c["nullable"])
