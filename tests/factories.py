@@ -601,13 +601,14 @@ class LoopbackVendor:
 
     An answer writes what it likes to `handler.wfile` (status line and headers too, byte by
     byte if it wants), so a test can play a vendor that lies or crawls. `requests` counts
-    the GETs; `url` is the server's base URL. `stop()` ends waits of answers that honour
-    `stopping` (an Event).
+    the GETs, `hangups` the answers the client stopped reading (a write failed); `url` is
+    the server's base URL. `stop()` ends waits of answers that honour `stopping` (an Event).
     """
 
     def __init__(self, answer: Answer | None = None) -> None:
         self.answer: Answer = answer or json_answer({})
         self.requests = 0
+        self.hangups = 0
         self.stopping = threading.Event()
         vendor = self
 
@@ -616,8 +617,8 @@ class LoopbackVendor:
                 vendor.requests += 1
                 try:
                     vendor.answer(self)
-                except OSError:
-                    pass  # the client gave up: what a crawling answer expects
+                except OSError:  # the client gave up: what a crawling answer expects
+                    vendor.hangups += 1
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -635,14 +636,18 @@ class LoopbackVendor:
         self._server.server_close()
 
 
-def http_json_config(url: str, *, interval: float = 60, timeout: float = 5,
-                     extra: str = "", name: str = "acme") -> Config:
-    """A config of one http_json source `name` on `url`: gauge `used` (limit `plan.limit`),
+def http_json_toml(url: str, *, interval: float = 60, timeout: float = 5,
+                   extra: str = "", name: str = "acme") -> str:
+    """The TOML of one http_json source `name` on `url`: gauge `used` (limit `plan.limit`),
     and counter `tokens` with one series per item of `data` (key `model`, value `n`)."""
-    return parse_config(tomllib.loads(
-        f'[[sources]]\nname = "{name}"\nkind = "http_json"\nurl = "{url}/v1/usage"\n'
-        f"interval_seconds = {interval}\ntimeout_seconds = {timeout}\n{extra}\n"
-        '[[sources.metrics]]\nname = "used"\ntype = "gauge"\nvalue = "used"\n'
-        'limit = "plan.limit"\n\n'
-        '[[sources.metrics]]\nname = "tokens"\ntype = "counter"\neach = "data"\n'
-        'key = "model"\nvalue = "n"\n'))
+    return (f'[[sources]]\nname = "{name}"\nkind = "http_json"\nurl = "{url}/v1/usage"\n'
+            f"interval_seconds = {interval}\ntimeout_seconds = {timeout}\n{extra}\n"
+            '[[sources.metrics]]\nname = "used"\ntype = "gauge"\nvalue = "used"\n'
+            'limit = "plan.limit"\n\n'
+            '[[sources.metrics]]\nname = "tokens"\ntype = "counter"\neach = "data"\n'
+            'key = "model"\nvalue = "n"\n')
+
+
+def http_json_config(url: str, **options: Any) -> Config:
+    """A config of the one source of `http_json_toml(url, **options)`."""
+    return parse_config(tomllib.loads(http_json_toml(url, **options)))
