@@ -213,7 +213,7 @@ def test_paginators_follow_a_next_url_and_stop_after_a_short_offset_page() -> No
 
 def test_collect_refuses_an_unset_secret_header_variable_with_exit_2(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("K", "token")
+    monkeypatch.setenv("K", "k-3f9a1c77e2")
     monkeypatch.delenv("DD_APP_UNSET", raising=False)
     cfg = tmp_path / "usage-etl.toml"
     cfg.write_text(f'database_url = "sqlite:///{tmp_path}/u.db"\n' + _with(

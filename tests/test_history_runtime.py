@@ -39,7 +39,7 @@ def _run(cfg: Path, *args: str) -> Result:
 @pytest.fixture
 def sim(monkeypatch: pytest.MonkeyPatch) -> HistorySimulator:
     monkeypatch.setenv("OPENAI_ADMIN_KEY", CREDENTIALS["bearer"])
-    monkeypatch.setenv("NK", "x")
+    monkeypatch.setenv("NK", "nk-51d0c2e9aa")
     return HistorySimulator()
 
 
