@@ -257,3 +257,30 @@ def test_a_gap_in_the_elapsed_part_of_a_period_in_progress_is_red(
     assert row["elapsed_coverage_pct"] == "75.12"
     assert 'class="low"' in html
     assert "75.12 % of the elapsed part observed — the quantity is a lower bound" in html
+
+
+def test_the_night_a_15th_of_the_month_period_ends_writes_its_billing_report() -> None:
+    from etl.runtime.nightly import nightly_files
+
+    cfg = config(rule(cycle_day=15))
+    # 15 December: the period labelled 2026-11 (15 Nov - 15 Dec) ended at midnight.
+    assert [p.name for p in nightly_files(cfg, date(2026, 12, 15))][-2:] == [
+        "billing-2026-11.csv", "billing-2026-11.html"]
+    assert not any(p.name.startswith("billing")
+                   for p in nightly_files(cfg, date(2026, 12, 1)))
+
+
+def test_the_dataframe_api_gives_each_rule_its_period_and_the_credit_applied(
+        engine: Engine) -> None:
+    import reports
+
+    berlin_history(engine)
+    credit = Credit("prepaid", "rules", Decimal("5.00"), "USD", date(2026, 3, 1))
+    cfg = config(rule(cycle_day=15), tz="Europe/Berlin", credits=(credit,))
+    df = reports.billing(engine, "2026-03", config=cfg, now=LATER, decimal=True)
+    [row] = df.to_dict("records")
+    assert row["period_start"].isoformat() == "2026-03-15T00:00:00+01:00"
+    assert row["period_end"].isoformat() == "2026-04-15T00:00:00+02:00"
+    # 6.00 USD, of which the credit pays its 5.00.
+    assert (row["amount"], row["credit_applied"], row["amount_due"]) == (
+        Decimal("6.00"), Decimal("5.00"), Decimal("1.00"))
