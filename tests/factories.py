@@ -646,3 +646,26 @@ def http_json_config(url: str, *, interval: float = 60, timeout: float = 5,
         'limit = "plan.limit"\n\n'
         '[[sources.metrics]]\nname = "tokens"\ntype = "counter"\neach = "data"\n'
         'key = "model"\nvalue = "n"\n'))
+
+
+def free_port() -> int:
+    """A TCP port on loopback nothing listens on (for servers a test starts)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SubjectMailbox:
+    """An aiosmtpd handler keeping the subject of every message it accepts."""
+
+    def __init__(self) -> None:
+        self.subjects: list[str] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        from email import message_from_bytes
+        from email.policy import default
+
+        self.subjects.append(str(message_from_bytes(envelope.content, policy=default)["Subject"]))
+        return "250 OK"

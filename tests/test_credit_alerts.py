@@ -4,7 +4,6 @@ to a real webhook receiver and a real SMTP server; alerts list and /metrics show
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,34 +17,14 @@ from etl.config import Config, parse_config
 from etl.runtime.alerting import alert_rows, check
 from etl.runtime.metrics import Metrics
 from etl.runtime.receiver import WebhookReceiver
-from tests.factories import nected, store
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Mailbox:
-    """An aiosmtpd handler keeping the subject of every message it accepts."""
-
-    def __init__(self) -> None:
-        self.subjects: list[str] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        from email import message_from_bytes
-        from email.policy import default
-
-        self.subjects.append(str(message_from_bytes(envelope.content, policy=default)["Subject"]))
-        return "250 OK"
+from tests.factories import SubjectMailbox, config_text, free_port, nected, store
 
 
 @pytest.fixture
-def mailbox() -> Iterator[tuple[int, Mailbox]]:
+def mailbox() -> Iterator[tuple[int, SubjectMailbox]]:
     from aiosmtpd.controller import Controller
 
-    box = Mailbox()
+    box = SubjectMailbox()
     port = free_port()
     controller = Controller(box, hostname="127.0.0.1", port=port)
     controller.start()
@@ -86,7 +65,7 @@ def at(day: int) -> datetime:
 
 
 def test_credit_alerts_fire_and_resolve_at_the_webhook_and_by_email(
-        engine: Engine, receiver: WebhookReceiver, mailbox: tuple[int, Mailbox],
+        engine: Engine, receiver: WebhookReceiver, mailbox: tuple[int, SubjectMailbox],
         monkeypatch: pytest.MonkeyPatch) -> None:
     port, box = mailbox
     cfg = make(monkeypatch, receiver, port)
@@ -121,7 +100,7 @@ def test_credit_alerts_fire_and_resolve_at_the_webhook_and_by_email(
 
 
 def test_alerts_list_and_metrics_show_the_credit_balance(
-        engine: Engine, receiver: WebhookReceiver, mailbox: tuple[int, Mailbox],
+        engine: Engine, receiver: WebhookReceiver, mailbox: tuple[int, SubjectMailbox],
         monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     now = datetime.now(UTC)
     first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -135,7 +114,6 @@ def test_alerts_list_and_metrics_show_the_credit_balance(
     raw = settings(receiver.url, mailbox[0], credit_amount="5.00", granted=f"{first:%Y-%m-%d}")
     raw["alerts"] = [{k: v for k, v in a.items() if k != "notify"} for a in raw["alerts"]]
     lines = [f'database_url = "{engine.url.render_as_string(hide_password=False)}"']
-    from tests.factories import config_text
 
     path.write_text("\n".join(lines) + "\n" + config_text(raw))
     result = CliRunner().invoke(cli, ["--config", str(path), "alerts", "list", "--json"])
