@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,12 @@ from tests.factories import (
     at,
     billing_rules,
     fill_disk,
+    history_page,
     migrated_engine,
     reference_engine,
     reports_settings,
     seed_month,
+    store,
     write_config,
 )
 
@@ -350,3 +353,15 @@ def test_samples_whose_raw_responses_are_not_archived_stay(engine: Engine,
         ("ws-prod", "connections", "2026-05-10T08:00:00+00:00", 90.0, 100.0, None),
         ("ws-prod", "documents", "2026-05-10T08:00:00+00:00", 1.0, 20.0, None),
     ]
+
+
+def test_a_history_page_keeps_its_window_in_the_archive_file(engine: Engine,
+                                                              tmp_path: Path) -> None:
+    t0 = at("2026-05-03T00:00:00")
+    hour = timedelta(hours=1)
+    store(engine, [history_page(t0 + hour, (t0, t0 + hour), [(t0, t0 + hour, {"gpt-4o": 3})])])
+    compact(engine, tmp_path, CUT)
+    with gzip.open(tmp_path / "openai" / "2026-05.jsonl.gz", "rt", encoding="utf-8") as fh:
+        line = json.loads(fh.read())
+    assert line["observed_at"] == "2026-05-03T01:00:00Z"
+    assert line["window"] == {"start": "2026-05-03T00:00:00Z", "end": "2026-05-03T01:00:00Z"}

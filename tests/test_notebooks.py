@@ -102,6 +102,9 @@ def test_usage_analysis_runs_on_the_demo(notebook_env: Path) -> None:
     assert "peak_pct" in text and "critical_minutes" in text, text
     assert "hours at warning" in text and "hours at critical" in text, text
     assert "rules/invocations:" in text and "month-end projection" in text, text
+    # The Parquet lake, queried with DuckDB: samples per source and month.
+    assert re.search(r"parquet lake: [1-9][0-9]* samples", text), text
+    assert "month" in text and "peak" in text, text
     assert "Traceback" not in text
 
 

@@ -129,6 +129,7 @@ def _register() -> None:
     # Imported here so each command family lives in its own module.
     from etl.cli import (
         alerts_cmd,
+        backfill_cmd,
         collect_cmd,
         compact_cmd,
         db_cmd,
@@ -137,8 +138,8 @@ def _register() -> None:
         vendors_cmd,
     )
 
-    for module in (db_cmd, collect_cmd, compact_cmd, report_cmd, schedule_cmd, alerts_cmd,
-                   vendors_cmd):
+    for module in (db_cmd, collect_cmd, backfill_cmd, compact_cmd, report_cmd, schedule_cmd,
+                   alerts_cmd, vendors_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

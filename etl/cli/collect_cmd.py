@@ -194,11 +194,12 @@ def import_cmd(app: AppContext, files: tuple[str, ...]) -> None:
               help="First day (YYYY-MM-DD, config timezone).")
 @click.option("--end", required=True, type=click.DateTime(["%Y-%m-%d"]), metavar="DATE",
               help="Last day, included (YYYY-MM-DD, config timezone).")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
-              show_default=True, help="jsonl: raw archive (round-trips through import); "
-              "csv: one row per sample.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Output file (default: standard output).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]),
+              default="jsonl", show_default=True,
+              help="jsonl: raw archive (round-trips through import); csv: one row per sample; "
+              "parquet: a dataset folder partitioned source=/month= (needs --out).")
+@click.option("--out", type=click.Path(), default=None,
+              help="Output file, or folder for parquet (default: standard output).")
 @click.pass_obj
 def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: str | None) -> None:
     """Write stored history between two days back out.
@@ -206,15 +207,28 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
     Days are local days of the config timezone, --start and --end both included.
     JSONL holds one raw vendor response per line and round-trips through `import`;
     CSV holds one row per sample: observed_at (UTC), source, metric, value, limit, status.
+    Parquet writes a dataset (SPEC 13) that DuckDB, Spark, Trino and pandas read.
 
     \b
     Example:
       usage-etl export --start 2026-11-01 --end 2026-11-30 --out nov.jsonl
       usage-etl export --start 2026-11-21 --end 2026-11-21 --format csv
+      usage-etl export --start 2026-01-01 --end 2026-12-31 --format parquet --out lake/
     """
     from etl.store.export import ExportFormat, export_archive
 
     fmt_ = ExportFormat(fmt)  # click's choices are ExportFormat's values
+    if fmt_ is ExportFormat.PARQUET:
+        if out is None:
+            raise InputError("--format parquet needs --out FOLDER (a dataset is many files)")
+        from etl.store.parquet_export import export_parquet
+
+        try:
+            count = export_parquet(app.engine, app.config, start.date(), end.date(), Path(out))
+        except OSError as exc:
+            raise InputError(f"--out {out}: {os_error_text(exc)}") from None
+        click.echo(f"exported {count} rows", err=True)
+        return
     engine = app.engine
     if out is None:
         count = export_archive(engine, app.config, start.date(), end.date(),

@@ -25,6 +25,7 @@ from etl.alerts.history import load_states
 from etl.alerts.readings import latest_samples
 from etl.alerts.states import AlertState
 from etl.config import Config
+from etl.store.history import read_up_to_all
 from etl.store.state import last_successes
 from etl.vendors.types import Outcome
 
@@ -57,6 +58,7 @@ class StoredCollector(Collector):
                 successes = {source: ok.finished_at
                              for source, ok in last_successes(conn).items()}
                 states = load_states(conn)
+                marks = read_up_to_all(conn)
         except Exception as exc:  # noqa: BLE001 - a scrape must answer while the database is away
             log.debug("metrics: database not readable: %s", type(exc).__name__)
             up.add_metric([], 0)
@@ -89,6 +91,13 @@ class StoredCollector(Collector):
             if successes.get(src.name) is not None:
                 last.add_metric([src.name], successes[src.name].timestamp())
         yield last
+        read = GaugeMetricFamily("usage_etl_read_up_to_timestamp_seconds",
+                                 "How far a history source has read (SPEC 10), Unix seconds.",
+                                 labels=["source"])
+        for src in self.config.sources:
+            if src.vendor.history is not None and marks.get(src.name) is not None:
+                read.add_metric([src.name], marks[src.name].timestamp())
+        yield read
         firing = GaugeMetricFamily("usage_etl_alert_firing",
                                    "1 while the alert fires for the series, else 0.",
                                    labels=["alert", "source", "metric"])

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select
 
 from etl.config import Config, SourceConfig
+from etl.store.history import read_up_to
 from etl.store.models import CollectionAttempt, SourceState
 from etl.store.state import last_success, last_successes, pause_holds
 from etl.timefmt import utc_human, utc_z
@@ -35,6 +36,9 @@ class SourceStatus:
     pause_reason: str | None
     age_seconds: float | None  # since the last success
     stale: bool
+    # History sources (SPEC 10): where reading has got to, and how far that is behind now.
+    read_up_to: datetime | None = None
+    lag_seconds: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The status as a JSON-ready dict, datetimes as UTC `...Z` text."""
@@ -95,6 +99,7 @@ def _source_status(conn: Connection, src: SourceConfig, now: datetime) -> Source
     last_error = None
     if err is not None:
         last_error = err.outcome + (f": {err.error}" if err.error else "")
+    mark = read_up_to(conn, src.name) if src.vendor.history is not None else None
     return SourceStatus(
         source=src.name,
         kind=src.kind,
@@ -108,6 +113,8 @@ def _source_status(conn: Connection, src: SourceConfig, now: datetime) -> Source
         pause_reason=pause_reason,
         age_seconds=round(age, 3) if age is not None else None,
         stale=stale,
+        read_up_to=mark,
+        lag_seconds=round((now - mark).total_seconds(), 3) if mark is not None else None,
     )
 
 
@@ -153,7 +160,7 @@ def status_rows(statuses: list[SourceStatus]) -> tuple[list[str], list[list[str]
     """Header and text cells of the status table (shared by the plain and the rich output)."""
     header = [
         "source", "state", "last success", "last error", "error at", "failures",
-        "interval", "stale after", "paused until",
+        "interval", "stale after", "paused until", "read up to",
     ]
     rows = []
     for s in statuses:
@@ -170,6 +177,8 @@ def status_rows(statuses: list[SourceStatus]) -> tuple[list[str], list[list[str]
             f"{s.interval_seconds:g}s",
             f"{s.staleness_seconds:g}s",
             _when(s.paused_until) + (f" ({s.pause_reason})" if s.pause_reason else ""),
+            "-" if s.read_up_to is None else
+            f"{_when(s.read_up_to)} ({human_age(s.lag_seconds).replace(' ago', ' behind')})",
         ])
     return header, rows
 

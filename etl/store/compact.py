@@ -23,8 +23,8 @@ from sqlalchemy import Engine, delete, func, select
 
 from etl.errors import UsageEtlError
 from etl.files import fsync_dir, os_error_text
+from etl.store.export import archive_line
 from etl.store.models import Snapshot
-from etl.timefmt import utc_z
 
 # Snapshots per batch: what one pass holds in memory (ids, times, payload texts).
 BATCH_ROWS = 20_000
@@ -139,7 +139,8 @@ def cutoff_for(now: datetime, raw_days: int) -> datetime:
     return now.astimezone(UTC) - timedelta(days=raw_days)
 
 
-Row = tuple[int, datetime, str]
+# id, observed_at, payload, window start, window end (history sources, SPEC 10)
+Row = tuple[int, datetime, str, datetime | None, datetime | None]
 
 
 def _next_batch(engine: Engine, cutoff: datetime, limit: int
@@ -155,21 +156,13 @@ def _next_batch(engine: Engine, cutoff: datetime, limit: int
         source, at = first
         month = month_start(at)
         end = min(next_month(month), cutoff)
-        rows = [(int(i), t, p) for i, t, p in conn.execute(
-            select(Snapshot.id, Snapshot.observed_at, Snapshot.payload)
+        rows = [(int(i), t, p, ws, we) for i, t, p, ws, we in conn.execute(
+            select(Snapshot.id, Snapshot.observed_at, Snapshot.payload, Snapshot.window_start,
+                   Snapshot.window_end)
             .where(Snapshot.source == source, Snapshot.observed_at >= month,
                    Snapshot.observed_at < end)
             .order_by(Snapshot.observed_at).limit(limit))]
     return source, month, rows
-
-
-def archive_line(source: str, at: datetime, payload: str) -> str:
-    """One archive line (SPEC 4) for a stored snapshot: the body as stored, on one line."""
-    body = payload
-    if "\n" in body or "\r" in body:  # a pretty-printed vendor body: one line again
-        body = json.dumps(json.loads(body), ensure_ascii=False, separators=(",", ":"))
-    return (f'{{"source":{json.dumps(source, ensure_ascii=False)},'
-            f'"observed_at":"{utc_z(at)}","body":{body}}}')
 
 
 def _write_merged(path: Path, source: str, rows: list[Row], step: Checkpoint) -> None:
@@ -214,13 +207,13 @@ def _merged(path: Path, source: str, rows: list[Row]) -> Iterator[str]:
     row = next(pending, None)
     for at, line in existing:
         while row is not None and row[1] < at:
-            yield archive_line(source, row[1], row[2])
+            yield archive_line(source, *row[1:])
             row = next(pending, None)
         if row is not None and row[1] == at:  # archived by a run that stopped before deleting
             row = next(pending, None)
         yield line
     while row is not None:
-        yield archive_line(source, row[1], row[2])
+        yield archive_line(source, *row[1:])
         row = next(pending, None)
 
 

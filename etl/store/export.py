@@ -64,11 +64,17 @@ def iter_archive_lines(engine: Engine, lo: datetime | None,
     with engine.connect() as conn:
         for source, at, payload, w_start, w_end in conn.execution_options(
                 yield_per=EXPORT_FETCH).execute(stmt):
-            line: dict[str, Any] = {"source": source, "observed_at": utc_z(at)}
-            if w_start is not None and w_end is not None:  # a history source's page (SPEC 10)
-                line["window"] = {"start": utc_z(w_start), "end": utc_z(w_end)}
-            line["body"] = json.loads(payload)
-            yield json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+            yield archive_line(source, at, payload, w_start, w_end)
+
+
+def archive_line(source: str, at: datetime, payload: str, w_start: datetime | None = None,
+                 w_end: datetime | None = None) -> str:
+    """One stored snapshot as an archive line (SPEC 4; export and compaction write these)."""
+    line: dict[str, Any] = {"source": source, "observed_at": utc_z(at)}
+    if w_start is not None and w_end is not None:  # a history source's page (SPEC 10)
+        line["window"] = {"start": utc_z(w_start), "end": utc_z(w_end)}
+    line["body"] = json.loads(payload)
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
 
 
 def iter_csv_rows(engine: Engine, lo: datetime | None,
@@ -93,10 +99,14 @@ def iter_csv_rows(engine: Engine, lo: datetime | None,
 
 
 class ExportFormat(StrEnum):
-    """What `export` writes (SPEC 3): raw archive lines, or one CSV row per sample."""
+    """What `export` writes (SPEC 3, 13): archive lines, CSV rows, or a Parquet dataset folder.
+
+    The dataset is written by etl.store.parquet_export, not by export_archive.
+    """
 
     JSONL = "jsonl"
     CSV = "csv"
+    PARQUET = "parquet"
 
 
 def export_archive(
@@ -117,6 +127,9 @@ def export_archive(
             for row in iter_csv_rows(engine, lo, hi):
                 writer.writerow(row)
                 count += 1
+        case ExportFormat.PARQUET:  # a folder of files, not a stream
+            raise InputError("--format parquet writes a folder: see "
+                             "etl.store.parquet_export.export_parquet")
         case _:
             assert_never(fmt)
     return count

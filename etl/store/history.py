@@ -203,6 +203,12 @@ def read_up_to(conn: Connection, source: str) -> datetime | None:
         HistoryMark.source == source)).scalar()
 
 
+def read_up_to_all(conn: Connection) -> dict[str, datetime]:
+    """Every history source's read-up-to point, by source name."""
+    return {source: at for source, at in conn.execute(
+        select(HistoryMark.source, HistoryMark.read_up_to))}
+
+
 def advance_read_up_to(conn: Connection, source: str, at: datetime) -> None:
     """Move `H` of the source to `at` if that is later (SPEC 10: H never moves back)."""
     stored = read_up_to(conn, source)

@@ -359,10 +359,10 @@ def record_polls(
                 if obs.origin != origin:
                     obs = obs._replace(origin=str(origin))
                 one = store_observations(conn, [obs])
-            results.append(one)
             if poll.observation is None and poll.samples_stored:
                 # A history poll stored its ranges itself (etl.runtime.history).
                 one = StoreResult(samples=poll.samples_stored)
+            results.append(one)
             rows.append(_attempt_row(poll.source, poll.started_at, poll.finished_at,
                                      poll.outcome, poll.http_status, poll.latency_ms,
                                      poll.tries, one.samples if one else 0, poll.error))

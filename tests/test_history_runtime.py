@@ -1,0 +1,91 @@
+"""`backfill`, `status` and `/metrics` for history sources (SPEC 10), against the simulated OpenAI."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
+
+from etl.cli import cli
+from etl.config import load_config
+from etl.runtime.history_sim import CREDENTIALS, HistorySimulator
+from etl.runtime.metrics import Metrics
+from etl.store.engine import make_engine
+from etl.store.models import Sample
+from tests.factories import REPO
+
+OCT1 = datetime(2026, 10, 1, tzinfo=UTC)
+OCT8 = datetime(2026, 10, 8, tzinfo=UTC)
+
+
+def _config(tmp_path: Path, sim: HistorySimulator, db_url: str) -> Path:
+    text = (REPO / "docs" / "vendors" / "openai.toml").read_text()
+    text = re.sub(r'url = "https://[^/"]+', f'url = "{sim.url}', text)
+    path = tmp_path / "usage-etl.toml"
+    path.write_text(f'database_url = "{db_url}"\n' + text
+                    + '\n[[sources]]\nname = "rules"\nkind = "nected"\napi_key_env = "NK"\n')
+    return path
+
+
+def _run(cfg: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--config", str(cfg), *args])
+
+
+@pytest.fixture
+def sim(monkeypatch: pytest.MonkeyPatch) -> HistorySimulator:
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", CREDENTIALS["bearer"])
+    monkeypatch.setenv("NK", "x")
+    return HistorySimulator()
+
+
+def test_backfill_reads_the_range_and_status_and_metrics_show_how_far(
+        sim: HistorySimulator, empty_db_url: str, tmp_path: Path) -> None:
+    with sim:
+        cfg = _config(tmp_path, sim, empty_db_url)
+        result = _run(cfg, "backfill", "--source", "openai", "--start", "2026-10-01",
+                      "--end", "2026-10-08")
+        assert result.exit_code == 0, result.output
+        # 7 days x 2 models, over 3 pages per request (the simulator's page size).
+        assert "openai: backfilled, 14 samples stored" in result.output
+        status = _run(cfg, "status")
+        assert "2026-10-08 00:00:00Z" in status.output
+        config = load_config(str(cfg))
+    engine = make_engine(config.database_url)
+    with engine.connect() as conn:
+        total = conn.execute(select(func.sum(Sample.value))).scalar()
+    truth = sum(sim.truth("openai", k, OCT1, OCT8) for k in ("gpt-4o", "o1-mini"))
+    assert total == truth
+    text = Metrics(engine, config, spool_files=lambda: 0).exposition().decode()
+    read = {tuple(s.labels.items()): s.value for f in text_string_to_metric_families(text)
+            for s in f.samples if s.name == "usage_etl_read_up_to_timestamp_seconds"}
+    assert read == {(("source", "openai"),): OCT8.timestamp()}
+    engine.dispose()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--source", "rules", "--start", "2026-10-01"), "not a history source"),
+    (("--source", "openai", "--start", "2026-10-08", "--end", "2026-10-01"), "not before --end"),
+    (("--source", "openai", "--start", "1969-12-01"), "before 1970"),
+])
+def test_backfill_refuses_other_sources_and_bad_ranges_with_exit_2(
+        sim: HistorySimulator, tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    cfg = _config(tmp_path, sim, f"sqlite:///{tmp_path}/u.db")
+    result = _run(cfg, "backfill", *args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_a_range_that_fails_ends_the_backfill_with_exit_1(
+        sim: HistorySimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", "wrong")
+    with sim:
+        cfg = _config(tmp_path, sim, f"sqlite:///{tmp_path}/u.db")
+        result = _run(cfg, "backfill", "--source", "openai", "--start", "2026-10-01",
+                      "--end", "2026-10-08")
+    assert result.exit_code == 1
+    assert "openai: auth_error" in result.output
