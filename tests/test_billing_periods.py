@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -284,3 +285,21 @@ def test_the_dataframe_api_gives_each_rule_its_period_and_the_credit_applied(
     # 6.00 USD, of which the credit pays its 5.00.
     assert (row["amount"], row["credit_applied"], row["amount_due"]) == (
         Decimal("6.00"), Decimal("5.00"), Decimal("1.00"))
+
+
+def test_rules_of_one_label_with_different_cycle_days_each_read_their_own_period(
+        engine: Engine, tmp_path: Path) -> None:
+    five_minutely(engine, "2026-11-01T00:00:00", "2026-11-07T00:00:00")
+    calendar = rule("0.01", included=0)
+    from_15th = replace(rule("0.01", included=0), source="ws-prod", metric="connections",
+                        aggregation=Aggregation.PEAK, cycle_day=15)
+    result = billing(engine, config(calendar, from_15th), date(2026, 11, 1),
+                     now=at("2026-11-07T00:00:00"))
+    write_billing(result, ["html"], tmp_path)
+    html = (tmp_path / "billing-2026-11.html").read_text()
+    calendar_row, later_row = result.table.to_dict("records")
+    assert calendar_row["elapsed_pct"] == 20
+    # 15 November has not come: no share elapsed, no gap, nothing red.
+    assert pd.isna(later_row["elapsed_pct"]) and later_row["samples"] == 0
+    assert "ws-prod/connections: period 2026-11-15 to 2026-12-15 has not begun" in html
+    assert 'class="low"' not in html
