@@ -12,12 +12,15 @@ from etl.config import Config
 from reports.names import ReportFormat
 from reports.periods import parse_month
 from reports.pipelines import (
+    FocusFormat,
     billing,
     daily,
+    focus,
     reconcile,
     reconcile_input,
     write_billing,
     write_daily,
+    write_focus,
     write_reconcile,
 )
 
@@ -40,6 +43,17 @@ def build_billing(engine: Engine, config: Config, month: str | date, *, tz: str 
     """
     first = parse_month(month) if isinstance(month, str) else month.replace(day=1)
     return write_billing(billing(engine, config, first, tz, now=now), formats, out_dir)
+
+
+def build_focus(engine: Engine, config: Config, month: str | date, *, tz: str | None = None,
+                fmt: FocusFormat = FocusFormat.CSV, out_dir: Path,
+                now: datetime | None = None) -> list[Path]:
+    """focus-YYYY-MM.csv (or .parquet): the billing month as FOCUS rows (SPEC 12).
+
+    `month` is "YYYY-MM" or any date in the month.
+    """
+    first = parse_month(month) if isinstance(month, str) else month.replace(day=1)
+    return [write_focus(focus(engine, config, first, tz, now=now), fmt, out_dir)]
 
 
 def build_reconcile(engine: Engine, config: Config, month: str, invoice: Path, *,

@@ -18,19 +18,31 @@ from etl.runtime.receiver import WebhookReceiver
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import AlertDelivery, AlertEvent
 from tests.daemon import daemon_env, ok_counts, start_daemon, stop_daemon, wait_for
-from tests.factories import (
-    WEBHOOK_SECRET_PATH,
-    SubjectMailbox,
-    free_port,
-    unique_sim,
-    write_daemon_config,
-)
+from tests.factories import WEBHOOK_SECRET_PATH, unique_sim, write_daemon_config
 
 SMTP_PASSWORD = "smtp-Pa55w0rd-never-logged"
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.subjects: list[str] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        from email import message_from_bytes
+        from email.policy import default
+
+        self.subjects.append(str(message_from_bytes(envelope.content, policy=default)["Subject"]))
+        return "250 OK"
+
+
 @pytest.fixture
-def smtp() -> Iterator[tuple[int, SubjectMailbox]]:
+def smtp() -> Iterator[tuple[int, Mailbox]]:
     """A plain SMTP server on loopback that wants the login usage-etl / SMTP_PASSWORD."""
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult
@@ -40,7 +52,7 @@ def smtp() -> Iterator[tuple[int, SubjectMailbox]]:
         ok = (data.login, data.password) == (b"usage-etl", SMTP_PASSWORD.encode())
         return AuthResult(success=ok, handled=False)
 
-    box = SubjectMailbox()
+    box = Mailbox()
     port = free_port()
     controller = Controller(box, hostname="127.0.0.1", port=port, authenticator=authenticator,
                             auth_require_tls=False)
@@ -106,7 +118,7 @@ def scrape(port: int) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], flo
 
 
 def test_a_notification_pending_when_the_daemon_is_killed_is_delivered_after_restart(
-        tmp_path: Path, empty_db_url: str, smtp: tuple[int, SubjectMailbox]) -> None:
+        tmp_path: Path, empty_db_url: str, smtp: tuple[int, Mailbox]) -> None:
     url = empty_db_url
     smtp_port, mailbox = smtp
     receiver = WebhookReceiver(path=WEBHOOK_SECRET_PATH).start()

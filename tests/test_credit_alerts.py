@@ -17,14 +17,14 @@ from etl.config import Config, parse_config
 from etl.runtime.alerting import alert_rows, check
 from etl.runtime.metrics import Metrics
 from etl.runtime.receiver import WebhookReceiver
-from tests.factories import SubjectMailbox, config_text, free_port, nected, store
+from tests.factories import Mailbox, config_text, free_port, nected, store
 
 
 @pytest.fixture
-def mailbox() -> Iterator[tuple[int, SubjectMailbox]]:
+def mailbox() -> Iterator[tuple[int, Mailbox]]:
     from aiosmtpd.controller import Controller
 
-    box = SubjectMailbox()
+    box = Mailbox()
     port = free_port()
     controller = Controller(box, hostname="127.0.0.1", port=port)
     controller.start()
@@ -65,7 +65,7 @@ def at(day: int) -> datetime:
 
 
 def test_credit_alerts_fire_and_resolve_at_the_webhook_and_by_email(
-        engine: Engine, receiver: WebhookReceiver, mailbox: tuple[int, SubjectMailbox],
+        engine: Engine, receiver: WebhookReceiver, mailbox: tuple[int, Mailbox],
         monkeypatch: pytest.MonkeyPatch) -> None:
     port, box = mailbox
     cfg = make(monkeypatch, receiver, port)
@@ -87,7 +87,8 @@ def test_credit_alerts_fire_and_resolve_at_the_webhook_and_by_email(
         "alert": "low", "state": "firing", "credit": "prepaid", "source": "rules",
         "metric": None, "value": 9, "limit": None, "pct": None, "threshold": 10,
         "currency": "USD"}
-    assert box.subjects and box.subjects[0].startswith("[usage-etl] FIRING low")
+    subjects = [str(message["Subject"]) for _, message in box.messages]
+    assert subjects and subjects[0].startswith("[usage-etl] FIRING low")
     rows = {r.alert: r for r in alert_rows(engine, cfg, at(21))}
     assert (rows["low"].credit, str(rows["low"].state), rows["low"].value) == (
         "prepaid", "firing", 9)
@@ -96,11 +97,12 @@ def test_credit_alerts_fire_and_resolve_at_the_webhook_and_by_email(
     check(engine, topped, at(21) + timedelta(minutes=5))
     resolved = sorted(b["alert"] for b in receiver.received if b["state"] == "resolved")
     assert resolved == ["low", "out"]
-    assert any(s.startswith("[usage-etl] RESOLVED low") for s in box.subjects)
+    subjects = [str(message["Subject"]) for _, message in box.messages]
+    assert any(s.startswith("[usage-etl] RESOLVED low") for s in subjects)
 
 
 def test_alerts_list_and_metrics_show_the_credit_balance(
-        engine: Engine, receiver: WebhookReceiver, mailbox: tuple[int, SubjectMailbox],
+        engine: Engine, receiver: WebhookReceiver, mailbox: tuple[int, Mailbox],
         monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     now = datetime.now(UTC)
     first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)

@@ -126,6 +126,23 @@ def test_a_database_on_a_read_only_file_system_is_read_and_a_write_names_it(
                            "stored by earlier batches (importing again skips them)\n")
 
 
+def test_schedule_on_a_read_only_file_system_says_read_only_and_exits_1(
+    tmp_path: Path, read_only_folder: Callable[[Path], Path],
+) -> None:
+    seeded_database(tmp_path / "")
+    view = read_only_folder(tmp_path)
+    cfg = tmp_path / "ro.toml"
+    write_config(cfg, f"sqlite:///{view / 'usage.db'}",
+                 extra=f'spool_dir = "{tmp_path / "spool"}"')
+    env = dict(os.environ, DISK_TEST_NK="disk-test-key-1", PYTHONPATH=str(REPO))
+    env.pop("USAGE_ETL_DATABASE_URL", None)
+    proc = usage_etl(cfg, "schedule", env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == (f"usage-etl: error: database sqlite:///{view}/usage.db: its "
+                           f"folder {view} is on a read-only file system (unable to open "
+                           "database file)\n")
+
+
 def test_schedule_started_while_the_database_disk_is_full_starts_spool_only(
     tmp_path: Path, small_disk: Callable[[int], Path],
 ) -> None:

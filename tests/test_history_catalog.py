@@ -100,3 +100,48 @@ def test_catalog_config_reads_its_vendor_then_picks_up_revisions(
             else:
                 assert int(row["samples"]) == timedelta(days=1) / shape.width
             assert row["coverage_pct"] == 100.0
+
+
+def test_exported_pages_imported_in_reverse_or_twice_give_byte_identical_reports(
+        engine: Engine, clock: FakeClock, tmp_path: Path) -> None:
+    import io
+
+    from etl.store.archive import import_archives
+    from etl.store.export import export_archive
+    from reports.pipelines.billing import billing, write_billing
+    from reports.pipelines.daily import write_daily
+    from tests.factories import reference_engine
+
+    with HistorySimulator(now=clock) as sim:
+        text = re.sub(r'url = "https://[^/"]+', f'url = "{sim.url}',
+                      (REPO / "docs" / "vendors" / "openai.toml").read_text())
+        config = parse_config(tomllib.loads(text + (
+            '\n[[billing]]\nsource = "openai"\nmetric = "output_tokens:gpt-4o"\n'
+            'aggregation = "sum"\nincluded = 100\nunit_price = "0.01"\n')))
+        with _collector(config, clock) as collector:
+            assert poll_history(engine, collector, config.sources[0]).ok
+            clock.advance(3600)
+            sim.revise("openai", timedelta(days=2))
+            assert poll_history(engine, collector, config.sources[0]).ok
+    out = io.StringIO()
+    export_archive(engine, config, date(2026, 10, 1), date(2026, 11, 30), out)
+    lines = out.getvalue().splitlines()
+    assert len(lines) > 4
+
+    def reports(db: Engine, folder: Path) -> list[bytes]:
+        folder.mkdir()
+        write_daily(daily(db, config, date(2026, 10, 20), date(2026, 11, 20)), ["csv"], folder)
+        write_billing(billing(db, config, date(2026, 11, 1), now=clock()), ["csv"], folder)
+        return [p.read_bytes() for p in sorted(folder.iterdir())]
+
+    want = reports(engine, tmp_path / "direct")
+    assert b",output_tokens:gpt-4o,sum," in want[0]  # billing-2026-11.csv, then the days
+    assert len(want) == 1 + 32
+    for name, order in (("reverse", lines[::-1]), ("twice", lines + lines)):
+        archive = tmp_path / f"{name}.jsonl"
+        archive.write_text("\n".join(order) + "\n")
+        (tmp_path / name).mkdir()
+        with reference_engine(engine, tmp_path / name) as fresh:
+            result = import_archives(fresh, config, [str(archive)])
+            assert result.ok
+            assert reports(fresh, tmp_path / f"{name}-out") == want

@@ -7,6 +7,7 @@ import tomllib
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine
 
@@ -115,3 +116,48 @@ aggregation = "sum"
         parse_config(tomllib.loads(text))
     assert ("billing[0].aggregation: 'sum' needs an interval metric; 'invocations' is a counter"
             in err.value.problems)
+
+
+def test_an_interval_series_is_charted_as_one_bar_per_bucket_cut_at_the_day_edge() -> None:
+    from reports.render.charts import bucket_day_chart
+
+    us = 3_600_000_000
+    day = int(D20.timestamp()) * 1_000_000
+    three = bucket_day_chart(np.array([day, day + 12 * us, day + 18 * us]),
+                             np.array([day + 12 * us, day + 18 * us, day + 30 * us]),
+                             np.array([120.0, 60, 90]), day_start_us=day, day_end_us=day + 24 * us,
+                             metric="tokens")
+    one = bucket_day_chart(np.array([day]), np.array([day + 12 * us]), np.array([120.0]),
+                           day_start_us=day, day_end_us=day + 24 * us, metric="tokens")
+    assert three.count('id="patch_') - one.count('id="patch_') == 2
+
+
+def test_daily_and_billing_html_of_a_history_source_are_written(
+        engine: Engine, tmp_path: Path) -> None:
+    _seed(engine, late_read=True)
+    write_daily(daily(engine, _config(), date(2026, 11, 20), date(2026, 11, 20)), ["html"],
+                tmp_path)
+    write_billing(billing(engine, _config(), date(2026, 11, 1),
+                          now=datetime(2026, 12, 10, tzinfo=UTC)), ["html"], tmp_path)
+    assert "<svg" in (tmp_path / "daily-2026-11-20.html").read_text()
+    assert "<svg" in (tmp_path / "billing-2026-11.html").read_text()
+
+
+def test_above_on_an_interval_series_is_its_month_to_date_sum(engine: Engine) -> None:
+    import json
+
+    from sqlalchemy import select
+
+    from etl.runtime.alerting import check
+    from etl.store.models import AlertEvent
+
+    config = _config(BILLING + '\n[[notifiers]]\nname = "ops"\nkind = "webhook"\n'
+                     'url_env = "UNUSED_HOOK"\n[[alerts]]\nname = "tokens-high"\n'
+                     'source = "openai"\nmetric = "tokens:gpt-4o"\nabove = 250\n'
+                     'notify = ["ops"]\n')
+    _seed(engine, late_read=True)
+    result = check(engine, config, datetime(2026, 11, 21, 12, tzinfo=UTC), sender=lambda *a: None)
+    assert [str(e.transition) for e in result.events] == ["firing"]
+    with engine.connect() as conn:
+        payload = json.loads(conn.execute(select(AlertEvent.payload)).scalar_one())
+    assert (payload["value"], payload["threshold"]) == (270, 250)  # 225 on the 20th, 45 on the 21st

@@ -31,13 +31,18 @@ from etl.cli import cli
 from etl.errors import DatabaseError
 from etl.store.engine import current_revision, downgrade, head_revision, make_engine, upgrade
 from etl.store.models import Base, UtcDateTime
+from etl.store.partitions import is_partition
 from etl.store.writer import forget_series_cache
 from tests.factories import REPO
 
 
 def _diff(engine) -> list:  # type: ignore[no-untyped-def]
+    def not_a_partition(name, type_, _parent) -> bool:  # type: ignore[no-untyped-def]
+        return not (type_ == "table" and name and is_partition(name))
+
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True,
+                                                     "include_name": not_a_partition})
         return compare_metadata(ctx, Base.metadata)
 
 
@@ -92,7 +97,8 @@ def _schema(engine: Engine) -> dict[str, Any]:
     insp = inspect(engine)
     dialect = engine.dialect.name
     shape: dict[str, Any] = {}
-    for table in sorted(insp.get_table_names()):
+    # PostgreSQL's monthly partitions of samples are storage, not schema (SPEC 13).
+    for table in sorted(t for t in insp.get_table_names() if not is_partition(t)):
         shape[table] = {
             "columns": [
                 (c["name"], _type(dialect, table, c["name"], c["type"]), c["nullable"])
@@ -281,5 +287,40 @@ def test_0006_records_retired_history_and_goes_down_without_touching_samples(
         assert conn.exec_driver_sql("SELECT value FROM samples").scalars().all() == [5.0]
     upgrade(engine)
     assert current_revision(engine) == head_revision()
+    forget_series_cache(engine)
+    engine.dispose()
+
+
+def test_0007_clusters_sqlite_samples_in_place_keeping_every_sample(empty_db_url: str) -> None:
+    from tests.factories import nected, store, wiresocket
+
+    engine = make_engine(empty_db_url)
+    upgrade(engine, "0006_retired_history")
+    t0 = datetime(2026, 11, 20, tzinfo=UTC)
+    store(engine, [nected(t0 + timedelta(minutes=i), 5 + i) for i in range(3)]
+          + [wiresocket(t0, 7, 2)])
+
+    def rows() -> list[tuple[Any, ...]]:
+        with engine.connect() as conn:
+            return sorted(tuple(r) for r in conn.exec_driver_sql(
+                "SELECT series_id, observed_at, value, plan_limit, status FROM samples"))
+
+    def clustered() -> bool:
+        with engine.connect() as conn:
+            ddl = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'samples'").scalar_one()
+        return str(ddl).rstrip().endswith("WITHOUT ROWID")
+
+    before = rows()
+    assert len(before) == 5
+    upgrade(engine)
+    assert rows() == before
+    if engine.dialect.name == "sqlite":
+        assert clustered()
+    downgrade(engine, "0006_retired_history")
+    assert rows() == before
+    if engine.dialect.name == "sqlite":
+        assert not clustered()
+    upgrade(engine)
     forget_series_cache(engine)
     engine.dispose()

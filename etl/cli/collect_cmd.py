@@ -259,13 +259,14 @@ def _name_archives(app: AppContext, start: datetime, end: datetime) -> None:
 
 
 def _demo_reports(engine: Engine, config: Config, out_dir: Path) -> list[Path]:
-    """Yesterday's daily report and this month's billing report (config timezone)."""
-    from reports.jobs import build_billing, build_daily
+    """Yesterday's daily report, this month's billing report and its FOCUS file (config tz)."""
+    from reports.jobs import build_billing, build_daily, build_focus
 
     today = datetime.now(config.tz).date()
     yesterday = today - timedelta(days=1)
     return (build_daily(engine, config, yesterday, yesterday, out_dir=out_dir)
-            + build_billing(engine, config, today, out_dir=out_dir))
+            + build_billing(engine, config, today, out_dir=out_dir)
+            + build_focus(engine, config, today, out_dir=out_dir))
 
 
 def reports_available() -> bool:

@@ -135,17 +135,17 @@ def report_focus(app: AppContext, month: str, fmt: str, out: str | None,
       usage-etl report focus --month 2026-11 --format parquet --out finops/
     """
     from etl.extras import pyarrow_parquet
+    from reports.jobs import build_focus
     from reports.periods import parse_month
-    from reports.pipelines import focus, write_focus
-    from reports.pipelines.focus import focus_format
+    from reports.pipelines.focus import FocusFormat, focus_format
 
     first = parse_month(month)
     _check_tz(tz)
     wanted = focus_format(fmt)
-    if fmt == "parquet":
+    if wanted is FocusFormat.PARQUET:
         pyarrow_parquet("--format parquet")  # before the database is opened
-    _echo_paths([write_focus(focus(app.engine, app.config, first, tz), wanted,
-                             _out(app, out))])
+    _echo_paths(build_focus(app.engine, app.config, first, tz=tz, fmt=wanted,
+                            out_dir=_out(app, out)))
 
 
 @click.command("reconcile")

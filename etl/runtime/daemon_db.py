@@ -9,9 +9,9 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
+from etl.config import normalize_url
 from etl.errors import DatabaseError
-from etl.redact import redact_url
-from etl.store.engine import ensure_schema, make_engine
+from etl.store.engine import describe_database_error, ensure_schema, make_engine
 from etl.textutil import first_line
 
 # A PostgreSQL server that goes silent (rather than refusing) must cost a poll seconds to a
@@ -43,7 +43,7 @@ def daemon_connect_args(
 ) -> dict[str, Any]:
     """The libpq settings that bound how long a silent server can hold a poll; the URL's win."""
     try:
-        query = make_url(url).query
+        query = make_url(normalize_url(url)).query
     except ArgumentError:
         return {}  # make_engine explains what is wrong with the URL
     wanted: dict[str, Any] = {
@@ -75,12 +75,12 @@ def daemon_engine(
     """
     kwargs: dict[str, Any] = {}
     try:
-        backend = make_url(url).get_backend_name()
+        backend = make_url(normalize_url(url)).get_backend_name()
     except ArgumentError:
         backend = ""
     if backend in ("postgresql", "postgres"):
         kwargs["connect_args"] = daemon_connect_args(url, statement_timeout_ms)
-    return make_engine(url, **kwargs)
+    return make_engine(url, read_only_ok=False, **kwargs)
 
 
 def connection_unavailable(dialect: str, message: str) -> bool:
@@ -109,7 +109,8 @@ def open_daemon_database(url: str) -> tuple[Engine, str | None]:
     except OperationalError as exc:
         first = first_line(exc)
         if not connection_unavailable(engine.dialect.name, first):
-            raise DatabaseError(f"database {redact_url(str(engine.url))}: {first}") from None
+            # As every command says it: a read-only folder or a full disk named as such.
+            raise DatabaseError(describe_database_error(exc, str(engine.url))) from None
         return engine, first
     try:
         ensure_schema(engine)

@@ -15,6 +15,7 @@ from etl.redact import redact_url
 from etl.runtime.db_steps import DatabaseSteps
 from etl.runtime.logs import EventLog, event
 from etl.store.engine import ensure_schema
+from etl.store.identity import generation
 from etl.store.spool import ReplayResult, Spool
 from etl.store.writer import record_poll
 from etl.textutil import first_line
@@ -52,6 +53,8 @@ class Recovery:
         self._ready = schema_ready
         self._problem: str | None = None
         self._replay_lock = threading.Lock()
+        self._generation = generation(engine)
+        self._replaced_lock = threading.Lock()
 
     @property
     def ready(self) -> bool:
@@ -64,6 +67,9 @@ class Recovery:
 
     def store(self, result: PollRecord) -> Stored:
         """Store the poll; on a database failure spool it (both logged when they fail)."""
+        with self._replaced_lock:  # polls finishing meanwhile wait for the schema check
+            if self._replaced():
+                self.ensure_database()
         reason = self.why_not_ready("database not checked yet (unreachable at start-up)")
         if reason is None:
             try:
@@ -129,8 +135,26 @@ class Recovery:
         except OSError as exc:
             self.emit(logging.ERROR, "spool-failed", error=str(exc))
 
+    def _replaced(self) -> bool:
+        """Whether the SQLite file was deleted or replaced since last asked (logged once).
+
+        Then its schema is checked (or created) again before the next write, and the ids
+        the writer cached are read anew from the new file (etl.store.identity).
+        """
+        gen = generation(self.engine)
+        if gen == self._generation:
+            return False
+        self._generation = gen
+        self._ready = False
+        self.emit(logging.WARNING, "database-replaced",
+                  database=redact_url(str(self.engine.url)),
+                  message="the database file was deleted or replaced: schema checked again, "
+                          "cached ids read anew")
+        return True
+
     def ensure_database(self) -> bool:
         """True once the schema has been found ready (or created) since start-up."""
+        self._replaced()
         if self._ready:
             return True
         try:

@@ -42,8 +42,12 @@ def sqlite_busy_timeout_ms() -> int:
     return int(raw)
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An Engine for `url`; SQLite gets WAL, foreign keys and a busy timeout."""
+def make_engine(url: str, *, read_only_ok: bool = True, **kwargs: Any) -> Engine:
+    """An Engine for `url`; SQLite gets WAL, foreign keys and a busy timeout.
+
+    A SQLite file whose folder cannot be written is opened read-only unless `read_only_ok`
+    is False (a writer such as the daemon then fails at once, naming the read-only folder).
+    """
     problem = database_url_problem(url)
     if problem:
         raise InputError(f"database_url: {problem}")
@@ -55,7 +59,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             parent = Path(db).expanduser().resolve().parent
             if not parent.is_dir():
                 raise InputError(f"database_url: folder {parent} does not exist")
-            parsed = _read_only_sqlite(parsed, Path(db).expanduser().resolve())
+            if read_only_ok:
+                parsed = _read_only_sqlite(parsed, Path(db).expanduser().resolve())
         # Read once: a bad value is refused here, not inside every later connect.
         busy_ms = sqlite_busy_timeout_ms()
         kwargs.setdefault("poolclass", NullPool)

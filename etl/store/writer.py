@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, insert, select, text, tuple_
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from etl.store.identity import generation
 from etl.store.models import CollectionAttempt, Sample, Series, Snapshot
 from etl.textutil import first_line
 from etl.vendors import KINDS
@@ -50,6 +51,8 @@ class StoreResult:
 _series_cache: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], int]] = (
     weakref.WeakKeyDictionary()
 )
+# The database file generation (etl.store.identity) each engine's cache was read from.
+_series_generation: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
 
 
 def insert_ignore(conn: Connection, table: type, conflict_cols: Sequence[str]):  # type: ignore[no-untyped-def]
@@ -75,7 +78,7 @@ def series_ids(
     (http_json `each`, SPEC 7) appear as their items do; its metric type is the sample's
     (set by kinds whose types depend on the source), else the kind's.
     """
-    cache = _series_cache.setdefault(conn.engine, {})
+    cache = _cached_series(conn.engine)
     missing = [sv for sv in samples if (source, sv.metric) not in cache]
     if missing:
         conn.execute(
@@ -93,6 +96,15 @@ def series_ids(
 def forget_series_cache(engine: Engine) -> None:
     """Drop cached series ids (after the database was dropped or recreated)."""
     _series_cache.pop(engine, None)
+
+
+def _cached_series(engine: Engine) -> dict[tuple[str, str], int]:
+    """The engine's series ids read so far; none once its SQLite file was replaced."""
+    gen = generation(engine)
+    if _series_generation.get(engine) != gen:
+        _series_cache.pop(engine, None)
+        _series_generation[engine] = gen
+    return _series_cache.setdefault(engine, {})
 
 
 def store_observations(conn: Connection, observations: Iterable[Observation]) -> StoreResult:

@@ -37,6 +37,12 @@ def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[::step], y[::step]
 
 
+def _plain_axis(ax: Axes) -> None:
+    # Tick labels as the numbers themselves: no "1e6" offset or exponent in a corner, which
+    # people read past (a counter at 1,000,000.3 is not "0.3").
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+
+
 def _legend(ax: Axes) -> None:
     # legend() with nothing labelled warns on stderr, once per empty chart: a month of daily
     # reports printed dozens of lines. Such a chart carries its "no samples" note instead.
@@ -97,6 +103,35 @@ def series_day_chart(t_us: np.ndarray, value: np.ndarray, *, start_us: int, end_
     ax.grid(alpha=0.3)
     if len(x) == 0:
         ax.text(0.5, 0.5, "no samples", transform=ax.transAxes, ha="center", color="gray")
+    _plain_axis(ax)
+    _legend(ax)
+    return svg_of(fig)
+
+
+def bucket_day_chart(start_us: np.ndarray, end_us: np.ndarray, value: np.ndarray, *,
+                     day_start_us: int, day_end_us: int, metric: str) -> str:
+    """An interval series over one local day: one bar per bucket (SPEC 10).
+
+    A bucket that crosses a day edge shows only its part inside the day, its height the
+    value apportioned by time (as the day's `increase` counts it).
+    """
+    fig = Figure(figsize=(7.5, 2.4), dpi=96)
+    ax = fig.add_subplot()
+    per_hour = 3600 * US_PER_SECOND
+    a = np.maximum(np.asarray(start_us, dtype=np.int64), day_start_us)
+    b = np.minimum(np.asarray(end_us, dtype=np.int64), day_end_us)
+    share = (b - a) / np.maximum(np.asarray(end_us) - np.asarray(start_us), 1)
+    height = np.asarray(value, dtype=np.float64) * share
+    if len(a):
+        ax.bar((a - day_start_us) / per_hour, height, width=(b - a) / per_hour, align="edge",
+               color="#1f5fa8", edgecolor="white", lw=0.5, label=f"{metric} per bucket")
+    ax.set_xlim(0, (day_end_us - day_start_us) / per_hour)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("hours since local midnight")
+    ax.grid(alpha=0.3)
+    if len(a) == 0:
+        ax.text(0.5, 0.5, "no buckets", transform=ax.transAxes, ha="center", color="gray")
+    _plain_axis(ax)
     _legend(ax)
     return svg_of(fig)
 
@@ -105,7 +140,7 @@ def series_day_chart(t_us: np.ndarray, value: np.ndarray, *, start_us: int, end_
 _QUANTITY_LABELS = {
     "increase": "cumulative quantity", "peak": "highest value so far",
     "p95": "95th percentile so far", "twa": "time-weighted average so far",
-    "unit_hours": "unit-hours so far", "last": "latest reading",
+    "unit_hours": "unit-hours so far", "last": "latest reading", "sum": "cumulative sum",
 }
 
 
@@ -128,5 +163,6 @@ def billing_chart(days: Sequence[date], cumulative: Sequence[Decimal | None],
     ax.set_ylim(bottom=0)
     ax.set_xlabel("day of month")
     ax.grid(alpha=0.3)
+    _plain_axis(ax)
     _legend(ax)
     return svg_of(fig)

@@ -1,12 +1,13 @@
-"""The SMTP transport of notifiers: hand one message to a server (STARTTLS, optional login)."""
+"""The SMTP transport of notifiers: hand one message to a server (SMTPS or STARTTLS, login)."""
 
 from __future__ import annotations
 
 import smtplib
 import ssl
 from email.message import EmailMessage
+from typing import assert_never
 
-from etl.config import MailServer
+from etl.config import MailServer, MailTls
 from etl.errors import DeliveryError
 from etl.redact import redact
 
@@ -14,17 +15,23 @@ from etl.redact import redact
 def send_mail(label: str, server: MailServer, message: EmailMessage, timeout_s: float) -> None:
     """Send `message` by SMTP; raise DeliveryError (`label`: ..., password masked) if refused.
 
-    STARTTLS verifies the server's certificate against the system's trust store
-    (``SSL_CERT_FILE`` adds one); the login happens only over TLS or when asked for plainly.
+    Implicit TLS (SMTPS, port 465) or STARTTLS verify the server's certificate against the
+    system's trust store (``SSL_CERT_FILE`` adds one) and the notifier's `ca_file`; the login
+    happens only over TLS or when asked for plainly (`tls = "none"`).
     SecretError when the password cannot be read.
     """
     password = server.password.read() if server.password is not None else None
     try:
-        with smtplib.SMTP(server.host, server.port, timeout=timeout_s) as smtp:
+        with _connect(server, timeout_s) as smtp:
             smtp.ehlo()
-            if server.starttls:
-                smtp.starttls(context=ssl.create_default_context())
-                smtp.ehlo()
+            match server.tls:
+                case MailTls.STARTTLS:
+                    smtp.starttls(context=_tls_context(server))
+                    smtp.ehlo()
+                case MailTls.IMPLICIT | MailTls.NONE:
+                    pass
+                case _:
+                    assert_never(server.tls)
             if server.username is not None:
                 smtp.login(server.username, password or "")
             smtp.send_message(message)
@@ -33,6 +40,22 @@ def send_mail(label: str, server: MailServer, message: EmailMessage, timeout_s: 
         raise DeliveryError(
             f"{label}: {redact(detail, [password] if password else [])}"
         ) from None
+
+
+def _connect(server: MailServer, timeout_s: float) -> smtplib.SMTP:
+    """A connected SMTP client: TLS from the first byte with `tls = "implicit"` (SMTPS)."""
+    if server.tls is MailTls.IMPLICIT:
+        return smtplib.SMTP_SSL(server.host, server.port, timeout=timeout_s,
+                                context=_tls_context(server))
+    return smtplib.SMTP(server.host, server.port, timeout=timeout_s)
+
+
+def _tls_context(server: MailServer) -> ssl.SSLContext:
+    """The system's trust store (``SSL_CERT_FILE`` adds one), plus `ca_file`'s CAs."""
+    context = ssl.create_default_context()
+    if server.ca_file is not None:
+        context.load_verify_locations(cafile=server.ca_file)
+    return context
 
 
 def _detail(exc: BaseException) -> str:
