@@ -651,3 +651,51 @@ def http_json_toml(url: str, *, interval: float = 60, timeout: float = 5,
 def http_json_config(url: str, **options: Any) -> Config:
     """A config of the one source of `http_json_toml(url, **options)`."""
     return parse_config(tomllib.loads(http_json_toml(url, **options)))
+
+
+# --- mail (aiosmtpd handlers) -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now (for servers that need one given)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Mailbox:
+    """An aiosmtpd handler that keeps every message it accepts: (envelope, parsed message)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        from email import message_from_bytes
+        from email.policy import default
+
+        self.messages.append((envelope, message_from_bytes(envelope.content, policy=default)))
+        return "250 OK"
+
+
+def private_ca_certificate(folder: Path) -> tuple[Path, Path, Path]:
+    """(CA certificate, server certificate, server key) in `folder`: a CA made now and a
+    certificate for 127.0.0.1 it signed, with the openssl command."""
+    import subprocess
+
+    ca_key, ca, key, csr, cert = (folder / n for n in (
+        "ca-key.pem", "ca.pem", "key.pem", "server.csr", "cert.pem"))
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+        "/CN=usage-etl test CA", "-keyout", str(ca_key), "-out", str(ca))
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key),
+        "-out", str(csr))
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "1", "-extfile", str(ext), "-out", str(cert))
+    return ca, cert, key
