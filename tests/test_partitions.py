@@ -15,7 +15,9 @@ from etl.config import load_config
 from etl.runtime.retention import daemon_pass
 from etl.store import partitions
 from etl.store.archive import import_archives
+from etl.store.compact import compact
 from etl.store.engine import downgrade, make_engine, upgrade
+from etl.store.retire import retire
 from etl.store.writer import forget_series_cache
 from tests.factories import at, nected, reports_settings, seed_month, store, write_config
 
@@ -103,3 +105,23 @@ def test_a_sample_of_a_month_without_partition_waits_in_the_default_until_the_da
     assert rows(pg_engine, "samples_default") == []
     assert [r[2] for r in rows(pg_engine, "samples_p2032_01")] == [7.0]
     assert [r[2] for r in rows(pg_engine)] == [7.0]
+
+
+def test_retirement_drops_whole_months_and_deletes_in_the_month_it_cuts(
+        pg_engine: Engine, tmp_path: Path) -> None:
+    upgrade(pg_engine)
+    seed_month(pg_engine)
+    partitions.ensure(pg_engine, [at("2026-04-15T00:00:00"), at("2026-05-15T00:00:00"),
+                                  at("2026-06-15T00:00:00")])
+    assert rows(pg_engine, "samples_default") == []
+    before = rows(pg_engine)
+    folder = tmp_path / "archive"
+    compact(pg_engine, folder, at("2026-06-01T12:00:00"))
+    done = retire(pg_engine, folder, at("2026-06-01T07:00:00"))
+    # April (rules' 1000) is dropped as a partition; in May, rules' May 2 and May 15 and
+    # ws-prod's May 10 (two metrics) are deleted; May 31 and May 20 stay as predecessors.
+    assert (done.samples, done.series) == (5, 3)
+    assert "samples_p2026_04" not in names(pg_engine)
+    assert {"samples_p2026_05", "samples_p2026_06"} <= names(pg_engine)
+    assert len(rows(pg_engine)) == len(before) - 5
+    assert [r[2] for r in rows(pg_engine, "samples_p2026_05")] == [55.0, 103.5, 1.0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, text
 
@@ -34,6 +34,14 @@ def partition_name(month: datetime) -> str:
 def is_partition(name: str) -> bool:
     """Whether a table name is one of samples' partitions (not a table of the models)."""
     return name == DEFAULT_PARTITION or _NAME_RE.match(name) is not None
+
+
+def month_of(name: str) -> datetime | None:
+    """The UTC month a `samples_pYYYY_MM` partition holds (None for the default one)."""
+    found = _NAME_RE.match(name)
+    if found is None:
+        return None
+    return datetime(int(found[1]), int(found[2]), 1, tzinfo=UTC)
 
 
 def is_partitioned(conn: Connection) -> bool:
