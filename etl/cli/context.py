@@ -61,6 +61,8 @@ def config_secrets(config: Config) -> list[str]:
     for src in config.sources:
         try:
             found.append(src.read_secret())
+            if src.vendor.more_secrets is not None:  # SPEC 10: user names, secret headers
+                found += src.vendor.more_secrets()
         except SecretError:
             continue
     found += database_url_passwords(config.database_url)

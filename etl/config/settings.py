@@ -73,7 +73,9 @@ class Config:
 
     def check_secrets(self, sources: list[SourceConfig] | None = None) -> None:
         """Refuse, one line per source, any credential that cannot be read."""
-        _read_all([src.read_secret for src in (sources if sources is not None else self.sources)])
+        chosen = sources if sources is not None else self.sources
+        _read_all([src.read_secret for src in chosen]
+                  + [more for src in chosen if (more := src.vendor.more_secrets) is not None])
 
     def alert(self, name: str) -> AlertRule:
         """The alert named `name`.

@@ -324,6 +324,7 @@ def _bound_kind(spec: SourceSpec, rpm: int) -> VendorKind:
         config_keys=KIND.config_keys,
         summary=KIND.summary,
         history=spec.history,
+        more_secrets=spec.auth.read_all if spec.auth.variables() else None,
     )
 
 
