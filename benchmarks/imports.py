@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from benchmarks import storage_bench
 from benchmarks.common import pg_database, pg_problem, sqlite_engine
 from etl.config import Config, load_config
 from etl.store.archive import import_archives
@@ -159,6 +160,8 @@ def bench_engine(name: str, archive: Path, config_path: Path, workdir: Path,
         samples = res.samples
         if sqlite and i == 0:
             out["storage"] = storage(engine, Path(str(target)))
+        if i == 0:  # SPEC 13: before and after compaction, vacuumed
+            out["compaction"] = storage_bench.run(engine, target, workdir / f"archive-{name}")
         forget_series_cache(engine)
         engine.dispose()
 

@@ -154,9 +154,9 @@ def test_compaction_killed_at_any_step_loses_nothing_and_a_rerun_completes(
     before = all_samples(engine)
     folder = tmp_path / "archive"
     url = engine.url.render_as_string(hide_password=False)
-    # Batches of 2: rules April (1), rules May (2), ws-prod May (2), then the third May
-    # line of rules merged into the file already there: killed in that fourth batch.
-    nth = 3 * len(STEPS) + STEPS.index(step) + 1
+    # Batches of 2, source by source: rules April (1), rules May (2), then the third May
+    # line of rules merged into the file already there: killed in that third batch.
+    nth = 2 * len(STEPS) + STEPS.index(step) + 1
     killed = subprocess.run([sys.executable, "-c", KILLER, url, str(folder), str(nth)],
                             cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert killed.returncode == -9, killed.stderr
@@ -206,7 +206,7 @@ def test_batches_bound_what_one_pass_holds(engine: Engine, tmp_path: Path) -> No
     seed_month(engine)
     seen: list[int] = []
     compact(engine, tmp_path / "a", CUT, batch_rows=2, progress=seen.append)
-    assert seen == [1, 3, 5, 6, 7]  # April; May 2 + 1; ws-prod May 2; June
+    assert seen == [1, 3, 4, 5, 7]  # rules: April, May 2 + 1, June; ws-prod: May 2
 
 
 def test_compact_without_raw_days_does_nothing(sqlite_url: str, tmp_path: Path) -> None:

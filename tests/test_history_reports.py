@@ -141,3 +141,23 @@ def test_daily_and_billing_html_of_a_history_source_are_written(
                           now=datetime(2026, 12, 10, tzinfo=UTC)), ["html"], tmp_path)
     assert "<svg" in (tmp_path / "daily-2026-11-20.html").read_text()
     assert "<svg" in (tmp_path / "billing-2026-11.html").read_text()
+
+
+def test_above_on_an_interval_series_is_its_month_to_date_sum(engine: Engine) -> None:
+    import json
+
+    from sqlalchemy import select
+
+    from etl.runtime.alerting import check
+    from etl.store.models import AlertEvent
+
+    config = _config(BILLING + '\n[[notifiers]]\nname = "ops"\nkind = "webhook"\n'
+                     'url_env = "UNUSED_HOOK"\n[[alerts]]\nname = "tokens-high"\n'
+                     'source = "openai"\nmetric = "tokens:gpt-4o"\nabove = 250\n'
+                     'notify = ["ops"]\n')
+    _seed(engine, late_read=True)
+    result = check(engine, config, datetime(2026, 11, 21, 12, tzinfo=UTC), sender=lambda *a: None)
+    assert [str(e.transition) for e in result.events] == ["firing"]
+    with engine.connect() as conn:
+        payload = json.loads(conn.execute(select(AlertEvent.payload)).scalar_one())
+    assert (payload["value"], payload["threshold"]) == (270, 250)  # 225 on the 20th, 45 on the 21st

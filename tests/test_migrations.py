@@ -283,3 +283,38 @@ def test_0006_records_retired_history_and_goes_down_without_touching_samples(
     assert current_revision(engine) == head_revision()
     forget_series_cache(engine)
     engine.dispose()
+
+
+def test_0007_clusters_sqlite_samples_in_place_keeping_every_sample(empty_db_url: str) -> None:
+    from tests.factories import nected, store, wiresocket
+
+    engine = make_engine(empty_db_url)
+    upgrade(engine, "0006_retired_history")
+    t0 = datetime(2026, 11, 20, tzinfo=UTC)
+    store(engine, [nected(t0 + timedelta(minutes=i), 5 + i) for i in range(3)]
+          + [wiresocket(t0, 7, 2)])
+
+    def rows() -> list[tuple[Any, ...]]:
+        with engine.connect() as conn:
+            return sorted(tuple(r) for r in conn.exec_driver_sql(
+                "SELECT series_id, observed_at, value, plan_limit, status FROM samples"))
+
+    def clustered() -> bool:
+        with engine.connect() as conn:
+            ddl = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'samples'").scalar_one()
+        return str(ddl).rstrip().endswith("WITHOUT ROWID")
+
+    before = rows()
+    assert len(before) == 5
+    upgrade(engine)
+    assert rows() == before
+    if engine.dialect.name == "sqlite":
+        assert clustered()
+    downgrade(engine, "0006_retired_history")
+    assert rows() == before
+    if engine.dialect.name == "sqlite":
+        assert not clustered()
+    upgrade(engine)
+    forget_series_cache(engine)
+    engine.dispose()

@@ -108,11 +108,22 @@ def compact(
     """
     result = CompactResult()
     step = checkpoint or (lambda _name: None)
+    with engine.connect() as conn:
+        sources = sorted(conn.scalars(select(Snapshot.source).distinct()))
+    for source in sources:
+        _compact_source(engine, archive_dir, source, cutoff, batch_rows, result, progress, step)
+    return result
+
+
+def _compact_source(engine: Engine, archive_dir: Path, source: str, cutoff: datetime,
+                    batch_rows: int, result: CompactResult, progress: Progress | None,
+                    step: Checkpoint) -> None:
+    """Move one source's snapshots before `cutoff`, oldest month first, batch by batch."""
     while True:
-        found = _next_batch(engine, cutoff, batch_rows)
+        found = _next_batch(engine, source, cutoff, batch_rows)
         if found is None:
-            return result
-        source, month, rows = found
+            return
+        month, rows = found
         path = archive_path(archive_dir, source, month)
         _write_merged(path, source, rows, step)
         ids = [r[0] for r in rows]
@@ -143,17 +154,15 @@ def cutoff_for(now: datetime, raw_days: int) -> datetime:
 Row = tuple[int, datetime, str, datetime | None, datetime | None]
 
 
-def _next_batch(engine: Engine, cutoff: datetime, limit: int
-                ) -> tuple[str, datetime, list[Row]] | None:
-    """The oldest source-month with snapshots before `cutoff`: up to `limit` of them."""
+def _next_batch(engine: Engine, source: str, cutoff: datetime, limit: int
+                ) -> tuple[datetime, list[Row]] | None:
+    """The source's oldest month with snapshots before `cutoff`: up to `limit` of them."""
     with engine.connect() as conn:
-        first = conn.execute(
-            select(Snapshot.source, Snapshot.observed_at)
-            .where(Snapshot.observed_at < cutoff)
-            .order_by(Snapshot.observed_at).limit(1)).first()
-        if first is None:
+        # (source, observed_at) is the snapshots' unique key: an index range read.
+        at = conn.scalar(select(func.min(Snapshot.observed_at))
+                         .where(Snapshot.source == source, Snapshot.observed_at < cutoff))
+        if at is None:
             return None
-        source, at = first
         month = month_start(at)
         end = min(next_month(month), cutoff)
         rows = [(int(i), t, p, ws, we) for i, t, p, ws, we in conn.execute(
@@ -162,7 +171,7 @@ def _next_batch(engine: Engine, cutoff: datetime, limit: int
             .where(Snapshot.source == source, Snapshot.observed_at >= month,
                    Snapshot.observed_at < end)
             .order_by(Snapshot.observed_at).limit(limit))]
-    return source, month, rows
+    return month, rows
 
 
 def _write_merged(path: Path, source: str, rows: list[Row], step: Checkpoint) -> None:

@@ -122,6 +122,8 @@ class Sample(Base):
     """One normalized value of one series at one instant; unique per (series, observed_at)."""
 
     __tablename__ = "samples"
+    # SQLite keeps the rows in primary-key order, with no second copy in an index (0007).
+    __table_args__ = {"sqlite_with_rowid": False}
 
     # The primary key doubles as the index for time-range reads of one series.
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), primary_key=True)
