@@ -280,6 +280,9 @@ def period_notes(row: dict[str, Any], today: date) -> list[str]:
     elif has_gap(row, today):
         notes.append(f"{what}: period {span_text}, coverage {row['coverage_pct']:g} % — "
                      "the quantity is a lower bound")
+    if row.get("provisional") == "true":  # SPEC 10
+        notes.append(f"{what}: provisional — the period was not all read `lookback` after it "
+                     "ended: the vendor may still revise the quantity")
     return notes
 
 

@@ -139,7 +139,11 @@ def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: i
     gaps = [f"{r['source']}/{r['metric']}: coverage {r['coverage_pct']:g} % — "
             "part of the day was not observed, figures are a lower bound"
             for r in records if r["coverage_pct"] < 100]
-    notes = _bounded(alerts, "series at critical") + _bounded(gaps, "series not fully observed")
+    revisable = [f"{r['source']}/{r['metric']}: provisional — the day was not all read "
+                 "`lookback` after it ended: the vendor may still revise these figures"
+                 for r in records if r.get("provisional") == "true"]
+    notes = (_bounded(alerts, "series at critical") + _bounded(gaps, "series not fully observed")
+             + _bounded(revisable, "provisional series"))
     if len(charted) < len(table):
         notes.insert(0, f"charts for {len(charted)} of {len(table)} series: those near their "
                         "limits, billed or busiest; every series is in the table")
