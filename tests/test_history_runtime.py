@@ -158,3 +158,9 @@ def test_help_of_backfill_status_and_export_names_what_history_sources_add() -> 
     assert "read up to" in status.output
     export = CliRunner().invoke(cli, ["export", "--help"])
     assert "bucket_start, bucket_end, revisions" in export.output
+
+
+def test_vendors_says_http_json_takes_interval_metrics_with_a_window() -> None:
+    result = CliRunner().invoke(cli, ["vendors"])
+    assert result.exit_code == 0
+    assert "interval or gauge with [sources.window]" in result.output
