@@ -601,13 +601,14 @@ class LoopbackVendor:
 
     An answer writes what it likes to `handler.wfile` (status line and headers too, byte by
     byte if it wants), so a test can play a vendor that lies or crawls. `requests` counts
-    the GETs; `url` is the server's base URL. `stop()` ends waits of answers that honour
-    `stopping` (an Event).
+    the GETs, `hangups` the answers the client stopped reading (a write failed); `url` is
+    the server's base URL. `stop()` ends waits of answers that honour `stopping` (an Event).
     """
 
     def __init__(self, answer: Answer | None = None) -> None:
         self.answer: Answer = answer or json_answer({})
         self.requests = 0
+        self.hangups = 0
         self.stopping = threading.Event()
         vendor = self
 
@@ -616,8 +617,8 @@ class LoopbackVendor:
                 vendor.requests += 1
                 try:
                     vendor.answer(self)
-                except OSError:
-                    pass  # the client gave up: what a crawling answer expects
+                except OSError:  # the client gave up: what a crawling answer expects
+                    vendor.hangups += 1
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -635,14 +636,66 @@ class LoopbackVendor:
         self._server.server_close()
 
 
-def http_json_config(url: str, *, interval: float = 60, timeout: float = 5,
-                     extra: str = "", name: str = "acme") -> Config:
-    """A config of one http_json source `name` on `url`: gauge `used` (limit `plan.limit`),
+def http_json_toml(url: str, *, interval: float = 60, timeout: float = 5,
+                   extra: str = "", name: str = "acme") -> str:
+    """The TOML of one http_json source `name` on `url`: gauge `used` (limit `plan.limit`),
     and counter `tokens` with one series per item of `data` (key `model`, value `n`)."""
-    return parse_config(tomllib.loads(
-        f'[[sources]]\nname = "{name}"\nkind = "http_json"\nurl = "{url}/v1/usage"\n'
-        f"interval_seconds = {interval}\ntimeout_seconds = {timeout}\n{extra}\n"
-        '[[sources.metrics]]\nname = "used"\ntype = "gauge"\nvalue = "used"\n'
-        'limit = "plan.limit"\n\n'
-        '[[sources.metrics]]\nname = "tokens"\ntype = "counter"\neach = "data"\n'
-        'key = "model"\nvalue = "n"\n'))
+    return (f'[[sources]]\nname = "{name}"\nkind = "http_json"\nurl = "{url}/v1/usage"\n'
+            f"interval_seconds = {interval}\ntimeout_seconds = {timeout}\n{extra}\n"
+            '[[sources.metrics]]\nname = "used"\ntype = "gauge"\nvalue = "used"\n'
+            'limit = "plan.limit"\n\n'
+            '[[sources.metrics]]\nname = "tokens"\ntype = "counter"\neach = "data"\n'
+            'key = "model"\nvalue = "n"\n')
+
+
+def http_json_config(url: str, **options: Any) -> Config:
+    """A config of the one source of `http_json_toml(url, **options)`."""
+    return parse_config(tomllib.loads(http_json_toml(url, **options)))
+
+
+# --- mail (aiosmtpd handlers) -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now (for servers that need one given)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Mailbox:
+    """An aiosmtpd handler that keeps every message it accepts: (envelope, parsed message)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        from email import message_from_bytes
+        from email.policy import default
+
+        self.messages.append((envelope, message_from_bytes(envelope.content, policy=default)))
+        return "250 OK"
+
+
+def private_ca_certificate(folder: Path) -> tuple[Path, Path, Path]:
+    """(CA certificate, server certificate, server key) in `folder`: a CA made now and a
+    certificate for 127.0.0.1 it signed, with the openssl command."""
+    import subprocess
+
+    ca_key, ca, key, csr, cert = (folder / n for n in (
+        "ca-key.pem", "ca.pem", "key.pem", "server.csr", "cert.pem"))
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+        "/CN=usage-etl test CA", "-keyout", str(ca_key), "-out", str(ca))
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key),
+        "-out", str(csr))
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "1", "-extfile", str(ext), "-out", str(cert))
+    return ca, cert, key

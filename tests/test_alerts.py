@@ -22,7 +22,7 @@ from etl.store.models import AlertDelivery, AlertEvent
 from etl.store.writer import record_attempt, store_observations
 from etl.vendors.types import Observation, Origin
 from tests import factories
-from tests.factories import WEBHOOK_SECRET_PATH, wiresocket
+from tests.factories import WEBHOOK_SECRET_PATH, Mailbox, wiresocket
 from tests.notifier_chat import CHAT
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -366,20 +366,6 @@ def test_projection_alerts_use_the_billing_reports_projection(
 
 
 # --- email through a real SMTP server (aiosmtpd) -------------------------------------------
-
-class Mailbox:
-    """An aiosmtpd handler that keeps every message it accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        from email import message_from_bytes
-        from email.policy import default
-
-        self.messages.append((envelope, message_from_bytes(envelope.content, policy=default)))
-        return "250 OK"
-
 
 def _free_port() -> int:
     import socket

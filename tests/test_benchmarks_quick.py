@@ -39,3 +39,24 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     # Toy sizes judge no goal: the table must not call a toy figure met or missed.
     assert "MISSED" not in proc.stdout and " met" not in proc.stdout
     assert "not judged (--quick)" in proc.stdout
+
+
+def test_the_full_run_table_shows_every_figure_goals_judged_and_diagnostics_unjudged() -> None:
+    from benchmarks.__main__ import table, verdicts
+
+    # A full set: every goal (each met but the import's, missed by a hair) and the
+    # diagnostics without a goal, such as the write path's ratio, which once ended a full run.
+    figs: dict[str, object] = {name: goal for name, (_op, goal) in GOALS.items()}
+    figs["import_sqlite_library"] = 0.79
+    diagnostics = {"import_sqlite_write_path": 1.234, "import_postgresql_write_path": 0.98,
+                   "storage_bytes_per_sample": 41.0, "collector_vs_plain_loop": 0.9,
+                   "reports_warm_frames_seconds": 0.4}
+    figs.update(diagnostics)
+    lines = table(figs, verdicts(figs)).splitlines()
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert set(rows) == set(figs)
+    assert rows["import_sqlite_library"].split()[1:] == ["0.790", ">=", "0.8", "MISSED"]
+    assert rows["reports_warm_identical"].split()[1:] == ["True", "==", "True", "met"]
+    assert rows["import_sqlite_write_path"].split()[1:] == ["1.234"]
+    assert sum(line.endswith("  met") for line in lines) == len(GOALS) - 1
+    assert "not judged" not in "\n".join(lines)

@@ -9,10 +9,7 @@ is the one docs/reports.md works out by hand.
 from __future__ import annotations
 
 import csv
-import json
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -21,26 +18,7 @@ from etl.cli import cli
 from tests.factories import REPO
 
 EXAMPLE = REPO / "docs" / "examples" / "billing-credits.toml"
-
-
-def z(day: str) -> str:
-    return datetime.fromisoformat(day).replace(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-def history() -> list[dict[str, Any]]:
-    """Total tokens at each month's end from 1 January; nected invocations from 15 May."""
-    tokens = [("2026-01-01T00:00:00", 0), ("2026-01-31T12:00:00", 100_000_000),
-              ("2026-02-28T12:00:00", 250_000_000), ("2026-03-31T12:00:00", 400_000_000),
-              ("2026-04-30T12:00:00", 500_000_000), ("2026-05-31T12:00:00", 650_000_000),
-              ("2026-06-30T12:00:00", 800_000_000)]
-    lines = [{"source": "openai", "observed_at": z(t), "body": {"total_tokens": v}}
-             for t, v in tokens]
-    invocations = [("2026-05-15T00:00:00", 0), ("2026-06-14T12:00:00", 180_000),
-                   ("2026-07-14T12:00:00", 800_000)]
-    lines += [{"source": "rules", "observed_at": z(t),
-               "body": {"data": {"invocations": v}, "code": "success", "message": "Success."}}
-              for t, v in invocations]
-    return lines
+HISTORY = REPO / "docs" / "examples" / "billing-credits-history.jsonl"
 
 
 def run(db_url: str, *args: str) -> Result:
@@ -48,10 +26,10 @@ def run(db_url: str, *args: str) -> Result:
 
 
 @pytest.fixture
-def db(empty_db_url: str, tmp_path: Path) -> str:
-    archive = tmp_path / "history.jsonl"
-    archive.write_text("".join(json.dumps(line) + "\n" for line in history()))
-    result = run(empty_db_url, "import", str(archive))
+def db(empty_db_url: str) -> str:
+    # The readings docs/reports.md describes: total tokens at each month's end from 1 January,
+    # nected invocations from 15 May (the file a reader imports to follow the example).
+    result = run(empty_db_url, "import", str(HISTORY))
     assert result.exit_code == 0, result.output
     return empty_db_url
 

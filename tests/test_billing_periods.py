@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -257,3 +258,48 @@ def test_a_gap_in_the_elapsed_part_of_a_period_in_progress_is_red(
     assert row["elapsed_coverage_pct"] == "75.12"
     assert 'class="low"' in html
     assert "75.12 % of the elapsed part observed — the quantity is a lower bound" in html
+
+
+def test_the_night_a_15th_of_the_month_period_ends_writes_its_billing_report() -> None:
+    from etl.runtime.nightly import nightly_files
+
+    cfg = config(rule(cycle_day=15))
+    # 15 December: the period labelled 2026-11 (15 Nov - 15 Dec) ended at midnight.
+    assert [p.name for p in nightly_files(cfg, date(2026, 12, 15))][-2:] == [
+        "billing-2026-11.csv", "billing-2026-11.html"]
+    assert not any(p.name.startswith("billing")
+                   for p in nightly_files(cfg, date(2026, 12, 1)))
+
+
+def test_the_dataframe_api_gives_each_rule_its_period_and_the_credit_applied(
+        engine: Engine) -> None:
+    import reports
+
+    berlin_history(engine)
+    credit = Credit("prepaid", "rules", Decimal("5.00"), "USD", date(2026, 3, 1))
+    cfg = config(rule(cycle_day=15), tz="Europe/Berlin", credits=(credit,))
+    df = reports.billing(engine, "2026-03", config=cfg, now=LATER, decimal=True)
+    [row] = df.to_dict("records")
+    assert row["period_start"].isoformat() == "2026-03-15T00:00:00+01:00"
+    assert row["period_end"].isoformat() == "2026-04-15T00:00:00+02:00"
+    # 6.00 USD, of which the credit pays its 5.00.
+    assert (row["amount"], row["credit_applied"], row["amount_due"]) == (
+        Decimal("6.00"), Decimal("5.00"), Decimal("1.00"))
+
+
+def test_rules_of_one_label_with_different_cycle_days_each_read_their_own_period(
+        engine: Engine, tmp_path: Path) -> None:
+    five_minutely(engine, "2026-11-01T00:00:00", "2026-11-07T00:00:00")
+    calendar = rule("0.01", included=0)
+    from_15th = replace(rule("0.01", included=0), source="ws-prod", metric="connections",
+                        aggregation=Aggregation.PEAK, cycle_day=15)
+    result = billing(engine, config(calendar, from_15th), date(2026, 11, 1),
+                     now=at("2026-11-07T00:00:00"))
+    write_billing(result, ["html"], tmp_path)
+    html = (tmp_path / "billing-2026-11.html").read_text()
+    calendar_row, later_row = result.table.to_dict("records")
+    assert calendar_row["elapsed_pct"] == 20
+    # 15 November has not come: no share elapsed, no gap, nothing red.
+    assert pd.isna(later_row["elapsed_pct"]) and later_row["samples"] == 0
+    assert "ws-prod/connections: period 2026-11-15 to 2026-12-15 has not begun" in html
+    assert 'class="low"' not in html

@@ -392,3 +392,20 @@ def test_secrets_come_from_env_or_file(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("WS_TOKEN_T", "env-secret")
     assert cfg.sources[0].read_secret() == "env-secret"
     assert cfg.sources[1].read_secret() == "file-secret"
+
+
+def test_a_config_file_saved_with_a_byte_order_mark_is_read_like_one_without(
+    tmp_path: Path,
+) -> None:
+    text = ('database_url = "sqlite:///x.db"\ntimezone = "Europe/Berlin"\n\n[[sources]]\n'
+            'name = "rules"\nkind = "nected"\napi_key_env = "UNSET_BOM_KEY"\n'
+            "interval_seconds = 120\n")
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    config = load_config(str(tmp_path / "bom.toml"))
+    assert (config.timezone, [(s.name, s.interval_seconds) for s in config.sources]) == (
+        "Europe/Berlin", [("rules", 120)])
+    # A mistake further down is still named by its line, as without the mark.
+    (tmp_path / "bad.toml").write_bytes(b"\xef\xbb\xbf" + b'timezone = "UTC"\nname = \n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(tmp_path / "bad.toml"))
+    assert "not valid TOML" in str(caught.value) and "line 2" in str(caught.value)

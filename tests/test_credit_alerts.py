@@ -4,7 +4,6 @@ to a real webhook receiver and a real SMTP server; alerts list and /metrics show
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,27 +17,7 @@ from etl.config import Config, parse_config
 from etl.runtime.alerting import alert_rows, check
 from etl.runtime.metrics import Metrics
 from etl.runtime.receiver import WebhookReceiver
-from tests.factories import nected, store
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Mailbox:
-    """An aiosmtpd handler keeping the subject of every message it accepts."""
-
-    def __init__(self) -> None:
-        self.subjects: list[str] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        from email import message_from_bytes
-        from email.policy import default
-
-        self.subjects.append(str(message_from_bytes(envelope.content, policy=default)["Subject"]))
-        return "250 OK"
+from tests.factories import Mailbox, config_text, free_port, nected, store
 
 
 @pytest.fixture
@@ -108,7 +87,8 @@ def test_credit_alerts_fire_and_resolve_at_the_webhook_and_by_email(
         "alert": "low", "state": "firing", "credit": "prepaid", "source": "rules",
         "metric": None, "value": 9, "limit": None, "pct": None, "threshold": 10,
         "currency": "USD"}
-    assert box.subjects and box.subjects[0].startswith("[usage-etl] FIRING low")
+    subjects = [str(message["Subject"]) for _, message in box.messages]
+    assert subjects and subjects[0].startswith("[usage-etl] FIRING low")
     rows = {r.alert: r for r in alert_rows(engine, cfg, at(21))}
     assert (rows["low"].credit, str(rows["low"].state), rows["low"].value) == (
         "prepaid", "firing", 9)
@@ -117,7 +97,8 @@ def test_credit_alerts_fire_and_resolve_at_the_webhook_and_by_email(
     check(engine, topped, at(21) + timedelta(minutes=5))
     resolved = sorted(b["alert"] for b in receiver.received if b["state"] == "resolved")
     assert resolved == ["low", "out"]
-    assert any(s.startswith("[usage-etl] RESOLVED low") for s in box.subjects)
+    subjects = [str(message["Subject"]) for _, message in box.messages]
+    assert any(s.startswith("[usage-etl] RESOLVED low") for s in subjects)
 
 
 def test_alerts_list_and_metrics_show_the_credit_balance(
@@ -135,7 +116,6 @@ def test_alerts_list_and_metrics_show_the_credit_balance(
     raw = settings(receiver.url, mailbox[0], credit_amount="5.00", granted=f"{first:%Y-%m-%d}")
     raw["alerts"] = [{k: v for k, v in a.items() if k != "notify"} for a in raw["alerts"]]
     lines = [f'database_url = "{engine.url.render_as_string(hide_password=False)}"']
-    from tests.factories import config_text
 
     path.write_text("\n".join(lines) + "\n" + config_text(raw))
     result = CliRunner().invoke(cli, ["--config", str(path), "alerts", "list", "--json"])

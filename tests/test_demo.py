@@ -15,6 +15,7 @@ from etl.cli import cli
 from etl.cli.collect_cmd import reports_available
 from etl.config import load_config
 from etl.runtime.demo import (
+    HISTORY_TOKEN_ENV,
     NECTED_KEY_ENV,
     PROJECTS_TOKEN_ENV,
     WEBHOOK_ENV,
@@ -45,14 +46,18 @@ def test_demo_command_builds_everything_and_says_where(tmp_path: Path) -> None:
     assert str(db.resolve()) in result.output and str(config_path.resolve()) in result.output
     found = counts(db)
     assert found["import"] >= 2 * (24 * 60 + 2 * 24 * 12)  # two days of the three sources
-    assert found["collect"] == 9 and found["attempts_ok"] == 9  # three rounds, three sources
+    # Three rounds of four sources; the history source's first poll reads 30 days in pages
+    # of 3 daily buckets (10 or 11 pages), each later one its 2-day lookback (1 page).
+    assert found["attempts_ok"] == 12
+    assert 9 + 10 + 2 <= found["collect"] <= 9 + 11 + 2
 
     config = load_config(str(config_path))
     assert [(s.name, s.kind) for s in config.sources] == [
-        ("ws-prod", "wiresocket"), ("rules", "nected"), ("projects", "http_json")]
+        ("ws-prod", "wiresocket"), ("rules", "nected"), ("projects", "http_json"),
+        ("openai-usage", "http_json")]
     assert config.database_url.endswith(str(db.resolve()))
     # The credentials were the simulator's alone: not in the config, not left in the env.
-    envs = {WS_TOKEN_ENV, NECTED_KEY_ENV, PROJECTS_TOKEN_ENV}
+    envs = {WS_TOKEN_ENV, NECTED_KEY_ENV, PROJECTS_TOKEN_ENV, HISTORY_TOKEN_ENV}
     assert not envs & set(os.environ)
     assert {s.secret_env for s in config.sources} == envs
 
@@ -65,7 +70,8 @@ def test_demo_command_builds_everything_and_says_where(tmp_path: Path) -> None:
         with (folder / "reports-out" / focus).open(newline="") as fh:
             focus_rows = list(csv.DictReader(fh))
         assert sorted(r["SkuId"] for r in focus_rows) == [
-            "projects/requests:web-app", "rules/invocations", "ws-prod/connections"]
+            "openai-usage/output_tokens:gpt-4o", "projects/requests:web-app",
+            "rules/invocations", "ws-prod/connections"]
         with (folder / "reports-out" / focus.replace("focus-", "billing-")).open() as fh:
             billed = sum(Decimal(r["amount_due"]) for r in csv.DictReader(fh))
         assert sum(Decimal(r["BilledCost"]) for r in focus_rows) == billed
@@ -78,6 +84,9 @@ def test_demo_command_builds_everything_and_says_where(tmp_path: Path) -> None:
         assert projects == ["requests:batch.jobs", "requests:mobile_api", "requests:web-app",
                             "storage_gb:batch.jobs", "storage_gb:mobile_api",
                             "storage_gb:web-app"]
+        # The history vendor: one interval series per model, its days provisional or not.
+        history = sorted(r.split(",")[2] for r in rows if r.split(",")[1] == "openai-usage")
+        assert history == ["output_tokens:gpt-4o", "output_tokens:o1-mini"]
 
 
 def test_demo_fires_an_alert_at_its_own_webhook_receiver_and_prints_it(tmp_path: Path) -> None:
@@ -106,7 +115,8 @@ def test_demo_again_starts_from_a_fresh_database(tmp_path: Path) -> None:
     assert second.imported.snapshots >= first.imported.snapshots > 0
     after = counts(second.database)
     assert after["import"] == second.imported.snapshots
-    assert after["collect"] == before["collect"] == 3
+    # One round: three snapshot sources, and the history source's 30 days in 10 or 11 pages.
+    assert after["collect"] == before["collect"] and 3 + 10 <= after["collect"] <= 3 + 11
     # Without a report builder the demo prints what is stored instead.
     assert any("ws-prod/connections:" in line for line in lines)
 

@@ -209,3 +209,26 @@ def test_paginators_follow_a_next_url_and_stop_after_a_short_offset_page() -> No
     offset = OffsetPaginator("offset", 3)
     assert offset.next({}, 3, "u", {"offset": "0"}) == ("u", {"offset": "3"})
     assert offset.next({}, 2, "u", {"offset": "3"}) is None
+
+
+def test_collect_refuses_an_unset_secret_header_variable_with_exit_2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("K", "k-3f9a1c77e2")
+    monkeypatch.delenv("DD_APP_UNSET", raising=False)
+    cfg = tmp_path / "usage-etl.toml"
+    cfg.write_text(f'database_url = "sqlite:///{tmp_path}/u.db"\n' + _with(
+        'token_env = "OPENAI_ADMIN_KEY"',
+        'token_env = "K"\nsecret_headers = { "DD-APPLICATION-KEY" = "DD_APP_UNSET" }'))
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "collect"])
+    assert result.exit_code == 2
+    assert ("sources.openai.secret_headers.DD-APPLICATION-KEY: $DD_APP_UNSET is not set"
+            in result.output)
+
+
+@pytest.mark.parametrize(("new", "problem"), [
+    ('step = "0s"', "sources.openai.window.step: must be more than 0"),
+    ('step = "7x"', "sources.openai.window.step: must be seconds"),
+])
+def test_a_refused_step_is_one_problem_not_also_shorter_than_align(new: str, problem: str) -> None:
+    found = problems(_with('step = "7d"', new))
+    assert len(found) == 1 and found[0].startswith(problem), found

@@ -135,12 +135,17 @@ def test_an_interval_series_is_charted_as_one_bar_per_bucket_cut_at_the_day_edge
 def test_daily_and_billing_html_of_a_history_source_are_written(
         engine: Engine, tmp_path: Path) -> None:
     _seed(engine, late_read=True)
-    write_daily(daily(engine, _config(), date(2026, 11, 20), date(2026, 11, 20)), ["html"],
+    write_daily(daily(engine, _config(), date(2026, 11, 20), date(2026, 11, 21)), ["html"],
                 tmp_path)
     write_billing(billing(engine, _config(), date(2026, 11, 1),
                           now=datetime(2026, 12, 10, tzinfo=UTC)), ["html"], tmp_path)
-    assert "<svg" in (tmp_path / "daily-2026-11-20.html").read_text()
-    assert "<svg" in (tmp_path / "billing-2026-11.html").read_text()
+    settled, revisable = ((tmp_path / f"daily-2026-11-{d}.html").read_text() for d in (20, 21))
+    month = (tmp_path / "billing-2026-11.html").read_text()
+    assert "<svg" in settled and "<svg" in month
+    # Which figures the vendor may still revise, and why (SPEC 10).
+    assert "provisional —" not in settled
+    assert "openai/tokens:gpt-4o: provisional — the day was not all read" in revisable
+    assert "openai/tokens:gpt-4o: provisional — the period was not all read" in month
 
 
 def test_above_on_an_interval_series_is_its_month_to_date_sum(engine: Engine) -> None:

@@ -39,7 +39,7 @@ def _run(cfg: Path, *args: str) -> Result:
 @pytest.fixture
 def sim(monkeypatch: pytest.MonkeyPatch) -> HistorySimulator:
     monkeypatch.setenv("OPENAI_ADMIN_KEY", CREDENTIALS["bearer"])
-    monkeypatch.setenv("NK", "x")
+    monkeypatch.setenv("NK", "nk-51d0c2e9aa")
     return HistorySimulator()
 
 
@@ -89,3 +89,78 @@ def test_a_range_that_fails_ends_the_backfill_with_exit_1(
                       "--end", "2026-10-08")
     assert result.exit_code == 1
     assert "openai: auth_error" in result.output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_simulate_serves_the_history_apis_on_their_own_port() -> None:
+    import signal
+    import subprocess
+    import sys
+
+    import requests
+
+    port, history_port = _free_port(), _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl", "simulate", "--port", str(port),
+         "--history-port", str(history_port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        assert proc.stdout is not None
+        while "usage history APIs listening" not in proc.stdout.readline():
+            pass
+        got = requests.get(f"http://127.0.0.1:{history_port}/v1/organization/usage/completions",
+                           params={"start_time": int(OCT1.timestamp()),
+                                   "end_time": int(OCT8.timestamp())},
+                           headers={"Authorization": f"Bearer {CREDENTIALS['bearer']}"}, timeout=5)
+        assert got.status_code == 200
+        assert [b["start_time"] for b in got.json()["data"]] == [
+            int(OCT1.timestamp()) + 86400 * d for d in range(3)]  # the first page of three
+        assert got.json()["has_more"] is True
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+
+
+def test_the_simulated_vendors_keep_their_documented_quirks(sim: HistorySimulator) -> None:
+    import requests
+
+    with sim:
+        start = int(OCT1.timestamp())
+        stripe = requests.get(f"{sim.url}/v1/billing/meters/mtr_1/event_summaries",
+                              params={"start_time": start + 60, "end_time": start + 7200},
+                              headers={"Authorization": "Bearer sim-token"}, timeout=5)
+        assert stripe.status_code == 400  # not aligned to the hourly grouping window
+        anthropic = requests.get(f"{sim.url}/v1/organizations/usage_report/messages",
+                                 params={"starting_at": "2026-10-01T00:00:00Z",
+                                         "ending_at": "2026-10-01T03:00:00Z"},
+                                 headers={"x-api-key": "sim-key"}, timeout=5).json()
+        assert anthropic["has_more"] is False and anthropic["next_page"]  # still a cursor
+        twilio = requests.get(f"{sim.url}/2010-04-01/Accounts/AC0/Usage/Records/Daily.json",
+                              params={"StartDate": "2026-10-01", "EndDate": "2026-10-01"},
+                              auth=("AC0", "sim-secret"), timeout=5).json()
+        # EndDate is inclusive: one day, one record per category, numbers as strings.
+        assert [(r["start_date"], type(r["usage"])) for r in twilio["usage_records"]] == [
+            ("2026-10-01", str), ("2026-10-01", str)]
+
+
+def test_help_of_backfill_status_and_export_names_what_history_sources_add() -> None:
+    backfill = CliRunner().invoke(cli, ["backfill", "--help"])
+    assert backfill.exit_code == 0
+    assert "--start DATE" in backfill.output and "--end DATE" in backfill.output
+    status = CliRunner().invoke(cli, ["status", "--help"])
+    assert "read up to" in status.output
+    export = CliRunner().invoke(cli, ["export", "--help"])
+    assert "bucket_start, bucket_end, revisions" in export.output
+
+
+def test_vendors_says_http_json_takes_interval_metrics_with_a_window() -> None:
+    result = CliRunner().invoke(cli, ["vendors"])
+    assert result.exit_code == 0
+    assert "interval or gauge with [sources.window]" in result.output

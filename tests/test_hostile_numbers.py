@@ -16,6 +16,7 @@ from etl.cli import cli
 from etl.config import parse_config
 from etl.errors import ConfigError
 from etl.store.writer import store_observations
+from etl.vendors import ParseContext
 from etl.vendors import get as adapter
 from etl.vendors.types import Observation, SampleValue
 from reports.compute.daily import aggregate_days
@@ -48,13 +49,13 @@ def nected(when: datetime, value: float) -> Observation:
 def test_a_reading_too_large_to_bill_is_refused_by_the_adapter(reading: str) -> None:
     body = json.loads('{"data": {"invocations": ' + reading + '}, "code": "success"}')
     with pytest.raises(Exception, match="data.invocations: .*") as caught:
-        adapter("nected").parse("rules", body, observed_at=NOW)
+        adapter("nected").parse(body, ParseContext("rules", observed_at=NOW))
     assert type(caught.value).__name__ == "ParseError"
 
 
 def test_the_largest_billable_reading_is_stored() -> None:
     body = {"data": {"invocations": 10**15}, "code": "success"}
-    obs = adapter("nected").parse("rules", body, observed_at=NOW)
+    obs = adapter("nected").parse(body, ParseContext("rules", observed_at=NOW))
     assert obs.samples[0].value == 1e15
 
 

@@ -62,6 +62,12 @@ def test_reports_modules_never_load_the_http_side_at_run_time() -> None:
     ("etl.errors", ("etl.vendors", "etl.config", "etl.store")),
     # Report arithmetic converts epoch microseconds through etl.timefmt, not the ORM module.
     ("reports.compute.billing", ("etl.store", "etl.alerts", "reports.read", "reports.pipelines")),
+    # The vendor side knows no config; the shared helpers know no package of ours.
+    ("etl.vendors", ("etl.config", "etl.collect", "etl.store", "etl.alerts")),
+    ("etl.timefmt", ("etl.vendors", "etl.config", "etl.store")),
+    # The store and the collect side sit below the alerts.
+    ("etl.store.writer", ("etl.alerts", "etl.collect", "etl.runtime")),
+    ("etl.collect.poll", ("etl.alerts", "etl.store", "etl.runtime")),
 ])
 def test_a_lower_layer_never_loads_a_layer_above_it(module: str, above: tuple[str, ...]) -> None:
     loaded = loaded_modules_after(module)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,29 @@ def test_a_bad_metrics_listen_is_refused_naming_the_key(value: str, problem: str
         parse_config({"metrics_listen": value})
     assert err.value.problems == [f"metrics_listen: {problem}" + (
         ", for example 127.0.0.1:9108" if problem == "must be HOST:PORT" else "")]
+
+
+def test_head_answers_like_get_with_no_body(engine: Engine) -> None:
+    cfg = parse_config({"sources": [{"name": "rules", "kind": "nected", "api_key_env": "NE_K"}]})
+    with engine.begin() as conn:
+        store_observations(conn, [nected(T0, 1234.5)])
+    server = MetricsServer("127.0.0.1", 0, Metrics(engine, cfg, spool_files=lambda: 0),
+                           healthy=lambda: True)
+    server.start()
+    try:
+        for path, status in (("/metrics", 200), ("/healthz", 200), ("/nope", 404)):
+            got = requests.get(f"http://127.0.0.1:{server.port}{path}", timeout=10)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                raw = b""
+                while chunk := sock.recv(65536):  # the server closes after one answer
+                    raw += chunk
+            head, _, body = raw.partition(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            headers = dict(line.split(": ", 1) for line in lines[1:])
+            assert lines[0].split(" ", 2)[1] == str(status) == str(got.status_code)
+            assert body == b""
+            assert headers["Content-Type"] == got.headers["Content-Type"]
+            assert headers["Content-Length"] == str(len(got.content)) != "0"
+    finally:
+        server.stop()

@@ -10,6 +10,7 @@ from typing import Any
 
 from etl.alerts.states import AlertState, EventState, SeriesRef
 from etl.config import AlertRule, Condition
+from etl.textutil import round_readable
 from etl.timefmt import utc_z
 
 Number = float | Decimal
@@ -180,7 +181,7 @@ def describe(rule: AlertRule, reading: Reading) -> str:
     if rule.condition is Condition.ABOVE_PCT:
         if reading.pct is None:
             return f"{where} at {number_text(reading.value)}, no limit (alert at {threshold} %)"
-        return (f"{where} at {number_text(round(reading.pct, 2))} % of limit "
+        return (f"{where} at {number_text(round_readable(reading.pct))} % of limit "
                 f"{number_text(reading.limit)} (alert at {threshold} %)")
     if rule.condition is Condition.ABOVE:
         what = "month-to-date increase" if reading.counter else "at"
@@ -228,7 +229,7 @@ def payload(
         "metric": reading.series.metric,
         "value": json_number(reading.value),
         "limit": None if stale else json_number(reading.limit),
-        "pct": None if stale or reading.pct is None else round(float(reading.pct), 2),
+        "pct": None if stale or reading.pct is None else round_readable(float(reading.pct)),
         "threshold": json_number(threshold),
         "since": utc_z(since, "seconds") if since is not None else None,
         "at": utc_z(at, "seconds"),

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -92,16 +93,33 @@ def deliver_due(
     Leases, delivery times and retry times are read from `clock` when each happens.
     """
     report = DeliveryReport()
-    query = (select(AlertDelivery.id).where(AlertDelivery.delivered_at.is_(None),
-                                            AlertDelivery.gave_up_at.is_(None))
+    query = (select(AlertDelivery.id, AlertDelivery.notifier)
+             .where(AlertDelivery.delivered_at.is_(None), AlertDelivery.gave_up_at.is_(None))
              .order_by(AlertDelivery.id).limit(BATCH))
     if not ignore_backoff:
         query = query.where(AlertDelivery.next_attempt_at <= now)
+    by_notifier: dict[str, list[int]] = {}
     with engine.connect() as conn:
-        due = list(conn.execute(query).scalars())
+        for delivery_id, name in conn.execute(query):
+            by_notifier.setdefault(name, []).append(delivery_id)
     margin = lease_margin()
-    for delivery_id in due:
-        report.add(_deliver_one(engine, delivery_id, notifiers, send, clock, margin))
+
+    def one_notifier(ids: list[int]) -> DeliveryReport:
+        done = DeliveryReport()
+        for delivery_id in ids:
+            done.add(_deliver_one(engine, delivery_id, notifiers, send, clock, margin))
+        return done
+
+    # Each notifier in its own thread (notifiers are a handful, from the config): a receiver
+    # that is slow (up to its deadline per request) never holds another's notifications back.
+    if len(by_notifier) <= 1:
+        for ids in by_notifier.values():
+            report.add(one_notifier(ids))
+        return report
+    with ThreadPoolExecutor(max_workers=len(by_notifier),
+                            thread_name_prefix="alert-send") as pool:
+        for done in pool.map(one_notifier, by_notifier.values()):
+            report.add(done)
     return report
 
 

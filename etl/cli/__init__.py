@@ -38,10 +38,10 @@ class ErrorHandlingGroup(click.Group):
             raise
         except ConfigError as exc:
             for problem in exc.problems:
-                click.echo(f"usage-etl: error: {problem}", err=True)
+                click.echo(f"usage-etl: error: {_masked(problem)}", err=True)
             ctx.exit(exc.exit_code)
         except UsageEtlError as exc:
-            click.echo(f"usage-etl: error: {exc}", err=True)
+            click.echo(f"usage-etl: error: {_masked(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except OSError as exc:  # a file the command writes: full or read-only disk, ...
             click.echo(f"usage-etl: error: {redact(os_error_text(exc))}", err=True)
@@ -56,9 +56,14 @@ class ErrorHandlingGroup(click.Group):
 
             obj = ctx.obj if isinstance(ctx.obj, AppContext) else None
             url = obj.database_url_or_none() if obj is not None else None
-            click.echo(f"usage-etl: error: {redact(describe_database_error(exc, url))}",
+            click.echo(f"usage-etl: error: {_masked(describe_database_error(exc, url))}",
                        err=True)
             ctx.exit(1)
+
+
+def _masked(message: str) -> str:
+    """`message` with every secret of the loaded config masked (a database password too)."""
+    return redact(message, LOG_MASK.secrets())
 
 
 def _is_database_error(exc: BaseException) -> bool:

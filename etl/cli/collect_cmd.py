@@ -19,6 +19,8 @@ from etl.vendors.types import Outcome
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from etl.runtime.history_sim import HistorySimulator
+
 
 @click.command("collect")
 @click.option("--source", "names", multiple=True, metavar="NAME",
@@ -98,8 +100,11 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
 @click.option("--echo-credential", is_flag=True,
               help="Quote the request's credential in every error body (401, 429, 500, 503), "
               "like a careless vendor: for checking that no output shows it.")
+@click.option("--history-port", type=int, default=None, metavar="PORT",
+              help="Also serve the usage history APIs of the docs/vendors catalog (OpenAI, "
+              "Anthropic, Twilio, GitHub, Datadog, Stripe) on this port.")
 def simulate(port: int, token: str, api_key: str, seed: int, fault: str, retry_after: int,
-             delay: float, echo_credential: bool) -> None:
+             delay: float, echo_credential: bool, history_port: int | None) -> None:
     """Run the simulated vendors on 127.0.0.1 until Ctrl-C.
 
     Every built-in kind's usage API, plus a per-project vendor that only an http_json
@@ -125,6 +130,7 @@ def simulate(port: int, token: str, api_key: str, seed: int, fault: str, retry_a
     click.echo(f"simulated vendor listening on {sim.base_url}")
     for vendor, api in sim.apis.items():
         click.echo(f"  {vendor}: {sim.base_url}{api.path}   (takes the {api.credential_list[:-1]})")
+    history = _start_history(history_port) if history_port is not None else None
     click.echo("press Ctrl-C to stop")
     try:
         while True:
@@ -133,6 +139,23 @@ def simulate(port: int, token: str, api_key: str, seed: int, fault: str, retry_a
         click.echo("stopped")
     finally:
         sim.stop()
+        if history is not None:
+            history.__exit__()
+
+
+def _start_history(port: int) -> HistorySimulator:
+    """The history simulator on `port`, its APIs and credentials printed (SPEC 10)."""
+    from etl.runtime.history_sim import CREDENTIALS, SHAPES, HistorySimulator
+
+    try:
+        history = HistorySimulator(port=port).__enter__()
+    except OSError as exc:
+        raise InputError(f"--history-port {port}: cannot listen: {exc.strerror}") from None
+    click.echo(f"usage history APIs listening on {history.url}")
+    for shape in SHAPES.values():
+        click.echo(f"  {shape.name}: {history.url}{shape.path}   "
+                   f"({shape.auth}: {CREDENTIALS[shape.auth]})")
+    return history
 
 
 COMMANDS: list[click.Command] = [collect, simulate]
@@ -206,7 +229,8 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
 
     Days are local days of the config timezone, --start and --end both included.
     JSONL holds one raw vendor response per line and round-trips through `import`;
-    CSV holds one row per sample: observed_at (UTC), source, metric, value, limit, status.
+    CSV holds one row per sample: observed_at (UTC), source, metric, value, limit, status,
+    and for history sources bucket_start, bucket_end, revisions.
     Parquet writes a dataset (SPEC 13) that DuckDB, Spark, Trino and pandas read.
 
     \b

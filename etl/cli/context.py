@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from etl.config import Config, load_config
+from etl.config.settings import database_url_passwords
 from etl.errors import SecretError
 from etl.redact import LOG_MASK
 
@@ -60,24 +61,9 @@ def config_secrets(config: Config) -> list[str]:
     for src in config.sources:
         try:
             found.append(src.read_secret())
+            if src.vendor.more_secrets is not None:  # SPEC 10: user names, secret headers
+                found += src.vendor.more_secrets()
         except SecretError:
             continue
-    password = url_password(config.database_url)
-    if password:
-        found.append(password)
+    found += database_url_passwords(config.database_url)
     return found
-
-
-def url_password(url: str) -> str | None:
-    """The password of a database URL as written, escaped or not, else None."""
-    from urllib.parse import unquote
-
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return None
-    # The userinfo ends at the last "@" before the path (a password may hold "@", ":" or "/").
-    userinfo, at, _ = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return None
-    raw = userinfo.split(":", 1)[1]
-    return unquote(raw) if raw else None

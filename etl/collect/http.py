@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import (
     ConnectTimeoutError,
     InvalidHeader,
@@ -31,8 +27,10 @@ from urllib3.exceptions import (
 from urllib3.util.retry import Retry
 
 from etl import __version__
+from etl.collect.body import ACCEPTED_ENCODINGS, MAX_BODY_BYTES, Watchdog, WatchedAdapter, read_body
+from etl.collect.failure import HttpFailure
 from etl.collect.pacing import PACERS, PACING_MARGIN_SECONDS, Pacer, PacerRegistry
-from etl.errors import ParseError, UsageEtlError
+from etl.errors import ParseError
 from etl.redact import redact
 from etl.vendors.parsing import loads_json
 from etl.vendors.types import Outcome
@@ -45,7 +43,6 @@ __all__ = [
 
 log = logging.getLogger("etl.collect.http")
 
-MAX_BODY_BYTES = 1024 * 1024
 MAX_RETRIES = 3  # so at most 4 tries per poll
 BACKOFF_FACTOR = 0.5
 BACKOFF_JITTER = 0.5
@@ -59,30 +56,6 @@ USER_AGENT = f"usage-etl/{__version__}"
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
-
-
-class HttpFailure(UsageEtlError):
-    """A failed try, sorted by `validate_response` / `classify_exception` into an `outcome`."""
-
-    def __init__(
-        self,
-        message: str,
-        outcome: Outcome,
-        *,
-        retriable: bool,
-        http_status: int | None = None,
-        retry_after: float | None = None,
-        cause: Exception | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.outcome, self.http_status = outcome, http_status
-        self.retriable = retriable
-        self.retry_after = retry_after
-        # What the vendor's Retry-After asked for, before RETRY_AFTER_MAX_S was applied.
-        self.retry_after_sent = retry_after
-        self.cause = cause
-        self.tries = 0
-        self.latency_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,11 +90,14 @@ def default_retry() -> Retry:
 def new_session() -> requests.Session:
     """A Session whose adapters never retry by themselves (`fetch_json` does, paced)."""
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=Retry(0, read=False), pool_connections=1, pool_maxsize=2)
+    adapter = WatchedAdapter(max_retries=Retry(0, read=False), pool_connections=1,
+                             pool_maxsize=2)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT
     session.headers["Accept"] = "application/json"
+    # What etl.collect.body decodes itself (br or zstd would be decoded, uncapped, by urllib3).
+    session.headers["Accept-Encoding"] = ACCEPTED_ENCODINGS
     return session
 
 
@@ -259,15 +235,13 @@ def fetch_json(
         started = time.perf_counter()
         response: requests.Response | None = None
         try:
-            try:
-                response = session.get(
-                    url, headers=dict(headers), timeout=(per_try, per_try),
-                    stream=True, allow_redirects=False,
-                )
-                body = _read_capped(response, max(0.0, try_ends - clock()))
-            finally:
-                if response is not None:
-                    response.close()
+            with Watchdog(per_try) as dog:
+                try:
+                    response = _get(session, url, headers, per_try, dog)
+                    body = read_body(response, dog)
+                finally:
+                    if response is not None:
+                        response.close()
             data = validate_response(response, body, retry=retry, secrets=masked)
             latency = (time.perf_counter() - started) * 1000
             text = body.decode("utf-8")
@@ -292,6 +266,25 @@ def fetch_json(
             raise failure
         log.info("%s: %s, retry %d in %.1f s", label, failure, tries, delay)
         sleep(delay)
+
+
+def _get(session: requests.Session, url: str, headers: Mapping[str, str], per_try: float,
+         dog: Watchdog) -> requests.Response:
+    """Send the GET and read its status and headers, all before `dog` cuts the try."""
+    try:
+        response = session.get(url, headers=dict(headers), timeout=(per_try, per_try),
+                               stream=True, allow_redirects=False)
+    except requests.RequestException:
+        if not dog.cut.is_set():
+            raise
+    else:
+        if not dog.cut.is_set():
+            return response
+        # Cut off mid-headers, http.client takes the end of the stream for their end.
+        response.close()
+    # The vendor was still sending its status line and headers (or TLS) when time was up.
+    raise HttpFailure(f"timed out: no complete answer (status and headers) in {per_try:.1f} s",
+                      Outcome.TIMEOUT, retriable=True)
 
 
 def _await_slot(pacer: Pacer | None, remaining: float, failure: HttpFailure | None,
@@ -332,66 +325,6 @@ def _increment(
         return retry.increment("GET", url, error=NewConnectionError(None, str(failure)))  # type: ignore[arg-type]
     raw = response.raw if response is not None else None
     return retry.increment("GET", url, response=raw)
-
-
-def _read_capped(response: requests.Response, budget: float) -> bytes:
-    """The body, at most MAX_BODY_BYTES, read within `budget` seconds (else a timeout).
-
-    The read timeout of the socket bounds each wait for bytes, not the body: a vendor that
-    sends one byte every 0.2 s would keep a read of 258 bytes going for 51 s. A watchdog
-    shuts the connection's socket down when the budget is spent, which ends the read.
-    """
-    declared = response.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise HttpFailure(
-            f"response body of {declared} bytes is larger than {MAX_BODY_BYTES}",
-            Outcome.INVALID_RESPONSE, retriable=False, http_status=response.status_code,
-        )
-    chunks: list[bytes] = []
-    size = 0
-    cut = threading.Event()
-    watchdog = threading.Timer(budget, _cut_off, args=(response, cut))
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        for chunk in response.iter_content(64 * 1024):
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise HttpFailure(
-                    f"response body larger than {MAX_BODY_BYTES} bytes",
-                    Outcome.INVALID_RESPONSE, retriable=False, http_status=response.status_code,
-                )
-            chunks.append(chunk)
-    except Exception:  # noqa: BLE001 - whatever the cut made the read raise
-        if not cut.is_set():
-            raise
-    finally:
-        watchdog.cancel()
-    if cut.is_set():  # also when the cut looked like the end of a body without a length
-        of = f" of {declared}" if declared and declared.isdigit() else ""
-        raise HttpFailure(
-            f"read timed out: {size}{of} bytes of the body in {budget:.1f} s",
-            Outcome.TIMEOUT, retriable=True, http_status=response.status_code,
-        )
-    return b"".join(chunks)
-
-
-def _cut_off(response: requests.Response, cut: threading.Event) -> None:
-    """End a body read from another thread: shut the connection's socket down.
-
-    Through a duplicate of the socket's descriptor: shutdown acts on the connection, so the
-    reading thread's recv returns at once, and nothing of the response is touched from here.
-    """
-    cut.set()
-    try:
-        fd = os.dup(response.raw.fileno())
-    except (OSError, ValueError, AttributeError):
-        return  # the response is closed already: the read has ended
-    try:
-        with socket.socket(fileno=fd) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # not connected any more: the read has ended anyway
 
 
 def _snippet(body: bytes | None, secrets: Iterable[str] = ()) -> str:

@@ -16,6 +16,7 @@ from etl.config.notifiers import (
     NOTIFIER_TYPES,
     EmailNotifier,
     MailServer,
+    MailTls,
     Notifier,
     NotifierType,
     SecretRef,
@@ -35,7 +36,7 @@ from etl.config.sources import SourceConfig
 
 __all__ = [
     "NOTIFIER_TYPES", "Aggregation", "AlertRule", "BillingRule", "Condition", "Config",
-    "Credit", "EmailNotifier", "MailServer", "Notifier", "NotifierType", "Pricing",
+    "Credit", "EmailNotifier", "MailServer", "MailTls", "Notifier", "NotifierType", "Pricing",
     "Retention", "SecretRef", "SourceConfig", "Tier", "Transports", "WebhookNotifier",
     "database_url_problem", "listen_address_problem", "load_config",
     "normalize_url", "parse_config", "split_listen_address", "webhook_url",

@@ -57,7 +57,9 @@ def load_config(path: str | None = None, database_url: str | None = None) -> Con
             if len(data) > MAX_CONFIG_BYTES:
                 raise ConfigError(f"config file {cfg_path}: larger than "
                                   f"{MAX_CONFIG_BYTES // 1024 // 1024} MiB, not a usage-etl config")
-            raw = tomllib.loads(data.decode("utf-8"))
+            # utf-8-sig: a byte-order mark, as some editors save, is dropped (SPEC 2 reads
+            # secret files, invoices and archives the same way).
+            raw = tomllib.loads(data.decode("utf-8-sig"))
         except FileNotFoundError:
             raise ConfigError(f"config file {cfg_path}: not found") from None
         except OSError as exc:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from etl.config.alerts import AlertRule
@@ -73,7 +73,9 @@ class Config:
 
     def check_secrets(self, sources: list[SourceConfig] | None = None) -> None:
         """Refuse, one line per source, any credential that cannot be read."""
-        _read_all([src.read_secret for src in (sources if sources is not None else self.sources)])
+        chosen = sources if sources is not None else self.sources
+        _read_all([src.read_secret for src in chosen]
+                  + [more for src in chosen if (more := src.vendor.more_secrets) is not None])
 
     def alert(self, name: str) -> AlertRule:
         """The alert named `name`.
@@ -148,10 +150,48 @@ def parse_metrics_listen(raw: Mapping[str, Any], top: TopLevel) -> str | None:
 
 
 def normalize_url(url: str) -> str:
-    """Pick psycopg 3 for plain ``postgresql://`` URLs (SQLAlchemy would pick psycopg2)."""
+    """The URL SQLAlchemy is given, with psycopg 3 and the user name and password escaped.
+
+    Plain ``postgresql://`` URLs get psycopg 3 (SQLAlchemy would pick psycopg2). A password holding `@ : / # ?` or a `%` that starts no escape is escaped here, so it
+    is neither read as part of the host (and printed in a "cannot resolve host" error) nor
+    makes the URL unparsable; one already escaped (`p%40ss`) is kept (SPEC 3 amended).
+    """
     if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    match = _USERINFO_RE.match(url)
+    if match is None or match["scheme"].startswith("sqlite"):
+        return url
+    user, colon, password = match["userinfo"].partition(":")
+    return (f"{match['scheme']}{_escaped(user)}{colon}{_escaped(password) if colon else ''}"
+            f"@{match['host']}{match['tail'] or ''}")
+
+
+# The userinfo ends at the last "@" before the host: a pasted password may hold "@", ":",
+# "/", "#" or "?" (the host, port, database name and query hold no "@").
+_USERINFO_RE = re.compile(
+    r"^(?P<scheme>[A-Za-z0-9+]+://)(?P<userinfo>.*)@(?P<host>[^@/?#]*)(?P<tail>[/?][^@]*)?$",
+    re.S)
+_ESCAPED_RE = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*")
+
+
+def _escaped(part: str) -> str:
+    """`part` of a userinfo percent-escaped, unless it already is (valid UTF-8 escapes)."""
+    if _ESCAPED_RE.fullmatch(part):
+        try:
+            unquote(part, errors="strict")
+            return part
+        except UnicodeDecodeError:
+            pass
+    return quote(part, safe="")
+
+
+def database_url_passwords(url: str) -> list[str]:
+    """The password of a database URL as written and as meant (unescaped), to mask; [] if none."""
+    match = _USERINFO_RE.match(url)
+    if match is None or ":" not in match["userinfo"]:
+        return []
+    raw = match["userinfo"].split(":", 1)[1]
+    return [p for p in dict.fromkeys((raw, unquote(raw))) if p]
 
 
 def database_url_problem(url: str) -> str | None:

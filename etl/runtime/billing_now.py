@@ -62,10 +62,12 @@ def _results(engine: Engine, config: Config, now: datetime) -> list[BillingResul
 def projections(engine: Engine, config: Config, now: datetime
                 ) -> dict[tuple[str, str], Projection]:
     """Each series' rule in its period in progress: the projection to the period's end."""
+    from reports.compute.billing import in_progress
+
     out = {}
     for result in _results(engine, config, now):
         for row in result.table.to_dict("records"):
-            if row["elapsed_pct"] is None:
+            if not in_progress(row):
                 continue
             out[(str(row["source"]), str(row["metric"]))] = Projection(
                 row["projected_quantity"], row["projected_amount"], Decimal(row["included"]),

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
+from etl.config import normalize_url
 from etl.errors import DatabaseError
 from etl.store.engine import describe_database_error, ensure_schema, make_engine
 from etl.textutil import first_line
@@ -42,7 +43,7 @@ def daemon_connect_args(
 ) -> dict[str, Any]:
     """The libpq settings that bound how long a silent server can hold a poll; the URL's win."""
     try:
-        query = make_url(url).query
+        query = make_url(normalize_url(url)).query
     except ArgumentError:
         return {}  # make_engine explains what is wrong with the URL
     wanted: dict[str, Any] = {
@@ -74,7 +75,7 @@ def daemon_engine(
     """
     kwargs: dict[str, Any] = {}
     try:
-        backend = make_url(url).get_backend_name()
+        backend = make_url(normalize_url(url)).get_backend_name()
     except ArgumentError:
         backend = ""
     if backend in ("postgresql", "postgres"):

@@ -22,6 +22,8 @@ from etl.collect.poll import Collector
 from etl.config import Config, parse_config
 from etl.runtime.alerting import CheckResult, check
 from etl.runtime.collect_run import collect_once
+from etl.runtime.history_sim import CREDENTIALS as HISTORY_CREDENTIALS
+from etl.runtime.history_sim import HistorySimulator
 from etl.runtime.receiver import WebhookReceiver
 from etl.runtime.simulated_apis import generate_archive
 from etl.runtime.simulator import SimulatedVendor
@@ -36,6 +38,7 @@ WS_TOKEN_ENV = "USAGE_ETL_DEMO_WIRESOCKET_TOKEN"
 NECTED_KEY_ENV = "USAGE_ETL_DEMO_NECTED_API_KEY"
 PROJECTS_TOKEN_ENV = "USAGE_ETL_DEMO_PROJECTS_TOKEN"
 WEBHOOK_ENV = "USAGE_ETL_DEMO_WEBHOOK_URL"
+HISTORY_TOKEN_ENV = "USAGE_ETL_DEMO_OPENAI_ADMIN_KEY"
 DEMO_TIMEZONE = "Europe/Berlin"
 
 ReportBuilder = Callable[[Engine, Config, Path], list[Path]]
@@ -58,8 +61,12 @@ class DemoResult:
 
 
 def demo_config_text(database: Path, base_url: str, reports_dir: Path,
-                     credit_granted: date | None = None) -> str:
-    """The demo's usage-etl.toml: three simulated sources, secrets in environment variables.
+                     credit_granted: date | None = None,
+                     history_url: str = "http://127.0.0.1:9") -> str:
+    """The demo's usage-etl.toml: four simulated sources, secrets in environment variables.
+
+    The fourth reads a usage history endpoint (SPEC 10) shaped like OpenAI's, served by the
+    history simulator at `history_url`, one series per model, billed on `sum`.
 
     The third vendor has no kind of its own: it is described in the config alone
     (`kind = "http_json"`, SPEC 7), one series per project. The `projects` source is paid from
@@ -119,6 +126,46 @@ each = "projects"
 key = "id"
 value = "storage_gb"
 limit = "quota_gb"
+
+# A usage history endpoint (OpenAI's shape): daily buckets per model, asked for by time
+# range, page by page; recent days are read again (lookback) as the vendor revises them.
+[[sources]]
+name = "openai-usage"
+kind = "http_json"
+url = "{history_url}/v1/organization/usage/completions"
+token_env = "{HISTORY_TOKEN_ENV}"
+interval_seconds = 3600
+params = {{ bucket_width = "1d", group_by = "model", start_time = "{{start:unix}}", end_time = "{{end:unix}}" }}
+
+[sources.window]
+backfill = "30d"
+lookback = "2d"
+align = "1d"
+
+[sources.page]
+token = "next_page"
+param = "page"
+more = "has_more"
+
+[sources.buckets]
+each = "data"
+start = "start_time"
+end = "end_time"
+
+[[sources.metrics]]
+name = "output_tokens"
+type = "interval"
+each = "results"
+key = "model"
+value = "output_tokens"
+
+[[billing]]
+source = "openai-usage"
+metric = "output_tokens:gpt-4o"
+aggregation = "sum"
+included = 1000
+unit_price = "0.01"
+currency = "USD"
 
 [[billing]]
 source = "rules"
@@ -210,9 +257,11 @@ def run_demo(
 
     with WebhookReceiver() as receiver, _environ(
         {WS_TOKEN_ENV: token, PROJECTS_TOKEN_ENV: token, NECTED_KEY_ENV: api_key,
-         WEBHOOK_ENV: receiver.url}
-    ), SimulatedVendor(port=0, tokens=(token,), api_keys=(api_key,), seed=seed) as sim:
-        config_path.write_text(demo_config_text(database, sim.base_url, report_dir),
+         WEBHOOK_ENV: receiver.url, HISTORY_TOKEN_ENV: HISTORY_CREDENTIALS["bearer"]}
+    ), SimulatedVendor(port=0, tokens=(token,), api_keys=(api_key,), seed=seed) as sim, \
+            HistorySimulator() as history_sim:
+        config_path.write_text(demo_config_text(database, sim.base_url, report_dir,
+                                                history_url=history_sim.url),
                                encoding="utf-8")
         # Parsed directly, so $USAGE_ETL_DATABASE_URL cannot point the demo at a real database.
         with config_path.open("rb") as fh:
@@ -229,7 +278,8 @@ def run_demo(
                                                          microsecond=0)
             end = now - timedelta(minutes=1)
             with archive.open("w", encoding="utf-8") as fh:
-                for line in generate_archive(config.sources, start, end, seed=seed):
+                snapshots = [s for s in config.sources if s.vendor.history is None]
+                for line in generate_archive(snapshots, start, end, seed=seed):
                     fh.write(json.dumps(line, separators=(",", ":")) + "\n")
             imported = import_archives(engine, config, [str(archive)])
             echo(f"history:   {days} days imported from {archive.resolve()}: "

@@ -191,13 +191,14 @@ def base_value(vendor: str, key: str, start: datetime) -> float:
 class HistorySimulator:
     """The six history APIs on one loopback port; `now` is the vendor's clock (injectable)."""
 
-    def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 port: int = 0) -> None:
         self.now = now
         self._revised: dict[tuple[str, str, datetime], float] = {}
         self._lock = threading.Lock()
         self.requests: list[tuple[str, int]] = []  # (vendor, status)
         handler = type("Handler", (_Handler,), {"sim": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

@@ -181,6 +181,12 @@ class MetricsServer:
         self.metrics, self.healthy = metrics, healthy
 
         class Handler(BaseHTTPRequestHandler):
+            head = False  # answering HEAD: the GET's status and headers, no body
+
+            def do_HEAD(self) -> None:  # noqa: N802 - the http.server API
+                self.head = True
+                self.do_GET()
+
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -198,7 +204,8 @@ class MetricsServer:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not self.head:
+                    self.wfile.write(body)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -16,18 +16,34 @@ from reports.periods import local_midnight
 NIGHTLY_FORMATS = (ReportFormat.CSV, ReportFormat.HTML)
 
 
+def billing_due(config: Config, today: date) -> date | None:
+    """The period label whose billing report the night of `today` owes, or None.
+
+    A rule's period labelled with last month ends on its `cycle_day` of this month (SPEC
+    11): that night the report of that label is written (again, with a later cycle day,
+    so that the file holds every finished period).
+    """
+    if not any(rule.cycle_day == today.day for rule in config.billing):
+        return None
+    return (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+
+
 def nightly_files(config: Config, today: date) -> list[Path]:
     """The files the nightly job of `today` writes (see nightly_reports)."""
     out_dir = Path(config.reports_dir)
     yesterday = today - timedelta(days=1)
     files = report_files(out_dir, daily_name(yesterday), NIGHTLY_FORMATS)
-    if today.day == 1 and config.billing:
-        files += report_files(out_dir, billing_name(yesterday), NIGHTLY_FORMATS)
+    label = billing_due(config, today)
+    if label is not None:
+        files += report_files(out_dir, billing_name(label), NIGHTLY_FORMATS)
     return files
 
 
 def nightly_reports(engine: Engine, config: Config, today: date) -> list[Path]:
-    """Yesterday's daily report, and on the 1st of a month last month's billing report."""
+    """Yesterday's daily report, and the billing report of the periods that ended yesterday.
+
+    With the default `cycle_day` 1 that is last month's on the 1st of a month.
+    """
     # Imported here: `etl` stays free of pandas unless a report is actually built.
     from reports.jobs import build_billing, build_daily
 
@@ -35,8 +51,9 @@ def nightly_reports(engine: Engine, config: Config, today: date) -> list[Path]:
     yesterday = today - timedelta(days=1)
     written = build_daily(engine, config, yesterday, yesterday, formats=NIGHTLY_FORMATS,
                           out_dir=out_dir)
-    if today.day == 1 and config.billing:
-        written += build_billing(engine, config, yesterday, formats=NIGHTLY_FORMATS,
+    label = billing_due(config, today)
+    if label is not None:
+        written += build_billing(engine, config, label, formats=NIGHTLY_FORMATS,
                                  out_dir=out_dir)
     return written
 

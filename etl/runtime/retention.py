@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from etl.config import Config
 from etl.errors import UsageEtlError
 from etl.runtime.logs import event
+from etl.store import partitions
 from etl.store.compact import CompactResult, Progress, compact, cutoff_for, pending_count
 from etl.store.engine import describe_database_error, is_database_error
 from etl.store.retire import RetireResult, retire
@@ -72,13 +73,21 @@ DAEMON_EVERY_S = 24 * 3600.0
 
 
 def daemon_pass(engine: Engine, config: Config, clock: Callable[[], datetime]) -> None:
-    """The daemon's retention job: one pass, logged as `retention` or `retention-failed`.
+    """The daemon's daily job: the coming months' partitions (PostgreSQL), a retention pass.
+
+    Logged as `partitions`, `retention` or `retention-failed`.
 
     A failure (a full or read-only archive folder, the database away) is logged in one
     line and tried again at the next pass; nothing is lost meanwhile.
     """
     try:
-        result = retention_pass(engine, config, clock())
+        now = clock()
+        made = partitions.ensure_ahead(engine, now)  # PostgreSQL: the coming months
+        if made:
+            event(log, logging.INFO, "partitions", made=",".join(made))
+        if not config.retention.active:
+            return
+        result = retention_pass(engine, config, now)
     except UsageEtlError as exc:
         event(log, logging.ERROR, "retention-failed", error=first_line(exc))
         return

@@ -307,7 +307,8 @@ class Scheduler:
             coalesce=True, max_instances=1, misfire_grace_time=int(SPOOL_REPLAY_EVERY),
         )
         owed = self.nightly.attach(sched, now)
-        if self.config.retention.active:  # compaction and retirement (SPEC 13)
+        # Compaction and retirement, and PostgreSQL's monthly partitions made ahead (SPEC 13).
+        if self.config.retention.active or self.engine.dialect.name == "postgresql":
             sched.add_job(
                 daemon_pass, "interval", args=[self.engine, self.config, self.clock],
                 seconds=DAEMON_EVERY_S, id="retention", coalesce=True, max_instances=1,

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from etl.store import partitions
 from etl.store.writer import Conflict, StoreResult, series_ids
 from etl.timefmt import from_micros, to_micros
 from etl.vendors.types import Observation
@@ -64,6 +65,8 @@ def bulk_store(engine: Engine, observations: Iterable[Observation], *, chunk: in
 
 def _store_chunk(engine: Engine, batch: list[Observation]) -> StoreResult:
     sqlite = engine.dialect.name == "sqlite"
+    if not sqlite:  # the months' partitions first, so rows never wait in the default one
+        partitions.ensure(engine, _instants(batch))
     # Series rows are committed first, so a rolled-back attempt never leaves cached ids of
     # series rows that do not exist.
     with engine.begin() as conn:
@@ -97,6 +100,13 @@ def _store_chunk(engine: Engine, batch: list[Observation]) -> StoreResult:
         res, touched = _staged(conn, prepared, sqlite)
         _mark(conn, touched)
     return res
+
+
+def _instants(batch: list[Observation]) -> set[datetime]:
+    """The instants samples of `batch` are stored at (a bucket's start for history sources)."""
+    out = {obs.observed_at for obs in batch}
+    out.update(s.bucket_start for obs in batch for s in obs.samples if s.bucket_start is not None)
+    return out
 
 
 def _split(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[_Chunk, _Chunk]:

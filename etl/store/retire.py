@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from etl.errors import UsageEtlError
+from etl.store import partitions
 from etl.store.compact import archive_path, month_start, next_month
 from etl.store.models import RetiredHistory, RollupDay, Sample, Series, Snapshot
 from etl.timefmt import utc_z
@@ -57,17 +58,52 @@ def retire(engine: Engine, archive_dir: Path, cut: datetime) -> RetireResult:
         by_source: dict[str, list[int]] = {}
         for sid, source in conn.execute(select(Series.id, Series.source)):
             by_source.setdefault(source, []).append(sid)
-    for source, sids in sorted(by_source.items()):
-        with engine.connect() as conn:
+    limits: dict[str, datetime] = {}
+    bound: datetime | None = None  # partitions ending by then hold nothing to keep
+    with engine.connect() as conn:
+        for source, sids in sorted(by_source.items()):
             limit = _archived_until(conn, archive_dir, source, sids, cut)
-        if limit is None:
-            continue
-        for sid in sids:
+            if limit is not None:
+                limits[source] = limit
+            for sid in sids:
+                # The oldest sample kept: the predecessor before the limit, or the first.
+                kept = (conn.scalar(select(func.max(Sample.observed_at)).where(
+                    Sample.series_id == sid, Sample.observed_at < limit))
+                    if limit is not None else None)
+                kept = kept or conn.scalar(select(func.min(Sample.observed_at))
+                                           .where(Sample.series_id == sid))
+                if kept is not None:
+                    bound = kept if bound is None else min(bound, kept)
+    if bound is not None:
+        result.samples += _drop_partitions(engine, bound)
+    for source, limit in limits.items():
+        for sid in by_source[source]:
             deleted = _retire_series(engine, sid, limit)
             if deleted is not None:
                 result.series += 1
                 result.samples += deleted
     return result
+
+
+def _drop_partitions(engine: Engine, bound: datetime) -> int:
+    """PostgreSQL: drop the monthly partitions of samples that end by `bound`; rows dropped.
+
+    Whole months go at once (SPEC 13), with no row-by-row delete; the month the cut goes
+    through is left to the per-series deletes.
+    """
+    dropped = 0
+    with engine.begin() as conn:
+        if not partitions.is_partitioned(conn):
+            return 0
+        for name in sorted(partitions.existing(conn)):
+            month = partitions.month_of(name)
+            if month is None or next_month(month) > bound:
+                continue
+            dropped += int(conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one())  # noqa: S608
+            conn.exec_driver_sql(f"DROP TABLE {name}")
+    if dropped:
+        partitions.forget(engine)
+    return dropped
 
 
 def _archived_until(conn: Connection, archive_dir: Path, source: str, sids: list[int],

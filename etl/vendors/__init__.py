@@ -118,6 +118,9 @@ class VendorKind:
     summary: str = ""
     # A history source's windows, pages and buckets (SPEC 10); None: it reads "now".
     history: HistorySpec | None = None
+    # Reads the secrets a source adds beyond its credential (basic-auth user name, secret
+    # headers: SPEC 10); returns their values, raises SecretError naming each one unset.
+    more_secrets: Callable[[], list[str]] | None = None
 
     def metric_type_of(self, metric: str) -> MetricType | None:
         """Return the type of series `metric` of a source of this kind, or None if it has none.

@@ -23,17 +23,31 @@ class Auth:
     username: str | None = None
     username_env: str | None = None
     secret_headers: Mapping[str, str] = field(default_factory=dict)
+    label: str = ""  # the source's config label (`sources.NAME`), for messages
 
     def basic_header(self, secret: str) -> str:
         """The Authorization value: `Basic base64(username:secret)` (SecretError if unset)."""
-        user = self.username if self.username is not None else _env(self.username_env or "",
-                                                                     "username_env")
+        user = self.username if self.username is not None else _env(
+            self.username_env or "", f"{self.label}.username_env")
         return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
 
     def extra_headers(self) -> dict[str, str]:
         """Each secret header with its value read now from its variable (SecretError if unset)."""
-        return {name: _env(var, f"secret_headers.{name}")
+        return {name: _env(var, f"{self.label}.secret_headers.{name}")
                 for name, var in self.secret_headers.items()}
+
+    def read_all(self) -> list[str]:
+        """Every secret this adds, read now (SecretError naming each one unset)."""
+        problems: list[str] = []
+        found: list[str] = []
+        for key, var in self.variables():
+            try:
+                found.append(_env(var, f"{self.label}.{key}"))
+            except SecretError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise SecretError(problems)
+        return found
 
     def variables(self) -> list[tuple[str, str]]:
         """(config key, variable) of every secret this adds, for the checks before polling."""
@@ -87,7 +101,7 @@ def configure_auth(entry: Mapping[str, Any], label: str, problems: list[str]) ->
                 found[name] = var
     return Auth(basic=basic, username=username if isinstance(username, str) else None,
                 username_env=username_env if isinstance(username_env, str) else None,
-                secret_headers=found)
+                secret_headers=found, label=label)
 
 
 def header_text(entry: Mapping[str, Any], key: str, default: str, label: str, problems: list[str],

@@ -27,8 +27,8 @@ from etl.vendors.parsing import (
     parse_timestamp,
     to_payload,
 )
-from etl.vendors.series_names import series_key, shown_key
-from etl.vendors.types import MAX_METRIC_LEN, MetricType, Observation, SampleValue
+from etl.vendors.series_names import series_name, shown_key
+from etl.vendors.types import MAX_METRIC_LEN, Bucket, MetricType, Observation, SampleValue
 
 NAME = "http_json"
 DEFAULT_RATE = 60
@@ -187,8 +187,7 @@ class SourceSpec:
         refused: list[str] = []
         if self.history is not None:
             for start, end, item in self.history.buckets.read(body):
-                samples.extend(sv._replace(bucket_start=start, bucket_end=end)
-                               for sv in self._samples(item, refused))
+                samples.extend(self._samples(item, refused, (start, end)))
         else:
             samples = self._samples(body, refused)
         payload = context.payload
@@ -197,13 +196,14 @@ class SourceSpec:
                            tuple(samples), context.received_at, context.origin, tuple(refused),
                            context.window)
 
-    def _samples(self, doc: Any, refused: list[str]) -> list[SampleValue]:
+    def _samples(self, doc: Any, refused: list[str], bucket: Bucket = (None, None)
+                 ) -> list[SampleValue]:
         samples: list[SampleValue] = []
         for metric in self.metrics:
             if metric.each is None:
-                samples.append(_sample(metric, metric.name, doc, ""))
+                samples.append(_sample(metric, metric.name, doc, "", bucket))
             else:
-                samples.extend(_series(metric, doc, refused))
+                samples.extend(_series(metric, doc, refused, bucket))
         return samples
 
 
@@ -212,7 +212,8 @@ def _truthy(value: Any) -> bool:
     return not (value is None or value is False or value in ("", [], {}))
 
 
-def _sample(metric: MetricSpec, name: str, item: Any, where: str) -> SampleValue:
+def _sample(metric: MetricSpec, name: str, item: Any, where: str,
+            bucket: Bucket = (None, None)) -> SampleValue:
     raw = metric.value(item)
     if (type(raw) is int or type(raw) is float) and 0 <= raw <= MAX_READING:  # the usual case
         value = float(raw)
@@ -226,10 +227,11 @@ def _sample(metric: MetricSpec, name: str, item: Any, where: str) -> SampleValue
     if metric.status is not None:
         text = metric.status(item)
         status = text[:STATUS_MAX_LEN] if isinstance(text, str) else None
-    return SampleValue(name, value, limit, status, metric.type)
+    return SampleValue(name, value, limit, status, metric.type, *bucket)
 
 
-def _series(metric: MetricSpec, body: Any, refused: list[str]) -> list[SampleValue]:
+def _series(metric: MetricSpec, body: Any, refused: list[str],
+            bucket: Bucket = (None, None)) -> list[SampleValue]:
     """One sample per item of `each`; items without a usable, distinct name go to `refused`.
 
     SPEC 7: an item whose key is missing or empty, or whose series name is too long, and all
@@ -246,7 +248,7 @@ def _series(metric: MetricSpec, body: Any, refused: list[str]) -> list[SampleVal
         raw = metric.key(item)
         raw_keys.append(raw)
         try:
-            name = f"{metric.name}:{series_key(raw)}"
+            name = series_name(metric.name, raw)
         except ValueError as exc:
             refused.append(f"{metric.name}[{i}]: key {exc}")
             continue
@@ -261,7 +263,7 @@ def _series(metric: MetricSpec, body: Any, refused: list[str]) -> list[SampleVal
             keys = ", ".join(f"[{i}] {shown_key(raw_keys[i])}" for i in where)
             refused.append(f"{metric.name}: items {keys} all give the series {name!r}")
             continue
-        samples.append(_sample(metric, name, items[where[0]], f"[{where[0]}]"))
+        samples.append(_sample(metric, name, items[where[0]], f"[{where[0]}]", bucket))
     return samples
 
 
@@ -322,6 +324,7 @@ def _bound_kind(spec: SourceSpec, rpm: int) -> VendorKind:
         config_keys=KIND.config_keys,
         summary=KIND.summary,
         history=spec.history,
+        more_secrets=spec.auth.read_all if spec.auth.variables() else None,
     )
 
 

@@ -6,11 +6,28 @@ import math
 import re
 import unicodedata
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 _KEY_CHAR_RE = re.compile(r"[^a-z0-9_.-]")
 # How much of a refused item's key a message repeats.
 SHOWN_KEY_LEN = 60
+
+
+@lru_cache(maxsize=65536)
+def _cached_name(metric: str, value: str | int) -> str:
+    return f"{metric}:{series_key(value)}"
+
+
+def series_name(metric: str, value: Any) -> str:
+    """`NAME:KEY` for an item's key `value` (ValueError as series_key).
+
+    History pages repeat each item's key in every bucket: a text or integer key is
+    normalized once.
+    """
+    if type(value) is str or type(value) is int:
+        return _cached_name(metric, value)
+    return f"{metric}:{series_key(value)}"
 
 
 def series_key(value: Any) -> str:

@@ -45,6 +45,10 @@ MAX_METRIC_LEN = 200
 REFUSED_SHOWN = 5
 
 
+# A history sample's bucket (SPEC 10): (start, end); (None, None) for an instant.
+Bucket = tuple[datetime | None, datetime | None]
+
+
 class SampleValue(NamedTuple):
     """One metric's value in a vendor response (`limit` None: the plan has no limit)."""
 

@@ -242,6 +242,12 @@ def elapsed_coverage(days: pd.DataFrame, now_us: int, elapsed_us: int) -> float:
     return coverage_pct(min(covered, elapsed_us), elapsed_us)
 
 
+def in_progress(row: Mapping[str, object]) -> bool:
+    """Whether a billing_table() row is of a period in progress (it has an elapsed share)."""
+    elapsed = row["elapsed_pct"]
+    return elapsed is not None and not pd.isna(elapsed)
+
+
 def table_charges(table: pd.DataFrame, priced: Sequence[RulePeriod]) -> list[PeriodCharge]:
     """billing_table() rows as PeriodCharges (their `amount`: the period so far if in progress)."""
     return [PeriodCharge(rp.rule.source, rp.rule.metric, rp.rule.currency, rp.label,

@@ -15,6 +15,7 @@ from typing import Any, assert_never
 import numpy as np
 import pandas as pd
 
+from etl.textutil import round_readable
 from etl.vendors.types import MetricType
 
 US_PER_SECOND = 1_000_000
@@ -362,7 +363,7 @@ def day_report_values(row: Mapping[str, Any], metric_type: MetricType) -> dict[s
         "max": _num(r["max"]) if samples else None,
         "mean": _num(float(r["sum"]) / samples) if samples else None,
         "limit": _num(r["last_limit"]) if has_lim else None,
-        "peak_pct": round(float(r["peak_pct"]), 2)
+        "peak_pct": round_readable(float(r["peak_pct"]))
         if samples and not pd.isna(r["peak_pct"]) else None,
         "increase": None, "resets": None,
         "coverage_pct": coverage_pct(covered, length),

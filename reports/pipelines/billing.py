@@ -19,6 +19,7 @@ from etl.timefmt import from_micros, to_micros
 from reports.compute.billing import (
     SampleMap,
     billing_table,
+    in_progress,
     period_charges,
     period_days,
     rule_cumulative,
@@ -227,9 +228,10 @@ def _billing_html(result: BillingResult) -> str:
                                       ("billing rules", len(table))]
     summary += [(f"total due {cur}", amt) for cur, amt in totals.items()]
     records = table.to_dict("records")
-    notes = [note for r in records for note in period_notes(r)]
+    today = result.now.astimezone(resolve_tz(result.tz)).date()
+    notes = [note for r in records for note in period_notes(r, today)]
     tables = [table_from_frame("Per billing rule", table,
-                               low_rows=[has_gap(r) for r in records])]
+                               low_rows=[has_gap(r, today) for r in records])]
     if result.credits:
         tables.append(table_from_frame("Credits", credits_frame(result.credits),
                                        low_coverage=False))
@@ -245,17 +247,20 @@ def _billing_html(result: BillingResult) -> str:
         tables=[*tables, *tier_tables], charts=charts)
 
 
-def has_gap(row: dict[str, Any]) -> bool:
-    """Whether part of the row's period that has passed went unobserved (a real gap).
+def has_gap(row: dict[str, Any], today: date) -> bool:
+    """Whether part of the row's period that has passed by `today` went unobserved.
 
-    For a period in progress only its elapsed part counts: the rest is not a gap yet.
+    For a period in progress only its elapsed part counts, and a period that has not begun
+    has no gap: what is still ahead is not a gap yet.
     """
-    if row["elapsed_pct"] is not None:
+    if row["period_start"] > today:
+        return False
+    if in_progress(row):
         return bool(row["elapsed_coverage_pct"] < 100)
     return bool(row["coverage_pct"] < 100)
 
 
-def period_notes(row: dict[str, Any]) -> list[str]:
+def period_notes(row: dict[str, Any], today: date) -> list[str]:
     """What a reader needs to read a billing row: its period, plan and projection."""
     what = f"{row['source']}/{row['metric']}"
     span_text = f"{row['period_start']} to {row['period_end']}"
@@ -263,15 +268,21 @@ def period_notes(row: dict[str, Any]) -> list[str]:
     if row["valid_from"] is not None or row["valid_until"] is not None:
         notes.append(f"{what}: priced by the plan valid from {row['valid_from'] or 'the start'}"
                      f" until {row['valid_until'] or 'further notice'}")
-    if row["elapsed_pct"] is not None:
+    if in_progress(row):
         notes.append(f"{what}: period {span_text} in progress, {row['elapsed_pct']:g} % "
                      f"elapsed; {row['elapsed_coverage_pct']:g} % of the elapsed part "
-                     "observed" + (" — the quantity is a lower bound" if has_gap(row) else "")
+                     "observed" + (" — the quantity is a lower bound" if has_gap(row, today)
+                                   else "")
                      + f"; projected at period end {row['projected_quantity']} units, "
                      f"{row['projected_amount']} {row['currency']}")
-    elif has_gap(row):
+    elif row["period_start"] > today:
+        notes.append(f"{what}: period {span_text} has not begun")
+    elif has_gap(row, today):
         notes.append(f"{what}: period {span_text}, coverage {row['coverage_pct']:g} % — "
                      "the quantity is a lower bound")
+    if row.get("provisional") == "true":  # SPEC 10
+        notes.append(f"{what}: provisional — the period was not all read `lookback` after it "
+                     "ended: the vendor may still revise the quantity")
     return notes
 
 

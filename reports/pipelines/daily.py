@@ -16,6 +16,7 @@ from etl.config import Config
 from etl.errors import InputError
 from etl.timefmt import from_micros
 from etl.vendors.types import MetricType
+from reports.compute.charted import charted_rows
 from reports.compute.daily import daily_table, exact_total, needs_prev_value
 from reports.names import ReportFormat, daily_name, output_dir, report_formats
 from reports.periods import Period, days_period, resolve_tz
@@ -108,8 +109,10 @@ def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: i
                 end_us: int, ids: dict[tuple[str, str], int]) -> str:
     hours = (end_us - start_us) / 3.6e9
     charts = []
+    billed = [(rule.source, rule.metric) for rule in result.config.billing]
+    charted = charted_rows(table, billed)
     with result.engine.connect() as conn:
-        for rec in table.to_dict("records"):
+        for rec in table.iloc[charted].to_dict("records"):
             sid = ids.get((rec["source"], rec["metric"]))
             if sid is None:
                 continue
@@ -128,13 +131,22 @@ def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: i
                                    limit=limit, prev_value=prev)
             charts.append(Chart(f"{rec['source']} / {rec['metric']}", Markup(svg)))
     covs = [c for c in table["coverage_pct"] if not pd.isna(c)]
+    records = table.to_dict("records")
     alerts = [f"{r['source']}/{r['metric']}: {r['critical_minutes']:g} min at critical "
               f"(≥90 % of the limit), peak {r['peak_pct']:g} %"
-              for r in table.to_dict("records")
+              for r in records
               if not pd.isna(r["critical_minutes"]) and r["critical_minutes"] > 0]
     gaps = [f"{r['source']}/{r['metric']}: coverage {r['coverage_pct']:g} % — "
             "part of the day was not observed, figures are a lower bound"
-            for r in table.to_dict("records") if r["coverage_pct"] < 100]
+            for r in records if r["coverage_pct"] < 100]
+    revisable = [f"{r['source']}/{r['metric']}: provisional — the day was not all read "
+                 "`lookback` after it ended: the vendor may still revise these figures"
+                 for r in records if r.get("provisional") == "true"]
+    notes = (_bounded(alerts, "series at critical") + _bounded(gaps, "series not fully observed")
+             + _bounded(revisable, "provisional series"))
+    if len(charted) < len(table):
+        notes.insert(0, f"charts for {len(charted)} of {len(table)} series: those near their "
+                        "limits, billed or busiest; every series is in the table")
     counters = table[table["metric_type"] == MetricType.COUNTER.value]
     summary: list[tuple[str, Any]] = [
         ("date", day.isoformat()),
@@ -158,7 +170,17 @@ def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: i
         title=f"Daily usage {day.isoformat()}",
         subtitle=(f"[{from_micros(start_us).isoformat()}, {until.isoformat()}) "
                   f"— local day in {result.tz}"),
-        tz=result.tz, summary=summary, notes=alerts + gaps,
+        tz=result.tz, summary=summary, notes=notes,
         sources=source_snapshots(result.engine, result.config, until), tables=tables,
         charts=charts,
     )
+
+
+# Notes of one kind shown in a daily report at most; the rest are counted (the table has all).
+MAX_NOTES = 20
+
+
+def _bounded(notes: list[str], what: str) -> list[str]:
+    if len(notes) <= MAX_NOTES:
+        return notes
+    return [*notes[:MAX_NOTES], f"and {len(notes) - MAX_NOTES} more {what} (see the table)"]

@@ -16,10 +16,10 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, exists, select, text
 
 from etl.config import Config
-from etl.store.models import Series
+from etl.store.models import Sample, Series
 from etl.store.retire import RetiredHistoryError, retired_before
 from etl.timefmt import from_micros, to_micros
 from etl.vendors.parsing import MAX_READING
@@ -63,7 +63,6 @@ _PG_MINUS_INF = (
     "SELECT count(*) FROM samples WHERE series_id = %s AND observed_at >= %s "
     "AND observed_at < %s AND plan_limit < -1.7e308"
 )
-_ANY_BEFORE = text("SELECT 1 FROM samples WHERE series_id = :sid AND observed_at < :b LIMIT 1")
 _PREV_VALUE = text(
     "SELECT value FROM samples WHERE series_id = :sid AND observed_at < :a "
     "AND abs(value) <= :most ORDER BY observed_at DESC LIMIT 1"
@@ -116,16 +115,15 @@ def item_series(engine: Engine, source: str, until_us: int) -> list[str]:
 
     In name order: the ones a report over a period ending then has rows for.
     """
+    # One query, not one per series: a vendor may have 100,000 items (issue 26).
+    seen = exists().where(Sample.series_id == Series.id,
+                          Sample.observed_at < from_micros(int(until_us)))
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(Series.id, Series.metric).where(Series.source == source).order_by(Series.metric)
-        ).all()
-        found = []
-        for sid, metric in rows:
-            if ":" in metric and conn.execute(_ANY_BEFORE, {
-                    "sid": sid, "b": _bind(conn, until_us)}).first() is not None:
-                found.append(metric)
-    return found
+        return list(conn.execute(
+            select(Series.metric)
+            .where(Series.source == source, Series.metric.contains(":"), seen)
+            .order_by(Series.metric)
+        ).scalars())
 
 
 def _bind(conn: Connection, us: int) -> Any:

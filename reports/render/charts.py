@@ -37,6 +37,12 @@ def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[::step], y[::step]
 
 
+def _plain_axis(ax: Axes) -> None:
+    # Tick labels as the numbers themselves: no "1e6" offset or exponent in a corner, which
+    # people read past (a counter at 1,000,000.3 is not "0.3").
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+
+
 def _legend(ax: Axes) -> None:
     # legend() with nothing labelled warns on stderr, once per empty chart: a month of daily
     # reports printed dozens of lines. Such a chart carries its "no samples" note instead.
@@ -97,6 +103,7 @@ def series_day_chart(t_us: np.ndarray, value: np.ndarray, *, start_us: int, end_
     ax.grid(alpha=0.3)
     if len(x) == 0:
         ax.text(0.5, 0.5, "no samples", transform=ax.transAxes, ha="center", color="gray")
+    _plain_axis(ax)
     _legend(ax)
     return svg_of(fig)
 
@@ -124,6 +131,7 @@ def bucket_day_chart(start_us: np.ndarray, end_us: np.ndarray, value: np.ndarray
     ax.grid(alpha=0.3)
     if len(a) == 0:
         ax.text(0.5, 0.5, "no buckets", transform=ax.transAxes, ha="center", color="gray")
+    _plain_axis(ax)
     _legend(ax)
     return svg_of(fig)
 
@@ -155,5 +163,6 @@ def billing_chart(days: Sequence[date], cumulative: Sequence[Decimal | None],
     ax.set_ylim(bottom=0)
     ax.set_xlabel("day of month")
     ax.grid(alpha=0.3)
+    _plain_axis(ax)
     _legend(ax)
     return svg_of(fig)

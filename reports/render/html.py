@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from etl.files import write_text_atomic
+from etl.textutil import readable_number
 from reports.render.cells import CellStyle, cell_text
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -66,14 +67,14 @@ def environment() -> Environment:
 HTML_CELLS = CellStyle(
     boolean=lambda b: "yes" if b else "",
     integer=lambda i: f"{i:,}",
-    floating=lambda f: f"{f:,.0f}" if f.is_integer() else f"{f:,.2f}",
+    floating=readable_number,
     decimal=lambda d: f"{d:,f}",
     text=str,
 )
 
 
 def html_value(value: Any) -> str:
-    """A cell for people: thousands grouped, floats to 2 decimals, empty for n/a."""
+    """A cell for people: grouped, 4 significant digits (etl.textutil), empty for n/a."""
     return cell_text(value, HTML_CELLS)
 
 

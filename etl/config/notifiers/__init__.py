@@ -12,6 +12,7 @@ from typing import Any
 from etl.config.fields import named_entry, positive
 from etl.config.notifiers.base import (
     MailServer,
+    MailTls,
     Notifier,
     NotifierType,
     SecretRef,
@@ -26,7 +27,7 @@ NOTIFIER_KEYS: dict[str, frozenset[str]] = {
     name: kind.all_keys for name, kind in NOTIFIER_TYPES.items()}
 
 __all__ = [
-    "NOTIFIER_KEYS", "NOTIFIER_TYPES", "EmailNotifier", "MailServer", "Notifier",
+    "NOTIFIER_KEYS", "NOTIFIER_TYPES", "EmailNotifier", "MailServer", "MailTls", "Notifier",
     "NotifierType", "SecretRef", "Transports", "WebhookNotifier", "check_secret",
     "parse_notifiers", "webhook_url",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
+from enum import StrEnum
 from typing import Any, Protocol
 
 from etl.config.fields import ENV_NAME_RE
@@ -36,15 +37,32 @@ class SecretRef:
         return read_secret(self.origin, self.env, self.file)
 
 
+class MailTls(StrEnum):
+    """How an email notifier talks TLS to its SMTP server (SPEC 8 `tls`)."""
+
+    IMPLICIT = "implicit"  # SMTPS: TLS from the first byte (port 465)
+    STARTTLS = "starttls"  # plain first, then STARTTLS before anything is sent
+    NONE = "none"  # no TLS (port 25 inside a trusted network)
+
+    @classmethod
+    def default_for(cls, port: int) -> MailTls:
+        """Implicit on port 465, none on 25, else STARTTLS."""
+        return cls.IMPLICIT if port == 465 else cls.NONE if port == 25 else cls.STARTTLS
+
+
 @dataclass(frozen=True)
 class MailServer:
-    """An SMTP server and how to log in to it (the password is read only when sending)."""
+    """An SMTP server, how to reach it and log in (the password is read only when sending).
+
+    `ca_file`: a PEM file of CA certificates trusted besides the system's (a private CA).
+    """
 
     host: str
     port: int
-    starttls: bool
+    tls: MailTls
     username: str | None = None
     password: SecretRef | None = None
+    ca_file: str | None = None
 
 
 class Transports(Protocol):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
-from etl.config.notifiers.base import MailServer, NotifierType, Transports, secret_ref
+from etl.config.notifiers.base import MailServer, MailTls, NotifierType, Transports, secret_ref
 
 EMAIL_RE = re.compile(r"^[^@\s<>,]+@[^@\s<>,]+$")
 
@@ -65,9 +66,11 @@ def parse(entry: Mapping[str, Any], label: str, name: str, timeout: float,
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
         problems.append(f"{label}.smtp_port: must be a whole number from 1 to 65535")
         port = 587
-    starttls = entry.get("starttls", port != 25)
-    if not isinstance(starttls, bool):
-        problems.append(f"{label}.starttls: must be true or false")
+    tls = _tls(entry, label, port, problems)
+    ca_file = entry.get("ca_file")
+    if ca_file is not None and (not isinstance(ca_file, str) or not os.path.isfile(ca_file)):
+        problems.append(f"{label}.ca_file: must name a readable PEM file of CA certificates")
+        ca_file = None
     username = entry.get("username")
     if username is not None and (not isinstance(username, str) or not username.isprintable()
                                  or not username):
@@ -87,15 +90,37 @@ def parse(entry: Mapping[str, Any], label: str, name: str, timeout: float,
         problems.append(f"{label}.to: required, a list of email addresses")
     if not isinstance(host, str) or not isinstance(sender, str) or not isinstance(to, list):
         return None
-    server = MailServer(host=host, port=port, starttls=bool(starttls), username=username,
-                        password=password)
+    server = MailServer(host=host, port=port, tls=tls, username=username, password=password,
+                        ca_file=ca_file)
     return EmailNotifier(name=name, server=server, sender=sender, to=tuple(to),
                          timeout_seconds=timeout)
 
 
+def _tls(entry: Mapping[str, Any], label: str, port: int, problems: list[str]) -> MailTls:
+    """`tls`, else the older `starttls = true|false`, else the port's default (SPEC 8)."""
+    if "tls" in entry and "starttls" in entry:
+        problems.append(f"{label}.starttls: set one of tls or starttls")
+    if "tls" in entry:
+        try:
+            return MailTls(entry["tls"])
+        except ValueError:
+            problems.append(f"{label}.tls: must be one of "
+                            f"{', '.join(repr(t.value) for t in MailTls)}")
+            return MailTls.default_for(port)
+    if "starttls" in entry:
+        starttls = entry["starttls"]
+        if not isinstance(starttls, bool):
+            problems.append(f"{label}.starttls: must be true or false")
+            return MailTls.default_for(port)
+        if not starttls:
+            return MailTls.NONE
+        return MailTls.IMPLICIT if port == 465 else MailTls.STARTTLS
+    return MailTls.default_for(port)
+
+
 EMAIL = NotifierType(
     name="email",
-    keys=frozenset({"smtp_host", "smtp_port", "starttls", "username", "password_env",
-                    "password_file", "from", "to"}),
+    keys=frozenset({"smtp_host", "smtp_port", "tls", "starttls", "ca_file", "username",
+                    "password_env", "password_file", "from", "to"}),
     parse=parse,
 )
