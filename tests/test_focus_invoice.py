@@ -173,3 +173,22 @@ def test_without_pyarrow_a_focus_csv_still_reconciles_and_parquet_names_the_extr
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("usage-etl: error: a Parquet FOCUS invoice needs pyarrow, "
                                    "which is not installed: pip install 'usage-etl[parquet]'")
+
+
+def test_a_bad_number_in_a_parquet_file_names_its_row(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    from pyarrow import csv as pacsv
+
+    table = pacsv.read_csv(VERCEL)  # BilledCost as text below, like a careless export
+    costs = [str(v) for v in table.column("BilledCost").to_pylist()]
+    costs[3] = "12 000"
+    import pyarrow as pa
+
+    table = table.set_column(0, "BilledCost", pa.array(costs, type=pa.string()))
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(table, bad)
+    result = run(f"sqlite:///{tmp_path / 'usage.db'}", "reconcile", "--month", MONTH,
+                 "--invoice", str(bad))
+    assert result.exit_code == 2
+    assert result.output.startswith(f"usage-etl: error: {bad}:4: column BilledCost: '12 000' "
+                                    "has a space as a grouping separator")

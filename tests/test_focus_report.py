@@ -14,20 +14,15 @@ import re
 import subprocess
 import sys
 from collections import defaultdict
-from dataclasses import replace
-from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
 import reports
 from etl.cli import cli
-from etl.config import Config
-from etl.config.credits import Credit
-from tests.factories import REPO, load
+from tests.factories import REPO
 
 EXAMPLE = REPO / "docs" / "examples" / "focus-month.toml"
 HISTORY = REPO / "docs" / "examples" / "focus-history.jsonl"
@@ -57,15 +52,20 @@ INSTANTS = {"BillingPeriodStart", "BillingPeriodEnd", "ChargePeriodStart", "Char
 EXPECTED = {
     ("api/invocations", "Usage", "Usage-Based"):
         ("300.00", "300.00", "250000.0", "150000.0", "Requests", "USD"),
+    ("api/invocations", "Credit", "Usage-Based"):
+        ("-100.00", "-100.00", "", "", "", "USD"),
     ("batch/invocations", "Usage", "Usage-Based"):
         ("20.00", "20.00", "3000.0", "3000.0", "Invocations", "EUR"),
     ("batch/invocations", "Purchase", "Recurring"):
         ("20.00", "0.0", "", "1.0", "Month", "EUR"),
     ("ws/connections", "Usage", "Usage-Based"):
-        ("10.00", "10.00", "120.0", "20.0", "Connections", "USD"),
+        ("0.00", "0.00", "90.0", "0.0", "Connections", "USD"),
     ("ws/connections", "Usage", "Recurring"):
-        ("15.00", "15.00", "0.0", "1.0", "Month", "USD"),
+        ("25.00", "25.00", "0.0", "1.0", "Month", "USD"),
 }
+# The ws rule's period starts on its cycle_day, the 15th (SPEC 11).
+PERIODS = {"ws": ("2026-11-15T00:00:00Z", "2026-12-15T00:00:00Z")}
+MONTH_PERIOD = ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")
 
 
 def run(db_url: str, *args: str) -> Result:
@@ -105,8 +105,9 @@ def test_the_focus_csv_has_every_mandatory_column_and_a_row_per_charge_as_worked
         assert r["ChargeClass"] == ""
         assert r["ContractedCost"] == r["ListCost"] == r["BilledCost"]
         assert r["ServiceCategory"] == "Other" and r["ServiceSubcategory"] == "Other (Other)"
-        assert r["ChargePeriodStart"] == r["BillingPeriodStart"] == "2026-11-01T00:00:00Z"
-        assert r["ChargePeriodEnd"] == r["BillingPeriodEnd"] == "2026-12-01T00:00:00Z"
+        start, end = PERIODS.get(r["ServiceName"], MONTH_PERIOD)
+        assert r["ChargePeriodStart"] == r["BillingPeriodStart"] == start
+        assert r["ChargePeriodEnd"] == r["BillingPeriodEnd"] == end
         # Decimals are written as decimals: a point, never an exponent.
         for col in DECIMALS:
             assert r[col] == "" or ("." in r[col] and "e" not in r[col].lower()), (col, r[col])
@@ -119,6 +120,10 @@ def test_the_focus_csv_has_every_mandatory_column_and_a_row_per_charge_as_worked
     ws = next(r for r in rows if r["ServiceName"] == "ws")
     assert (ws["ProviderName"], ws["BillingAccountId"]) == ("wiresocket", "ws")
     assert ws["SkuMeter"] == "connections" and ws["ConsumedUnit"] == "Connections"
+    # The credit: negative, EffectiveCost as billed, no quantities, naming the credit.
+    credit = next(r for r in rows if r["ChargeCategory"] == "Credit")
+    assert (credit["SkuPriceId"], credit["SkuPriceDetails"], credit["PricingUnit"]) == ("",) * 3
+    assert credit["ChargeDescription"].endswith("paid from the prepaid credit api-prepaid")
 
 
 def test_billed_cost_adds_up_to_the_billing_reports_amount_per_currency(
@@ -133,12 +138,13 @@ def test_billed_cost_adds_up_to_the_billing_reports_amount_per_currency(
     due: dict[str, Decimal] = defaultdict(Decimal)
     for r in read_csv(tmp_path / f"billing-{MONTH}.csv"):
         due[r["currency"]] += Decimal(r.get("amount_due") or r["amount"])
-    assert billed == due == {"USD": Decimal("325.00"), "EUR": Decimal("40.00")}
-    # Each rule's rows add up to its amount.
+    # 300.00 - 100.00 (the credit) + 25.00 USD; 40.00 EUR.
+    assert billed == due == {"USD": Decimal("225.00"), "EUR": Decimal("40.00")}
+    # Each rule's rows add up to its amount_due.
     per_rule: dict[str, Decimal] = defaultdict(Decimal)
     for r in rows:
         per_rule[r["SkuId"]] += Decimal(r["BilledCost"])
-    assert per_rule == {"api/invocations": Decimal("300.00"),
+    assert per_rule == {"api/invocations": Decimal("200.00"),
                         "batch/invocations": Decimal("40.00"),
                         "ws/connections": Decimal("25.00")}
 
@@ -146,7 +152,8 @@ def test_billed_cost_adds_up_to_the_billing_reports_amount_per_currency(
 def test_tiers_and_the_price_are_in_sku_price_details_as_provider_properties(
         month: str, tmp_path: Path) -> None:
     rows = read_csv(focus_file(month, tmp_path))
-    details = {r["SkuId"]: json.loads(r["SkuPriceDetails"], parse_float=Decimal) for r in rows}
+    details = {r["SkuId"]: json.loads(r["SkuPriceDetails"], parse_float=Decimal)
+               for r in rows if r["SkuPriceDetails"]}
     assert details["batch/invocations"] == {
         "x_Pricing": "graduated", "x_IncludedUnits": 0,
         "x_Tier1UpTo": 1000, "x_Tier1UnitPrice": Decimal("0.01"), "x_Tier1FlatPrice": 0,
@@ -172,7 +179,7 @@ def test_the_parquet_file_holds_exact_decimals_utc_instants_and_the_same_rows(
             assert kind == pa.string(), col
     rows = table.to_pylist()
     usd = sum((r["BilledCost"] for r in rows if r["BillingCurrency"] == "USD"), Decimal(0))
-    assert usd == Decimal("325.00")
+    assert usd == Decimal("225.00")
     purchase = next(r for r in rows if r["ChargeCategory"] == "Purchase")
     assert purchase["BilledCost"] == Decimal("20.00") and purchase["EffectiveCost"] == 0
     assert purchase["ConsumedQuantity"] is None and purchase["ChargeClass"] is None
@@ -189,7 +196,7 @@ def test_the_dataframe_api_gives_the_same_rows_typed(month: str) -> None:
     floats = reports.focus(month, MONTH, config=str(EXAMPLE))
     assert str(floats["BilledCost"].dtype) == "Float64"
     assert floats.groupby("BillingCurrency")["BilledCost"].sum().to_dict() == {
-        "EUR": 40.0, "USD": 325.0}
+        "EUR": 40.0, "USD": 225.0}
 
 
 def test_parquet_without_pyarrow_is_one_line_naming_the_extra(tmp_path: Path) -> None:
@@ -242,35 +249,3 @@ def test_a_source_s_vendor_name_must_be_text(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "sources.api.vendor_name: must be a non-empty string" in result.output
 
-
-def cycled_and_credited() -> Config:
-    """The example with the ws rule's period from the 15th and a 100.00 USD credit on api."""
-    config = load(EXAMPLE)
-    rules = tuple(replace(r, cycle_day=15) if r.source == "ws" else r for r in config.billing)
-    credit = Credit(name="api-prepaid", source="api", amount=Decimal("100.00"), currency="USD",
-                    granted=date(2026, 11, 1))
-    return replace(config, billing=rules, credits=(credit,))
-
-
-def test_periods_follow_the_rules_cycle_and_credits_are_credit_rows(month: str) -> None:
-    config = cycled_and_credited()
-    df = reports.focus(month, MONTH, config=config, decimal=True)
-    rows = {(r["SkuId"], r["ChargeCategory"], r["ChargeFrequency"]): r
-            for r in df.to_dict("records")}
-    # ws from 2026-11-15: only the 90 of Nov 21 is in it (the 120 of Nov 10 is not), 0
-    # billable, so the minimum's shortfall is all of its 25.00.
-    ws_usage = rows[("ws/connections", "Usage", "Usage-Based")]
-    ws_minimum = rows[("ws/connections", "Usage", "Recurring")]
-    assert (ws_usage["ConsumedQuantity"], ws_usage["BilledCost"]) == (Decimal(90), Decimal("0.00"))
-    assert ws_minimum["BilledCost"] == Decimal("25.00")
-    for r in (ws_usage, ws_minimum):
-        assert r["ChargePeriodStart"].isoformat() == "2026-11-15T00:00:00+00:00"
-        assert r["BillingPeriodEnd"].isoformat() == "2026-12-15T00:00:00+00:00"
-    credit = rows[("api/invocations", "Credit", "Usage-Based")]
-    assert credit["BilledCost"] == credit["EffectiveCost"] == Decimal("-100.00")
-    assert pd.isna(credit["PricingQuantity"]) and pd.isna(credit["ConsumedQuantity"])
-    assert pd.isna(credit["SkuPriceId"]) and "api-prepaid" in credit["ChargeDescription"]
-    billing = reports.billing(month, MONTH, config=config, decimal=True)
-    due = billing.groupby("currency")["amount_due"].sum().to_dict()
-    assert due == {"USD": Decimal("225.00"), "EUR": Decimal("40.00")}
-    assert df.groupby("BillingCurrency")["BilledCost"].sum().to_dict() == due

@@ -223,3 +223,12 @@ def test_collect_refuses_an_unset_secret_header_variable_with_exit_2(
     assert result.exit_code == 2
     assert ("sources.openai.secret_headers.DD-APPLICATION-KEY: $DD_APP_UNSET is not set"
             in result.output)
+
+
+@pytest.mark.parametrize(("new", "problem"), [
+    ('step = "0s"', "sources.openai.window.step: must be more than 0"),
+    ('step = "7x"', "sources.openai.window.step: must be seconds"),
+])
+def test_a_refused_step_is_one_problem_not_also_shorter_than_align(new: str, problem: str) -> None:
+    found = problems(_with('step = "7d"', new))
+    assert len(found) == 1 and found[0].startswith(problem), found

@@ -148,3 +148,19 @@ def test_the_simulated_vendors_keep_their_documented_quirks(sim: HistorySimulato
         # EndDate is inclusive: one day, one record per category, numbers as strings.
         assert [(r["start_date"], type(r["usage"])) for r in twilio["usage_records"]] == [
             ("2026-10-01", str), ("2026-10-01", str)]
+
+
+def test_help_of_backfill_status_and_export_names_what_history_sources_add() -> None:
+    backfill = CliRunner().invoke(cli, ["backfill", "--help"])
+    assert backfill.exit_code == 0
+    assert "--start DATE" in backfill.output and "--end DATE" in backfill.output
+    status = CliRunner().invoke(cli, ["status", "--help"])
+    assert "read up to" in status.output
+    export = CliRunner().invoke(cli, ["export", "--help"])
+    assert "bucket_start, bucket_end, revisions" in export.output
+
+
+def test_vendors_says_http_json_takes_interval_metrics_with_a_window() -> None:
+    result = CliRunner().invoke(cli, ["vendors"])
+    assert result.exit_code == 0
+    assert "interval or gauge with [sources.window]" in result.output

@@ -13,9 +13,9 @@ from etl.errors import ConfigError, InputError
 
 @click.command("backfill")
 @click.option("--source", "name", required=True, metavar="NAME", help="The history source.")
-@click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]),
+@click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]), metavar="DATE",
               help="First UTC day to read (YYYY-MM-DD).")
-@click.option("--end", type=click.DateTime(["%Y-%m-%d"]),
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), metavar="DATE",
               help="UTC day to stop before (YYYY-MM-DD; default: now).")
 @click.pass_obj
 def backfill(app: AppContext, name: str, start: datetime, end: datetime | None) -> None:

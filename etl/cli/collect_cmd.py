@@ -229,7 +229,8 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
 
     Days are local days of the config timezone, --start and --end both included.
     JSONL holds one raw vendor response per line and round-trips through `import`;
-    CSV holds one row per sample: observed_at (UTC), source, metric, value, limit, status.
+    CSV holds one row per sample: observed_at (UTC), source, metric, value, limit, status,
+    and for history sources bucket_start, bucket_end, revisions.
     Parquet writes a dataset (SPEC 13) that DuckDB, Spark, Trino and pandas read.
 
     \b

@@ -95,7 +95,10 @@ def status(app: AppContext, as_json: bool) -> None:
 
     A source is stale when it has no successful poll within its staleness window
     (2 x interval_seconds unless staleness_seconds is set); a source never polled is stale.
-    Alerts firing now are listed under the table (they do not change the exit status).
+    History sources also show how far they have read (read up to) and how far that is
+    behind now; a lag of up to `align` (a day for daily buckets) is normal: the bucket in
+    progress is read again by the next poll. Alerts firing now are listed under the table (they
+    do not change the exit status).
 
     \b
     Example:

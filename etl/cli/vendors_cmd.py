@@ -17,7 +17,8 @@ def _metrics(kind: VendorKind) -> str:
     fixed += [f"{name}:KEY ({mtype}, one series per item)"
               for name, mtype in kind.series_metrics.items()]
     if not fixed and kind.configure is not None:
-        return "defined by each source ([[sources.metrics]]: counter or gauge)"
+        return ("defined by each source ([[sources.metrics]]: counter or gauge; interval or "
+                "gauge with [sources.window])")
     return ", ".join(fixed) or "none"
 
 

@@ -64,7 +64,12 @@ def month_start(at: datetime) -> datetime:
 
 
 def next_month(start: datetime) -> datetime:
-    """The first instant of the UTC month after the one starting at `start`."""
+    """The first instant of the UTC month after the one starting at `start`.
+
+    December 9999 has no next month a datetime holds: its last instant stands in for it.
+    """
+    if (start.year, start.month) == (9999, 12):
+        return datetime.max.replace(tzinfo=UTC)
     return (start + timedelta(days=32)).replace(day=1)
 
 

@@ -95,14 +95,18 @@ def ensure_ahead(engine: Engine, now: datetime, months: int = MONTHS_AHEAD) -> l
 def make(conn: Connection, month: datetime) -> None:
     """Create one month's partition, moving its rows out of the default partition first."""
     name = partition_name(month)
-    lo, hi = month.isoformat(), next_month(month).isoformat()
+    lo = f"'{month.isoformat()}'"
+    # December 9999 (SPEC 4's last month) reaches to the end of time.
+    last = (month.year, month.month) == (9999, 12)
+    hi = "MAXVALUE" if last else f"'{next_month(month).isoformat()}'"
+    below = "" if last else f"AND observed_at < {hi} "
     # The names and bounds are built here from a datetime, never from input.
     conn.exec_driver_sql(f"CREATE TABLE {name} (LIKE samples INCLUDING DEFAULTS)")
     conn.exec_driver_sql(
-        f"WITH moved AS (DELETE FROM {DEFAULT_PARTITION} WHERE observed_at >= '{lo}' "  # noqa: S608
-        f"AND observed_at < '{hi}' RETURNING *) INSERT INTO {name} SELECT * FROM moved")
+        f"WITH moved AS (DELETE FROM {DEFAULT_PARTITION} WHERE observed_at >= {lo} "  # noqa: S608
+        f"{below}RETURNING *) INSERT INTO {name} SELECT * FROM moved")
     conn.exec_driver_sql(
-        f"ALTER TABLE samples ATTACH PARTITION {name} FOR VALUES FROM ('{lo}') TO ('{hi}')")
+        f"ALTER TABLE samples ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})")
 
 
 def forget(engine: Engine) -> None:

@@ -272,13 +272,16 @@ def _window(value: Any, label: str, problems: list[str]) -> Window | None:
     if table is None:
         return None
     defaults = Window()
+    before = len(problems)
     step = (_span(table, "step", label, problems, Span(seconds=1), months=True, zero=False)
             if "step" in table else None)
     align = _span(table, "align", label, problems, defaults.align, months=True, zero=False)
     inclusive = table.get("end_inclusive", False)
     if not isinstance(inclusive, bool):
         problems.append(f"{label}.end_inclusive: must be true or false")
-    if step is not None and not step.months and not align.months and step.seconds < align.seconds:
+    # A step or align already refused would only repeat itself as "shorter than align".
+    if (step is not None and len(problems) == before and not step.months and not align.months
+            and step.seconds < align.seconds):
         problems.append(f"{label}.step: shorter than align")
     return Window(backfill=_span(table, "backfill", label, problems, defaults.backfill),
                   lookback=_span(table, "lookback", label, problems, defaults.lookback),

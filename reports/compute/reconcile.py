@@ -138,16 +138,21 @@ def focus_invoice_lines(charges: FocusCharges, rules: Sequence[BillingRule],
 
     `rules[k]` was summed into window `k` (its period); `month_window` is the window of the
     calendar month. Per rule: Σ ConsumedQuantity and Σ BilledCost of the rows its selector
-    picks in its period (no line when none). The rows of the month no rule picks: one line
+    picks in its period (no line when none), Credit rows left out unless its focus_match
+    names ChargeCategory (they pay charges; the comparison is with the rule's `amount`). The rows of the month no rule picks: one line
     per ServiceName/SkuId with source "" and metric `ServiceName/SkuId`. Quantities are
     written without trailing zeros (a Parquet float column's 10000.0 is 10000).
     """
     where = {col: n for n, col in enumerate(charges.columns)}
     picks = [focus_selector(rule) for rule in rules]
+    category = where["ChargeCategory"]
     lines: list[InvoiceLine] = []
     for k, (rule, pick) in enumerate(zip(rules, picks, strict=True)):
+        # Credits pay charges, they are not usage: left out unless focus_match asks for them.
+        credits_too = any(c == "ChargeCategory" for c, _ in pick)
         chosen = [s for (key, w), s in charges.sums.items()
-                  if w == k and all(key[where[c]] == v for c, v in pick)]
+                  if w == k and all(key[where[c]] == v for c, v in pick)
+                  and (credits_too or key[category] != "Credit")]
         if chosen:
             lines.append(InvoiceLine(
                 rule.source, label, rule.metric, plain(sum((s.quantity for s in chosen),

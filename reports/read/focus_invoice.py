@@ -29,7 +29,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 # The columns a FOCUS invoice must have (SPEC 12); a rule's focus_match may name more.
 REQUIRED = ("BilledCost", "ChargePeriodStart", "ServiceName", "SkuId")
-OPTIONAL = ("ConsumedQuantity", "BillingCurrency")
+OPTIONAL = ("ConsumedQuantity", "BillingCurrency", "ChargeCategory")
 # Rows summed per batch: bounded memory whatever the file's size.
 BATCH_ROWS = 65_536
 CSV_BLOCK_BYTES = 256 * 1024
@@ -100,17 +100,18 @@ def read_focus_charges(path: Path, kind: FocusKind, match_columns: Sequence[str]
                        windows: Sequence[tuple[int, int]]) -> FocusCharges:
     """Stream the FOCUS file and sum its rows per key and window (SPEC 12).
 
-    The key is the values of ServiceName, SkuId and every column in `match_columns`. A
+    The key is the values of ServiceName, SkuId, ChargeCategory (None where the file has no
+    such column) and every column in `match_columns`. A
     missing column, a BilledCost or ConsumedQuantity that is not a number, or a
     ChargePeriodStart that is not a date and time is an InputError `FILE:LINE: reason` (for
     Parquet, LINE is the row number, the first row being 1). MissingExtraError for Parquet
     without pyarrow.
     """
-    columns = tuple(dict.fromkeys(("ServiceName", "SkuId", *match_columns)))
+    columns = tuple(dict.fromkeys(("ServiceName", "SkuId", "ChargeCategory", *match_columns)))
     out = FocusCharges(path, columns, tuple(windows))
     starts: dict[Any, tuple[int, ...]] = {}
     numbers: dict[Any, Decimal] = {}
-    for first_line, batch in _batches(path, kind, columns):
+    for first_line, batch in _batches(path, kind, match_columns):
         _add_batch(out, first_line, batch, starts, numbers)
         if len(numbers) > _NUMBER_CACHE:
             numbers.clear()
@@ -125,7 +126,8 @@ def _add_batch(out: FocusCharges, first_line: int, batch: dict[str, list[Any]],
     instants and many of its amounts.
     """
     path = out.path
-    keys = list(zip(*(batch[c] for c in out.columns), strict=True))
+    size = len(batch["ChargePeriodStart"])
+    keys = list(zip(*(batch.get(c) or [None] * size for c in out.columns), strict=True))
     costs, quantities = batch["BilledCost"], batch.get("ConsumedQuantity")
     currencies = batch.get("BillingCurrency")
     for i, start in enumerate(batch["ChargePeriodStart"]):
