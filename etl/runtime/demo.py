@@ -160,14 +160,6 @@ key = "model"
 value = "output_tokens"
 
 [[billing]]
-source = "openai-usage"
-metric = "output_tokens:gpt-4o"
-aggregation = "sum"
-included = 1000
-unit_price = "0.01"
-currency = "USD"
-
-[[billing]]
 source = "rules"
 metric = "invocations"
 aggregation = "increase"
@@ -189,6 +181,15 @@ metric = "requests:web-app"
 aggregation = "increase"
 included = 50000
 unit_price = "0.0005"
+currency = "USD"
+
+# The history vendor, billed on the sum of its buckets (SPEC 10).
+[[billing]]
+source = "openai-usage"
+metric = "output_tokens:gpt-4o"
+aggregation = "sum"
+included = 1000
+unit_price = "0.01"
 currency = "USD"
 
 # Paid in advance: the billing report shows what it paid, its balance and when it runs out.
