@@ -15,10 +15,9 @@ SQLite file that does not exist is an error rather than a new empty database.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from datetime import date, datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -27,13 +26,15 @@ from sqlalchemy import Engine
 from etl.config import Aggregation, Config, Pricing
 from etl.errors import InputError
 from etl.vendors.types import MetricType
+from reports import arguments as args
 from reports import pipelines
 from reports.access import ConfigLike, DbLike, open_engine, report_config
+from reports.arguments import NameFilter, TimeLike
 from reports.compute.billing import BILLING_COLUMNS
 from reports.compute.daily import CRITICAL_PCT, DAILY_COLUMNS, WARNING_PCT
 from reports.compute.focus import FOCUS_COLUMNS, FOCUS_DECIMALS, FOCUS_INSTANTS
 from reports.compute.reconcile import RECONCILE_COLUMNS, RECONCILE_STATUSES
-from reports.periods import DATE_RE, days_period, local_midnight, parse_month, resolve_tz
+from reports.periods import days_period
 from reports.pipelines.days import SeriesInfo, configured_series
 from reports.read import raw as raw_history
 
@@ -49,8 +50,6 @@ __all__ = [
     "reconcile",
 ]
 
-TimeLike = date | datetime | str
-NameFilter = str | Iterable[str] | None
 
 SAMPLE_COLUMNS = ["observed_at", "source", "metric", "metric_type", "value", "limit", "pct",
                   "status"]
@@ -62,96 +61,6 @@ _MONEY_COLUMNS = ["quantity", "included", "overage", "unit_price", "amount", "cr
                   "projected_amount", "flat_fee", "minimum"]
 _RECONCILE_MONEY = ["metered_quantity", "invoiced_quantity", "quantity_diff", "metered_amount",
                     "invoiced_amount", "amount_diff"]
-
-
-# --- time arguments ----------------------------------------------------------------------
-
-
-def _zone(name: str) -> ZoneInfo:
-    return resolve_tz(name, "tz")
-
-
-def _parse_time(value: TimeLike, what: str) -> date | datetime:
-    if isinstance(value, date):  # datetime and pd.Timestamp are dates too
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if DATE_RE.match(text):
-                return date.fromisoformat(text)
-            return datetime.fromisoformat(text)
-        except ValueError:
-            pass
-    raise InputError(f"{what}: {value!r} is not a date or an ISO 8601 date-time")
-
-
-def _instant(value: TimeLike, zone: ZoneInfo, what: str, *, end: bool = False) -> datetime:
-    """An aware instant; a date is its local midnight (for `end`: the next one)."""
-    parsed = _parse_time(value, what)
-    if isinstance(parsed, datetime):
-        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=zone)
-    return local_midnight(parsed + timedelta(days=1) if end else parsed, zone)
-
-
-def _day(value: TimeLike, zone: ZoneInfo, what: str) -> date:
-    """The local day of a date, a datetime (naive = local) or an ISO string."""
-    parsed = _parse_time(value, what)
-    if isinstance(parsed, datetime):
-        return parsed.astimezone(zone).date() if parsed.tzinfo is not None else parsed.date()
-    return parsed
-
-
-def _month(value: TimeLike) -> date:
-    if isinstance(value, str):
-        text = value.strip()
-        if DATE_RE.match(text):
-            return date.fromisoformat(text).replace(day=1)
-        return parse_month(text, "month")
-    if isinstance(value, date):
-        return value.replace(day=1)
-    raise InputError(f"month: {value!r} is not a month (expected YYYY-MM)")
-
-
-def _names(value: NameFilter) -> list[str] | None:
-    if value is None:
-        return None
-    return [value] if isinstance(value, str) else list(value)
-
-
-def _check_names(what: str, wanted: list[str] | None, known: Iterable[str]) -> None:
-    if wanted is None:
-        return
-    have = sorted(set(known))
-    unknown = [w for w in wanted if w not in have]
-    if unknown:
-        raise InputError(f"{what}: {', '.join(map(repr, unknown))} not found "
-                         f"(known: {', '.join(have) or 'none'})")
-
-
-# --- typed columns -----------------------------------------------------------------------
-
-
-def _timestamps(micros: Sequence[Any] | pd.Series, zone: ZoneInfo) -> pd.Series:
-    """Aware timestamps in `zone` (microsecond resolution) from epoch microseconds."""
-    values = pd.Series(micros, dtype="Int64")
-    return pd.to_datetime(values, unit="us", utc=True).dt.tz_convert(zone)
-
-
-def _local_days(days: pd.Series, zone: ZoneInfo) -> pd.Series:
-    """Each local date as the aware instant its day starts at, in `zone`."""
-    starts = {d: local_midnight(d, zone) for d in days.dropna().unique()}
-    out = pd.to_datetime(days.map(starts), utc=True).dt.tz_convert(zone)
-    return out.astype(f"datetime64[us, {zone.key}]")
-
-
-def _category(values: pd.Series, order: Sequence[str] | None = None) -> pd.Series:
-    cats = list(order) if order is not None else sorted(values.dropna().unique())
-    return values.astype(pd.CategoricalDtype(cats))
-
-
-def _float(values: pd.Series) -> pd.Series:
-    return pd.Series([None if v is None or v is pd.NA else float(v) for v in values],
-                     index=values.index, dtype="Float64")
 
 
 # --- raw history -------------------------------------------------------------------------
@@ -170,26 +79,16 @@ def list_series(db: DbLike, tz: str = "UTC") -> pd.DataFrame:
             source       metric        kind metric_type  samples                     first ...
         0    rules  invocations      nected     counter     8065 2026-10-24 00:00:00+00:00 ...
     """
-    zone = _zone(tz)
+    zone = args.zone(tz)
     with open_engine(db) as engine, engine.connect() as conn:
         rows = raw_history.series_rows(conn)
     df = pd.DataFrame.from_records(rows, columns=SERIES_COLUMNS)
     for col in ("source", "metric", "kind", "metric_type"):
-        df[col] = _category(df[col].astype(object))
+        df[col] = args.category(df[col].astype(object))
     df["samples"] = df["samples"].astype("Int64")
-    df["first"] = _timestamps(df["first"], zone)
-    df["last"] = _timestamps(df["last"], zone)
+    df["first"] = args.timestamps(df["first"], zone)
+    df["last"] = args.timestamps(df["last"], zone)
     return df
-
-
-def _bounds(start: TimeLike | None, end: TimeLike | None,
-            zone: ZoneInfo) -> tuple[datetime | None, datetime | None]:
-    """[lo, hi) instants of the `start`/`end` arguments (either None: open)."""
-    lo = _instant(start, zone, "start") if start is not None else None
-    hi = _instant(end, zone, "end", end=True) if end is not None else None
-    if lo is not None and hi is not None and hi <= lo:
-        raise InputError(f"end: {end!r} is not after start {start!r}")
-    return lo, hi
 
 
 def load_samples(db: DbLike, source: NameFilter = None, metric: NameFilter = None,
@@ -214,22 +113,22 @@ def load_samples(db: DbLike, source: NameFilter = None, metric: NameFilter = Non
         ...                   start="2026-11-01", end="2026-11-30", tz="Europe/Berlin")
         >>> df.set_index("observed_at")["value"].resample("1h").max()   # doctest: +SKIP
     """
-    zone = _zone(tz or (db.timezone if isinstance(db, Config) else "UTC"))
-    sources, metrics = _names(source), _names(metric)
-    lo, hi = _bounds(start, end, zone)
+    zone = args.zone(tz or (db.timezone if isinstance(db, Config) else "UTC"))
+    sources, metrics = args.names(source), args.names(metric)
+    lo, hi = args.bounds(start, end, zone)
     with open_engine(db) as engine, engine.connect() as conn:
         stored = raw_history.stored_names(conn)
-        _check_names("source", sources, (s for s, _ in stored))
-        _check_names("metric", metrics, (m for _, m in stored))
+        args.check_names("source", sources, (s for s, _ in stored))
+        args.check_names("metric", metrics, (m for _, m in stored))
         rows = raw_history.sample_rows(conn, sources, metrics, lo, hi)
     raw = pd.DataFrame.from_records(
         rows, columns=["observed_at", "source", "metric", "metric_type", "value", "limit",
                        "status"])
     df = pd.DataFrame({
-        "observed_at": _timestamps(raw["observed_at"], zone),
-        "source": _category(raw["source"].astype(object), sorted({s for s, _ in stored})),
-        "metric": _category(raw["metric"].astype(object), sorted({m for _, m in stored})),
-        "metric_type": _category(raw["metric_type"].astype(object), [t.value for t in MetricType]),
+        "observed_at": args.timestamps(raw["observed_at"], zone),
+        "source": args.category(raw["source"].astype(object), sorted({s for s, _ in stored})),
+        "metric": args.category(raw["metric"].astype(object), sorted({m for _, m in stored})),
+        "metric_type": args.category(raw["metric_type"].astype(object), [t.value for t in MetricType]),
         "value": raw["value"].astype("float64"),
         "limit": raw["limit"].astype("Float64"),
         "status": raw["status"].astype("string"),
@@ -254,16 +153,16 @@ def load_attempts(db: DbLike, source: NameFilter = None, start: TimeLike | None 
         >>> att = load_attempts("sqlite:///usage.db", start="2026-11-01")
         >>> att.groupby("source", observed=True)["outcome"].value_counts()  # doctest: +SKIP
     """
-    zone = _zone(tz or (db.timezone if isinstance(db, Config) else "UTC"))
-    sources = _names(source)
-    lo, hi = _bounds(start, end, zone)
+    zone = args.zone(tz or (db.timezone if isinstance(db, Config) else "UTC"))
+    sources = args.names(source)
+    lo, hi = args.bounds(start, end, zone)
     with open_engine(db) as engine, engine.connect() as conn:
         rows = raw_history.attempt_rows(conn, sources, lo, hi)
     df = pd.DataFrame.from_records(rows, columns=ATTEMPT_COLUMNS)
-    df["source"] = _category(df["source"].astype(object))
-    df["started_at"] = _timestamps(df["started_at"], zone)
-    df["finished_at"] = _timestamps(df["finished_at"], zone)
-    df["outcome"] = _category(df["outcome"].astype(object))
+    df["source"] = args.category(df["source"].astype(object))
+    df["started_at"] = args.timestamps(df["started_at"], zone)
+    df["finished_at"] = args.timestamps(df["finished_at"], zone)
+    df["outcome"] = args.category(df["outcome"].astype(object))
     for col in ("http_status", "tries", "samples_stored"):
         df[col] = df[col].astype("Int64")
     df["latency_ms"] = df["latency_ms"].astype("Float64")
@@ -276,10 +175,10 @@ def load_attempts(db: DbLike, source: NameFilter = None, start: TimeLike | None 
 
 def _series(config: Config, source: NameFilter, metric: NameFilter, engine: Engine | None = None,
             until_us: int | None = None) -> list[SeriesInfo]:
-    sources, metrics = _names(source), _names(metric)
+    sources, metrics = args.names(source), args.names(metric)
     every = configured_series(config, engine=engine, until_us=until_us)
-    _check_names("source", sources, (s.source for s in every))
-    _check_names("metric", metrics, (s.metric for s in every))
+    args.check_names("source", sources, (s.source for s in every))
+    args.check_names("metric", metrics, (s.metric for s in every))
     return [s for s in every if (sources is None or s.source in sources)
             and (metrics is None or s.metric in metrics)]
 
@@ -310,8 +209,8 @@ def daily_usage(db: DbLike, start: TimeLike, end: TimeLike | None = None,
         >>> d.nlargest(5, "max")[["date", "max", "peak_pct", "critical_minutes"]]  # doctest: +SKIP
     """
     cfg = report_config(db, config)
-    zone = _zone(tz or cfg.timezone)
-    first, last = _day(start, zone, "start"), _day(end if end is not None else start, zone, "end")
+    zone = args.zone(tz or cfg.timezone)
+    first, last = args.day(start, zone, "start"), args.day(end if end is not None else start, zone, "end")
     if last < first:
         raise InputError(f"end: {last} is before start {first}")
     until_us = days_period(first, last + timedelta(days=1), zone).end_us
@@ -319,12 +218,12 @@ def daily_usage(db: DbLike, start: TimeLike, end: TimeLike | None = None,
         series = _series(cfg, source, metric, engine, until_us)
         df = pipelines.daily(engine, cfg, first, last, zone.key, series=series,
                              rollups=rollups).table
-    df["date"] = _local_days(df["date"], zone)
+    df["date"] = args.local_days(df["date"], zone)
     order = list(dict.fromkeys(s.source for s in series))
-    df["source"] = _category(df["source"].astype(object), order)
-    df["metric"] = _category(df["metric"].astype(object),
+    df["source"] = args.category(df["source"].astype(object), order)
+    df["metric"] = args.category(df["metric"].astype(object),
                              list(dict.fromkeys(s.metric for s in series)))
-    df["metric_type"] = _category(df["metric_type"].astype(object), [t.value for t in MetricType])
+    df["metric_type"] = args.category(df["metric_type"].astype(object), [t.value for t in MetricType])
     return df[DAILY_COLUMNS]
 
 
@@ -333,7 +232,7 @@ def _money(df: pd.DataFrame, columns: Sequence[str], decimal: bool) -> None:
         if decimal:
             df[col] = df[col].astype(object).where(df[col].notna(), None)
         else:
-            df[col] = _float(df[col])
+            df[col] = args.floats(df[col])
 
 
 def billing(db: DbLike, month: TimeLike, tz: str | None = None, *, config: ConfigLike = None,
@@ -360,8 +259,8 @@ def billing(db: DbLike, month: TimeLike, tz: str | None = None, *, config: Confi
         >>> b[["source", "metric", "quantity", "amount", "projected_amount"]]  # doctest: +SKIP
     """
     cfg = report_config(db, config)
-    zone = _zone(tz or cfg.timezone)
-    first = _month(month)
+    zone = args.zone(tz or cfg.timezone)
+    first = args.month(month)
     with open_engine(db) as engine:
         df = pipelines.billing(engine, cfg, first, zone.key, now=now, rollups=rollups).table
     return _typed_billing(df, zone, decimal)
@@ -371,20 +270,20 @@ def _typed_billing(df: pd.DataFrame, zone: ZoneInfo, decimal: bool) -> pd.DataFr
     df = df.copy()
     df["month"] = df["month"].astype("string")
     for col in ("source", "metric"):
-        df[col] = _category(df[col].astype(object), list(dict.fromkeys(df[col])))
-    df["aggregation"] = _category(df["aggregation"].astype(object), list(Aggregation))
-    df["pricing"] = _category(df["pricing"].astype(object), list(Pricing))
+        df[col] = args.category(df[col].astype(object), list(dict.fromkeys(df[col])))
+    df["aggregation"] = args.category(df["aggregation"].astype(object), list(Aggregation))
+    df["pricing"] = args.category(df["pricing"].astype(object), list(Pricing))
     df["currency"] = df["currency"].astype("string")
     _money(df, _MONEY_COLUMNS, decimal)
     df["coverage_pct"] = df["coverage_pct"].astype("Float64")
     df["samples"] = df["samples"].astype("Int64")
     df["resets"] = df["resets"].astype("Int64")
     used = df["included_used_up_on"].astype(object).where(df["included_used_up_on"].notna())
-    df["included_used_up_on"] = _local_days(used, zone)
+    df["included_used_up_on"] = args.local_days(used, zone)
     df["used_up_projected"] = df["used_up_projected"].astype("boolean")
     df["minimum_applied"] = df["minimum_applied"].astype("boolean")
     for col in ("period_start", "period_end", "valid_from", "valid_until"):
-        df[col] = _local_days(df[col].astype(object).where(df[col].notna()), zone)
+        df[col] = args.local_days(df[col].astype(object).where(df[col].notna()), zone)
     for col in ("elapsed_pct", "elapsed_coverage_pct"):
         df[col] = df[col].astype("Float64")
     return df[BILLING_COLUMNS]
@@ -411,21 +310,21 @@ def reconcile(db: DbLike, month: TimeLike, invoice: str | os.PathLike[str],
         ...               tolerance_pct=0.5, config="usage-etl.toml")
         >>> r[r["status"] != "match"]                                  # doctest: +SKIP
     """
-    first = _month(month)
+    first = args.month(month)
     given = pipelines.reconcile_input(first, Path(invoice), tolerance_pct,
                                       tolerance_name="tolerance_pct")
     cfg = report_config(db, config)
-    zone = _zone(tz or cfg.timezone)
+    zone = args.zone(tz or cfg.timezone)
     with open_engine(db) as engine:
         df = pipelines.reconcile(engine, cfg, given, zone.key, now=now, rollups=rollups).table
     df["month"] = df["month"].astype("string")
     for col in ("source", "metric"):
-        df[col] = _category(df[col].astype(object), list(dict.fromkeys(df[col])))
+        df[col] = args.category(df[col].astype(object), list(dict.fromkeys(df[col])))
     _money(df, _RECONCILE_MONEY, decimal)
-    df["status"] = _category(df["status"].astype(object), RECONCILE_STATUSES)
+    df["status"] = args.category(df["status"].astype(object), RECONCILE_STATUSES)
     df["reason"] = df["reason"].astype("string")
     df["currency"] = df["currency"].astype("string")
-    df["coverage_pct"] = _float(df["coverage_pct"])
+    df["coverage_pct"] = args.floats(df["coverage_pct"])
     df["resets"] = df["resets"].astype("Int64")
     return df[RECONCILE_COLUMNS]
 
@@ -447,9 +346,9 @@ def focus(db: DbLike, month: TimeLike, tz: str | None = None, *, config: ConfigL
         >>> f.groupby("BillingCurrency")["BilledCost"].sum()          # doctest: +SKIP
     """
     cfg = report_config(db, config)
-    zone = _zone(tz or cfg.timezone)
+    zone = args.zone(tz or cfg.timezone)
     with open_engine(db) as engine:
-        df = pipelines.focus(engine, cfg, _month(month), zone.key, now=now,
+        df = pipelines.focus(engine, cfg, args.month(month), zone.key, now=now,
                              rollups=rollups).table
     _money(df, FOCUS_DECIMALS, decimal)
     for col in FOCUS_INSTANTS:
