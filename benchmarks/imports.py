@@ -65,10 +65,10 @@ def plain_rows(path: Path, ids: dict[tuple[str, str], int], sqlite: bool
                 for metric in ("connections", "documents"):
                     m = body["usage"][metric]
                     samples.append((ids[(source, metric)], when, float(m["current"]),
-                                    float(m["limit"]), m["status"], k))
+                                    float(m["limit"]), m["status"]))
             else:
                 samples.append((ids[(source, "invocations")], when,
-                                float(body["data"]["invocations"]), None, None, k))
+                                float(body["data"]["invocations"]), None, None))
     return snaps, samples
 
 
@@ -86,12 +86,12 @@ def rows_from_observations(obs: list[Observation], ids: dict[tuple[str, str], in
         when = to_micros(o.observed_at) if sqlite else o.observed_at
         snaps.append((k, o.source, o.kind, when, None, o.origin, o.payload))
         for sv in o.samples:
-            samples.append((ids[(o.source, sv.metric)], when, sv.value, sv.limit, sv.status, k))
+            samples.append((ids[(o.source, sv.metric)], when, sv.value, sv.limit, sv.status))
     return snaps, samples
 
 
 _SNAP_COLS = "id, source, kind, observed_at, received_at, origin, payload"
-_SAMPLE_COLS = "series_id, observed_at, value, plan_limit, status, snapshot_id"
+_SAMPLE_COLS = "series_id, observed_at, value, plan_limit, status"
 
 
 def raw_sqlite(db: Path, snaps: list[tuple[Any, ...]], samples: list[tuple[Any, ...]]) -> None:
@@ -102,7 +102,7 @@ def raw_sqlite(db: Path, snaps: list[tuple[Any, ...]], samples: list[tuple[Any, 
     with con:
         con.executemany(f"INSERT INTO snapshots ({_SNAP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
                         snaps)
-        con.executemany(f"INSERT INTO samples ({_SAMPLE_COLS}) VALUES (?, ?, ?, ?, ?, ?)",  # noqa: S608
+        con.executemany(f"INSERT INTO samples ({_SAMPLE_COLS}) VALUES (?, ?, ?, ?, ?)",  # noqa: S608
                         samples)
     con.close()
 

@@ -40,19 +40,22 @@ def random_batch(rng: random.Random, n: int) -> list[Observation]:
 
 
 def content(engine: Engine) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
-    """Stored samples and snapshots, keyed by names not ids, with each sample's snapshot payload."""
+    """Stored samples and snapshots, keyed by names not ids, with each sample's snapshot payload.
+
+    A sample's snapshot is its source's at its instant.
+    """
     with engine.connect() as conn:
         snaps = {
-            sid: (src, at, payload)
-            for sid, src, at, payload in conn.execute(
-                select(Snapshot.id, Snapshot.source, Snapshot.observed_at, Snapshot.payload)
+            (src, at): (src, at, payload)
+            for src, at, payload in conn.execute(
+                select(Snapshot.source, Snapshot.observed_at, Snapshot.payload)
             )
         }
         samples = sorted(
-            (src, metric, at, value, limit, status, snaps[snap][2] if snap else None)
-            for src, metric, at, value, limit, status, snap in conn.execute(
+            (src, metric, at, value, limit, status, snaps[(src, at)][2])
+            for src, metric, at, value, limit, status in conn.execute(
                 select(Series.source, Series.metric, Sample.observed_at, Sample.value,
-                       Sample.plan_limit, Sample.status, Sample.snapshot_id)
+                       Sample.plan_limit, Sample.status)
                 .join(Series, Series.id == Sample.series_id)
             )
         )

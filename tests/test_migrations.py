@@ -324,3 +324,64 @@ def test_0007_clusters_sqlite_samples_in_place_keeping_every_sample(empty_db_url
     upgrade(engine)
     forget_series_cache(engine)
     engine.dispose()
+
+
+def test_0009_drops_the_snapshot_id_keeping_every_sample_and_down_restores_it(
+        empty_db_url: str) -> None:
+    from etl.store import partitions
+    from tests.factories import seed_month
+
+    engine = make_engine(empty_db_url)
+    upgrade(engine, "0008_samples_partitioned")  # a database made at the previous revision
+    seed_month(engine)
+    # What 0008's write path stored: each sample's snapshot is its source's at its instant.
+    snapshot_of = ("SELECT n.id FROM snapshots n JOIN series s ON s.source = n.source "
+                   "WHERE s.id = samples.series_id AND n.observed_at = samples.observed_at")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE samples SET snapshot_id = ({snapshot_of})")  # noqa: S608
+
+    def rows() -> list[tuple[Any, ...]]:
+        with engine.connect() as conn:
+            return sorted(tuple(r) for r in conn.exec_driver_sql(
+                "SELECT series_id, observed_at, value, plan_limit, status, bucket_end, "
+                "fetched_at, revisions FROM samples"))
+
+    def snapshot_ids() -> list[tuple[Any, ...]]:
+        with engine.connect() as conn:
+            return sorted(tuple(r) for r in conn.exec_driver_sql(
+                "SELECT series_id, observed_at, snapshot_id FROM samples"))
+
+    def columns() -> list[str]:
+        return [c["name"] for c in inspect(engine).get_columns("samples")]
+
+    before, links = rows(), snapshot_ids()
+    assert len(before) == 11 and all(link[2] is not None for link in links)
+    upgrade(engine)
+    assert rows() == before
+    assert "snapshot_id" not in columns()
+    assert _diff(engine) == []
+    if engine.dialect.name == "postgresql":
+        # Unpadded: the 8-byte columns first; every partition's key index packed full.
+        assert columns()[:2] == ["observed_at", "value"]
+        with engine.connect() as conn:
+            assert partitions.is_partitioned(conn)
+            assert {"samples_p2026_04", "samples_p2026_05", "samples_p2026_06"} <= \
+                partitions.existing(conn)
+            options = conn.exec_driver_sql(
+                "SELECT c.relname, c.reloptions FROM pg_index i JOIN pg_class c "
+                "ON c.oid = i.indexrelid JOIN pg_inherits h ON h.inhrelid = i.indrelid "
+                "WHERE h.inhparent = to_regclass('samples')").all()
+        assert options and all(opts == ["fillfactor=100"] for _name, opts in options)
+    else:
+        with engine.connect() as conn:
+            ddl = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'samples'").scalar_one()
+        assert str(ddl).rstrip().endswith("WITHOUT ROWID")
+    downgrade(engine, "0008_samples_partitioned")
+    assert rows() == before
+    assert snapshot_ids() == links
+    partitions.forget(engine)
+    upgrade(engine)
+    assert rows() == before
+    forget_series_cache(engine)
+    engine.dispose()

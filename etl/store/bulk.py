@@ -28,7 +28,7 @@ class _Retry(Exception):
 class _Chunk:
     """One chunk prepared in Python: unique observations' rows and the in-chunk repeats."""
 
-    base: int  # snapshot ids are base + k (SQLite); PostgreSQL maps k to sequence values
+    base: int  # snapshot ids are base + k (SQLite); PostgreSQL takes them from the sequence
     snap_rows: list[tuple[Any, ...]] = field(default_factory=list)  # k, source, kind, at, recv, origin, payload
     sample_rows: list[tuple[Any, ...]] = field(default_factory=list)  # sid, at, value, limit, status, k
     repeats: list[tuple[int, Any, float]] = field(default_factory=list)  # sid, at, value
@@ -268,9 +268,9 @@ def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
                 snaps,
             )
             cur.executemany(
-                "INSERT INTO samples (series_id, observed_at, value, plan_limit, status, snapshot_id) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                samples,
+                "INSERT INTO samples (series_id, observed_at, value, plan_limit, status) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (r[:5] for r in samples),
             )
         except sqlite3.IntegrityError:
             raise _Retry() from None
@@ -281,29 +281,22 @@ def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
 
         cur = raw.cursor(binary=True)
         try:
-            # The sequence is named once: pg_get_serial_sequence per row cost 8x the nextval.
-            cur.execute("SELECT pg_get_serial_sequence('snapshots', 'id')")
-            seq = cur.fetchone()[0]
-            cur.execute("SELECT array_agg(nextval(%s::regclass)) FROM generate_series(1, %s)",
-                        (seq, len(snaps)))
-            # k -> id (a split chunk's k are not 0..n-1).
-            ids = dict(zip((r[0] for r in snaps), cur.fetchone()[0], strict=True))
             # Binary COPY: the server need not parse text timestamps and floats, which was
-            # most of its time on the text format.
+            # most of its time on the text format. Snapshot ids come from their sequence.
             with cur.copy(
-                "COPY snapshots (id, source, kind, observed_at, received_at, origin, payload) "
+                "COPY snapshots (source, kind, observed_at, received_at, origin, payload) "
                 "FROM STDIN (FORMAT BINARY)"
             ) as cp:
                 cp.set_types(_SNAP_TYPES)
                 for r in snaps:
-                    cp.write_row((ids[r[0]], *r[1:]))
+                    cp.write_row(r[1:])
             with cur.copy(
-                "COPY samples (series_id, observed_at, value, plan_limit, status, snapshot_id) "
+                "COPY samples (series_id, observed_at, value, plan_limit, status) "
                 "FROM STDIN (FORMAT BINARY)"
             ) as cp:
                 cp.set_types(_SAMPLE_TYPES)
                 for r in samples:
-                    cp.write_row((*r[:5], ids[r[5]]))
+                    cp.write_row(r[:5])
         except psycopg.errors.UniqueViolation:
             raise _Retry() from None
         finally:
@@ -314,8 +307,8 @@ def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
 
 
 # Column types of snapshots and samples on PostgreSQL, for binary COPY.
-_SNAP_TYPES = ["int8", "varchar", "varchar", "timestamptz", "timestamptz", "varchar", "text"]
-_SAMPLE_TYPES = ["int4", "timestamptz", "float8", "float8", "varchar", "int8"]
+_SNAP_TYPES = ["varchar", "varchar", "timestamptz", "timestamptz", "varchar", "text"]
+_SAMPLE_TYPES = ["int4", "timestamptz", "float8", "float8", "varchar"]
 _STAGE_SNAP_TYPES = ["int4", "text", "text", "timestamptz", "timestamptz", "text", "text"]
 _STAGE_SAMPLE_TYPES = ["int4", "timestamptz", "float8", "float8", "text", "int4"]
 
@@ -371,10 +364,8 @@ def _staged(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
         )
         n_snaps = cur.rowcount
         cur.execute(
-            "INSERT INTO samples (series_id, observed_at, value, plan_limit, status, snapshot_id) "
-            "SELECT b.series_id, b.observed_at, b.value, b.plan_limit, b.status, n.id "
-            "FROM bulk_samp b JOIN bulk_snap bs ON bs.k = b.k "
-            "LEFT JOIN snapshots n ON n.source = bs.source AND n.observed_at = bs.observed_at "
+            "INSERT INTO samples (series_id, observed_at, value, plan_limit, status) "
+            "SELECT series_id, observed_at, value, plan_limit, status FROM bulk_samp "
             "WHERE true ON CONFLICT (series_id, observed_at) DO NOTHING"
         )
         n_samples = cur.rowcount

@@ -39,7 +39,6 @@ class _Bucket:
     revisions: int
     limit: float | None
     status: str | None
-    snapshot_id: int | None
     # Its page was stored before: it was offered then, and counted as a revision then.
     repeat: bool = False
 
@@ -50,7 +49,7 @@ class _Bucket:
 
     def row(self) -> tuple[Any, ...]:
         return (self.start, self.end, self.value, self.fetched, self.revisions, self.limit,
-                self.status, self.snapshot_id)
+                self.status)
 
 
 def store_history(conn: Connection, observations: Iterable[Observation]) -> StoreResult:
@@ -66,7 +65,7 @@ def store_history(conn: Connection, observations: Iterable[Observation]) -> Stor
     pages = list(observations)
     if not pages:
         return result
-    snap_ids, new_pages = _insert_snapshots(conn, pages, result)
+    new_pages = _insert_snapshots(conn, pages, result)
     _record_reads(conn, pages)
     offered: dict[int, list[_Bucket]] = {}
     for obs in pages:
@@ -76,8 +75,7 @@ def store_history(conn: Connection, observations: Iterable[Observation]) -> Stor
                 raise ValueError(f"{obs.source}: {sv.metric}: a history sample needs its bucket")
             offered.setdefault(ids[sv.metric], []).append(_Bucket(
                 sv.bucket_start, sv.bucket_end, sv.value, obs.observed_at, 0, sv.limit,
-                sv.status, snap_ids.get((obs.source, obs.observed_at)),
-                (obs.source, obs.observed_at) not in new_pages))
+                sv.status, (obs.source, obs.observed_at) not in new_pages))
     spans: dict[int, tuple[datetime, datetime]] = {}
     for sid, buckets in offered.items():
         changed = _merge_series(conn, sid, buckets, result)
@@ -92,8 +90,8 @@ def store_history(conn: Connection, observations: Iterable[Observation]) -> Stor
 
 def _insert_snapshots(
     conn: Connection, pages: Sequence[Observation], result: StoreResult,
-) -> tuple[dict[tuple[str, datetime], int], set[tuple[str, datetime]]]:
-    """Insert each page not stored yet (keyed like any snapshot); every page's id, the new ones."""
+) -> set[tuple[str, datetime]]:
+    """Insert each page not stored yet (keyed like any snapshot); the (source, instant) of new ones."""
     rows: dict[tuple[str, datetime], dict[str, Any]] = {}
     for obs in pages:
         if obs.window is None:
@@ -102,19 +100,15 @@ def _insert_snapshots(
             "source": obs.source, "kind": obs.kind, "observed_at": obs.observed_at,
             "received_at": obs.received_at, "origin": str(obs.origin), "payload": obs.payload,
             "window_start": obs.window[0], "window_end": obs.window[1]})
-    found: dict[tuple[str, datetime], int] = {}
     new: set[tuple[str, datetime]] = set()
     for (source, at), row in rows.items():
         sid = conn.execute(select(Snapshot.id).where(
             Snapshot.source == source, Snapshot.observed_at == at)).scalar()
         if sid is None:
             conn.execute(insert_ignore(conn, Snapshot, ("source", "observed_at")), [row])
-            sid = conn.execute(select(Snapshot.id).where(
-                Snapshot.source == source, Snapshot.observed_at == at)).scalar_one()
             result.snapshots += 1
             new.add((source, at))
-        found[(source, at)] = sid
-    return found, new
+    return new
 
 
 def _record_reads(conn: Connection, pages: Sequence[Observation]) -> None:
@@ -143,14 +137,14 @@ def _merge_series(conn: Connection, sid: int, offered: list[_Bucket],
     stored: dict[datetime, _Bucket] = {}
     for row in conn.execute(select(
             Sample.observed_at, Sample.bucket_end, Sample.value, Sample.fetched_at,
-            Sample.revisions, Sample.plan_limit, Sample.status, Sample.snapshot_id).where(
+            Sample.revisions, Sample.plan_limit, Sample.status).where(
             Sample.series_id == sid, Sample.observed_at < hi,
             Sample.observed_at > lo - MAX_BUCKET)):
         start, end = row[0], row[1]
         if end is None or end <= lo:
             continue
         stored[start] = _Bucket(start, end, row[2], row[3] or start, row[4] or 0, row[5],
-                                row[6], row[7])
+                                row[6])
     original = {start: b.row() for start, b in stored.items()}
     for new in sorted(offered, key=lambda b: (b.start, b.rank())):
         _offer(stored, new, result)
@@ -166,7 +160,7 @@ def _merge_series(conn: Connection, sid: int, offered: list[_Bucket],
         conn.execute(insert(Sample), [
             {"series_id": sid, "observed_at": b.start, "bucket_end": b.end, "value": b.value,
              "fetched_at": b.fetched, "revisions": b.revisions, "plan_limit": b.limit,
-             "status": b.status, "snapshot_id": b.snapshot_id} for b in fresh])
+             "status": b.status} for b in fresh])
         result.samples += len(fresh)
     touched = [*gone, *(b.start for b in fresh)]
     ends = [b.end for b in fresh] + [original[s][1] for s in gone]

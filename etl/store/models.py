@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -122,21 +123,25 @@ class Sample(Base):
     """One normalized value of one series at one instant; unique per (series, observed_at)."""
 
     __tablename__ = "samples"
-    # SQLite keeps the rows in primary-key order, with no second copy in an index (0007).
-    __table_args__ = {"sqlite_with_rowid": False}
+    # The primary key doubles as the index for time-range reads of one series. SQLite keeps
+    # the rows in its order, with no second copy in an index (0007). The columns come 8-byte
+    # ones first, so a PostgreSQL row has no alignment padding; with 8 columns its null
+    # bitmap fits in the tuple header (0009; docs/performance.md "Where the bytes go").
+    __table_args__ = (
+        PrimaryKeyConstraint("series_id", "observed_at"),
+        {"sqlite_with_rowid": False},
+    )
 
-    # The primary key doubles as the index for time-range reads of one series.
-    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), primary_key=True)
     observed_at: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
     value: Mapped[float] = mapped_column(Float)
     plan_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
-    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    snapshot_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     # History sources (SPEC 10): observed_at is the bucket's start, this its end; the fetch
     # whose value is stored (a later fetch replaces it) and how often its value changed.
     bucket_end: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     fetched_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), primary_key=True)
     revisions: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class HistoryRead(Base):

@@ -138,8 +138,8 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
         for sv in obs.samples:
             rows_by_key[(ids[sv.metric], obs.observed_at)] = (obs, sv)
     existing = _existing_values(conn, list(rows_by_key))
-    snap_ids = _insert_new_snapshots(conn, unique, result)
-    _insert_new_samples(conn, rows_by_key, existing, snap_ids, result)
+    _insert_new_snapshots(conn, unique, result)
+    _insert_new_samples(conn, rows_by_key, existing, result)
     _compare_repeats(later, unique, result)
     return result
 
@@ -163,8 +163,8 @@ def _insert_new_snapshots(
     conn: Connection,
     unique: dict[tuple[str, datetime], Observation],
     result: StoreResult,
-) -> dict[tuple[str, datetime], int]:
-    """Insert the snapshots of keys not stored yet; return the snapshot id of every key."""
+) -> None:
+    """Insert the snapshots of keys not stored yet."""
     # Looked up, not inferred from samples: an observation may have none (an empty `each`).
     stored_snaps = _snapshot_ids(conn, list(unique))
     snap_rows = []
@@ -181,18 +181,15 @@ def _insert_new_snapshots(
                 "payload": obs.payload,
             }
         )
-    if not snap_rows:
-        return {}
-    conn.execute(insert_ignore(conn, Snapshot, ("source", "observed_at")), snap_rows)
-    result.snapshots = len(snap_rows)
-    return _snapshot_ids(conn, [(obs.source, obs.observed_at) for obs in unique.values()])
+    if snap_rows:
+        conn.execute(insert_ignore(conn, Snapshot, ("source", "observed_at")), snap_rows)
+        result.snapshots = len(snap_rows)
 
 
 def _insert_new_samples(
     conn: Connection,
     rows_by_key: dict[tuple[int, datetime], tuple[Observation, SampleValue]],
     existing: dict[tuple[int, datetime], float],
-    snap_ids: dict[tuple[str, datetime], int],
     result: StoreResult,
 ) -> None:
     """Insert the samples not stored yet; count stored equal values as duplicates, others as conflicts."""
@@ -207,7 +204,6 @@ def _insert_new_samples(
                     "value": sv.value,
                     "plan_limit": sv.limit,
                     "status": sv.status,
-                    "snapshot_id": snap_ids.get((obs.source, at)),
                 }
             )
         elif stored == sv.value:
