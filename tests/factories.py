@@ -6,6 +6,7 @@ Test modules import from this module, never from one another.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -14,6 +15,7 @@ import tomllib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -496,6 +498,131 @@ def seed_month(engine: Engine) -> None:
         wiresocket(at("2026-05-20T08:00:00"), 103.5),
         wiresocket(at("2026-06-02T08:00:00"), 500),
     ])
+
+
+# --- a year of history (SPEC 13's "Done when") ------------------------------------------------
+
+YEAR_START = datetime(2026, 1, 1, tzinfo=UTC)
+YEAR_END = datetime(2027, 1, 1, tzinfo=UTC)
+# Four wiresocket sources (two gauges each) and two nected ones (a counter each): ten series.
+YEAR_WIRESOCKET = ("ws-a", "ws-b", "ws-c", "ws-d")
+YEAR_NECTED = ("nx-a", "nx-b")
+_YEAR_LIMITS = (100, 250, 500, 1000)
+
+
+def checksum(text: str) -> int:
+    """A 64-bit digest of one record; records' digests are summed (mod 2**64), so the sum of
+    a set does not depend on the order it is read in, and parts of it add up to the whole."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def line_record(source: str, micros: int, body: Any) -> str:
+    """What identifies a raw response, however an archive line spells it."""
+    return f"{source}|{micros}|{json.dumps(body, sort_keys=True, separators=(',', ':'))}"
+
+
+def sample_record(source: str, metric: str, micros: int, value: float, limit: float | None,
+                  status: str | None) -> str:
+    """What identifies a stored sample, however it is read (database, Parquet)."""
+    return f"{source}|{metric}|{micros}|{value!r}|{limit!r}|{status}"
+
+
+@dataclass
+class Tally:
+    """How many records and the sum of their digests (mod 2**64)."""
+
+    count: int = 0
+    total: int = 0
+
+    def add(self, digest: int) -> None:
+        self.count += 1
+        self.total = (self.total + digest) % (1 << 64)
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(self.count + other.count, (self.total + other.total) % (1 << 64))
+
+
+@dataclass
+class YearHistory:
+    """What write_year_archive wrote: raw lines and samples, per UTC month ("YYYY-MM")."""
+
+    lines: dict[str, Tally] = field(default_factory=dict)
+    samples: dict[str, Tally] = field(default_factory=dict)
+
+    def total(self, kind: str, months: Iterable[str] | None = None) -> Tally:
+        tallies = self.lines if kind == "lines" else self.samples
+        out = Tally()
+        for month, tally in tallies.items():
+            if months is None or month in months:
+                out = out + tally
+        return out
+
+
+def _status(current: int, limit: int) -> str:
+    pct = current * 100 / limit
+    return "critical" if pct >= 90 else "warning" if pct >= 75 else "healthy"
+
+
+def write_year_archive(path: Path, step_minutes: int = 1) -> YearHistory:
+    """2026 as an archive (SPEC 4): the ten YEAR_ series at one sample every `step_minutes`.
+
+    Gauges follow a daily cycle under their plan limits (with the vendor's status text);
+    the counters grow and reset at each month's start. At one a minute: 3,153,600 lines,
+    5,256,000 samples. Written line by line (memory stays flat).
+    """
+    written = YearHistory()
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    counters = [1_000_000 * (i + 1) for i in range(len(YEAR_NECTED))]
+    dumps = json.dumps
+    with path.open("w", encoding="utf-8", buffering=1 << 20) as fh:
+        at, step = YEAR_START, timedelta(minutes=step_minutes)
+        minute = 0
+        while at < YEAR_END:
+            month = f"{at:%Y-%m}"
+            lines = written.lines.setdefault(month, Tally())
+            samples = written.samples.setdefault(month, Tally())
+            micros = (at - epoch) // timedelta(microseconds=1)
+            cycle = (minute % 1440) / 1440
+            stamp = f"{at:%Y-%m-%dT%H:%M:%S}"
+            for i, source in enumerate(YEAR_WIRESOCKET):
+                limit = _YEAR_LIMITS[i]
+                conns = int(limit * (0.5 + 0.45 * abs(2 * ((cycle + i / 8) % 1) - 1)))
+                docs = (minute + 3 * i) % 21
+                body = {"tenantId": f"t-{i}", "appId": f"app-{i}", "timestamp": f"{stamp}.000Z",
+                        "usage": {
+                            "connections": {"current": conns, "limit": limit,
+                                            "status": _status(conns, limit)},
+                            "documents": {"current": docs, "limit": 20,
+                                          "status": _status(docs, 20)}}}
+                fh.write(f'{{"source":"{source}","body":{dumps(body)}}}\n')
+                lines.add(checksum(line_record(source, micros, body)))
+                samples.add(checksum(sample_record(source, "connections", micros, float(conns),
+                                                   float(limit), _status(conns, limit))))
+                samples.add(checksum(sample_record(source, "documents", micros, float(docs),
+                                                   20.0, _status(docs, 20))))
+            for i, source in enumerate(YEAR_NECTED):
+                if at.day == 1 and at.hour == 0 and at.minute < step_minutes:
+                    counters[i] = 0  # the vendor's monthly reset
+                counters[i] += 17 * (i + 1) * step_minutes + minute % 5
+                body = {"data": {"invocations": counters[i]}, "code": "success",
+                        "message": "Success."}
+                fh.write(f'{{"source":"{source}","observed_at":"{stamp}Z","body":{dumps(body)}}}\n')
+                lines.add(checksum(line_record(source, micros, body)))
+                samples.add(checksum(sample_record(source, "invocations", micros,
+                                                   float(counters[i]), None, None)))
+            at += step
+            minute += step_minutes
+    return written
+
+
+def year_settings(database_url: str) -> dict[str, Any]:
+    """The config of write_year_archive's sources (unset credentials: nothing is polled)."""
+    sources = ([{"name": n, "kind": "wiresocket", "region": "eu",
+                 "token_env": "USAGE_ETL_TEST_UNSET_TOKEN"}
+                for n in YEAR_WIRESOCKET]
+               + [{"name": n, "kind": "nected", "api_key_env": "USAGE_ETL_TEST_UNSET_KEY"}
+                  for n in YEAR_NECTED])
+    return {"database_url": database_url, "timezone": "UTC", "sources": sources}
 
 
 def fill_disk(folder: Path) -> None:
