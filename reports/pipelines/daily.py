@@ -86,8 +86,12 @@ def daily(engine: Engine, config: Config, start: date, end: date, tz: str | None
     return DailyResult(engine, config, period, tz_name, table)
 
 
-def write_daily(result: DailyResult, formats: Sequence[str], out_dir: Path) -> list[Path]:
-    """daily-YYYY-MM-DD.{csv,html} in `out_dir` for each day of `result`; the paths written."""
+def write_daily(result: DailyResult, formats: Sequence[str], out_dir: Path, *,
+                table_rows: int = MAX_TABLE_ROWS) -> list[Path]:
+    """daily-YYYY-MM-DD.{csv,html} in `out_dir` for each day of `result`; the paths written.
+
+    The HTML's per-series table lists at most `table_rows` series (the CSV has all).
+    """
     wanted = report_formats(formats)
     out = output_dir(out_dir)
     ids = series_ids(result.engine) if ReportFormat.HTML in wanted else {}
@@ -102,13 +106,14 @@ def write_daily(result: DailyResult, formats: Sequence[str], out_dir: Path) -> l
             paths.append(write_csv(rows, base.with_suffix(".csv")))
         if ReportFormat.HTML in wanted:
             bounds = result.period.bounds
-            html = _daily_html(result, rows, day, int(bounds[i]), int(bounds[i + 1]), ids)
+            html = _daily_html(result, rows, day, int(bounds[i]), int(bounds[i + 1]), ids,
+                               table_rows)
             paths.append(write_html(html, base.with_suffix(".html")))
     return paths
 
 
 def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: int,
-                end_us: int, ids: dict[tuple[str, str], int]) -> str:
+                end_us: int, ids: dict[tuple[str, str], int], table_rows: int) -> str:
     hours = (end_us - start_us) / 3.6e9
     charts = []
     billed = [(rule.source, rule.metric) for rule in result.config.billing]
@@ -151,8 +156,8 @@ def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: i
              + _bounded(revisable, int(prov.sum()), "provisional series"))
     listed = table
     others = table.iloc[:0]
-    if len(table) > MAX_TABLE_ROWS:
-        keep = charted_rows(table, billed, most=MAX_TABLE_ROWS)
+    if len(table) > table_rows:
+        keep = charted_rows(table, billed, most=table_rows)
         listed = table.iloc[keep]
         others = table.drop(index=table.index[keep])
         notes.insert(0, f"the table lists {len(listed)} of {len(table)} series: those near "
