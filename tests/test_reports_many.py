@@ -1,5 +1,6 @@
-"""Day rows of many series at once (issue 26, very wide vendors): the vectorised pass gives
-exactly what `aggregate_days` gives each series on its own, for gauges and counters."""
+"""Many series at once (issue 26, very wide vendors): the vectorised day rows give exactly
+what `aggregate_days` gives each series on its own, for gauges and counters, and the daily
+table built column-wise exactly what `day_report_values` gives each row."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl.vendors.types import MetricType
-from reports.compute.daily import aggregate_days
+from reports.compute.daily import DAILY_COLUMNS, aggregate_days, day_report_values
 from reports.compute.many import aggregate_days_many
+from reports.compute.table import daily_table
 
 DAY_US = 86_400 * 1_000_000
 BOUNDS = np.array([DAY_US * k for k in range(10, 14)], dtype=np.int64)  # three days
@@ -116,3 +119,54 @@ def test_interval_series_are_refused_as_aggregate_days_refuses_them() -> None:
         aggregate_days_many(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
                             np.zeros(0), None, 1, BOUNDS, metric_type=MetricType.INTERVAL,
                             staleness_us=1)
+
+
+def row_path_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The daily table a row at a time, as day_report_values defines each row (the old path)."""
+    records = [{"date": r["date"], "source": r["source"], "metric": r["metric"],
+                "metric_type": r["metric_type"],
+                **day_report_values(r, MetricType(r["metric_type"]))}
+               for r in rows.to_dict("records")]
+    df = pd.DataFrame.from_records(records, columns=DAILY_COLUMNS)
+    for col in ("samples", "increase", "resets"):
+        try:
+            df[col] = df[col].astype("Int64")
+        except (TypeError, ValueError):
+            df[col] = df[col].astype("Float64")
+    for col in ("min", "max", "mean", "limit", "peak_pct", "coverage_pct", "twa",
+                "warning_minutes", "critical_minutes"):
+        df[col] = df[col].astype("Float64")
+    return df
+
+
+def labelled(days: list[list[dict[str, Any]]], mtype: str) -> list[dict[str, Any]]:
+    return [{"source": "acme", "metric": f"m:{p}", "metric_type": mtype, "date": f"d{j}", **row}
+            for p, rows in enumerate(days) for j, row in enumerate(rows)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(one_series(INTEGRAL), max_size=8), st.lists(one_series(ANY_FLOAT), max_size=8),
+       STALENESS)
+def test_the_daily_table_column_wise_equals_each_rows_figures(
+        counters: list[dict[str, Any]], gauges: list[dict[str, Any]], staleness: int) -> None:
+    for s in gauges:
+        s["prev"] = None
+    records = (labelled(per_series(counters, MetricType.COUNTER, staleness), "counter")
+               + labelled(per_series(gauges, MetricType.GAUGE, staleness), "gauge"))
+    if not records:
+        return
+    rows = pd.DataFrame.from_records(records)
+    pd.testing.assert_frame_equal(daily_table(rows), row_path_table(rows))
+    # Interval rows (SPEC 10) with whole increases take the same columns.
+    rows["metric_type"] = ["interval" if m == "counter" else m for m in rows["metric_type"]]
+    pd.testing.assert_frame_equal(daily_table(rows), row_path_table(rows))
+
+
+def test_a_fractional_counter_increase_keeps_its_decimals_in_the_daily_table() -> None:
+    series = [{"t": [int(BOUNDS[0]) + 1, int(BOUNDS[0]) + 2], "v": [0.1, 0.3],
+               "lim": [math.nan] * 2, "prev": None}]
+    rows = pd.DataFrame.from_records(
+        labelled(per_series(series, MetricType.COUNTER, 60_000_000), "counter"))
+    table = daily_table(rows)
+    assert table["increase"].dtype == "Float64" and table["increase"].tolist()[0] == 0.2
+    pd.testing.assert_frame_equal(table, row_path_table(rows))

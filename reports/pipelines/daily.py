@@ -17,7 +17,8 @@ from etl.errors import InputError
 from etl.timefmt import from_micros
 from etl.vendors.types import MetricType
 from reports.compute.charted import MAX_TABLE_ROWS, charted_rows, others_by_metric
-from reports.compute.daily import daily_table, exact_total, needs_prev_value
+from reports.compute.daily import exact_total, needs_prev_value
+from reports.compute.table import daily_table
 from reports.names import ReportFormat, daily_name, output_dir, report_formats
 from reports.periods import Period, days_period, resolve_tz
 from reports.pipelines.days import (
