@@ -13,7 +13,7 @@ int64, are computed by `aggregate_days` itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, assert_never
 
 import numpy as np
 
@@ -176,6 +176,8 @@ def _fast(pos: np.ndarray, t: np.ndarray, value: np.ndarray, lim: np.ndarray, ns
             cols["resets"] = np.zeros(nseries * ndays, dtype=np.int64)
         case MetricType.INTERVAL:  # refused by the caller
             raise ValueError("interval series are aggregated from their buckets")
+        case _:
+            assert_never(metric_type)
 
     # Each sample holds until the series' next one or until it goes stale (as aggregate_days).
     if len(key):
