@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
+from etl.alerts.readings import latest_samples
 from etl.vendors.types import MetricType, Observation, SampleValue
 from reports.compute import charted
 from reports.compute.charted import MAX_CHARTS, charted_rows
@@ -133,3 +134,50 @@ def test_past_its_bound_the_daily_table_lists_the_series_that_matter_and_sums_up
     total = sum(3 * i for i in range(others)) - 21 + 17  # m7's reset
     assert ">tokens (other series)<" in html and ">used (other series)<" in html
     assert f">{others:,}<" in html and f">{total:,}<" in html
+
+
+class Statements:
+    """Counts the statements SQLAlchemy sends on an engine while in the `with` block."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.count = engine, 0
+
+    def _seen(self, *_: object) -> None:
+        self.count += 1
+
+    def __enter__(self) -> Statements:
+        event.listen(self.engine, "before_cursor_execute", self._seen)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._seen)
+
+
+def test_a_wide_sources_day_rows_and_rollups_take_a_bounded_number_of_statements(
+    engine: Engine,
+) -> None:
+    config = http_json_config("http://127.0.0.1:9")
+    store_wide(engine)
+    with Statements(engine) as cold:
+        first = daily(engine, config, date(2026, 12, 5), date(2026, 12, 5)).table
+    store(engine, [Observation("acme", "http_json", datetime(2026, 12, 5, 20, tzinfo=UTC), "{}",
+                               (SampleValue("tokens:m5", 100.0, None, None, MetricType.COUNTER),),
+                               datetime(2026, 12, 5, 20, tzinfo=UTC))])
+    with Statements(engine) as warm:
+        again = daily(engine, config, date(2026, 12, 5), date(2026, 12, 5)).table
+    # One statement per series (a read, a previous value, a rollup DELETE) was 9,000 and more.
+    assert cold.count < 100 and warm.count < 100
+    assert len(first) == len(again) == WIDE + 1
+    m5 = again[again["metric"] == "tokens:m5"].iloc[0]
+    assert (m5["samples"], m5["increase"]) == (5, 95)  # 5, 10, 15, 20, then 100
+
+
+def test_the_latest_sample_of_every_series_is_read_in_one_statement(engine: Engine) -> None:
+    store_wide(engine)
+    with Statements(engine) as seen, engine.connect() as conn:
+        latest = latest_samples(conn)
+    assert seen.count == 1
+    assert len(latest) == WIDE + 1
+    assert (latest[("acme", "tokens:m7")].value, latest[("acme", "tokens:m9")].value) == (3.0, 36.0)
+    assert latest[("acme", "used")].limit == 10.0
+    assert latest[("acme", "used")].observed_at == datetime(2026, 12, 5, 19, tzinfo=UTC)
