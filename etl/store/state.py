@@ -7,7 +7,9 @@ source only after it has
    advisory lock (``pg_try_advisory_lock``), or on SQLite a POSIX byte-range lock in a file
    next to the database; a replica that cannot take it skips, someone else is polling;
 2. seen no attempt of that source started inside the current slot, and no pause
-   (``source_state.paused_until``) in force.
+   (``source_state.paused_until``) in force. After the wall clock stepped back, attempts
+   stored before one stamped later than the current slot are from before the step and do
+   not count (the slot is free again, so polling resumes within one interval).
 """
 
 from __future__ import annotations
@@ -236,11 +238,20 @@ class PollGate:
             return Claim(ClaimReason.PAUSED, state.paused_until, state.pause_reason)
         start, end = slot_bounds(source.name, source.interval_seconds,
                                  slot_of(source.name, source.interval_seconds, now))
+        # An attempt stamped after this slot ends was made before the wall clock stepped
+        # back: the attempts stored before it belong to the time before the step, not to
+        # this slot, else a clock stepped back an hour would find every slot of that hour
+        # taken. Only attempts stored after the newest such one (ids grow) take the slot.
+        ahead = (select(func.coalesce(func.max(CollectionAttempt.id), 0))
+                 .where(CollectionAttempt.source == source.name,
+                        CollectionAttempt.started_at >= end)
+                 .scalar_subquery())
         taken = conn.execute(
             select(func.count()).select_from(CollectionAttempt).where(
                 CollectionAttempt.source == source.name,
                 CollectionAttempt.started_at >= start,
                 CollectionAttempt.started_at < end,
+                CollectionAttempt.id > ahead,
             )
         ).scalar()
         if taken:
