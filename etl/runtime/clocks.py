@@ -1,4 +1,4 @@
-"""The daemon's two clocks (wall and monotonic) and the watch that notices the wall clock stepping."""
+"""The daemon's two clocks (wall, monotonic), the watch that notices a wall clock step, realigning."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from apscheduler.schedulers.base import BaseScheduler
+
 from etl.runtime.logs import EventLog
+from etl.runtime.triggers import SlotTrigger
+from etl.textutil import first_line
 
 # A wall clock that moves against the monotonic one by more than this between two looks
 # was stepped (NTP, a restored VM snapshot, `date -s`); slewing NTP moves it far less.
@@ -102,6 +106,13 @@ class ClockWatch:
         self.on_step(step, wall)
         return step
 
+    def start(self, stopping: threading.Event) -> threading.Thread:
+        """Run the watch in a thread of its own (a daemon thread) until `stopping` is set."""
+        thread = threading.Thread(target=self.run, args=(stopping,), name="clock-watch",
+                                  daemon=True)
+        thread.start()
+        return thread
+
     def run(self, stopping: threading.Event, every: float = WATCH_EVERY_S) -> None:
         """Look every `every` seconds of elapsed time until `stopping` is set."""
         while not stopping.wait(every):
@@ -109,3 +120,37 @@ class ClockWatch:
                 self.check()
             except Exception as exc:  # noqa: BLE001 - the watch must outlive one bad look
                 self.emit(logging.ERROR, "clock-watch-failed", error=str(exc))
+
+
+def realign_jobs(sched: BaseScheduler, step_s: float,
+                 now: datetime) -> list[tuple[str, str]]:
+    """Move every job of `sched` after the wall clock stepped by `step_s` seconds to `now`.
+
+    A slot poll (SlotTrigger) goes to the source's next slot on the new wall clock: at most
+    one interval of elapsed time away, and never a burst of the slots a forward step
+    skipped (one poll per slot, SPEC 3). Any other job keeps the elapsed time it still had
+    to wait (its next run moves by the step); the nightly job re-arms its own wake-up at the
+    next night when it looks (etl.runtime.nightly_job). Paused jobs stay.
+    Returns (job id, one-line error) for each job that could not be moved (ended meanwhile).
+    """
+    failed: list[tuple[str, str]] = []
+    for job in sched.get_jobs():
+        if job.next_run_time is None:
+            continue
+        if isinstance(job.trigger, SlotTrigger):
+            when = job.trigger.get_next_fire_time(None, now)
+        else:
+            when = job.next_run_time + timedelta(seconds=step_s)
+        try:
+            sched.modify_job(job.id, next_run_time=when)  # which also wakes the scheduler
+        except Exception as exc:  # noqa: BLE001 - a one-off job that ran meanwhile
+            failed.append((job.id, first_line(exc)))
+    return failed
+
+
+def next_runs(sched: BaseScheduler | None) -> dict[str, datetime]:
+    """Each job's next run on the wall clock, by job id; {} without a scheduler."""
+    if sched is None:
+        return {}
+    return {job.id: job.next_run_time for job in sched.get_jobs()
+            if job.next_run_time is not None}

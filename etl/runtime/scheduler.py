@@ -21,18 +21,12 @@ from etl.config import Config, SourceConfig, split_listen_address
 from etl.errors import DatabaseTimeoutError, InputError
 from etl.redact import redact_url
 from etl.runtime.alerting import AlertWorker
-from etl.runtime.clocks import ClockWatch, DaemonClock, SystemClock
+from etl.runtime.clocks import ClockWatch, DaemonClock, SystemClock, next_runs, realign_jobs
 from etl.runtime.db_steps import DatabaseSteps
 from etl.runtime.history import poll_history
 from etl.runtime.logs import EventLog, event
 from etl.runtime.metrics import Metrics, MetricsServer, database_accepts, spool_accepts
-from etl.runtime.nightly_job import (
-    NIGHTLY_AT,
-    NIGHTLY_NEXT_JOB,
-    NIGHTLY_RETRY_S,
-    NIGHTLY_TICK_S,
-    NightlyJob,
-)
+from etl.runtime.nightly_job import NIGHTLY_AT, NIGHTLY_RETRY_S, NIGHTLY_TICK_S, NightlyJob
 from etl.runtime.pauses import Pause, PausePolicy
 from etl.runtime.recovery import Recovery, Stored
 from etl.runtime.retention import DAEMON_EVERY_S, DAEMON_FIRST_S, daemon_pass
@@ -76,14 +70,8 @@ class Scheduler:
 
     `schema_ready=False` is spool-only mode (see Recovery). `nightly_at`, `nightly_retry_s`
     and `nightly_tick_s` are NightlyJob's `at`, `retry_s` and `tick_s`, for tests; `clock`
-    (a DaemonClock: the wall clock, and `monotonic()` for elapsed time) drives the slots, the
-    nights and the pauses.
-
-    Clock steps: APScheduler 3 computes each wait from the wall clock and sleeps it on the
-    monotonic one, so a wall clock stepped back an hour would hold every job an hour. A
-    `ClockWatch` (etl.runtime.clocks) looks every second; on a step it logs `clock-step`
-    once and `realign`s the jobs: slot polls to the next slot on the new wall clock, the
-    periodic jobs to the same elapsed wait they had, the nightly job to a look at once.
+    (a DaemonClock: wall and monotonic) drives slots, nights and pauses; a wall clock step is
+    logged once and every job realigned (`realign`): APScheduler would wait out a step back.
 
     Alerts (SPEC 8) are evaluated after each stored poll in a thread of their own, so a slow
     receiver never delays polling; `metrics_listen` (``HOST:PORT``, default the config's
@@ -141,8 +129,7 @@ class Scheduler:
             retry_s=nightly_retry_s, tick_s=nightly_tick_s)
         self._spool_lock: SpoolLock | None = None
         self._scheduler: BackgroundScheduler | None = None
-        self.clock_watch = ClockWatch(self.clock, self.realign, self._emit)
-        self._watch_thread: threading.Thread | None = None
+        self.clock_watch: ClockWatch | None = None
         # After stop(): True if threads that could not be stopped are still running, so the
         # process must leave with os._exit (the CLI does) or wait for them.
         self.threads_left = False
@@ -308,18 +295,14 @@ class Scheduler:
         now = self.clock()
         for src in self.sources:
             trigger = SlotTrigger(src.name, src.interval_seconds, jitter_for(src))
-            kwargs: dict[str, Any] = {}
-            # Poll right away unless the source's next slot is close anyway: spacing stays
-            # at least half an interval even across a restart.
-            # The first run is on the daemon's clock, as every later one (realign).
-            kwargs["next_run_time"] = trigger.get_next_fire_time(None, now)
-            if (trigger.next_slot_start(now) - now).total_seconds() > src.interval_seconds / 2:
-                kwargs["next_run_time"] = now
+            # Poll right away unless the source's next slot is close anyway (spacing stays
+            # at least half an interval across a restart); on the daemon's clock (realign).
+            far = (trigger.next_slot_start(now) - now).total_seconds() > src.interval_seconds / 2
             sched.add_job(
                 self.poll_source, trigger, args=[src], id=f"poll:{src.name}",
                 name=f"poll {src.name}", coalesce=True, max_instances=1,
-                misfire_grace_time=max(1, int(src.interval_seconds / 2)), **kwargs,
-            )
+                misfire_grace_time=max(1, int(src.interval_seconds / 2)),
+                next_run_time=now if far else trigger.get_next_fire_time(None, now))
         sched.add_job(
             self.recovery.replay, "interval", seconds=SPOOL_REPLAY_EVERY, id="spool-replay",
             coalesce=True, max_instances=1, misfire_grace_time=int(SPOOL_REPLAY_EVERY),
@@ -334,11 +317,8 @@ class Scheduler:
                 next_run_time=now + timedelta(seconds=self.retention_first_s))
         self._scheduler = sched
         sched.start()
-        self.clock_watch = ClockWatch(self.clock, self.realign, self._emit)  # from now
-        self._watch_thread = threading.Thread(target=self.clock_watch.run,
-                                              args=(self._stopping,), name="clock-watch",
-                                              daemon=True)
-        self._watch_thread.start()
+        self.clock_watch = ClockWatch(self.clock, self.realign, self._emit)
+        self.clock_watch.start(self._stopping)
         if self.alerts is not None:
             self.alerts.start()  # its first pass also sends what a previous run left
         if self._metrics_server is not None:
@@ -354,37 +334,15 @@ class Scheduler:
                   missing=",".join(p.name for p in missing))
 
     def realign(self, step_s: float, now: datetime) -> None:
-        """Move every job after the wall clock stepped by `step_s` seconds (now `now`).
-
-        A slot poll goes to the source's next slot on the new wall clock (at most one
-        interval of elapsed time away, and never a burst of the slots a forward step
-        skipped: SPEC 3, one poll per slot); a periodic job keeps the elapsed time it still
-        had to wait (its next run moves by the step); the nightly job looks at once, which
-        builds what a forward step made due and re-arms its wake-up at the next night.
-        """
-        sched = self._scheduler
-        if sched is None or self._stopping.is_set():
-            return
-        for job in sched.get_jobs():
-            if job.next_run_time is None or job.id == NIGHTLY_NEXT_JOB:
-                continue  # paused, or re-armed by the nightly look below
-            if isinstance(job.trigger, SlotTrigger):
-                when = job.trigger.get_next_fire_time(None, now)
-            else:
-                when = job.next_run_time + timedelta(seconds=step_s)
-            try:
-                sched.modify_job(job.id, next_run_time=when)  # also wakes the scheduler
-            except Exception as exc:  # noqa: BLE001 - a job that ended meanwhile
-                self._emit(logging.DEBUG, "realign-failed", job=job.id, error=first_line(exc))
-        self.nightly.wake_now()
+        """After the wall clock stepped by `step_s` seconds (now `now`): see realign_jobs."""
+        if self._scheduler is not None and not self._stopping.is_set():
+            for job_id, error in realign_jobs(self._scheduler, step_s, now):
+                self._emit(logging.DEBUG, "realign-failed", job=job_id, error=error)
+            self.nightly.wake_now()  # builds what a forward step made due, re-arms the night
 
     def next_runs(self) -> dict[str, datetime]:
         """Each scheduled job's next run on the wall clock, by job id (`poll:NAME`, ...)."""
-        sched = self._scheduler
-        if sched is None:
-            return {}
-        return {job.id: job.next_run_time for job in sched.get_jobs()
-                if job.next_run_time is not None}
+        return next_runs(self._scheduler)
 
     def _listen_metrics(self, address: str) -> None:
         host, port = split_listen_address(address)
