@@ -193,3 +193,21 @@ def test_a_day_stepped_either_way_builds_each_nightly_report_once(
                      "daily-2026-05-04.csv", "daily-2026-05-04.html"]
     assert [f["day"] for f in events.named("reports")] == [
         "2026-05-03", "2026-05-04", "2026-05-05"]
+
+
+def test_a_pause_does_not_outlast_its_length_after_the_clock_steps_back_an_hour(
+        engine: Engine, simulator: SimulatedVendor, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(datetime.fromtimestamp(int(time.time()), UTC))
+    sched = make_scheduler(engine, simulator, tmp_path, clock, monkeypatch)
+    monkeypatch.setenv("SCHED_TEST_WS_TOKEN", "wrong-token-123")
+    ws = sched.config.source("ws-prod")
+    first = sched.poll_source(ws)
+    assert first is not None and first.outcome == "auth_error"  # paused for 60 s
+    clock.advance(30)
+    assert sched.poll_source(ws) is None  # the pause holds
+    clock.step(-3600)
+    clock.advance(31)  # 61 s of elapsed time since the pause began: it is over
+    again = sched.poll_source(ws)
+    assert again is not None and again.outcome == "auth_error"
+    assert attempts(engine, "ws-prod") == 2

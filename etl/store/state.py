@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, NamedTuple, assert_never
@@ -112,16 +112,26 @@ def last_success(conn: Connection, source: str) -> datetime | None:
     return found.started_at if found is not None else None
 
 
+# How far after "now" a stored pause may have been stored and still hold: more is the
+# residue of a wall clock stepped back (etl.runtime.clocks), less the skew between replicas.
+PAUSE_CLOCK_SLACK_S = 60.0
+
+
 def pause_holds(paused_until: datetime | None, stored_at: datetime,
                 last_ok: datetime | None, now: datetime) -> bool:
     """Whether a pause stored at `stored_at` still keeps its source from being polled.
 
     It holds until it runs out, unless a success was recorded after it was stored (say
-    `usage-etl collect --force` once the credential was fixed), which lifts it. The poll
+    `usage-etl collect --force` once the credential was fixed), which lifts it, or it was
+    stored more than PAUSE_CLOCK_SLACK_S after `now` (the wall clock stepped back since). The poll
     gate, `collect` and `status` all decide by this one rule.
     """
+    # A pause stored well after `now` was stored before the wall clock stepped back: it
+    # would hold for its own length plus the step, so it no longer holds (the next failure
+    # pauses again from the new clock). Replicas' clocks may differ by less than the slack.
     return (paused_until is not None and paused_until > now
-            and (last_ok is None or last_ok < stored_at))
+            and (last_ok is None or last_ok < stored_at)
+            and stored_at <= now + timedelta(seconds=PAUSE_CLOCK_SLACK_S))
 
 
 class PollGate:
@@ -289,8 +299,10 @@ def stored_pauses(
 
 
 def save_source_state(engine: Engine, name: str, failures: int, until: datetime | None,
-                      reason: str | None) -> None:
+                      reason: str | None, now: datetime | None = None) -> None:
     """Upsert the source's failure count and pause (None: no pause) in its own transaction.
+
+    `now` (default: the wall clock) is when it was stored (`updated_at`).
 
     Raises SQLAlchemyError when the database refuses.
     """
@@ -299,7 +311,7 @@ def save_source_state(engine: Engine, name: str, failures: int, until: datetime 
         "consecutive_failures": failures,
         "paused_until": until,
         "pause_reason": reason,
-        "updated_at": datetime.now(UTC),
+        "updated_at": now or datetime.now(UTC),
     }
     with engine.begin() as conn:
         # Each dialect's insert is imported when used: a SQLite process never loads PostgreSQL's.
