@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
+from etl.collect.pacing import PacerRegistry, SharedPacer
 from etl.collect.poll import Collector
 from etl.config import parse_config
 from etl.runtime.clocks import ClockWatch
@@ -211,3 +212,28 @@ def test_a_pause_does_not_outlast_its_length_after_the_clock_steps_back_an_hour(
     again = sched.poll_source(ws)
     assert again is not None and again.outcome == "auth_error"
     assert attempts(engine, "ws-prod") == 2
+
+
+@pytest.mark.parametrize("step", [-120.0, -3500.0, 3600.0, 86400.0])
+def test_a_shared_pacing_window_follows_elapsed_time_across_a_wall_clock_step(
+        tmp_path: Path, step: float) -> None:
+    clock = FakeClock(datetime.fromtimestamp(int(time.time()), UTC))
+
+    def pacer() -> SharedPacer:
+        made = PacerRegistry(clock.time, shared=True, directory=tmp_path,
+                             elapsed=clock.monotonic).get("nected", "stepped", (12, 60.0))
+        assert isinstance(made, SharedPacer)
+        return made
+
+    mine, other = pacer(), pacer()  # this process's and another process's view
+    assert all(mine.reserve(0.0) == 0.0 for _ in range(12))
+    clock.advance(10)
+    clock.step(step)
+    # The twelve sends were 10 s ago whatever the wall clock says now: the window is full
+    # (a step forward is no burst of fresh sends), for the other process too ...
+    assert mine.reserve(0.0) is None
+    assert other.reserve(0.0) is None
+    # ... and free 61 s after them (a step back holds nobody for the length of the step).
+    clock.advance(51)
+    assert other.reserve(0.0) == 0.0
+    assert mine.reserve(0.0) == 0.0
