@@ -157,7 +157,8 @@ def test_state_file_is_named_by_a_hash_and_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     # One send time, after the header line (the clocks' difference and the boot it was in).
     header, *sends = path.read_text().splitlines()
-    assert header.startswith("o ") and len(sends) == 1 and float(sends[0]) == pacer.sent_times()[0]
+    assert header.startswith("o ") and len(sends) == 1
+    assert float(sends[0]) == pytest.approx(pacer.sent_times()[0], abs=1e-6)
 
 
 def test_default_folder_is_per_user_in_temp_and_env_overrides(

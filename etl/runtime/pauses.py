@@ -140,7 +140,7 @@ class PausePolicy:
         until, reason = (pause.until, pause.reason) if pause is not None else (None, None)
         try:
             self.db.run("source state", save_source_state, self.engine, name, failures, until,
-                        reason, self.clock())
+                        reason)
         except (SQLAlchemyError, DatabaseTimeoutError) as exc:
             event(log, logging.DEBUG, "state-not-saved", source=name, error=first_line(exc))
             return False

@@ -299,10 +299,8 @@ def stored_pauses(
 
 
 def save_source_state(engine: Engine, name: str, failures: int, until: datetime | None,
-                      reason: str | None, now: datetime | None = None) -> None:
+                      reason: str | None) -> None:
     """Upsert the source's failure count and pause (None: no pause) in its own transaction.
-
-    `now` (default: the wall clock) is when it was stored (`updated_at`).
 
     Raises SQLAlchemyError when the database refuses.
     """
@@ -311,7 +309,7 @@ def save_source_state(engine: Engine, name: str, failures: int, until: datetime 
         "consecutive_failures": failures,
         "paused_until": until,
         "pause_reason": reason,
-        "updated_at": now or datetime.now(UTC),
+        "updated_at": datetime.now(UTC),
     }
     with engine.begin() as conn:
         # Each dialect's insert is imported when used: a SQLite process never loads PostgreSQL's.
