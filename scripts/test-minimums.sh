@@ -113,5 +113,5 @@ print("every pin installed")
 PY
 
 echo "== pytest at the minimums"
-# As many workers as scripts/test.sh uses, for the same reason (see there).
-"$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-6}" -p no:cacheprovider "$@"
+# As many workers, handed tests the same way, as scripts/test.sh (see there).
+"$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-6}" --maxschedchunk 1 -p no:cacheprovider "$@"
