@@ -7,20 +7,23 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 
+from etl.alerts.outbox import deliver_due
 from etl.collect.pacing import PacerRegistry, SharedPacer
 from etl.collect.poll import Collector
-from etl.config import parse_config
+from etl.config import Notifier, SecretRef, WebhookNotifier, parse_config
+from etl.errors import DeliveryError
 from etl.runtime.clocks import ClockWatch
 from etl.runtime.logs import EventLog
 from etl.runtime.scheduler import Scheduler
 from etl.runtime.simulator import SimulatedVendor
 from etl.runtime.triggers import jitter_for
 from etl.slots import slot_bounds, slot_of
-from etl.store.models import CollectionAttempt
+from etl.store.models import AlertDelivery, AlertEvent, CollectionAttempt
 from etl.store.writer import record_polls
 from tests.factories import FakeClock, load, ok_poll, write_daemon_config
 
@@ -237,3 +240,33 @@ def test_a_shared_pacing_window_follows_elapsed_time_across_a_wall_clock_step(
     clock.advance(51)
     assert other.reserve(0.0) == 0.0
     assert mine.reserve(0.0) == 0.0
+
+
+def test_a_notification_retry_is_not_held_back_by_a_clock_stepped_back_an_hour(
+        engine: Engine) -> None:
+    clock = FakeClock(datetime(2026, 11, 21, 10, 0, tzinfo=UTC))
+    with engine.begin() as conn:
+        conn.execute(insert(AlertEvent).values(
+            id="ev-1", alert="a", source="ws-prod", metric="connections", version=1,
+            transition="firing", at=clock(), payload='{"id": "ev-1", "alert": "a"}'))
+        conn.execute(insert(AlertDelivery).values(
+            event_id="ev-1", notifier="ops", created_at=clock(), next_attempt_at=clock(),
+            attempts=0))
+    hook = WebhookNotifier(name="ops", url=SecretRef("notifiers.ops.url_env", env="UNSET_HOOK"),
+                           timeout_seconds=10)
+    sent: list[str] = []
+
+    def down(_: Notifier, body: dict[str, Any]) -> None:
+        raise DeliveryError("webhook ops: HTTP 503")
+
+    def up(_: Notifier, body: dict[str, Any]) -> None:
+        sent.append(body["id"])
+
+    assert deliver_due(engine, {"ops": hook}, down, clock(), clock=clock).failed  # retry in 30 s
+    clock.step(-3600)
+    clock.advance(10)
+    assert deliver_due(engine, {"ops": hook}, up, clock(), clock=clock).delivered == 1
+    assert sent == ["ev-1"]
+    with engine.connect() as conn:
+        row = conn.execute(select(AlertDelivery.delivered_at, AlertDelivery.attempts)).one()
+    assert (row.delivered_at, row.attempts) == (clock(), 2)
