@@ -273,3 +273,24 @@ def test_a_notification_retry_is_not_held_back_by_a_clock_stepped_back_an_hour(
     with engine.connect() as conn:
         row = conn.execute(select(AlertDelivery.delivered_at, AlertDelivery.attempts)).one()
     assert (row.delivered_at, row.attempts) == (clock(), 2)
+
+
+def test_a_dead_senders_lease_does_not_outlast_itself_after_the_clock_steps_back(
+        engine: Engine) -> None:
+    clock = FakeClock(datetime(2026, 11, 21, 10, 0, tzinfo=UTC))
+    lease_end = clock() + timedelta(seconds=40)  # a 10 s notifier's lease: 10 s + 30 s
+    with engine.begin() as conn:
+        conn.execute(insert(AlertEvent).values(
+            id="ev-2", alert="a", source="ws-prod", metric="connections", version=1,
+            transition="firing", at=clock(), payload='{"id": "ev-2", "alert": "a"}'))
+        conn.execute(insert(AlertDelivery).values(
+            event_id="ev-2", notifier="ops", created_at=clock(), next_attempt_at=clock(),
+            attempts=0, lease_until=lease_end))  # taken by a sender that then died
+    hook = WebhookNotifier(name="ops", url=SecretRef("notifiers.ops.url_env", env="UNSET_HOOK"),
+                           timeout_seconds=10)
+    sent: list[str] = []
+    clock.step(-3600)
+    clock.advance(41)  # the lease has run out in elapsed time
+    report = deliver_due(engine, {"ops": hook}, lambda _, body: sent.append(body["id"]),
+                         clock(), clock=clock)
+    assert (report.delivered, sent) == (1, ["ev-2"])

@@ -200,13 +200,19 @@ def _event(level: int, name: str, **fields: Any) -> None:
 
 
 def _claim(engine: Engine, delivery_id: int, now: datetime, lease: timedelta) -> bool:
+    """Take the delivery's lease until `now + lease`: if it is free, or runs out by `now`.
+
+    A lease running out further ahead than a whole lease (plus STEP_SLACK) was taken before
+    the wall clock stepped back, by a sender that died: it no longer holds.
+    """
     with engine.begin() as conn:
         done = conn.execute(
             update(AlertDelivery)
             .where(AlertDelivery.id == delivery_id, AlertDelivery.delivered_at.is_(None),
                    AlertDelivery.gave_up_at.is_(None),
                    or_(AlertDelivery.lease_until.is_(None),
-                       and_(AlertDelivery.lease_until <= now)))
+                       AlertDelivery.lease_until <= now,
+                       AlertDelivery.lease_until > now + lease + STEP_SLACK))
             .values(lease_until=now + lease)
         )
         return done.rowcount == 1
