@@ -56,7 +56,7 @@ class Size:
     wide_series: int = 100_000  # per-item series of one http_json source's daily report
     history_days: int = 90  # a backfill of this many daily pages (SPEC 10) ...
     history_series: int = 50  # ... of this many series at hourly buckets
-    history_rounds: int = 3
+    history_rounds: int = 5
 
 
 FULL = Size(Workload(pairs=100, days=1), 3, Workload(pairs=100, days=30), 3, 1000, 6, 3, 9, 28)
@@ -86,8 +86,8 @@ GOALS = {
     "storage_sqlite_compacted_bytes_per_sample": ("<=", 35.0),
     "storage_postgresql_compacted_bytes_per_sample": ("<=", 60.0),
     # SPEC 10: CPU per page reading a history endpoint over a plain requests + json loop
-    # pulling out the same numbers; importing the pages as archive lines against a script.
-    "history_page_cpu_ratio": ("<=", 1.5), "history_import_ratio": (">=", 0.8),
+    # pulling out the same numbers (importing the pages against a script: a diagnostic).
+    "history_page_cpu_ratio": ("<=", 1.5),
 }
 
 

@@ -31,7 +31,7 @@ from etl.vendors.types import Observation
 MAX_BUCKET = timedelta(days=32)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Bucket:
     """One stored (or to be stored) bucket of one series."""
 
@@ -108,19 +108,30 @@ def _insert_snapshots(
             "source": obs.source, "kind": obs.kind, "observed_at": obs.observed_at,
             "received_at": obs.received_at, "origin": str(obs.origin), "payload": obs.payload,
             "window_start": obs.window[0], "window_end": obs.window[1]})
-    found: dict[tuple[str, datetime], int] = {}
-    new: set[tuple[str, datetime]] = set()
-    for (source, at), row in rows.items():
-        sid = conn.execute(select(Snapshot.id).where(
-            Snapshot.source == source, Snapshot.observed_at == at)).scalar()
-        if sid is None:
-            conn.execute(insert_ignore(conn, Snapshot, ("source", "observed_at")), [row])
-            sid = conn.execute(select(Snapshot.id).where(
-                Snapshot.source == source, Snapshot.observed_at == at)).scalar_one()
-            result.snapshots += 1
-            new.add((source, at))
-        found[(source, at)] = sid
+    found = _snapshot_ids(conn, rows)
+    new = set(rows) - set(found)
+    if new:
+        # One statement for the range's new pages (a backfill's range has dozens).
+        conn.execute(insert_ignore(conn, Snapshot, ("source", "observed_at")),
+                     [rows[key] for key in sorted(new)])
+        found.update(_snapshot_ids(conn, {key: rows[key] for key in new}))
+        result.snapshots += len(new)
     return found, new
+
+
+def _snapshot_ids(conn: Connection, keys: Iterable[tuple[str, datetime]]
+                  ) -> dict[tuple[str, datetime], int]:
+    """The ids of the stored snapshots among (source, observed_at) `keys`."""
+    by_source: dict[str, list[datetime]] = {}
+    for source, at in keys:
+        by_source.setdefault(source, []).append(at)
+    found: dict[tuple[str, datetime], int] = {}
+    for source, ats in by_source.items():
+        for i in range(0, len(ats), 500):  # bounded IN lists
+            found.update(((source, at), sid) for sid, at in conn.execute(
+                select(Snapshot.id, Snapshot.observed_at).where(
+                    Snapshot.source == source, Snapshot.observed_at.in_(ats[i:i + 500]))))
+    return found
 
 
 def _record_reads(conn: Connection, pages: Sequence[Observation]) -> None:
@@ -198,6 +209,14 @@ _INSERT = (f"INSERT INTO {Sample.__tablename__} ({', '.join(SAMPLE_COLUMNS)}) " 
            "VALUES ({})")
 
 
+class _Micros(dict[datetime, int]):
+    """Epoch microseconds of each datetime looked up, each converted once."""
+
+    def __missing__(self, at: datetime) -> int:
+        found = self[at] = to_micros(at)
+        return found
+
+
 def _insert_samples(conn: Connection, buckets: list[tuple[int, _Bucket]]) -> None:
     """Insert (series id, bucket) rows in one executemany on the driver's own cursor.
 
@@ -212,15 +231,8 @@ def _insert_samples(conn: Connection, buckets: list[tuple[int, _Bucket]]) -> Non
     if conn.dialect.name == "sqlite":
         sql = _INSERT.format(", ".join("?" * len(SAMPLE_COLUMNS)))
         # Bucket bounds and fetch times repeat across a page's series: each converted once.
-        micros: dict[datetime, int] = {}
-
-        def us(at: datetime) -> int:
-            found = micros.get(at)
-            if found is None:
-                found = micros[at] = to_micros(at)
-            return found
-
-        rows = [(sid, us(b.start), us(b.end), b.value, us(b.fetched), b.revisions, b.limit,
+        us = _Micros()
+        rows = [(sid, us[b.start], us[b.end], b.value, us[b.fetched], b.revisions, b.limit,
                  b.status, b.snapshot_id) for sid, b in buckets]
     else:
         sql = _INSERT.format(", ".join(["%s"] * len(SAMPLE_COLUMNS)))

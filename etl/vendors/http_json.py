@@ -9,9 +9,13 @@ lookup with the same result as JMESPath's, the rest by jmespath itself.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from etl.errors import ParseError
@@ -255,8 +259,11 @@ def _series(metric: MetricSpec, body: Any, refused: list[str],
     simple = metric.limit is None and metric.status is None
     start, end = bucket
     known = _NAMES.setdefault(base, {})
-    named: dict[str, int] = {}  # series name -> its item's index
-    place: dict[str, int] = {}  # series name -> its position in `samples`
+    found = (_usual_items(items, key_field, value_field, known, kind, bucket)
+             if simple and key_field is not None and value_field is not None else None)
+    if found is not None:
+        return found
+    named: dict[str, int] = {}  # series name -> its item's index, in the order of `samples`
     samples: list[Any] = []  # SampleValue, or None until an unusual item is read (`later`)
     later: list[tuple[int, int, str]] = []  # (position, index, name)
     repeated: dict[str, list[int]] = {}
@@ -274,7 +281,6 @@ def _series(metric: MetricSpec, body: Any, refused: list[str],
             repeated.setdefault(name, [named[name]]).append(i)
             continue
         named[name] = i
-        place[name] = len(samples)
         if simple:
             if value_field is None:
                 value = value_of(item)
@@ -287,25 +293,64 @@ def _series(metric: MetricSpec, body: Any, refused: list[str],
         later.append((len(samples), i, name))
         samples.append(None)
     if repeated or later:
-        return _unusual(metric, items, samples, place, repeated, later, refused, bucket)
+        return _unusual(metric, items, samples, named, repeated, later, refused, bucket)
     return samples
 
 
-def _unusual(metric: MetricSpec, items: list[Any], samples: list[Any], place: dict[str, int],
+def _unusual(metric: MetricSpec, items: list[Any], samples: list[Any], named: dict[str, int],
              repeated: dict[str, list[int]], later: list[tuple[int, int, str]],
              refused: list[str], bucket: Bucket) -> list[SampleValue]:
-    """_series' samples once keys given twice are refused and the other values read."""
+    """_series' samples once keys given twice are refused and the other values read.
+
+    `samples` holds one entry per name of `named`, in its order.
+    """
     assert metric.key is not None
-    for name in place:  # in the order each name was first given
+    for pos, name in enumerate(named):  # in the order each name was first given
         if name not in repeated:
             continue
         keys = ", ".join(f"[{j}] {shown_key(metric.key(items[j]))}" for j in repeated[name])
         refused.append(f"{metric.name}: items {keys} all give the series {name!r}")
-        samples[place[name]] = None
+        samples[pos] = None
     for pos, i, name in later:
         if name not in repeated:
             samples[pos] = _sample(metric, name, items[i], f"[{i}]", bucket)
     return [sv for sv in samples if sv is not None]
+
+
+def _usual_items(items: list[Any], key_field: str, value_field: str, known: dict[str, str],
+                 kind: MetricType, bucket: Bucket) -> list[SampleValue] | None:
+    """The samples of items that are all usual, read a whole list at a time; else None.
+
+    Usual: every item an object with its key a text already named (`known`), no name given
+    twice, and its value a plain number from 0 to MAX_READING. Each step is one C-level
+    pass over the list (a history page holds thousands of items); at the first item that
+    is not usual, None sends the list to _series' own loop, which says what is wrong.
+    """
+    try:
+        keys = list(map(itemgetter(key_field), items))
+        values = list(map(itemgetter(value_field), items))
+        names = list(map(known.get, keys))  # a key that is not a known text gives None
+    except (KeyError, TypeError):  # an item without the field, not an object, unhashable
+        return None
+    if None in names or len(set(names)) != len(names):
+        return None
+    if not _NUMBER_TYPES.issuperset(map(type, values)):
+        return None
+    try:
+        numbers = list(map(float, values))
+    except OverflowError:
+        return None
+    if numbers and (min(numbers) < 0 or max(numbers) > MAX_READING
+                    or any(map(math.isnan, numbers))):
+        return None
+    start, end = bucket
+    return list(map(_sample_of, zip(names, numbers, repeat(None), repeat(None), repeat(kind),
+                                    repeat(start), repeat(end))))
+
+
+_NUMBER_TYPES = frozenset({int, float})  # bool is neither: true/false is no reading
+# A SampleValue from a 7-tuple of its fields, called from C (map).
+_sample_of = partial(tuple.__new__, SampleValue)
 
 
 def _item_name(base: str, raw: Any, i: int, refused: list[str],
