@@ -184,19 +184,20 @@ def check_storable(raw: bytes, doc: Any) -> None:
     a database cannot store: a NUL character (PostgreSQL refuses it in text) or a lone UTF-16
     surrogate such as "\\ud800" (not Unicode, so not UTF-8 either).
 
-    Costs two byte counts for ordinary text: only text with many brackets or a \\u escape
-    is walked.
+    Costs a few passes over the bytes for ordinary text: only text with a \\u escape (or
+    NUL bytes, as UTF-16 has) and many brackets is walked.
     """
-    if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH and b"\\u" not in raw:
-        return
-    if b"\\u" not in raw and b"\x00" not in raw:
+    if b"\x00" not in raw and (b"\\" not in raw or b"\\u" not in raw):
         # UTF-8 JSON text holds a NUL or a surrogate only as a \\u escape (a raw control
         # character or an invalid UTF-8 byte is refused by the parser; UTF-16 or UTF-32
         # text, which the standard parser also reads, has NUL bytes), so only the depth is
         # left to check, and it is read from the text: a history page holds thousands of
-        # strings, and walking them cost as much as parsing it.
+        # strings, and walking them cost as much as parsing it. (One-byte searches first:
+        # they are memchr, a two-byte one is not.)
         if _text_depth(raw) > MAX_JSON_DEPTH:
             raise ParseError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        return
+    if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH and b"\\u" not in raw:
         return
     stack: list[tuple[Any, int]] = [(doc, 1)]
     while stack:
