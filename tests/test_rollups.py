@@ -20,7 +20,7 @@ from etl.store.writer import store_observations
 from etl.vendors.types import Observation
 from reports.frames import billing_frame, daily_frame
 from tests import factories
-from tests.factories import migrated_engine
+from tests.factories import copy_sqlite_template, migrated_engine
 
 TZ = "Europe/Berlin"  # 2026-10-25 has 25 hours there
 START, END = date(2026, 10, 23), date(2026, 10, 27)
@@ -175,6 +175,7 @@ def test_warm_equals_cold_after_any_late_out_of_order_writes(
         ]
 
     with tempfile.TemporaryDirectory() as tmp:
+        copy_sqlite_template(Path(tmp) / "r.db")  # a migrated database, without migrating
         with migrated_engine(f"sqlite:///{Path(tmp) / 'r.db'}") as engine:
             store(engine, batch(first), bulk)
             assert_warm_equals_cold(engine)
