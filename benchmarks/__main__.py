@@ -140,6 +140,9 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
         wide = results["wide"]
         out["wide_daily_per_series_ratio"] = wide["per_series_ratio"]
         out["wide_daily_seconds"] = wide["wide_s"]
+        out["wide_daily_peak_rss_gib"] = wide["wide_peak_rss_bytes"] / 2**30
+        out["wide_billing_seconds"] = wide["wide_others"]["billing_s"]
+        out["wide_alerts_check_seconds"] = wide["wide_others"]["alerts_check_s"]
     return out
 
 

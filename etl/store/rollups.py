@@ -19,7 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from etl.store.engine import refuses_writes
-from etl.store.models import RollupDay, RollupDirty, Sample, Snapshot
+from etl.store.models import RollupDay, RollupDirty, Sample, Series, Snapshot
 from etl.textutil import first_line
 from etl.timefmt import from_micros
 from etl.vendors.parsing import MAX_READING
@@ -79,26 +79,35 @@ def invalidate_dirty(engine: Engine) -> int:
         for _, sid, lo, hi in spans:
             old = merged.get(sid)
             merged[sid] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
-        dropped = 0
         reach = timedelta(seconds=float(max_stale))
-        for sid, (lo, hi) in merged.items():
-            dropped += conn.execute(
-                delete(RollupDay).where(
-                    RollupDay.series_id == sid, RollupDay.day_end > lo,
-                    RollupDay.day_start <= hi + reach,
-                )
-            ).rowcount
-            nxt = conn.scalar(
-                select(Sample.observed_at)
-                .where(Sample.series_id == sid, Sample.observed_at > hi)
-                .order_by(Sample.observed_at)
-                .limit(1)
-            )
-            if nxt is not None:
+        # Series with the same span in one statement: one poll of a wide vendor marks its
+        # 100,000 series with one span (issue 26), one statement per series took minutes.
+        by_span: dict[tuple[datetime, datetime], list[int]] = {}
+        for sid, span in merged.items():
+            by_span.setdefault(span, []).append(sid)
+        dropped = 0
+        by_next: dict[datetime, list[int]] = {}
+        for (lo, hi), sids in by_span.items():
+            for k in range(0, len(sids), 500):
+                part = sids[k:k + 500]
                 dropped += conn.execute(
                     delete(RollupDay).where(
-                        RollupDay.series_id == sid, RollupDay.day_start <= nxt,
-                        RollupDay.day_end > nxt,
+                        RollupDay.series_id.in_(part), RollupDay.day_end > lo,
+                        RollupDay.day_start <= hi + reach,
+                    )
+                ).rowcount
+                nxt = (select(Sample.observed_at)
+                       .where(Sample.series_id == Series.id, Sample.observed_at > hi)
+                       .order_by(Sample.observed_at).limit(1).scalar_subquery())
+                for sid, at in conn.execute(select(Series.id, nxt).where(Series.id.in_(part))):
+                    if at is not None:
+                        by_next.setdefault(at, []).append(sid)
+        for nxt_at, sids in by_next.items():
+            for k in range(0, len(sids), 500):
+                dropped += conn.execute(
+                    delete(RollupDay).where(
+                        RollupDay.series_id.in_(sids[k:k + 500]), RollupDay.day_start <= nxt_at,
+                        RollupDay.day_end > nxt_at,
                     )
                 ).rowcount
         conn.execute(delete(RollupDirty).where(RollupDirty.id <= max(s[0] for s in spans)))
@@ -196,11 +205,18 @@ class RollupStore:
             by_series: dict[int, list[str]] = {}
             for row in rows:
                 by_series.setdefault(row["series_id"], []).append(row["day"])
+            # Series with the same days in one statement: a wide vendor's 100,000 series
+            # cost 100,000 DELETEs one by one (issue 26).
+            by_days: dict[tuple[str, ...], list[int]] = {}
             for sid, days in by_series.items():
+                by_days.setdefault(tuple(days), []).append(sid)
+            for days_key, sids in by_days.items():
+                days = list(days_key)
                 for i in range(0, len(days), 500):
-                    conn.execute(delete(RollupDay).where(
-                        RollupDay.series_id == sid, RollupDay.tz == self.tz,
-                        RollupDay.day.in_(days[i:i + 500])))
+                    for k in range(0, len(sids), 500):
+                        conn.execute(delete(RollupDay).where(
+                            RollupDay.series_id.in_(sids[k:k + 500]), RollupDay.tz == self.tz,
+                            RollupDay.day.in_(days[i:i + 500])))
             conn.execute(_upsert(conn), rows)
 
     def _give_up(self, exc: DBAPIError) -> None:
