@@ -19,7 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from etl.store.engine import refuses_writes
-from etl.store.models import RollupDay, RollupDirty, Sample, Snapshot
+from etl.store.models import RollupDay, RollupDirty, Sample, Series, Snapshot
 from etl.textutil import first_line
 from etl.timefmt import from_micros
 from etl.vendors.parsing import MAX_READING
@@ -71,17 +71,26 @@ def invalidate_dirty(engine: Engine) -> int:
         ).all()
         if not spans:
             return 0
-        max_stale = conn.scalar(select(func.max(RollupDay.staleness)))
-        if max_stale is None:  # nothing rolled up yet: nothing to invalidate
-            conn.execute(delete(RollupDirty).where(RollupDirty.id <= max(s[0] for s in spans)))
-            return 0
         merged: dict[int, tuple[datetime, datetime]] = {}
         for _, sid, lo, hi in spans:
             old = merged.get(sid)
             merged[sid] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+        # The widest staleness among each touched series' own rows, through the primary key
+        # (series_id first): never a scan of every series' rollups. A series with none has
+        # nothing to invalidate.
+        stale: dict[int, float] = {}
+        ids = list(merged)
+        for i in range(0, len(ids), 500):
+            for sid, most in conn.execute(
+                    select(RollupDay.series_id, func.max(RollupDay.staleness))
+                    .where(RollupDay.series_id.in_(ids[i:i + 500]))
+                    .group_by(RollupDay.series_id)):
+                stale[sid] = most
         dropped = 0
-        reach = timedelta(seconds=float(max_stale))
         for sid, (lo, hi) in merged.items():
+            if stale.get(sid) is None:
+                continue
+            reach = timedelta(seconds=float(stale[sid]))
             dropped += conn.execute(
                 delete(RollupDay).where(
                     RollupDay.series_id == sid, RollupDay.day_end > lo,
@@ -123,7 +132,7 @@ class RollupStore:
         self.engine = engine
         self.tz = tz
         self.cached = True
-        self._rows: dict[tuple[int, str], tuple[float, str]] = {}
+        self._rows: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
         self._new: dict[tuple[int, str], dict[str, Any]] = {}
         self._watermark = 0
         try:
@@ -136,21 +145,34 @@ class RollupStore:
         # Every write adds a snapshot row (ids only grow): one committed after this point,
         # which the report's reads may have missed, makes its rows unfit to keep.
         self._watermark = _last_snapshot_id(engine)
+        # Series by series through the primary key (series_id, tz, day), the days bounded by
+        # the period's (a local day is within a day of its UTC date): what the period holds,
+        # however many years of rows the table keeps. day_start is the exact test.
+        lo_day = (from_micros(start_us) - timedelta(days=2)).date().isoformat()
+        hi_day = (from_micros(end_us) + timedelta(days=2)).date().isoformat()
         with engine.connect() as conn:
             sel = select(RollupDay.series_id, RollupDay.day, RollupDay.staleness, RollupDay.data)
             result = conn.execute(
                 sel.where(
+                    RollupDay.series_id.in_(select(Series.id).scalar_subquery()),
                     RollupDay.tz == tz,
+                    RollupDay.day >= lo_day,
+                    RollupDay.day <= hi_day,
                     RollupDay.day_start >= from_micros(start_us),
                     RollupDay.day_start < from_micros(end_us),
                 )
-            )
-            for sid, day, stale, data in result:
-                self._rows[(sid, day)] = (stale, data)
+            ).all()
+        # One parse of every row's JSON: a JSON array of the rows, not a call per row.
+        parsed = json.loads("[" + ",".join(r[3] for r in result) + "]") if result else []
+        for (sid, day, stale, _), row in zip(result, parsed, strict=True):
+            self._rows[(sid, day)] = (stale, row)
 
     def get(self, series_id: int, days: Sequence[str], staleness_s: float
             ) -> list[dict[str, Any]] | None:
-        """The stored rows of these days, or None if any is missing or was built otherwise."""
+        """The stored rows of these days, or None if any is missing or was built otherwise.
+
+        The rows are the store's own (parsed once): read them, do not change them.
+        """
         if not self.cached:
             return None
         out = []
@@ -158,7 +180,7 @@ class RollupStore:
             hit = self._rows.get((series_id, day))
             if hit is None or hit[0] != staleness_s:
                 return None
-            row = json.loads(hit[1])
+            row = hit[1]
             if any(abs(row.get(k) or 0) > MAX_READING for k in _READING_FIGURES):
                 return None
             out.append(row)
