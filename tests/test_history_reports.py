@@ -91,6 +91,22 @@ def test_billing_sum_is_the_apportioned_bucket_total_of_the_month(
         "provisional": "true"}
 
 
+def test_billing_sum_is_rounded_once_for_the_period_not_day_by_day(
+        engine: Engine, tmp_path: Path) -> None:
+    # Ten 7-hour buckets of 1 from the 20th: the days get 24/7, 24/7 and 22/7, printed
+    # 3.4286, 3.4286 and 3.1429 (10.0001 together), but the period used exactly 10.
+    buckets = [(D20 + 7 * i * H, D20 + 7 * (i + 1) * H, {"gpt-4o": 1}) for i in range(10)]
+    store(engine, [history_page(D20 + 96 * H, (D20, D20 + 72 * H), buckets)])
+    config = _config()
+    write_daily(daily(engine, config, date(2026, 11, 20), date(2026, 11, 22)), ["csv"], tmp_path)
+    assert [_csv(tmp_path / f"daily-2026-11-{d}.csv")[0]["increase"] for d in (20, 21, 22)] == [
+        "3.4286", "3.4286", "3.1429"]
+    write_billing(billing(engine, config, date(2026, 11, 1),
+                          now=datetime(2026, 12, 10, tzinfo=UTC)), ["csv"], tmp_path)
+    (row,) = _csv(tmp_path / "billing-2026-11.csv")
+    assert row["quantity"] == "10"
+
+
 @pytest.mark.parametrize(("rule", "problem"), [
     (BILLING.replace('"sum"', '"increase"'),
      "billing[0].aggregation: 'tokens:gpt-4o' is an interval metric: use 'sum'"),

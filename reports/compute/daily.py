@@ -23,6 +23,8 @@ WARNING_PCT = 75.0
 CRITICAL_PCT = 90.0
 # Counter readings up to this size are summed as exact int64 (float64 holds them exactly).
 _EXACT_INT_LIMIT = 2.0**53
+# Quantities (an interval series' apportioned sum) are printed half-up to 4 places (SPEC 10).
+QUANTITY_STEP = Decimal("0.0001")
 
 # Columns of an aggregate_days() row, in order.
 DAY_COLUMNS = [
@@ -318,9 +320,12 @@ def _nan_sum(values: np.ndarray) -> float:
     return float(np.where(np.isnan(values), 0.0, values).sum())
 
 
-def _exact_sum(col: pd.Series) -> int | float:
+def _exact_sum(col: pd.Series) -> int | float | Decimal:
+    # Exact Decimals (interval series' apportioned sums) stay exact: rounded once, later.
     total = exact_total(col)
-    return int(total) if total == total.to_integral_value() else float(total)
+    if total == total.to_integral_value():
+        return int(total)
+    return total if any(isinstance(x, Decimal) for x in col) else float(total)
 
 
 def exact_total(values: Iterable[Any]) -> Decimal:
@@ -333,6 +338,8 @@ def exact_total(values: Iterable[Any]) -> Decimal:
     for x in values:
         if isinstance(x, int | np.integer):
             total += int(x)
+        elif isinstance(x, Decimal):
+            total += x
         elif not pd.isna(x):
             total += Decimal(repr(float(x)))
     return Decimal(int(total)) if total == total.to_integral_value() else total.normalize()
@@ -378,8 +385,9 @@ def day_report_values(row: Mapping[str, Any], metric_type: MetricType) -> dict[s
                        warning_minutes=_minutes(r["warning_us"]),
                        critical_minutes=_minutes(r["critical_us"]))
         case MetricType.INTERVAL:
-            # The buckets' use apportioned to the day (SPEC 10); no resets, no bands.
-            out.update(increase=_int_or_float(r["increase"]))
+            # The buckets' use apportioned to the day (SPEC 10), exact until here; no
+            # resets, no bands.
+            out.update(increase=round4(r["increase"]))
         case _:
             assert_never(metric_type)
     return out
@@ -393,6 +401,17 @@ def _num(x: Any) -> int | float | None:
     if f.is_integer() and abs(f) < _EXACT_INT_LIMIT:
         return int(f)
     return f
+
+
+def round4(x: Any) -> int | float:
+    """A quantity half-up to 4 places (SPEC 10), as a plain int or float for the report.
+
+    `x` an exact Decimal (an interval series' apportioned sum), an int or a float.
+    """
+    q = x if isinstance(x, Decimal) else Decimal(int(x)) if isinstance(
+        x, int | np.integer) else Decimal(repr(float(x)))
+    r = q.quantize(QUANTITY_STEP, rounding=ROUND_HALF_UP)
+    return int(r) if r == r.to_integral_value() else float(r)
 
 
 def _int_or_float(x: Any) -> int | float:

@@ -1,21 +1,21 @@
 """Day rows of history series (SPEC 10 "Numbers"): buckets apportioned to days, read coverage.
 
 An interval bucket `[start, end)` with value v adds v × (overlap with the day) / (bucket
-length) to the day's `increase` (rounded half-up to 4 places); `samples`, `min`, `max`,
+length) to the day's `increase`, kept exact (a Decimal) so that a billing period's `sum` is
+rounded once, not day by day; the daily report rounds it half-up to 4 places
+(daily.round4). `samples`, `min`, `max`,
 `mean` are over the buckets overlapping the day. Coverage is the share of the day inside
 the union of the source's read ranges, each counting up to when it was read.
 """
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 
 from reports.compute.daily import DAY_COLUMNS
-
-QUANTITY_STEP = Decimal("0.0001")
 
 
 def read_intervals(start: np.ndarray, end: np.ndarray, read_at: np.ndarray
@@ -53,12 +53,6 @@ def apportion(value: float, overlap_us: int, length_us: int) -> Decimal:
     return Decimal(repr(float(value))) * overlap_us / length_us
 
 
-def round4(q: Decimal) -> int | float:
-    """Half-up to 4 places, as a plain int or float for the day row."""
-    r = q.quantize(QUANTITY_STEP, rounding=ROUND_HALF_UP)
-    return int(r) if r == r.to_integral_value() else float(r)
-
-
 def aggregate_interval_days(start: np.ndarray, end: np.ndarray, value: np.ndarray,
                             bounds: np.ndarray, reads: tuple[np.ndarray, np.ndarray, np.ndarray],
                             *, apportioned: bool = True) -> pd.DataFrame:
@@ -66,7 +60,8 @@ def aggregate_interval_days(start: np.ndarray, end: np.ndarray, value: np.ndarra
 
     `start`, `end` (epoch us) and `value` are its buckets, sorted by start; `reads` the
     source's read ranges (start, end, read at). `apportioned` (interval metrics): `increase`
-    is the apportioned sum; False (bucket gauges): `increase` 0 and the day's time-weighted
+    is the apportioned sum, an exact Decimal (not rounded: SPEC 10 rounds a billing
+    period's sum once); False (bucket gauges): `increase` 0 and the day's time-weighted
     figures come from the buckets' levels held over their bucket.
     """
     bounds = np.asarray(bounds, dtype=np.int64)
@@ -88,7 +83,7 @@ def aggregate_interval_days(start: np.ndarray, end: np.ndarray, value: np.ndarra
             "day_start_us": lo, "day_end_us": hi, "samples": n,
             "min": float(v.min()) if n else np.nan, "max": float(v.max()) if n else np.nan,
             "sum": float(v.sum()) if n else np.nan, "last_limit": np.nan, "peak_pct": np.nan,
-            "increase": round4(total) if apportioned else 0, "resets": 0,
+            "increase": total if apportioned else 0, "resets": 0,
             "covered_us": covered_us(spans, lo, hi), "twa_num": twa, "warning_us": 0,
             "critical_us": 0,
             "first_at_us": int(s[0]) if n else -1, "first_value": float(v[0]) if n else np.nan,
