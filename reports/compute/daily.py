@@ -440,7 +440,11 @@ def daily_table(rows: pd.DataFrame) -> pd.DataFrame:
     DAY_COLUMNS (as reports.pipelines.days.series_day_rows returns them).
     """
     records = []
-    for row in rows.to_dict("records"):
+    # Whole columns as Python values, zipped into rows: what to_dict("records") gives, for
+    # less than its per-cell cost.
+    names = list(rows.columns)
+    for row in (dict(zip(names, values, strict=True))
+                for values in zip(*(rows[c].tolist() for c in names), strict=True)):
         vals = day_report_values(row, MetricType(row["metric_type"]))
         records.append({"date": row["date"], "source": row["source"], "metric": row["metric"],
                         "metric_type": row["metric_type"], **vals})
