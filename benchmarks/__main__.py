@@ -149,6 +149,7 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
         wide = results["wide"]
         out["wide_daily_per_series_ratio"] = wide["per_series_ratio"]
         out["wide_daily_seconds"] = wide["wide_s"]
+        out["wide_daily_peak_rss_gib"] = wide["wide_peak_rss_bytes"] / 2**30
     return out
 
 

@@ -6,13 +6,17 @@ series a person reads in its table, not with charts: at most MAX_CHARTS are draw
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
 import tomllib
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import sqlite_engine
+from benchmarks.common import last_json, run_child_rss, sqlite_engine
+from benchmarks.reports_bench import vm_hwm
 from etl.config import Config, parse_config
 from etl.store.engine import make_engine
 from etl.store.writer import forget_series_cache, store_observations
@@ -44,26 +48,59 @@ def build_db(db: Path, series: int) -> Config:
     return _config(db)
 
 
-def _report(db: Path, config: Config, out: Path) -> float:
+def _report(db: Path, out: Path) -> dict[str, Any]:
+    """The report in a child process: its seconds, peak RSS and what it wrote."""
+    _, rss, text = run_child_rss(["-m", "benchmarks.wide_bench", "--db", str(db),
+                                  "--out", str(out)])
+    res = last_json(text)
+    res["peak_rss_bytes"] = res.get("vm_hwm_bytes") or rss
+    return res
+
+
+def child(db: Path, out: Path) -> dict[str, Any]:
+    """In the child: the daily report of the database's one day, CSV + HTML (the default)."""
+    config = _config(db)
     engine = make_engine(f"sqlite:///{db}")
     try:
         started = time.perf_counter()
-        build_daily(engine, config, DAY, DAY, formats=["csv", "html"], out_dir=out)
-        return time.perf_counter() - started
+        paths = build_daily(engine, config, DAY, DAY, out_dir=out)
+        seconds = time.perf_counter() - started
     finally:
-        forget_series_cache(engine)
         engine.dispose()
+    csv_path = next(p for p in paths if p.suffix == ".csv")
+    html = next(p for p in paths if p.suffix == ".html").read_text()
+    return {"seconds": seconds, "csv_rows": len(csv_path.read_text().splitlines()) - 1,
+            "charts": html.count("<svg"), "html_bytes": len(html.encode()),
+            "vm_hwm_bytes": vm_hwm()}
 
 
 def run(workdir: Path, *, series: int, log: Any) -> dict[str, Any]:
-    """Seconds of the daily report of `series` series and of series // 10; the ratio per series."""
+    """The daily report of `series` series and of series // 10: seconds, peak RSS, the ratio
+    of time per series."""
     small = max(series // 10, 1)
     out: dict[str, Any] = {"series": series, "baseline_series": small}
-    for n, key in ((small, "baseline_s"), (series, "wide_s")):
+    for n, key in ((small, "baseline"), (series, "wide")):
         db = workdir / f"wide-{n}.db"
         log(f"wide: storing {n} series x {POLLS} polls")
-        config = build_db(db, n)
-        log(f"wide: daily report of {n} series")
-        out[key] = _report(db, config, workdir / f"wide-{n}")
+        build_db(db, n)
+        log(f"wide: daily report of {n} series (CSV + HTML)")
+        res = _report(db, workdir / f"wide-{n}")
+        if res["csv_rows"] != n:
+            raise RuntimeError(f"wide: the daily CSV has {res['csv_rows']} rows, not {n}")
+        out[key] = res
+        out[f"{key}_s"] = res["seconds"]
+    out["wide_peak_rss_bytes"] = out["wide"]["peak_rss_bytes"]
     out["per_series_ratio"] = (out["wide_s"] / series) / (out["baseline_s"] / small)
     return out
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.wide_bench")
+    ap.add_argument("--db", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    print(json.dumps(child(Path(args.db), Path(args.out))))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -12,6 +12,8 @@
 #
 # Usage: bash scripts/focus-validate.sh [FILE...]     (FOCUS files to check instead)
 #        bash scripts/focus-validate.sh --verdict OUTPUT   (judge a saved validator output)
+#        bash scripts/focus-validate.sh --prepare   (build the cached venv only; .ci/run does
+#                                                    it in the background beside the suite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VALIDATOR_VERSION=2.2.1
@@ -76,6 +78,10 @@ if [ -z "$PY312" ]; then
 fi
 
 stamp="$CACHE/.installed-$VALIDATOR_VERSION"
+# One builder at a time per machine (.ci/run prepares it in the background).
+mkdir -p "$(dirname "$CACHE")"
+exec 9>"$CACHE.lock"
+flock 9
 if [ ! -f "$stamp" ]; then
   rm -rf "$CACHE"
   "$PY312" -m venv "$CACHE"
@@ -88,6 +94,8 @@ if [ ! -f "$stamp" ]; then
   fi
   touch "$stamp"
 fi
+flock -u 9
+[ "${1:-}" = "--prepare" ] && exit 0
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

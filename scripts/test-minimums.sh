@@ -1,26 +1,93 @@
 #!/usr/bin/env bash
 # The suite against exactly the lower bounds pyproject.toml declares: a fresh virtual
 # environment with .ci/minimums.txt as pip constraints, a check that every pin took, pytest.
-# Usage: bash scripts/test-minimums.sh [extra pytest args]   ($MINIMUMS_VENV: where, default
-# ./.venv-minimums, recreated each run; $PYTHON: the interpreter to build it from)
+#
+# Installing the pinned libraries takes minutes, so they are installed once per machine into
+# a cache keyed by .ci/minimums.txt, pyproject.toml's dependency tables, the Python version
+# and the month (new releases of unpinned transitive dependencies get in at least monthly);
+# each run makes the fresh $VENV, points it at the cached libraries (a .pth file) and
+# installs usage-etl itself (editable, no dependencies) into it. MINIMUMS_CACHE=none skips
+# the cache and installs everything into $VENV, as a machine's first run does.
+#
+# Usage: bash scripts/test-minimums.sh [extra pytest args]
+#        bash scripts/test-minimums.sh --prepare   (fill the cache only: no venv, no pytest)
+# ($MINIMUMS_VENV: where, default ./.venv-minimums, recreated each run; $PYTHON: the
+# interpreter to build it from; $MINIMUMS_CACHE: the cache's folder, default
+# ~/.cache/usage-etl/minimums)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${MINIMUMS_VENV:-.venv-minimums}
+CACHE_ROOT=${MINIMUMS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/usage-etl/minimums}
+
+# install DIR PIP-ARGS...: pip's output (build warnings and all) goes to DIR/pip.log, shown
+# only when the install fails.
+install() {
+  local dir=$1 log=$1/pip.log
+  shift
+  if ! { "$dir/bin/python" -m pip install --quiet --upgrade pip &&
+         "$dir/bin/python" -m pip install --quiet "$@"; } >"$log" 2>&1; then
+    grep -v '^WARNING: Location' "$log" >&2 || true
+    echo "installing the minimums failed (full log: $log)" >&2
+    exit 1
+  fi
+}
+
+# The dev extra, as scripts/setup.sh installs it; every bound it declares is pinned but
+# ruff's, mypy's and types-requests' (linters, not run here).
+if [ "$CACHE_ROOT" = none ]; then
+  libs=
+else
+  key=$("$PYTHON" - <<'PY'
+import hashlib, sys, time, tomllib
+
+project = tomllib.load(open("pyproject.toml", "rb"))
+parts = [open(".ci/minimums.txt").read(), repr(project["build-system"]),
+         repr(project["project"].get("dependencies")),
+         repr(project["project"].get("optional-dependencies")),
+         sys.version, time.strftime("%Y-%m")]
+print(hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16])
+PY
+)
+  cache=$CACHE_ROOT/$key
+  mkdir -p "$CACHE_ROOT"
+  # One builder at a time per machine; a second run waits, then finds the stamp.
+  exec 9>"$CACHE_ROOT/.lock"
+  flock 9
+  if [ ! -f "$cache/.complete" ]; then
+    echo "== the pinned minimums into the machine's cache $cache (once per machine and key)"
+    rm -rf "$cache"
+    "$PYTHON" -m venv "$cache"
+    install "$cache" -c .ci/minimums.txt '.[dev]'
+    # Only the libraries are shared: each run installs its own checkout's usage-etl.
+    "$cache/bin/python" -m pip uninstall --quiet --yes usage-etl >>"$cache/pip.log" 2>&1
+    touch "$cache/.complete"
+  fi
+  touch "$cache/.complete"  # its last use, for the pruning below
+  # Caches of other keys not used for two weeks go.
+  find "$CACHE_ROOT" -mindepth 2 -maxdepth 2 -name .complete -mtime +14 -printf '%h\0' |
+    xargs -0r rm -rf
+  flock -u 9
+  libs=$("$cache/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+fi
+[ "${1:-}" = "--prepare" ] && exit 0
 
 echo "== fresh venv $VENV at the declared minimums"
 rm -rf "$VENV"
-"$PYTHON" -m venv "$VENV"
-log="$VENV/pip.log"
-# pip's output (build warnings and all) goes to a log, shown only when the install fails.
-# The dev extra, as scripts/setup.sh installs it; every bound it declares is pinned but
-# ruff's, mypy's and types-requests' (linters, not run here).
-if ! { "$VENV/bin/python" -m pip install --quiet --upgrade pip &&
-       "$VENV/bin/python" -m pip install --quiet -c .ci/minimums.txt -e '.[dev]'; } >"$log" 2>&1
-then
-  grep -v '^WARNING: Location' "$log" >&2 || true
-  echo "installing the minimums failed (full log: $log)" >&2
-  exit 1
+if [ -z "$libs" ]; then
+  "$PYTHON" -m venv "$VENV"
+  install "$VENV" -c .ci/minimums.txt -e '.[dev]'
+else
+  "$PYTHON" -m venv --without-pip "$VENV"
+  own=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+  # addsitedir (not a plain path line) so the cached libraries' own .pth files run too.
+  echo "import site; site.addsitedir('$libs')" > "$own/usage_etl_minimums.pth"
+  # pip itself comes from the cached libraries; usage-etl goes into $VENV.
+  if ! "$VENV/bin/python" -m pip install --quiet --no-deps -e . >"$VENV/pip.log" 2>&1; then
+    grep -v '^WARNING: Location' "$VENV/pip.log" >&2 || true
+    echo "installing usage-etl into $VENV failed (full log: $VENV/pip.log)" >&2
+    exit 1
+  fi
 fi
 
 echo "== installed versions against .ci/minimums.txt"
@@ -46,5 +113,5 @@ print("every pin installed")
 PY
 
 echo "== pytest at the minimums"
-# As many workers as scripts/test.sh uses, for the same reason (see there).
-"$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-6}" -p no:cacheprovider "$@"
+# As many workers, handed tests the same way, as scripts/test.sh (see there).
+"$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-6}" --maxschedchunk 1 -p no:cacheprovider "$@"

@@ -24,4 +24,6 @@ echo "== pytest"
 # Six workers on two cores: most of the suite's time is spent waiting on daemons, sockets and
 # child processes, so more workers than cores halve the wall time (measured: -n 2 3m50s,
 # -n 4 2m55s, -n 6 2m33s on a quiet 2-core machine). $PYTEST_WORKERS overrides it.
-.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-6}" "$@"
+# One test at a time per worker (--maxschedchunk 1), slowest first (tests/conftest.py), so
+# the run does not end with one worker alone on a long test.
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-6}" --maxschedchunk 1 "$@"

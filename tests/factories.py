@@ -154,11 +154,14 @@ class FakeClock:
 
     Read it as an aware UTC datetime (`clock()` or `clock.now`, which a test may also set)
     or as epoch seconds (`clock.time`), so one clock can drive the scheduler, the pacer, the
-    collector's sleeps and the simulator's rate window together.
+    collector's sleeps and the simulator's rate window together. It is also the daemon's
+    monotonic clock (`monotonic()`, elapsed seconds): `advance` moves both, `step(s)` moves
+    the wall clock alone, as NTP, a restored VM snapshot or `date -s` do.
     """
 
     def __init__(self, start: datetime | None = None) -> None:
         self.now = start or _whole_second_now()
+        self.elapsed = 1000.0
         self._lock = threading.Lock()
 
     def __call__(self) -> datetime:
@@ -170,12 +173,23 @@ class FakeClock:
         with self._lock:
             return self.now.timestamp()
 
+    def monotonic(self) -> float:
+        """Elapsed seconds (arbitrary origin); `step` leaves it alone."""
+        with self._lock:
+            return self.elapsed
+
     def advance(self, seconds: float) -> None:
-        """Move the clock on by `seconds`."""
+        """Move the clock on by `seconds` (wall and elapsed time alike)."""
         with self._lock:
             self.now += timedelta(seconds=seconds)
+            self.elapsed += seconds
 
     sleep = advance
+
+    def step(self, seconds: float) -> None:
+        """Step the wall clock by `seconds` (negative: back); no time elapses."""
+        with self._lock:
+            self.now += timedelta(seconds=seconds)
 
 
 # -- observations and polls -------------------------------------------------------------------

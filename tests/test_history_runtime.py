@@ -125,7 +125,7 @@ def test_simulate_serves_the_history_apis_on_their_own_port() -> None:
         assert got.json()["has_more"] is True
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
+        proc.wait(timeout=60)
 
 
 def test_the_simulated_vendors_keep_their_documented_quirks(sim: HistorySimulator) -> None:

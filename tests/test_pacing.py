@@ -155,7 +155,10 @@ def test_state_file_is_named_by_a_hash_and_private(tmp_path: Path) -> None:
     assert path.name.startswith("nected-") and path.suffix == ".pace"
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert len(path.read_text().split()) == 1  # one send time
+    # One send time, after the header line (the clocks' difference and the boot it was in).
+    header, *sends = path.read_text().splitlines()
+    assert header.startswith("o ") and len(sends) == 1
+    assert float(sends[0]) == pytest.approx(pacer.sent_times()[0], abs=1e-6)
 
 
 def test_default_folder_is_per_user_in_temp_and_env_overrides(
@@ -213,7 +216,8 @@ def test_torn_or_foreign_lines_in_a_state_file_are_ignored(tmp_path: Path) -> No
     pacer.path.write_text("\n".join(lines) + "\n")
     assert pacer.reserve(0.0) == 0.0  # the twelfth
     assert pacer.reserve(0.0) is None
-    assert len(pacer.path.read_text().split()) == 12
+    assert len([line for line in pacer.path.read_text().splitlines()
+                if not line.startswith("o ")]) == 12
 
 
 def test_the_in_process_fast_path_does_not_open_the_file_when_full(

@@ -122,7 +122,7 @@ def test_simulate_command_serves_until_interrupted() -> None:
                          headers={"Authorization": "Bearer t0k3n-abc"})
         assert r.status_code == 200 and "usage" in r.json()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -166,7 +166,7 @@ def test_simulate_command_serves_the_fault_retry_after_and_echo_it_is_given() ->
         assert "t0k3n-abc" in r.text
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
+        proc.wait(timeout=60)
 
 
 def test_simulate_command_slow_delay_option() -> None:
@@ -188,7 +188,7 @@ def test_simulate_command_slow_delay_option() -> None:
         assert r.status_code == 200 and time.monotonic() - started >= 0.6
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
+        proc.wait(timeout=60)
 
 
 def test_simulate_help_documents_the_fault_options() -> None:

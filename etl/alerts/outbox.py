@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import ColumnElement, Engine, and_, or_, select, update
 
 from etl.config import Notifier
 from etl.errors import InputError, UsageEtlError
@@ -34,6 +34,10 @@ MAX_RETRY = timedelta(hours=1)
 # How long a claim lasts beyond the send's deadline before another sender may retry: it
 # covers recording the outcome and the difference between replicas' clocks.
 LEASE_MARGIN = timedelta(seconds=30)
+# A retry time further ahead than its backoff plus this was set before the wall clock
+# stepped back (etl.runtime.clocks): it is due now, not after the step. Less is the
+# difference between replicas' clocks.
+STEP_SLACK = timedelta(seconds=60)
 BATCH = 200
 
 Sender = Callable[[Notifier, dict[str, Any]], None]
@@ -68,6 +72,24 @@ def backoff(attempts: int) -> timedelta:
     return min(FIRST_RETRY * (2 ** max(0, attempts - 1)), MAX_RETRY)
 
 
+def _set_before_step(now: datetime) -> ColumnElement[bool]:
+    """Retry times further ahead of `now` than their backoff allows (plus STEP_SLACK).
+
+    Such a time was set before the wall clock stepped back: held to it, the retry would
+    wait its backoff plus the step.
+    """
+    ahead = []
+    tries = 0
+    while tries == 0 or backoff(tries) < MAX_RETRY:
+        wait = backoff(tries) if tries else timedelta(0)  # 0 tries: due when stored
+        ahead.append(and_(AlertDelivery.attempts == tries,
+                          AlertDelivery.next_attempt_at > now + wait + STEP_SLACK))
+        tries += 1
+    ahead.append(and_(AlertDelivery.attempts >= tries,
+                      AlertDelivery.next_attempt_at > now + MAX_RETRY + STEP_SLACK))
+    return or_(*ahead)
+
+
 @dataclass
 class DeliveryReport:
     """What one pass over the outbox did."""
@@ -97,7 +119,7 @@ def deliver_due(
              .where(AlertDelivery.delivered_at.is_(None), AlertDelivery.gave_up_at.is_(None))
              .order_by(AlertDelivery.id).limit(BATCH))
     if not ignore_backoff:
-        query = query.where(AlertDelivery.next_attempt_at <= now)
+        query = query.where(or_(AlertDelivery.next_attempt_at <= now, _set_before_step(now)))
     by_notifier: dict[str, list[int]] = {}
     with engine.connect() as conn:
         for delivery_id, name in conn.execute(query):
@@ -178,13 +200,19 @@ def _event(level: int, name: str, **fields: Any) -> None:
 
 
 def _claim(engine: Engine, delivery_id: int, now: datetime, lease: timedelta) -> bool:
+    """Take the delivery's lease until `now + lease`: if it is free, or runs out by `now`.
+
+    A lease running out further ahead than a whole lease (plus STEP_SLACK) was taken before
+    the wall clock stepped back, by a sender that died: it no longer holds.
+    """
     with engine.begin() as conn:
         done = conn.execute(
             update(AlertDelivery)
             .where(AlertDelivery.id == delivery_id, AlertDelivery.delivered_at.is_(None),
                    AlertDelivery.gave_up_at.is_(None),
                    or_(AlertDelivery.lease_until.is_(None),
-                       and_(AlertDelivery.lease_until <= now)))
+                       AlertDelivery.lease_until <= now,
+                       AlertDelivery.lease_until > now + lease + STEP_SLACK))
             .values(lease_until=now + lease)
         )
         return done.rowcount == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -37,12 +38,27 @@ PACING_MARGIN_SECONDS = 1.0
 # A booking further ahead than this is taken for the residue of a wall clock stepped back,
 # and dropped, so that such a step cannot stall a credential for longer.
 MAX_AHEAD_SECONDS = 3600.0
+# The wall clock moved against the monotonic one by more than this since a state file was
+# written: it was stepped (NTP, `date -s`), and the file's times move with it.
+STEP_TOLERANCE_SECONDS = 1.0
+# The state file's first line: the writer's wall minus monotonic clock and the boot it was
+# measured in (monotonic times compare only within one boot). Older readers skip it.
+HEADER = b"o"
 # State files untouched this long hold nothing current; they are removed when a process
 # first opens the folder (a rotated credential leaves its old file behind).
 STALE_FILE_SECONDS = 86400.0
 # Another process holds a file's lock for microseconds; waiting this long means it is stuck.
 LOCK_WAIT_SECONDS = 2.0
 SUFFIX = ".pace"
+
+
+@functools.cache
+def boot_id() -> str:
+    """This boot of the machine (Linux's boot_id), "-" where there is none to read."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or "-"
+    except OSError:
+        return "-"
 
 
 def default_pacing_dir() -> Path:
@@ -100,14 +116,31 @@ class SharedPacer(Pacer):
     The in-memory window is kept as a cache of the file's: it only ever holds bookings the
     file holds too, so when it alone leaves no slot in time the file is not even opened.
     `clock` must be the wall clock (or a fake one shared by all parties): the file's times
-    are compared across processes.
+    are compared across processes. `elapsed` is the monotonic clock: when the wall clock
+    steps (by more than STEP_TOLERANCE_SECONDS against it), the booked times move with it,
+    so a clock set back does not hold a credential for the length of the step.
     """
 
     def __init__(self, limit: int, period: float, path: Path, clock: Clock = time.time,
-                 on_error: Callable[[Path, OSError], None] | None = None) -> None:
+                 on_error: Callable[[Path, OSError], None] | None = None,
+                 elapsed: Clock = time.monotonic) -> None:
         super().__init__(limit, period, clock)
         self.path = path
         self._on_error = on_error
+        self._elapsed = elapsed
+        self._cache_offset = self._offset()
+
+    def _offset(self) -> float:
+        """The wall clock minus the monotonic one: it changes only when the wall clock steps."""
+        return self._clock() - self._elapsed()
+
+    def _follow_step(self) -> None:
+        """Move the cached bookings by the wall clock's step since they were cached, if any."""
+        offset = self._offset()
+        step = offset - self._cache_offset
+        if abs(step) > STEP_TOLERANCE_SECONDS:
+            self._sent = deque((t + step for t in self._sent), maxlen=self.limit)
+        self._cache_offset = offset
 
     def reserve(self, max_wait: float) -> float | None:
         """Book the earliest send slot; return seconds to wait for it, or None if > max_wait.
@@ -116,6 +149,7 @@ class SharedPacer(Pacer):
         used leaves this process's own window to decide.
         """
         with self._lock:
+            self._follow_step()
             now = self._clock()
             if next_slot(self._sent, now, self.limit, self.period) - now > max_wait:
                 return None
@@ -136,7 +170,8 @@ class SharedPacer(Pacer):
                 return None
             times.append(at)
             kept = times[-self.limit:]
-            data = "".join(f"{t:.6f}\n" for t in kept).encode()
+            header = f"{HEADER.decode()} {self._offset():.6f} {boot_id()}\n"
+            data = (header + "".join(f"{t:.6f}\n" for t in kept)).encode()
             os.pwrite(fd, data, 0)
             os.ftruncate(fd, len(data))
             self._sent = deque(kept, maxlen=self.limit)
@@ -167,17 +202,31 @@ class SharedPacer(Pacer):
 
     def _read(self, fd: int, now: float) -> list[float]:
         raw = os.pread(fd, 64 * 1024, 0)
-        times: list[float] = []
-        oldest, newest = now - self.period, now + MAX_AHEAD_SECONDS
+        read: list[float] = []
+        shift = 0.0
         for line in raw.split(b"\n"):
+            if line.startswith(HEADER + b" "):
+                shift = self._step_since(line)
+                continue
             try:
-                t = float(line)
+                read.append(float(line))
             except ValueError:
                 continue  # an empty or torn line (a process killed mid-write)
-            if oldest < t <= newest:
-                times.append(t)
-        times.sort()
+        oldest, newest = now - self.period, now + MAX_AHEAD_SECONDS
+        times = sorted(t + shift for t in read if oldest < t + shift <= newest)
+        self._cache_offset = self._offset()
         return times
+
+    def _step_since(self, header: bytes) -> float:
+        """How far the wall clock stepped since the file's writer measured its `header`."""
+        try:
+            _, offset, boot = header.decode("ascii").split(" ")
+            step = self._offset() - float(offset)
+        except ValueError:
+            return 0.0  # a torn header: the times as they are
+        if boot != boot_id() or abs(step) <= STEP_TOLERANCE_SECONDS:
+            return 0.0  # another boot's monotonic clock, or no step
+        return step
 
 
 class PacerRegistry:
@@ -185,6 +234,8 @@ class PacerRegistry:
 
     With `shared`, the pacers are SharedPacers in `directory` (default: default_pacing_dir(),
     read at each lookup) and their budget is the host's; otherwise it is this registry's.
+    `clock` is the wall clock of shared pacers (default) or the monotonic one of the others;
+    `elapsed` the monotonic clock shared pacers tell the wall clock's steps by.
     """
 
     def __init__(
@@ -194,9 +245,13 @@ class PacerRegistry:
         *,
         shared: bool = False,
         directory: Path | str | None = None,
+        elapsed: Clock | None = None,
     ) -> None:
         self.shared = shared
         self.clock: Clock = clock or (time.time if shared else time.monotonic)
+        # The monotonic clock that tells a step of `clock` (SharedPacer); a clock given
+        # alone is its own (no steps told).
+        self.elapsed: Clock = elapsed or (time.monotonic if clock is None else clock)
         self.margin = margin
         self.directory = Path(directory) if directory is not None else None
         self._pacers: dict[tuple[str, str, str | None], Pacer] = {}
@@ -227,7 +282,7 @@ class PacerRegistry:
                 limit, period = rate[0], rate[1] + self.margin
                 if folder is not None and self._folder_usable(folder):
                     pacer = SharedPacer(limit, period, folder / f"{kind}-{digest[:40]}{SUFFIX}",
-                                        self.clock, self._file_failed)
+                                        self.clock, self._file_failed, self.elapsed)
                 else:
                     pacer = Pacer(limit, period, self.clock)
                 self._pacers[key] = pacer

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
@@ -15,6 +14,7 @@ from sqlalchemy import Engine
 
 from etl.config import Config
 from etl.errors import UsageEtlError
+from etl.runtime.clocks import monotonic_of
 from etl.runtime.logs import EventLog
 from etl.runtime.nightly import night_begins, nightly_files, nightly_reports, nights_due
 from etl.textutil import first_line
@@ -27,13 +27,16 @@ NIGHTLY_RETRY_S = 15 * 60.0
 # each night's time. The look also catches up nights a suspended machine or a clock jump
 # skipped.
 NIGHTLY_TICK_S = 60.0
+# The one-off job that wakes the nightly look when the next night begins (wall clock).
+NIGHTLY_NEXT_JOB = "nightly-next"
 
 
 class NightlyJob:
     """Builds the reports each night owes (SPEC 3), from the daemon's start day on.
 
     `at` is the time after each local day's start at which the previous day's reports are
-    built; `clock` drives the nights. `unready` says why the database cannot be used yet
+    built; `clock` drives the nights (its `monotonic()`, when it has one, times the retries).
+    `unready` says why the database cannot be used yet
     (None: it can). Builds count in `busy` under `cv` (the daemon's stop waits for them)
     and none starts once `stopping` is set.
     """
@@ -46,6 +49,7 @@ class NightlyJob:
         self.config = config
         self.engine = engine
         self.clock = clock
+        self.monotonic = monotonic_of(clock)
         self.emit = emit
         self.unready = unready
         self.stopping = stopping
@@ -55,7 +59,7 @@ class NightlyJob:
         self.tick_s = tick_s
         self.busy = 0  # builds running, guarded by cv
         # The first night this daemon owes (its start day; earlier ones are done), and the
-        # nights whose build failed: not tried again before this time.monotonic().
+        # nights whose build failed: not tried again before this monotonic time.
         self._first_night: date | None = None
         self._retry_at: dict[date, float] = {}
         self._lock = threading.Lock()
@@ -125,7 +129,7 @@ class NightlyJob:
         for night, _missing in self.owed_nights():
             if self.stopping.is_set():
                 break
-            if time.monotonic() < self._retry_at.get(night, 0.0):
+            if self.monotonic() < self._retry_at.get(night, 0.0):
                 continue
             written += self._build_owed(night)
         self._wake_at_next_night()
@@ -136,6 +140,10 @@ class NightlyJob:
         if self._retry_at:
             self._retry_at.clear()
             self._wake(0.0)
+
+    def wake_now(self) -> None:
+        """Look for nights owed at once (after a clock step), which re-arms the next night."""
+        self._wake(0.0)
 
     def _build(self, today: date) -> list[Path] | None:
         """The nightly reports of `today`; None (logged) if they could not be built."""
@@ -170,9 +178,9 @@ class NightlyJob:
                 self.busy -= 1
                 self.cv.notify_all()
         if written is None or missing:
-            self._retry_at[night] = time.monotonic() + self.retry_s
+            self._retry_at[night] = self.monotonic() + self.retry_s
             self.emit(logging.WARNING, "reports-retry", day=night.isoformat(),
-                      at=datetime.now(UTC) + timedelta(seconds=self.retry_s))
+                      at=self.clock() + timedelta(seconds=self.retry_s))
             if self.retry_s < self.tick_s:
                 self._wake(self.retry_s)
         else:
@@ -186,9 +194,12 @@ class NightlyJob:
         begins = self._night_begins(today)
         if now >= begins:
             begins = self._night_begins(today + timedelta(days=1))
-        self._wake((begins - now).total_seconds(), "nightly-next")
+        self._wake((begins - now).total_seconds(), NIGHTLY_NEXT_JOB)
 
     def _wake(self, delay: float, job_id: str = "nightly-soon") -> None:
+        """Run the look once after `delay` seconds of elapsed time from now."""
+        # APScheduler reads the machine's wall clock, not ours: the run date is on its clock,
+        # and a step after this is realigned by the daemon's clock watch.
         sched = self._sched
         if sched is None or self.stopping.is_set():
             return

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl.errors import DatabaseTimeoutError
+from etl.runtime.clocks import monotonic_of
 from etl.runtime.db_steps import DatabaseSteps
 from etl.runtime.logs import event
 from etl.runtime.status import failures_since_success
@@ -44,6 +45,7 @@ class _Memory:
     """What one process remembers about a source, also when the database is away."""
 
     not_before: datetime | None = None
+    not_before_elapsed: float = 0.0  # the same end on the monotonic clock
     pause_saved: bool = False  # is not_before also in source_state?
     consecutive_failures: int = 0
 
@@ -61,6 +63,7 @@ class PausePolicy:
         self.engine = engine
         self.db = db
         self.clock = clock
+        self.monotonic = monotonic_of(clock)
         self._memory = {name: _Memory() for name in names}
 
     def _of(self, name: str) -> _Memory:
@@ -69,7 +72,9 @@ class PausePolicy:
     def own_pause(self, name: str, claim: Claim, now: datetime) -> datetime | None:
         """When this process's own pause of `name` ends, if it keeps this poll from running."""
         memory = self._of(name)
-        if memory.not_before is None or now >= memory.not_before:
+        # Over when either clock says so: a wall clock stepped back does not stretch it.
+        if (memory.not_before is None or now >= memory.not_before
+                or self.monotonic() >= memory.not_before_elapsed):
             return None
         match claim.reason:
             case ClaimReason.UNCOORDINATED:
@@ -114,6 +119,9 @@ class PausePolicy:
                           f"{result.retry_after:g}s (our cap)")
             pause = Pause(now + timedelta(seconds=result.retry_after), reason)
         memory.not_before = pause.until if pause is not None else None
+        if pause is not None:
+            memory.not_before_elapsed = (self.monotonic()
+                                         + (pause.until - now).total_seconds())
         memory.pause_saved = db_ok and self._save_state(name, failures, pause)
         return pause
 

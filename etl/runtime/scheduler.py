@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
@@ -21,6 +21,7 @@ from etl.config import Config, SourceConfig, split_listen_address
 from etl.errors import DatabaseTimeoutError, InputError
 from etl.redact import redact_url
 from etl.runtime.alerting import AlertWorker
+from etl.runtime.clocks import ClockWatch, DaemonClock, SystemClock, next_runs, realign_jobs
 from etl.runtime.db_steps import DatabaseSteps
 from etl.runtime.history import poll_history
 from etl.runtime.logs import EventLog, event
@@ -69,7 +70,8 @@ class Scheduler:
 
     `schema_ready=False` is spool-only mode (see Recovery). `nightly_at`, `nightly_retry_s`
     and `nightly_tick_s` are NightlyJob's `at`, `retry_s` and `tick_s`, for tests; `clock`
-    drives the nights and the pauses.
+    (a DaemonClock: wall and monotonic) drives slots, nights and pauses; a wall clock step is
+    logged once and every job realigned (`realign`): APScheduler would wait out a step back.
 
     Alerts (SPEC 8) are evaluated after each stored poll in a thread of their own, so a slow
     receiver never delays polling; `metrics_listen` (``HOST:PORT``, default the config's
@@ -85,7 +87,7 @@ class Scheduler:
         spool: Spool | None = None,
         sources: list[SourceConfig] | None = None,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
-        clock: Callable[[], datetime] | None = None,
+        clock: DaemonClock | None = None,
         report_engine: Engine | None = None,
         schema_ready: bool = True,
         nightly_at: clock_time = NIGHTLY_AT,
@@ -105,7 +107,7 @@ class Scheduler:
         self.spool = spool or Spool(config.spool_dir)
         self.sources = list(sources if sources is not None else config.sources)
         self.stop_timeout = stop_timeout
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.clock: DaemonClock = clock or SystemClock()
         self.retention_first_s = retention_first_s
         self.report_engine = report_engine or engine
         self.gate = PollGate(engine)
@@ -127,6 +129,7 @@ class Scheduler:
             retry_s=nightly_retry_s, tick_s=nightly_tick_s)
         self._spool_lock: SpoolLock | None = None
         self._scheduler: BackgroundScheduler | None = None
+        self.clock_watch: ClockWatch | None = None
         # After stop(): True if threads that could not be stopped are still running, so the
         # process must leave with os._exit (the CLI does) or wait for them.
         self.threads_left = False
@@ -289,19 +292,17 @@ class Scheduler:
                 max_workers=min(len(self.sources), MAX_POLL_WORKERS) + 2,
                 pool_kwargs={"thread_name_prefix": POLL_THREAD_PREFIX})},
         )
-        now = datetime.now(UTC)
+        now = self.clock()
         for src in self.sources:
             trigger = SlotTrigger(src.name, src.interval_seconds, jitter_for(src))
-            kwargs: dict[str, Any] = {}
-            # Poll right away unless the source's next slot is close anyway: spacing stays
-            # at least half an interval even across a restart.
-            if (trigger.next_slot_start(now) - now).total_seconds() > src.interval_seconds / 2:
-                kwargs["next_run_time"] = now
+            # Poll right away unless the source's next slot is close anyway (spacing stays
+            # at least half an interval across a restart); on the daemon's clock (realign).
+            far = (trigger.next_slot_start(now) - now).total_seconds() > src.interval_seconds / 2
             sched.add_job(
                 self.poll_source, trigger, args=[src], id=f"poll:{src.name}",
                 name=f"poll {src.name}", coalesce=True, max_instances=1,
-                misfire_grace_time=max(1, int(src.interval_seconds / 2)), **kwargs,
-            )
+                misfire_grace_time=max(1, int(src.interval_seconds / 2)),
+                next_run_time=now if far else trigger.get_next_fire_time(None, now))
         sched.add_job(
             self.recovery.replay, "interval", seconds=SPOOL_REPLAY_EVERY, id="spool-replay",
             coalesce=True, max_instances=1, misfire_grace_time=int(SPOOL_REPLAY_EVERY),
@@ -316,6 +317,8 @@ class Scheduler:
                 next_run_time=now + timedelta(seconds=self.retention_first_s))
         self._scheduler = sched
         sched.start()
+        self.clock_watch = ClockWatch(self.clock, self.realign, self._emit)
+        self.clock_watch.start(self._stopping)
         if self.alerts is not None:
             self.alerts.start()  # its first pass also sends what a previous run left
         if self._metrics_server is not None:
@@ -329,6 +332,17 @@ class Scheduler:
         for night, missing in owed:
             event(log, logging.INFO, "reports-catch-up", day=night.isoformat(),
                   missing=",".join(p.name for p in missing))
+
+    def realign(self, step_s: float, now: datetime) -> None:
+        """After the wall clock stepped by `step_s` seconds (now `now`): see realign_jobs."""
+        if self._scheduler is not None and not self._stopping.is_set():
+            for job_id, error in realign_jobs(self._scheduler, step_s, now):
+                self._emit(logging.DEBUG, "realign-failed", job=job_id, error=error)
+            self.nightly.wake_now()  # builds what a forward step made due, re-arms the night
+
+    def next_runs(self) -> dict[str, datetime]:
+        """Each scheduled job's next run on the wall clock, by job id (`poll:NAME`, ...)."""
+        return next_runs(self._scheduler)
 
     def _listen_metrics(self, address: str) -> None:
         host, port = split_listen_address(address)

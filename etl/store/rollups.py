@@ -75,39 +75,41 @@ def invalidate_dirty(engine: Engine) -> int:
         for _, sid, lo, hi in spans:
             old = merged.get(sid)
             merged[sid] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
-        # The widest staleness among each touched series' own rows, through the primary key
-        # (series_id first): never a scan of every series' rollups. A series with none has
-        # nothing to invalidate.
-        stale: dict[int, float] = {}
-        ids = list(merged)
-        for i in range(0, len(ids), 500):
-            for sid, most in conn.execute(
-                    select(RollupDay.series_id, func.max(RollupDay.staleness))
-                    .where(RollupDay.series_id.in_(ids[i:i + 500]))
-                    .group_by(RollupDay.series_id)):
-                stale[sid] = most
+        # Series with the same span in one statement: one poll of a wide vendor marks its
+        # 100,000 series with one span (issue 26), one statement per series took minutes.
+        by_span: dict[tuple[datetime, datetime], list[int]] = {}
+        for sid, span in merged.items():
+            by_span.setdefault(span, []).append(sid)
         dropped = 0
-        for sid, (lo, hi) in merged.items():
-            if stale.get(sid) is None:
-                continue
-            reach = timedelta(seconds=float(stale[sid]))
-            dropped += conn.execute(
-                delete(RollupDay).where(
-                    RollupDay.series_id == sid, RollupDay.day_end > lo,
-                    RollupDay.day_start <= hi + reach,
-                )
-            ).rowcount
-            nxt = conn.scalar(
-                select(Sample.observed_at)
-                .where(Sample.series_id == sid, Sample.observed_at > hi)
-                .order_by(Sample.observed_at)
-                .limit(1)
-            )
-            if nxt is not None:
+        by_next: dict[datetime, list[int]] = {}
+        for (lo, hi), sids in by_span.items():
+            for k in range(0, len(sids), 500):
+                part = sids[k:k + 500]
+                # The widest staleness among these series' own rows, through the primary
+                # key (series_id first): never a scan of every series' rollups.
+                most = conn.scalar(select(func.max(RollupDay.staleness))
+                                   .where(RollupDay.series_id.in_(part)))
+                if most is None:  # none of them rolled up: nothing to invalidate
+                    continue
+                reach = timedelta(seconds=float(most))
                 dropped += conn.execute(
                     delete(RollupDay).where(
-                        RollupDay.series_id == sid, RollupDay.day_start <= nxt,
-                        RollupDay.day_end > nxt,
+                        RollupDay.series_id.in_(part), RollupDay.day_end > lo,
+                        RollupDay.day_start <= hi + reach,
+                    )
+                ).rowcount
+                nxt = (select(Sample.observed_at)
+                       .where(Sample.series_id == Series.id, Sample.observed_at > hi)
+                       .order_by(Sample.observed_at).limit(1).scalar_subquery())
+                for sid, at in conn.execute(select(Series.id, nxt).where(Series.id.in_(part))):
+                    if at is not None:
+                        by_next.setdefault(at, []).append(sid)
+        for nxt_at, sids in by_next.items():
+            for k in range(0, len(sids), 500):
+                dropped += conn.execute(
+                    delete(RollupDay).where(
+                        RollupDay.series_id.in_(sids[k:k + 500]), RollupDay.day_start <= nxt_at,
+                        RollupDay.day_end > nxt_at,
                     )
                 ).rowcount
         conn.execute(delete(RollupDirty).where(RollupDirty.id <= max(s[0] for s in spans)))
@@ -132,7 +134,7 @@ class RollupStore:
         self.engine = engine
         self.tz = tz
         self.cached = True
-        self._rows: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
+        self._rows: dict[tuple[int, str], tuple[float, str]] = {}
         self._new: dict[tuple[int, str], dict[str, Any]] = {}
         self._watermark = 0
         try:
@@ -161,18 +163,13 @@ class RollupStore:
                     RollupDay.day_start >= from_micros(start_us),
                     RollupDay.day_start < from_micros(end_us),
                 )
-            ).all()
-        # One parse of every row's JSON: a JSON array of the rows, not a call per row.
-        parsed = json.loads("[" + ",".join(r[3] for r in result) + "]") if result else []
-        for (sid, day, stale, _), row in zip(result, parsed, strict=True):
-            self._rows[(sid, day)] = (stale, row)
+            )
+            for sid, day, stale, data in result:
+                self._rows[(sid, day)] = (stale, data)
 
     def get(self, series_id: int, days: Sequence[str], staleness_s: float
             ) -> list[dict[str, Any]] | None:
-        """The stored rows of these days, or None if any is missing or was built otherwise.
-
-        The rows are the store's own (parsed once): read them, do not change them.
-        """
+        """The stored rows of these days, or None if any is missing or was built otherwise."""
         if not self.cached:
             return None
         out = []
@@ -180,7 +177,7 @@ class RollupStore:
             hit = self._rows.get((series_id, day))
             if hit is None or hit[0] != staleness_s:
                 return None
-            row = hit[1]
+            row = json.loads(hit[1])
             if any(abs(row.get(k) or 0) > MAX_READING for k in _READING_FIGURES):
                 return None
             out.append(row)
@@ -218,11 +215,18 @@ class RollupStore:
             by_series: dict[int, list[str]] = {}
             for row in rows:
                 by_series.setdefault(row["series_id"], []).append(row["day"])
+            # Series with the same days in one statement: a wide vendor's 100,000 series
+            # cost 100,000 DELETEs one by one (issue 26).
+            by_days: dict[tuple[str, ...], list[int]] = {}
             for sid, days in by_series.items():
+                by_days.setdefault(tuple(days), []).append(sid)
+            for days_key, sids in by_days.items():
+                days = list(days_key)
                 for i in range(0, len(days), 500):
-                    conn.execute(delete(RollupDay).where(
-                        RollupDay.series_id == sid, RollupDay.tz == self.tz,
-                        RollupDay.day.in_(days[i:i + 500])))
+                    for k in range(0, len(sids), 500):
+                        conn.execute(delete(RollupDay).where(
+                            RollupDay.series_id.in_(sids[k:k + 500]), RollupDay.tz == self.tz,
+                            RollupDay.day.in_(days[i:i + 500])))
             conn.execute(_upsert(conn), rows)
 
     def _give_up(self, exc: DBAPIError) -> None:

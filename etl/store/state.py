@@ -7,7 +7,9 @@ source only after it has
    advisory lock (``pg_try_advisory_lock``), or on SQLite a POSIX byte-range lock in a file
    next to the database; a replica that cannot take it skips, someone else is polling;
 2. seen no attempt of that source started inside the current slot, and no pause
-   (``source_state.paused_until``) in force.
+   (``source_state.paused_until``) in force. After the wall clock stepped back, attempts
+   stored before one stamped later than the current slot are from before the step and do
+   not count (the slot is free again, so polling resumes within one interval).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, NamedTuple, assert_never
@@ -110,16 +112,26 @@ def last_success(conn: Connection, source: str) -> datetime | None:
     return found.started_at if found is not None else None
 
 
+# How far after "now" a stored pause may have been stored and still hold: more is the
+# residue of a wall clock stepped back (etl.runtime.clocks), less the skew between replicas.
+PAUSE_CLOCK_SLACK_S = 60.0
+
+
 def pause_holds(paused_until: datetime | None, stored_at: datetime,
                 last_ok: datetime | None, now: datetime) -> bool:
     """Whether a pause stored at `stored_at` still keeps its source from being polled.
 
     It holds until it runs out, unless a success was recorded after it was stored (say
-    `usage-etl collect --force` once the credential was fixed), which lifts it. The poll
+    `usage-etl collect --force` once the credential was fixed), which lifts it, or it was
+    stored more than PAUSE_CLOCK_SLACK_S after `now` (the wall clock stepped back since). The poll
     gate, `collect` and `status` all decide by this one rule.
     """
+    # A pause stored well after `now` was stored before the wall clock stepped back: it
+    # would hold for its own length plus the step, so it no longer holds (the next failure
+    # pauses again from the new clock). Replicas' clocks may differ by less than the slack.
     return (paused_until is not None and paused_until > now
-            and (last_ok is None or last_ok < stored_at))
+            and (last_ok is None or last_ok < stored_at)
+            and stored_at <= now + timedelta(seconds=PAUSE_CLOCK_SLACK_S))
 
 
 class PollGate:
@@ -236,11 +248,20 @@ class PollGate:
             return Claim(ClaimReason.PAUSED, state.paused_until, state.pause_reason)
         start, end = slot_bounds(source.name, source.interval_seconds,
                                  slot_of(source.name, source.interval_seconds, now))
+        # An attempt stamped after this slot ends was made before the wall clock stepped
+        # back: the attempts stored before it belong to the time before the step, not to
+        # this slot, else a clock stepped back an hour would find every slot of that hour
+        # taken. Only attempts stored after the newest such one (ids grow) take the slot.
+        ahead = (select(func.coalesce(func.max(CollectionAttempt.id), 0))
+                 .where(CollectionAttempt.source == source.name,
+                        CollectionAttempt.started_at >= end)
+                 .scalar_subquery())
         taken = conn.execute(
             select(func.count()).select_from(CollectionAttempt).where(
                 CollectionAttempt.source == source.name,
                 CollectionAttempt.started_at >= start,
                 CollectionAttempt.started_at < end,
+                CollectionAttempt.id > ahead,
             )
         ).scalar()
         if taken:

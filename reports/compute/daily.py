@@ -8,7 +8,7 @@ time, last values), so monthly figures are derived from the day rows alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, assert_never
 
@@ -382,8 +382,8 @@ def day_report_values(row: Mapping[str, Any], metric_type: MetricType) -> dict[s
         case MetricType.GAUGE:
             out.update(twa=_num(float(r["twa_num"]) * US_PER_SECOND / covered)
                        if covered > 0 else None,
-                       warning_minutes=_minutes(r["warning_us"]),
-                       critical_minutes=_minutes(r["critical_us"]))
+                       warning_minutes=minutes_of(r["warning_us"]),
+                       critical_minutes=minutes_of(r["critical_us"]))
         case MetricType.INTERVAL:
             # The buckets' use apportioned to the day (SPEC 10), exact until here; no
             # resets, no bands.
@@ -421,7 +421,8 @@ def _int_or_float(x: Any) -> int | float:
     return int(f) if f.is_integer() else f
 
 
-def _minutes(us: Any) -> float:
+def minutes_of(us: Any) -> float:
+    """Microseconds as minutes, rounded to 2 places (Python's correctly rounded round)."""
     return round(int(us) / (60 * US_PER_SECOND), 2)
 
 
@@ -431,37 +432,3 @@ def period_report_values(totals: Mapping[str, Any], metric_type: MetricType) -> 
     row["day_start_us"] = totals["period_start_us"]
     row["day_end_us"] = totals["period_end_us"]
     return day_report_values(row, metric_type)
-
-
-def daily_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """The daily report table (DAILY_COLUMNS): counts Int64, measures Float64, <NA> = n/a.
-
-    `rows`: one per series and day, with columns source, metric, metric_type, date, then
-    DAY_COLUMNS (as reports.pipelines.days.series_day_rows returns them).
-    """
-    records = []
-    # Whole columns as Python values, zipped into rows: what to_dict("records") gives, for
-    # less than its per-cell cost.
-    names = list(rows.columns)
-    for row in (dict(zip(names, values, strict=True))
-                for values in zip(*(rows[c].tolist() for c in names), strict=True)):
-        vals = day_report_values(row, MetricType(row["metric_type"]))
-        records.append({"date": row["date"], "source": row["source"], "metric": row["metric"],
-                        "metric_type": row["metric_type"], **vals})
-    return _typed(pd.DataFrame.from_records(records, columns=DAILY_COLUMNS),
-                 ints=("samples", "increase", "resets"),
-                 floats=("min", "max", "mean", "limit", "peak_pct", "coverage_pct", "twa",
-                         "warning_minutes", "critical_minutes"))
-
-
-def _typed(df: pd.DataFrame, ints: Sequence[str], floats: Sequence[str]) -> pd.DataFrame:
-    """Nullable dtypes: counts stay exact integers, 'not applicable' is <NA>."""
-    for col in ints:
-        try:
-            df[col] = df[col].astype("Int64")
-        except (TypeError, ValueError):
-            # A counter with fractional readings: keep its exact float sum.
-            df[col] = df[col].astype("Float64")
-    for col in floats:
-        df[col] = df[col].astype("Float64")
-    return df

@@ -16,8 +16,9 @@ from etl.config import Config
 from etl.errors import InputError
 from etl.timefmt import from_micros
 from etl.vendors.types import MetricType
-from reports.compute.charted import charted_rows
-from reports.compute.daily import daily_table, exact_total, needs_prev_value
+from reports.compute.charted import MAX_TABLE_ROWS, charted_rows, others_by_metric
+from reports.compute.daily import exact_total, needs_prev_value
+from reports.compute.table import daily_table
 from reports.names import ReportFormat, daily_name, output_dir, report_formats
 from reports.periods import Period, days_period, resolve_tz
 from reports.pipelines.days import (
@@ -77,15 +78,21 @@ def daily(engine: Engine, config: Config, start: date, end: date, tz: str | None
     if any(s.history for s in series) and len(table):
         bounds = {day: (int(period.bounds[i]), int(period.bounds[i + 1]))
                   for i, day in enumerate(period.days)}
+        # Once per source and day, not per series: a source's read ranges are its own.
         with read_snapshot(engine) as conn:
-            table["provisional"] = [provisional_text(conn, config, src, *bounds[day])
-                                    for src, day in zip(table["source"], table["date"],
-                                                        strict=True)]
+            found = {key: provisional_text(conn, config, key[0], *bounds[key[1]])
+                     for key in dict.fromkeys(zip(table["source"], table["date"], strict=True))}
+        table["provisional"] = [found[key] for key in zip(table["source"], table["date"],
+                                                          strict=True)]
     return DailyResult(engine, config, period, tz_name, table)
 
 
-def write_daily(result: DailyResult, formats: Sequence[str], out_dir: Path) -> list[Path]:
-    """daily-YYYY-MM-DD.{csv,html} in `out_dir` for each day of `result`; the paths written."""
+def write_daily(result: DailyResult, formats: Sequence[str], out_dir: Path, *,
+                table_rows: int = MAX_TABLE_ROWS) -> list[Path]:
+    """daily-YYYY-MM-DD.{csv,html} in `out_dir` for each day of `result`; the paths written.
+
+    The HTML's per-series table lists at most `table_rows` series (the CSV has all).
+    """
     wanted = report_formats(formats)
     out = output_dir(out_dir)
     ids = series_ids(result.engine) if ReportFormat.HTML in wanted else {}
@@ -105,13 +112,14 @@ def write_daily(result: DailyResult, formats: Sequence[str], out_dir: Path) -> l
             rows = table.iloc[at[day]] if day in at else table.iloc[:0]
             rows = rows.reset_index(drop=True)
             bounds = result.period.bounds
-            html = _daily_html(result, rows, day, int(bounds[i]), int(bounds[i + 1]), ids)
+            html = _daily_html(result, rows, day, int(bounds[i]), int(bounds[i + 1]), ids,
+                               table_rows)
             paths.append(write_html(html, base.with_suffix(".html")))
     return paths
 
 
 def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: int,
-                end_us: int, ids: dict[tuple[str, str], int]) -> str:
+                end_us: int, ids: dict[tuple[str, str], int], table_rows: int) -> str:
     hours = (end_us - start_us) / 3.6e9
     charts = []
     billed = [(rule.source, rule.metric) for rule in result.config.billing]
@@ -135,36 +143,53 @@ def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: i
                                    metric=str(rec["metric"]), metric_type=mtype,
                                    limit=limit, prev_value=prev)
             charts.append(Chart(f"{rec['source']} / {rec['metric']}", Markup(svg)))
-    covs = [c for c in table["coverage_pct"] if not pd.isna(c)]
-    records = table.to_dict("records")
+    covs = table["coverage_pct"].dropna()
+    # Masks first, text only for the notes shown: a wide vendor has 100,000 rows (issue 26).
+    crit = pd.to_numeric(table["critical_minutes"], errors="coerce").fillna(0) > 0
+    low = (pd.to_numeric(table["coverage_pct"], errors="coerce") < 100).fillna(False)
+    prov = (table["provisional"] == "true") if "provisional" in table else crit & False
     alerts = [f"{r['source']}/{r['metric']}: {r['critical_minutes']:g} min at critical "
               f"(≥90 % of the limit), peak {r['peak_pct']:g} %"
-              for r in records
-              if not pd.isna(r["critical_minutes"]) and r["critical_minutes"] > 0]
+              for r in table[crit].head(MAX_NOTES + 1).to_dict("records")]
     gaps = [f"{r['source']}/{r['metric']}: coverage {r['coverage_pct']:g} % — "
             "part of the day was not observed, figures are a lower bound"
-            for r in records if r["coverage_pct"] < 100]
+            for r in table[low].head(MAX_NOTES + 1).to_dict("records")]
     revisable = [f"{r['source']}/{r['metric']}: provisional — the day was not all read "
                  "`lookback` after it ended: the vendor may still revise these figures"
-                 for r in records if r.get("provisional") == "true"]
-    notes = (_bounded(alerts, "series at critical") + _bounded(gaps, "series not fully observed")
-             + _bounded(revisable, "provisional series"))
+                 for r in table[prov].head(MAX_NOTES + 1).to_dict("records")]
+    notes = (_bounded(alerts, int(crit.sum()), "series at critical")
+             + _bounded(gaps, int(low.sum()), "series not fully observed")
+             + _bounded(revisable, int(prov.sum()), "provisional series"))
+    listed = table
+    others = table.iloc[:0]
+    if len(table) > table_rows:
+        keep = charted_rows(table, billed, most=table_rows)
+        listed = table.iloc[keep]
+        others = table.drop(index=table.index[keep])
+        notes.insert(0, f"the table lists {len(listed)} of {len(table)} series: those near "
+                        "their limits, billed or busiest; the other "
+                        f"{len(others)} are summed up per metric below it, and every series "
+                        f"is in {daily_name(day)}.csv")
     if len(charted) < len(table):
+        where = "every series is in the table" if not len(others) else "the rest as above"
         notes.insert(0, f"charts for {len(charted)} of {len(table)} series: those near their "
-                        "limits, billed or busiest; every series is in the table")
+                        f"limits, billed or busiest; {where}")
     counters = table[table["metric_type"] == MetricType.COUNTER.value]
     summary: list[tuple[str, Any]] = [
         ("date", day.isoformat()),
         ("day length", f"{hours:g} h"),
         ("series", len(table)),
         ("samples", int(table["samples"].sum())),
-        ("lowest coverage", f"{min(covs):g} %" if covs else ""),
+        ("lowest coverage", f"{covs.min():g} %" if len(covs) else ""),
     ]
     if len(counters):
         # Exact: fractional counters keep their decimals (int() would cut them off).
         summary.append(("counter increase", exact_total(counters["increase"])))
     until = from_micros(end_us)
-    tables = [table_from_frame("Per series", table)]
+    tables = [table_from_frame("Per series", listed)]
+    if len(others):
+        tables.append(table_from_frame("Other series, per metric (every one is in the CSV)",
+                                       others_by_metric(others), low_coverage=False))
     # The day's alert state changes (SPEC 8), in local time; no table on a quiet day.
     events = alert_events(result.engine, from_micros(start_us), until, result.period.tz)
     if len(events):
@@ -185,7 +210,7 @@ def _daily_html(result: DailyResult, table: pd.DataFrame, day: date, start_us: i
 MAX_NOTES = 20
 
 
-def _bounded(notes: list[str], what: str) -> list[str]:
-    if len(notes) <= MAX_NOTES:
+def _bounded(notes: list[str], total: int, what: str) -> list[str]:
+    if total <= MAX_NOTES:
         return notes
-    return [*notes[:MAX_NOTES], f"and {len(notes) - MAX_NOTES} more {what} (see the table)"]
+    return [*notes[:MAX_NOTES], f"and {total - MAX_NOTES} more {what} (see the table)"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date
@@ -14,14 +14,15 @@ from sqlalchemy import Connection, Engine
 from etl.config import Config
 from etl.store.rollups import RollupStore
 from etl.vendors.types import MetricType
-from reports.compute.daily import DAY_COLUMNS, aggregate_days, needs_prev_value
+from reports.compute.daily import DAY_COLUMNS, needs_prev_value
 from reports.compute.intervals import aggregate_interval_days, is_provisional
+from reports.compute.many import aggregate_days_many
 from reports.periods import US_PER_SECOND, Period
 from reports.read.history import read_buckets, read_reads
 from reports.read.samples import (
     item_series,
-    read_prev_value,
-    read_samples,
+    read_prev_values,
+    read_samples_many,
     read_snapshot,
     refuse_retired,
     series_ids,
@@ -85,6 +86,8 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
     (the configured zone's name), day rows come from the stored rollups where they are
     fresh, and the ones computed here are stored (etl.store.rollups). `snapshot`: a
     read_snapshot() connection the caller reads more through (default: one of its own).
+    Series of one kind and staleness are read and computed many at a time
+    (`aggregate_days_many`: a wide vendor's 100,000 series in a few queries, issue 26).
     """
     ids = series_ids(engine)
     refuse_retired(engine, [ids[k] for s in series if (k := (s.source, s.metric)) in ids],
@@ -92,56 +95,79 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
     rollups = (RollupStore(engine, rollup_tz, period.start_us, period.end_us)
                if rollup_tz is not None else None)
     days = period.days
-    frames = []
-    records: list[dict[str, object]] = []
+    # Per series (in `series` order), its day rows chunk by chunk.
+    rows: list[list[dict[str, object]]] = [[] for _ in series]
+    groups: dict[tuple[MetricType, int], list[int]] = {}
     with nullcontext(snapshot) if snapshot is not None else read_snapshot(engine) as conn:
-        for info in series:
-            sid = ids.get((info.source, info.metric))
-            for i in range(0, len(days), chunk_days):
-                j = min(i + chunk_days, len(days))
-                bounds = period.bounds[i:j + 1]
-                read_from = int(bounds[0]) - info.staleness_us
-                if info.history:
+        for n, info in enumerate(series):
+            if info.history:
+                sid = ids.get((info.source, info.metric))
+                for i in range(0, len(days), chunk_days):
+                    bounds = period.bounds[i:min(i + chunk_days, len(days)) + 1]
                     # Never rolled up: coverage and revisions move with every read.
-                    agg = _history_days(conn, sid, info, bounds)
-                elif sid is None:
-                    empty = np.zeros(0)
-                    agg = aggregate_days(np.zeros(0, dtype=np.int64), empty, empty, bounds,
-                                         metric_type=info.metric_type,
-                                         staleness_us=info.staleness_us)
-                elif rollups is not None and (cached := rollups.get(
-                        sid, [str(d) for d in days[i:j]], info.staleness_us / US_PER_SECOND)):
-                    _label(records, info, days[i:j], cached)
-                    continue
-                else:
-                    arr = read_samples(conn, sid, read_from, int(bounds[-1]))
-                    prev = (read_prev_value(conn, sid, read_from)
-                            if needs_prev_value(info.metric_type) else None)
-                    agg = aggregate_days(arr.t, arr.value, arr.limit, bounds,
-                                         metric_type=info.metric_type,
-                                         staleness_us=info.staleness_us, prev_value=prev)
-                    if rollups is not None:
-                        computed = agg.to_dict("records")
-                        rollups.put(sid, [str(d) for d in days[i:j]], bounds.tolist(),
-                                    info.staleness_us / US_PER_SECOND, computed)
-                        _label(records, info, days[i:j], computed)
-                        continue
-                if rollups is not None:
-                    _label(records, info, days[i:j], agg.to_dict("records"))
-                    continue
-                agg.insert(0, "date", days[i:j])
-                agg.insert(0, "metric_type", info.metric_type.value)
-                agg.insert(0, "metric", info.metric)
-                agg.insert(0, "source", info.source)
-                frames.append(agg)
+                    rows[n] += _history_days(conn, sid, info, bounds).to_dict("records")
+            else:
+                groups.setdefault((info.metric_type, info.staleness_us), []).append(n)
+        for i in range(0, len(days), chunk_days):
+            j = min(i + chunk_days, len(days))
+            bounds = period.bounds[i:j + 1]
+            day_keys = [str(d) for d in days[i:j]]
+            for (mtype, staleness_us), members in groups.items():
+                todo = []
+                for n in members:
+                    sid = ids.get((series[n].source, series[n].metric))
+                    if sid is not None and rollups is not None and (cached := rollups.get(
+                            sid, day_keys, staleness_us / US_PER_SECOND)):
+                        rows[n] += cached
+                    else:
+                        todo.append((n, sid))
+                for n, got in _computed(conn, todo, bounds, mtype, staleness_us):
+                    sid = ids.get((series[n].source, series[n].metric))
+                    if rollups is not None and sid is not None:
+                        rollups.put(sid, day_keys, bounds.tolist(),
+                                    staleness_us / US_PER_SECOND, got)
+                    rows[n] += got
     if rollups is not None:
         rollups.flush()
-        # Hundreds of small frames cost more than the rows: build one frame from records.
-        return pd.DataFrame.from_records(
-            records, columns=["source", "metric", "metric_type", "date", *DAY_COLUMNS])
-    if not frames:
+    # Hundreds of small frames cost more than the rows: build one frame from records.
+    records = [{"source": info.source, "metric": info.metric,
+                "metric_type": info.metric_type.value, "date": day, **row}
+               for info, series_rows in zip(series, rows, strict=True)
+               for day, row in zip(days, series_rows, strict=True)]
+    if not records:
         return pd.DataFrame(columns=["source", "metric", "metric_type", "date", *DAY_COLUMNS])
-    return pd.concat(frames, ignore_index=True)
+    return pd.DataFrame.from_records(
+        records, columns=["source", "metric", "metric_type", "date", *DAY_COLUMNS])
+
+
+# Rows read per query at most, roughly (series per query adapt to the rows each one had):
+# bounds memory at a wide vendor's 100,000 series and at a month of minute samples alike.
+BATCH_ROWS = 1_000_000
+_FIRST_BATCH = 64
+_MOST_BATCH = 4096  # SQLite allows 32,766 bound values, PostgreSQL 65,535
+
+
+def _computed(conn: Connection, todo: Sequence[tuple[int, int | None]], bounds: np.ndarray,
+              mtype: MetricType, staleness_us: int
+              ) -> Iterator[tuple[int, list[dict[str, object]]]]:
+    """(series position, day rows) of each (position, series id) in `todo`, many at a time."""
+    read_from = int(bounds[0]) - staleness_us
+    size, i = _FIRST_BATCH, 0
+    while i < len(todo):
+        batch = todo[i:i + size]
+        i += len(batch)
+        sids = [sid for _, sid in batch if sid is not None]
+        arr = read_samples_many(conn, sids, read_from, int(bounds[-1]))
+        prevs = (read_prev_values(conn, sids, read_from) if needs_prev_value(mtype) else {})
+        where = {sid: k for k, (_, sid) in enumerate(batch) if sid is not None}
+        pos = np.array([where[s] for s in arr.sid.tolist()], dtype=np.int64)
+        got = aggregate_days_many(pos, arr.t, arr.value, arr.limit, len(batch), bounds,
+                                  metric_type=mtype, staleness_us=staleness_us,
+                                  prev_values=[None if sid is None else prevs.get(sid)
+                                               for _, sid in batch])
+        yield from ((n, day_rows) for (n, _), day_rows in zip(batch, got, strict=True))
+        per_series = max(len(arr.t) / max(len(batch), 1), 1.0)
+        size = int(min(size * 4, _MOST_BATCH, max(BATCH_ROWS // per_series, 1)))
 
 
 def _history_days(conn: Connection, sid: int | None, info: SeriesInfo,
