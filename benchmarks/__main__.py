@@ -22,6 +22,7 @@ from typing import Any
 from benchmarks import (
     collector_bench,
     credits_bench,
+    history_bench,
     imports,
     reports_bench,
     startup,
@@ -31,7 +32,8 @@ from benchmarks import (
 from benchmarks.workload import Workload, config_text, write_archive
 
 GIB = 1 << 30
-SECTIONS = ("import", "reports", "collector", "startup", "vendors", "credits", "wide")
+SECTIONS = ("import", "reports", "collector", "startup", "vendors", "credits", "wide",
+            "history")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class Size:
     credit_sources: int = 20  # sources billed, each with a credit granted 12 months before
     credit_step_minutes: int = 30
     wide_series: int = 100_000  # per-item series of one http_json source's daily report
+    history_days: int = 90  # a backfill of this many daily pages (SPEC 10) ...
+    history_series: int = 50  # ... of this many series at hourly buckets
+    history_rounds: int = 5
 
 
 FULL = Size(Workload(pairs=100, days=1), 3, Workload(pairs=100, days=30), 3,
@@ -61,7 +66,7 @@ QUICK = Size(Workload(pairs=3, days=1, step_minutes=5), 1,
              Workload(pairs=3, days=30, step_minutes=15), 1,
              Workload(pairs=1, days=30, step_minutes=240), 40, 2, 1, 1, 1,
              vendor_lines=400, vendor_polls=20, credit_sources=2, credit_step_minutes=240,
-             wide_series=40)
+             wide_series=40, history_days=3, history_series=3, history_rounds=1)
 
 # The import goal is on the import as a whole (the CLI and the library call under it); the
 # write-path figures (bulk_store against rows a script already built) are diagnostics.
@@ -86,6 +91,9 @@ GOALS = {
     # SPEC 13: bytes per sample once raw responses are compacted, the database vacuumed.
     "storage_sqlite_compacted_bytes_per_sample": ("<=", 35.0),
     "storage_postgresql_compacted_bytes_per_sample": ("<=", 60.0),
+    # SPEC 10: CPU per page reading a history endpoint over a plain requests + json loop
+    # pulling out the same numbers (importing the pages against a script: a diagnostic).
+    "history_page_cpu_ratio": ("<=", 1.5),
 }
 
 
@@ -150,6 +158,16 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
         out["wide_daily_per_series_ratio"] = wide["per_series_ratio"]
         out["wide_daily_seconds"] = wide["wide_s"]
         out["wide_daily_peak_rss_gib"] = wide["wide_peak_rss_bytes"] / 2**30
+        out["wide_billing_seconds"] = wide["wide_others"]["billing_s"]
+        out["wide_alerts_check_seconds"] = wide["wide_others"]["alerts_check_s"]
+    if "history" in results:
+        his = results["history"]
+        out["history_page_cpu_ratio"] = his["page_cpu_ratio"]
+        out["history_product_cpu_per_page_ms"] = his["product_cpu_per_page_ms"]
+        out["history_plain_cpu_per_page_ms"] = his["plain_cpu_per_page_ms"]
+        out["history_store_cpu_per_page_ms"] = his["store_cpu_per_page_ms"]
+        out["history_import_ratio"] = his["import_ratio"]
+        out["history_import_pages_per_s"] = his["import_pages_per_s"]
     return out
 
 
@@ -240,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
                 rounds=size.reports_rounds, log=log)
         if "wide" in wanted:
             results["wide"] = wide_bench.run(workdir, series=size.wide_series, log=log)
+        if "history" in wanted:
+            results["history"] = history_bench.run(
+                workdir, days=size.history_days, series=size.history_series,
+                rounds=size.history_rounds, log=log)
     finally:
         if own:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -53,7 +53,7 @@ def test_a_report_reads_one_snapshot_while_a_late_import_commits(
     engine: Engine, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store(engine, wiresocket(10), nected(10, 100))
-    real = days_pipeline.read_samples
+    real = days_pipeline.read_samples_many
     calls = []
 
     def read_then_commit(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -63,11 +63,11 @@ def test_a_report_reads_one_snapshot_while_a_late_import_commits(
             store(engine, nected(11, 150), wiresocket(11))
         return out
 
-    monkeypatch.setattr(days_pipeline, "read_samples", read_then_commit)
+    monkeypatch.setattr(days_pipeline, "read_samples_many", read_then_commit)
     frame = daily_frame(engine, CONFIG, DAY, DAY, rollups=False)
     # Every series as of the report's start: 1 sample each, none of the late import.
     assert [samples_of(frame, m) for m in ("connections", "documents", "invocations")] == [1, 1, 1]
-    monkeypatch.setattr(days_pipeline, "read_samples", real)
+    monkeypatch.setattr(days_pipeline, "read_samples_many", real)
     again = daily_frame(engine, CONFIG, DAY, DAY, rollups=False)
     assert [samples_of(again, m) for m in ("connections", "documents", "invocations")] == [2, 2, 2]
 
