@@ -9,9 +9,12 @@ it shuts that socket down, which ends whatever read is waiting.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 from requests.adapters import HTTPAdapter
@@ -33,16 +36,16 @@ class Watchdog:
         self.cut = threading.Event()
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
-        self._timer = threading.Timer(max(0.0, budget), self._fire)
-        self._timer.daemon = True
+        self._armed = False
 
     def __enter__(self) -> Watchdog:
         _current.dog = self
-        self._timer.start()
+        self._armed = True
+        _ALARMS.arm(time.monotonic() + max(0.0, self.budget), self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        self._armed = False  # the alarm thread drops it when its time comes
         _current.dog = None
 
     def watch(self, sock: socket.socket) -> None:
@@ -54,11 +57,62 @@ class Watchdog:
             _shut(sock)
 
     def _fire(self) -> None:
+        if not self._armed:
+            return
         with self._lock:
             self.cut.set()
             sock = self._sock
         if sock is not None:
             _shut(sock)
+
+
+class _Alarms:
+    """One thread firing every armed Watchdog at its time.
+
+    A timer thread per try cost more CPU than parsing a history page, and a backfill makes
+    thousands of tries.
+    """
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, Watchdog]] = []
+        self._count = itertools.count()
+        self._wake = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+
+    def arm(self, at: float, dog: Watchdog) -> None:
+        with self._wake:
+            heapq.heappush(self._due, (at, next(self._count), dog))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="usage-etl-watchdog",
+                                                daemon=True)
+                self._thread.start()
+            elif self._due[0][2] is dog:
+                self._wake.notify()  # due before what the thread waits for
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                # Tries that ended are dropped from the front as they come.
+                while self._due and not self._due[0][2]._armed:
+                    heapq.heappop(self._due)
+                if not self._due:
+                    self._wake.wait(60.0)
+                    continue
+                wait = self._due[0][0] - time.monotonic()
+                if wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                dog = heapq.heappop(self._due)[2]
+            dog._fire()  # noqa: SLF001 - the alarm's own Watchdog
+
+    def reset(self) -> None:
+        """After a fork: the child has no alarm thread, and the lock may be held."""
+        self.__init__()  # type: ignore[misc]
+
+
+_ALARMS = _Alarms()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ALARMS.reset)
 
 
 def _shut(sock: socket.socket) -> None:

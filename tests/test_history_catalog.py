@@ -102,6 +102,74 @@ def test_catalog_config_reads_its_vendor_then_picks_up_revisions(
             assert row["coverage_pct"] == 100.0
 
 
+# The series each catalog vendor bills on (`sum` of an interval metric); Datadog's hosts are
+# bucket gauges, which `sum` refuses.
+BILLED = {"openai": "output_tokens:gpt-4o", "anthropic": "output_tokens:claude-3-5-sonnet-20241022",
+          "twilio": "usage:sms", "github": "quantity:actions_linux", "stripe": "meter_events"}
+
+
+@pytest.mark.parametrize("path", CATALOG, ids=[p.stem for p in CATALOG])
+def test_catalog_config_backfills_the_month_and_bills_the_vendors_own_total(
+        path: Path, engine: Engine, clock: FakeClock, tmp_path: Path) -> None:
+    from etl.store.history import read_up_to
+    from reports.pipelines.billing import billing, write_billing
+
+    shape = SHAPES[path.stem]
+    metric = BILLED.get(path.stem)
+    rule = ("" if metric is None else
+            f'\n[[billing]]\nsource = "{path.stem}"\nmetric = "{metric}"\naggregation = "sum"\n'
+            'included = 1\nunit_price = "0.01"\n')
+    month = datetime(2026, 11, 1, tzinfo=UTC)
+    with HistorySimulator(now=clock) as sim:
+        text = re.sub(r'url = "https://[^/"]+', f'url = "{sim.url}', path.read_text())
+        config = parse_config(tomllib.loads(text + rule))
+        (source,) = config.sources
+        with _collector(config, clock) as collector:
+            assert poll_history(engine, collector, source).ok
+            with engine.connect() as conn:
+                mark = read_up_to(conn, source.name)
+            # `backfill --start 2026-11-01` up to where the first poll began: H stays.
+            window = source.vendor.history.window if source.vendor.history else None
+            assert window is not None
+            first = window.align.floor(window.backfill.before(NOW))
+            filled = poll_history(engine, collector, source, start=month, end=max(first, month))
+            assert filled.outcome is Outcome.OK, filled.error
+            with engine.connect() as conn:
+                assert read_up_to(conn, source.name) == mark
+            clock.advance(3600)
+            sim.revise(path.stem, timedelta(hours=5))
+            assert poll_history(engine, collector, source).ok
+        keys = shape.keys if path.stem != "stripe" else ("api_calls",)
+        truth = {k: sim.truth(path.stem, k, min(month, first), clock()) for k in keys}
+        billed = {k: sim.truth(path.stem, k, month, clock()) for k in keys}
+    stored = _stored(engine, source.name)
+    if path.stem == "stripe":
+        stored = {"api_calls": stored["meter_events"]}
+    if shape.keys and metric is None:  # bucket gauges: one sample per bucket read
+        with engine.connect() as conn:
+            count = conn.execute(select(func.count()).select_from(Sample).join(
+                Series, Sample.series_id == Series.id).where(Series.source == source.name)
+            ).scalar_one()
+        # Up to the bucket in progress, which the vendor shows as it stands.
+        assert count == len(keys) * -(-(clock() - min(month, first)) // shape.width)
+        return
+    assert stored == truth
+    write_billing(billing(engine, config, date(2026, 11, 1), now=clock()), ["csv"], tmp_path)
+    (row,) = _rows(tmp_path / "billing-2026-11.csv")
+    assert metric is not None
+    key = metric.split(":", 1)[-1] if ":" in metric else "api_calls"
+    assert row["aggregation"] == "sum"
+    assert float(row["quantity"]) == pytest.approx(billed[key], abs=5e-5), row
+    assert row["provisional"] == "true"  # the month is not over, let alone `lookback` after
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def test_exported_pages_imported_in_reverse_or_twice_give_byte_identical_reports(
         engine: Engine, clock: FakeClock, tmp_path: Path) -> None:
     import io

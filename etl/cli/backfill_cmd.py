@@ -59,10 +59,17 @@ def backfill(app: AppContext, name: str, start: datetime, end: datetime | None) 
                                                                   total=total))
         else:
             result = poll_history(engine, collector, source, start=lo, end=hi)
+    # A range the database refused is stored with the attempt if it is back; the ranges after
+    # it were not read, so the backfill did not finish either way (run it again).
+    refused = bool(result.pages)
     record_polls(engine, [result])
-    if result.ok:
+    if result.ok and not refused:
         click.echo(f"{name}: backfilled, {result.samples_stored} samples stored")
         return
+    if refused:
+        click.echo(f"{name}: stopped: the database refused a range; {result.samples_stored} "
+                   "samples stored; run the backfill again for the rest", err=True)
+        sys.exit(1)
     click.echo(f"{name}: {result.outcome}: {result.error} "
                f"({result.samples_stored} samples stored before it)", err=True)
     sys.exit(1)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from etl.collect.history import history_of, poll_span, read_range, settled
 from etl.collect.http import HttpFailure
@@ -62,9 +62,23 @@ def poll_history(engine: Engine, collector: Collector, source: SourceConfig, *,
                               else float("inf"))
             tries, status = tries + read.tries, read.http_status
             latency += read.latency_ms
-            with engine.begin() as conn:
-                stored += store_history(conn, read.pages).samples
-                advance_read_up_to(conn, source.name, settled(spec, b, collector.now()))
+            mark_to = settled(spec, b, collector.now())
+            try:
+                with engine.begin() as conn:
+                    stored += store_history(conn, read.pages).samples
+                    advance_read_up_to(conn, source.name, mark_to)
+            except (OperationalError, InterfaceError) as exc:
+                # The database is away or locked: the range read is not lost. The poll ends
+                # here with the range's pages, which the writer stores with the attempt or
+                # keeps in the spool until it can (their windows make coverage and `H` as if
+                # stored now); the ranges after it are left for the next poll.
+                log.warning("%s: the database refused the range %s to %s (%s): kept to store "
+                            "later", source.name, a.isoformat(), b.isoformat(), first_line(exc))
+                return PollRecord(source=source.name, outcome=Outcome.OK, started_at=started,
+                                  finished_at=collector.now(), http_status=read.http_status,
+                                  latency_ms=latency if tries else None, tries=tries,
+                                  error=None, observation=None, samples_stored=stored,
+                                  pages=tuple(read.pages), read_up_to=mark_to)
             if on_range is not None:
                 on_range(a, b, i + 1, len(ranges))
     except HttpFailure as exc:
@@ -76,7 +90,8 @@ def poll_history(engine: Engine, collector: Collector, source: SourceConfig, *,
     except SecretError as exc:
         return _failed(collector, source, started, Outcome.AUTH_ERROR, str(exc), stored, tries)
     except SQLAlchemyError as exc:
-        # Nothing is spooled: the vendor keeps its history, the next poll reads it again.
+        # H could not be read (nothing was read from the vendor), or the database refused a
+        # range's values: the vendor keeps its history, the next poll reads it again.
         return _failed(collector, source, started, Outcome.CONNECTION_ERROR,
                        f"the database refused the range: {first_line(exc)}", stored, tries)
     return PollRecord(source=source.name, outcome=Outcome.OK, started_at=started,

@@ -26,6 +26,8 @@ from etl.vendors.types import MetricType, Observation, Origin, Outcome, PollReco
 log = logging.getLogger("etl.store.spool")
 
 FORMAT_VERSION = 1
+# A poll holding a history range to store (SPEC 10): pages with windows and buckets.
+HISTORY_VERSION = 2
 SUFFIX = ".json"
 TMP_PREFIX = ".tmp-"
 BAD_DIR = "unreadable"
@@ -99,9 +101,47 @@ def _parse_dt(value: Any) -> datetime | None:
     return parsed
 
 
+def _page_to_dict(page: Observation) -> dict[str, Any]:
+    """A history page (SPEC 10): its window, and each sample's bucket."""
+    assert page.window is not None
+    return {
+        "source": page.source, "kind": page.kind, "observed_at": _dt(page.observed_at),
+        "received_at": _dt(page.received_at), "origin": page.origin, "payload": page.payload,
+        "window": [_dt(page.window[0]), _dt(page.window[1])],
+        "samples": [{"metric": s.metric, "value": s.value, "limit": s.limit, "status": s.status,
+                     "type": str(s.metric_type), "start": _dt(s.bucket_start),
+                     "end": _dt(s.bucket_end)} for s in page.samples],
+    }
+
+
+def _page_from_dict(raw: dict[str, Any]) -> Observation:
+    observed_at, start, end = (_parse_dt(raw["observed_at"]), _parse_dt(raw["window"][0]),
+                               _parse_dt(raw["window"][1]))
+    assert observed_at is not None and start is not None and end is not None
+    return Observation(
+        source=raw["source"], kind=raw["kind"], observed_at=observed_at,
+        payload=raw["payload"], received_at=_parse_dt(raw.get("received_at")),
+        origin=raw.get("origin") or "collect", window=(start, end),
+        samples=tuple(SampleValue(
+            metric=s["metric"], value=float(s["value"]),
+            limit=None if s.get("limit") is None else float(s["limit"]),
+            status=s.get("status"), metric_type=MetricType(s["type"]),
+            bucket_start=_parse_dt(s["start"]), bucket_end=_parse_dt(s["end"]))
+            for s in raw["samples"]))
+
+
 def poll_to_dict(poll: PollRecord) -> dict[str, Any]:
-    """A poll as the spool file's JSON object (FORMAT_VERSION; times as UTC text)."""
+    """A poll as the spool file's JSON object (FORMAT_VERSION; times as UTC text).
+
+    A history poll's range not stored yet (its `pages` and `read_up_to`) makes the file
+    HISTORY_VERSION, which an older reader refuses rather than store the attempt alone.
+    """
     obs = poll.observation
+    extra: dict[str, Any] = {}
+    if poll.pages:
+        extra = {"version": HISTORY_VERSION, "samples_stored": poll.samples_stored,
+                 "read_up_to": _dt(poll.read_up_to),
+                 "pages": [_page_to_dict(page) for page in poll.pages]}
     return {
         "version": FORMAT_VERSION,
         "source": poll.source,
@@ -127,7 +167,7 @@ def poll_to_dict(poll: PollRecord) -> dict[str, Any]:
                 for s in obs.samples
             ],
         },
-    }
+    } | extra
 
 
 def poll_from_dict(data: dict[str, Any]) -> PollRecord:
@@ -137,7 +177,7 @@ def poll_from_dict(data: dict[str, Any]) -> PollRecord:
         ValueError: another format version, or a malformed time or number.
         KeyError: a required field is missing.
     """
-    if data.get("version") != FORMAT_VERSION:
+    if data.get("version") not in (FORMAT_VERSION, HISTORY_VERSION):
         raise ValueError(f"unknown spool format version {data.get('version')!r}")
     raw_obs = data.get("observation")
     obs = None
@@ -175,6 +215,9 @@ def poll_from_dict(data: dict[str, Any]) -> PollRecord:
         error=data.get("error"),
         observation=obs,
         retry_after=None,
+        samples_stored=int(data.get("samples_stored", 0)),
+        pages=tuple(_page_from_dict(page) for page in data.get("pages", ())),
+        read_up_to=_parse_dt(data.get("read_up_to")),
     )
 
 

@@ -371,7 +371,9 @@ def record_polls(
                 if obs.origin != origin:
                     obs = obs._replace(origin=str(origin))
                 one = store_observations(conn, [obs])
-            if poll.observation is None and poll.samples_stored:
+            if poll.pages:
+                one = _store_range(conn, poll, origin)
+            elif poll.observation is None and poll.samples_stored:
                 # A history poll stored its ranges itself (etl.runtime.history).
                 one = StoreResult(samples=poll.samples_stored)
             results.append(one)
@@ -385,6 +387,22 @@ def record_polls(
             poll.samples_stored = one.samples
             _log_conflicts(one)
     return results
+
+
+def _store_range(conn: Connection, poll: PollRecord, origin: Origin) -> StoreResult:
+    """A history poll's range the database refused before (SPEC 10), as the poll stores one.
+
+    Its pages with their windows (coverage), and `H` moved as the poll would have; the
+    samples the poll stored before count too.
+    """
+    from etl.store.history import advance_read_up_to, store_history  # it imports this module
+
+    pages = [p if p.origin == origin else p._replace(origin=str(origin)) for p in poll.pages]
+    stored = store_history(conn, pages)
+    if poll.read_up_to is not None:
+        advance_read_up_to(conn, poll.source, poll.read_up_to)
+    stored.samples += poll.samples_stored
+    return stored
 
 
 def record_poll(engine: Engine, poll: PollRecord, *, origin: Origin = Origin.COLLECT,
@@ -415,7 +433,7 @@ def record_polls_apart(engine: Engine, polls: Sequence[PollRecord]) -> list[Poll
     except (OperationalError, InterfaceError):
         raise
     except Exception:  # noqa: BLE001 - find the poll(s) refused, store the rest
-        if len(polls) == 1 and polls[0].observation is None:
+        if len(polls) == 1 and polls[0].observation is None and not polls[0].pages:
             raise
     recorded: list[PollRecord] = []
     for poll in polls:
@@ -424,10 +442,11 @@ def record_polls_apart(engine: Engine, polls: Sequence[PollRecord]) -> list[Poll
         except (OperationalError, InterfaceError):
             raise
         except Exception as exc:  # noqa: BLE001 - this poll's observation was refused
-            if poll.observation is None:
+            if poll.observation is None and not poll.pages:
                 raise
             poll = replace(
-                poll, outcome=Outcome.INVALID_RESPONSE, observation=None, samples_stored=0,
+                poll, outcome=Outcome.INVALID_RESPONSE, observation=None, pages=(),
+                read_up_to=None, samples_stored=poll.samples_stored if poll.pages else 0,
                 error=f"the database refused this response: {first_line(exc)}")
             log.warning("%s: %s", poll.source, poll.error)
             record_polls(engine, [poll])

@@ -184,9 +184,19 @@ def check_storable(raw: bytes, doc: Any) -> None:
     a database cannot store: a NUL character (PostgreSQL refuses it in text) or a lone UTF-16
     surrogate such as "\\ud800" (not Unicode, so not UTF-8 either).
 
-    Costs two byte counts for ordinary text: only text with many brackets or a \\u escape
-    is walked.
+    Costs a few passes over the bytes for ordinary text: only text with a \\u escape (or
+    NUL bytes, as UTF-16 has) and many brackets is walked.
     """
+    if b"\x00" not in raw and (b"\\" not in raw or b"\\u" not in raw):
+        # UTF-8 JSON text holds a NUL or a surrogate only as a \\u escape (a raw control
+        # character or an invalid UTF-8 byte is refused by the parser; UTF-16 or UTF-32
+        # text, which the standard parser also reads, has NUL bytes), so only the depth is
+        # left to check, and it is read from the text: a history page holds thousands of
+        # strings, and walking them cost as much as parsing it. (One-byte searches first:
+        # they are memchr, a two-byte one is not.)
+        if _text_depth(raw) > MAX_JSON_DEPTH:
+            raise ParseError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        return
     if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH and b"\\u" not in raw:
         return
     stack: list[tuple[Any, int]] = [(doc, 1)]
@@ -203,6 +213,30 @@ def check_storable(raw: bytes, doc: Any) -> None:
                 stack.extend((v, depth + 1) for v in value.values())
             else:
                 stack.extend((v, depth + 1) for v in value)
+
+
+# For _text_depth: every bracket made a brace, everything but braces and quotes dropped.
+_AS_BRACES = bytes.maketrans(b"[]", b"{}")
+_NOT_STRUCTURE = bytes(range(256)).translate(None, b'{}[]"')
+
+
+def _text_depth(raw: bytes) -> int:
+    """How deeply the JSON text `raw` (UTF-8, parsed already, so valid) nests containers.
+
+    Escapes and strings are taken out (in UTF-8 no byte of a multibyte character is ASCII),
+    leaving only the brackets, which nest properly; each pass then removes the innermost
+    pairs. All of it is bytes methods: no Python step per character or per value.
+    """
+    if b"\\" in raw:  # an escaped backslash or quote is not a string's end
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    text = raw.translate(_AS_BRACES, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in text:  # strings holding brackets: keep what is outside the quotes
+        text = b"".join(text.split(b'"')[0::2])
+    depth = 0
+    while text and depth <= MAX_JSON_DEPTH:
+        depth += 1
+        text = text.replace(b"{}", b"")
+    return depth
 
 
 def _check_text(text: str) -> None:

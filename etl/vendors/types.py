@@ -112,6 +112,11 @@ class PollRecord:
     retry_after: float | None = None  # seconds to wait, as capped by etl.collect.http
     samples_stored: int = 0  # filled in by the writer
     retry_after_sent: float | None = None  # what the vendor's Retry-After asked for
+    # History sources (SPEC 10): a request range read whose store the database refused, kept
+    # (and spooled) to be stored later as a poll stores it: its pages (each with its window,
+    # for coverage), and the read-up-to point `H` moves to with them.
+    pages: tuple[Observation, ...] = ()
+    read_up_to: datetime | None = None
 
     @property
     def ok(self) -> bool:
