@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import last_json, run_child_rss, sqlite_engine
-from benchmarks.workload import LEAD_MINUTES, MONTH, MONTH_START, Workload, nx_name, ws_name
+from benchmarks.workload import (
+    LEAD_MINUTES,
+    MONTH,
+    MONTH_START,
+    Workload,
+    config_text,
+    nx_name,
+    ws_name,
+)
 from etl.store.writer import forget_series_cache, series_ids
 from etl.timefmt import to_micros
 from etl.vendors import get as get_kind
@@ -28,10 +36,12 @@ from etl.vendors.types import SampleValue
 US_MIN = 60_000_000
 
 
-def build_db(w: Workload, db: Path, seed: int = 2) -> int:
+def build_db(w: Workload, db: Path, seed: int = 2, *, before_days: int = 0,
+             after_days: int = 0) -> int:
     """Fill a migrated SQLite file with the workload's samples directly (fast, no payloads).
 
-    Import speed is figure 1; here only the history matters. Returns the sample count.
+    Import speed is figure 1; here only the history matters. `before_days` and `after_days`
+    add history around the workload's month (the scaling figure). Returns the sample count.
     """
     engine = sqlite_engine(db)
     with engine.begin() as conn:
@@ -44,8 +54,8 @@ def build_db(w: Workload, db: Path, seed: int = 2) -> int:
     forget_series_cache(engine)
     engine.dispose()
     rng = random.Random(seed)
-    t0 = to_micros(MONTH_START) - LEAD_MINUTES * US_MIN
-    steps = w.minutes // w.step_minutes
+    t0 = to_micros(MONTH_START) - (LEAD_MINUTES + before_days * 1440) * US_MIN
+    steps = (w.minutes + (before_days + after_days) * 1440) // w.step_minutes
     step_us = w.step_minutes * US_MIN
     con = sqlite3.connect(db)
     con.execute("PRAGMA journal_mode=WAL")
@@ -217,6 +227,83 @@ def run(w: Workload, workdir: Path, config_path: Path, *, rounds: int = 1,
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     return results
+
+
+# The scaling figure's databases: the month alone, and the month inside a year of history
+# (six months before it, five after), every other month already rolled up, as a database
+# that has served reports for a year holds them.
+YEAR_BEFORE_DAYS = 184  # 2026-03-01 .. 2026-08-31
+YEAR_AFTER_DAYS = 151  # 2026-10-01 .. 2027-02-28
+
+
+def clear_month_rollups(db: Path, month: str = MONTH) -> None:
+    """The month's daily rollups and every dirty mark gone; other months' rollups kept."""
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("DELETE FROM rollup_days WHERE day LIKE ?", (month + "-%",))
+        con.execute("DELETE FROM rollup_dirty")
+    con.close()
+
+
+def roll_up_year(db: Path, config_path: Path) -> None:
+    """Store the daily rollups of every day of the year's history (the configured zone)."""
+    from datetime import date, timedelta
+
+    from etl.config import load_config
+    from etl.store.engine import make_engine
+    from reports.pipelines import daily
+
+    config = load_config(str(config_path))
+    engine = make_engine(f"sqlite:///{db}")
+    first = MONTH_START.date() - timedelta(days=YEAR_BEFORE_DAYS)
+    last = date(2026, 10, 1) + timedelta(days=YEAR_AFTER_DAYS - 1)
+    while first <= last:  # a month at a time: bounded memory
+        end = min(last, (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+                  - timedelta(days=1))
+        daily(engine, config, first, end)
+        first = end + timedelta(days=1)
+    engine.dispose()
+
+
+def run_scaling(w: Workload, workdir: Path, *, rounds: int = 1,
+                log: Any = print) -> dict[str, Any]:
+    """The month's reports on a database holding a year over one holding the month alone.
+
+    Cold: the month's rollups cleared (the other months' kept); warm: run again. Reports
+    must cost what the period asks for, not what the history holds (SPEC 13).
+    """
+    dbs = {"month": workdir / "scale-month.db", "year": workdir / "scale-year.db"}
+    t = time.perf_counter()
+    counts = {"month": build_db(w, dbs["month"]),
+              "year": build_db(w, dbs["year"], before_days=YEAR_BEFORE_DAYS,
+                               after_days=YEAR_AFTER_DAYS)}
+    cfgs = {}
+    for tag, db in dbs.items():
+        cfgs[tag] = workdir / f"scale-{tag}.toml"
+        cfgs[tag].write_text(config_text(w, f"sqlite:///{db}"))
+    roll_up_year(dbs["year"], cfgs["year"])
+    log(f"reports scaling: {counts['month']:,} and {counts['year']:,} samples built and the "
+        f"year rolled up in {time.perf_counter() - t:.0f} s")
+    mod = ["-m", "benchmarks.reports_bench", "product"]
+    times: dict[str, list[float]] = {f"{tag}_{kind}": [] for tag in dbs
+                                     for kind in ("cold", "warm")}
+    for i in range(rounds):
+        log(f"reports scaling: round {i + 1}/{rounds}: month, year; cold then warm")
+        for tag, db in dbs.items():
+            clear_month_rollups(db)
+            for kind in ("cold", "warm"):
+                _, _, out = run_child_rss(
+                    [*mod, "--config", str(cfgs[tag]), "--out", str(workdir / f"s-{tag}{i}")],
+                    {"USAGE_ETL_DATABASE_URL": f"sqlite:///{db}"})
+                times[f"{tag}_{kind}"].append(last_json(out)["elapsed_s"])
+    med = {key: statistics.median(v) for key, v in times.items()}
+    for db in dbs.values():
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(db) + suffix).unlink(missing_ok=True)
+    return {"samples": counts, "times_s": times,
+            **{f"{key}_s": value for key, value in med.items()},
+            "cold_year_over_month": med["year_cold"] / med["month_cold"],
+            "warm_year_over_month": med["year_warm"] / med["month_warm"]}
 
 
 def main(argv: list[str]) -> None:

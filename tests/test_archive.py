@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from etl.store.archive import import_archives
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import Sample, Series
 from etl.store.writer import forget_series_cache
-from tests.factories import write_reports_config
+from tests.factories import migrated_engine, write_reports_config
 
 # The two lines of SPEC section 4, verbatim.
 SPEC_LINES = [
@@ -355,6 +356,101 @@ def test_lines_only_the_standard_parser_reads_still_import(sqlite_url: str,
     result = run(config, "import", str(archive))
     assert result.exit_code == 0, result.output
     assert len(samples(sqlite_url)) == 3
+
+
+_LINE = b'{"source": "rules", "observed_at": "2026-11-21T10:00:00Z", "body": '
+_BODY_END = b', "code": "success"}}'
+
+# Where orjson (the import's parser) and the standard json module differ, a line must read
+# as the plain parser reads it, with NaN and Infinity refused (SPEC 4): the same value and
+# stored text, or a refusal naming the problem. (name, line, invocations or the refusal.)
+PARSER_EDGES = [
+    ("integer beyond 64 bits beside the reading", _LINE + b'{"data": {"invocations": 5, "n": '
+     + b"1" * 30 + b"}" + _BODY_END, 5.0),
+    ("integer beyond 64 bits as the reading", _LINE + b'{"data": {"invocations": ' + b"1" * 30
+     + b"}" + _BODY_END, "is above 10^15"),
+    ("NaN literal", _LINE + b'{"data": {"invocations": NaN}' + _BODY_END,
+     "not JSON: NaN is not valid JSON"),
+    ("Infinity literal", _LINE + b'{"data": {"invocations": 5, "x": Infinity}' + _BODY_END,
+     "not JSON: Infinity is not valid JSON"),
+    ("-Infinity literal", _LINE + b'{"data": {"invocations": -Infinity}' + _BODY_END,
+     "not JSON: -Infinity is not valid JSON"),
+    ("1e400 as the reading", _LINE + b'{"data": {"invocations": 1e400}' + _BODY_END,
+     "must be a finite number"),
+    ("1e400 beside the reading", _LINE + b'{"data": {"invocations": 5, "x": 1e400}' + _BODY_END,
+     "a number out of range (such as 1e400) cannot be stored"),
+    ("duplicate keys: the last wins", _LINE + b'{"data": {"invocations": 5, "invocations": 7}'
+     + _BODY_END, 7.0),
+    ("duplicate body: the last wins", _LINE + b'{"data": {"invocations": 5}, "code": "success"}, '
+     b'"body": {"data": {"invocations": 6}' + _BODY_END, 6.0),
+    ("byte order mark on a later line", b"\xef\xbb\xbf" + _LINE + b'{"data": {"invocations": 8}'
+     + _BODY_END, 8.0),
+    ("invalid UTF-8", _LINE + b'{"data": {"invocations": 5}, "m": "\xff"' + _BODY_END,
+     "not UTF-8 text"),
+    ("overlong UTF-8", _LINE + b'{"data": {"invocations": 5}, "m": "\xc0\xaf"' + _BODY_END,
+     "not UTF-8 text"),
+    ("a lone surrogate's bytes", _LINE + b'{"data": {"invocations": 5}, "m": "\xed\xa0\x80"'
+     + _BODY_END, "not UTF-8 text"),
+    ("a lone surrogate escaped", _LINE + b'{"data": {"invocations": 5}, "m": "\\ud800"'
+     + _BODY_END, "lone surrogate"),
+    ("a surrogate pair escaped", _LINE + b'{"data": {"invocations": 5}, "m": "\\ud83d\\ude00"'
+     + _BODY_END, 5.0),
+    ("a float of 37 digits", _LINE + b'{"data": {"invocations": 0.1000000000000000055511151231257827}'
+     + _BODY_END, 0.1),
+    ("the hardest float to round", _LINE + b'{"data": {"invocations": 2.2250738585072011e-308}'
+     + _BODY_END, 2.2250738585072011e-308),
+    ("an exponent", _LINE + b'{"data": {"invocations": 1e15}' + _BODY_END, 1e15),
+    ("a trailing comma", _LINE + b'{"data": {"invocations": 5},' + _BODY_END, "not JSON"),
+    ("a raw control character", _LINE + b'{"data": {"invocations": 5}, "m": "a\x01b"'
+     + _BODY_END, "not JSON: Invalid control character"),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), [(line, want) for _, line, want in PARSER_EDGES],
+                         ids=[name for name, _, _ in PARSER_EDGES])
+def test_lines_where_the_fast_parser_differs_read_as_the_plain_parser_reads_them(
+        tmp_path: Path, line: bytes, expected: float | str) -> None:
+    from etl.errors import ParseError
+    from etl.store.archive_line import parse_line
+
+    config = load_config(write_config(tmp_path, f"sqlite:///{tmp_path / 'unused.db'}"))
+    sources = {s.name: s for s in config.sources}
+    if isinstance(expected, str):
+        with pytest.raises(ParseError, match=re.escape(expected)):
+            parse_line(line, sources)
+        return
+    obs = parse_line(line, sources)
+    assert [(s.metric, s.value) for s in obs.samples] == [("invocations", expected)]
+    # The stored body is the plain parser's reading of it, whether kept as text or not.
+    body = json.loads(line.decode("utf-8-sig"))["body"]
+    assert json.loads(obs.payload) == body
+
+
+def test_lines_that_once_stopped_an_import_are_bad_lines_and_the_rest_is_kept(
+        empty_db_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, empty_db_url)
+    with migrated_engine(empty_db_url):
+        pass
+    archive = tmp_path / "edges.jsonl"
+    archive.write_bytes(b"\n".join([
+        SPEC_LINES[0].encode(),
+        # Read as infinity, then the body could not be stored again as JSON.
+        _LINE.replace(b"10:00", b"11:00") + b'{"data": {"invocations": 5, "x": 1e400}'
+        + _BODY_END,
+        # A lone surrogate's bytes: let through by json's "surrogatepass", then refused by
+        # the database driver, which stopped the import.
+        _LINE.replace(b"10:00", b"12:00") + b'{"data": {"invocations": 6}, "m": "\xed\xa0\x80"'
+        + _BODY_END,
+        SPEC_LINES[1].encode(),
+    ]) + b"\n")
+    result = run(config, "import", str(archive))
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    problems = result.stderr.strip().splitlines()
+    assert [p.split(":")[1] for p in problems] == ["2", "3"]
+    assert "a number out of range" in problems[0]
+    assert "not UTF-8 text" in problems[1]
+    assert len(samples(empty_db_url)) == 3
 
 
 _json_values = st.recursive(

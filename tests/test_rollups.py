@@ -20,7 +20,7 @@ from etl.store.writer import store_observations
 from etl.vendors.types import Observation
 from reports.frames import billing_frame, daily_frame
 from tests import factories
-from tests.factories import migrated_engine
+from tests.factories import copy_sqlite_template, migrated_engine
 
 TZ = "Europe/Berlin"  # 2026-10-25 has 25 hours there
 START, END = date(2026, 10, 23), date(2026, 10, 27)
@@ -175,6 +175,7 @@ def test_warm_equals_cold_after_any_late_out_of_order_writes(
         ]
 
     with tempfile.TemporaryDirectory() as tmp:
+        copy_sqlite_template(Path(tmp) / "r.db")  # a migrated database, without migrating
         with migrated_engine(f"sqlite:///{Path(tmp) / 'r.db'}") as engine:
             store(engine, batch(first), bulk)
             assert_warm_equals_cold(engine)
@@ -216,3 +217,35 @@ def test_fractional_counter_is_the_same_from_rollups_as_from_samples(engine: Eng
     # October: 49 x 0.1 + 0.35 + 93 x 0.1, exactly.
     quantity = bill.set_index("metric").loc["invocations", "quantity"]
     assert quantity == Decimal("14.55") and str(quantity) == "14.55"
+
+
+def test_a_report_finds_its_rollups_and_dirty_days_through_indexes_not_the_whole_history(
+        tmp_path: Path) -> None:
+    """SPEC 13: reports cost the period asked for, not the history kept. On SQLite, every
+    statement a report sends to rollup_days is planned as an index search, never a scan."""
+    from sqlalchemy import event
+
+    with migrated_engine(f"sqlite:///{tmp_path / 'u.db'}") as engine:
+        # A year of daily history, rolled up, then a late write marks a span dirty.
+        store(engine, [nected(T0 - timedelta(days=d), 1000.0 - d) for d in range(365, 0, -1)]
+              + [wiresocket(T0 - timedelta(days=d), 3.0) for d in range(365, 0, -1)], bulk=True)
+        reports(engine, cold=False)
+        store(engine, [nected(T0 + timedelta(hours=30), 1500.0)], bulk=True)
+        sent: list[tuple[str, object]] = []
+
+        def keep(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            if "rollup_days" in statement and not executemany:
+                sent.append((statement, parameters))
+
+        event.listen(engine, "before_cursor_execute", keep)
+        reports(engine, cold=False)
+        event.remove(engine, "before_cursor_execute", keep)
+        reads = [(s, p) for s, p in sent if s.lstrip().upper().startswith(("SELECT", "DELETE"))]
+        assert any("series_id IN" in s.replace("\n", " ") for s, _ in reads)  # the stored days
+        assert any("max(rollup_days.staleness)" in s for s, _ in reads)  # the dirty marks
+        with engine.connect() as conn:
+            for statement, parameters in reads:
+                plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
+                                            parameters).all()  # type: ignore[arg-type]
+                details = " | ".join(str(row[-1]) for row in plan)
+                assert "SCAN rollup_days" not in details, (statement, details)

@@ -20,6 +20,7 @@ from etl.vendors.parsing import (
     check_storable,
     parse_timestamp,
     time_range_problem,
+    to_payload,
 )
 from etl.vendors.types import Observation, Origin
 
@@ -64,6 +65,13 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
                                               origin=_IMPORT, window=window))
     except ParseError as exc:
         raise ParseError(f"body: {exc}") from None
+    except ValueError:
+        # Without the line's own text the kind stores the body serialised again, which a
+        # number beyond a float's range (1e400, read as infinity) cannot be: a bad line,
+        # not a crash of the whole import. Any other ValueError is the kind's own bug.
+        if payload is not None or _serialisable(body):
+            raise
+        raise ParseError("body: a number out of range (such as 1e400) cannot be stored") from None
     if observed_at is not None:  # the line's time, whatever the body says (SPEC 4)
         if obs.observed_at != observed_at:
             obs = obs._replace(observed_at=observed_at)
@@ -116,9 +124,20 @@ def _load_line(raw: bytes) -> tuple[Any, str | None]:
     return doc, None
 
 
+def _serialisable(body: Any) -> bool:
+    try:
+        to_payload(body)
+    except ValueError:
+        return False
+    return True
+
+
 def _loads_strict(line: bytes) -> Any:
     try:
-        return json.loads(line, parse_constant=_reject_constant)
+        # Strict UTF-8 (a leading BOM allowed, as json.loads of bytes allows it): json.loads
+        # of bytes decodes with "surrogatepass", which let the bytes of a lone surrogate
+        # through to the database write, where they stopped the whole import.
+        return json.loads(line.decode("utf-8-sig"), parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ParseError(f"not JSON: {exc.msg} at column {exc.colno}") from None
     except UnicodeDecodeError:

@@ -71,15 +71,10 @@ def invalidate_dirty(engine: Engine) -> int:
         ).all()
         if not spans:
             return 0
-        max_stale = conn.scalar(select(func.max(RollupDay.staleness)))
-        if max_stale is None:  # nothing rolled up yet: nothing to invalidate
-            conn.execute(delete(RollupDirty).where(RollupDirty.id <= max(s[0] for s in spans)))
-            return 0
         merged: dict[int, tuple[datetime, datetime]] = {}
         for _, sid, lo, hi in spans:
             old = merged.get(sid)
             merged[sid] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
-        reach = timedelta(seconds=float(max_stale))
         # Series with the same span in one statement: one poll of a wide vendor marks its
         # 100,000 series with one span (issue 26), one statement per series took minutes.
         by_span: dict[tuple[datetime, datetime], list[int]] = {}
@@ -90,6 +85,13 @@ def invalidate_dirty(engine: Engine) -> int:
         for (lo, hi), sids in by_span.items():
             for k in range(0, len(sids), 500):
                 part = sids[k:k + 500]
+                # The widest staleness among these series' own rows, through the primary
+                # key (series_id first): never a scan of every series' rollups.
+                most = conn.scalar(select(func.max(RollupDay.staleness))
+                                   .where(RollupDay.series_id.in_(part)))
+                if most is None:  # none of them rolled up: nothing to invalidate
+                    continue
+                reach = timedelta(seconds=float(most))
                 dropped += conn.execute(
                     delete(RollupDay).where(
                         RollupDay.series_id.in_(part), RollupDay.day_end > lo,
@@ -145,11 +147,19 @@ class RollupStore:
         # Every write adds a snapshot row (ids only grow): one committed after this point,
         # which the report's reads may have missed, makes its rows unfit to keep.
         self._watermark = _last_snapshot_id(engine)
+        # Series by series through the primary key (series_id, tz, day), the days bounded by
+        # the period's (a local day is within a day of its UTC date): what the period holds,
+        # however many years of rows the table keeps. day_start is the exact test.
+        lo_day = (from_micros(start_us) - timedelta(days=2)).date().isoformat()
+        hi_day = (from_micros(end_us) + timedelta(days=2)).date().isoformat()
         with engine.connect() as conn:
             sel = select(RollupDay.series_id, RollupDay.day, RollupDay.staleness, RollupDay.data)
             result = conn.execute(
                 sel.where(
+                    RollupDay.series_id.in_(select(Series.id).scalar_subquery()),
                     RollupDay.tz == tz,
+                    RollupDay.day >= lo_day,
+                    RollupDay.day <= hi_day,
                     RollupDay.day_start >= from_micros(start_us),
                     RollupDay.day_start < from_micros(end_us),
                 )

@@ -70,8 +70,10 @@ def days_by_series(rows: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
     """rule_days() for every (source, metric) at once: one groupby, not a scan per rule."""
     if not len(rows):
         return {}
-    return {(str(key[0]), str(key[1])): g.sort_values("date").reset_index(drop=True)
-            for key, g in rows.groupby(["source", "metric"], sort=False)}
+    # One sort of the whole table (a series has one row a day), then each series' rows.
+    ordered = rows.sort_values("date", kind="stable")
+    return {(str(key[0]), str(key[1])): ordered.iloc[at].reset_index(drop=True)
+            for key, at in ordered.groupby(["source", "metric"], sort=False).indices.items()}
 
 
 @exact_decimals

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,31 @@ def csv_text(df: pd.DataFrame) -> str:
     columns = [column_cells(df.iloc[:, k]) for k in range(df.shape[1])]
     writer.writerows(zip(*columns, strict=True) if columns else [[] for _ in range(len(df))])
     return buf.getvalue()
+
+
+def csv_texts(df: pd.DataFrame, parts: Sequence[Sequence[int]]) -> list[str]:
+    """csv_text(df.iloc[part]) for each part (row positions), every column formatted once.
+
+    A daily report's days are parts of one table: formatting its columns a day at a time
+    cost more than the cells (pandas' per-column overhead, times days times columns).
+    """
+    header = [format_cell(c) for c in df.columns]
+    columns = [column_cells(df.iloc[:, k]) for k in range(df.shape[1])]
+    rows: list[tuple[str, ...]] = (list(zip(*columns, strict=True)) if columns
+                                   else [() for _ in range(len(df))])
+    out = []
+    for part in parts:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([rows[i] for i in part])
+        out.append(buf.getvalue())
+    return out
+
+
+def write_csv_text(text: str, path: Path) -> Path:
+    """Write CSV text made by csv_text or csv_texts to `path` (replaced atomically)."""
+    return write_text_atomic(path, text, newline="")
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
