@@ -197,3 +197,29 @@ def test_simulate_help_documents_the_fault_options() -> None:
     for text in ("--retry-after SECONDS", "--delay SECONDS", "--echo-credential",
                  "usage-etl simulate --fault unavailable --retry-after 30"):
         assert text in result.output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_simulate_stops_on_a_signal_even_when_started_with_sigint_ignored(sig: int) -> None:
+    # A background job of a non-interactive shell (`usage-etl simulate &` in a script, CI)
+    # starts with SIGINT ignored; the command must still stop on Ctrl-C / kill -INT / -TERM.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl", "simulate", "--port", str(port), "--history-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the last line it prints once it serves
+            if "press Ctrl-C" in line:
+                break
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0
+        assert "stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

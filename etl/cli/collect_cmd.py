@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
-import time
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -131,11 +132,17 @@ def simulate(port: int, token: str, api_key: str, seed: int, fault: str, retry_a
     for vendor, api in sim.apis.items():
         click.echo(f"  {vendor}: {sim.base_url}{api.path}   (takes the {api.credential_list[:-1]})")
     history = _start_history(history_port) if history_port is not None else None
-    click.echo("press Ctrl-C to stop")
+    stop = threading.Event()
+    # Our own handlers, not Python's: a process started in the background by a
+    # non-interactive shell (`usage-etl simulate &` in a script, CI) inherits SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C or `kill -INT`
+    # would never stop it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo("press Ctrl-C to stop")  # only now: a signal from here on is handled
     try:
-        while True:
-            time.sleep(1)
-    except KeyboardInterrupt:
+        while not stop.wait(1):
+            pass
         click.echo("stopped")
     finally:
         sim.stop()

@@ -199,6 +199,9 @@ class HistorySimulator:
         self.requests: list[tuple[str, int]] = []  # (vendor, status)
         handler = type("Handler", (_Handler,), {"sim": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        # A client's idle keep-alive connection must not hold the simulator's stop.
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
