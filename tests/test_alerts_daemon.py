@@ -18,15 +18,9 @@ from etl.runtime.receiver import WebhookReceiver
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import AlertDelivery, AlertEvent
 from tests.daemon import daemon_env, ok_counts, start_daemon, stop_daemon, wait_for
-from tests.factories import WEBHOOK_SECRET_PATH, unique_sim, write_daemon_config
+from tests.factories import WEBHOOK_SECRET_PATH, free_port, unique_sim, write_daemon_config
 
 SMTP_PASSWORD = "smtp-Pa55w0rd-never-logged"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Mailbox:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from etl.store.engine import make_engine, upgrade
 from etl.store.models import Base, CollectionAttempt, Sample, SourceState
 from etl.store.writer import record_poll, record_polls
 from etl.vendors.types import PollRecord
-from tests.factories import write_sim_config
+from tests.factories import free_port, write_sim_config
 
 
 def run(config: str, *args: str):  # type: ignore[no-untyped-def]
@@ -222,12 +221,6 @@ def test_a_batch_of_polls_is_stored_with_one_attempt_row_and_count_each(
     assert [r.samples_stored for r in (first, second, failed, again)] == [2, 1, 0, 0]
     assert attempts(url) == [("rules", "ok", 200, 1), ("ws", "ok", 200, 2),
                              ("ws", "auth_error", 401, 0), ("ws", "ok", 200, 0)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("failure", ["persistent_500", "nothing_listening"])
