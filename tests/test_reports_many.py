@@ -170,3 +170,124 @@ def test_a_fractional_counter_increase_keeps_its_decimals_in_the_daily_table() -
     table = daily_table(rows)
     assert table["increase"].dtype == "Float64" and table["increase"].tolist()[0] == 0.2
     pd.testing.assert_frame_equal(table, row_path_table(rows))
+
+
+# Billing reads each series' month of day rows as numpy columns (dayrows.DayRows) instead of
+# a DataFrame per series: every figure must be what the DataFrame gave.
+AGGREGATIONS = ["increase", "sum", "peak", "last", "twa", "unit_hours"]
+
+
+def old_days_by_series(rows: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """The per-series DataFrames billing built before (one stable sort by date)."""
+    ordered = rows.sort_values("date", kind="stable")
+    return {(str(k[0]), str(k[1])): ordered.iloc[at].reset_index(drop=True)
+            for k, at in ordered.groupby(["source", "metric"], sort=False).indices.items()}
+
+
+def dated(days: list[list[dict[str, Any]]], mtype: str, blanks: bool) -> list[dict[str, Any]]:
+    """Day rows with real dates, newest first (so the sort matters); NaN as None if `blanks`
+    (a stored rollup read back before NaN was kept)."""
+    from datetime import date, timedelta
+    out = []
+    for p, rows in enumerate(days):
+        for j, row in reversed(list(enumerate(rows))):
+            if blanks:
+                row = {k: None if isinstance(v, float) and math.isnan(v) and k != "twa_num"
+                       else v for k, v in row.items()}
+            out.append({"source": "acme", "metric": f"{mtype}:{p}", "metric_type": mtype,
+                        "date": date(2026, 9, 1) + timedelta(days=j), **row})
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(one_series(INTEGRAL), one_series(DECIMAL), one_series(ANY_FLOAT)),
+                max_size=6),
+       st.lists(one_series(ANY_FLOAT), max_size=6), STALENESS, st.booleans())
+def test_billing_figures_from_numpy_columns_equal_those_from_each_series_dataframe(
+        counters: list[dict[str, Any]], gauges: list[dict[str, Any]], staleness: int,
+        blanks: bool) -> None:
+    from reports.compute.daily import combine_days
+    from reports.compute.dayrows import split_series
+    from reports.compute.quantities import cumulative_quantities
+    for s in gauges:
+        s["prev"] = None
+    records = (dated(per_series(counters, MetricType.COUNTER, staleness), "counter", blanks)
+               + dated(per_series(gauges, MetricType.GAUGE, staleness), "gauge", blanks))
+    if not records:
+        assert split_series(pd.DataFrame()) == {}
+        return
+    rows = pd.DataFrame.from_records(records)
+    old, new = old_days_by_series(rows), split_series(rows)
+    assert list(new) == list(old)
+    for key, frame in old.items():
+        cols = new[key]
+        assert len(cols) == len(frame)
+        want, got = combine_days(frame), combine_days(cols)
+        assert list(got) == list(want)
+        assert all(same(got[k], want[k]) for k in want), key
+        for agg in AGGREGATIONS:
+            if blanks and agg == "last":
+                continue  # None readings: a stored row never lacks a last value it had
+            assert cumulative_quantities(cols, agg) == cumulative_quantities(frame, agg)
+            mid = int(frame["day_start_us"].iloc[len(frame) // 2]) + 1
+            assert (cumulative_quantities(cols, agg, now_us=mid)
+                    == cumulative_quantities(frame, agg, now_us=mid))
+        half = cols.rows(1, len(cols))
+        assert same(combine_days(half)["samples"],
+                    combine_days(frame.iloc[1:].reset_index(drop=True))["samples"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(), st.integers(-10**17, 10**17).map(float),
+                          st.integers(-10**9, 10**9).map(lambda k: k / 1000)), max_size=50))
+def test_csv_cells_of_a_float_column_are_each_floats_own_cell(values: list[float]) -> None:
+    from reports.render.csv import _float_cell, _float_cells
+    assert _float_cells(np.array(values, dtype=np.float64)) == [_float_cell(v) for v in values]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(-1e15, 1e15), st.integers(-10**9, 10**9).map(
+    lambda k: k / 100)), max_size=40),
+       st.lists(st.one_of(st.integers(0, 2**62), st.integers(0, 10**9).map(
+           lambda k: k * 600_000)), max_size=40))
+def test_readable_peaks_and_band_minutes_at_once_equal_one_at_a_time(
+        peaks: list[float], micros: list[int]) -> None:
+    from etl.textutil import round_readable
+    from reports.compute.daily import minutes_of
+    from reports.compute.table import minutes_many, readable_many
+    got = readable_many(np.array(peaks, dtype=np.float64)).tolist()
+    assert all(same(g, round_readable(p)) and math.copysign(1, g) == math.copysign(
+        1, round_readable(p)) for g, p in zip(got, peaks, strict=True))
+    assert minutes_many(np.array(micros, dtype=np.int64)).tolist() == [
+        minutes_of(u) for u in micros]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["min", "max", "sum", "increase", "first_value",
+                                        "last_value", "samples", "day_start_us"]),
+                       st.one_of(st.floats(), st.integers(-2**63, 2**63 - 1), st.none()),
+                       min_size=1))
+def test_a_stored_day_row_reads_back_as_json_reads_it(row: dict[str, Any]) -> None:
+    # Rows are json.dumps of aggregate_days() rows: their integers are int64 counts.
+    import json
+
+    from etl.store.rollups import decode_row
+    from etl.vendors.parsing import MAX_READING
+    text = json.dumps(row)
+    got, want = decode_row(text), json.loads(text)
+    lo, hi = want.get("min") or 0, want.get("max") or 0
+    if lo < -MAX_READING or hi > MAX_READING:
+        assert got is None
+        return
+    assert got is not None and list(got) == list(want)
+    assert all(same(got[k], want[k]) for k in want)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(ANY_FLOAT, max_size=300), max_size=8))
+def test_running_sums_restart_at_each_series_as_its_own_cumsum(series: list[list[float]]) -> None:
+    from reports.compute.many import _segmented_cumsum
+    x = np.array([v for s in series for v in s], dtype=np.float64)
+    starts = np.cumsum([0] + [len(s) for s in series])
+    want = [v for s in series for v in np.cumsum(np.array(s, dtype=np.float64)).tolist()]
+    assert _segmented_cumsum(x, starts).tolist() == want

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -25,9 +26,6 @@ from etl.timefmt import from_micros
 from etl.vendors.parsing import MAX_READING
 
 log = logging.getLogger("etl.store.rollups")
-# The figures of a day row that are readings: a row holding one beyond MAX_READING was built
-# from a reading reports now leave out (history older than that check), so it is rebuilt.
-_READING_FIGURES = ("min", "max", "first_value", "last_value")
 
 
 def mark_dirty(conn: Connection, spans: Mapping[int, tuple[datetime, datetime]]) -> None:
@@ -164,7 +162,7 @@ class RollupStore:
                     RollupDay.day_start < from_micros(end_us),
                 )
             )
-            for sid, day, stale, data in result:
+            for sid, day, stale, data in result.all():
                 self._rows[(sid, day)] = (stale, data)
 
     def get(self, series_id: int, days: Sequence[str], staleness_s: float
@@ -177,8 +175,8 @@ class RollupStore:
             hit = self._rows.get((series_id, day))
             if hit is None or hit[0] != staleness_s:
                 return None
-            row = json.loads(hit[1])
-            if any(abs(row.get(k) or 0) > MAX_READING for k in _READING_FIGURES):
+            row = decode_row(hit[1])
+            if row is None:
                 return None
             out.append(row)
         return out
@@ -236,6 +234,35 @@ class RollupStore:
         log.warning("report built from the samples, nothing cached: the daily rollups could "
                     "not be updated (%s)", error,
                     extra={"event": "rollups-not-cached", "fields": {"error": error}})
+
+
+def decode_row(text: str) -> dict[str, Any] | None:
+    """A stored day row as `json.loads` reads it, or None if it holds a reading too large.
+
+    orjson reads the numbers (the same doubles, and the same ints within 64 bits, which is
+    every count a row holds; several times faster: a warm month of reports reads 15,000
+    rows); the NaN that json.dumps writes for a figure a day lacks is no JSON, so it is read
+    as a string and turned back into NaN here.
+    """
+    row: dict[str, Any]
+    try:
+        if "NaN" not in text:
+            row = orjson.loads(text)
+        else:
+            row = orjson.loads(text.replace("NaN", '"NaN"'))
+            for key in [k for k, v in row.items() if v.__class__ is str]:
+                row[key] = _NAN
+    except orjson.JSONDecodeError:  # Infinity, or an integer beyond 64 bits
+        row = json.loads(text)
+    # A row holding a reading beyond MAX_READING was built from a reading reports now leave
+    # out (history older than that check), so it is rebuilt. The day's readings (its first
+    # and last too) lie between its min and max: those two say it (NaN: no readings).
+    if (row.get("min") or 0) < -MAX_READING or (row.get("max") or 0) > MAX_READING:
+        return None
+    return row
+
+
+_NAN = float("nan")
 
 
 def _cache_refused(exc: DBAPIError) -> bool:

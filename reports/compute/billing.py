@@ -7,7 +7,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal, localcontext
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, TypeAlias, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,7 @@ from etl.config import BillingRule, Pricing
 from etl.timefmt import from_micros, to_micros
 from reports.compute.credits import CreditDraw, PeriodCharge, amount_due
 from reports.compute.daily import combine_days, coverage_pct
+from reports.compute.dayrows import DayRows, split_series
 from reports.compute.pricing import charge, round_money
 from reports.compute.quantities import (
     ACCUMULATING,
@@ -58,6 +59,8 @@ BILLING_COLUMNS = [
 ]
 # Month samples of the series whose quantity needs them (p95): (epoch microseconds, values).
 SampleMap = Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]]
+# One series' day rows: a DataFrame, or the same columns as numpy arrays (cheaper per call).
+Days: TypeAlias = pd.DataFrame | DayRows
 
 
 def rule_days(rows: pd.DataFrame, rule: BillingRule) -> pd.DataFrame:
@@ -66,18 +69,13 @@ def rule_days(rows: pd.DataFrame, rule: BillingRule) -> pd.DataFrame:
     return sel.sort_values("date").reset_index(drop=True)
 
 
-def days_by_series(rows: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """rule_days() for every (source, metric) at once: one groupby, not a scan per rule."""
-    if not len(rows):
-        return {}
-    # One sort of the whole table (a series has one row a day), then each series' rows.
-    ordered = rows.sort_values("date", kind="stable")
-    return {(str(key[0]), str(key[1])): ordered.iloc[at].reset_index(drop=True)
-            for key, at in ordered.groupby(["source", "metric"], sort=False).indices.items()}
+def days_by_series(rows: pd.DataFrame) -> dict[tuple[str, str], DayRows]:
+    """rule_days() for every (source, metric) at once, as columns (dayrows.split_series)."""
+    return split_series(rows)
 
 
 @exact_decimals
-def rule_cumulative(days: pd.DataFrame, rule: BillingRule, samples: SampleMap | None = None,
+def rule_cumulative(days: Days, rule: BillingRule, samples: SampleMap | None = None,
                     now_us: int | None = None) -> list[Decimal | None]:
     """Per day: the rule's month quantity up to that day (quantities.cumulative_quantities)."""
     t, v = (samples or {}).get((rule.source, rule.metric), (None, None))
@@ -99,7 +97,7 @@ def tiers_frame(quantity: Decimal, rule: BillingRule) -> pd.DataFrame:
         [(t.units, t.unit_price, t.flat_price, t.amount) for t in reached], columns=TIER_COLUMNS)
 
 
-def period_days(days: pd.DataFrame, period: Period) -> pd.DataFrame:
+def period_days(days: Days, period: Period) -> Days:
     """The day rows (one series, date order) that fall in `period`."""
     if not len(days):
         return days
@@ -107,6 +105,8 @@ def period_days(days: pd.DataFrame, period: Period) -> pd.DataFrame:
     lo, hi = bisect_left(dates, period.start), bisect_left(dates, period.end)
     if lo == 0 and hi == len(dates):
         return days
+    if isinstance(days, DayRows):
+        return days.rows(lo, hi)
     return days.iloc[lo:hi].reset_index(drop=True)
 
 
@@ -131,7 +131,8 @@ def period_charges(rows: pd.DataFrame, priced: Sequence[RulePeriod],
     out = []
     for rp in priced:
         rule = rp.rule
-        days = period_days(grouped.get((rule.source, rule.metric), rows.iloc[0:0]), rp.period)
+        found = grouped.get((rule.source, rule.metric))
+        days = period_days(found if found is not None else rows.iloc[0:0], rp.period)
         cum = (rule_cumulative(days, rule, period_samples(samples, rule, rp.period))
                if len(days) else [])
         amount = charge(month_quantity(cum), rule).amount
@@ -159,8 +160,8 @@ def billing_table(rows: pd.DataFrame, priced: Sequence[RulePeriod], *, now: date
     for rp in priced:
         rule, period = rp.rule, rp.period
         in_progress = period.start_us <= now_us < period.end_us
-        days = grouped.get((rule.source, rule.metric))
-        days = period_days(days if days is not None else rule_days(rows, rule), period)
+        found = grouped.get((rule.source, rule.metric))
+        days = period_days(found if found is not None else rule_days(rows, rule), period)
         totals = combine_days(days) if len(days) else None
         n_samples = int(totals["samples"]) if totals else 0
         own_samples = period_samples(samples, rule, period)
@@ -227,7 +228,7 @@ def billing_table(rows: pd.DataFrame, priced: Sequence[RulePeriod], *, now: date
     return pd.DataFrame.from_records(records, columns=BILLING_COLUMNS)
 
 
-def elapsed_coverage(days: pd.DataFrame, now_us: int, elapsed_us: int) -> float:
+def elapsed_coverage(days: Days, now_us: int, elapsed_us: int) -> float:
     """coverage_pct of the part of a period before `now_us` (its day rows in date order).
 
     A day's coverage is counted up to `now_us` at most: a reading's window reaching past now

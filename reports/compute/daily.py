@@ -261,23 +261,34 @@ def aggregate_days(t: np.ndarray, value: np.ndarray, limit: np.ndarray | None,
     out["critical_us"] = np.diff(_cum_weighted(a, length,
                                                (warn >= CRITICAL_PCT).astype(np.int64), bounds))
 
-    fi = np.where(nonempty, first_idx, 0)
-    li = np.where(nonempty, last_idx, 0)
-    if len(t):
-        out["first_at_us"] = np.where(nonempty, t[fi], -1)
-        out["last_at_us"] = np.where(nonempty, t[li], -1)
-        out["first_value"] = np.where(nonempty, value[fi], np.nan)
-        out["last_value"] = np.where(nonempty, value[li], np.nan)
-    else:
-        out["first_at_us"] = np.full(ndays, -1, dtype=np.int64)
-        out["last_at_us"] = np.full(ndays, -1, dtype=np.int64)
-        out["first_value"] = nan.copy()
-        out["last_value"] = nan.copy()
+    out.update(first_last(t, value, nonempty, first_idx, last_idx))
     return pd.DataFrame(out, columns=DAY_COLUMNS)
 
 
-def combine_days(days: pd.DataFrame) -> dict[str, Any]:
-    """The figures of a longer period from its consecutive day rows (one series)."""
+def first_last(t: np.ndarray, value: np.ndarray, nonempty: np.ndarray, first_idx: np.ndarray,
+               last_idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Each segment's first_at_us, last_at_us, first_value, last_value (-1 and NaN if empty).
+
+    `first_idx`/`last_idx`: each segment's first and last sample in `t`/`value`.
+    """
+    n = len(nonempty)
+    if not len(t):
+        return {"first_at_us": np.full(n, -1, dtype=np.int64),
+                "last_at_us": np.full(n, -1, dtype=np.int64),
+                "first_value": np.full(n, np.nan), "last_value": np.full(n, np.nan)}
+    fi = np.where(nonempty, first_idx, 0)
+    li = np.where(nonempty, last_idx, 0)
+    return {"first_at_us": np.where(nonempty, t[fi], -1),
+            "last_at_us": np.where(nonempty, t[li], -1),
+            "first_value": np.where(nonempty, value[fi], np.nan),
+            "last_value": np.where(nonempty, value[li], np.nan)}
+
+
+def combine_days(days: pd.DataFrame | Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The figures of a longer period from its consecutive day rows (one series).
+
+    `days`: aggregate_days() rows as a DataFrame or as columns (dayrows.DayRows).
+    """
     n = len(days)
     if n == 0:
         return {"period_start_us": 0, "period_end_us": 0, "samples": 0, "min": np.nan,
@@ -286,11 +297,11 @@ def combine_days(days: pd.DataFrame) -> dict[str, Any]:
                 "length_us": 0, "twa_num": 0.0, "warning_us": 0, "critical_us": 0}
     # Plain arrays, not pandas reductions: this runs once per series and period on a month
     # of rows, where pandas' per-call overhead was most of a warm billing report's time.
-    col = {name: days[name].to_numpy() for name in (
+    col = {name: np.asarray(days[name]) for name in (
         "day_start_us", "day_end_us", "samples", "resets", "covered_us", "warning_us",
         "critical_us")}
     # Readings as floats, a missing one (None from a stored rollup) as NaN.
-    col.update({name: days[name].to_numpy(dtype=np.float64, na_value=np.nan) for name in (
+    col.update({name: float_column(days[name]) for name in (
         "min", "max", "sum", "last_limit", "peak_pct", "twa_num")})
     with_samples = col["samples"] > 0
     some = bool(with_samples.any())
@@ -315,13 +326,25 @@ def combine_days(days: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def float_column(col: Any) -> np.ndarray:
+    """A column of readings as float64, a missing one (None, <NA>) as NaN."""
+    if isinstance(col, pd.Series):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    arr = np.asarray(col)
+    if arr.dtype == np.float64:
+        return arr
+    return pd.Series(arr).to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def _nan_sum(values: np.ndarray) -> float:
     # pandas' sum(skipna=True): NaN as 0, then numpy's own summation (same order, same float).
     return float(np.where(np.isnan(values), 0.0, values).sum())
 
 
-def _exact_sum(col: pd.Series) -> int | float | Decimal:
+def _exact_sum(col: pd.Series | np.ndarray) -> int | float | Decimal:
     # Exact Decimals (interval series' apportioned sums) stay exact: rounded once, later.
+    if isinstance(col, np.ndarray) and col.dtype.kind == "i":
+        return sum(col.tolist())  # ints: their exact sum (as exact_total, without Decimals)
     total = exact_total(col)
     if total == total.to_integral_value():
         return int(total)

@@ -24,6 +24,7 @@ from reports.compute.daily import (
     US_PER_SECOND,
     WARNING_PCT,
     aggregate_days,
+    first_last,
 )
 
 _EXACT_INT_LIMIT = 2.0**53
@@ -98,6 +99,13 @@ def _segmented_cumsum(x: np.ndarray, series_start: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
     lengths = np.diff(series_start)
     if not len(x):
+        return out
+    some = np.flatnonzero(lengths > 0)
+    if len(x) >= 64 * len(some):
+        # Long series (a month of minute samples): one cumsum each costs less than padding.
+        for p in some.tolist():
+            a, b = int(series_start[p]), int(series_start[p + 1])
+            np.cumsum(x[a:b], out=out[a:b])
         return out
     # Lengths grouped by powers of two: padding costs at most as much again.
     group = np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)
@@ -196,19 +204,7 @@ def _fast(pos: np.ndarray, t: np.ndarray, value: np.ndarray, lim: np.ndarray, ns
         d = np.diff(f, axis=1)[:, :ndays].ravel()
         cols[name] = d / US_PER_SECOND if name == "twa_num" else d
 
-    fi = np.where(nonempty, seg_first, 0)[real]
-    li = np.where(nonempty, seg_last, 0)[real]
-    ne = nonempty[real]
-    if len(t):
-        cols["first_at_us"] = np.where(ne, t[fi], -1)
-        cols["last_at_us"] = np.where(ne, t[li], -1)
-        cols["first_value"] = np.where(ne, value[fi], np.nan)
-        cols["last_value"] = np.where(ne, value[li], np.nan)
-    else:
-        cols["first_at_us"] = np.full(nseries * ndays, -1, dtype=np.int64)
-        cols["last_at_us"] = np.full(nseries * ndays, -1, dtype=np.int64)
-        cols["first_value"] = np.full(nseries * ndays, np.nan)
-        cols["last_value"] = np.full(nseries * ndays, np.nan)
+    cols.update(first_last(t, value, nonempty[real], seg_first[real], seg_last[real]))
     return _records(cols, nseries, ndays, slow)
 
 

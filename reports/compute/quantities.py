@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any, NamedTuple
 
@@ -59,7 +59,7 @@ class _Day(NamedTuple):
     covered_us: int
 
 
-def _day_rows(days: pd.DataFrame) -> list[_Day]:
+def _day_rows(days: pd.DataFrame | Mapping[str, np.ndarray]) -> list[_Day]:
     # Whole columns as Python values, then zipped: a month of day rows per series, and
     # pandas' own row iteration costs more than the arithmetic (2 ms a series). A column the
     # aggregation does not read may be absent.
@@ -68,13 +68,14 @@ def _day_rows(days: pd.DataFrame) -> list[_Day]:
     return list(map(_Day._make, zip(*columns, strict=True)))
 
 
-def cumulative_quantities(days: pd.DataFrame, aggregation: Aggregation, *,
+def cumulative_quantities(days: pd.DataFrame | Mapping[str, np.ndarray], aggregation: Aggregation, *,
                           sample_t: np.ndarray | None = None,
                           sample_value: np.ndarray | None = None,
                           now_us: int | None = None) -> list[Decimal | None]:
     """Per day row: the month's quantity up to the end of that day, not yet rounded.
 
-    `days` are aggregate_days() rows of one series in date order. p95 also needs the month's
+    `days` are aggregate_days() rows of one series in date order (a DataFrame, or columns:
+    dayrows.DayRows). p95 also needs the month's
     samples (`sample_t` in epoch microseconds, `sample_value`). None before any sample (and,
     with `now_us`, for days that have not begun). twa: time-weighted average over the covered
     time so far; unit_hours: its integral in value × hours (each sample holds until the next

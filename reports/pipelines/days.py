@@ -129,11 +129,19 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
                     rows[n] += got
     if rollups is not None:
         rollups.flush()
+    return _frame(series, rows, days)
+
+
+def _frame(series: Sequence[SeriesInfo], rows: Sequence[Sequence[dict[str, object]]],
+           days: Sequence[date]) -> pd.DataFrame:
+    """One frame of every series' day rows, labelled with whose and which day they are."""
     # Hundreds of small frames cost more than the rows: build one frame from records.
-    records = [{"source": info.source, "metric": info.metric,
-                "metric_type": info.metric_type.value, "date": day, **row}
-               for info, series_rows in zip(series, rows, strict=True)
-               for day, row in zip(days, series_rows, strict=True)]
+    records: list[dict[str, object]] = []
+    for info, series_rows in zip(series, rows, strict=True):
+        labels = {"source": info.source, "metric": info.metric,
+                  "metric_type": info.metric_type.value}
+        records += [{**labels, "date": day, **row}
+                    for day, row in zip(days, series_rows, strict=True)]
     if not records:
         return pd.DataFrame(columns=["source", "metric", "metric_type", "date", *DAY_COLUMNS])
     return pd.DataFrame.from_records(
@@ -160,7 +168,10 @@ def _computed(conn: Connection, todo: Sequence[tuple[int, int | None]], bounds: 
         arr = read_samples_many(conn, sids, read_from, int(bounds[-1]))
         prevs = (read_prev_values(conn, sids, read_from) if needs_prev_value(mtype) else {})
         where = {sid: k for k, (_, sid) in enumerate(batch) if sid is not None}
-        pos = np.array([where[s] for s in arr.sid.tolist()], dtype=np.int64)
+        # Each sample's place in the batch, through the sorted ids (not a lookup per sample).
+        known = np.array(sorted(where), dtype=np.int64)
+        place = np.array([where[s] for s in known.tolist()], dtype=np.int64)
+        pos = place[np.searchsorted(known, arr.sid)] if len(arr.sid) else arr.sid
         got = aggregate_days_many(pos, arr.t, arr.value, arr.limit, len(batch), bounds,
                                   metric_type=mtype, staleness_us=staleness_us,
                                   prev_values=[None if sid is None else prevs.get(sid)
@@ -194,12 +205,3 @@ def provisional_text(conn: Connection, config: Config, source: str, lo_us: int,
     reads = read_reads(conn, source, lo_us, hi_us)
     lookback_us = history.window.lookback.seconds * US_PER_SECOND
     return "true" if is_provisional(*reads, lo_us, hi_us, lookback_us) else "false"
-
-
-def _label(records: list[dict[str, object]], info: SeriesInfo, days: Sequence[date],
-           rows: Sequence[dict[str, object]]) -> None:
-    """Append day rows with the columns that say whose and which day they are."""
-    for day, row in zip(days, rows, strict=True):
-        records.append({"source": info.source, "metric": info.metric,
-                        "metric_type": info.metric_type.value, "date": day, **row})
-

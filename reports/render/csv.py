@@ -6,6 +6,7 @@ import csv
 import io
 import math
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ _INF = float("inf")
 
 
 def _cell(value: Any) -> str:
-    # The common exact types first; everything else (dates, NA, numpy scalars) as format_cell.
+    # The common exact types first; everything else (NA, numpy scalars) as format_cell.
     kind = type(value)
     if kind is str:
         return "'" + value if value.startswith(FORMULA_START) else value
@@ -53,7 +54,27 @@ def _cell(value: Any) -> str:
         return _float_cell(value)
     if kind is int:
         return str(value)
+    if kind is date:
+        return value.isoformat()
     return format_cell(value)
+
+
+def _float_cells(values: np.ndarray) -> list[str]:
+    """[_float_cell(v) for v in values] (float64), the common cells without a call each."""
+    out = np.full(len(values), "", dtype=object)  # NaN and infinities: empty cells
+    with np.errstate(invalid="ignore"):
+        mag = np.abs(values)
+        # Where repr writes no exponent (below 1e16, from 1e-4; 0 too) and -0.0 aside.
+        plain = (mag < 1e16) & ((mag >= 1e-4) | ((values == 0) & ~np.signbit(values)))
+        whole = plain & (values == np.rint(values))
+    at = np.flatnonzero(whole)
+    out[at] = list(map(str, values[at].astype(np.int64).tolist()))  # repr without ".0"
+    at = np.flatnonzero(plain & ~whole)
+    out[at] = list(map(repr, values[at].tolist()))  # a fraction: repr never ends in ".0"
+    for i in np.flatnonzero(np.isfinite(values) & ~plain).tolist():
+        out[i] = _float_cell(float(values[i]))  # exponents and -0.0: the cell's own rules
+    texts: list[str] = out.tolist()
+    return texts
 
 
 def column_cells(col: pd.Series) -> list[str]:
@@ -63,20 +84,25 @@ def column_cells(col: pd.Series) -> list[str]:
         raw = values.to_numpy()
         kind = raw.dtype.kind
         if kind == "f":
-            return [_float_cell(v) for v in raw.tolist()]
+            return _float_cells(raw.astype(np.float64))
         if kind in "iu":
             return [str(v) for v in raw.tolist()]
         if kind == "b":
             return ["true" if v else "false" for v in raw.tolist()]
     elif isinstance(values, pd.arrays.FloatingArray):
         # <NA> and NaN are both empty cells.
-        return [_float_cell(v) for v in values.to_numpy(dtype="float64", na_value=math.nan).tolist()]
+        return _float_cells(values.to_numpy(dtype="float64", na_value=math.nan))
     elif isinstance(values, pd.arrays.IntegerArray):
         missing = values.isna().tolist()
         ints = values.to_numpy(dtype="int64", na_value=0).tolist()
         return ["" if m else str(v) for v, m in zip(ints, missing, strict=True)]
-    # Anything else a value at a time, over the same values itertuples would give.
-    return [_cell(v) for v in col]
+    # Anything else a value at a time, over the same values itertuples would give; a column
+    # of names or dates (repeated in every day's rows) formats each distinct one once.
+    vals = col.tolist()
+    if set(map(type, vals)) <= {str, date}:
+        memo = {v: _cell(v) for v in set(vals)}
+        return [memo[v] for v in vals]
+    return [_cell(v) for v in vals]
 
 
 def csv_text(df: pd.DataFrame) -> str:
