@@ -17,6 +17,7 @@ import pandas as pd
 
 from etl.textutil import round_readable
 from etl.vendors.types import MetricType
+from reports.compute.dayrows import float_column
 
 US_PER_SECOND = 1_000_000
 WARNING_PCT = 75.0
@@ -324,16 +325,6 @@ def combine_days(days: pd.DataFrame | Mapping[str, np.ndarray]) -> dict[str, Any
         "warning_us": int(col["warning_us"].sum()),
         "critical_us": int(col["critical_us"].sum()),
     }
-
-
-def float_column(col: Any) -> np.ndarray:
-    """A column of readings as float64, a missing one (None, <NA>) as NaN."""
-    if isinstance(col, pd.Series):
-        return col.to_numpy(dtype=np.float64, na_value=np.nan)
-    arr = np.asarray(col)
-    if arr.dtype == np.float64:
-        return arr
-    return pd.Series(arr).to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _nan_sum(values: np.ndarray) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,3 +55,13 @@ def split_series(rows: pd.DataFrame) -> dict[tuple[str, str], DayRows]:
         [cols["source"], cols["metric"]], sort=False).indices
     return {(str(key[0]), str(key[1])): DayRows({k: v[at] for k, v in cols.items()}, len(at))
             for key, at in groups.items()}
+
+
+def float_column(col: Any) -> np.ndarray:
+    """A column of readings as float64, a missing one (None, <NA>) as NaN."""
+    if isinstance(col, pd.Series):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    arr = np.asarray(col)
+    if arr.dtype == np.float64:
+        return arr
+    return pd.Series(arr).to_numpy(dtype=np.float64, na_value=np.nan)
