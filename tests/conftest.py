@@ -59,6 +59,20 @@ SLOWEST_FIRST = (
 )
 
 
+SCALE_MARKER = (
+    "scale: a larger-size variant of what smaller tests already exercise through the same "
+    "library calls (a year of history, the benchmark harness at toy sizes); run by "
+    "scripts/test.sh, skipped at the declared minimum versions (scripts/test-minimums.sh "
+    "passes -m 'not scale'), where each library call path is still covered by the smaller "
+    "tests (README, the paragraph on CI)."
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the `scale` marker (SCALE_MARKER says what it means and who skips it)."""
+    config.addinivalue_line("markers", SCALE_MARKER)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Put SLOWEST_FIRST's tests (each parameter too) first, in its order; the rest keep theirs."""
     rank = {"tests/" + name: i for i, name in enumerate(SLOWEST_FIRST)}

@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pytest
 from sqlalchemy import Engine, select
 
 from etl.config import load_config
@@ -105,6 +106,8 @@ def parquet_samples(folder: Path) -> Tally:
     return tally
 
 
+# A year's size of what tests/test_compaction.py and tests/test_parquet_export.py check.
+@pytest.mark.scale
 def test_a_year_of_history_compacts_exports_and_retires_with_every_line_and_sample_accounted(
         engine: Engine, tmp_path: Path) -> None:
     times: dict[str, float] = {}
