@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from etl.store.models import Sample, Series
+from etl.store.packs import has_packs, latest_packed
 from etl.vendors.types import MetricType
 
 
@@ -55,4 +56,25 @@ def latest_samples(conn: Connection) -> dict[tuple[str, str], LatestSample]:
             row.source, row.metric, MetricType(row.metric_type), float(row.value), limit,
             row.at,
         )
+    _newer_packed(conn, out)
     return out
+
+
+def _newer_packed(conn: Connection, out: dict[tuple[str, str], LatestSample]) -> None:
+    """Put in `out` the series' newest packed samples newer than their newest rows.
+
+    Packed days: PostgreSQL, etl.store.packs; one or two packs per series are decoded,
+    whatever the history.
+    """
+    if not has_packs(conn):
+        return
+    keys = {sid: (source, metric, kind) for sid, source, metric, kind in conn.execute(
+        select(Series.id, Series.source, Series.metric, Series.metric_type))}
+    for sid, (at, value, plan_limit) in latest_packed(conn, keys).items():
+        source, metric, kind = keys[sid]
+        held = out.get((source, metric))
+        if held is not None and held.observed_at >= at:
+            continue
+        limit = plan_limit if plan_limit is not None and plan_limit >= 0 else None
+        out[(source, metric)] = LatestSample(source, metric, MetricType(kind), float(value),
+                                             limit, at)

@@ -14,6 +14,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from etl.store.identity import generation
 from etl.store.models import CollectionAttempt, Sample, Series, Snapshot
+from etl.store.packs import unpack_spans
 from etl.textutil import first_line
 from etl.vendors import KINDS
 from etl.vendors.types import Observation, Origin, Outcome, PollRecord, SampleValue
@@ -248,13 +249,14 @@ def _mark_rollups_dirty(conn: Connection, sample_rows: list[dict[str, object]]) 
     mark_dirty(conn, spans)
 
 
-def _existing_values(
-    conn: Connection, keys: list[tuple[int, datetime]]
-) -> dict[tuple[int, datetime], float]:
+def _existing_values(conn: Connection, keys: list[tuple[int, datetime]]
+                     ) -> dict[tuple[int, datetime], float]:
     """Stored values for sample keys, read as one time-range scan per series."""
     by_series: dict[int, list[datetime]] = {}
     for sid, at in keys:
         by_series.setdefault(sid, []).append(at)
+    # Packed days become rows first, in this transaction (etl.store.packs).
+    unpack_spans(conn, {sid: (min(ats), max(ats)) for sid, ats in by_series.items()})
     found: dict[tuple[int, datetime], float] = {}
     wanted = set(keys)
     for sid, ats in by_series.items():
