@@ -23,27 +23,21 @@ from typing import Any
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
+from benchmarks.imports import _ids
 from benchmarks.workload import Workload, config_text, nx_name, ws_name
 from etl.cli import cli
+from etl.config import load_config
 from etl.store import packs, partitions
 from etl.store.engine import make_engine, upgrade
-from etl.store.writer import forget_series_cache, series_ids
-from etl.vendors import get as get_kind
-from etl.vendors.types import SampleValue
+from etl.store.writer import forget_series_cache
 
 MONTH_START = datetime(2026, 9, 1, tzinfo=UTC)
 MONTH_END = datetime(2026, 10, 1, tzinfo=UTC)
 
 
-def fill(engine: Engine, w: Workload, first: datetime, seed: int = 2) -> int:
+def fill(engine: Engine, w: Workload, config: Path, first: datetime, seed: int = 2) -> int:
     """The workload's series with a sample every `w.step_minutes` from `first` to October."""
-    ids: dict[tuple[str, str], int] = {}
-    with engine.begin() as conn:
-        for i in range(w.pairs):
-            for name, kind in ((ws_name(i), "wiresocket"), (nx_name(i), "nected")):
-                wanted = [SampleValue(m, 0.0) for m in get_kind(kind).metrics]
-                for metric, sid in series_ids(conn, name, kind, wanted).items():
-                    ids[(name, metric)] = sid
+    ids = _ids(engine, load_config(str(config)))
     forget_series_cache(engine)
     month, months = first, []
     while month < MONTH_END:
@@ -110,9 +104,11 @@ def main() -> None:
     try:
         for name, (first, packed) in kinds.items():
             url = urls[name] = create_pg_database()
+            configs[name] = work / f"{len(configs)}.toml"
+            configs[name].write_text(config_text(w, url))
             engine = make_engine(url)
             upgrade(engine)
-            n = fill(engine, w, first)
+            n = fill(engine, w, configs[name], first)
             if packed:
                 t = time.perf_counter()
                 packs.pack(engine, MONTH_END)
@@ -122,8 +118,6 @@ def main() -> None:
                     "VACUUM ANALYZE")
             forget_series_cache(engine)
             engine.dispose()
-            configs[name] = work / f"{len(configs)}.toml"
-            configs[name].write_text(config_text(w, url))
         first_kind = next(iter(kinds))  # a warm-up: the first run pays for the imports
         report(configs[first_kind], work / "warm-up", True, urls[first_kind])
         for temp in ("cold", "warm"):

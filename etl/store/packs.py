@@ -52,11 +52,44 @@ def day_floor(at: datetime) -> datetime:
     return datetime(at.year, at.month, at.day, tzinfo=UTC)
 
 
+# Databases (by URL) known to have the packs table: asked once per process, as every read
+# and write asks; forgotten when migration 0010's down drops it.
+_known: set[str] = set()
+
+
+def _url(conn: Connection) -> str:
+    return conn.engine.url.render_as_string(hide_password=True)
+
+
 def has_packs(conn: Connection) -> bool:
     """Whether this database has the packs table (PostgreSQL from migration 0010)."""
     if conn.dialect.name != "postgresql":
         return False
-    return bool(conn.exec_driver_sql("SELECT to_regclass('sample_packs') IS NOT NULL").scalar())
+    if _url(conn) in _known:
+        return True
+    found = bool(conn.exec_driver_sql("SELECT to_regclass('sample_packs') IS NOT NULL").scalar())
+    if found:
+        _known.add(_url(conn))
+    return found
+
+
+def newest_samples(conn: Connection) -> list[tuple[Any, ...]]:
+    """Per series, its newest sample, rows or packed, in one statement (alerts, /metrics).
+
+    (source, metric, metric_type, observed_at, value, plan_limit); series without samples
+    have None for the last three. Per series one primary-key lookup in the rows and one
+    read of its newest pack.
+    """
+    rows = conn.exec_driver_sql(
+        "SELECT s.source, s.metric, s.metric_type, x.observed_at, x.value, x.plan_limit "
+        "FROM series s LEFT JOIN LATERAL (SELECT * FROM ("
+        "(SELECT observed_at, value, plan_limit FROM samples WHERE series_id = s.id "
+        "ORDER BY observed_at DESC LIMIT 1) UNION ALL "
+        "(SELECT p.observed_at[cardinality(p.observed_at)], p.value[cardinality(p.value)], "
+        "p.plan_limit[cardinality(p.plan_limit)] FROM sample_packs p WHERE p.series_id = s.id "
+        "ORDER BY p.day DESC LIMIT 1)) c ORDER BY observed_at DESC LIMIT 1) x ON true")
+    return [(*head, None if at is None else at.astimezone(UTC), value, limit)
+            for *head, at, value, limit in rows]
 
 
 # The packs table for SQLAlchemy expressions (not a model: SQLite has no such table).
@@ -137,7 +170,7 @@ def latest_packed(conn: Connection, sids: Iterable[int], before: datetime | None
         "WITH ORDINALITY AS u(observed_at, value, plan_limit, i) "
         f"WHERE {' AND '.join(conds)} "
         "ORDER BY p.day DESC, u.i DESC LIMIT 1) x", {"ids": ids})
-    return {int(sid): (at, float(v), lim) for sid, at, v, lim in rows}
+    return {int(sid): (at.astimezone(UTC), float(v), lim) for sid, at, v, lim in rows}
 
 
 def oldest_packed(conn: Connection, sids: Iterable[int]) -> datetime | None:
@@ -148,7 +181,7 @@ def oldest_packed(conn: Connection, sids: Iterable[int]) -> datetime | None:
     found = conn.exec_driver_sql(
         "SELECT observed_at[1] FROM sample_packs WHERE series_id = ANY(%(ids)s::integer[]) "
         "ORDER BY day LIMIT 1", {"ids": ids}).scalar()
-    return found  # type: ignore[no-any-return]
+    return None if found is None else found.astimezone(UTC)  # type: ignore[no-any-return]
 
 
 def packed_between(conn: Connection, sids: Iterable[int], lo: datetime, hi: datetime) -> bool:
@@ -189,7 +222,7 @@ def first_packed_after(conn: Connection, sids: Iterable[int],
         "FROM sample_packs p CROSS JOIN LATERAL unnest(p.observed_at) WITH ORDINALITY "
         f"AS u(observed_at, i) WHERE p.series_id = s.id AND p.day >= {_lit(day_floor(after))} "
         f"AND u.observed_at > {_lit(after)} ORDER BY p.day, u.i LIMIT 1) x", {"ids": ids})
-    return {int(sid): at for sid, at in rows}
+    return {int(sid): at.astimezone(UTC) for sid, at in rows}
 
 
 def packed_summary(conn: Connection) -> dict[int, tuple[int, datetime, datetime]]:
@@ -209,7 +242,7 @@ def packed_summary(conn: Connection) -> dict[int, tuple[int, datetime, datetime]
             "(SELECT observed_at[cardinality(observed_at)] FROM sample_packs "
             "WHERE series_id = %(s)s AND day = %(b)s)",
             {"s": sid, "a": first_day, "b": last_day}).one()
-        out[int(sid)] = (int(n), first, last)
+        out[int(sid)] = (int(n), first.astimezone(UTC), last.astimezone(UTC))
     return out
 
 
@@ -312,4 +345,5 @@ def drop(conn: Connection) -> int:
     """Unpack every pack back into rows and drop the table (migration 0010's down)."""
     n = unpack_where(conn, "true")
     conn.exec_driver_sql("DROP TABLE sample_packs")
+    _known.discard(_url(conn))
     return n

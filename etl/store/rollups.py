@@ -119,7 +119,7 @@ def _next_samples(conn: Connection, sids: list[int], after: datetime) -> dict[in
            .where(Sample.series_id == Series.id, Sample.observed_at > after)
            .order_by(Sample.observed_at).limit(1).scalar_subquery())
     found = {sid: at for sid, at in conn.execute(
-        select(Series.id, nxt).where(Series.id.in_(sids))).tuples() if at is not None}
+        select(Series.id, nxt).where(Series.id.in_(sids))) if at is not None}
     # A packed day (PostgreSQL, etl.store.packs) may hold the next sample.
     for sid, at in first_packed_after(conn, sids, after).items():
         if sid not in found or at < found[sid]:

@@ -251,22 +251,17 @@ def _mark_rollups_dirty(conn: Connection, sample_rows: list[dict[str, object]]) 
 
 def _existing_values(conn: Connection, keys: list[tuple[int, datetime]]
                      ) -> dict[tuple[int, datetime], float]:
-    """Stored values for sample keys, read as one time-range scan per series."""
+    """Stored values for sample keys, one scan per series (packed days unpacked first)."""
     by_series: dict[int, list[datetime]] = {}
     for sid, at in keys:
         by_series.setdefault(sid, []).append(at)
-    # Packed days become rows first, in this transaction (etl.store.packs).
     unpack_spans(conn, {sid: (min(ats), max(ats)) for sid, ats in by_series.items()})
     found: dict[tuple[int, datetime], float] = {}
     wanted = set(keys)
     for sid, ats in by_series.items():
-        rows = conn.execute(
-            select(Sample.observed_at, Sample.value).where(
-                Sample.series_id == sid,
-                Sample.observed_at >= min(ats),
-                Sample.observed_at <= max(ats),
-            )
-        )
+        rows = conn.execute(select(Sample.observed_at, Sample.value).where(
+            Sample.series_id == sid, Sample.observed_at >= min(ats),
+            Sample.observed_at <= max(ats)))
         for at, value in rows:
             if (sid, at) in wanted:
                 found[(sid, at)] = value

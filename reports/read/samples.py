@@ -261,7 +261,7 @@ def _newer_packed(conn: Connection, out: dict[int, float], sids: Sequence[int],
             select(Series.id, select(func.max(Sample.observed_at)).where(
                 Sample.series_id == Series.id, Sample.observed_at < before,
                 func.abs(Sample.value) <= MAX_READING).scalar_subquery())
-            .where(Series.id.in_(list(found)))).tuples().all())
+            .where(Series.id.in_(list(found)))).all())
     for sid, (when, value, _limit) in found.items():
         if sid not in out or at.get(sid) is None or when > at[sid]:
             out[sid] = value
