@@ -57,9 +57,16 @@ def micros_text(us: int | None) -> str | None:
                                          + timedelta(microseconds=us))
 
 
+@pytest.mark.parametrize("batch, group, held", [
+    (5, parquet_export.ROWS_PER_GROUP, parquet_export.MAX_HELD_ROWS),
+    # Row groups fill and the held rows overflow, as on a year of history.
+    (3, 2, 3)])
 def test_parquet_dataset_holds_every_sample_of_the_csv_export(
-        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parquet_export, "EXPORT_BATCH", 5)  # several batches, as at scale
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int, group: int,
+        held: int) -> None:
+    monkeypatch.setattr(parquet_export, "EXPORT_BATCH", batch)  # several batches, as at scale
+    monkeypatch.setattr(parquet_export, "ROWS_PER_GROUP", group)
+    monkeypatch.setattr(parquet_export, "MAX_HELD_ROWS", held)
     cfg = seeded_config(engine, tmp_path)
     lake = tmp_path / "lake"
     export(cfg, "parquet", lake)
@@ -77,6 +84,13 @@ def test_parquet_dataset_holds_every_sample_of_the_csv_export(
         ("metric", pa.string()), ("metric_type", pa.string()), ("observed_at", ts),
         ("bucket_end", ts), ("value", pa.float64()), ("limit", pa.float64()),
         ("status", pa.string())])
+
+    # Each file in time order, in row groups of at most ROWS_PER_GROUP rows.
+    for path in lake.rglob("*.parquet"):
+        meta = pq.ParquetFile(path).metadata
+        assert all(meta.row_group(i).num_rows <= group for i in range(meta.num_row_groups))
+        times = pq.read_table(path).column("observed_at").to_pylist()
+        assert times == sorted(times)
 
     # pyarrow's dataset API.
     table = ds.dataset(lake, format="parquet", partitioning="hive").to_table()

@@ -43,7 +43,8 @@ from tests.factories import (
 )
 
 FULL = os.environ.get("USAGE_ETL_YEAR_FULL", "") not in ("", "0")
-STEP_MINUTES = 1 if FULL else 60
+# USAGE_ETL_YEAR_STEP_MINUTES picks a size in between (5: about a million samples).
+STEP_MINUTES = int(os.environ.get("USAGE_ETL_YEAR_STEP_MINUTES") or (1 if FULL else 60))
 # Raw responses before November are compacted; samples before December are due to retire,
 # but only where their raw responses are archived: so up to November.
 COMPACT_BEFORE = at("2026-11-01T00:00:00")
@@ -51,6 +52,17 @@ RETIRE_BEFORE = at("2026-12-01T00:00:00")
 ARCHIVED = [f"2026-{m:02d}" for m in range(1, 11)]
 KEPT = ["2026-11", "2026-12"]
 SERIES = 10
+
+
+def resident_mib() -> str:
+    """This process's resident memory now and its peak so far, "NOW/PEAK" in MiB (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            kib = {k: int(v.split()[0]) for k, v in (ln.split(":", 1) for ln in fh)
+                   if k in ("VmRSS", "VmHWM")}
+    except OSError:
+        return "?"
+    return f"{kib.get('VmRSS', 0) // 1024}/{kib.get('VmHWM', 0) // 1024}"
 
 
 def db_samples(engine: Engine, since: datetime | None = None) -> Tally:
@@ -109,12 +121,15 @@ def parquet_samples(folder: Path) -> Tally:
 def test_a_year_of_history_compacts_exports_and_retires_with_every_line_and_sample_accounted(
         engine: Engine, tmp_path: Path) -> None:
     times: dict[str, float] = {}
+    rss: dict[str, str] = {}
     clock = time.perf_counter()
 
     def lap(name: str) -> None:
+        # Seconds and the resident memory (MiB) after each step: the full-size run's log.
         nonlocal clock
         now = time.perf_counter()
         times[name] = round(now - clock, 1)
+        rss[name] = resident_mib()
         clock = now
 
     url = engine.url.render_as_string(hide_password=False)
@@ -180,4 +195,4 @@ def test_a_year_of_history_compacts_exports_and_retires_with_every_line_and_samp
         lap("check re-import")
     print(f"year of history, {engine.dialect.name}, one sample every {STEP_MINUTES} min: "
           f"{samples.count} samples, {lines.count} raw lines, {retired.samples} retired; "
-          f"seconds {times}")
+          f"seconds {times}; resident/peak MiB after each step {rss}")
