@@ -26,7 +26,8 @@ from sqlalchemy import Engine, select
 from etl.config import load_config
 from etl.store.archive import import_archives
 from etl.store.compact import compact
-from etl.store.models import Sample, Series, Snapshot
+from etl.store.models import Series, Snapshot
+from etl.store.packs import samples_from
 from etl.store.parquet_export import export_parquet
 from etl.store.retire import retire
 from etl.timefmt import to_micros
@@ -67,13 +68,13 @@ def resident_mib() -> str:
 
 def db_samples(engine: Engine, since: datetime | None = None) -> Tally:
     """Count and checksum of the stored samples (observed at or after `since`)."""
-    stmt = (select(Series.source, Series.metric, Sample.observed_at, Sample.value,
-                   Sample.plan_limit, Sample.status)
-            .join(Series, Series.id == Sample.series_id))
-    if since is not None:
-        stmt = stmt.where(Sample.observed_at >= since)
     tally = Tally()
     with engine.connect() as conn:
+        s = samples_from(conn).c  # rows and, on PostgreSQL, packed days
+        stmt = (select(Series.source, Series.metric, s.observed_at, s.value, s.plan_limit,
+                       s.status).join(Series, Series.id == s.series_id))
+        if since is not None:
+            stmt = stmt.where(s.observed_at >= since)
         for source, metric, when, value, limit, status in conn.execution_options(
                 yield_per=20_000).execute(stmt):
             tally.add(checksum(sample_record(source, metric, to_micros(when), value, limit,
