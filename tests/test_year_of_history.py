@@ -157,6 +157,10 @@ def test_a_year_of_history_compacts_exports_and_retires_with_every_line_and_samp
     moved = compact(engine, archive_dir, COMPACT_BEFORE)
     archived = written.total("lines", ARCHIVED)
     assert moved.moved == archived.count
+    # On PostgreSQL every sample of a compacted day is then packed (one row per series and
+    # day); SQLite keeps its rows. The checks below read both through the same reads.
+    assert moved.packed == (written.total("samples", ARCHIVED).count
+                            if engine.dialect.name == "postgresql" else 0)
     lap("compact")
     files = dict(archive_lines(archive_dir))
     assert sorted(p.relative_to(archive_dir).as_posix() for p in files) == sorted(
