@@ -58,15 +58,25 @@ class Size:
     history_days: int = 90  # a backfill of this many daily pages (SPEC 10) ...
     history_series: int = 50  # ... of this many series at hourly buckets
     history_rounds: int = 5
+    # The scaling figure's "year": days of history before the month and after it.
+    scaling_before_days: int = reports_bench.YEAR_BEFORE_DAYS
+    scaling_after_days: int = reports_bench.YEAR_AFTER_DAYS
+    startup_warm_up: bool = True  # one untimed run of each command before the timed rounds
+    wide_baseline_others: bool = True  # billing and alerts check of the narrow baseline too
 
 
 FULL = Size(Workload(pairs=100, days=1), 3, Workload(pairs=100, days=30), 3,
             Workload(pairs=10, days=30), 1000, 6, 3, 9, 28)
+# --quick: every section runs and writes every figure, at toy sizes (tests/
+# test_benchmarks_quick.py, in the suite): no warm-up runs and no child process whose times
+# feed no figure; the scaling figure's "year" is the month with a few days either side.
 QUICK = Size(Workload(pairs=3, days=1, step_minutes=5), 1,
-             Workload(pairs=3, days=30, step_minutes=15), 1,
+             Workload(pairs=2, days=30, step_minutes=60), 1,
              Workload(pairs=1, days=30, step_minutes=240), 40, 2, 1, 1, 1,
              vendor_lines=400, vendor_polls=20, credit_sources=2, credit_step_minutes=240,
-             wide_series=40, history_days=3, history_series=3, history_rounds=1)
+             wide_series=40, history_days=3, history_series=3, history_rounds=1,
+             scaling_before_days=3, scaling_after_days=3, startup_warm_up=False,
+             wide_baseline_others=False)
 
 # The import goal is on the import as a whole (the CLI and the library call under it); the
 # write-path figures (bulk_store against rows a script already built) are diagnostics.
@@ -240,14 +250,16 @@ def main(argv: list[str] | None = None) -> int:
             results["reports"] = reports_bench.run(rw, workdir, rcfg,
                                                    rounds=size.reports_rounds, log=log)
             results["reports"]["scaling"] = reports_bench.run_scaling(
-                size.scaling_workload, workdir, rounds=size.reports_rounds, log=log)
+                size.scaling_workload, workdir, rounds=size.reports_rounds, log=log,
+                before_days=size.scaling_before_days, after_days=size.scaling_after_days)
         if "collector" in wanted:
             results["collector"] = collector_bench.run(
                 size.collector_sources, size.collector_rounds, workdir,
                 capacity_rounds=size.collector_capacity_rounds, log=log)
         if "startup" in wanted:
             results["startup"] = startup.run(workdir, rounds=size.startup_rounds,
-                                             demo_days=size.demo_days, log=log)
+                                             demo_days=size.demo_days, log=log,
+                                             warm_up=size.startup_warm_up)
         if "vendors" in wanted:
             results["vendors"] = vendors_bench.run(workdir, lines=size.vendor_lines,
                                                    polls=size.vendor_polls,
@@ -257,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                 workdir, sources=size.credit_sources, step_minutes=size.credit_step_minutes,
                 rounds=size.reports_rounds, log=log)
         if "wide" in wanted:
-            results["wide"] = wide_bench.run(workdir, series=size.wide_series, log=log)
+            results["wide"] = wide_bench.run(workdir, series=size.wide_series, log=log,
+                                             baseline_others=size.wide_baseline_others)
         if "history" in wanted:
             results["history"] = history_bench.run(
                 workdir, days=size.history_days, series=size.history_series,

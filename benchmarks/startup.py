@@ -36,8 +36,10 @@ def _timed(args: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, float]:
     return elapsed, cpu
 
 
-def run(workdir: Path, *, rounds: int, demo_days: int, log: Any = print) -> dict[str, Any]:
-    """Build the demo database (`usage-etl demo`'s, without its reports), then time rounds."""
+def run(workdir: Path, *, rounds: int, demo_days: int, log: Any = print,
+        warm_up: bool = True) -> dict[str, Any]:
+    """Build the demo database (`usage-etl demo`'s, without its reports), then time rounds
+    (after one untimed run of each command unless `warm_up` is False: --quick)."""
     from etl.runtime.demo import run_demo
 
     log(f"start-up: demo database ({demo_days} days)")
@@ -50,8 +52,8 @@ def run(workdir: Path, *, rounds: int, demo_days: int, log: Any = print) -> dict
         # Exit 1 is a stale source (the demo's newest poll ages while we time): still a run.
         "status": ["-m", "etl", "--config", config, "status"],
     }
-    for args in commands.values():  # once untimed: byte-compiled files and page cache warm
-        _timed(args, ok=(0, 1))
+    for args in commands.values() if warm_up else ():  # once untimed: byte-compiled files
+        _timed(args, ok=(0, 1))                         # and page cache warm
     log(f"start-up: {rounds} interleaved rounds of {', '.join(commands)}")
     times: dict[str, list[float]] = {name: [] for name in commands}
     cpu: dict[str, list[float]] = {name: [] for name in commands}

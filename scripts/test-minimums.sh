@@ -9,8 +9,15 @@
 # installs usage-etl itself (editable, no dependencies) into it. MINIMUMS_CACHE=none skips
 # the cache and installs everything into $VENV, as a machine's first run does.
 #
+# Tests marked `scale` (larger-size variants of smaller tests making the same library calls:
+# tests/conftest.py's SCALE_MARKER) are skipped here; scripts/test.sh runs them.
+#
 # Usage: bash scripts/test-minimums.sh [extra pytest args]
-#        bash scripts/test-minimums.sh --prepare   (fill the cache only: no venv, no pytest)
+#        bash scripts/test-minimums.sh --prepare   (the cache, the fresh venv and the check of
+#                                                   its pins; no pytest: .ci/run does this
+#                                                   in the background beside the first suite)
+#        bash scripts/test-minimums.sh --prepared [extra pytest args]   (pytest only, in the
+#                                                   venv a --prepare of this checkout made)
 # ($MINIMUMS_VENV: where, default ./.venv-minimums, recreated each run; $PYTHON: the
 # interpreter to build it from; $MINIMUMS_CACHE: the cache's folder, default
 # ~/.cache/usage-etl/minimums)
@@ -70,7 +77,16 @@ PY
   flock -u 9
   libs=$("$cache/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 fi
-[ "${1:-}" = "--prepare" ] && exit 0
+prepared=
+if [ "${1:-}" = "--prepared" ]; then
+  shift
+  prepared=1
+fi
+if [ -n "$prepared" ] && [ -f "$VENV/.pins-checked" ]; then
+  echo "== pytest at the minimums in $VENV (made and checked by --prepare)"
+  exec "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-6}" --maxschedchunk 1 \
+    -p no:cacheprovider -m "not scale" "$@"
+fi
 
 echo "== fresh venv $VENV at the declared minimums"
 rm -rf "$VENV"
@@ -111,7 +127,11 @@ if wrong:
     sys.exit("minimums not installed: " + "; ".join(wrong))
 print("every pin installed")
 PY
+touch "$VENV/.pins-checked"
+[ "${1:-}" = "--prepare" ] && exit 0
 
 echo "== pytest at the minimums"
-# As many workers, handed tests the same way, as scripts/test.sh (see there).
-"$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-6}" --maxschedchunk 1 -p no:cacheprovider "$@"
+# As many workers, handed tests the same way, as scripts/test.sh (see there); `scale` tests
+# skipped (see above).
+"$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-6}" --maxschedchunk 1 -p no:cacheprovider \
+  -m "not scale" "$@"

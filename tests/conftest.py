@@ -25,38 +25,75 @@ from tests.factories import (
     migrated_template,
 )
 
-# The slowest tests, slowest first (from `pytest --durations=100`, 2026-12-06). They run
+# The slowest tests, slowest first (from `pytest --durations=60 -n 3`, 2026-12-07, after
+# the wide tests went to 300 series and the read-only CLI loop in-process). They run
 # first, so a parallel run (scripts/test.sh hands workers one test at a time:
 # --maxschedchunk 1) does not end with one worker alone on a minute-long test. Only the order
 # changes: a name missing here, or stale, makes a run longer, never skips anything.
 SLOWEST_FIRST = (
     "test_benchmarks_quick.py::test_quick_benchmark_writes_every_figure",
+    "test_reports_many.py::test_counters_at_once_equal_each_series_on_its_own_with_resets_and_predecessors",  # noqa: E501
+    "test_reports_many.py::test_the_daily_table_column_wise_equals_each_rows_figures",
     "test_rollups.py::test_warm_equals_cold_after_any_late_out_of_order_writes",
-    "test_read_only_databases.py::test_every_read_command_gives_the_same_figures_on_a_read_only_database",  # noqa: E501
+    "test_reports_many.py::test_gauges_at_once_equal_each_series_on_its_own",
     "test_demo.py::test_the_commands_demo_sh_prints_under_try_run_when_pasted_into_a_new_shell",
-    "test_pacing.py::test_fourteen_collect_runs_send_at_most_twelve_requests",
-    "test_many_sources.py::test_ten_thousand_sources_use_a_bounded_pool_and_stop_within_the_timeout",  # noqa: E501
-    "test_migrations.py::test_an_installed_wheel_upgrades_a_database_with_migrations_inside_the_package",  # noqa: E501
-    "test_locked_database.py::test_a_report_reads_a_locked_database_and_says_nothing_was_cached",
-    "test_focus_invoice.py::test_without_pyarrow_a_focus_csv_still_reconciles_and_parquet_names_the_extra",  # noqa: E501
-    "test_scheduler.py::test_spool_has_one_owner_and_a_crash_leftover_is_kept",
-    "test_vendor_plugins.py::test_a_plugin_kind_is_configured_collected_stored_and_reported",
-    "test_debug_logging.py::test_alerts_at_debug_level_print_the_request_line_without_the_webhook_url",  # noqa: E501
-    "test_disks.py::test_a_report_into_a_read_only_folder_is_one_line_and_writes_nothing",
-    "test_replicas.py::test_two_daemons_never_poll_a_source_twice_in_one_interval",
-    "test_scheduler.py::test_daemon_started_while_the_database_is_down_spools_and_loses_nothing",
+    "test_archive.py::test_a_line_split_around_its_body_reads_as_the_whole_line",
+    "test_year_of_history.py::test_a_year_of_history_compacts_exports_and_retires_with_every_line_and_sample_accounted",  # noqa: E501
     "test_collect.py::test_no_credential_in_output_logs_database_or_files",
-    "test_database_url_secrets.py::test_no_message_shows_any_part_of_a_password_with_special_characters",  # noqa: E501
-    "test_disks.py::test_a_report_into_a_full_folder_is_one_line_and_leaves_no_partial_file",
-    "test_echoed_secrets.py::test_collect_output_and_stored_attempts_mask_every_echoed_encoding",
+    "test_alerts_daemon.py::test_a_notification_pending_when_the_daemon_is_killed_is_delivered_after_restart",  # noqa: E501
+    "test_debug_logging.py::test_the_daemon_at_debug_level_delivers_without_printing_the_webhook_url",  # noqa: E501
+    "test_scheduler.py::test_daemon_polls_on_schedule_survives_a_locked_sqlite_and_stops_on_sigterm",  # noqa: E501
+    "test_vendor_plugins.py::test_a_plugin_kind_is_configured_collected_stored_and_reported",
+    "test_replaced_database.py::test_the_daemon_keeps_storing_after_its_sqlite_file_is_deleted",
+    "test_alerts_daemon.py::test_a_receiver_that_never_answers_does_not_delay_polling",
+    "test_debug_logging.py::test_alerts_at_debug_level_print_the_request_line_without_the_webhook_url",  # noqa: E501
+    "test_replicas.py::test_two_daemons_never_poll_a_source_twice_in_one_interval",
+    "test_pacing.py::test_fourteen_collect_runs_send_at_most_twelve_requests",
+    "test_notebooks.py::test_usage_analysis_runs_on_the_demo",
+    "test_read_only_databases.py::test_every_read_command_gives_the_same_figures_on_a_read_only_database",  # noqa: E501
+    "test_disks.py::test_schedule_on_a_read_only_file_system_says_read_only_and_exits_1",
+    "test_alerts_daemon.py::test_two_daemon_replicas_send_one_notification_per_event",
+    "test_disks.py::test_an_import_into_a_database_on_a_full_disk_is_one_line",
     "test_scheduler.py::test_postgres_outage_through_a_cut_proxy_loses_nothing",
+    "test_focus_invoice.py::test_without_pyarrow_a_focus_csv_still_reconciles_and_parquet_names_the_extra",  # noqa: E501
+    "test_scheduler.py::test_daemon_started_while_the_database_is_down_spools_and_loses_nothing",
+    "test_database_url_secrets.py::test_no_message_shows_any_part_of_a_password_with_special_characters",  # noqa: E501
+    "test_many_sources.py::test_ten_thousand_sources_use_a_bounded_pool_and_stop_within_the_timeout",  # noqa: E501
+    "test_disks.py::test_an_export_onto_a_full_disk_is_one_line_and_leaves_no_partial_file",
+    "test_database_url_secrets.py::test_an_unparsable_database_url_is_a_bad_config_naming_where_it_came_from",  # noqa: E501
+    "test_scheduler.py::test_spool_has_one_owner_and_a_crash_leftover_is_kept",
+    "test_migrations.py::test_an_installed_wheel_upgrades_a_database_with_migrations_inside_the_package",  # noqa: E501
+    "test_wide_vendors.py::test_past_its_bound_the_daily_table_lists_the_series_that_matter_and_sums_up_the_rest",  # noqa: E501
+    "test_disks.py::test_an_import_into_a_database_whose_disk_filled_up_names_it",
+    "test_alert_senders.py::test_two_alerts_check_runs_with_a_slow_receiver_post_each_notification_once",  # noqa: E501
+    "test_layers.py::test_importing_a_side_loads_nothing_of_the_other_sides",
+    "test_layers.py::test_reports_modules_never_load_the_http_side_at_run_time",
+    "test_bulk.py::test_bulk_agrees_with_store_observations_on_random_batches",
+    "test_disks.py::test_schedule_started_while_the_database_disk_is_full_starts_spool_only",
+    "test_locked_database.py::test_a_report_reads_a_locked_database_and_says_nothing_was_cached",
+    "test_disks.py::test_a_report_into_a_read_only_folder_is_one_line_and_writes_nothing",
+    "test_echoed_secrets.py::test_collect_output_and_stored_attempts_mask_every_echoed_encoding",
     "test_store.py::test_processes_starting_together_on_a_new_database_all_get_the_schema",
+    "test_disks.py::test_a_report_into_a_full_folder_is_one_line_and_leaves_no_partial_file",
     "test_disks.py::test_a_database_on_a_read_only_file_system_is_read_and_a_write_names_it",
     "test_demo.py::test_demo_command_builds_everything_and_says_where",
     "test_scheduler.py::test_sigterm_waits_for_an_in_flight_poll",
     "test_echoed_secrets.py::test_schedule_debug_log_masks_every_echoed_encoding",
-    "test_alerts_daemon.py::test_two_daemon_replicas_send_one_notification_per_event",
 )
+
+
+SCALE_MARKER = (
+    "scale: a larger-size variant of what smaller tests already exercise through the same "
+    "library calls (a year of history, the benchmark harness at toy sizes); run by "
+    "scripts/test.sh, skipped at the declared minimum versions (scripts/test-minimums.sh "
+    "passes -m 'not scale'), where each library call path is still covered by the smaller "
+    "tests (README, the paragraph on CI)."
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the `scale` marker (SCALE_MARKER says what it means and who skips it)."""
+    config.addinivalue_line("markers", SCALE_MARKER)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

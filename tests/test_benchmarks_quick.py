@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.__main__ import GOALS
 
 
+# The benchmarks' own harness at toy sizes: every product call it makes has its own tests.
+@pytest.mark.scale
 def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     args = [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out),

@@ -20,7 +20,8 @@ from etl.config import load_config
 from etl.runtime.scheduler import Scheduler
 from etl.store.archive import import_archives
 from etl.store.compact import CompactError, compact
-from etl.store.models import RollupDay, Sample, Series, Snapshot
+from etl.store.models import RollupDay, Series, Snapshot
+from etl.store.packs import samples_from
 from etl.store.retire import retire
 from tests.daemon import wait_for
 from tests.factories import (
@@ -48,11 +49,11 @@ FILES = {"rules/2026-04.jsonl.gz": ["2026-04-30T23:00:00Z"],
 
 def all_samples(engine: Engine) -> list[tuple[str, str, str, float, float | None, str | None]]:
     with engine.connect() as conn:
+        x = samples_from(conn).c  # rows and, on PostgreSQL, packed days
         return sorted(
             (s, m, t.isoformat(), v, lim, st) for s, m, t, v, lim, st in conn.execute(
-                select(Series.source, Series.metric, Sample.observed_at, Sample.value,
-                       Sample.plan_limit, Sample.status).join(Series,
-                                                              Series.id == Sample.series_id)))
+                select(Series.source, Series.metric, x.observed_at, x.value, x.plan_limit,
+                       x.status).join(Series, Series.id == x.series_id)))
 
 
 def snapshot_times(engine: Engine) -> list[str]:

@@ -6,20 +6,20 @@ once that the cache was not written."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, func, select, text
 
+from etl.cli import cli
 from etl.store.models import RollupDay
 from reports.api import billing, daily_usage
 from tests.factories import (
     PG_ADMIN_URL,
-    REPO,
     billing_rules,
     create_pg_database,
     drop_pg_database,
@@ -74,9 +74,20 @@ def read_only_url(request: pytest.FixtureRequest, tmp_path: Path,
         server.dispose()
 
 
-def usage_etl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "etl", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
+def usage_etl(config: Path, *args: str) -> Result:
+    """`usage-etl --config CONFIG ARGS...` through the console script's click group, in this
+    process: no interpreter start-up (pandas, the report renderers) for each of the commands.
+
+    The root logger starts without handlers, as in a new process, so the CLI's own logging
+    set-up sends warnings to the stderr captured here; exit code, stdout and stderr apart.
+    """
+    root = logging.getLogger()
+    kept, level = root.handlers[:], root.level
+    root.handlers = []
+    try:
+        return CliRunner().invoke(cli, ["--config", str(config), *args], prog_name="usage-etl")
+    finally:
+        root.handlers, root.level = kept, level
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -102,14 +113,14 @@ def test_every_read_command_gives_the_same_figures_on_a_read_only_database(
     out = tmp_path / "out"
 
     daily = usage_etl(cfg, "report", "daily", "--date", "2026-05-15", "--out", str(out))
-    assert daily.returncode == 0, daily.stderr
+    assert daily.exit_code == 0, daily.stderr
     assert daily.stderr.count(NOT_CACHED) == 1
     [inv] = [r for r in rows(out / "daily-2026-05-15.csv") if r["metric"] == "invocations"]
     # 25 at noon after 1,050 on May 2: a reset, which adds its own value.
     assert (inv["samples"], inv["increase"], inv["resets"]) == ("1", "25", "1")
 
     bill = usage_etl(cfg, "report", "billing", "--month", "2026-05", "--out", str(out))
-    assert bill.returncode == 0, bill.stderr
+    assert bill.exit_code == 0, bill.stderr
     assert bill.stderr.count(NOT_CACHED) == 1
     figures = {r["metric"]: (r["quantity"], r["overage"], r["amount"])
                for r in rows(out / "billing-2026-05.csv")}
@@ -121,21 +132,21 @@ def test_every_read_command_gives_the_same_figures_on_a_read_only_database(
     invoice.write_text("source,month,metric,quantity,amount\nrules,2026-05,invocations,105,0.01\n")
     rec = usage_etl(cfg, "reconcile", "--month", "2026-05", "--invoice", str(invoice),
                     "--out", str(out))
-    assert rec.returncode == 0, rec.stderr
+    assert rec.exit_code == 0, rec.stderr
     assert {r["metric"]: r["status"] for r in rows(out / "reconcile-2026-05.csv")} == {
         "invocations": "match", "connections": "missing_invoice"}
 
     exported = usage_etl(cfg, "export", "--start", "2026-05-01", "--end", "2026-05-31")
-    assert exported.returncode == 0, exported.stderr
+    assert exported.exit_code == 0, exported.stderr
     assert len(exported.stdout.splitlines()) == 5  # three nected, two wiresocket lines in May
 
     status = usage_etl(cfg, "status")
-    assert status.returncode == 1, status.stderr  # never polled: both sources stale
+    assert status.exit_code == 1, status.stderr  # never polled: both sources stale
     assert [line.split()[:2] for line in status.stdout.splitlines()[1:]] == [
         ["ws-prod", "stale"], ["rules", "stale"]]
 
     alerts = usage_etl(cfg, "alerts", "list")
-    assert alerts.returncode == 0, alerts.stderr
+    assert alerts.exit_code == 0, alerts.stderr
     assert alerts.stdout.splitlines()[1].split() == ["ws-high", "ws-prod", "connections", "ok",
                                                      "-", "500"]
     assert rollup_rows(writable) == 0  # nothing was stored

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from etl.store.models import Sample, Series
+from etl.store.packs import has_packs, newest_samples
 from etl.vendors.types import MetricType
 
 
@@ -42,17 +43,19 @@ def latest_samples(conn: Connection) -> dict[tuple[str, str], LatestSample]:
         return (select(column).where(Sample.series_id == Series.id)
                 .order_by(Sample.observed_at.desc()).limit(1).scalar_subquery())
 
-    out: dict[tuple[str, str], LatestSample] = {}
-    for row in conn.execute(
+    if has_packs(conn):  # PostgreSQL's packed days too (etl.store.packs), still one statement
+        rows: Any = newest_samples(conn)
+    else:
+        rows = conn.execute(
             select(Series.source, Series.metric, Series.metric_type,
                    newest(Sample.observed_at).label("at"), newest(Sample.value).label("value"),
-                   newest(Sample.plan_limit).label("plan_limit"))
-    ):
-        if row.at is None:
+                   newest(Sample.plan_limit).label("plan_limit")))
+    out: dict[tuple[str, str], LatestSample] = {}
+    for source, metric, metric_type, at, value, plan_limit in rows:
+        if at is None:
             continue
-        limit = row.plan_limit if row.plan_limit is not None and row.plan_limit >= 0 else None
-        out[(row.source, row.metric)] = LatestSample(
-            row.source, row.metric, MetricType(row.metric_type), float(row.value), limit,
-            row.at,
+        limit = plan_limit if plan_limit is not None and plan_limit >= 0 else None
+        out[(source, metric)] = LatestSample(
+            source, metric, MetricType(metric_type), float(value), limit, at,
         )
     return out

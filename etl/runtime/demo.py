@@ -29,7 +29,8 @@ from etl.runtime.simulated_apis import generate_archive
 from etl.runtime.simulator import SimulatedVendor
 from etl.store.archive import ImportResult, import_archives
 from etl.store.engine import make_engine, upgrade
-from etl.store.models import Sample, Series
+from etl.store.models import Series
+from etl.store.packs import samples_from
 from etl.store.writer import forget_series_cache
 from etl.vendors.types import PollRecord
 
@@ -339,9 +340,10 @@ def usage_etl_command() -> str:
 
 def _status_lines(engine: Engine) -> list[str]:
     with engine.connect() as conn:
+        s = samples_from(conn).c  # rows and packed days (etl.store.packs)
         rows = conn.execute(
-            select(Series.source, Series.metric, func.count(), func.max(Sample.observed_at))
-            .join(Sample, Sample.series_id == Series.id)
+            select(Series.source, Series.metric, func.count(), func.max(s.observed_at))
+            .join(s.observed_at.table, s.series_id == Series.id)
             .group_by(Series.source, Series.metric)
             .order_by(Series.source, Series.metric)
         ).all()

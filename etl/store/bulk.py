@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from etl.store import partitions
+from etl.store.packs import latest_packed, unpack_spans
 from etl.store.writer import Conflict, StoreResult, series_ids
 from etl.timefmt import from_micros, to_micros
 from etl.vendors.types import Observation
@@ -111,6 +112,10 @@ def _instants(batch: list[Observation]) -> set[datetime]:
 
 def _split(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[_Chunk, _Chunk]:
     """The chunk's observations later than anything stored for their source, and the rest."""
+    packed = {} if sqlite else latest_packed(
+        conn, [sid for sids in ch.source_series.values() for sid in sids])
+    if not sqlite:
+        unpack_spans(conn, ch.series_ranges())
     cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     ph = "?" if sqlite else "%s"
     after: dict[str, Any] = {}  # source -> latest stored instant of its snapshots and series
@@ -123,6 +128,7 @@ def _split(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[_Chunk, _Chunk]:
                 cur.execute(f"SELECT max(observed_at) FROM samples WHERE series_id = {ph}",  # noqa: S608
                             (sid,))
                 latest.append(cur.fetchone()[0])
+                latest.append(packed[sid][0] if sid in packed else None)
             found = [x for x in latest if x is not None]
             if found:
                 after[source] = max(found)
@@ -229,6 +235,8 @@ def _widen(ranges: dict[Any, tuple[Any, Any]], key: Any, at: Any) -> None:
 
 def _anything_stored(conn: Connection, ch: _Chunk, sqlite: bool) -> bool:
     """Whether any sample or snapshot is stored inside the chunk's time range of its series."""
+    if not sqlite:  # a packed day is written into as rows (etl.store.packs)
+        unpack_spans(conn, ch.series_ranges())
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     ph = "?" if sqlite else "%s"
     try:
@@ -330,6 +338,8 @@ _PG_STAGE = (
 
 def _staged(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, dict[int, tuple[Any, Any]]]:
     """Some keys may be stored already: stage the chunk, classify against what is stored, merge."""
+    if not sqlite:
+        unpack_spans(conn, ch.series_ranges())
     raw: Any = conn.connection.driver_connection
     cur = raw.cursor()
     try:

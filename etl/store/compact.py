@@ -1,5 +1,8 @@
 """Compaction (SPEC 13): raw responses older than `raw_days` move into monthly archive files.
 
+Then, on PostgreSQL, the samples of the whole UTC days before the cutoff are packed
+(etl.store.packs).
+
 A batch of one source's snapshots in one UTC month is merged into `SOURCE/YYYY-MM.jsonl.gz`
 (written beside it as `.tmp`, fsynced, read back and compared, renamed over the old file,
 the folder fsynced) and only then deleted from the database, by id. A crash at any point
@@ -25,6 +28,7 @@ from etl.errors import UsageEtlError
 from etl.files import fsync_dir, os_error_text
 from etl.store.export import archive_line
 from etl.store.models import Snapshot
+from etl.store.packs import pack
 
 # Snapshots per batch: what one pass holds in memory (ids, times, payload texts).
 BATCH_ROWS = 20_000
@@ -50,6 +54,7 @@ class CompactResult:
 
     moved: int = 0
     files: list[Path] = field(default_factory=list)
+    packed: int = 0  # samples packed (PostgreSQL, etl.store.packs)
 
     def summary(self) -> str:
         """One line for people."""
@@ -117,6 +122,9 @@ def compact(
         sources = sorted(conn.scalars(select(Snapshot.source).distinct()))
     for source in sources:
         _compact_source(engine, archive_dir, source, cutoff, batch_rows, result, progress, step)
+    # The whole days before the cutoff have their raw responses archived now: on PostgreSQL
+    # their samples pack into one row per series and day (etl.store.packs).
+    result.packed = pack(engine, cutoff)
     return result
 
 

@@ -13,7 +13,8 @@ from sqlalchemy import Engine, select
 
 from etl.config import Config
 from etl.errors import InputError
-from etl.store.models import Sample, Series, Snapshot
+from etl.store.models import Series, Snapshot
+from etl.store.packs import samples_from
 from etl.textutil import formula_safe, number_text
 from etl.timefmt import utc_z
 
@@ -80,15 +81,15 @@ def archive_line(source: str, at: datetime, payload: str, w_start: datetime | No
 def iter_csv_rows(engine: Engine, lo: datetime | None,
                   hi: datetime | None) -> Iterator[tuple[str, ...]]:
     """One row per sample (CSV_COLUMNS), in time order, streamed; formula cells escaped."""
-    stmt = (
-        select(Sample.observed_at, Series.source, Series.metric, Sample.value,
-               Sample.plan_limit, Sample.status, Sample.bucket_end, Sample.fetched_at,
-               Sample.revisions)
-        .join(Series, Series.id == Sample.series_id)
-        .where(*_between(Sample.observed_at, lo, hi))
-        .order_by(Sample.observed_at, Series.source, Series.metric)
-    )
     with engine.connect() as conn:
+        s = samples_from(conn, lo, hi).c  # rows and packed days (etl.store.packs)
+        stmt = (
+            select(s.observed_at, Series.source, Series.metric, s.value,
+                   s.plan_limit, s.status, s.bucket_end, s.fetched_at, s.revisions)
+            .join(Series, Series.id == s.series_id)
+            .where(*_between(s.observed_at, lo, hi))
+            .order_by(s.observed_at, Series.source, Series.metric)
+        )
         for at, source, metric, value, limit, status, end, fetched, revisions in (
                 conn.execution_options(yield_per=EXPORT_FETCH).execute(stmt)):
             # A bucket's row (SPEC 10) is observed when it was fetched, over its bucket.

@@ -20,7 +20,8 @@ from sqlalchemy import Engine, select
 from etl.config import Config
 from etl.errors import InputError, UsageEtlError
 from etl.store.export import EXPORT_FETCH, export_range
-from etl.store.models import Sample, Series
+from etl.store.models import Series
+from etl.store.packs import samples_from
 
 # Rows per record batch handed to the writer (and so at most in memory at once).
 EXPORT_BATCH = 50_000
@@ -160,20 +161,21 @@ def _write_partitions(pa: Any, batches: Iterator[dict[str, list[Any]]], folder: 
 def _column_batches(engine: Engine, lo: datetime | None,
                     hi: datetime | None) -> Iterator[dict[str, list[Any]]]:
     """The samples in [lo, hi) as columns, EXPORT_BATCH rows at a time, in time order."""
-    stmt = (
-        select(Series.metric, Series.metric_type, Sample.observed_at, Sample.bucket_end,
-               Sample.value, Sample.plan_limit, Sample.status, Series.source)
-        .join(Series, Series.id == Sample.series_id)
-        .order_by(Sample.observed_at, Series.source, Series.metric)
-    )
-    if lo is not None:
-        stmt = stmt.where(Sample.observed_at >= lo)
-    if hi is not None:
-        stmt = stmt.where(Sample.observed_at < hi)
     names = ("metric", "metric_type", "observed_at", "bucket_end", "value", "limit",
              "status", "source", "month")
     cols: dict[str, list[Any]] = {n: [] for n in names}
     with engine.connect() as conn:
+        s = samples_from(conn, lo, hi).c  # rows and packed days (etl.store.packs)
+        stmt = (
+            select(Series.metric, Series.metric_type, s.observed_at, s.bucket_end,
+                   s.value, s.plan_limit, s.status, Series.source)
+            .join(Series, Series.id == s.series_id)
+            .order_by(s.observed_at, Series.source, Series.metric)
+        )
+        if lo is not None:
+            stmt = stmt.where(s.observed_at >= lo)
+        if hi is not None:
+            stmt = stmt.where(s.observed_at < hi)
         for row in conn.execution_options(yield_per=EXPORT_FETCH).execute(stmt):
             for name, value in zip(names, row, strict=False):
                 cols[name].append(value)

@@ -16,10 +16,13 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, text
 
 from etl.store.compact import month_start, next_month
+from etl.store.packs import DEFAULT_PARTITION as PACKS_DEFAULT
+from etl.store.packs import TABLE as PACKS
 
 DEFAULT_PARTITION = "samples_default"
 MONTHS_AHEAD = 2
 _NAME_RE = re.compile(r"^samples_p(\d{4})_(\d{2})$")
+_PACKS_RE = re.compile(r"^sample_packs_p\d{4}_\d{2}$")
 # One advisory lock for all partition making: two processes never make the same one at once.
 _LOCK_KEY = 0x5A3D_0013
 # Months known to have a partition, per database URL (partitions are never made twice).
@@ -32,8 +35,14 @@ def partition_name(month: datetime) -> str:
 
 
 def is_partition(name: str) -> bool:
-    """Whether a table name is one of samples' partitions (not a table of the models)."""
-    return name == DEFAULT_PARTITION or _NAME_RE.match(name) is not None
+    """Whether a table name is a partition of samples or of their packs (not a model's)."""
+    return (name in (DEFAULT_PARTITION, PACKS_DEFAULT) or _NAME_RE.match(name) is not None
+            or _PACKS_RE.match(name) is not None)
+
+
+def pack_partition_name(month: datetime) -> str:
+    """`sample_packs_pYYYY_MM` for the UTC month starting at `month` (etl.store.packs)."""
+    return f"{PACKS}_p{month:%Y_%m}"
 
 
 def month_of(name: str) -> datetime | None:
@@ -93,20 +102,34 @@ def ensure_ahead(engine: Engine, now: datetime, months: int = MONTHS_AHEAD) -> l
 
 
 def make(conn: Connection, month: datetime) -> None:
-    """Create one month's partition, moving its rows out of the default partition first."""
-    name = partition_name(month)
+    """Create one month's partition, moving its rows out of the default partition first.
+
+    With packs (migration 0010), the month's partition of the packs too.
+    """
+    _make(conn, "samples", partition_name(month), DEFAULT_PARTITION, "observed_at", month)
+    if conn.exec_driver_sql(f"SELECT to_regclass('{PACKS}') IS NOT NULL").scalar():
+        make_pack_partition(conn, month)
+
+
+def make_pack_partition(conn: Connection, month: datetime) -> None:
+    """Create one month's partition of the packs (`day` in that UTC month)."""
+    _make(conn, PACKS, pack_partition_name(month), PACKS_DEFAULT, "day", month)
+
+
+def _make(conn: Connection, table: str, name: str, default: str, column: str,
+          month: datetime) -> None:
     lo = f"'{month.isoformat()}'"
     # December 9999 (SPEC 4's last month) reaches to the end of time.
     last = (month.year, month.month) == (9999, 12)
     hi = "MAXVALUE" if last else f"'{next_month(month).isoformat()}'"
-    below = "" if last else f"AND observed_at < {hi} "
+    below = "" if last else f"AND {column} < {hi} "
     # The names and bounds are built here from a datetime, never from input.
-    conn.exec_driver_sql(f"CREATE TABLE {name} (LIKE samples INCLUDING DEFAULTS)")
+    conn.exec_driver_sql(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS)")
     conn.exec_driver_sql(
-        f"WITH moved AS (DELETE FROM {DEFAULT_PARTITION} WHERE observed_at >= {lo} "  # noqa: S608
+        f"WITH moved AS (DELETE FROM {default} WHERE {column} >= {lo} "  # noqa: S608
         f"{below}RETURNING *) INSERT INTO {name} SELECT * FROM moved")
     conn.exec_driver_sql(
-        f"ALTER TABLE samples ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})")
+        f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})")
 
 
 def forget(engine: Engine) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from etl.errors import UsageEtlError
-from etl.store import partitions
+from etl.store import packs, partitions
 from etl.store.compact import archive_path, month_start, next_month
 from etl.store.models import RetiredHistory, RollupDay, Sample, Series, Snapshot
 from etl.timefmt import utc_z
@@ -67,11 +67,8 @@ def retire(engine: Engine, archive_dir: Path, cut: datetime) -> RetireResult:
                 limits[source] = limit
             for sid in sids:
                 # The oldest sample kept: the predecessor before the limit, or the first.
-                kept = (conn.scalar(select(func.max(Sample.observed_at)).where(
-                    Sample.series_id == sid, Sample.observed_at < limit))
-                    if limit is not None else None)
-                kept = kept or conn.scalar(select(func.min(Sample.observed_at))
-                                           .where(Sample.series_id == sid))
+                kept = _last_before(conn, sid, limit) if limit is not None else None
+                kept = kept or _first(conn, [sid])
                 if kept is not None:
                     bound = kept if bound is None else min(bound, kept)
     if bound is not None:
@@ -101,6 +98,12 @@ def _drop_partitions(engine: Engine, bound: datetime) -> int:
                 continue
             dropped += int(conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one())  # noqa: S608
             conn.exec_driver_sql(f"DROP TABLE {name}")
+            pack_name = partitions.pack_partition_name(month)  # its packed days too
+            if conn.exec_driver_sql(f"SELECT to_regclass('{pack_name}')").scalar() is not None:
+                dropped += int(conn.exec_driver_sql(
+                    f"SELECT coalesce(sum(cardinality(observed_at)), 0) FROM {pack_name}"  # noqa: S608
+                ).scalar_one())
+                conn.exec_driver_sql(f"DROP TABLE {pack_name}")
     if dropped:
         partitions.forget(engine)
     return dropped
@@ -114,7 +117,7 @@ def _archived_until(conn: Connection, archive_dir: Path, source: str, sids: list
                              .where(Snapshot.source == source))
     if oldest_raw is not None:
         limit = min(limit, oldest_raw)
-    first = conn.scalar(select(func.min(Sample.observed_at)).where(Sample.series_id.in_(sids)))
+    first = _first(conn, sids)
     if first is None or first >= limit:
         return None
     month = month_start(first)
@@ -123,7 +126,8 @@ def _archived_until(conn: Connection, archive_dir: Path, source: str, sids: list
         held = conn.scalar(select(Sample.observed_at).where(
             Sample.series_id.in_(sids), Sample.observed_at >= month,
             Sample.observed_at < min(end, limit)).limit(1))
-        if held is not None and not archive_path(archive_dir, source, month).is_file():
+        packed = packs.packed_between(conn, sids, month, min(end, limit))
+        if (held is not None or packed) and not archive_path(archive_dir, source, month).is_file():
             limit = month  # its raw responses are not in the archive: keep from here on
             break
         month = end
@@ -133,13 +137,13 @@ def _archived_until(conn: Connection, archive_dir: Path, source: str, sids: list
 def _retire_series(engine: Engine, sid: int, limit: datetime) -> int | None:
     """Delete `sid`'s samples before its last one before `limit`; None if it had none."""
     with engine.connect() as conn:
-        keep = conn.scalar(select(func.max(Sample.observed_at)).where(
-            Sample.series_id == sid, Sample.observed_at < limit))
-        first = conn.scalar(select(func.min(Sample.observed_at)).where(Sample.series_id == sid))
+        keep = _last_before(conn, sid, limit)
+        first = _first(conn, [sid])
         known = conn.scalar(select(RetiredHistory.before).where(RetiredHistory.series_id == sid))
     if keep is None or first is None or (known is not None and known >= limit):
         return None
-    deleted = 0
+    with engine.begin() as conn:
+        deleted = packs.retire_before(conn, sid, keep)
     month = month_start(first)
     while month < keep:
         end = min(next_month(month), keep)
@@ -157,6 +161,21 @@ def _retire_series(engine: Engine, sid: int, limit: datetime) -> int | None:
             conn.execute(update(RetiredHistory)
                          .where(RetiredHistory.series_id == sid).values(before=limit))
     return deleted
+
+
+def _last_before(conn: Connection, sid: int, limit: datetime) -> datetime | None:
+    """The instant of the series' last sample before `limit`, rows or packed."""
+    found = [conn.scalar(select(func.max(Sample.observed_at)).where(
+        Sample.series_id == sid, Sample.observed_at < limit))]
+    found += [at for at, _v, _l in packs.latest_packed(conn, [sid], limit).values()]
+    return max((x for x in found if x is not None), default=None)
+
+
+def _first(conn: Connection, sids: list[int]) -> datetime | None:
+    """The instant of these series' first sample, rows or packed."""
+    found = [conn.scalar(select(func.min(Sample.observed_at)).where(Sample.series_id.in_(sids))),
+             packs.oldest_packed(conn, sids)]
+    return min((x for x in found if x is not None), default=None)
 
 
 def retired_before(conn: Connection) -> dict[int, datetime]:

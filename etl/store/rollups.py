@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from etl.store.engine import refuses_writes
 from etl.store.models import RollupDay, RollupDirty, Sample, Series, Snapshot
+from etl.store.packs import first_packed_after
 from etl.textutil import first_line
 from etl.timefmt import from_micros
 from etl.vendors.parsing import MAX_READING
@@ -96,12 +97,8 @@ def invalidate_dirty(engine: Engine) -> int:
                         RollupDay.day_start <= hi + reach,
                     )
                 ).rowcount
-                nxt = (select(Sample.observed_at)
-                       .where(Sample.series_id == Series.id, Sample.observed_at > hi)
-                       .order_by(Sample.observed_at).limit(1).scalar_subquery())
-                for sid, at in conn.execute(select(Series.id, nxt).where(Series.id.in_(part))):
-                    if at is not None:
-                        by_next.setdefault(at, []).append(sid)
+                for sid, at in _next_samples(conn, part, hi).items():
+                    by_next.setdefault(at, []).append(sid)
         for nxt_at, sids in by_next.items():
             for k in range(0, len(sids), 500):
                 dropped += conn.execute(
@@ -112,6 +109,20 @@ def invalidate_dirty(engine: Engine) -> int:
                 ).rowcount
         conn.execute(delete(RollupDirty).where(RollupDirty.id <= max(s[0] for s in spans)))
         return dropped
+
+
+def _next_samples(conn: Connection, sids: list[int], after: datetime) -> dict[int, datetime]:
+    """Per series: the instant of its first sample after `after` (none: left out)."""
+    nxt = (select(Sample.observed_at)
+           .where(Sample.series_id == Series.id, Sample.observed_at > after)
+           .order_by(Sample.observed_at).limit(1).scalar_subquery())
+    found = {sid: at for sid, at in conn.execute(
+        select(Series.id, nxt).where(Series.id.in_(sids))) if at is not None}
+    # A packed day (PostgreSQL, etl.store.packs) may hold the next sample.
+    for sid, at in first_packed_after(conn, sids, after).items():
+        if sid not in found or at < found[sid]:
+            found[sid] = at
+    return found
 
 
 class RollupStore:

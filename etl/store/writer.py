@@ -14,6 +14,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from etl.store.identity import generation
 from etl.store.models import CollectionAttempt, Sample, Series, Snapshot
+from etl.store.packs import unpack_spans
 from etl.textutil import first_line
 from etl.vendors import KINDS
 from etl.vendors.types import Observation, Origin, Outcome, PollRecord, SampleValue
@@ -248,23 +249,19 @@ def _mark_rollups_dirty(conn: Connection, sample_rows: list[dict[str, object]]) 
     mark_dirty(conn, spans)
 
 
-def _existing_values(
-    conn: Connection, keys: list[tuple[int, datetime]]
-) -> dict[tuple[int, datetime], float]:
-    """Stored values for sample keys, read as one time-range scan per series."""
+def _existing_values(conn: Connection, keys: list[tuple[int, datetime]]
+                     ) -> dict[tuple[int, datetime], float]:
+    """Stored values for sample keys, one scan per series (packed days unpacked first)."""
     by_series: dict[int, list[datetime]] = {}
     for sid, at in keys:
         by_series.setdefault(sid, []).append(at)
+    unpack_spans(conn, {sid: (min(ats), max(ats)) for sid, ats in by_series.items()})
     found: dict[tuple[int, datetime], float] = {}
     wanted = set(keys)
     for sid, ats in by_series.items():
-        rows = conn.execute(
-            select(Sample.observed_at, Sample.value).where(
-                Sample.series_id == sid,
-                Sample.observed_at >= min(ats),
-                Sample.observed_at <= max(ats),
-            )
-        )
+        rows = conn.execute(select(Sample.observed_at, Sample.value).where(
+            Sample.series_id == sid, Sample.observed_at >= min(ats),
+            Sample.observed_at <= max(ats)))
         for at, value in rows:
             if (sid, at) in wanted:
                 found[(sid, at)] = value

@@ -17,7 +17,9 @@ from sqlalchemy import (
     type_coerce,
 )
 
+from etl.store import packs
 from etl.store.models import CollectionAttempt, Sample, Series
+from etl.timefmt import to_micros
 
 _Q = TypeVar("_Q", bound="Select[*tuple[Any, ...]]")
 
@@ -54,12 +56,23 @@ def series_rows(conn: Connection) -> list[tuple[Any, ...]]:
     query = (
         select(Series.source, Series.metric, Series.kind, Series.metric_type,
                func.count(Sample.observed_at), func.min(micros(Sample.observed_at, conn)),
-               func.max(micros(Sample.observed_at, conn)))
+               func.max(micros(Sample.observed_at, conn)), Series.id)
         .join(Sample, Sample.series_id == Series.id, isouter=True)
-        .group_by(Series.source, Series.metric, Series.kind, Series.metric_type)
+        .group_by(Series.source, Series.metric, Series.kind, Series.metric_type, Series.id)
         .order_by(Series.source, Series.metric)
     )
-    return [tuple(r) for r in conn.execute(query).all()]
+    # Packed days (PostgreSQL, etl.store.packs) add their counts and bounds, read from
+    # the packs' array headers and end elements, not unpacked.
+    packed = packs.packed_summary(conn)
+    out = []
+    for *head, n, first, last, sid in conn.execute(query).all():
+        if sid in packed:
+            more, lo, hi = packed[sid]
+            n += more
+            first = min(x for x in (first, to_micros(lo)) if x is not None)
+            last = max(x for x in (last, to_micros(hi)) if x is not None)
+        out.append((*head, n, first, last))
+    return out
 
 
 def sample_rows(conn: Connection, sources: Sequence[str] | None, metrics: Sequence[str] | None,
@@ -69,18 +82,19 @@ def sample_rows(conn: Connection, sources: Sequence[str] | None, metrics: Sequen
     Narrowed to the given sources and metrics (None: all) and to lo <= observed_at < hi;
     ordered by source, metric and time.
     """
+    s = packs.samples_from(conn, lo, hi).c
     query = (
-        select(micros(Sample.observed_at, conn), Series.source, Series.metric,
-               Series.metric_type, Sample.value, Sample.plan_limit, Sample.status)
-        .join(Series, Series.id == Sample.series_id)
+        select(micros(s.observed_at, conn), Series.source, Series.metric,
+               Series.metric_type, s.value, s.plan_limit, s.status)
+        .join(Series, Series.id == s.series_id)
     )
     if sources is not None:
         query = query.where(Series.source.in_(sources))
     if metrics is not None:
         query = query.where(Series.metric.in_(metrics))
-    query = _between(query, Sample.observed_at, lo, hi)
+    query = _between(query, s.observed_at, lo, hi)
     return [tuple(r) for r in conn.execute(
-        query.order_by(Series.source, Series.metric, Sample.observed_at)).all()]
+        query.order_by(Series.source, Series.metric, s.observed_at)).all()]
 
 
 def attempt_rows(conn: Connection, sources: Sequence[str] | None, lo: datetime | None,

@@ -16,9 +16,10 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, exists, func, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, exists, func, or_, select, text
 
 from etl.config import Config
+from etl.store import packs
 from etl.store.models import Sample, Series
 from etl.store.retire import RetiredHistoryError, retired_before
 from etl.timefmt import from_micros, to_micros
@@ -26,14 +27,6 @@ from etl.vendors.parsing import MAX_READING
 
 log = logging.getLogger("reports.read")
 
-_SQLITE_SAMPLES = text(
-    "SELECT observed_at, value, plan_limit FROM samples "
-    "WHERE series_id = :sid AND observed_at >= :a AND observed_at < :b ORDER BY observed_at"
-)
-_PG_SAMPLES = text(
-    "SELECT (extract(epoch FROM observed_at) * 1000000)::bigint, value, plan_limit FROM samples "
-    "WHERE series_id = :sid AND observed_at >= :a AND observed_at < :b ORDER BY observed_at"
-)
 # The same reads in the drivers' own parameter styles. A missing limit comes back as -inf
 # (no vendor sends that as a limit; if one is stored, the chunk is read again exactly), so
 # every cell is a number and rows stream straight into one array, no list of tuples.
@@ -44,7 +37,7 @@ _SQLITE_SAMPLES_RAW = (
 )
 _PG_SAMPLES_RAW = (
     "SELECT (extract(epoch FROM observed_at) * 1000000)::bigint, value, "
-    "coalesce(plan_limit, '-Infinity'::float8) FROM samples "
+    "coalesce(plan_limit, '-Infinity'::float8) FROM {src} "
     "WHERE series_id = %s AND observed_at >= %s AND observed_at < %s ORDER BY observed_at"
 )
 _SQLITE_SAMPLES_EXACT = (
@@ -52,7 +45,7 @@ _SQLITE_SAMPLES_EXACT = (
     "WHERE series_id = ? AND observed_at >= ? AND observed_at < ? ORDER BY observed_at"
 )
 _PG_SAMPLES_EXACT = (
-    "SELECT (extract(epoch FROM observed_at) * 1000000)::bigint, value, plan_limit FROM samples "
+    "SELECT (extract(epoch FROM observed_at) * 1000000)::bigint, value, plan_limit FROM {src} "
     "WHERE series_id = %s AND observed_at >= %s AND observed_at < %s ORDER BY observed_at"
 )
 _SQLITE_MINUS_INF = (
@@ -60,7 +53,7 @@ _SQLITE_MINUS_INF = (
     "AND observed_at < ? AND plan_limit < -1.7e308"
 )
 _PG_MINUS_INF = (
-    "SELECT count(*) FROM samples WHERE series_id = %s AND observed_at >= %s "
+    "SELECT count(*) FROM {src} WHERE series_id = %s AND observed_at >= %s "
     "AND observed_at < %s AND plan_limit < -1.7e308"
 )
 _PREV_VALUE = text(
@@ -116,14 +109,22 @@ def item_series(engine: Engine, source: str, until_us: int) -> list[str]:
     In name order: the ones a report over a period ending then has rows for.
     """
     # One query, not one per series: a vendor may have 100,000 items (issue 26).
-    seen = exists().where(Sample.series_id == Series.id,
-                          Sample.observed_at < from_micros(int(until_us)))
+    until = from_micros(int(until_us))
     with engine.connect() as conn:
+        seen: ColumnElement[bool] = exists().where(Sample.series_id == Series.id,
+                                                   Sample.observed_at < until)
+        if packs.has_packs(conn):
+            seen = or_(seen, packs.packed_before(until))
         return list(conn.execute(
             select(Series.metric)
             .where(Series.source == source, Series.metric.contains(":"), seen)
             .order_by(Series.metric)
         ).scalars())
+
+
+def _source(conn: Connection, start_us: int, end_us: int) -> str:
+    # Rows and, on PostgreSQL, the packed days of the period only (etl.store.packs).
+    return packs.source_sql(conn, from_micros(int(start_us)), from_micros(int(end_us)))
 
 
 def _bind(conn: Connection, us: int) -> Any:
@@ -139,19 +140,21 @@ def read_samples(conn: Connection, series_id: int, start_us: int, end_us: int) -
     """
     sqlite = conn.dialect.name == "sqlite"
     params = (series_id, _bind(conn, start_us), _bind(conn, end_us))
+    src = _source(conn, start_us, end_us)
     # The driver's own cursor: at millions of rows, building SQLAlchemy Row objects costs
     # more than the read itself (measured by benchmarks/, see docs/performance.md).
     cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cur.execute(_SQLITE_SAMPLES_RAW if sqlite else _PG_SAMPLES_RAW, params)
+        cur.execute(_SQLITE_SAMPLES_RAW if sqlite else _PG_SAMPLES_RAW.format(src=src), params)
         # One float64 block; epoch microseconds (< 2**53) stay exact.
         flat = np.fromiter(chain.from_iterable(cur), dtype=np.float64)
         block = flat.reshape(-1, 3)
         limit = block[:, 2].copy()
         missing = limit == _NO_LIMIT
         if missing.any():
-            if _stored_minus_inf(cur, sqlite, params):
-                cur.execute(_SQLITE_SAMPLES_EXACT if sqlite else _PG_SAMPLES_EXACT, params)
+            if _stored_minus_inf(cur, sqlite, params, src):
+                cur.execute(_SQLITE_SAMPLES_EXACT if sqlite else _PG_SAMPLES_EXACT.format(src=src),
+                            params)
                 block = np.array(cur.fetchall() or np.zeros((0, 3)), dtype=np.float64)
                 limit = block[:, 2].copy()
             else:
@@ -195,7 +198,8 @@ def read_samples_many(conn: Connection, series_ids: Sequence[int], start_us: int
     when = ("observed_at" if sqlite
             else "(extract(epoch FROM observed_at) * 1000000)::bigint")
     no_limit = "-9e999" if sqlite else "'-Infinity'::float8"
-    where = (f"FROM samples WHERE series_id IN ({marks}) AND observed_at >= {mark} "
+    where = (f"FROM {_source(conn, start_us, end_us)} WHERE series_id IN ({marks}) "
+             f"AND observed_at >= {mark} "
              f"AND observed_at < {mark}")
     params = (*sids, _bind(conn, start_us), _bind(conn, end_us))
     cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -239,11 +243,32 @@ def read_prev_values(conn: Connection, series_ids: Sequence[int], before_us: int
                     func.abs(Sample.value) <= MAX_READING)
              .order_by(Sample.observed_at.desc()).limit(1).scalar_subquery())
     rows = conn.execute(select(Series.id, inner).where(Series.id.in_(sids)))
-    return {int(i): float(v) for i, v in rows if v is not None}
+    out = {int(i): float(v) for i, v in rows if v is not None}
+    _newer_packed(conn, out, sids, before_us)
+    return out
 
 
-def _stored_minus_inf(cur: Any, sqlite: bool, params: tuple[Any, ...]) -> bool:
-    cur.execute(_SQLITE_MINUS_INF if sqlite else _PG_MINUS_INF, params)
+def _newer_packed(conn: Connection, out: dict[int, float], sids: Sequence[int],
+                  before_us: int) -> None:
+    """Put in `out` the packed last values before `before_us` newer than the rows' ones."""
+    before = from_micros(int(before_us))
+    found = packs.latest_packed(conn, sids, before, MAX_READING)
+    if not found:
+        return
+    at = {}
+    if any(sid in out for sid in found):
+        at = dict(conn.execute(
+            select(Series.id, select(func.max(Sample.observed_at)).where(
+                Sample.series_id == Series.id, Sample.observed_at < before,
+                func.abs(Sample.value) <= MAX_READING).scalar_subquery())
+            .where(Series.id.in_(list(found)))).all())
+    for sid, (when, value, _limit) in found.items():
+        if sid not in out or at.get(sid) is None or when > at[sid]:
+            out[sid] = value
+
+
+def _stored_minus_inf(cur: Any, sqlite: bool, params: tuple[Any, ...], src: str) -> bool:
+    cur.execute(_SQLITE_MINUS_INF if sqlite else _PG_MINUS_INF.format(src=src), params)
     return bool(cur.fetchone()[0])
 
 
@@ -283,7 +308,9 @@ def read_prev_value(conn: Connection, series_id: int, before_us: int) -> float |
     """The value of the series' last sample before `before_us` (None if there is none)."""
     row = conn.execute(_PREV_VALUE, {"sid": series_id, "a": _bind(conn, before_us),
                                      "most": MAX_READING}).first()
-    return None if row is None else float(row[0])
+    out = {} if row is None else {series_id: float(row[0])}
+    _newer_packed(conn, out, [series_id], before_us)
+    return out.get(series_id)
 
 
 def latest_payload(engine: Engine, source: str, before: datetime) -> dict[str, Any] | None:
