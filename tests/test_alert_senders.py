@@ -97,7 +97,9 @@ def test_two_alerts_check_runs_with_a_slow_receiver_post_each_notification_once(
         first = subprocess.Popen(run, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
         second = subprocess.Popen(run, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+                                  stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                  env=dict(env, TEST_SENDERS_HOOK=rec.url.replace(rec.path,
+                                                                                  "/second")))
         assert first.stdin is not None and second.stdin is not None
         first.stdin.write("go\n")
         first.stdin.flush()
@@ -105,8 +107,16 @@ def test_two_alerts_check_runs_with_a_slow_receiver_post_each_notification_once(
         while rec.posts < 12 and time.monotonic() < deadline and first.poll() is None:
             time.sleep(0.05)
         assert first.poll() is None, first.communicate()
+        # Until the second run's first POST (it posts to its own path), the first run's POSTs
+        # are answered in 1.5 s (inside its 2 s timeout): its 18 left then take 27 s, so
+        # however slowly the second starts on a busy machine it finds some left to send.
+        rec.delay = 1.5
         second.stdin.write("go\n")
         second.stdin.flush()
+        while (time.monotonic() < deadline and first.poll() is None
+               and "/second" not in rec.paths):
+            time.sleep(0.05)
+        rec.delay = 0.3
         out1, err1 = first.communicate(timeout=PATIENCE)
         out2, err2 = second.communicate(timeout=PATIENCE)
     assert (first.returncode, second.returncode) == (0, 0), err1 + err2

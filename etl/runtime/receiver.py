@@ -17,7 +17,9 @@ class WebhookReceiver:
     port); `url` is where to point a webhook notifier, `received` the bodies answered with a
     2xx, in arrival order. `status` is the answer: 204 unless set (503 plays a receiver that
     is down). `delay` seconds pass between reading a request and answering it (a slow
-    receiver); `posts` counts every POST read, answered or not.
+    receiver); `posts` counts every POST read, answered or not, and `paths` holds the
+    request path of each, in arrival order (any path is answered alike, so senders given
+    different URLs can be told apart).
     """
 
     def __init__(self, port: int = 0, path: str = "/hook") -> None:
@@ -27,6 +29,7 @@ class WebhookReceiver:
         self.status = 204
         self.delay = 0.0
         self.posts = 0
+        self.paths: list[str] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -43,6 +46,7 @@ class WebhookReceiver:
                     status = 400
                 with owner._lock:
                     owner.posts += 1
+                    owner.paths.append(self.path)
                 if owner.delay:
                     time.sleep(owner.delay)
                 if 200 <= status < 300:
