@@ -291,3 +291,65 @@ def test_running_sums_restart_at_each_series_as_its_own_cumsum(series: list[list
     starts = np.cumsum([0] + [len(s) for s in series])
     want = [v for s in series for v in np.cumsum(np.array(s, dtype=np.float64)).tolist()]
     assert _segmented_cumsum(x, starts).tolist() == want
+
+
+STORED_FIGURE = st.one_of(st.floats(), st.integers(-2**63, 2**63 - 1), st.none(),
+                          st.integers(-2**70, 2**70))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["min", "max", "sum", "increase", "samples",
+                                                  "first_value", "day_start_us"]),
+                                STORED_FIGURE, min_size=1), max_size=6))
+def test_a_month_of_stored_day_rows_reads_back_as_each_row_alone_reads(
+        rows: list[dict[str, Any]]) -> None:
+    # Read at once (one JSON array), the rows are what decode_row gives each text, None
+    # (rebuild) for a reading beyond MAX_READING, whatever orjson refuses read by json.
+    import json
+
+    from etl.store.rollups import decode_row, decode_rows
+    texts = [json.dumps(row) for row in rows]
+    got, want = decode_rows(texts), [decode_row(text) for text in texts]
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert (g is None) == (w is None)
+        if g is not None and w is not None:
+            assert list(g) == list(w) and all(same(g[k], w[k]) for k in w)
+
+
+def _frame_of_dicts(series: list[Any], rows: list[list[dict[str, Any]]], days: list[Any]
+                    ) -> pd.DataFrame:
+    """The day rows' frame as built before (a dict per row), the reference for _frame."""
+    from reports.compute.daily import DAY_COLUMNS
+    records: list[dict[str, object]] = []
+    for info, series_rows in zip(series, rows, strict=True):
+        labels = {"source": info.source, "metric": info.metric,
+                  "metric_type": info.metric_type.value}
+        records += [{**labels, "date": day, **row}
+                    for day, row in zip(days, series_rows, strict=True)]
+    return pd.DataFrame.from_records(
+        records, columns=["source", "metric", "metric_type", "date", *DAY_COLUMNS])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.dictionaries(st.sampled_from(["samples", "min", "max", "increase",
+                                                          "first_at_us", "last_value"]),
+                                         st.one_of(st.floats(), st.integers(0, 2**62),
+                                                   st.none())),
+                         min_size=3, max_size=3), min_size=1, max_size=4), st.booleans())
+def test_the_day_rows_frame_has_the_values_and_types_a_frame_of_dicts_has(
+        figures: list[list[dict[str, Any]]], complete: bool) -> None:
+    # Rows hold every figure (as computed or stored now) or some only (stored before a
+    # column existed): the frame built from tuples equals the one built from dicts.
+    from datetime import date
+
+    from reports.compute.daily import DAY_COLUMNS
+    from reports.pipelines.days import SeriesInfo, _frame
+    days = [date(2026, 9, d) for d in (1, 2, 3)]
+    series = [SeriesInfo(f"s{i}", "m", "gauge", MetricType.GAUGE, 0) for i in range(len(figures))]
+    rows = [[({c: row.get(c, float(i)) for c in DAY_COLUMNS} if complete else row)
+             for i, row in enumerate(day_rows)] for day_rows in figures]
+    got, want = _frame(series, rows, days), _frame_of_dicts(series, rows, days)
+    pd.testing.assert_frame_equal(got, want)
+    assert all(same(g, w) for c in want for g, w in zip(got[c].tolist(), want[c].tolist(),
+                                                        strict=True))

@@ -143,7 +143,7 @@ class RollupStore:
         self.engine = engine
         self.tz = tz
         self.cached = True
-        self._rows: dict[tuple[int, str], tuple[float, str]] = {}
+        self._rows: dict[tuple[int, str], tuple[float, dict[str, Any] | None]] = {}
         self._new: dict[tuple[int, str], dict[str, Any]] = {}
         self._watermark = 0
         try:
@@ -173,23 +173,26 @@ class RollupStore:
                     RollupDay.day_start < from_micros(end_us),
                 )
             )
-            for sid, day, stale, data in result.all():
-                self._rows[(sid, day)] = (stale, data)
+            found = result.all()
+        # Decoded here, all at once (one orjson call for a month's 15,000 rows, not one each).
+        self._rows = {(sid, day): (stale, row) for (sid, day, stale, _), row in zip(
+            found, decode_rows([data for *_, data in found]), strict=True)}
 
     def get(self, series_id: int, days: Sequence[str], staleness_s: float
             ) -> list[dict[str, Any]] | None:
-        """The stored rows of these days, or None if any is missing or was built otherwise."""
+        """The stored rows of these days, or None if any is missing or was built otherwise.
+
+        The rows are the store's own (decoded once): read them, never change them.
+        """
         if not self.cached:
             return None
         out = []
+        rows = self._rows
         for day in days:
-            hit = self._rows.get((series_id, day))
-            if hit is None or hit[0] != staleness_s:
+            hit = rows.get((series_id, day))
+            if hit is None or hit[0] != staleness_s or hit[1] is None:
                 return None
-            row = decode_row(hit[1])
-            if row is None:
-                return None
-            out.append(row)
+            out.append(hit[1])
         return out
 
     def put(self, series_id: int, days: Sequence[str], bounds: Sequence[int],
@@ -274,6 +277,35 @@ def decode_row(text: str) -> dict[str, Any] | None:
 
 
 _NAN = float("nan")
+
+
+def decode_rows(texts: Sequence[str]) -> list[dict[str, Any] | None]:
+    """`decode_row` of each text, in order, decoded as one JSON array (one orjson call).
+
+    Falls back to one `decode_row` per text if the array does not read back as exactly one
+    object per text (a figure orjson refuses, such as Infinity).
+    """
+    if not texts:
+        return []
+    joined = "[" + ",".join(texts) + "]"
+    has_nan = "NaN" in joined
+    try:
+        rows = orjson.loads(joined.replace("NaN", '"NaN"') if has_nan else joined)
+    except orjson.JSONDecodeError:
+        rows = None
+    if (rows is None or len(rows) != len(texts)
+            or not all(row.__class__ is dict for row in rows)):
+        return [decode_row(text) for text in texts]
+    if has_nan:
+        for i in [i for i, text in enumerate(texts) if "NaN" in text]:
+            row = rows[i]
+            for key in [k for k, v in row.items() if v.__class__ is str]:
+                row[key] = _NAN
+    out: list[dict[str, Any] | None] = rows
+    for i, row in enumerate(rows):
+        if (row.get("min") or 0) < -MAX_READING or (row.get("max") or 0) > MAX_READING:
+            out[i] = None
+    return out
 
 
 def _cache_refused(exc: DBAPIError) -> bool:

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date
+from operator import itemgetter
 
 import numpy as np
 import pandas as pd
@@ -135,18 +136,25 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
 def _frame(series: Sequence[SeriesInfo], rows: Sequence[Sequence[dict[str, object]]],
            days: Sequence[date]) -> pd.DataFrame:
     """One frame of every series' day rows, labelled with whose and which day they are."""
-    # Hundreds of small frames cost more than the rows: build one frame from records.
-    records: list[dict[str, object]] = []
+    # Hundreds of small frames cost more than the rows: build one frame from records, as
+    # tuples (a missing figure NaN, as from_records makes it of dicts): no dict per row.
+    records: list[tuple[object, ...]] = []
+    figures = itemgetter(*DAY_COLUMNS)
     for info, series_rows in zip(series, rows, strict=True):
-        labels = {"source": info.source, "metric": info.metric,
-                  "metric_type": info.metric_type.value}
-        records += [{**labels, "date": day, **row}
-                    for day, row in zip(days, series_rows, strict=True)]
+        labels = (info.source, info.metric, info.metric_type.value)
+        try:
+            records += [(*labels, day, *figures(row))
+                        for day, row in zip(days, series_rows, strict=True)]
+        except KeyError:  # a row stored before a column existed
+            records += [(*labels, day, *[row.get(c, _NAN) for c in DAY_COLUMNS])
+                        for day, row in zip(days, series_rows, strict=True)]
     if not records:
         return pd.DataFrame(columns=["source", "metric", "metric_type", "date", *DAY_COLUMNS])
     return pd.DataFrame.from_records(
         records, columns=["source", "metric", "metric_type", "date", *DAY_COLUMNS])
 
+
+_NAN = float("nan")
 
 # Rows read per query at most, roughly (series per query adapt to the rows each one had):
 # bounds memory at a wide vendor's 100,000 series and at a month of minute samples alike.
