@@ -7,9 +7,11 @@ figures those spans can change; the reports then recompute only the missing days
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -279,6 +281,23 @@ def decode_row(text: str) -> dict[str, Any] | None:
 _NAN = float("nan")
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block (as it was after, if it was on).
+
+    For building tens of thousands of plain rows that hold no cycles: collections triggered
+    by their allocations scan every live object (a warm month of reports spent 45-75 ms a
+    pass collecting, more than decoding its rows).
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def decode_rows(texts: Sequence[str]) -> list[dict[str, Any] | None]:
     """`decode_row` of each text, in order, decoded as one JSON array (one orjson call).
 
@@ -287,6 +306,11 @@ def decode_rows(texts: Sequence[str]) -> list[dict[str, Any] | None]:
     """
     if not texts:
         return []
+    with gc_paused():
+        return _decode_rows(texts)
+
+
+def _decode_rows(texts: Sequence[str]) -> list[dict[str, Any] | None]:
     joined = "[" + ",".join(texts) + "]"
     has_nan = "NaN" in joined
     try:

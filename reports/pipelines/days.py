@@ -13,7 +13,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine
 
 from etl.config import Config
-from etl.store.rollups import RollupStore
+from etl.store.rollups import RollupStore, gc_paused
 from etl.vendors.types import MetricType
 from reports.compute.daily import DAY_COLUMNS, needs_prev_value
 from reports.compute.intervals import aggregate_interval_days, is_provisional
@@ -90,6 +90,15 @@ def series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period
     Series of one kind and staleness are read and computed many at a time
     (`aggregate_days_many`: a wide vendor's 100,000 series in a few queries, issue 26).
     """
+    # Tens of thousands of plain rows (decoded or computed) and no cycles: collections
+    # their allocations trigger scan every live object (see gc_paused).
+    with gc_paused():
+        return _series_day_rows(engine, series, period, chunk_days, rollup_tz, snapshot)
+
+
+def _series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Period,
+                     chunk_days: int, rollup_tz: str | None, snapshot: Connection | None
+                     ) -> pd.DataFrame:
     ids = series_ids(engine)
     refuse_retired(engine, [ids[k] for s in series if (k := (s.source, s.metric)) in ids],
                    period.start_us)
