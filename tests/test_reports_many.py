@@ -5,6 +5,7 @@ table built column-wise exactly what `day_report_values` gives each row."""
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -353,3 +354,18 @@ def test_the_day_rows_frame_has_the_values_and_types_a_frame_of_dicts_has(
     pd.testing.assert_frame_equal(got, want)
     assert all(same(g, w) for c in want for g, w in zip(got[c].tolist(), want[c].tolist(),
                                                         strict=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.decimals(allow_nan=False, allow_infinity=False, places=8),
+                 st.floats(-1e12, 1e12, allow_nan=False).map(lambda f: Decimal(repr(f))),
+                 st.integers(-10**20, 10**20).map(Decimal)))
+def test_a_quantity_rounds_as_it_does_inside_the_pricing_context(q: Decimal) -> None:
+    from decimal import ROUND_HALF_UP, localcontext
+
+    from reports.compute.pricing import PRICING_CONTEXT, plain
+    from reports.compute.quantities import QUANTITY_STEP, round_quantity
+    with localcontext(PRICING_CONTEXT):
+        want = plain(q.quantize(QUANTITY_STEP, rounding=ROUND_HALF_UP))
+    got = round_quantity(q)
+    assert str(got) == str(want)

@@ -318,7 +318,7 @@ def _decode_rows(texts: Sequence[str]) -> list[dict[str, Any] | None]:
     except orjson.JSONDecodeError:
         rows = None
     if (rows is None or len(rows) != len(texts)
-            or not all(row.__class__ is dict for row in rows)):
+            or {row.__class__ for row in rows} != {dict}):
         return [decode_row(text) for text in texts]
     if has_nan:
         for i in [i for i, text in enumerate(texts) if "NaN" in text]:
@@ -326,9 +326,9 @@ def _decode_rows(texts: Sequence[str]) -> list[dict[str, Any] | None]:
             for key in [k for k, v in row.items() if v.__class__ is str]:
                 row[key] = _NAN
     out: list[dict[str, Any] | None] = rows
-    for i, row in enumerate(rows):
-        if (row.get("min") or 0) < -MAX_READING or (row.get("max") or 0) > MAX_READING:
-            out[i] = None
+    for i in [i for i, row in enumerate(rows) if (row.get("min") or 0) < -MAX_READING
+              or (row.get("max") or 0) > MAX_READING]:
+        out[i] = None
     return out
 
 
