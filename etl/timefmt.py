@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, tzinfo
+import re
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Literal
+
+from etl.errors import InputError
 
 Precision = Literal["auto", "seconds", "milliseconds", "microseconds"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_day(text: str, what: str) -> date:
+    """A `YYYY-MM-DD` calendar day given as option `what`; InputError (exit 2) if it is not one.
+
+    The one rule for the days commands take (`report`, `export`, `backfill`).
+    """
+    try:
+        if not _DAY_RE.fullmatch(text):
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{what}: {text!r} is not a date (expected YYYY-MM-DD)") from None
 
 
 def utc_z(at: datetime, precision: Precision = "auto") -> str:

@@ -12,7 +12,7 @@ import numpy as np
 
 from etl.config import BillingRule
 from etl.errors import InputError
-from etl.timefmt import to_micros
+from etl.timefmt import parse_day, to_micros
 
 MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -33,12 +33,7 @@ def resolve_tz(name: str, what: str = "--tz") -> ZoneInfo:
 
 def parse_date(text: str, what: str = "--date") -> date:
     """A YYYY-MM-DD date a report can cover, or an InputError naming the option."""
-    try:
-        if not DATE_RE.match(text):
-            raise ValueError
-        day = date.fromisoformat(text)
-    except ValueError:
-        raise InputError(f"{what}: {text!r} is not a date (expected YYYY-MM-DD)") from None
+    day = parse_day(text, what)
     if not FIRST_DAY <= day <= LAST_DAY:
         raise InputError(f"{what}: {text} is outside the days reports cover "
                          f"({FIRST_DAY} to {LAST_DAY})")

@@ -129,6 +129,31 @@ def test_export_jsonl_names_the_archive_files_holding_the_rest(sqlite_url: str,
     engine.dispose()
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_export_never_replaces_an_existing_file_such_as_an_archive_file(
+        sqlite_url: str, tmp_path: Path, fmt: str) -> None:
+    folder = tmp_path / "archive"
+    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=sqlite_url),
+                       f'\n[retention]\nraw_days = 0\narchive_dir = "{folder}"\n')
+    from etl.store.engine import open_database
+    engine = open_database(sqlite_url)
+    seed_month(engine)
+    engine.dispose()
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--config", str(cfg), "compact"]).exit_code == 0
+    # The only copy of May's raw responses now: an export pointed at it must not replace it.
+    archive = folder / "rules" / "2026-05.jsonl.gz"
+    kept = archive.read_bytes()
+    done = runner.invoke(cli, ["--config", str(cfg), "export", "--start", "2026-06-01",
+                               "--end", "2026-06-30", "--format", fmt, "--out", str(archive)])
+    assert done.exit_code == 2
+    assert done.stderr.splitlines() == [
+        f"usage-etl: error: --out {archive}: exists; export writes a new file "
+        "(remove it first or choose another name)"]
+    assert archive.read_bytes() == kept
+    assert not archive.with_name(archive.name + ".part").exists()
+
+
 # The steps of one batch, in order, as compact() reports them to its checkpoint.
 STEPS = ("written", "checked", "renamed", "deleted")
 KILLER = """
@@ -220,7 +245,7 @@ def test_compact_without_raw_days_does_nothing(sqlite_url: str, tmp_path: Path) 
 @pytest.mark.parametrize(("extra", "problem"), [
     ("raw_days = -1", "retention.raw_days: must be a whole number of days"),
     ("raw_days = 3\nsamples_days = 2", "retention.samples_days: must be at least raw_days"),
-    ("samples_days = 40", "retention.samples_days: must be at least raw_days"),
+    ("samples_days = 40", "retention.samples_days: needs raw_days set too"),
     ("keep = 3", "retention.keep: unknown key"),
 ])
 def test_bad_retention_keys_are_config_errors(sqlite_url: str, tmp_path: Path, extra: str,

@@ -118,9 +118,10 @@ def test_reports_exports_and_readings_are_the_same_byte_for_byte_once_days_are_p
     cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=url,
                                                              billing=billing_rules()))
     stored = every_sample(pg)
-    compact(pg, tmp_path / "archive", CUT)
+    done = compact(pg, tmp_path / "archive", CUT)
     # Five whole days of three series packed; June 2nd onwards still rows.
-    assert packed_count(pg) == 5 * 72 * 3
+    assert packed_count(pg) == done.packed == 5 * 72 * 3
+    assert done.summary().endswith("; 1080 samples packed into one row per series and day")
     assert every_sample(pg) == stored
     with pg.begin() as conn:  # the same compacted database, every day rows
         packs.unpack_where(conn, "true")

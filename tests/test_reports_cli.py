@@ -72,6 +72,12 @@ def test_report_billing_and_reconcile_both_formats(setup: tuple[Path, Path], tmp
     (["report", "daily"], "give --date"),
     (["report", "billing", "--month", "2026-13"], "--month: '2026-13' is not a month"),
     (["reconcile", "--month", "2026-05", "--invoice", "nope.csv"], "nope.csv: invoice file not found"),
+    # The days of export and backfill are read by the same rule as report's.
+    (["export", "--start", "2026-11-31", "--end", "2026-12-01"],
+     "--start: '2026-11-31' is not a date (expected YYYY-MM-DD)"),
+    (["export", "--start", "2026-11-01", "--end", "tomorrow"], "--end: 'tomorrow' is not a date"),
+    (["backfill", "--source", "rules", "--start", "2026-02-30"],
+     "--start: '2026-02-30' is not a date"),
 ])
 def test_bad_input_exits_2_with_one_line(setup: tuple[Path, Path], args: list[str],
                                          message: str) -> None:

@@ -7,15 +7,15 @@ from datetime import UTC, date, datetime, time
 
 import click
 
-from etl.cli.context import AppContext
+from etl.cli.context import AppContext, Day
 from etl.errors import ConfigError, InputError
 
 
 @click.command("backfill")
 @click.option("--source", "name", required=True, metavar="NAME", help="The history source.")
-@click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]), metavar="DATE",
+@click.option("--start", required=True, type=Day(), metavar="DATE",
               help="First UTC day to read (YYYY-MM-DD).")
-@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), metavar="DATE",
+@click.option("--end", type=Day(), metavar="DATE",
               help="UTC day to stop before (YYYY-MM-DD; default: now).")
 @click.pass_obj
 def backfill(app: AppContext, name: str, start: datetime, end: datetime | None) -> None:

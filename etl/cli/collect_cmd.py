@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from etl.cli.context import AppContext
+from etl.cli.context import AppContext, Day
 from etl.config import Config
 from etl.errors import InputError
 from etl.files import atomic_writer, os_error_text
@@ -220,9 +220,9 @@ def import_cmd(app: AppContext, files: tuple[str, ...]) -> None:
 
 
 @click.command("export")
-@click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]), metavar="DATE",
+@click.option("--start", required=True, type=Day(), metavar="DATE",
               help="First day (YYYY-MM-DD, config timezone).")
-@click.option("--end", required=True, type=click.DateTime(["%Y-%m-%d"]), metavar="DATE",
+@click.option("--end", required=True, type=Day(), metavar="DATE",
               help="Last day, included (YYYY-MM-DD, config timezone).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]),
               default="jsonl", show_default=True,
@@ -265,6 +265,11 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
         count = export_archive(engine, app.config, start.date(), end.date(),
                                sys.stdout, fmt_)
     else:
+        if Path(out).exists():
+            # An existing file may be the only copy of something (an archive file that
+            # compaction wrote): export never replaces one.
+            raise InputError(f"--out {out}: exists; export writes a new file "
+                             "(remove it first or choose another name)")
         # Written aside and renamed, so an interrupted export never leaves half a file.
         try:
             with atomic_writer(Path(out), newline="", tmp_name=Path(out).name + ".part") as fh:

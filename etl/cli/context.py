@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import click
 
 from etl.config import Config, load_config
 from etl.config.settings import database_url_passwords
 from etl.errors import SecretError
 from etl.redact import LOG_MASK
+from etl.timefmt import parse_day
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -67,3 +71,21 @@ def config_secrets(config: Config) -> list[str]:
             continue
     found += database_url_passwords(config.database_url)
     return found
+
+
+class Day(click.ParamType):
+    """A `YYYY-MM-DD` option (`export`, `backfill`): a datetime at that day's midnight.
+
+    A bad one is the same one line `report`'s dates give (etl.timefmt.parse_day) and exit
+    status 2, not click's three-line usage error; each command checks its own range.
+    """
+
+    name = "DATE"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> datetime:
+        """The day's midnight (naive: the command reads it in its zone); InputError if bad."""
+        if isinstance(value, datetime):
+            return value
+        option = param.opts[0] if param is not None and param.opts else "DATE"
+        return datetime.combine(parse_day(str(value), option), datetime.min.time())

@@ -44,7 +44,8 @@ def parse_retention(raw: Any, where: str, problems: list[str]) -> Retention:
     raw_days, samples_days = days["raw_days"], days["samples_days"]
     if samples_days is not None and (raw_days is None or samples_days < raw_days):
         # Samples are retired only where their raw responses are archived (SPEC 13).
-        problems.append(f"{where}retention.samples_days: must be at least raw_days "
+        need = "needs raw_days set too" if raw_days is None else "must be at least raw_days"
+        problems.append(f"{where}retention.samples_days: {need} "
                         "(samples are retired only once their raw responses are archived)")
     return Retention(raw_days=raw_days, samples_days=samples_days, archive_dir=archive_dir)
 

@@ -82,7 +82,9 @@ def demo_config_text(database: Path, base_url: str, reports_dir: Path,
 # Written by `usage-etl demo`. The sources point at the simulated vendor the demo ran;
 # start one again with `usage-etl simulate --port PORT --token T --api-key K`, update
 # base_url and url, and export {WS_TOKEN_ENV}, {PROJECTS_TOKEN_ENV} (both T)
-# and {NECTED_KEY_ENV} (K) to collect more.
+# and {NECTED_KEY_ENV} (K) to collect more. The history source needs the same
+# simulator started with `--history-port HPORT`, its url's port set to HPORT, and
+# {HISTORY_TOKEN_ENV} exported as "{HISTORY_CREDENTIALS["bearer"]}" (the simulator's fixed token).
 database_url = {json.dumps(url)}
 timezone = "{DEMO_TIMEZONE}"
 reports_dir = {json.dumps(str(reports_dir.resolve()))}

@@ -58,8 +58,10 @@ class CompactResult:
 
     def summary(self) -> str:
         """One line for people."""
+        packed = (f"; {self.packed} samples packed into one row per series and day"
+                  if self.packed else "")  # PostgreSQL only (etl.store.packs)
         return (f"{self.moved} raw responses moved to {len(self.files)} archive "
-                f"file{'s' if len(self.files) != 1 else ''}")
+                f"file{'s' if len(self.files) != 1 else ''}{packed}")
 
 
 def month_start(at: datetime) -> datetime:
