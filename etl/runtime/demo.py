@@ -83,7 +83,7 @@ def demo_config_text(database: Path, base_url: str, reports_dir: Path,
 # start one again with `usage-etl simulate --port PORT --token T --api-key K`, update
 # base_url and url, and export {WS_TOKEN_ENV}, {PROJECTS_TOKEN_ENV} (both T)
 # and {NECTED_KEY_ENV} (K) to collect more. The history source needs the same
-# simulator started with `--history-port HPORT`, its url's port set to HPORT, and
+# simulator started with `--history-port HPORT`, the port in its url changed to HPORT, and
 # {HISTORY_TOKEN_ENV} exported as "{HISTORY_CREDENTIALS["bearer"]}" (the simulator's fixed token).
 database_url = {json.dumps(url)}
 timezone = "{DEMO_TIMEZONE}"
