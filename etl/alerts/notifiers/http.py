@@ -40,5 +40,10 @@ def post_json(label: str, url: str, body: Mapping[str, Any], timeout_s: float) -
                 if isinstance(exc, requests.ConnectionError):
                     raise DeliveryError(f"{label}: cannot connect") from None
                 raise DeliveryError(f"{label}: {type(exc).__name__}") from None
+            if dog.cut.is_set():
+                # Cut mid-answer after a whole status line: http.client takes the cut for
+                # the end of the headers and gives the status, but the answer did not end
+                # within the deadline (etl.collect.body refuses such a cut body alike).
+                raise DeliveryError(f"{label}: no answer within {timeout_s:g} s")
     if not 200 <= status < 300:
         raise DeliveryError(f"{label}: HTTP {status}")
