@@ -1,4 +1,4 @@
-"""UTC instants as `...Z` text and as epoch microseconds: the one home of both conversions."""
+"""UTC instants as `...Z` text and epoch microseconds, and the YYYY-MM-DD days commands take."""
 
 from __future__ import annotations
 
