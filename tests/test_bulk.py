@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, select
+import pytest
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from etl.store.bulk import bulk_store
 from etl.store.models import Sample, Series, Snapshot
@@ -130,3 +132,30 @@ def test_late_conflicting_value_is_reported_and_not_stored(engine: Engine) -> No
     assert [(c.metric, c.stored, c.offered) for c in res.conflicts] == [("connections", 5, 7)]
     samples, _ = content(engine)
     assert [s[3] for s in samples if s[1] == "connections"] == [5, 9, 6]
+
+
+def test_received_times_limits_and_statuses_are_stored_and_missing_ones_left_null(
+    engine: Engine,
+) -> None:
+    # Rows without a received time, limit or status go in through statements that leave
+    # those columns NULL: the values that are there must still all arrive.
+    bulk_store(engine, [imported_wiresocket("ws", T0, 5, 1), imported_nected("n1", T0, 7)])
+    with engine.connect() as conn:
+        received = dict(conn.execute(select(Snapshot.source, Snapshot.received_at)).all())
+    assert received == {"ws": T0 + timedelta(seconds=1), "n1": None}
+    samples, _ = content(engine)
+    assert [s[1:6] for s in samples] == [
+        ("invocations", T0, 7.0, None, None),
+        ("connections", T0, 5.0, 100.0, "healthy"),
+        ("documents", T0, 1.0, 20.0, "warning"),
+    ]
+
+
+def test_a_sample_of_a_missing_series_is_still_refused_after_a_bulk_store(
+    engine: Engine,
+) -> None:
+    # SQLite's per-row foreign key check is off while a chunk is written directly; it must
+    # be back on for every other write made through the engine.
+    bulk_store(engine, [imported_nected("n1", T0, 7)])
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert(Sample).values(series_id=999_999, observed_at=T0, value=1.0))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import itertools
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -27,15 +30,29 @@ class _Retry(Exception):
 
 @dataclass
 class _Chunk:
-    """One chunk prepared in Python: unique observations' rows and the in-chunk repeats."""
+    """One chunk prepared in Python: unique observations' rows and the in-chunk repeats.
+
+    Rows carry no None the statement can leave out: SQLite's driver looks up an adapter for
+    each None it binds (a failed attribute lookup, about as dear as inserting a number), so
+    snapshots without a received time and samples with neither limit nor status go in
+    through statements that leave those columns NULL.
+    """
 
     base: int  # snapshot ids are base + k (SQLite); PostgreSQL takes them from the sequence
-    snap_rows: list[tuple[Any, ...]] = field(default_factory=list)  # k, source, kind, at, recv, origin, payload
-    sample_rows: list[tuple[Any, ...]] = field(default_factory=list)  # sid, at, value, limit, status, k
+    snap_rows: list[tuple[Any, ...]] = field(default_factory=list)  # k, source, kind, at, origin, payload
+    received_rows: list[tuple[Any, ...]] = field(default_factory=list)  # k, source, kind, at, recv, origin, payload
+    sample_rows: list[tuple[Any, ...]] = field(default_factory=list)  # sid, at, value, limit, status
+    bare_rows: list[tuple[Any, ...]] = field(default_factory=list)  # sid, at, value (no limit, status)
     repeats: list[tuple[int, Any, float]] = field(default_factory=list)  # sid, at, value
     names: dict[int, tuple[str, str]] = field(default_factory=dict)  # sid -> source, metric
     source_series: dict[str, list[int]] = field(default_factory=dict)
     snap_ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # source -> lo, hi
+
+    def snapshots(self) -> int:
+        return len(self.snap_rows) + len(self.received_rows)
+
+    def samples(self) -> int:
+        return len(self.sample_rows) + len(self.bare_rows)
 
     def series_ranges(self) -> dict[int, tuple[Any, Any]]:
         # All samples of an observation share its instant: a series spans its source's range.
@@ -46,7 +63,9 @@ class _Chunk:
         }
 
     def first_values(self) -> dict[tuple[int, Any], float]:
-        return {(r[0], r[1]): r[2] for r in self.sample_rows}
+        firsts = {(r[0], r[1]): r[2] for r in self.sample_rows}
+        firsts.update(((r[0], r[1]), r[2]) for r in self.bare_rows)
+        return firsts
 
 
 def bulk_store(engine: Engine, observations: Iterable[Observation], *, chunk: int = CHUNK) -> StoreResult:
@@ -73,10 +92,11 @@ def _store_chunk(engine: Engine, batch: list[Observation]) -> StoreResult:
     with engine.begin() as conn:
         prepared = _prepare(conn, batch, sqlite)
     try:
-        with engine.begin() as conn:
+        with engine.connect() as conn, _series_checked_once(conn, prepared, sqlite), conn.begin():
             if _anything_stored(conn, prepared, sqlite):
                 raise _Retry()
             res, touched = _direct(conn, prepared, sqlite)
+            _check_series(conn, prepared, sqlite)
             _mark(conn, touched)
         return res
     except _Retry:
@@ -86,7 +106,7 @@ def _store_chunk(engine: Engine, batch: list[Observation]) -> StoreResult:
         # stored: everything newer than all that is stored goes in directly, the rest staged.
         with engine.begin() as conn:
             fresh, rest = _split(conn, prepared, sqlite)
-            if fresh.snap_rows and rest.snap_rows:
+            if fresh.snapshots() and rest.snapshots():
                 res, touched = _direct(conn, fresh, sqlite)
                 more, more_touched = _staged(conn, rest, sqlite)
                 res.add(more)
@@ -101,6 +121,45 @@ def _store_chunk(engine: Engine, batch: list[Observation]) -> StoreResult:
         res, touched = _staged(conn, prepared, sqlite)
         _mark(conn, touched)
     return res
+
+
+@contextmanager
+def _series_checked_once(conn: Connection, ch: _Chunk, sqlite: bool) -> Iterator[None]:
+    """SQLite: no per-row foreign key check on `conn` meanwhile; `_check_series` does it once.
+
+    SQLite looked up the series row of each inserted sample (about a tenth of writing it);
+    the chunk's samples all belong to the few series `_check_series` finds in the same
+    transaction, whose lock keeps them there. The pragma only takes effect outside a
+    transaction: this runs before `conn.begin()`, and sets it back after the commit.
+    """
+    if not sqlite:
+        yield
+        return
+    raw: Any = conn.connection.driver_connection
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_series(conn: Connection, ch: _Chunk, sqlite: bool) -> None:
+    """SQLite, with the per-row check off: every series the chunk wrote to exists."""
+    if not sqlite:
+        return
+    sids = sorted({sid for sids in ch.source_series.values() for sid in sids})
+    found = 0
+    cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for i in range(0, len(sids), 500):  # SQLite allows a few hundred parameters at least
+            part = sids[i:i + 500]
+            marks = ", ".join("?" * len(part))
+            found += cur.execute(f"SELECT count(*) FROM series WHERE id IN ({marks})",  # noqa: S608
+                                 part).fetchone()[0]
+    finally:
+        cur.close()
+    if found != len(sids):
+        raise sqlite3.IntegrityError("FOREIGN KEY constraint failed: a series row is missing")
 
 
 def _instants(batch: list[Observation]) -> set[datetime]:
@@ -139,20 +198,25 @@ def _split(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[_Chunk, _Chunk]:
         latest = after.get(source)
         return latest is None or at > latest
 
+    return _partition(ch, is_fresh)
+
+
+def _partition(ch: _Chunk, is_fresh: Callable[[str, Any], bool]) -> tuple[_Chunk, _Chunk]:
+    """The chunk's rows in two chunks: those `is_fresh(source, instant)` and the rest."""
     fresh, rest = _Chunk(ch.base), _Chunk(ch.base)
-    fresh_k: set[int] = set()
     for part in (fresh, rest):
         part.names, part.source_series = ch.names, ch.source_series
-    for row in ch.snap_rows:
-        part = fresh if is_fresh(row[1], row[3]) else rest
-        if part is fresh:
-            fresh_k.add(row[0])
-        part.snap_rows.append(row)
-        _widen(part.snap_ranges, row[1], row[3])
-    for row in ch.sample_rows:
-        (fresh if row[5] in fresh_k else rest).sample_rows.append(row)
+    for which in ("snap_rows", "received_rows"):
+        for row in getattr(ch, which):
+            part = fresh if is_fresh(row[1], row[3]) else rest
+            getattr(part, which).append(row)
+            _widen(part.snap_ranges, row[1], row[3])
+    names = ch.names
+    for which in ("sample_rows", "bare_rows"):
+        for row in getattr(ch, which):
+            getattr(fresh if is_fresh(names[row[0]][0], row[1]) else rest, which).append(row)
     for rep in ch.repeats:
-        (fresh if is_fresh(ch.names[rep[0]][0], rep[1]) else rest).repeats.append(rep)
+        (fresh if is_fresh(names[rep[0]][0], rep[1]) else rest).repeats.append(rep)
     for part in (fresh, rest):
         # series_ranges() covers the sources of this part only.
         part.source_series = {src: ch.source_series[src] for src in part.snap_ranges}
@@ -160,49 +224,82 @@ def _split(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[_Chunk, _Chunk]:
 
 
 def _prepare(conn: Connection, batch: list[Observation], sqlite: bool) -> _Chunk:
-    base = 0
-    if sqlite:
-        # Ids are assigned here; a writer racing us makes the direct insert fail and retry.
-        cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        base = cur.execute("SELECT coalesce(max(id), 0) + 1 FROM snapshots").fetchone()[0]
-        cur.close()
-    ch = _Chunk(base)
-    seen: set[tuple[str, datetime]] = set()
+    ch = _Chunk(_next_id(conn) if sqlite else 0)
+    seen: set[tuple[str, Any]] = set()
     ids_by_source: dict[str, dict[str, int]] = {}
-    micros: dict[datetime, int] = {}
-
-    def to_db(value: datetime) -> Any:
-        # Sources share instants: convert each one once per chunk.
-        found = micros.get(value)
-        if found is None:
-            found = micros[value] = to_micros(value)
-        return found
-
-    conv = to_db if sqlite else _same
-    snap_rows, sample_rows, ranges = ch.snap_rows, ch.sample_rows, ch.snap_ranges
-    k = base
+    micros = _Micros()  # sources share instants: each is converted once
+    spans: dict[str, list[Any]] = {}  # source -> [lowest, highest] instant
+    snap_rows = ch.snap_rows
+    add_full, add_bare = ch.sample_rows.append, ch.bare_rows.append
+    k = ch.base
+    # One pass, and no call per observation or sample that the common case can do without:
+    # this loop runs for every line of an archive.
     for obs in batch:
         source = obs.source
-        key = (source, obs.observed_at)
-        ids = ids_by_source.get(source)
-        try:
-            sids = [ids[sv.metric] for sv in obs.samples]  # type: ignore[index]
-        except (KeyError, TypeError):  # a series (or source) not seen in this chunk yet
-            ids = _add_series(conn, ch, ids_by_source, obs)
-            sids = [ids[sv.metric] for sv in obs.samples]
-        at = conv(obs.observed_at)
+        at = micros[obs.observed_at] if sqlite else obs.observed_at
+        span = spans.get(source)
+        if span is None:
+            spans[source] = [at, at]
+        elif at > span[1]:
+            span[1] = at
+        elif at < span[0]:
+            span[0] = at
+        key = (source, at)
         if key in seen:
-            for sid, sv in zip(sids, obs.samples):  # noqa: B905 - same length by construction
-                ch.repeats.append((sid, at, sv.value))
+            _repeat(conn, ch, ids_by_source, obs, at)
             continue
         seen.add(key)
-        recv = None if obs.received_at is None else conv(obs.received_at)
-        snap_rows.append((k, source, obs.kind, at, recv, obs.origin, obs.payload))
-        _widen(ranges, source, at)
-        for sid, sv in zip(sids, obs.samples):  # noqa: B905
-            sample_rows.append((sid, at, sv.value, sv.limit, sv.status, k))
+        if obs.received_at is None:
+            snap_rows.append((k, source, obs.kind, at, obs.origin, obs.payload))
+        else:
+            _received(ch, k, obs, at, micros if sqlite else None)
+        ids = ids_by_source.get(source) or _add_series(conn, ch, ids_by_source, obs)
+        for sv in obs.samples:
+            sid = ids.get(sv[0])
+            if sid is None:  # a metric this source had not shown yet in this chunk
+                sid = _add_series(conn, ch, ids_by_source, obs)[sv[0]]
+            if sv[2] is None and sv[3] is None:
+                add_bare((sid, at, sv[1]))
+            else:
+                add_full((sid, at, sv[1], sv[2], sv[3]))
         k += 1
+    ch.snap_ranges.update((source, (lo, hi)) for source, (lo, hi) in spans.items())
     return ch
+
+
+class _Micros(dict[datetime, int]):
+    """Epoch microseconds of each instant looked up, each converted once."""
+
+    def __missing__(self, at: datetime) -> int:
+        self[at] = micros = to_micros(at)
+        return micros
+
+
+def _next_id(conn: Connection) -> int:
+    # Ids are assigned here; a writer racing us makes the direct insert fail and retry.
+    cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        return int(cur.execute("SELECT coalesce(max(id), 0) + 1 FROM snapshots").fetchone()[0])
+    finally:
+        cur.close()
+
+
+def _received(ch: _Chunk, k: int, obs: Observation, at: Any, micros: _Micros | None) -> None:
+    """The snapshot row of an observation with a received time (a live poll's, not a line's)."""
+    recv: Any = obs.received_at
+    ch.received_rows.append((k, obs.source, obs.kind, at, micros[recv] if micros is not None
+                             else recv, obs.origin, obs.payload))
+
+
+def _repeat(conn: Connection, ch: _Chunk, ids_by_source: dict[str, dict[str, int]],
+            obs: Observation, at: Any) -> None:
+    """Note the samples of an observation whose key came earlier in the chunk."""
+    ids = ids_by_source.get(obs.source) or _add_series(conn, ch, ids_by_source, obs)
+    for sv in obs.samples:
+        sid = ids.get(sv[0])
+        if sid is None:
+            sid = _add_series(conn, ch, ids_by_source, obs)[sv[0]]
+        ch.repeats.append((sid, at, sv[1]))
 
 
 def _add_series(conn: Connection, ch: _Chunk, ids_by_source: dict[str, dict[str, int]],
@@ -216,10 +313,6 @@ def _add_series(conn: Connection, ch: _Chunk, ids_by_source: dict[str, dict[str,
             known.append(sid)
             ch.names[sid] = (obs.source, metric)
     return ids
-
-
-def _same(value: datetime) -> datetime:
-    return value
 
 
 def _widen(ranges: dict[Any, tuple[Any, Any]], key: Any, at: Any) -> None:
@@ -264,21 +357,28 @@ def _any_in_ranges(cur: Any, table: str, key_column: str,
 def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, dict[int, tuple[Any, Any]]]:
     """Nothing of the chunk is stored yet: write straight into the tables with pre-assigned ids."""
     raw: Any = conn.connection.driver_connection
-    snaps, samples = ch.snap_rows, ch.sample_rows
     if sqlite:
-        import sqlite3
-
         cur = raw.cursor()
         try:
             cur.executemany(
-                "INSERT INTO snapshots (id, source, kind, observed_at, received_at, origin, payload) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                snaps,
+                "INSERT INTO snapshots (id, source, kind, observed_at, origin, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                ch.snap_rows,
             )
+            if ch.received_rows:
+                cur.executemany(
+                    "INSERT INTO snapshots (id, source, kind, observed_at, received_at, origin, "
+                    "payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    ch.received_rows,
+                )
             cur.executemany(
                 "INSERT INTO samples (series_id, observed_at, value, plan_limit, status) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (r[:5] for r in samples),
+                ch.sample_rows,
+            )
+            cur.executemany(
+                "INSERT INTO samples (series_id, observed_at, value) VALUES (?, ?, ?)",
+                ch.bare_rows,
             )
         except sqlite3.IntegrityError:
             raise _Retry() from None
@@ -292,33 +392,49 @@ def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
             # Binary COPY: the server need not parse text timestamps and floats, which was
             # most of its time on the text format. Snapshot ids come from their sequence.
             with cur.copy(
-                "COPY snapshots (source, kind, observed_at, received_at, origin, payload) "
+                "COPY snapshots (source, kind, observed_at, origin, payload) "
                 "FROM STDIN (FORMAT BINARY)"
             ) as cp:
                 cp.set_types(_SNAP_TYPES)
-                for r in snaps:
+                for r in ch.snap_rows:
                     cp.write_row(r[1:])
+            if ch.received_rows:
+                with cur.copy(
+                    "COPY snapshots (source, kind, observed_at, received_at, origin, payload) "
+                    "FROM STDIN (FORMAT BINARY)"
+                ) as cp:
+                    cp.set_types(_RECEIVED_SNAP_TYPES)
+                    for r in ch.received_rows:
+                        cp.write_row(r[1:])
             with cur.copy(
                 "COPY samples (series_id, observed_at, value, plan_limit, status) "
                 "FROM STDIN (FORMAT BINARY)"
             ) as cp:
                 cp.set_types(_SAMPLE_TYPES)
-                for r in samples:
-                    cp.write_row(r[:5])
+                for r in ch.sample_rows:
+                    cp.write_row(r)
+            with cur.copy(
+                "COPY samples (series_id, observed_at, value) FROM STDIN (FORMAT BINARY)"
+            ) as cp:
+                cp.set_types(_SAMPLE_TYPES[:3])
+                for r in ch.bare_rows:
+                    cp.write_row(r)
         except psycopg.errors.UniqueViolation:
             raise _Retry() from None
         finally:
             cur.close()
-    res = StoreResult(snapshots=len(snaps), samples=len(samples))
+    res = StoreResult(snapshots=ch.snapshots(), samples=ch.samples())
     _repeats(res, ch, {})
     return res, ch.series_ranges()
 
 
 # Column types of snapshots and samples on PostgreSQL, for binary COPY.
-_SNAP_TYPES = ["varchar", "varchar", "timestamptz", "timestamptz", "varchar", "text"]
+_SNAP_TYPES = ["varchar", "varchar", "timestamptz", "varchar", "text"]
+_RECEIVED_SNAP_TYPES = ["varchar", "varchar", "timestamptz", "timestamptz", "varchar", "text"]
 _SAMPLE_TYPES = ["int4", "timestamptz", "float8", "float8", "varchar"]
-_STAGE_SNAP_TYPES = ["int4", "text", "text", "timestamptz", "timestamptz", "text", "text"]
-_STAGE_SAMPLE_TYPES = ["int4", "timestamptz", "float8", "float8", "text", "int4"]
+_STAGE_SNAP_TYPES = ["int4", "text", "text", "timestamptz", "text", "text"]
+_STAGE_RECEIVED_SNAP_TYPES = ["int4", "text", "text", "timestamptz", "timestamptz", "text", "text"]
+_STAGE_SAMPLE_TYPES = ["int4", "timestamptz", "float8", "float8", "text"]
 
 _SQLITE_STAGE = (
     "CREATE TEMP TABLE IF NOT EXISTS bulk_snap (k INTEGER, source TEXT, kind TEXT, "
@@ -347,18 +463,25 @@ def _staged(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
             cur.execute(ddl)
         cur.execute("DELETE FROM bulk_snap")
         cur.execute("DELETE FROM bulk_samp")
-        if sqlite:
-            cur.executemany("INSERT INTO bulk_snap VALUES (?, ?, ?, ?, ?, ?, ?)", ch.snap_rows)
-            cur.executemany("INSERT INTO bulk_samp VALUES (?, ?, ?, ?, ?, ?)", ch.sample_rows)
-        else:
-            with cur.copy("COPY bulk_snap FROM STDIN (FORMAT BINARY)") as cp:
-                cp.set_types(_STAGE_SNAP_TYPES)
-                for r in ch.snap_rows:
-                    cp.write_row(r)
-            with cur.copy("COPY bulk_samp FROM STDIN (FORMAT BINARY)") as cp:
-                cp.set_types(_STAGE_SAMPLE_TYPES)
-                for r in ch.sample_rows:
-                    cp.write_row(r)
+        snap_cols = "k, source, kind, observed_at, origin, payload"
+        received_cols = "k, source, kind, observed_at, received_at, origin, payload"
+        sample_cols, bare_cols = "series_id, observed_at, value, plan_limit, status", \
+            "series_id, observed_at, value"
+        staged = ((f"bulk_snap ({snap_cols})", ch.snap_rows, _STAGE_SNAP_TYPES),
+                  (f"bulk_snap ({received_cols})", ch.received_rows, _STAGE_RECEIVED_SNAP_TYPES),
+                  (f"bulk_samp ({sample_cols})", ch.sample_rows, _STAGE_SAMPLE_TYPES),
+                  (f"bulk_samp ({bare_cols})", ch.bare_rows, _STAGE_SAMPLE_TYPES[:3]))
+        for target, rows, types in staged:
+            if not rows:
+                continue
+            if sqlite:
+                marks = ", ".join("?" * len(types))
+                cur.executemany(f"INSERT INTO {target} VALUES ({marks})", rows)  # noqa: S608
+            else:
+                with cur.copy(f"COPY {target} FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(types)
+                    for r in rows:
+                        cp.write_row(r)
         cur.execute(
             "SELECT b.series_id, b.observed_at, s.value FROM bulk_samp b "
             "JOIN samples s ON s.series_id = b.series_id AND s.observed_at = b.observed_at"
@@ -370,7 +493,7 @@ def _staged(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
         cur.execute(
             "INSERT INTO snapshots (source, kind, observed_at, received_at, origin, payload) "
             "SELECT source, kind, observed_at, received_at, origin, payload FROM bulk_snap "
-            "WHERE true ON CONFLICT (source, observed_at) DO NOTHING"
+            "WHERE true ORDER BY k ON CONFLICT (source, observed_at) DO NOTHING"
         )
         n_snaps = cur.rowcount
         cur.execute(
@@ -383,7 +506,8 @@ def _staged(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
         cur.close()
     res = StoreResult(snapshots=n_snaps, samples=n_samples)
     touched: dict[int, tuple[Any, Any]] = {}
-    for sid, at, value, *_ in ch.sample_rows:
+    for row in itertools.chain(ch.sample_rows, ch.bare_rows):
+        sid, at, value = row[0], row[1], row[2]
         old = stored.get((sid, at))
         if old is None:
             _widen(touched, sid, at)
