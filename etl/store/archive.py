@@ -234,8 +234,9 @@ def _import_file(
 class _Pending:
     """The observations read but not written yet, and what names the line of a conflict.
 
-    To name the line a conflict came from: the line of each batch entry, the first batch
-    entry of each key, and every entry of the (rare) keys seen more than once in the batch.
+    To name the line a conflict came from: the line of each batch entry and, worked out
+    only when a batch has a conflict, the first batch entry of each key and every entry of
+    the (rare) keys seen more than once in the batch.
     """
 
     batch: list[Observation] = field(default_factory=list)
@@ -245,13 +246,19 @@ class _Pending:
 
     def add(self, obs: Observation, lineno: int) -> None:
         """Queue `obs`, read from line `lineno`."""
-        key = (obs.source, obs.observed_at)
-        index = len(self.batch)
         self.batch.append(obs)
         self.lines.append(lineno)
-        seen = self.first.setdefault(key, index)
-        if seen != index:
-            self.repeats.setdefault(key, [seen]).append(index)
+
+    def index_keys(self) -> None:
+        """Fill `first` and `repeats` for the batch queued (once, before naming conflicts)."""
+        if self.first or not self.batch:
+            return
+        first, repeats = self.first, self.repeats
+        for index, obs in enumerate(self.batch):
+            key = (obs.source, obs.observed_at)
+            seen = first.setdefault(key, index)
+            if seen != index:
+                repeats.setdefault(key, [seen]).append(index)
 
     def clear(self) -> None:
         """Forget everything queued (after it was written)."""
@@ -278,14 +285,18 @@ def _import_stream(
     consumed = 0
     lineno = 0
 
+    report, progress_lines = _progress_every(on_progress)
+
     def progress() -> int:
         return position() if position is not None else consumed
 
     def flush() -> None:
-        if _write_pending(engine, pending, name, total, problems.add) and on_progress is not None:
-            on_progress(progress())
+        if _write_pending(engine, pending, name, total, problems.add):
+            report(progress())
 
     readline = stream.readline
+    # The queue's lists, reached without an attribute lookup or call per line.
+    queued_batch, queued, queued_lines = pending.batch, pending.batch.append, pending.lines.append
     good = bad = 0  # lines of this file
     try:
         while raw := readline(MAX_LINE_BYTES + 1):
@@ -294,26 +305,24 @@ def _import_stream(
             line = _whole_line(raw, lineno, name, total, problems.add)
             if line is None:
                 break
-            if not line.strip():
+            if line.isspace():  # a blank line (isspace makes no copy, unlike strip)
                 continue
             total.lines += 1
             try:
                 obs = parse_line(line, sources)
             except ParseError as exc:
-                total.bad_lines += 1
                 bad += 1
-                problems.add(f"{name}:{lineno}: {exc}")
-                if not good and bad >= MAX_PROBLEMS_SHOWN:
-                    on_problem(f"{name}: its first {bad} lines are all bad: not a JSONL "
-                               "archive, the rest of it was not read")
+                if _bad_line(exc, name, lineno, total, problems, good=good, bad=bad):
                     break
                 continue
-            _queue(pending, obs, name, lineno, total, problems)
+            queued(obs)
+            queued_lines(lineno)
+            _refused(obs, name, lineno, total, problems)
             good += 1
-            if len(pending.batch) >= batch_size:
+            if len(queued_batch) >= batch_size:
                 flush()
-            elif on_progress is not None and lineno % PROGRESS_LINES == 0:
-                on_progress(progress())
+            elif lineno % progress_lines == 0:
+                report(progress())
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         # A damaged or truncated gzip file: keep what was read, say where it broke off.
         total.bad_lines += 1
@@ -323,13 +332,40 @@ def _import_stream(
     problems.finish(name)
 
 
-def _queue(pending: _Pending, obs: Observation, name: str, lineno: int, total: ImportResult,
-           problems: _Problems) -> None:
-    """Queue a parsed line; its refused items, if any, are reported (SPEC 7) and counted."""
-    pending.add(obs, lineno)
-    if obs.refused:
-        total.refused_lines += 1
-        problems.add(f"{name}:{lineno}: body: {obs.refused_reason()}")
+def _progress_every(on_progress: Progress | None) -> tuple[Progress, int]:
+    """What to call with the bytes read, and every how many lines (at most)."""
+    if on_progress is None:
+        return _no_progress, PROGRESS_LINES
+    return on_progress, PROGRESS_LINES
+
+
+def _no_progress(_: int) -> None:
+    pass
+
+
+def _bad_line(exc: ParseError, name: str, lineno: int, total: ImportResult,
+              problems: _Problems, *, good: int, bad: int) -> bool:
+    """Report a line that did not parse; True when the file is not read further.
+
+    That is when its first MAX_PROBLEMS_SHOWN lines are all bad (`good` and `bad` lines of
+    the file so far, this one counted).
+    """
+    total.bad_lines += 1
+    problems.add(f"{name}:{lineno}: {exc}")
+    if good or bad < MAX_PROBLEMS_SHOWN:
+        return False
+    problems.on_problem(f"{name}: its first {bad} lines are all bad: not a JSONL "
+                        "archive, the rest of it was not read")
+    return True
+
+
+def _refused(obs: Observation, name: str, lineno: int, total: ImportResult,
+             problems: _Problems) -> None:
+    """Report and count a queued line's refused items (SPEC 7), if it has any."""
+    if not obs.refused:
+        return
+    total.refused_lines += 1
+    problems.add(f"{name}:{lineno}: body: {obs.refused_reason()}")
 
 
 class _Problems:
@@ -358,7 +394,7 @@ def _whole_line(raw: bytes, lineno: int, name: str, total: ImportResult,
                 problem: Problem) -> bytes | None:
     """The line without a leading BOM; None (a bad line, reading stops) if it is too long."""
     if lineno == 1 and raw.startswith(UTF8_BOM):
-        raw = raw[len(UTF8_BOM):]
+        raw = raw[len(UTF8_BOM):] or b"\n"  # a BOM alone: an empty line
     if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
         total.lines += 1
         total.bad_lines += 1
@@ -378,6 +414,8 @@ def _write_pending(engine: Engine, pending: _Pending, name: str, total: ImportRe
     total.samples += stored.samples
     total.duplicates += stored.duplicates
     named: set[tuple[int, str]] = set()
+    if stored.conflicts:
+        pending.index_keys()
     for c in stored.conflicts:
         total.conflicts += 1
         line = _conflict_line(c, pending, named)

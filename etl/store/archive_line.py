@@ -58,11 +58,14 @@ def parse_line(line: bytes | str, sources: dict[str, SourceConfig]) -> Observati
     elif not vendor.time_in_body:
         raise ParseError(f"observed_at: required for a {src.kind} source"
                          + ("" if src.bound is None else " without a timestamp"))
-    window = _window(doc.get("window"), vendor.history is not None, src.kind)
+    raw_window = doc.get("window")
+    history = vendor.history is not None
+    window = None if raw_window is None and not history else _window(raw_window, history,
+                                                                     src.kind)
     body = doc["body"]
     try:
-        obs = vendor.parse(body, ParseContext(name, observed_at=observed_at, payload=payload,
-                                              origin=_IMPORT, window=window))
+        # Positional: built once per line, and keywords cost a dataclass noticeably more.
+        obs = vendor.parse(body, ParseContext(name, None, observed_at, payload, _IMPORT, window))
     except ParseError as exc:
         raise ParseError(f"body: {exc}") from None
     except ValueError:

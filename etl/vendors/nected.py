@@ -30,14 +30,17 @@ def parse(body: Any, context: ParseContext) -> Observation:
     for live polls (`received_at` when `observed_at` is not given), the archive line's
     `observed_at` on import. A 200 whose `code` is not "success" is refused (ParseError).
     """
-    doc = mapping(body, "body")
+    doc = body if type(body) is dict else mapping(body, "body")
     code = doc.get("code")
     if code != "success":
         message = doc.get("message")
         detail = f": {message}" if isinstance(message, str) and message else ""
         raise ParseError(f"code: vendor reported {code!r} instead of 'success'{detail}"[:300])
-    optional_text(doc, "message", "message")
-    data = mapping(doc.get("data"), "data")
+    if type(doc.get("message", "")) is not str:  # the helper names a bad one
+        optional_text(doc, "message", "message")
+    data = doc.get("data")
+    if type(data) is not dict:
+        data = mapping(data, "data")
     if "invocations" not in data:
         raise ParseError("data.invocations: missing")
     value = number(data["invocations"], "data.invocations")

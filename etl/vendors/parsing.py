@@ -193,8 +193,10 @@ def check_storable(raw: bytes, doc: Any) -> None:
         # text, which the standard parser also reads, has NUL bytes), so only the depth is
         # left to check, and it is read from the text: a history page holds thousands of
         # strings, and walking them cost as much as parsing it. (One-byte searches first:
-        # they are memchr, a two-byte one is not.)
-        if _text_depth(raw) > MAX_JSON_DEPTH:
+        # they are memchr, a two-byte one is not.) Text with no more opening brackets than
+        # that cannot nest deeper: counting them is cheaper than reading the depth.
+        if (raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH
+                and _text_depth(raw) > MAX_JSON_DEPTH):
             raise ParseError(f"nested deeper than {MAX_JSON_DEPTH} levels")
         return
     if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH and b"\\u" not in raw:

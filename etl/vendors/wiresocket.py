@@ -11,12 +11,13 @@ from typing import Any
 from etl.errors import ParseError
 from etl.vendors import ParseContext, SimulatedApi, VendorKind, traffic
 from etl.vendors.parsing import (
+    STATUS_MAX_LEN,
+    limit_value,
     mapping,
     number,
     optional_status,
     optional_text,
     parse_timestamp,
-    plan_limit,
     to_payload,
 )
 from etl.vendors.types import MetricType, Observation, SampleValue
@@ -41,23 +42,33 @@ def parse(body: Any, context: ParseContext) -> Observation:
     (SPEC 5). tenantId, appId and any unknown fields stay in the raw payload; identifiers are
     opaque strings, never checked for a UUID shape.
     """
-    doc = mapping(body, "body")
+    # Each check calls its helper (which names the problem) only when the value is not the
+    # common one: an import runs this for every line.
+    doc = body if type(body) is dict else mapping(body, "body")
     for key in ("tenantId", "appId"):
-        optional_text(doc, key, key)
+        if type(doc.get(key, "")) is not str:
+            optional_text(doc, key, key)
     at = parse_timestamp(doc.get("timestamp"), "timestamp")
-    usage = mapping(doc.get("usage"), "usage")
+    usage = doc.get("usage")
+    if type(usage) is not dict:
+        usage = mapping(usage, "usage")
     samples = []
     for metric in METRICS:
         f_entry, f_current = _FIELDS[metric]
-        entry = mapping(usage.get(metric), f_entry)
+        entry = usage.get(metric)
+        if type(entry) is not dict:
+            entry = mapping(entry, f_entry)
         if "current" not in entry:
             raise ParseError(f"{f_current}: missing")
         value = number(entry["current"], f_current)
         # limit, percent and status describe the reading and never refuse it (SPEC 5): an
         # "unlimited" plan sends -1 or null; percent is ours to compute, so it is not read.
+        status = entry.get("status")
+        if type(status) is not str or len(status) > STATUS_MAX_LEN:
+            status = optional_status(entry, "status")
         # Positional: an import builds these per line, and keywords cost twice as much.
-        samples.append(SampleValue(metric, value, plan_limit(entry, "limit"),
-                                   optional_status(entry, "status")))
+        samples.append(SampleValue(metric, value, limit_value(entry.get("limit")),
+                                   status or None))
     payload = context.payload
     return Observation(context.source, NAME, at,
                        payload if payload is not None else to_payload(body),
