@@ -336,12 +336,14 @@ def _frame_of_dicts(series: list[Any], rows: list[list[dict[str, Any]]], days: l
 @given(st.lists(st.lists(st.dictionaries(st.sampled_from(["samples", "min", "max", "increase",
                                                           "first_at_us", "last_value"]),
                                          st.one_of(st.floats(), st.integers(0, 2**62),
-                                                   st.none())),
+                                                   st.none(), st.integers(-2**70, 2**70),
+                                                   st.booleans())),
                          min_size=3, max_size=3), min_size=1, max_size=4), st.booleans())
 def test_the_day_rows_frame_has_the_values_and_types_a_frame_of_dicts_has(
         figures: list[list[dict[str, Any]]], complete: bool) -> None:
     # Rows hold every figure (as computed or stored now) or some only (stored before a
-    # column existed): the frame built from tuples equals the one built from dicts.
+    # column existed): the frame built a column at a time (or from tuples where it cannot
+    # be) equals the one built from dicts, also for ints beyond 64 bits, None and bools.
     from datetime import date
 
     from reports.compute.daily import DAY_COLUMNS
