@@ -371,3 +371,32 @@ def test_a_quantity_rounds_as_it_does_inside_the_pricing_context(q: Decimal) -> 
         want = plain(q.quantize(QUANTITY_STEP, rounding=ROUND_HALF_UP))
     got = round_quantity(q)
     assert str(got) == str(want)
+
+
+CSV_CELL = st.one_of(st.text(alphabet=st.sampled_from(list('ab,"\r\n\x00 -.1é')), max_size=4),
+                     st.sampled_from(["", "0", "1.5", "2026-09-01", "ws-001"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 4).flatmap(lambda k: st.tuples(
+    st.lists(CSV_CELL, min_size=k, max_size=k),
+    st.lists(st.lists(CSV_CELL, min_size=k, max_size=k), max_size=6))),
+    st.lists(st.lists(st.integers(0, 5), max_size=6), max_size=3))
+def test_csv_parts_are_what_the_csv_writer_writes_for_any_cells(
+        table: tuple[list[str], list[list[str]]], parts: list[list[int]]) -> None:
+    # Cells joined by commas where none needs quoting, the writer's own text where one does.
+    import csv
+    import io
+
+    from reports.render.csv import csv_parts
+    header, rows = table
+    parts = [[i for i in part if i < len(rows)] for part in parts]
+    columns = [[row[k] for row in rows] for k in range(len(header))]
+    want = []
+    for part in parts:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([rows[i] for i in part])
+        want.append(buf.getvalue())
+    assert csv_parts(header, columns, parts, len(rows)) == want
