@@ -36,6 +36,7 @@ from tests.factories import (
     reports_settings,
     seed_month,
     store,
+    stored_history_config,
     write_config,
 )
 
@@ -94,8 +95,7 @@ def test_archive_files_and_the_rest_reimport_as_the_same_history(engine: Engine,
     seed_month(engine)
     folder = tmp_path / "archive"
     compact(engine, folder, CUT)
-    url = engine.url.render_as_string(hide_password=False)
-    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=url))
+    cfg = stored_history_config(engine, tmp_path / "c.toml")
     config = load_config(str(cfg))
     rest = tmp_path / "rest.jsonl"
     runner = CliRunner()
@@ -320,9 +320,7 @@ def billing_csv(cfg: Path, month: str, out: Path) -> tuple[int, str]:
 def test_retired_samples_leave_reports_of_later_periods_unchanged(engine: Engine,
                                                                    tmp_path: Path) -> None:
     seed_month(engine)
-    url = engine.url.render_as_string(hide_password=False)
-    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=url,
-                                                             billing=billing_rules()))
+    cfg = stored_history_config(engine, tmp_path / "c.toml", billed=True)
     assert billing_csv(cfg, "2026-06", tmp_path / "before")[0] == 0
     before = (tmp_path / "before" / "billing-2026-06.csv").read_text()
     original = all_samples(engine)
@@ -366,9 +364,7 @@ def test_retired_samples_leave_reports_of_later_periods_unchanged(engine: Engine
 def test_importing_retired_history_again_stores_none_of_it_and_says_so_per_source(
         engine: Engine, tmp_path: Path) -> None:
     seed_month(engine)
-    url = engine.url.render_as_string(hide_password=False)
-    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=url,
-                                                             billing=billing_rules()))
+    cfg = stored_history_config(engine, tmp_path / "c.toml", billed=True)
     folder = tmp_path / "archive"
     compact(engine, folder, CUT)
     retire(engine, folder, at("2026-06-01T07:00:00"))
