@@ -395,13 +395,13 @@ def test_csv_parts_are_what_the_csv_writer_writes_for_any_cells(
     header, rows = table
     parts = [[i for i in part if i < len(rows)] for part in parts]
     columns = [[row[k] for row in rows] for k in range(len(header))]
-    want = []
-    for part in parts:
+
+    def written(table_rows: list[list[str]]) -> str:
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows([rows[i] for i in part])
-        want.append(buf.getvalue())
+        csv.writer(buf, lineterminator="\n").writerows(table_rows)
+        return buf.getvalue()
+
+    want = [written([header] + [rows[i] for i in part]) for part in parts]
     assert csv_parts(header, columns, parts, len(rows)) == want
 
 
