@@ -390,35 +390,16 @@ def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
         cur = raw.cursor(binary=True)
         try:
             # Binary COPY: the server need not parse text timestamps and floats, which was
-            # most of its time on the text format. Snapshot ids come from their sequence.
-            with cur.copy(
-                "COPY snapshots (source, kind, observed_at, origin, payload) "
-                "FROM STDIN (FORMAT BINARY)"
-            ) as cp:
-                cp.set_types(_SNAP_TYPES)
-                for r in ch.snap_rows:
-                    cp.write_row(r[1:])
-            if ch.received_rows:
-                with cur.copy(
-                    "COPY snapshots (source, kind, observed_at, received_at, origin, payload) "
-                    "FROM STDIN (FORMAT BINARY)"
-                ) as cp:
-                    cp.set_types(_RECEIVED_SNAP_TYPES)
-                    for r in ch.received_rows:
-                        cp.write_row(r[1:])
-            with cur.copy(
-                "COPY samples (series_id, observed_at, value, plan_limit, status) "
-                "FROM STDIN (FORMAT BINARY)"
-            ) as cp:
-                cp.set_types(_SAMPLE_TYPES)
-                for r in ch.sample_rows:
-                    cp.write_row(r)
-            with cur.copy(
-                "COPY samples (series_id, observed_at, value) FROM STDIN (FORMAT BINARY)"
-            ) as cp:
-                cp.set_types(_SAMPLE_TYPES[:3])
-                for r in ch.bare_rows:
-                    cp.write_row(r)
+            # most of its time on the text format. Snapshot ids come from their sequence
+            # (each row's k, its first item, is left out).
+            _copy(cur, "snapshots (source, kind, observed_at, origin, payload)", _SNAP_TYPES,
+                  ch.snap_rows, without_k=True)
+            _copy(cur, "snapshots (source, kind, observed_at, received_at, origin, payload)",
+                  _RECEIVED_SNAP_TYPES, ch.received_rows, without_k=True)
+            _copy(cur, "samples (series_id, observed_at, value, plan_limit, status)",
+                  _SAMPLE_TYPES, ch.sample_rows)
+            _copy(cur, "samples (series_id, observed_at, value)", _SAMPLE_TYPES[:3],
+                  ch.bare_rows)
         except psycopg.errors.UniqueViolation:
             raise _Retry() from None
         finally:
@@ -426,6 +407,22 @@ def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
     res = StoreResult(snapshots=ch.snapshots(), samples=ch.samples())
     _repeats(res, ch, {})
     return res, ch.series_ranges()
+
+
+def _copy(cur: Any, target: str, types: list[str], rows: list[tuple[Any, ...]], *,
+          without_k: bool = False) -> None:
+    """PostgreSQL: binary COPY of `rows` into `target` (a table and its columns)."""
+    if not rows:
+        return
+    with cur.copy(f"COPY {target} FROM STDIN (FORMAT BINARY)") as cp:
+        cp.set_types(types)
+        write = cp.write_row
+        if without_k:
+            for r in rows:
+                write(r[1:])
+        else:
+            for r in rows:
+                write(r)
 
 
 # Column types of snapshots and samples on PostgreSQL, for binary COPY.
@@ -478,10 +475,7 @@ def _staged(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
                 marks = ", ".join("?" * len(types))
                 cur.executemany(f"INSERT INTO {target} VALUES ({marks})", rows)  # noqa: S608
             else:
-                with cur.copy(f"COPY {target} FROM STDIN (FORMAT BINARY)") as cp:
-                    cp.set_types(types)
-                    for r in rows:
-                        cp.write_row(r)
+                _copy(cur, target, types, rows)
         cur.execute(
             "SELECT b.series_id, b.observed_at, s.value FROM bulk_samp b "
             "JOIN samples s ON s.series_id = b.series_id AND s.observed_at = b.observed_at"
