@@ -201,15 +201,17 @@ def read_samples_many(conn: Connection, series_ids: Sequence[int], start_us: int
 # returns each sample row to Python one column at a time (and Python 3.11 releases the GIL
 # around each), so at millions of samples a row per sample costs several times what the
 # scan does; integer text costs SQLite little and numpy parses it in C (docs/performance.md).
-# Exact only for integral readings within MAX_READING and integral limits within 2**53:
-# the last column counts the non-integral ones; such a series is read row by row instead.
-_NULL_LIMIT = -(2**63)
+# Exact only for integral readings and limits: any other is left out of its list (NULL), so
+# the list comes back short and that series is read row by row instead (so is a limit
+# that could be taken for the NULL marker).
+_NULL_LIMIT = -(2**63)  # the marker below
 _EXACT_INT = 2**53
 _SQLITE_PACKED = (
     "SELECT series_id, count(*), group_concat(observed_at), "
-    "group_concat(CAST(value AS INTEGER)), "
-    f"group_concat(coalesce(CAST(plan_limit AS INTEGER), {_NULL_LIMIT})), "
-    "sum(value <> CAST(value AS INTEGER) OR plan_limit <> CAST(plan_limit AS INTEGER)) "
+    "group_concat(CASE WHEN value = CAST(value AS INTEGER) THEN CAST(value AS INTEGER) END), "
+    "group_concat(CASE WHEN plan_limit IS NULL THEN -9223372036854775808 "
+    "WHEN plan_limit = CAST(plan_limit AS INTEGER) AND plan_limit > -1e18 "
+    "THEN CAST(plan_limit AS INTEGER) END) "
     "FROM samples WHERE series_id IN ({marks}) AND observed_at >= ? AND observed_at < ? "
     "GROUP BY series_id ORDER BY series_id"
 )
@@ -228,8 +230,8 @@ def _sqlite_many(conn: Connection, sids: list[int], start_us: int, end_us: int
         cur.close()
     parts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     odd = []
-    for sid, count, times, values, limits, bad in packed:
-        got = None if bad else _unpack(count, times, values, limits)
+    for sid, count, times, values, limits in packed:
+        got = _unpack(count, times, values, limits)
         if got is None:
             odd.append(int(sid))
         else:
@@ -252,11 +254,13 @@ def _sqlite_many(conn: Connection, sids: list[int], start_us: int, end_us: int
         np.concatenate([parts[s][2] for s in order]))
 
 
-def _unpack(count: int, times: str, values: str, limits: str
+def _unpack(count: int, times: str, values: str | None, limits: str | None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """One packed series' (t, value, limit), or None if its text is not what was asked for."""
+    if not (times and values and limits):
+        return None
     t = np.fromstring(times, dtype=np.int64, sep=",")
-    value = np.fromstring(values, dtype=np.int64, sep=",")
+    value = np.fromstring(values, dtype=np.int64, sep=",").astype(np.float64)
     lim = np.fromstring(limits, dtype=np.int64, sep=",")
     if not len(t) == len(value) == len(lim) == count or (count > 1 and bool(
             (np.diff(t) <= 0).any())):
@@ -266,7 +270,7 @@ def _unpack(count: int, times: str, values: str, limits: str
         return None  # left out with a warning, or not exact as a float: read as rows
     limit = lim.astype(np.float64)
     limit[none] = np.nan
-    return t, value.astype(np.float64), limit
+    return t, value, limit
 
 
 def _rows_many(conn: Connection, sids: list[int], start_us: int, end_us: int
