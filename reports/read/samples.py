@@ -206,15 +206,21 @@ def read_samples_many(conn: Connection, series_ids: Sequence[int], start_us: int
 # that could be taken for the NULL marker).
 _NULL_LIMIT = -(2**63)  # the marker below
 _EXACT_INT = 2**53
-_SQLITE_PACKED = (
-    "SELECT series_id, count(*), group_concat(observed_at), "
+_PACKED = (
+    "count(*), group_concat(observed_at), "
     "group_concat(CASE WHEN value = CAST(value AS INTEGER) THEN CAST(value AS INTEGER) END), "
     "group_concat(CASE WHEN plan_limit IS NULL THEN -9223372036854775808 "
     "WHEN plan_limit = CAST(plan_limit AS INTEGER) AND plan_limit > -1e18 "
-    "THEN CAST(plan_limit AS INTEGER) END) "
-    "FROM samples WHERE series_id IN ({marks}) AND observed_at >= ? AND observed_at < ? "
-    "GROUP BY series_id ORDER BY series_id"
+    "THEN CAST(plan_limit AS INTEGER) END) FROM samples WHERE "
 )
+_SQLITE_PACKED = (
+    "SELECT series_id, " + _PACKED + "series_id IN ({marks}) AND observed_at >= ? "
+    "AND observed_at < ? GROUP BY series_id ORDER BY series_id"
+)
+# A few long series: one query each costs SQLite less than grouping (no key per row).
+_SQLITE_PACKED_ONE = ("SELECT " + _PACKED
+                      + "series_id = ? AND observed_at >= ? AND observed_at < ?")
+_FEW_SERIES = 64
 
 
 def _sqlite_many(conn: Connection, sids: list[int], start_us: int, end_us: int
@@ -223,9 +229,16 @@ def _sqlite_many(conn: Connection, sids: list[int], start_us: int, end_us: int
     marks = ", ".join(["?"] * len(sids))
     cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cur.execute(_SQLITE_PACKED.format(marks=marks),
-                    (*sids, int(start_us), int(end_us)))
-        packed = cur.fetchall()
+        if len(sids) <= _FEW_SERIES:
+            packed = []
+            for sid in sorted(sids):
+                cur.execute(_SQLITE_PACKED_ONE, (sid, int(start_us), int(end_us)))
+                row = cur.fetchone()
+                if row[0]:
+                    packed.append((sid, *row))
+        else:
+            cur.execute(_SQLITE_PACKED.format(marks=marks), (*sids, int(start_us), int(end_us)))
+            packed = cur.fetchall()
     finally:
         cur.close()
     parts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
