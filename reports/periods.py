@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -91,9 +92,14 @@ class Period:
 
     @property
     def days(self) -> list[date]:
-        """The local dates of the period, first to last."""
+        """The local dates of the period, first to last (a new list each time)."""
+        return list(self._days)
+
+    @cached_property
+    def _days(self) -> tuple[date, ...]:
+        # Made once: a billing report asks each rule's period for its days several times.
         n = (self.end - self.start).days
-        return [self.start + timedelta(days=i) for i in range(n)]
+        return tuple(self.start + timedelta(days=i) for i in range(n))
 
     @property
     def start_us(self) -> int:

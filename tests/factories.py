@@ -433,6 +433,14 @@ def write_reports_config(path: Path, database_url: str, tz: str = "UTC",
     return write_config(path, reports_settings(tz, billing, database_url=database_url, **top))
 
 
+def stored_history_config(engine: Engine, path: Path, *, billed: bool = False) -> Path:
+    """Write reports_settings() on `engine`'s database to `path` (with billing_rules() if
+    `billed`): the config for running commands against a test's stored history."""
+    url = engine.url.render_as_string(hide_password=False)
+    return write_config(path, reports_settings(database_url=url,
+                                               billing=billing_rules() if billed else ()))
+
+
 def billing_rules(included_inv: int = 100, price_inv: str = "0.001",
                   included_peak: int = 100, price_peak: str = "0.50") -> list[dict[str, Any]]:
     """Bill `rules` invocations by increase (USD) and `ws-prod` connections by peak (EUR)."""

@@ -31,10 +31,12 @@ from tests.factories import (
     fill_disk,
     history_page,
     migrated_engine,
+    nected,
     reference_engine,
     reports_settings,
     seed_month,
     store,
+    stored_history_config,
     write_config,
 )
 
@@ -93,8 +95,7 @@ def test_archive_files_and_the_rest_reimport_as_the_same_history(engine: Engine,
     seed_month(engine)
     folder = tmp_path / "archive"
     compact(engine, folder, CUT)
-    url = engine.url.render_as_string(hide_password=False)
-    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=url))
+    cfg = stored_history_config(engine, tmp_path / "c.toml")
     config = load_config(str(cfg))
     rest = tmp_path / "rest.jsonl"
     runner = CliRunner()
@@ -319,9 +320,7 @@ def billing_csv(cfg: Path, month: str, out: Path) -> tuple[int, str]:
 def test_retired_samples_leave_reports_of_later_periods_unchanged(engine: Engine,
                                                                    tmp_path: Path) -> None:
     seed_month(engine)
-    url = engine.url.render_as_string(hide_password=False)
-    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=url,
-                                                             billing=billing_rules()))
+    cfg = stored_history_config(engine, tmp_path / "c.toml", billed=True)
     assert billing_csv(cfg, "2026-06", tmp_path / "before")[0] == 0
     before = (tmp_path / "before" / "billing-2026-06.csv").read_text()
     original = all_samples(engine)
@@ -360,6 +359,55 @@ def test_retired_samples_leave_reports_of_later_periods_unchanged(engine: Engine
                                  "--end", "2026-06-02", "--out", str(rest)])
         assert import_archives(ref, config, [*files, str(rest)]).ok
         assert all_samples(ref) == original
+
+
+def test_importing_retired_history_again_stores_none_of_it_and_says_so_per_source(
+        engine: Engine, tmp_path: Path) -> None:
+    seed_month(engine)
+    cfg = stored_history_config(engine, tmp_path / "c.toml", billed=True)
+    folder = tmp_path / "archive"
+    compact(engine, folder, CUT)
+    retire(engine, folder, at("2026-06-01T07:00:00"))
+    kept = all_samples(engine)
+    files = [str(p) for p in sorted(folder.glob("*/*.jsonl.gz"))]
+    done = CliRunner().invoke(cli, ["--config", str(cfg), "import", *files])
+    # The files are the archive retirement relied on: importing them into the same database
+    # brings nothing back (reports would still call the period retired, and retirement,
+    # past that instant, would never remove it again). The June line's sample is a duplicate;
+    # its raw response comes back (compaction archives it again as it did before).
+    assert done.exit_code == 0, done.output
+    assert all_samples(engine) == kept
+    assert done.output.strip().splitlines() == [
+        "rules: 4 samples before 2026-06-01T00:00:00Z not stored: that history was retired "
+        "([retention] samples_days); import the archive files into another database to "
+        "report on it",
+        "ws-prod: 4 samples before 2026-06-01T00:00:00Z not stored: that history was "
+        "retired ([retention] samples_days); import the archive files into another database "
+        "to report on it",
+        "7 lines: 1 new snapshots, 0 new samples, 1 duplicate samples, 0 bad lines, "
+        "0 conflicts, 8 samples in retired history not stored"]
+    assert billing_csv(cfg, "2026-05", tmp_path / "may")[0] == 1
+    assert retire(engine, folder, at("2026-06-01T07:00:00")).samples == 0
+
+
+def test_a_poll_or_history_page_inside_retired_history_stores_only_what_is_after_it(
+        engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    hour = timedelta(hours=1)
+    may3, june2 = at("2026-05-03T00:00:00"), at("2026-06-02T00:00:00")
+    store(engine, [history_page(may3 + hour, (may3, may3 + hour), [(may3, may3 + hour, {"m": 3})]),
+                   nected(at("2026-05-02T12:00:00"), 1_050), nected(at("2026-05-03T12:00:00"), 1_060)])
+    compact(engine, tmp_path, JUNE)
+    retire(engine, tmp_path, JUNE)
+    kept = all_samples(engine)
+    # A backfill's page covering a retired bucket and a new one; a late snapshot (a spool,
+    # say) observed before the cut: only what is after the cut is stored, each source warned.
+    store(engine, [history_page(june2 + hour, (may3, june2 + hour),
+                                [(may3, may3 + hour, {"m": 4}), (june2, june2 + hour, {"m": 5})]),
+                   nected(at("2026-05-20T12:00:00"), 1_100)])
+    assert [s for s in all_samples(engine) if s not in kept] == [
+        ("openai", "tokens:m", "2026-06-02T00:00:00+00:00", 5.0, None, None)]
+    assert sorted(r.getMessage().split(":")[0] for r in caplog.records
+                  if "not stored: that history was retired" in r.getMessage()) == ["openai", "rules"]
 
 
 def test_samples_whose_raw_responses_are_not_archived_stay(engine: Engine,

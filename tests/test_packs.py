@@ -24,14 +24,12 @@ from reports import api
 from reports.read.samples import read_prev_values
 from tests.factories import (
     at,
-    billing_rules,
     migrated_engine,
     nected,
     ok_poll,
-    reports_settings,
     store,
+    stored_history_config,
     wiresocket,
-    write_config,
 )
 
 pytestmark = pytest.mark.postgres
@@ -114,9 +112,7 @@ def outputs(engine: Engine, cfg: Path, out: Path) -> dict[str, Any]:
 def test_reports_exports_and_readings_are_the_same_byte_for_byte_once_days_are_packed(
         pg: Engine, tmp_path: Path) -> None:
     seed(pg)
-    url = pg.url.render_as_string(hide_password=False)
-    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=url,
-                                                             billing=billing_rules()))
+    cfg = stored_history_config(pg, tmp_path / "c.toml", billed=True)
     stored = every_sample(pg)
     done = compact(pg, tmp_path / "archive", CUT)
     # Five whole days of three series packed; June 2nd onwards still rows.
@@ -171,8 +167,7 @@ def test_a_write_into_a_packed_day_unpacks_it_and_keeps_the_writers_rules(
 def _config(engine: Engine, tmp_path: Path) -> Any:
     from etl.config import load_config
 
-    url = engine.url.render_as_string(hide_password=False)
-    return load_config(str(write_config(tmp_path / "i.toml", reports_settings(database_url=url))))
+    return load_config(str(stored_history_config(engine, tmp_path / "i.toml")))
 
 
 def test_a_month_read_decodes_only_that_months_packs(pg: Engine, tmp_path: Path) -> None:

@@ -18,7 +18,15 @@ from sqlalchemy import Engine
 from etl.cli import cli
 from etl.store import parquet_export
 from etl.timefmt import utc_z
-from tests.factories import at, history_page, reports_settings, seed_month, store, write_config
+from tests.factories import (
+    at,
+    history_page,
+    reports_settings,
+    seed_month,
+    store,
+    stored_history_config,
+    write_config,
+)
 
 Row = tuple[str, str, str, str | None, float, float | None, str | None]
 
@@ -29,8 +37,7 @@ def seeded_config(engine: Engine, tmp_path: Path) -> Path:
     t0 = at("2026-05-03T00:00:00")
     hour = timedelta(hours=1)
     store(engine, [history_page(t0 + hour, (t0, t0 + hour), [(t0, t0 + hour, {"gpt-4o": 3})])])
-    url = engine.url.render_as_string(hide_password=False)
-    return write_config(tmp_path / "c.toml", reports_settings(database_url=url))
+    return stored_history_config(engine, tmp_path / "c.toml")
 
 
 def export(cfg: Path, fmt: str, out: Path | None = None) -> str:

@@ -19,7 +19,7 @@ from etl.store.compact import compact
 from etl.store.engine import downgrade, make_engine, upgrade
 from etl.store.retire import retire
 from etl.store.writer import forget_series_cache
-from tests.factories import at, nected, reports_settings, seed_month, store, write_config
+from tests.factories import at, nected, seed_month, store, stored_history_config
 
 pytestmark = pytest.mark.postgres
 
@@ -80,8 +80,7 @@ def test_db_upgrade_partitions_an_existing_database_in_place_keeping_every_sampl
 def test_import_makes_the_partitions_of_the_months_it_writes(pg_engine: Engine,
                                                              tmp_path: Path) -> None:
     upgrade(pg_engine)
-    url = pg_engine.url.render_as_string(hide_password=False)
-    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=url))
+    cfg = stored_history_config(pg_engine, tmp_path / "c.toml")
     archive = tmp_path / "a.jsonl"
     archive.write_text("".join(json.dumps({
         "source": "rules", "observed_at": f"2031-{m:02d}-10T00:00:00Z",
@@ -98,8 +97,7 @@ def test_a_sample_of_a_month_without_partition_waits_in_the_default_until_the_da
     upgrade(pg_engine)
     store(pg_engine, [nected(at("2032-01-15T00:00:00"), 7)])  # a live poll's write path
     assert [r[2] for r in rows(pg_engine, "samples_default")] == [7.0]
-    cfg = load_config(str(write_config(tmp_path / "c.toml", reports_settings(
-        database_url=pg_engine.url.render_as_string(hide_password=False)))))
+    cfg = load_config(str(stored_history_config(pg_engine, tmp_path / "c.toml")))
     daemon_pass(pg_engine, cfg, lambda: at("2031-12-20T00:00:00"))  # makes Dec, Jan, Feb
     assert {"samples_p2031_12", "samples_p2032_01", "samples_p2032_02"} <= names(pg_engine)
     assert rows(pg_engine, "samples_default") == []

@@ -207,6 +207,7 @@ def dated(days: list[list[dict[str, Any]]], mtype: str, blanks: bool) -> list[di
 def test_billing_figures_from_numpy_columns_equal_those_from_each_series_dataframe(
         counters: list[dict[str, Any]], gauges: list[dict[str, Any]], staleness: int,
         blanks: bool) -> None:
+    from reports.compute.billing import period_counts
     from reports.compute.daily import combine_days
     from reports.compute.dayrows import split_series
     from reports.compute.quantities import cumulative_quantities
@@ -226,6 +227,8 @@ def test_billing_figures_from_numpy_columns_equal_those_from_each_series_datafra
         want, got = combine_days(frame), combine_days(cols)
         assert list(got) == list(want)
         assert all(same(got[k], want[k]) for k in want), key
+        counts = {k: want[k] for k in ("samples", "resets", "covered_us", "length_us")}
+        assert period_counts(cols) == counts and period_counts(frame) == counts
         for agg in AGGREGATIONS:
             if blanks and agg == "last":
                 continue  # None readings: a stored row never lacks a last value it had
@@ -336,12 +339,14 @@ def _frame_of_dicts(series: list[Any], rows: list[list[dict[str, Any]]], days: l
 @given(st.lists(st.lists(st.dictionaries(st.sampled_from(["samples", "min", "max", "increase",
                                                           "first_at_us", "last_value"]),
                                          st.one_of(st.floats(), st.integers(0, 2**62),
-                                                   st.none())),
+                                                   st.none(), st.integers(-2**70, 2**70),
+                                                   st.booleans())),
                          min_size=3, max_size=3), min_size=1, max_size=4), st.booleans())
 def test_the_day_rows_frame_has_the_values_and_types_a_frame_of_dicts_has(
         figures: list[list[dict[str, Any]]], complete: bool) -> None:
     # Rows hold every figure (as computed or stored now) or some only (stored before a
-    # column existed): the frame built from tuples equals the one built from dicts.
+    # column existed): the frame built a column at a time (or from tuples where it cannot
+    # be) equals the one built from dicts, also for ints beyond 64 bits, None and bools.
     from datetime import date
 
     from reports.compute.daily import DAY_COLUMNS
@@ -369,3 +374,120 @@ def test_a_quantity_rounds_as_it_does_inside_the_pricing_context(q: Decimal) -> 
         want = plain(q.quantize(QUANTITY_STEP, rounding=ROUND_HALF_UP))
     got = round_quantity(q)
     assert str(got) == str(want)
+
+
+CSV_CELL = st.one_of(st.text(alphabet=st.sampled_from(list('ab,"\r\n\x00 -.1é')), max_size=4),
+                     st.sampled_from(["", "0", "1.5", "2026-09-01", "ws-001"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 4).flatmap(lambda k: st.tuples(
+    st.lists(CSV_CELL, min_size=k, max_size=k),
+    st.lists(st.lists(CSV_CELL, min_size=k, max_size=k), max_size=6))),
+    st.lists(st.lists(st.integers(0, 5), max_size=6), max_size=3))
+def test_csv_parts_are_what_the_csv_writer_writes_for_any_cells(
+        table: tuple[list[str], list[list[str]]], parts: list[list[int]]) -> None:
+    # Cells joined by commas where none needs quoting, the writer's own text where one does.
+    import csv
+    import io
+
+    from reports.render.csv import csv_parts
+    header, rows = table
+    parts = [[i for i in part if i < len(rows)] for part in parts]
+    columns = [[row[k] for row in rows] for k in range(len(header))]
+
+    def written(table_rows: list[list[str]]) -> str:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(table_rows)
+        return buf.getvalue()
+
+    want = [written([header] + [rows[i] for i in part]) for part in parts]
+    assert csv_parts(header, columns, parts, len(rows)) == want
+
+
+def per_row_cumulative(days: dict[str, list[Any]], aggregation: str, sample_t: np.ndarray,
+                       sample_value: np.ndarray, now_us: int | None) -> list[Decimal | None]:
+    """cumulative_quantities as it was before: a record per day row, every aggregation in one
+    loop (the reference for the per-aggregation loops)."""
+    from decimal import localcontext
+
+    from etl.config import Aggregation
+    from reports.compute.pricing import PRICING_CONTEXT
+    from reports.compute.quantities import nearest_rank_p95, to_decimal
+    agg = Aggregation(aggregation)
+    out: list[Decimal | None] = []
+    total: Decimal | None = None
+    twa_num, covered, last = 0.0, 0, None
+    for i in range(len(days["day_start_us"])):
+        row = {k: v[i] for k, v in days.items()}
+        if now_us is not None and int(row["day_start_us"]) >= now_us:
+            out.append(None)
+            continue
+        samples = int(row["samples"])
+        if agg in (Aggregation.INCREASE, Aggregation.SUM):
+            total = (total or Decimal(0)) + to_decimal(row["increase"])
+        elif agg is Aggregation.PEAK:
+            if samples:
+                value = to_decimal(row["max"])
+                total = value if total is None or value > total else total
+        elif agg is Aggregation.LAST:
+            if samples:
+                last = row["last_value"]
+            total = None if last is None else to_decimal(last)
+        elif agg in (Aggregation.TWA, Aggregation.UNIT_HOURS):
+            twa_num += float(row["twa_num"])
+            covered += int(row["covered_us"])
+            if covered:
+                with localcontext(PRICING_CONTEXT):
+                    integral = to_decimal(twa_num)
+                    total = (integral * 1_000_000 / covered if agg is Aggregation.TWA
+                             else integral / 3600)
+        elif agg is Aggregation.P95:
+            upto = int(np.searchsorted(sample_t, int(row["day_end_us"]), side="left"))
+            p = nearest_rank_p95(sample_value[:upto])
+            total = None if p is None else to_decimal(p)
+        out.append(total)
+    return out
+
+
+DAY_FIGURES = st.fixed_dictionaries({
+    "samples": st.integers(0, 3),
+    "increase": st.one_of(st.integers(-10**18, 10**18), ANY_FLOAT, st.floats(0, 1e-3),
+                          st.decimals(places=6, min_value=-10**9, max_value=10**9)),
+    "max": st.one_of(ANY_FLOAT, st.sampled_from([0.0, -0.0, 1e-7, 2.5])),
+    "last_value": st.one_of(ANY_FLOAT, st.none()),
+    "twa_num": ANY_FLOAT,
+    "covered_us": st.integers(0, DAY_US),
+})
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(DAY_FIGURES, max_size=8), st.sampled_from(AGGREGATIONS + ["p95"]),
+       st.lists(st.tuples(st.integers(10 * DAY_US, 20 * DAY_US), ANY_FLOAT), max_size=40),
+       st.one_of(st.none(), st.integers(10 * DAY_US, 20 * DAY_US)), st.booleans())
+def test_a_rules_cumulative_quantities_are_what_a_record_per_day_row_gave(
+        figures: list[dict[str, Any]], aggregation: str, samples: list[tuple[int, float]],
+        now_us: int | None, frame: bool) -> None:
+    # Exactly the same Decimals, digit for digit, as the loop over one record per day row,
+    # for every aggregation, days before and after `now`, from a DataFrame or columns.
+    from etl.config import Aggregation
+    from reports.compute.dayrows import DayRows
+    from reports.compute.quantities import cumulative_quantities
+    keys = ["samples", "increase", "max", "last_value", "twa_num", "covered_us"]
+    days = {k: [f[k] for f in figures] for k in keys}
+    days["day_start_us"] = [(10 + i) * DAY_US for i in range(len(figures))]
+    days["day_end_us"] = [(11 + i) * DAY_US for i in range(len(figures))]
+    ordered = sorted(samples)
+    t = np.array([s[0] for s in ordered], dtype=np.int64)
+    v = np.array([s[1] for s in ordered], dtype=np.float64)
+    given_days: Any = (pd.DataFrame(days) if frame and figures else
+                       DayRows({k: np.array(x, dtype=object if k in ("increase", "last_value")
+                                             else None) for k, x in days.items()},
+                               len(figures)))
+    # The values each row holds as the function gets them (a frame reads None as NaN).
+    want = per_row_cumulative({k: given_days[k].tolist() for k in days}, aggregation, t, v,
+                              now_us)
+    got = cumulative_quantities(given_days, Aggregation(aggregation), sample_t=t, sample_value=v,
+                                now_us=now_us)
+    assert [None if g is None else str(g) for g in got] == [
+        None if w is None else str(w) for w in want]

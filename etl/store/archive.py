@@ -22,7 +22,8 @@ from etl.store.archive_line import parse_line
 from etl.store.bulk import bulk_store
 from etl.store.engine import describe_database_error, is_database_error
 from etl.store.history import store_history
-from etl.store.writer import Conflict, StoreResult
+from etl.store.retire import retired_message, retired_sources
+from etl.store.writer import Conflict, StoreResult, skip_retired
 from etl.textutil import number_text
 from etl.timefmt import utc_z
 from etl.vendors.types import Observation
@@ -57,6 +58,8 @@ class ImportResult:
     bad_lines: int = 0
     conflicts: int = 0
     refused_lines: int = 0  # stored, but with items refused (SPEC 7)
+    # Samples not stored because their source's history before them was retired (SPEC 13).
+    retired: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -67,22 +70,30 @@ class ImportResult:
         """One line for people: lines read, new snapshots and samples, duplicates, bad, conflicts."""
         refused = (f", {self.refused_lines} lines with refused items" if self.refused_lines
                    else "")
+        retired = sum(self.retired.values())
+        retired_text = f", {retired} samples in retired history not stored" if retired else ""
         return (f"{self.lines} lines: {self.snapshots} new snapshots, {self.samples} new samples, "
                 f"{self.duplicates} duplicate samples, {self.bad_lines} bad lines, "
-                f"{self.conflicts} conflicts{refused}")
+                f"{self.conflicts} conflicts{refused}{retired_text}")
 
 
 def _write_batch(engine: Engine, observations: list[Observation]) -> StoreResult:
     """Store one batch with the bulk writer (etl.store.bulk: same rules as store_observations).
 
     Pages of history sources go through etl.store.history (a bucket's latest fetch wins).
+    What falls in retired history is left out and counted (SPEC 13).
     """
+    retired = StoreResult()
+    with engine.connect() as conn:
+        observations = skip_retired(conn, observations, retired, warn=False)
     pages = [obs for obs in observations if obs.window is not None]
     if not pages:
-        return bulk_store(engine, observations)
-    result = bulk_store(engine, [obs for obs in observations if obs.window is None])
-    with engine.begin() as conn:
-        result.add(store_history(conn, pages))
+        result = bulk_store(engine, observations)
+    else:
+        result = bulk_store(engine, [obs for obs in observations if obs.window is None])
+        with engine.begin() as conn:
+            result.add(store_history(conn, pages))
+    result.add(retired)
     return result
 
 
@@ -106,7 +117,8 @@ def import_archives(
     `on_progress` gets the number of bytes read so far, every few thousand lines (of the
     file as stored: compressed bytes for a gzip file). Gzip files (and gzip on standard
     input) are recognised by their first bytes and read decompressed; LINE then counts
-    decompressed lines.
+    decompressed lines. Samples in retired history are not stored (SPEC 13): one line per
+    source goes to `on_problem` at the end, and they are counted in `retired`.
     """
     for path in paths:
         if path != "-" and not Path(path).is_file():
@@ -128,6 +140,11 @@ def import_archives(
             f"{describe_database_error(exc, engine.url.render_as_string())}; import stopped: "
             f"{total.lines} lines read, {total.samples} new samples stored by earlier batches "
             "(importing again skips them)") from None
+    if total.retired:
+        with engine.connect() as conn:
+            bounds = retired_sources(conn)
+        for line in retired_message(total.retired, bounds):
+            on_problem(line)
     return total
 
 
@@ -377,6 +394,8 @@ def _write_pending(engine: Engine, pending: _Pending, name: str, total: ImportRe
     total.snapshots += stored.snapshots
     total.samples += stored.samples
     total.duplicates += stored.duplicates
+    for source, n in stored.retired.items():
+        total.retired[source] = total.retired.get(source, 0) + n
     named: set[tuple[int, str]] = set()
     for c in stored.conflicts:
         total.conflicts += 1

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, insert, select, update
 
 from etl.store.models import HistoryMark, HistoryRead, Sample, Snapshot
-from etl.store.writer import StoreResult, insert_ignore, series_ids
+from etl.store.writer import StoreResult, insert_ignore, series_ids, skip_retired
 from etl.timefmt import to_micros
 from etl.vendors.types import Observation
 
@@ -62,10 +62,10 @@ def store_history(conn: Connection, observations: Iterable[Observation]) -> Stor
     `bucket_end` (ValueError otherwise). Records the page's window as read at its
     observed_at (coverage). Returns new snapshots, samples written (new or replacing) and
     duplicates (a bucket fetched again at the same instant with the same value); history
-    sources have no conflicts.
+    sources have no conflicts. Buckets in retired history are not stored (`skip_retired`).
     """
     result = StoreResult()
-    pages = list(observations)
+    pages = skip_retired(conn, list(observations), result)
     if not pages:
         return result
     _, new_pages = _insert_snapshots(conn, pages, result)

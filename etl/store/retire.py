@@ -9,6 +9,7 @@ the instant before which its history is gone: reports of such a period refuse in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from etl.store import packs, partitions
 from etl.store.compact import archive_path, month_start, next_month
 from etl.store.models import RetiredHistory, RollupDay, Sample, Series, Snapshot
 from etl.timefmt import utc_z
+from etl.vendors.types import Observation
 
 
 class RetiredHistoryError(UsageEtlError):
@@ -182,3 +184,62 @@ def retired_before(conn: Connection) -> dict[int, datetime]:
     """Series id -> the instant before which its samples were retired (SPEC 13)."""
     return {sid: before for sid, before in conn.execute(
         select(RetiredHistory.series_id, RetiredHistory.before))}
+
+
+def retired_sources(conn: Connection) -> dict[str, datetime]:
+    """Source -> the instant before which its history was retired (empty: nothing retired).
+
+    Retirement cuts a source's series at one instant (`retire`), so the latest of its
+    series' boundaries is the source's.
+    """
+    out: dict[str, datetime] = {}
+    for source, before in conn.execute(
+            select(Series.source, func.max(RetiredHistory.before))
+            .join(RetiredHistory, RetiredHistory.series_id == Series.id)
+            .group_by(Series.source)):
+        out[source] = before
+    return out
+
+
+def without_retired(observations: Sequence[Observation], bounds: dict[str, datetime]
+                    ) -> tuple[list[Observation], dict[str, int]]:
+    """The observations minus what falls in retired history, and samples left out per source.
+
+    A writer must not store again what retirement removed (SPEC 13): the samples would be
+    back in the database while reports still refuse their period, and retirement (which
+    has passed that instant) would never remove them. A snapshot observed before its
+    source's boundary is left out whole; a history page (SPEC 10) keeps the buckets that
+    start at or after it, and is left out when none does.
+    """
+    if not bounds:
+        return list(observations), {}
+    kept: list[Observation] = []
+    skipped: dict[str, int] = {}
+    for obs in observations:
+        bound = bounds.get(obs.source)
+        if bound is None:
+            kept.append(obs)
+        elif obs.window is None:
+            if obs.observed_at >= bound:
+                kept.append(obs)
+            else:
+                skipped[obs.source] = skipped.get(obs.source, 0) + len(obs.samples)
+        else:
+            fresh = tuple(s for s in obs.samples
+                          if s.bucket_start is None or s.bucket_start >= bound)
+            if len(fresh) < len(obs.samples):
+                skipped[obs.source] = skipped.get(obs.source, 0) + len(obs.samples) - len(fresh)
+            if fresh:
+                kept.append(obs if len(fresh) == len(obs.samples) else obs._replace(samples=fresh))
+    return kept, skipped
+
+
+def retired_message(skipped: dict[str, int], bounds: dict[str, datetime]) -> list[str]:
+    """One line per source whose samples `without_retired` left out, for people."""
+    lines = []
+    for source, n in sorted(skipped.items()):
+        when = utc_z(bounds[source]) if source in bounds else "its retired boundary"
+        lines.append(f"{source}: {n} samples before {when} not stored: that history was "
+                     "retired ([retention] samples_days); import the archive files into "
+                     "another database to report on it")
+    return lines

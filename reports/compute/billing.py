@@ -15,7 +15,7 @@ import pandas as pd
 from etl.config import BillingRule, Pricing
 from etl.timefmt import from_micros, to_micros
 from reports.compute.credits import CreditDraw, PeriodCharge, amount_due
-from reports.compute.daily import combine_days, coverage_pct
+from reports.compute.daily import coverage_pct
 from reports.compute.dayrows import DayRows, split_series
 from reports.compute.pricing import charge, round_money
 from reports.compute.quantities import (
@@ -162,7 +162,7 @@ def billing_table(rows: pd.DataFrame, priced: Sequence[RulePeriod], *, now: date
         in_progress = period.start_us <= now_us < period.end_us
         found = grouped.get((rule.source, rule.metric))
         days = period_days(found if found is not None else rule_days(rows, rule), period)
-        totals = combine_days(days) if len(days) else None
+        totals = period_counts(days) if len(days) else None
         n_samples = int(totals["samples"]) if totals else 0
         own_samples = period_samples(samples, rule, period)
         cum = rule_cumulative(days, rule, own_samples) if len(days) else []
@@ -172,9 +172,8 @@ def billing_table(rows: pd.DataFrame, priced: Sequence[RulePeriod], *, now: date
                if totals else 0.0)
 
         # Period to date: days that started by now (all days once the period is over).
-        started = [d for d, s in zip(period.days, period.bounds[:-1], strict=True)
-                   if s <= now_us]
-        mtd_q = month_quantity(cum[:len(started)])
+        started = sum(1 for s in period.bounds[:-1].tolist() if s <= now_us)
+        mtd_q = month_quantity(cum[:started])
         mtd_amount = charge(mtd_q, rule).amount
 
         projected_q: Decimal | None = None
@@ -183,8 +182,11 @@ def billing_table(rows: pd.DataFrame, priced: Sequence[RulePeriod], *, now: date
         elapsed_cov: float | None = None
         used_up: date | None = None
         used_up_projected = False
+        # Rounding moves a figure by half a step at most: one a unit below `included` (most
+        # days of most rules) cannot round up to it.
+        below = rule.included - 1
         for d, c in zip(period.days, cum, strict=False):
-            if c is not None and round_quantity(c) >= rule.included and c > 0:
+            if c is not None and c > below and round_quantity(c) >= rule.included and c > 0:
                 used_up = d
                 break
         if in_progress:
@@ -226,6 +228,18 @@ def billing_table(rows: pd.DataFrame, priced: Sequence[RulePeriod], *, now: date
             "valid_until": rule.valid_until,
         })
     return pd.DataFrame.from_records(records, columns=BILLING_COLUMNS)
+
+
+def period_counts(days: Days) -> dict[str, int]:
+    """combine_days()'s samples, resets, covered_us and length_us of the days (one series).
+
+    All a billing row reads of them: its other figures (extremes, sums) cost more per rule.
+    """
+    return {"samples": int(np.asarray(days["samples"]).sum()),
+            "resets": int(np.asarray(days["resets"]).sum()),
+            "covered_us": int(np.asarray(days["covered_us"]).sum()),
+            "length_us": int(np.asarray(days["day_end_us"])[-1]
+                             - np.asarray(days["day_start_us"])[0])}
 
 
 def elapsed_coverage(days: Days, now_us: int, elapsed_us: int) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal, localcontext
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,28 +51,6 @@ def nearest_rank_p95(values: np.ndarray) -> float | None:
     return float(np.partition(np.asarray(values, dtype=np.float64), rank - 1)[rank - 1])
 
 
-class _Day(NamedTuple):
-    """The day-row figures a quantity reads (columns of daily.DAY_COLUMNS)."""
-
-    day_start_us: int
-    day_end_us: int
-    samples: int
-    increase: Any
-    max: float
-    last_value: float
-    twa_num: float
-    covered_us: int
-
-
-def _day_rows(days: pd.DataFrame | Mapping[str, np.ndarray]) -> list[_Day]:
-    # Whole columns as Python values, then zipped: a month of day rows per series, and
-    # pandas' own row iteration costs more than the arithmetic (2 ms a series). A column the
-    # aggregation does not read may be absent.
-    n = len(days)
-    columns = (days[name].tolist() if name in days else [None] * n for name in _Day._fields)
-    return list(map(_Day._make, zip(*columns, strict=True)))
-
-
 def cumulative_quantities(days: pd.DataFrame | Mapping[str, np.ndarray], aggregation: Aggregation, *,
                           sample_t: np.ndarray | None = None,
                           sample_value: np.ndarray | None = None,
@@ -87,43 +65,94 @@ def cumulative_quantities(days: pd.DataFrame | Mapping[str, np.ndarray], aggrega
     one or until it goes stale, as the daily `twa` column).
     """
     aggregation = Aggregation(aggregation)  # a plain "peak" works too
+    n = len(days)
+
+    def column(name: str) -> list[Any]:
+        # Only the columns the aggregation reads, as Python values: a month of 200 rules'
+        # day rows, where a record per row cost more than the arithmetic. A column the
+        # aggregation does not need may be absent.
+        return days[name].tolist() if name in days else [None] * n
+
+    begun = ([True] * n if now_us is None
+             else [int(start) < now_us for start in column("day_start_us")])
+    if aggregation in (Aggregation.INCREASE, Aggregation.SUM):
+        # An interval series' day `increase` is its apportioned bucket sum (SPEC 10).
+        return _running_sums(begun, column("increase"))
+    if aggregation is Aggregation.PEAK:
+        return _running_peaks(begun, column("samples"), column("max"))
+    if aggregation is Aggregation.LAST:
+        return _last_readings(begun, column("samples"), column("last_value"))
+    if aggregation in (Aggregation.TWA, Aggregation.UNIT_HOURS):
+        return _time_weighted(begun, column("twa_num"), column("covered_us"),
+                              hours=aggregation is Aggregation.UNIT_HOURS)
+    if aggregation is Aggregation.P95:  # of the samples up to each day's end
+        return _running_p95(begun, column("day_end_us"), sample_t, sample_value)
+    return [None] * n
+
+
+def _running_sums(begun: list[bool], increases: list[Any]) -> list[Decimal | None]:
+    out: list[Decimal | None] = []
+    total: Decimal | None = None
+    for ok, increase in zip(begun, increases, strict=True):
+        if ok:
+            total = (total or Decimal(0)) + to_decimal(increase)
+        out.append(total if ok else None)
+    return out
+
+
+def _running_peaks(begun: list[bool], samples: list[Any], maxima: list[Any]
+                   ) -> list[Decimal | None]:
+    out: list[Decimal | None] = []
+    total: Decimal | None = None
+    for ok, count, most in zip(begun, samples, maxima, strict=True):
+        if ok and int(count):
+            value = to_decimal(most)
+            total = value if total is None or value > total else total
+        out.append(total if ok else None)
+    return out
+
+
+def _last_readings(begun: list[bool], samples: list[Any], lasts: list[Any]
+                   ) -> list[Decimal | None]:
+    out: list[Decimal | None] = []
+    last: Any = None
+    for ok, count, value in zip(begun, samples, lasts, strict=True):
+        if ok and int(count):
+            last = value
+        out.append(None if not ok or last is None else to_decimal(last))
+    return out
+
+
+def _time_weighted(begun: list[bool], nums: list[Any], covers: list[Any], *, hours: bool
+                   ) -> list[Decimal | None]:
     out: list[Decimal | None] = []
     total: Decimal | None = None
     twa_num = 0.0
     covered = 0
-    last: Any = None
-    t = np.asarray(sample_t if sample_t is not None else [], dtype=np.int64)
-    v = np.asarray(sample_value if sample_value is not None else [], dtype=np.float64)
-    for row in _day_rows(days):
-        start = int(row.day_start_us)
-        if now_us is not None and start >= now_us:
-            out.append(None)
-            continue
-        samples = int(row.samples)
-        if aggregation in (Aggregation.INCREASE, Aggregation.SUM):
-            # An interval series' day `increase` is its apportioned bucket sum (SPEC 10).
-            total = (total or Decimal(0)) + to_decimal(row.increase)
-        elif aggregation is Aggregation.PEAK:
-            if samples:
-                value = to_decimal(row.max)
-                total = value if total is None or value > total else total
-        elif aggregation is Aggregation.LAST:
-            if samples:
-                last = row.last_value
-            total = None if last is None else to_decimal(last)
-        elif aggregation in (Aggregation.TWA, Aggregation.UNIT_HOURS):
-            twa_num += float(row.twa_num)
-            covered += int(row.covered_us)
+    for ok, num, cov in zip(begun, nums, covers, strict=True):
+        if ok:
+            twa_num += float(num)
+            covered += int(cov)
             if covered:
                 with localcontext(PRICING_CONTEXT):  # exact enough that half-up is not fooled
                     integral = to_decimal(twa_num)  # value x seconds
-                    total = (integral * US_PER_SECOND / covered
-                             if aggregation is Aggregation.TWA else integral / SECONDS_PER_HOUR)
-        elif aggregation is Aggregation.P95:  # of the samples up to this day's end
-            upto = int(np.searchsorted(t, int(row.day_end_us), side="left"))
-            p = nearest_rank_p95(v[:upto])
+                    total = (integral / SECONDS_PER_HOUR if hours
+                             else integral * US_PER_SECOND / covered)
+        out.append(total if ok else None)
+    return out
+
+
+def _running_p95(begun: list[bool], ends: list[Any], sample_t: np.ndarray | None,
+                 sample_value: np.ndarray | None) -> list[Decimal | None]:
+    t = np.asarray(sample_t if sample_t is not None else [], dtype=np.int64)
+    v = np.asarray(sample_value if sample_value is not None else [], dtype=np.float64)
+    out: list[Decimal | None] = []
+    total: Decimal | None = None
+    for ok, end in zip(begun, ends, strict=True):
+        if ok:
+            p = nearest_rank_p95(v[:int(np.searchsorted(t, int(end), side="left"))])
             total = None if p is None else to_decimal(p)
-        out.append(total)
+        out.append(total if ok else None)
     return out
 
 

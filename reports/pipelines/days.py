@@ -145,6 +145,9 @@ def _series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Perio
 def _frame(series: Sequence[SeriesInfo], rows: Sequence[Sequence[dict[str, object]]],
            days: Sequence[date]) -> pd.DataFrame:
     """One frame of every series' day rows, labelled with whose and which day they are."""
+    fast = _frame_columns(series, rows, days)
+    if fast is not None:
+        return pd.DataFrame(fast, columns=_FRAME_COLUMNS)
     # Hundreds of small frames cost more than the rows: build one frame from records, as
     # tuples (a missing figure NaN, as from_records makes it of dicts): no dict per row.
     records: list[tuple[object, ...]] = []
@@ -164,6 +167,54 @@ def _frame(series: Sequence[SeriesInfo], rows: Sequence[Sequence[dict[str, objec
 
 
 _NAN = float("nan")
+_FRAME_COLUMNS = ["source", "metric", "metric_type", "date", *DAY_COLUMNS]
+
+
+def _frame_columns(series: Sequence[SeriesInfo], rows: Sequence[Sequence[dict[str, object]]],
+                   days: Sequence[date]) -> dict[str, object] | None:
+    """_frame's columns built a column at a time, or None where only its records path is sure.
+
+    The same frame as from_records makes of the rows (a warm month's 9,000 rows: its
+    conversion of tuples to typed columns was a fifth of the reports' time): figures that
+    are all ints become int64, ints and floats float64; anything else (a missing key, a
+    None, a numpy scalar, an int beyond 64 bits) is left to the records path.
+    """
+    n_days = len(days)
+    if not series or any(len(series_rows) != n_days for series_rows in rows):
+        return None  # no rows, or a length the records path refuses (zip strict)
+    flat = [row for series_rows in rows for row in series_rows]
+    if not flat:
+        return None
+    out: dict[str, object] = {
+        "source": [info.source for info in series for _ in days],
+        "metric": [info.metric for info in series for _ in days],
+        "metric_type": [info.metric_type.value for info in series for _ in days],
+        "date": np.array(list(days) * len(series), dtype=object),
+    }
+    for name in DAY_COLUMNS:
+        try:
+            values = list(map(itemgetter(name), flat))
+        except KeyError:  # a row stored before a column existed
+            return None
+        kinds = set(map(type, values))
+        try:
+            if kinds <= _INT:
+                out[name] = np.array(values, dtype=np.int64)
+            elif kinds <= _INT_FLOAT:
+                if int in kinds and not all(-_WIDE <= v < _WIDE for v in values
+                                            if v.__class__ is int):
+                    return None  # beyond int64: records keep such a column as objects
+                out[name] = np.array(values, dtype=np.float64)
+            else:
+                return None
+        except OverflowError:
+            return None
+    return out
+
+
+_INT = frozenset({int})
+_INT_FLOAT = frozenset({int, float})
+_WIDE = 2**63
 
 # Rows read per query at most, roughly (series per query adapt to the rows each one had):
 # bounds memory at a wide vendor's 100,000 series and at a month of minute samples alike.

@@ -107,12 +107,7 @@ def column_cells(col: pd.Series) -> list[str]:
 
 def csv_text(df: pd.DataFrame) -> str:
     """The table as CSV text with a header row; formatted a column at a time."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([format_cell(c) for c in df.columns])
-    columns = [column_cells(df.iloc[:, k]) for k in range(df.shape[1])]
-    writer.writerows(zip(*columns, strict=True) if columns else [[] for _ in range(len(df))])
-    return buf.getvalue()
+    return csv_texts(df, [range(len(df))])[0]
 
 
 def csv_texts(df: pd.DataFrame, parts: Sequence[Sequence[int]]) -> list[str]:
@@ -123,8 +118,25 @@ def csv_texts(df: pd.DataFrame, parts: Sequence[Sequence[int]]) -> list[str]:
     """
     header = [format_cell(c) for c in df.columns]
     columns = [column_cells(df.iloc[:, k]) for k in range(df.shape[1])]
+    return csv_parts(header, columns, parts, len(df))
+
+
+def csv_parts(header: Sequence[str], columns: Sequence[Sequence[str]],
+              parts: Sequence[Sequence[int]], n_rows: int) -> list[str]:
+    """The CSV text of each part (row positions) of these cells: the header row, then its rows.
+
+    Exactly what csv.writer writes. Where no cell needs quoting (the common case: numbers,
+    names, dates), each row is its cells joined by commas, made once for every part; else
+    the writer writes each part.
+    """
+    head = _plain_lines([[cell] for cell in header])
+    lines = _plain_lines(columns) if head is not None else None
+    if head is not None and lines is not None:
+        first = head[0] + "\n"
+        return [first + "\n".join([lines[i] for i in part]) + "\n" if len(part) else first
+                for part in parts]
     rows: list[tuple[str, ...]] = (list(zip(*columns, strict=True)) if columns
-                                   else [() for _ in range(len(df))])
+                                   else [() for _ in range(n_rows)])
     out = []
     for part in parts:
         buf = io.StringIO()
@@ -133,6 +145,25 @@ def csv_texts(df: pd.DataFrame, parts: Sequence[Sequence[int]]) -> list[str]:
         writer.writerows([rows[i] for i in part])
         out.append(buf.getvalue())
     return out
+
+
+def _plain_lines(columns: Sequence[Sequence[str]]) -> list[str] | None:
+    """Each row of these cells joined by commas, or None if csv.writer would write any otherwise.
+
+    The writer quotes a cell holding a comma, a quote or a line break, and writes a row of
+    one empty cell as "": with two columns or more and no quote, carriage return or NUL in
+    any cell, a cell holds a comma or a newline exactly when the joined text holds more of
+    them than the separators.
+    """
+    if len(columns) < 2:
+        return None
+    lines = list(map(",".join, zip(*columns, strict=True)))
+    text = "\n".join(lines)
+    if (not lines or '"' in text or "\r" in text or "\x00" in text
+            or text.count(",") != len(lines) * (len(columns) - 1)
+            or text.count("\n") != len(lines) - 1):
+        return None
+    return lines
 
 
 def write_csv_text(text: str, path: Path) -> Path:
