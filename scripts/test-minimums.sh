@@ -10,7 +10,8 @@
 # the cache and installs everything into $VENV, as a machine's first run does.
 #
 # Tests marked `scale` (larger-size variants of smaller tests making the same library calls:
-# tests/conftest.py's SCALE_MARKER) are skipped here; scripts/test.sh runs them.
+# tests/conftest.py's SCALE_MARKER) are skipped here; scripts/test.sh runs them. Property tests
+# draw a fifth of their examples here, at least 20 (tests/factories.examples).
 #
 # Usage: bash scripts/test-minimums.sh [extra pytest args]
 #        bash scripts/test-minimums.sh --prepare   (the cache, the fresh venv and the check of
@@ -77,6 +78,8 @@ PY
   flock -u 9
   libs=$("$cache/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 fi
+# tests/factories.examples reads it.
+export USAGE_ETL_TEST_MINIMUMS=1
 prepared=
 if [ "${1:-}" = "--prepared" ]; then
   shift

@@ -91,6 +91,9 @@ SCALE_MARKER = (
 )
 
 
+# The minimums' run also draws fewer examples in property tests: tests/factories.examples.
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Register the `scale` marker (SCALE_MARKER says what it means and who skips it)."""
     config.addinivalue_line("markers", SCALE_MARKER)
