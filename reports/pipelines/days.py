@@ -102,7 +102,9 @@ def _series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Perio
     ids = series_ids(engine)
     refuse_retired(engine, [ids[k] for s in series if (k := (s.source, s.metric)) in ids],
                    period.start_us)
-    rollups = (RollupStore(engine, rollup_tz, period.start_us, period.end_us)
+    wanted = [ids[k] for s in series if not s.history and (k := (s.source, s.metric)) in ids]
+    rollups = (RollupStore(engine, rollup_tz, period.start_us, period.end_us,
+                           wanted if len(wanted) < len(ids) else None)
                if rollup_tz is not None else None)
     days = period.days
     # Per series (in `series` order), its day rows chunk by chunk.
@@ -258,6 +260,11 @@ def _history_days(conn: Connection, sid: int | None, info: SeriesInfo,
                          else read_buckets(conn, sid, lo, hi))
     return aggregate_interval_days(start, end, value, bounds, read_reads(conn, info.source, lo, hi),
                                    apportioned=info.metric_type == MetricType.INTERVAL)
+
+
+def history_sources(config: Config) -> frozenset[str]:
+    """The configured sources that read history (SPEC 10): provisional_text's None for others."""
+    return frozenset(s.name for s in config.sources if s.vendor.history is not None)
 
 
 def provisional_text(conn: Connection, config: Config, source: str, lo_us: int,
