@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select, update
@@ -249,3 +250,28 @@ def test_a_report_finds_its_rollups_and_dirty_days_through_indexes_not_the_whole
                                             parameters).all()  # type: ignore[arg-type]
                 details = " | ".join(str(row[-1]) for row in plan)
                 assert "SCAN rollup_days" not in details, (statement, details)
+
+
+def test_a_billing_report_serves_the_stored_rows_of_its_billed_series_named_or_not(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The billing report reads only the rollups of the series it bills (2 of 3 here), by
+    # their ids; beyond RollupStore.MOST_NAMED ids it reads every series' rows instead.
+    from etl.store.rollups import RollupStore
+
+    store(engine, history(), bulk=True)
+    _, cold_bill = reports(engine, cold=True)
+    reports(engine, cold=False)  # stores the rollups
+    with engine.begin() as conn:
+        ws_id = conn.scalar(select(Series.id).where(Series.source == "ws",
+                                                    Series.metric == "connections"))
+        where = (RollupDay.series_id == ws_id, RollupDay.day == "2026-10-24")
+        data = json.loads(conn.scalar(select(RollupDay.data).where(*where)) or "{}")
+        data["max"] = 77.0
+        conn.execute(update(RollupDay).where(*where).values(data=json.dumps(data)))
+    for most in (RollupStore.MOST_NAMED, 1):
+        monkeypatch.setattr(RollupStore, "MOST_NAMED", most)
+        _, warm_bill = reports(engine, cold=False)
+        by_metric = warm_bill.set_index("metric")
+        assert str(by_metric.loc["connections", "quantity"]) == "77"  # the stored row
+        pd.testing.assert_series_equal(by_metric.loc["invocations"],
+                                       cold_bill.set_index("metric").loc["invocations"])
