@@ -359,6 +359,14 @@ def test_the_day_rows_frame_has_the_values_and_types_a_frame_of_dicts_has(
     pd.testing.assert_frame_equal(got, want)
     assert all(same(g, w) for c in want for g, w in zip(got[c].tolist(), want[c].tolist(),
                                                         strict=True))
+    # Then some of the same row objects again, in another order (the billing report's rows
+    # after the daily ones'): a column of ints and floats may hold ints only now.
+    again = list(reversed(range(len(series))))[::2]
+    sub_series, sub_rows = [series[i] for i in again], [rows[i] for i in again]
+    got, want = _frame(sub_series, sub_rows, days), _frame_of_dicts(sub_series, sub_rows, days)
+    pd.testing.assert_frame_equal(got, want)
+    assert all(same(g, w) for c in want for g, w in zip(got[c].tolist(), want[c].tolist(),
+                                                        strict=True))
 
 
 @settings(max_examples=300, deadline=None)

@@ -328,11 +328,16 @@ def decode_rows(texts: Sequence[str]) -> list[dict[str, Any] | None]:
         if fresh:
             memo = {**memo, **dict(zip(fresh, _decode_rows(fresh), strict=True))}
         out = [memo[text] for text in texts]
-        _last_decoded = dict(zip(texts, out, strict=True))
+        # Kept for the next read only if small: a wide vendor's month (millions of rows)
+        # would hold gigabytes after its report.
+        _last_decoded = (dict(zip(texts, out, strict=True)) if len(texts) <= MEMO_MOST
+                         else {})
         return out
 
 
 _last_decoded: dict[str, dict[str, Any] | None] = {}
+# Rows decode_rows keeps for the next call at most (a month of 1,000 series, about 50 MB).
+MEMO_MOST = 30_000
 
 
 def _decode_rows(texts: Sequence[str]) -> list[dict[str, Any] | None]:
