@@ -96,6 +96,17 @@ def history() -> list[Observation]:
     return out
 
 
+def doctor_stored_row(engine: Engine, figure: str, value: float) -> None:
+    """Change one figure of the stored rollup of ws/connections on 2026-10-24."""
+    with engine.begin() as conn:
+        ws_id = conn.scalar(select(Series.id).where(Series.source == "ws",
+                                                    Series.metric == "connections"))
+        where = (RollupDay.series_id == ws_id, RollupDay.day == "2026-10-24")
+        data = json.loads(conn.scalar(select(RollupDay.data).where(*where)) or "{}")
+        data[figure] = value
+        conn.execute(update(RollupDay).where(*where).values(data=json.dumps(data)))
+
+
 def test_warm_reports_read_rollups_and_late_samples_refresh_only_their_days(engine: Engine) -> None:
     store(engine, history(), bulk=True)
     assert_warm_equals_cold(engine)  # the first warm run computes and stores the rollups
@@ -103,13 +114,7 @@ def test_warm_reports_read_rollups_and_late_samples_refresh_only_their_days(engi
     assert stored > 0
     # Reports read the stored rows: a doctored row shows up in the warm report only.
     warm_daily, _ = reports(engine, cold=False)
-    with engine.begin() as conn:
-        ws_id = conn.scalar(select(Series.id).where(Series.source == "ws",
-                                                    Series.metric == "connections"))
-        where = (RollupDay.series_id == ws_id, RollupDay.day == "2026-10-24")
-        data = json.loads(conn.scalar(select(RollupDay.data).where(*where)) or "{}")
-        data["samples"] = 9999
-        conn.execute(update(RollupDay).where(*where).values(data=json.dumps(data)))
+    doctor_stored_row(engine, "samples", 9999)
     doctored, _ = reports(engine, cold=False)
     assert (doctored["samples"] != warm_daily["samples"]).sum() == 1
     assert 9999 in doctored["samples"].tolist()
@@ -261,13 +266,7 @@ def test_a_billing_report_serves_the_stored_rows_of_its_billed_series_named_or_n
     store(engine, history(), bulk=True)
     _, cold_bill = reports(engine, cold=True)
     reports(engine, cold=False)  # stores the rollups
-    with engine.begin() as conn:
-        ws_id = conn.scalar(select(Series.id).where(Series.source == "ws",
-                                                    Series.metric == "connections"))
-        where = (RollupDay.series_id == ws_id, RollupDay.day == "2026-10-24")
-        data = json.loads(conn.scalar(select(RollupDay.data).where(*where)) or "{}")
-        data["max"] = 77.0
-        conn.execute(update(RollupDay).where(*where).values(data=json.dumps(data)))
+    doctor_stored_row(engine, "max", 77.0)
     for most in (RollupStore.MOST_NAMED, 1):
         monkeypatch.setattr(RollupStore, "MOST_NAMED", most)
         _, warm_bill = reports(engine, cold=False)
