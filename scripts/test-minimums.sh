@@ -10,7 +10,10 @@
 # the cache and installs everything into $VENV, as a machine's first run does.
 #
 # Tests marked `scale` (larger-size variants of smaller tests making the same library calls:
-# tests/conftest.py's SCALE_MARKER) are skipped here; scripts/test.sh runs them.
+# tests/conftest.py's SCALE_MARKER), and those marked `variant` (a parametrized test's cases
+# making the same library calls as its one unmarked case holding all their data: VARIANT_MARKER)
+# are skipped here; scripts/test.sh runs them. Property tests
+# draw a fifth of their examples here, at least 20 (tests/factories.examples).
 #
 # Usage: bash scripts/test-minimums.sh [extra pytest args]
 #        bash scripts/test-minimums.sh --prepare   (the cache, the fresh venv and the check of
@@ -77,6 +80,8 @@ PY
   flock -u 9
   libs=$("$cache/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 fi
+# tests/factories.examples reads it.
+export USAGE_ETL_TEST_MINIMUMS=1
 prepared=
 if [ "${1:-}" = "--prepared" ]; then
   shift
@@ -85,7 +90,7 @@ fi
 if [ -n "$prepared" ] && [ -f "$VENV/.pins-checked" ]; then
   echo "== pytest at the minimums in $VENV (made and checked by --prepare)"
   exec "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-6}" --maxschedchunk 1 \
-    -p no:cacheprovider -m "not scale" "$@"
+    -p no:cacheprovider -m "not scale and not variant" "$@"
 fi
 
 echo "== fresh venv $VENV at the declared minimums"
@@ -131,7 +136,7 @@ touch "$VENV/.pins-checked"
 [ "${1:-}" = "--prepare" ] && exit 0
 
 echo "== pytest at the minimums"
-# As many workers, handed tests the same way, as scripts/test.sh (see there); `scale` tests
-# skipped (see above).
+# As many workers, handed tests the same way, as scripts/test.sh (see there); `scale` and
+# `variant` tests skipped (see above).
 "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-6}" --maxschedchunk 1 -p no:cacheprovider \
-  -m "not scale" "$@"
+  -m "not scale and not variant" "$@"

@@ -91,9 +91,20 @@ SCALE_MARKER = (
 )
 
 
+VARIANT_MARKER = (
+    "variant: a case of a parametrized test whose other cases make the same library calls "
+    "with other data, one unmarked case holding all of it (the database-URL password with "
+    "every special character at once); skipped at the declared minimum versions like `scale` "
+    "(scripts/test-minimums.sh), run by scripts/test.sh."
+)
+
+# The minimums' run also draws fewer examples in property tests: tests/factories.examples.
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the `scale` marker (SCALE_MARKER says what it means and who skips it)."""
+    """Register the `scale` and `variant` markers (their texts say what they mean)."""
     config.addinivalue_line("markers", SCALE_MARKER)
+    config.addinivalue_line("markers", VARIANT_MARKER)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

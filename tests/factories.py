@@ -411,6 +411,18 @@ def two_sources(ws_name: str = "ws-prod", *, token_env: str = "UNSET_WS_TOKEN",
     ]
 
 
+# At the declared minimum versions (scripts/test-minimums.sh sets USAGE_ETL_TEST_MINIMUMS=1),
+# a property test draws a fifth of its examples, at least 20: every example makes the same
+# library calls (what that run is for); searching our own logic for a counterexample is the
+# latest versions' run's job (README, the paragraph on CI).
+AT_MINIMUMS = os.environ.get("USAGE_ETL_TEST_MINIMUMS") == "1"
+
+
+def examples(n: int) -> int:
+    """Hypothesis's max_examples for a property test that draws `n` at the latest versions."""
+    return max(20, n // 5) if AT_MINIMUMS else n
+
+
 def reports_settings(tz: str = "UTC", billing: Iterable[dict[str, Any]] = (),
                      ws_name: str = "ws-prod", **top: Any) -> dict[str, Any]:
     """The config of stored-history tests, as a dict: `ws_name` (wiresocket, region eu) and

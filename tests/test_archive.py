@@ -24,7 +24,7 @@ from etl.store.archive import import_archives
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import Sample, Series
 from etl.store.writer import forget_series_cache
-from tests.factories import migrated_engine, write_reports_config
+from tests.factories import examples, migrated_engine, write_reports_config
 
 # The two lines of SPEC section 4, verbatim.
 SPEC_LINES = [
@@ -464,7 +464,7 @@ _json_values = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(head=st.dictionaries(st.sampled_from(["source", "observed_at", "x", "body"]), _json_values,
                             max_size=3),
        body=_json_values, tail=st.dictionaries(st.sampled_from(["z", "body"]), _json_values,

@@ -22,7 +22,7 @@ from etl.config import Aggregation, BillingRule, Config, Credit
 from reports.compute.credits import PeriodCharge, apply_credits, drawdown_order
 from reports.periods import billing_period, period_label
 from reports.pipelines import billing, write_billing
-from tests.factories import at, make_config, nected, store
+from tests.factories import at, examples, make_config, nected, store
 
 BERLIN = ZoneInfo("Europe/Berlin")
 LATER = datetime(2027, 6, 1, tzinfo=UTC)  # every period below is over by then
@@ -152,7 +152,7 @@ cents = st.integers(min_value=0, max_value=10**7).map(lambda c: Decimal(c).scale
 days = st.dates(min_value=date(2026, 1, 1), max_value=date(2027, 12, 1))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(charges=st.lists(st.tuples(cents, days, st.integers(0, 2)), max_size=30),
        credits=st.lists(st.tuples(cents.filter(lambda d: d > 0), days,
                                   st.none() | st.integers(1, 400)), min_size=1, max_size=4))

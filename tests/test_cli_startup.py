@@ -15,10 +15,13 @@ from pathlib import Path
 from etl.store.engine import head_revision, newest_revision_in_scripts, open_database
 from tests.factories import REPO
 
+# And usage-etl's own config package (vendor kinds, billing and alert rules, currency codes):
+# only the commands that read a config load it.
 HEAVY = {"sqlalchemy", "alembic", "pandas", "numpy", "requests", "urllib3", "matplotlib",
-         "jinja2", "apscheduler", "rich"}
+         "jinja2", "apscheduler", "rich", "etl.config"}
 
-# Runs the CLI as `usage-etl` would, then reports the top-level packages it had loaded.
+# Runs the CLI as `usage-etl` would, then reports the top-level packages it had loaded (and
+# etl.config).
 RUN_AND_LIST = """
 import json, sys
 from etl.cli import cli
@@ -26,8 +29,8 @@ try:
     cli(sys.argv[1:], prog_name="usage-etl")
 except SystemExit as exc:
     code = exc.code
-print(json.dumps({"code": code, "loaded": sorted({m.split(".")[0] for m in sys.modules})}),
-      file=sys.stderr)
+loaded = {m.split(".")[0] for m in sys.modules} | ({"etl.config"} & set(sys.modules))
+print(json.dumps({"code": code, "loaded": sorted(loaded)}), file=sys.stderr)
 """
 
 
@@ -58,13 +61,13 @@ def test_help_and_version_load_no_database_http_or_report_library() -> None:
     assert run_cli("--version")[2].startswith("usage-etl, version ")
 
 
-def test_status_loads_sqlalchemy_but_not_alembic_pandas_or_http(tmp_path: Path) -> None:
+def test_status_loads_sqlalchemy_and_the_config_but_not_alembic_pandas_or_http(tmp_path: Path) -> None:
     config, db = status_config(tmp_path)
     open_database(f"sqlite:///{db}").dispose()  # at the newest revision, as after any command
     code, heavy, out = run_cli("--config", str(config), "status")
     assert code == 1  # never polled, so stale
     assert "rules" in out and "stale" in out
-    assert heavy == {"sqlalchemy"}
+    assert heavy == {"sqlalchemy", "etl.config"}
 
 
 def test_status_on_an_empty_database_still_creates_the_schema(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from etl.config import Aggregation, BillingRule, Pricing, Tier
 from reports.compute.daily import aggregate_days
 from reports.compute.pricing import charge, minor_unit
 from reports.compute.quantities import cumulative_quantities, month_quantity, nearest_rank_p95
+from tests.factories import examples
 
 D = Decimal
 MIN = 60_000_000  # one minute in microseconds
@@ -140,7 +141,7 @@ def test_the_largest_stored_reading_is_priced_exactly_without_an_error() -> None
     assert billed.amount.as_tuple().exponent == -2
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     ends=st.lists(st.integers(1, 10_000), min_size=0, max_size=4, unique=True),
     prices=st.lists(st.decimals(0, 10, places=4), min_size=5, max_size=5),

@@ -15,6 +15,7 @@ from etl.errors import InputError
 from etl.timefmt import to_micros
 from reports.compute.daily import aggregate_days, combine_days, coverage_pct, day_report_values
 from reports.periods import days_period, month_period, parse_date, parse_month, resolve_tz
+from tests.factories import examples
 
 BERLIN = ZoneInfo("Europe/Berlin")
 H = 3600 * 1_000_000  # one hour in microseconds
@@ -157,7 +158,7 @@ def naive_increase(t: list[int], v: list[int]) -> tuple[int, int]:
     return total, resets
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 10 * 24 * 60 - 1), st.integers(0, 10**12)),
              min_size=0, max_size=60),
@@ -274,7 +275,7 @@ def naive_decimal_days(t: list[int], k: list[int], bounds: np.ndarray) -> list[D
     return days
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 10 * 24 * 60 - 1), st.integers(0, 10**11)),
                 min_size=0, max_size=60))
 def test_fractional_daily_increases_are_exact_decimals_that_add_up_to_the_month(

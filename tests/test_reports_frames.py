@@ -317,3 +317,48 @@ def test_sqlite_and_postgresql_agree_on_imported_subsecond_fractional_history(
     rows = [list(csv.DictReader(t.splitlines())) for t in texts[0]]
     assert_subsecond_reports({"2026-05-02": rows[0], "2026-05-03": rows[1],
                               "2026-05-04": rows[2]}, rows[3])
+
+
+def test_many_series_read_at_once_are_the_samples_each_series_reads_alone(engine: Engine
+                                                                           ) -> None:
+    # SQLite reads integral series packed, one row per series (a query each for a few series,
+    # one grouped query for many), and any other series one row per sample: every kind of
+    # reading and limit must come back as the one-series read has it.
+    import numpy as np
+    from sqlalchemy import insert
+
+    from etl.store.models import Sample
+    from etl.timefmt import to_micros
+    from reports.read.samples import read_samples, read_samples_many, read_snapshot, series_ids
+
+    t0 = at("2026-05-03T10:00:00")
+    obs: list[Observation] = []
+    for k in range(6):
+        when = t0 + timedelta(minutes=k, microseconds=k)
+        for i in range(14):  # 112 series: more than are read a query each
+            obs += [wiresocket(when, 10 + k, 2, source=f"whole{i}", limit=100, docs_limit=None),
+                    wiresocket(when, 10.5 + k, 3, source=f"halves{i}",
+                               limit=[100, None, 2.5][k % 3], docs_limit=[20, float("-inf")][k % 2]),
+                    wiresocket(when, 2**52 + k, 4, source=f"big{i}", limit=2.0**60,
+                               docs_limit=[2**53, -(2.0**63)][k % 2]),
+                    nected(when, 1_000 * k, source=f"rules{i}"),
+                    nected(when, -7 - k, source=f"negative{i}")]
+    store(engine, obs)
+    ids = series_ids(engine)
+    with engine.begin() as conn:  # a reading too large to bill, stored before that check
+        conn.execute(insert(Sample).values(series_id=ids[("rules0", "invocations")],
+                                           observed_at=t0 + timedelta(minutes=9), value=2e15))
+    lo, hi = to_micros(t0), to_micros(t0 + timedelta(hours=1))
+    with read_snapshot(engine) as conn:
+        for sids in (sorted(ids.values()), sorted(ids.values())[:8]):
+            many = read_samples_many(conn, sids, lo, hi)
+            alone = {sid: read_samples(conn, sid, lo, hi) for sid in sids}
+            assert many.sid.tolist() == [sid for sid in sids for _ in range(len(alone[sid]))]
+            for sid in sids:
+                mine = many.sid == sid
+                for name in ("t", "value", "limit"):
+                    got, want = getattr(many, name)[mine], getattr(alone[sid], name)
+                    assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True), (
+                        sid, name, got, want)
+        rules = read_samples(conn, ids[("rules0", "invocations")], lo, hi)
+    assert rules.value.tolist() == [1_000.0 * k for k in range(6)]

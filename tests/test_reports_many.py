@@ -18,6 +18,7 @@ from etl.vendors.types import MetricType
 from reports.compute.daily import DAILY_COLUMNS, aggregate_days, day_report_values
 from reports.compute.many import aggregate_days_many
 from reports.compute.table import daily_table
+from tests.factories import examples
 
 DAY_US = 86_400 * 1_000_000
 BOUNDS = np.array([DAY_US * k for k in range(10, 14)], dtype=np.int64)  # three days
@@ -80,7 +81,7 @@ SERIES = st.lists(st.one_of(one_series(INTEGRAL), one_series(DECIMAL), one_serie
 STALENESS = st.sampled_from([1, 60_000_000, 900_000_000, DAY_US, 3 * DAY_US])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(SERIES, STALENESS)
 def test_counters_at_once_equal_each_series_on_its_own_with_resets_and_predecessors(
         series: list[dict[str, Any]], staleness: int) -> None:
@@ -88,7 +89,7 @@ def test_counters_at_once_equal_each_series_on_its_own_with_resets_and_predecess
                 per_series(series, MetricType.COUNTER, staleness))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(SERIES, STALENESS)
 def test_gauges_at_once_equal_each_series_on_its_own(series: list[dict[str, Any]],
                                                      staleness: int) -> None:
@@ -145,7 +146,7 @@ def labelled(days: list[list[dict[str, Any]]], mtype: str) -> list[dict[str, Any
             for p, rows in enumerate(days) for j, row in enumerate(rows)]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.lists(one_series(INTEGRAL), max_size=8), st.lists(one_series(ANY_FLOAT), max_size=8),
        STALENESS)
 def test_the_daily_table_column_wise_equals_each_rows_figures(
@@ -200,7 +201,7 @@ def dated(days: list[list[dict[str, Any]]], mtype: str, blanks: bool) -> list[di
     return out
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(st.one_of(one_series(INTEGRAL), one_series(DECIMAL), one_series(ANY_FLOAT)),
                 max_size=6),
        st.lists(one_series(ANY_FLOAT), max_size=6), STALENESS, st.booleans())
@@ -241,7 +242,7 @@ def test_billing_figures_from_numpy_columns_equal_those_from_each_series_datafra
                     combine_days(frame.iloc[1:].reset_index(drop=True))["samples"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.one_of(st.floats(), st.integers(-10**17, 10**17).map(float),
                           st.integers(-10**9, 10**9).map(lambda k: k / 1000)), max_size=50))
 def test_csv_cells_of_a_float_column_are_each_floats_own_cell(values: list[float]) -> None:
@@ -249,7 +250,7 @@ def test_csv_cells_of_a_float_column_are_each_floats_own_cell(values: list[float
     assert _float_cells(np.array(values, dtype=np.float64)) == [_float_cell(v) for v in values]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.one_of(st.floats(-1e15, 1e15), st.integers(-10**9, 10**9).map(
     lambda k: k / 100)), max_size=40),
        st.lists(st.one_of(st.integers(0, 2**62), st.integers(0, 10**9).map(
@@ -266,7 +267,7 @@ def test_readable_peaks_and_band_minutes_at_once_equal_one_at_a_time(
         minutes_of(u) for u in micros]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.dictionaries(st.sampled_from(["min", "max", "sum", "increase", "first_value",
                                         "last_value", "samples", "day_start_us"]),
                        st.one_of(st.floats(), st.integers(-2**63, 2**63 - 1), st.none()),
@@ -287,7 +288,7 @@ def test_a_stored_day_row_reads_back_as_json_reads_it(row: dict[str, Any]) -> No
     assert all(same(got[k], want[k]) for k in want)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.lists(ANY_FLOAT, max_size=300), max_size=8))
 def test_running_sums_restart_at_each_series_as_its_own_cumsum(series: list[list[float]]) -> None:
     from reports.compute.many import _segmented_cumsum
@@ -301,7 +302,7 @@ STORED_FIGURE = st.one_of(st.floats(), st.integers(-2**63, 2**63 - 1), st.none()
                           st.integers(-2**70, 2**70))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.dictionaries(st.sampled_from(["min", "max", "sum", "increase", "samples",
                                                   "first_value", "day_start_us"]),
                                 STORED_FIGURE, min_size=1), max_size=6))
@@ -335,7 +336,7 @@ def _frame_of_dicts(series: list[Any], rows: list[list[dict[str, Any]]], days: l
         records, columns=["source", "metric", "metric_type", "date", *DAY_COLUMNS])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.lists(st.dictionaries(st.sampled_from(["samples", "min", "max", "increase",
                                                           "first_at_us", "last_value"]),
                                          st.one_of(st.floats(), st.integers(0, 2**62),
@@ -369,7 +370,7 @@ def test_the_day_rows_frame_has_the_values_and_types_a_frame_of_dicts_has(
                                                         strict=True))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.one_of(st.decimals(allow_nan=False, allow_infinity=False, places=8),
                  st.floats(-1e12, 1e12, allow_nan=False).map(lambda f: Decimal(repr(f))),
                  st.integers(-10**20, 10**20).map(Decimal)))
@@ -388,7 +389,7 @@ CSV_CELL = st.one_of(st.text(alphabet=st.sampled_from(list('ab,"\r\n\x00 -.1é')
                      st.sampled_from(["", "0", "1.5", "2026-09-01", "ws-001"]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.integers(1, 4).flatmap(lambda k: st.tuples(
     st.lists(CSV_CELL, min_size=k, max_size=k),
     st.lists(st.lists(CSV_CELL, min_size=k, max_size=k), max_size=6))),
@@ -470,7 +471,7 @@ DAY_FIGURES = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.lists(DAY_FIGURES, max_size=8), st.sampled_from(AGGREGATIONS + ["p95"]),
        st.lists(st.tuples(st.integers(10 * DAY_US, 20 * DAY_US), ANY_FLOAT), max_size=40),
        st.one_of(st.none(), st.integers(10 * DAY_US, 20 * DAY_US)), st.booleans())

@@ -18,6 +18,7 @@ from reports.render.csv import csv_text, format_cell
 from tests.factories import (
     at,
     billing_rules,
+    examples,
     make_config,
     migrated_engine,
     nected,
@@ -75,7 +76,7 @@ def test_csv_written_a_column_at_a_time_has_the_same_bytes_as_cell_by_cell() -> 
     assert csv_text(df.iloc[:0]) == cell_by_cell_csv(df.iloc[:0])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=30))
 def test_float_columns_have_the_same_text_as_cell_by_cell(values: list[float]) -> None:
     df = pd.DataFrame({"v": values, "w": [float(v) / 7 for v in values]})

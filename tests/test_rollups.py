@@ -21,7 +21,7 @@ from etl.store.writer import store_observations
 from etl.vendors.types import Observation
 from reports.frames import billing_frame, daily_frame
 from tests import factories
-from tests.factories import copy_sqlite_template, migrated_engine
+from tests.factories import copy_sqlite_template, examples, migrated_engine
 
 TZ = "Europe/Berlin"  # 2026-10-25 has 25 hours there
 START, END = date(2026, 10, 23), date(2026, 10, 27)
@@ -169,7 +169,7 @@ _batches = st.lists(
 )
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=_batches, later=st.lists(_batches, min_size=1, max_size=3), bulk=st.booleans())
 def test_warm_equals_cold_after_any_late_out_of_order_writes(
     first: list[tuple[int, int, bool]], later: list[list[tuple[int, int, bool]]], bulk: bool

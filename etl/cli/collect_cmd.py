@@ -12,14 +12,13 @@ from typing import TYPE_CHECKING
 import click
 
 from etl.cli.context import AppContext, Day
-from etl.config import Config
 from etl.errors import InputError
 from etl.files import atomic_writer, os_error_text
-from etl.vendors.types import Outcome
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from etl.config import Config
     from etl.runtime.history_sim import HistorySimulator
 
 
@@ -51,6 +50,7 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
       usage-etl collect --force --source ws-prod    # check a fixed credential now
     """
     from etl.runtime.collect_run import Kept, collect_once
+    from etl.vendors.types import Outcome
 
     config = app.config
     sources = config.select_sources(list(names))

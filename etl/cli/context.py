@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from etl.config import Config, load_config
-from etl.config.settings import database_url_passwords
 from etl.errors import SecretError
 from etl.redact import LOG_MASK
 from etl.timefmt import parse_day
 
+# etl.config (vendor kinds, billing and alert rules, currency codes) is imported by the first
+# command that reads the config: `--help` and `--version` do without it.
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+    from etl.config import Config
 
 
 @dataclass
@@ -35,6 +37,8 @@ class AppContext:
     def config(self) -> Config:
         """The loaded config (SPEC 2); raises etl.errors.ConfigError when it is invalid."""
         if self._config is None:
+            from etl.config import load_config
+
             self._config = load_config(self.config_path, self.database_url)
             config = self._config
             LOG_MASK.add_source(lambda: config_secrets(config))
@@ -60,6 +64,7 @@ def config_secrets(config: Config) -> list[str]:
     Sources' credentials, notifiers' URLs and passwords, the database URL's password.
     """
     from etl.alerts.notifiers import notifier_secrets
+    from etl.config.settings import database_url_passwords
 
     found = notifier_secrets(config.notifiers)
     for src in config.sources:

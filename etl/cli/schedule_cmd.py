@@ -10,7 +10,6 @@ import sys
 import click
 
 from etl.cli.context import AppContext
-from etl.config import listen_address_problem
 from etl.errors import ConfigError, InputError
 from etl.redact import redact, redact_url
 from etl.runtime.logs import LOG_FORMATS, event, setup_daemon_logging
@@ -49,6 +48,7 @@ def schedule(app: AppContext, log_format: str, stop_timeout: float,
       usage-etl schedule --metrics-listen 127.0.0.1:9108
     """
     from etl.alerts.notifiers import notifier_secrets
+    from etl.config import listen_address_problem
     from etl.runtime.daemon_db import daemon_engine, open_daemon_database
     from etl.runtime.scheduler import Scheduler
 

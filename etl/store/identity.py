@@ -20,7 +20,8 @@ class _FileWatch:
     """An open descriptor on the database file, to tell when it was deleted or replaced.
 
     Once the file it holds has no name left, any file at the path is another database (its
-    inode cannot be reused while we hold it).
+    inode cannot be reused while we hold it). The descriptor is closed only then: see
+    _by_path.
     """
 
     def __init__(self, path: Path) -> None:
@@ -31,7 +32,10 @@ class _FileWatch:
         self._arm()
 
     def _arm(self) -> None:
-        self.close()
+        # Only a descriptor whose file has no name left is closed (see _by_path).
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         try:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -49,12 +53,14 @@ class _FileWatch:
                 self._arm()
             return self.generation
 
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
-
+# One watch per database file, shared by every engine of the process, its descriptor kept
+# open while the file has a name. Closing any descriptor of a file cancels every POSIX lock
+# the process holds on it, SQLite's too (https://www.sqlite.org/howtocorrupt.html, 2.2):
+# closed when an engine was collected, it let another process delete the -shm of a WAL
+# database this process was writing and write beside it. One descriptor per live database
+# file the process used is the price (a daemon: one or two).
+_by_path: dict[Path, _FileWatch] = {}
 _watches: weakref.WeakKeyDictionary[Engine, _FileWatch | None] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
@@ -62,21 +68,24 @@ _lock = threading.Lock()
 def generation(engine: Engine) -> int:
     """How many times `engine`'s SQLite file was found replaced or deleted.
 
-    0 for PostgreSQL, in-memory and URI databases; the first call starts watching.
+    0 for PostgreSQL, in-memory and URI databases; the first call starts watching (the file
+    at that path, for every engine of the process: the count is the path's).
     """
     with _lock:
-        if engine not in _watches:
-            _watches[engine] = _watch_for(engine)
+        if engine in _watches:
             watch = _watches[engine]
-            if watch is not None:
-                weakref.finalize(engine, watch.close)
-        watch = _watches[engine]
+        else:
+            path = _path_of(engine)
+            watch = None if path is None else _by_path.get(path)
+            if path is not None and watch is None:
+                watch = _by_path[path] = _FileWatch(path)
+            _watches[engine] = watch
     return 0 if watch is None else watch.check()
 
 
-def _watch_for(engine: Engine) -> _FileWatch | None:
+def _path_of(engine: Engine) -> Path | None:
     url = engine.url
     db = url.database
     if url.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
         return None
-    return _FileWatch(Path(db).expanduser().resolve())
+    return Path(db).expanduser().resolve()

@@ -192,6 +192,103 @@ def read_samples_many(conn: Connection, series_ids: Sequence[int], start_us: int
     if not sids:
         z = np.zeros(0)
         return ManySampleArrays(z.astype(np.int64), z.astype(np.int64), z, z.copy())
+    if conn.dialect.name == "sqlite":
+        return _sqlite_many(conn, sids, start_us, end_us)
+    return _rows_many(conn, sids, start_us, end_us)
+
+
+# One row per series: its times, readings and limits as comma-separated integers. SQLite
+# returns each sample row to Python one column at a time (and Python 3.11 releases the GIL
+# around each), so at millions of samples a row per sample costs several times what the
+# scan does; integer text costs SQLite little and numpy parses it in C (docs/performance.md).
+# Exact only for integral readings and limits: any other is left out of its list (NULL), so
+# the list comes back short and that series is read row by row instead (so is a limit
+# that could be taken for the NULL marker).
+_NULL_LIMIT = -(2**63)  # the marker below
+_EXACT_INT = 2**53
+_PACKED = (
+    "count(*), group_concat(observed_at), "
+    "group_concat(CASE WHEN value = CAST(value AS INTEGER) THEN CAST(value AS INTEGER) END), "
+    "group_concat(CASE WHEN plan_limit IS NULL THEN -9223372036854775808 "
+    "WHEN plan_limit = CAST(plan_limit AS INTEGER) AND plan_limit > -1e18 "
+    "THEN CAST(plan_limit AS INTEGER) END) FROM samples WHERE "
+)
+_SQLITE_PACKED = (
+    "SELECT series_id, " + _PACKED + "series_id IN ({marks}) AND observed_at >= ? "
+    "AND observed_at < ? GROUP BY series_id ORDER BY series_id"
+)
+# A few long series: one query each costs SQLite less than grouping (no key per row).
+_SQLITE_PACKED_ONE = ("SELECT " + _PACKED
+                      + "series_id = ? AND observed_at >= ? AND observed_at < ?")
+_FEW_SERIES = 64
+
+
+def _sqlite_many(conn: Connection, sids: list[int], start_us: int, end_us: int
+                 ) -> ManySampleArrays:
+    """read_samples_many on SQLite: integral series packed (one row each), the rest as rows."""
+    marks = ", ".join(["?"] * len(sids))
+    cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if len(sids) <= _FEW_SERIES:
+            packed = []
+            for sid in sorted(sids):
+                cur.execute(_SQLITE_PACKED_ONE, (sid, int(start_us), int(end_us)))
+                row = cur.fetchone()
+                if row[0]:
+                    packed.append((sid, *row))
+        else:
+            cur.execute(_SQLITE_PACKED.format(marks=marks), (*sids, int(start_us), int(end_us)))
+            packed = cur.fetchall()
+    finally:
+        cur.close()
+    parts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    odd = []
+    for sid, count, times, values, limits in packed:
+        got = _unpack(count, times, values, limits)
+        if got is None:
+            odd.append(int(sid))
+        else:
+            parts[int(sid)] = got
+    if odd:
+        rows = _rows_many(conn, odd, start_us, end_us)
+        cut = np.searchsorted(rows.sid, np.array(sorted(odd)), side="left").tolist()
+        for k, sid in enumerate(sorted(odd)):
+            a, b = cut[k], cut[k + 1] if k + 1 < len(cut) else len(rows.sid)
+            parts[sid] = (rows.t[a:b], rows.value[a:b], rows.limit[a:b])
+    order = sorted(parts)
+    if not order:
+        z = np.zeros(0)
+        return ManySampleArrays(z.astype(np.int64), z.astype(np.int64), z, z.copy())
+    sizes = [len(parts[s][0]) for s in order]
+    return ManySampleArrays(
+        np.repeat(np.array(order, dtype=np.int64), sizes),
+        np.concatenate([parts[s][0] for s in order]),
+        np.concatenate([parts[s][1] for s in order]),
+        np.concatenate([parts[s][2] for s in order]))
+
+
+def _unpack(count: int, times: str, values: str | None, limits: str | None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """One packed series' (t, value, limit), or None if its text is not what was asked for."""
+    if not (times and values and limits):
+        return None
+    t = np.fromstring(times, dtype=np.int64, sep=",")
+    value = np.fromstring(values, dtype=np.int64, sep=",").astype(np.float64)
+    lim = np.fromstring(limits, dtype=np.int64, sep=",")
+    if not len(t) == len(value) == len(lim) == count or (count > 1 and bool(
+            (np.diff(t) <= 0).any())):
+        return None  # group_concat's order is the scan's: checked, not assumed
+    none = lim == _NULL_LIMIT
+    if (np.abs(value) > MAX_READING).any() or (np.abs(lim[~none]) > _EXACT_INT).any():
+        return None  # left out with a warning, or not exact as a float: read as rows
+    limit = lim.astype(np.float64)
+    limit[none] = np.nan
+    return t, value, limit
+
+
+def _rows_many(conn: Connection, sids: list[int], start_us: int, end_us: int
+               ) -> ManySampleArrays:
+    """read_samples_many one row per sample (PostgreSQL; SQLite's non-integral series)."""
     sqlite = conn.dialect.name == "sqlite"
     mark = "?" if sqlite else "%s"
     marks = ", ".join([mark] * len(sids))
