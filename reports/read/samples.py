@@ -202,15 +202,15 @@ def read_samples_many(conn: Connection, series_ids: Sequence[int], start_us: int
 # around each), so at millions of samples a row per sample costs several times what the
 # scan does; integer text costs SQLite little and numpy parses it in C (docs/performance.md).
 # Exact only for integral readings and limits: any other is left out of its list (NULL), so
-# the list comes back short and that series is read row by row instead (so is a limit
-# that could be taken for the NULL marker).
-_NULL_LIMIT = -(2**63)  # the marker below
+# the list comes back short and that series is read row by row instead (so is a negative
+# limit, which could be taken for the NULL marker).
+_NULL_LIMIT = -1  # the marker below: short, and no limit read packed is negative
 _EXACT_INT = 2**53
 _PACKED = (
     "count(*), group_concat(observed_at), "
     "group_concat(CASE WHEN value = CAST(value AS INTEGER) THEN CAST(value AS INTEGER) END), "
-    "group_concat(CASE WHEN plan_limit IS NULL THEN -9223372036854775808 "
-    "WHEN plan_limit = CAST(plan_limit AS INTEGER) AND plan_limit > -1e18 "
+    "group_concat(CASE WHEN plan_limit IS NULL THEN -1 "
+    "WHEN plan_limit = CAST(plan_limit AS INTEGER) AND plan_limit >= 0 "
     "THEN CAST(plan_limit AS INTEGER) END) FROM samples WHERE "
 )
 _SQLITE_PACKED = (
