@@ -362,3 +362,27 @@ def test_many_series_read_at_once_are_the_samples_each_series_reads_alone(engine
                         sid, name, got, want)
         rules = read_samples(conn, ids[("rules0", "invocations")], lo, hi)
     assert rules.value.tolist() == [1_000.0 * k for k in range(6)]
+
+
+def test_series_too_long_for_one_sqlite_string_are_read_row_by_row(tmp_path: Path) -> None:
+    # A month of one series is packed into one string; SQLite refuses strings beyond its
+    # length limit (1 GB by default: 50 M samples), and then the rows are read instead.
+    import sqlite3
+
+    from etl.timefmt import to_micros
+    from reports.read.samples import read_samples, read_samples_many, read_snapshot, series_ids
+
+    t0 = at("2026-05-03T10:00:00")
+    with migrated_engine(f"sqlite:///{tmp_path / 'long.db'}") as engine:
+        store(engine, [wiresocket(t0 + timedelta(minutes=k), 10 + k) for k in range(60)])
+        sids = sorted(series_ids(engine).values())
+        lo, hi = to_micros(t0), to_micros(t0 + timedelta(hours=1))
+        with read_snapshot(engine) as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 200)  # 60 times take 1,019 characters
+            many = read_samples_many(conn, sids, lo, hi)
+            alone = [read_samples(conn, sid, lo, hi) for sid in sids]
+    assert many.t.tolist() == [t for one in alone for t in one.t.tolist()]
+    assert many.value.tolist() == [v for one in alone for v in one.value.tolist()]
+    assert many.value.tolist()[:3] == [10.0, 11.0, 12.0] and len(many.t) == 120

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -239,6 +240,8 @@ def _sqlite_many(conn: Connection, sids: list[int], start_us: int, end_us: int
         else:
             cur.execute(_SQLITE_PACKED.format(marks=marks), (*sids, int(start_us), int(end_us)))
             packed = cur.fetchall()
+    except sqlite3.DataError:  # a list longer than SQLite's longest string (1 GB by default)
+        return _rows_many(conn, sids, start_us, end_us)
     finally:
         cur.close()
     parts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
