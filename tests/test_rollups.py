@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select, update
@@ -95,6 +96,17 @@ def history() -> list[Observation]:
     return out
 
 
+def doctor_stored_row(engine: Engine, figure: str, value: float) -> None:
+    """Change one figure of the stored rollup of ws/connections on 2026-10-24."""
+    with engine.begin() as conn:
+        ws_id = conn.scalar(select(Series.id).where(Series.source == "ws",
+                                                    Series.metric == "connections"))
+        where = (RollupDay.series_id == ws_id, RollupDay.day == "2026-10-24")
+        data = json.loads(conn.scalar(select(RollupDay.data).where(*where)) or "{}")
+        data[figure] = value
+        conn.execute(update(RollupDay).where(*where).values(data=json.dumps(data)))
+
+
 def test_warm_reports_read_rollups_and_late_samples_refresh_only_their_days(engine: Engine) -> None:
     store(engine, history(), bulk=True)
     assert_warm_equals_cold(engine)  # the first warm run computes and stores the rollups
@@ -102,13 +114,7 @@ def test_warm_reports_read_rollups_and_late_samples_refresh_only_their_days(engi
     assert stored > 0
     # Reports read the stored rows: a doctored row shows up in the warm report only.
     warm_daily, _ = reports(engine, cold=False)
-    with engine.begin() as conn:
-        ws_id = conn.scalar(select(Series.id).where(Series.source == "ws",
-                                                    Series.metric == "connections"))
-        where = (RollupDay.series_id == ws_id, RollupDay.day == "2026-10-24")
-        data = json.loads(conn.scalar(select(RollupDay.data).where(*where)) or "{}")
-        data["samples"] = 9999
-        conn.execute(update(RollupDay).where(*where).values(data=json.dumps(data)))
+    doctor_stored_row(engine, "samples", 9999)
     doctored, _ = reports(engine, cold=False)
     assert (doctored["samples"] != warm_daily["samples"]).sum() == 1
     assert 9999 in doctored["samples"].tolist()
@@ -249,3 +255,22 @@ def test_a_report_finds_its_rollups_and_dirty_days_through_indexes_not_the_whole
                                             parameters).all()  # type: ignore[arg-type]
                 details = " | ".join(str(row[-1]) for row in plan)
                 assert "SCAN rollup_days" not in details, (statement, details)
+
+
+def test_a_billing_report_serves_the_stored_rows_of_its_billed_series_named_or_not(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The billing report reads only the rollups of the series it bills (2 of 3 here), by
+    # their ids; beyond RollupStore.MOST_NAMED ids it reads every series' rows instead.
+    from etl.store.rollups import RollupStore
+
+    store(engine, history(), bulk=True)
+    _, cold_bill = reports(engine, cold=True)
+    reports(engine, cold=False)  # stores the rollups
+    doctor_stored_row(engine, "max", 77.0)
+    for most in (RollupStore.MOST_NAMED, 1):
+        monkeypatch.setattr(RollupStore, "MOST_NAMED", most)
+        _, warm_bill = reports(engine, cold=False)
+        by_metric = warm_bill.set_index("metric")
+        assert str(by_metric.loc["connections", "quantity"]) == "77"  # the stored row
+        pd.testing.assert_series_equal(by_metric.loc["invocations"],
+                                       cold_bill.set_index("metric").loc["invocations"])

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from itertools import compress, repeat
+from operator import contains
 from typing import Any
 
 import orjson
@@ -141,7 +143,12 @@ class RollupStore:
     nothing was cached, and `cached` is False.
     """
 
-    def __init__(self, engine: Engine, tz: str, start_us: int, end_us: int) -> None:
+    # Series named one by one in the read, at most (more: every series' rows are read).
+    MOST_NAMED = 1000
+
+    def __init__(self, engine: Engine, tz: str, start_us: int, end_us: int,
+                 series_ids: Sequence[int] | None = None) -> None:
+        """`series_ids`: the series whose rows will be asked for (default: every series)."""
         self.engine = engine
         self.tz = tz
         self.cached = True
@@ -163,11 +170,15 @@ class RollupStore:
         # however many years of rows the table keeps. day_start is the exact test.
         lo_day = (from_micros(start_us) - timedelta(days=2)).date().isoformat()
         hi_day = (from_micros(end_us) + timedelta(days=2)).date().isoformat()
+        # A report of some series (a billing report's billed ones) reads only theirs.
+        owned = (RollupDay.series_id.in_(sorted(set(series_ids)))
+                 if series_ids is not None and len(series_ids) <= self.MOST_NAMED
+                 else RollupDay.series_id.in_(select(Series.id).scalar_subquery()))
         with engine.connect() as conn:
             sel = select(RollupDay.series_id, RollupDay.day, RollupDay.staleness, RollupDay.data)
             result = conn.execute(
                 sel.where(
-                    RollupDay.series_id.in_(select(Series.id).scalar_subquery()),
+                    owned,
                     RollupDay.tz == tz,
                     RollupDay.day >= lo_day,
                     RollupDay.day <= hi_day,
@@ -317,11 +328,16 @@ def decode_rows(texts: Sequence[str]) -> list[dict[str, Any] | None]:
         if fresh:
             memo = {**memo, **dict(zip(fresh, _decode_rows(fresh), strict=True))}
         out = [memo[text] for text in texts]
-        _last_decoded = dict(zip(texts, out, strict=True))
+        # Kept for the next read only if small: a wide vendor's month (millions of rows)
+        # would hold gigabytes after its report.
+        _last_decoded = (dict(zip(texts, out, strict=True)) if len(texts) <= MEMO_MOST
+                         else {})
         return out
 
 
 _last_decoded: dict[str, dict[str, Any] | None] = {}
+# Rows decode_rows keeps for the next call at most (a month of 1,000 series, about 50 MB).
+MEMO_MOST = 30_000
 
 
 def _decode_rows(texts: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -335,14 +351,20 @@ def _decode_rows(texts: Sequence[str]) -> list[dict[str, Any] | None]:
             or {row.__class__ for row in rows} != {dict}):
         return [decode_row(text) for text in texts]
     if has_nan:
-        for i in [i for i, text in enumerate(texts) if "NaN" in text]:
-            row = rows[i]
-            for key in [k for k, v in row.items() if v.__class__ is str]:
+        # The rows whose text holds a NaN, then their figures read as its string (loops in C:
+        # a month's 3,000 counter rows each lack a limit).
+        for row in compress(rows, map(contains, texts, repeat("NaN"))):
+            for key in list(compress(row, map(isinstance, row.values(), repeat(str)))):
                 row[key] = _NAN
     out: list[dict[str, Any] | None] = rows
-    for i in [i for i, row in enumerate(rows) if (row.get("min") or 0) < -MAX_READING
-              or (row.get("max") or 0) > MAX_READING]:
-        out[i] = None
+    # Whether any row's min or max lies beyond MAX_READING (a NaN or a missing one does not),
+    # compared in C; then which ones, as decode_row tells.
+    mins = filter(None, map(dict.get, rows, repeat("min")))  # None, 0: as `or 0` reads them
+    maxs = filter(None, map(dict.get, rows, repeat("max")))
+    if any(map((-MAX_READING).__gt__, mins)) or any(map(MAX_READING.__lt__, maxs)):
+        for i in [i for i, row in enumerate(rows) if (row.get("min") or 0) < -MAX_READING
+                  or (row.get("max") or 0) > MAX_READING]:
+            out[i] = None
     return out
 
 

@@ -104,10 +104,19 @@ def _running_peaks(begun: list[bool], samples: list[Any], maxima: list[Any]
                    ) -> list[Decimal | None]:
     out: list[Decimal | None] = []
     total: Decimal | None = None
+    top: Any = None  # the float `total` was made from (None: not made from a float)
     for ok, count, most in zip(begun, samples, maxima, strict=True):
         if ok and int(count):
-            value = to_decimal(most)
-            total = value if total is None or value > total else total
+            if top is not None and most.__class__ is float and most == most:
+                # Floats (not NaN) order as the decimals of their shortest reprs: a Decimal
+                # only for a new peak, not for each day.
+                if most > top:
+                    top, total = most, to_decimal(most)
+            else:
+                value = to_decimal(most)
+                if total is None or value > total:
+                    total = value
+                    top = most if most.__class__ is float and most == most else None
         out.append(total if ok else None)
     return out
 

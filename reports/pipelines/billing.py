@@ -49,7 +49,12 @@ from reports.periods import (
     rule_periods,
     span,
 )
-from reports.pipelines.days import configured_series, provisional_text, series_day_rows
+from reports.pipelines.days import (
+    configured_series,
+    history_sources,
+    provisional_text,
+    series_day_rows,
+)
 from reports.read.samples import read_series_samples, read_snapshot, source_snapshots
 from reports.render.charts import billing_chart
 from reports.render.csv import write_csv
@@ -148,9 +153,11 @@ def billing(engine: Engine, config: Config, month: date, tz: str | None = None, 
                                         rollups)
         now = now or datetime.now(UTC)
         table = billing_table(rows, priced, now=now, samples=samples)
+        historic = history_sources(config)  # the only ones provisional_text has words for
         table["provisional"] = [
             provisional_text(snapshot, config, rp.rule.source, rp.period.start_us,
-                             rp.period.end_us) for rp in priced]
+                             rp.period.end_us) if rp.rule.source in historic else None
+            for rp in priced]
     result = BillingResult(engine, config, label, tz_name, priced, rows, table, now, samples)
     if not history and not config.credits:
         return result

@@ -58,17 +58,22 @@ def configured_series(config: Config, only: Sequence[tuple[str, str]] | None = N
     before `until_us` (the end of the report's period).
     """
     found = []
+    # `only` by source and as a set: a billing report names 200 series of 200 sources.
+    named: dict[str, list[str]] = {}
+    for s, m in only or ():
+        named.setdefault(s, []).append(m)
+    wanted = None if only is None else set(only)
     for src in config.sources:
         vendor = src.vendor
         staleness_us = int(round(src.staleness * US_PER_SECOND))
         metrics = list(vendor.metrics)
         if only is not None:
-            metrics += [m for s, m in only if s == src.name and m not in vendor.metrics]
+            metrics += [m for m in named.get(src.name, ()) if m not in vendor.metrics]
         elif vendor.series_metrics and engine is not None and until_us is not None:
             metrics += item_series(engine, src.name, until_us)
         for metric in metrics:
             mtype = vendor.metric_type_of(metric)
-            if mtype is None or (only is not None and (src.name, metric) not in only):
+            if mtype is None or (wanted is not None and (src.name, metric) not in wanted):
                 continue
             history = vendor.history
             found.append(SeriesInfo(
@@ -102,7 +107,9 @@ def _series_day_rows(engine: Engine, series: Sequence[SeriesInfo], period: Perio
     ids = series_ids(engine)
     refuse_retired(engine, [ids[k] for s in series if (k := (s.source, s.metric)) in ids],
                    period.start_us)
-    rollups = (RollupStore(engine, rollup_tz, period.start_us, period.end_us)
+    wanted = [ids[k] for s in series if not s.history and (k := (s.source, s.metric)) in ids]
+    rollups = (RollupStore(engine, rollup_tz, period.start_us, period.end_us,
+                           wanted if len(wanted) < len(ids) else None)
                if rollup_tz is not None else None)
     days = period.days
     # Per series (in `series` order), its day rows chunk by chunk.
@@ -182,6 +189,7 @@ def _frame_columns(series: Sequence[SeriesInfo], rows: Sequence[Sequence[dict[st
     n_days = len(days)
     if not series or any(len(series_rows) != n_days for series_rows in rows):
         return None  # no rows, or a length the records path refuses (zip strict)
+    global _last_built
     flat = [row for series_rows in rows for row in series_rows]
     if not flat:
         return None
@@ -191,25 +199,67 @@ def _frame_columns(series: Sequence[SeriesInfo], rows: Sequence[Sequence[dict[st
         "metric_type": [info.metric_type.value for info in series for _ in days],
         "date": np.array(list(days) * len(series), dtype=object),
     }
+    # Rows the last frame was built from (stored rows are shared, read-only, by decode_rows:
+    # the billing report's are the daily reports'): their figures are taken from its
+    # columns, where a column held one kind of value (a part of it holds the same kind).
+    last = _last_built
+    at: np.ndarray | None = None
+    if last is not None:
+        found = list(map(last.at.get, map(id, flat)))
+        at = None if None in found else np.array(found, dtype=np.intp)
+    pure: dict[str, np.ndarray] = {}
     for name in DAY_COLUMNS:
+        if at is not None and last is not None and name in last.columns:
+            out[name] = pure[name] = last.columns[name][at]
+            continue
         try:
-            values = list(map(itemgetter(name), flat))
+            typed = _typed(list(map(itemgetter(name), flat)))
         except KeyError:  # a row stored before a column existed
             return None
-        kinds = set(map(type, values))
-        try:
-            if kinds <= _INT:
-                out[name] = np.array(values, dtype=np.int64)
-            elif kinds <= _INT_FLOAT:
-                if int in kinds and not all(-_WIDE <= v < _WIDE for v in values
-                                            if v.__class__ is int):
-                    return None  # beyond int64: records keep such a column as objects
-                out[name] = np.array(values, dtype=np.float64)
-            else:
-                return None
-        except OverflowError:
+        if typed is None:
             return None
+        out[name] = typed[0]
+        if typed[1]:
+            pure[name] = typed[0]
+    if len(flat) <= _BUILT_MOST:
+        # The rows are kept with their positions: while they live, no other object has
+        # their ids.
+        _last_built = _Built(flat, dict(zip(map(id, flat), range(len(flat)), strict=True)),
+                             pure)
     return out
+
+
+def _typed(values: list[object]) -> tuple[np.ndarray, bool] | None:
+    """The column from_records makes of these figures, and whether they are of one kind.
+
+    None for figures it keeps as objects (or that only it types surely).
+    """
+    kinds = set(map(type, values))
+    try:
+        if kinds <= _INT:
+            return np.array(values, dtype=np.int64), True
+        if kinds <= _INT_FLOAT:
+            if int in kinds and not all(-_WIDE <= v < _WIDE for v in values  # type: ignore[operator]
+                                        if v.__class__ is int):
+                return None  # beyond int64: records keep such a column as objects
+            return np.array(values, dtype=np.float64), kinds == _FLOAT
+    except OverflowError:
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class _Built:
+    """The rows the last frame was built from, their positions, its single-kind columns."""
+
+    rows: list[dict[str, object]]
+    at: dict[int, int]
+    columns: dict[str, np.ndarray]
+
+
+_last_built: _Built | None = None
+_BUILT_MOST = 30_000  # rows kept at most (as etl.store.rollups.MEMO_MOST)
+_FLOAT = frozenset({float})
 
 
 _INT = frozenset({int})
@@ -258,6 +308,11 @@ def _history_days(conn: Connection, sid: int | None, info: SeriesInfo,
                          else read_buckets(conn, sid, lo, hi))
     return aggregate_interval_days(start, end, value, bounds, read_reads(conn, info.source, lo, hi),
                                    apportioned=info.metric_type == MetricType.INTERVAL)
+
+
+def history_sources(config: Config) -> frozenset[str]:
+    """The configured sources that read history (SPEC 10): provisional_text's None for others."""
+    return frozenset(s.name for s in config.sources if s.vendor.history is not None)
 
 
 def provisional_text(conn: Connection, config: Config, source: str, lo_us: int,
