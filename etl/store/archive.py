@@ -7,6 +7,7 @@ import gzip
 import io
 import sys
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ from etl.store.archive_line import parse_line
 from etl.store.bulk import bulk_store
 from etl.store.engine import describe_database_error, is_database_error
 from etl.store.history import store_history
-from etl.store.retire import retired_message, retired_sources
-from etl.store.writer import Conflict, StoreResult, skip_retired
+from etl.store.retire import retired_message, retired_sources, skip_retired
+from etl.store.writer import Conflict, StoreResult
 from etl.textutil import number_text
 from etl.timefmt import utc_z
 from etl.vendors.types import Observation
@@ -59,7 +60,7 @@ class ImportResult:
     conflicts: int = 0
     refused_lines: int = 0  # stored, but with items refused (SPEC 7)
     # Samples not stored because their source's history before them was retired (SPEC 13).
-    retired: dict[str, int] = field(default_factory=dict)
+    retired: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -430,8 +431,7 @@ def _write_pending(engine: Engine, pending: _Pending, name: str, total: ImportRe
     total.snapshots += stored.snapshots
     total.samples += stored.samples
     total.duplicates += stored.duplicates
-    for source, n in stored.retired.items():
-        total.retired[source] = total.retired.get(source, 0) + n
+    total.retired.update(stored.retired)
     named: set[tuple[int, str]] = set()
     if stored.conflicts:
         pending.index_keys()

@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, insert, select, update
 
 from etl.store.models import HistoryMark, HistoryRead, Sample, Snapshot
-from etl.store.writer import StoreResult, insert_ignore, series_ids, skip_retired
+from etl.store.retire import skip_retired
+from etl.store.writer import StoreResult, insert_ignore, series_ids
 from etl.timefmt import to_micros
 from etl.vendors.types import Observation
 

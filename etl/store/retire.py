@@ -9,6 +9,7 @@ the instant before which its history is gone: reports of such a period refuse in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,8 +21,11 @@ from etl.errors import UsageEtlError
 from etl.store import packs, partitions
 from etl.store.compact import archive_path, month_start, next_month
 from etl.store.models import RetiredHistory, RollupDay, Sample, Series, Snapshot
+from etl.store.writer import StoreResult
 from etl.timefmt import utc_z
 from etl.vendors.types import Observation
+
+log = logging.getLogger("etl.store")
 
 
 class RetiredHistoryError(UsageEtlError):
@@ -243,3 +247,21 @@ def retired_message(skipped: dict[str, int], bounds: dict[str, datetime]) -> lis
                      "retired ([retention] samples_days); import the archive files into "
                      "another database to report on it")
     return lines
+
+
+def skip_retired(conn: Connection, observations: list[Observation], result: StoreResult,
+                 *, warn: bool = True) -> list[Observation]:
+    """`observations` minus what falls in retired history, counted in `result.retired`.
+
+    Every writer calls this (`without_retired` has the rule). With `warn`, a
+    warning is logged per source left out: a poll or a backfill has no other place to say
+    so (an import says it in its summary).
+    """
+    bounds = retired_sources(conn)
+    if not bounds:
+        return observations
+    kept, skipped = without_retired(observations, bounds)
+    for line in retired_message(skipped, bounds) if warn else ():
+        log.warning("%s", line)
+    result.retired.update(skipped)
+    return kept

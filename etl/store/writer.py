@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import weakref
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -35,13 +36,12 @@ class Conflict:
 
 @dataclass
 class StoreResult:
-    """What storing observations did: new snapshots and samples, duplicates, conflicts."""
+    """What storing did: new snapshots and samples, duplicates, conflicts, retired (left out)."""
     snapshots: int = 0
     samples: int = 0
     duplicates: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
-    # Samples not stored because their source's history before them was retired (SPEC 13).
-    retired: dict[str, int] = field(default_factory=dict)
+    retired: Counter[str] = field(default_factory=Counter)  # per source (SPEC 13)
 
     def add(self, other: StoreResult) -> None:
         """Add another result's counts and conflicts to this one."""
@@ -49,8 +49,7 @@ class StoreResult:
         self.samples += other.samples
         self.duplicates += other.duplicates
         self.conflicts.extend(other.conflicts)
-        for source, n in other.retired.items():
-            self.retired[source] = self.retired.get(source, 0) + n
+        self.retired.update(other.retired)
 
 
 _series_cache: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], int]] = (
@@ -120,10 +119,8 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
     and is not stored (SPEC 4).
 
     Pages of history sources (with a `window`) go to etl.store.history, where a bucket's
-    latest fetch wins instead (SPEC 10).
-
-    Returns:
-        StoreResult: new snapshots and samples, duplicates and conflicts.
+    latest fetch wins instead (SPEC 10); what falls in retired history is left out (SPEC 13).
+    Returns a StoreResult: new snapshots and samples, duplicates, conflicts, left out.
     """
     result = StoreResult()
     obs_list = list(observations)
@@ -134,6 +131,7 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
         obs_list = [o for o in obs_list if o.window is None]
     if not obs_list:
         return result
+    from etl.store.retire import skip_retired  # it imports this module
     obs_list = skip_retired(conn, obs_list, result)
     unique, later = _first_of_each_key(obs_list)
 
@@ -148,27 +146,6 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
     _insert_new_samples(conn, rows_by_key, existing, result)
     _compare_repeats(later, unique, result)
     return result
-
-
-def skip_retired(conn: Connection, observations: list[Observation], result: StoreResult,
-                 *, warn: bool = True) -> list[Observation]:
-    """`observations` minus what falls in retired history, counted in `result.retired`.
-
-    Every writer calls this (etl.store.retire.without_retired has the rule). With `warn`, a
-    warning is logged per source left out: a poll or a backfill has no other place to say
-    so (an import says it in its summary).
-    """
-    from etl.store.retire import retired_message, retired_sources, without_retired
-
-    bounds = retired_sources(conn)
-    if not bounds:
-        return observations
-    kept, skipped = without_retired(observations, bounds)
-    for line in retired_message(skipped, bounds) if warn else ():
-        log.warning("%s", line)
-    for source, n in skipped.items():
-        result.retired[source] = result.retired.get(source, 0) + n
-    return kept
 
 
 def _first_of_each_key(
