@@ -13,7 +13,7 @@
 # tests/conftest.py's SCALE_MARKER), and those marked `variant` (a parametrized test's cases
 # making the same library calls as its one unmarked case holding all their data: VARIANT_MARKER)
 # are skipped here; scripts/test.sh runs them. Property tests
-# draw a fifth of their examples here, at least 20 (tests/factories.examples).
+# draw a fifth of their examples here, at least 20 (examples in tests/factories.py).
 #
 # Usage: bash scripts/test-minimums.sh [extra pytest args]
 #        bash scripts/test-minimums.sh --prepare   (the cache, the fresh venv and the check of
@@ -80,7 +80,7 @@ PY
   flock -u 9
   libs=$("$cache/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 fi
-# tests/factories.examples reads it.
+# examples in tests/factories.py reads it.
 export USAGE_ETL_TEST_MINIMUMS=1
 prepared=
 if [ "${1:-}" = "--prepared" ]; then

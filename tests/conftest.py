@@ -98,7 +98,7 @@ VARIANT_MARKER = (
     "(scripts/test-minimums.sh), run by scripts/test.sh."
 )
 
-# The minimums' run also draws fewer examples in property tests: tests/factories.examples.
+# The minimums' run also draws fewer examples in property tests: examples in tests/factories.py.
 
 
 def pytest_configure(config: pytest.Config) -> None:
