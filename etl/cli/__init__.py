@@ -110,7 +110,8 @@ def cli(ctx: click.Context, config_path: str | None, database_url: str | None, v
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     quiet_library_loggers()
-    ctx.obj = AppContext(config_path=config_path, database_url=database_url)
+    ctx.obj = app = AppContext(config_path=config_path, database_url=database_url)
+    ctx.call_on_close(app.close)
 
 
 # Libraries whose debug lines would print stored data: SQLAlchemy's engine logs every

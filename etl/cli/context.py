@@ -32,6 +32,7 @@ class AppContext:
     database_url: str | None = None
     _config: Config | None = field(default=None, init=False)
     _engine: Engine | None = field(default=None, init=False)
+    _unchecked: Engine | None = field(default=None, init=False)
 
     @property
     def config(self) -> Config:
@@ -52,6 +53,27 @@ class AppContext:
 
             self._engine = open_database(self.config.database_url)
         return self._engine
+
+    @property
+    def unchecked_engine(self) -> Engine:
+        """The database as it is, schema not checked (`db upgrade`, `db current`)."""
+        if self._unchecked is None:
+            from etl.store.engine import make_engine
+
+            self._unchecked = make_engine(self.config.database_url)
+        return self._unchecked
+
+    def close(self) -> None:
+        """Close the engines' pooled connections when the command ends.
+
+        A command run in-process (click's test runner, a notebook) would otherwise leave
+        them open until the garbage collector finds the engine, which closes them with a
+        warning ("connection ... was deleted while still open") in whatever runs then.
+        """
+        for engine in (self._engine, self._unchecked):
+            if engine is not None:
+                engine.dispose()
+        self._engine = self._unchecked = None
 
     def database_url_or_none(self) -> str | None:
         """The database URL if the config was loaded (for messages about the database)."""

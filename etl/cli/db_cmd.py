@@ -27,9 +27,9 @@ def db_upgrade(app: AppContext) -> None:
     Example:
       usage-etl --database-url postgresql://postgres@127.0.0.1/usage db upgrade
     """
-    from etl.store.engine import current_revision, make_engine, upgrade
+    from etl.store.engine import current_revision, upgrade
 
-    engine = make_engine(app.config.database_url)
+    engine = app.unchecked_engine
     before = current_revision(engine)
     upgrade(engine)
     after = current_revision(engine)
@@ -49,9 +49,9 @@ def db_current(app: AppContext) -> None:
     Example:
       usage-etl db current
     """
-    from etl.store.engine import current_revision, head_revision, make_engine
+    from etl.store.engine import current_revision, head_revision
 
-    engine = make_engine(app.config.database_url)
+    engine = app.unchecked_engine
     click.echo(f"current: {current_revision(engine) or 'empty'}\nnewest:  {head_revision()}")
 
 
