@@ -25,9 +25,11 @@ from etl.store.packs import samples_from
 from etl.store.retire import retire
 from tests.daemon import wait_for
 from tests.factories import (
+    GZIP_DAMAGE,
     REPO,
     at,
     billing_rules,
+    damaged_gzip,
     fill_disk,
     history_page,
     migrated_engine,
@@ -227,6 +229,26 @@ def test_a_read_only_folder_removes_nothing_and_says_so(
     with pytest.raises(CompactError, match="read-only file system"):
         compact(engine, folder, CUT)
     assert len(snapshot_times(engine)) == 8
+
+
+@pytest.mark.parametrize("damage", GZIP_DAMAGE)
+def test_a_damaged_archive_file_removes_nothing_and_names_it(
+        engine: Engine, tmp_path: Path, damage: str) -> None:
+    # The month's file is merged with what leaves the database: a damaged one (a zlib error
+    # included, which ended `compact` in a traceback) stops the pass with one line.
+    seed_month(engine)
+    folder = tmp_path / "archive"
+    month = folder / "rules" / "2026-05.jsonl.gz"
+    month.parent.mkdir(parents=True)
+    line = '{"source": "rules", "observed_at": "2026-05-01T00:00:00Z", "body": {}}\n'
+    month.write_bytes(damaged_gzip(line.encode() * 2000, damage))
+    with pytest.raises(CompactError) as caught:
+        compact(engine, folder, CUT)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{month}: not a readable archive file (")
+    assert message.endswith("nothing was removed from the database")
+    assert len(snapshot_times(engine)) == 8 - 1  # the April file was written before it
 
 
 def test_batches_bound_what_one_pass_holds(engine: Engine, tmp_path: Path) -> None:
