@@ -270,6 +270,9 @@ def test_compact_without_raw_days_does_nothing(sqlite_url: str, tmp_path: Path) 
     ("raw_days = 3\nsamples_days = 2", "retention.samples_days: must be at least raw_days"),
     ("samples_days = 40", "retention.samples_days: needs raw_days set too"),
     ("keep = 3", "retention.keep: unknown key"),
+    # A refused raw_days is its one problem, not also "samples_days: needs raw_days set too".
+    ('raw_days = "7"\nsamples_days = 40', "retention.raw_days: must be a whole number of days"),
+    ("raw_days = 1.5\nsamples_days = 40", "retention.raw_days: must be a whole number of days"),
 ])
 def test_bad_retention_keys_are_config_errors(sqlite_url: str, tmp_path: Path, extra: str,
                                               problem: str) -> None:
@@ -277,7 +280,8 @@ def test_bad_retention_keys_are_config_errors(sqlite_url: str, tmp_path: Path, e
                        f"\n[retention]\n{extra}\n")
     done = CliRunner().invoke(cli, ["--config", str(cfg), "compact"])
     assert done.exit_code == 2
-    assert problem in done.output
+    (line,) = done.output.strip().splitlines()
+    assert problem in line
     assert not os.path.exists(sqlite_url.removeprefix("sqlite:///"))
 
 
