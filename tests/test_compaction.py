@@ -25,9 +25,11 @@ from etl.store.packs import samples_from
 from etl.store.retire import retire
 from tests.daemon import wait_for
 from tests.factories import (
+    GZIP_DAMAGE,
     REPO,
     at,
     billing_rules,
+    damaged_gzip,
     fill_disk,
     history_page,
     migrated_engine,
@@ -229,6 +231,26 @@ def test_a_read_only_folder_removes_nothing_and_says_so(
     assert len(snapshot_times(engine)) == 8
 
 
+@pytest.mark.parametrize("damage", GZIP_DAMAGE)
+def test_a_damaged_archive_file_removes_nothing_and_names_it(
+        engine: Engine, tmp_path: Path, damage: str) -> None:
+    # The month's file is merged with what leaves the database: a damaged one (a zlib error
+    # included, which ended `compact` in a traceback) stops the pass with one line.
+    seed_month(engine)
+    folder = tmp_path / "archive"
+    month = folder / "rules" / "2026-05.jsonl.gz"
+    month.parent.mkdir(parents=True)
+    line = '{"source": "rules", "observed_at": "2026-05-01T00:00:00Z", "body": {}}\n'
+    month.write_bytes(damaged_gzip(line.encode() * 2000, damage))
+    with pytest.raises(CompactError) as caught:
+        compact(engine, folder, CUT)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{month}: not a readable archive file (")
+    assert message.endswith("nothing was removed from the database")
+    assert len(snapshot_times(engine)) == 8 - 1  # the April file was written before it
+
+
 def test_batches_bound_what_one_pass_holds(engine: Engine, tmp_path: Path) -> None:
     seed_month(engine)
     seen: list[int] = []
@@ -248,6 +270,9 @@ def test_compact_without_raw_days_does_nothing(sqlite_url: str, tmp_path: Path) 
     ("raw_days = 3\nsamples_days = 2", "retention.samples_days: must be at least raw_days"),
     ("samples_days = 40", "retention.samples_days: needs raw_days set too"),
     ("keep = 3", "retention.keep: unknown key"),
+    # A refused raw_days is its one problem, not also "samples_days: needs raw_days set too".
+    ('raw_days = "7"\nsamples_days = 40', "retention.raw_days: must be a whole number of days"),
+    ("raw_days = 1.5\nsamples_days = 40", "retention.raw_days: must be a whole number of days"),
 ])
 def test_bad_retention_keys_are_config_errors(sqlite_url: str, tmp_path: Path, extra: str,
                                               problem: str) -> None:
@@ -255,7 +280,8 @@ def test_bad_retention_keys_are_config_errors(sqlite_url: str, tmp_path: Path, e
                        f"\n[retention]\n{extra}\n")
     done = CliRunner().invoke(cli, ["--config", str(cfg), "compact"])
     assert done.exit_code == 2
-    assert problem in done.output
+    (line,) = done.output.strip().splitlines()
+    assert problem in line
     assert not os.path.exists(sqlite_url.removeprefix("sqlite:///"))
 
 

@@ -241,8 +241,13 @@ def _import_file(
     with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
         try:
             head = unzipped.peek(ENCODING_PROBE_BYTES)[:ENCODING_PROBE_BYTES]
-        except (EOFError, zlib.error, gzip.BadGzipFile):
-            head = b""  # reported by _import_stream, where the data breaks off
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            # Damaged before any data (its header or first block): said here, since a
+            # GzipFile that met the end of its data reads nothing more and the file would
+            # pass for an empty one. Data that breaks off later is reported where it does.
+            total.bad_lines += 1
+            on_problem(f"{name}:1: damaged gzip data ({exc}); nothing of the file was read")
+            return
         _check_encoding(head, name)
         _import_stream(engine, sources, unzipped, name, total, batch_size, on_problem,
                        on_progress, position=raw.tell if raw.seekable() else None)
