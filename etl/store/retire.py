@@ -186,8 +186,9 @@ def _first(conn: Connection, sids: list[int]) -> datetime | None:
 
 def retired_before(conn: Connection) -> dict[int, datetime]:
     """Series id -> the instant before which its samples were retired (SPEC 13)."""
+    retired = RetiredHistory.__table__.c  # Core: every report reads this, no mapper needed
     return {sid: before for sid, before in conn.execute(
-        select(RetiredHistory.series_id, RetiredHistory.before))}
+        select(retired.series_id, retired.before))}
 
 
 def retired_sources(conn: Connection) -> dict[str, datetime]:
