@@ -171,7 +171,7 @@ def test_a_pooled_sqlite_connection_gets_its_own_settings_back_after_a_bulk_stor
     from sqlalchemy.pool import StaticPool
 
     from etl.store.engine import make_engine, upgrade
-    from etl.store.writer import forget_series_cache
+    from etl.store.rows import forget_series_cache
 
     eng = make_engine(f"sqlite:///{tmp_path / 'pooled.db'}", poolclass=StaticPool)
     upgrade(eng)
