@@ -387,6 +387,34 @@ def test_retired_samples_leave_reports_of_later_periods_unchanged(engine: Engine
         assert all_samples(ref) == original
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_an_export_reaching_retired_history_says_what_it_leaves_out(
+        engine: Engine, tmp_path: Path, fmt: str) -> None:
+    # Reports refuse a retired period; a CSV or Parquet export of it wrote fewer rows without
+    # a word (the JSONL export names the archive files, test above).
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    seed_month(engine)
+    folder = tmp_path / "archive"
+    url = engine.url.render_as_string(hide_password=False)
+    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=url),
+                       f'\n[retention]\nraw_days = 0\narchive_dir = "{folder}"\n')
+    compact(engine, folder, CUT)
+    retire(engine, folder, at("2026-06-01T07:00:00"))
+    note = ("samples of rules before 2026-06-01T00:00:00Z, ws-prod before "
+            "2026-06-01T00:00:00Z were retired ([retention] samples_days) and are not in this "
+            f"export; their raw responses are in the archive files under {folder}: import "
+            "them into another database to export that period")
+    for start, said in (("2026-05-01", [note]), ("2026-06-01", [])):
+        out = tmp_path / f"{fmt}-{start}"
+        done = CliRunner().invoke(cli, ["--config", str(cfg), "export", "--start", start,
+                                        "--end", "2026-06-30", "--format", fmt,
+                                        "--out", str(out)])
+        assert done.exit_code == 0, done.output
+        assert [line for line in done.stderr.splitlines()
+                if not line.startswith("exported ")] == said
+
+
 def test_importing_retired_history_again_stores_none_of_it_and_says_so_per_source(
         engine: Engine, tmp_path: Path) -> None:
     seed_month(engine)
