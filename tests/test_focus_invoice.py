@@ -95,6 +95,11 @@ def test_usage_etls_own_focus_file_reconciles_every_rule_as_a_match(
     assert {k: v[0] for k, v in got.items()} == {
         ("api", "invocations"): "match", ("batch", "invocations"): "match",
         ("ws", "connections"): "match"}
+    # With the example's focus_match no rule selects the api rows (Functions is Vercel's
+    # name): they are missing_metered at the charge, 300.00, not netted with the Credit
+    # row of the same SkuId (-100.00) as they were.
+    got = reconciled(month, tmp_path / f"focus-{MONTH}.csv", tmp_path / "m")
+    assert got[("", "api/api/invocations")] == ("missing_metered", "", "250000", "300.00")
     assert load(plain).billing[0].focus_match == ()
     assert replace(load(EXAMPLE).billing[0]).focus_match == (
         ("ServiceName", "Functions"), ("SkuId", "fn-invocations"))
