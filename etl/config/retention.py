@@ -42,7 +42,10 @@ def parse_retention(raw: Any, where: str, problems: list[str]) -> Retention:
         problems.append(f"{where}retention.archive_dir: must be a non-empty folder path")
         archive_dir = DEFAULT_ARCHIVE_DIR
     raw_days, samples_days = days["raw_days"], days["samples_days"]
-    if samples_days is not None and (raw_days is None or samples_days < raw_days):
+    # A raw_days given but refused above is not "unset": its own line says what is wrong.
+    raw_refused = raw_days is None and raw.get("raw_days") is not None
+    if samples_days is not None and not raw_refused and (raw_days is None
+                                                         or samples_days < raw_days):
         # Samples are retired only where their raw responses are archived (SPEC 13).
         need = "needs raw_days set too" if raw_days is None else "must be at least raw_days"
         problems.append(f"{where}retention.samples_days: {need} "

@@ -24,7 +24,7 @@ from etl.store.bulk import bulk_store
 from etl.store.engine import describe_database_error, is_database_error
 from etl.store.history import store_history
 from etl.store.retire import retired_message, retired_sources, skip_retired
-from etl.store.writer import Conflict, StoreResult
+from etl.store.rows import Conflict, StoreResult
 from etl.textutil import number_text
 from etl.timefmt import utc_z
 from etl.vendors.types import Observation
@@ -241,8 +241,13 @@ def _import_file(
     with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
         try:
             head = unzipped.peek(ENCODING_PROBE_BYTES)[:ENCODING_PROBE_BYTES]
-        except (EOFError, zlib.error, gzip.BadGzipFile):
-            head = b""  # reported by _import_stream, where the data breaks off
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            # Damaged before any data (its header or first block): said here, since a
+            # GzipFile that met the end of its data reads nothing more and the file would
+            # pass for an empty one. Data that breaks off later is reported where it does.
+            total.bad_lines += 1
+            on_problem(f"{name}:1: damaged gzip data ({exc}); nothing of the file was read")
+            return
         _check_encoding(head, name)
         _import_stream(engine, sources, unzipped, name, total, batch_size, on_problem,
                        on_progress, position=raw.tell if raw.seekable() else None)

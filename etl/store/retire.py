@@ -19,10 +19,10 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from etl.errors import UsageEtlError
 from etl.store import packs, partitions
-from etl.store.compact import archive_path, month_start, next_month
+from etl.store.compact import archive_path
 from etl.store.models import RetiredHistory, RollupDay, Sample, Series, Snapshot
-from etl.store.writer import StoreResult
-from etl.timefmt import utc_z
+from etl.store.rows import StoreResult
+from etl.timefmt import month_start, next_month, utc_z
 from etl.vendors.types import Observation
 
 log = logging.getLogger("etl.store")
@@ -186,8 +186,9 @@ def _first(conn: Connection, sids: list[int]) -> datetime | None:
 
 def retired_before(conn: Connection) -> dict[int, datetime]:
     """Series id -> the instant before which its samples were retired (SPEC 13)."""
+    retired = RetiredHistory.__table__.c  # Core: every report reads this, no mapper needed
     return {sid: before for sid, before in conn.execute(
-        select(RetiredHistory.series_id, RetiredHistory.before))}
+        select(retired.series_id, retired.before))}
 
 
 def retired_sources(conn: Connection) -> dict[str, datetime]:

@@ -99,9 +99,10 @@ def read_snapshot(engine: Engine) -> Iterator[Connection]:
 
 def series_ids(engine: Engine) -> dict[tuple[str, str], int]:
     """(source, metric) -> series id for every series stored."""
+    series = Series.__table__.c  # Core columns: no ORM compile step (nor mapper) to read
     with engine.connect() as conn:
         return {(s, m): i for i, s, m in conn.execute(
-            select(Series.id, Series.source, Series.metric))}
+            select(series.id, series.source, series.metric))}
 
 
 def item_series(engine: Engine, source: str, until_us: int) -> list[str]:
