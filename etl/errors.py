@@ -25,6 +25,14 @@ class InputError(UsageEtlError):
     exit_code = 2
 
 
+class DatabaseUrlError(InputError):
+    """A database URL that cannot be used; the CLI names where it came from (SPEC 2)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"database_url: {problem}")
+
+
 class SchemaOutdatedError(UsageEtlError):
     """The database schema is behind the newest migration."""
 

@@ -47,6 +47,9 @@ class Config:
     metrics_listen: str | None = None
     retention: Retention = Retention()
     path: str | None = field(default=None, compare=False)
+    # Where database_url came from, for messages: "--database-url", "$USAGE_ETL_DATABASE_URL"
+    # or "FILE: database_url".
+    database_url_from: str = field(default="database_url", compare=False)
 
     @property
     def tz(self) -> ZoneInfo:

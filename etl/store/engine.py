@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from etl.config import database_url_problem, normalize_url
-from etl.errors import DatabaseError, InputError, SchemaOutdatedError
+from etl.errors import DatabaseError, DatabaseUrlError, InputError, SchemaOutdatedError
 from etl.redact import redact_url
 from etl.textutil import first_line
 
@@ -50,7 +50,7 @@ def make_engine(url: str, *, read_only_ok: bool = True, **kwargs: Any) -> Engine
     """
     problem = database_url_problem(url)
     if problem:
-        raise InputError(f"database_url: {problem}")
+        raise DatabaseUrlError(problem)
     parsed = make_url(normalize_url(url))
     connect_args = dict(kwargs.pop("connect_args", None) or {})
     if parsed.get_backend_name() == "sqlite":
@@ -58,7 +58,7 @@ def make_engine(url: str, *, read_only_ok: bool = True, **kwargs: Any) -> Engine
         if db and not db.startswith("file:"):
             parent = Path(db).expanduser().resolve().parent
             if not parent.is_dir():
-                raise InputError(f"database_url: folder {parent} does not exist")
+                raise DatabaseUrlError(f"folder {parent} does not exist")
             if read_only_ok:
                 parsed = _read_only_sqlite(parsed, Path(db).expanduser().resolve())
         # Read once: a bad value is refused here, not inside every later connect.
@@ -73,8 +73,8 @@ def make_engine(url: str, *, read_only_ok: bool = True, **kwargs: Any) -> Engine
     try:
         engine = create_engine(parsed, connect_args=connect_args, **kwargs)
     except ModuleNotFoundError as exc:
-        raise InputError(
-            f"database_url: driver {exc.name!r} is not installed "
+        raise DatabaseUrlError(
+            f"driver {exc.name!r} is not installed "
             "(pip install 'usage-etl[postgres]' for PostgreSQL)"
         ) from None
     if engine.dialect.name == "sqlite":
