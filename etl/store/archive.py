@@ -131,7 +131,7 @@ def import_archives(
     sources = {s.name: s for s in config.sources}
     total = ImportResult()
     try:
-        with _collection_per_batch():
+        with _collection_per_batch(), _kept_open(engine):
             _import_paths(engine, sources, paths, total, batch_size, on_problem, on_progress,
                           stdin)
     except Exception as exc:  # noqa: BLE001 - a database step failed, e.g. its disk is full
@@ -165,6 +165,21 @@ def _collection_per_batch() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@contextmanager
+def _kept_open(engine: Engine) -> Iterator[None]:
+    """SQLite: one idle connection held open meanwhile, so the file stays open between batches.
+
+    Each batch's connections are new (SQLite's engine pools none), and the last one to
+    close a WAL database checkpoints all of it and deletes the WAL: with this one open, the
+    batches' commits checkpoint as they go and the WAL is deleted once, at the end.
+    """
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    with engine.connect():
+        yield
 
 
 def _import_paths(
@@ -324,8 +339,12 @@ def _import_stream(
     try:
         while raw := readline(MAX_LINE_BYTES + 1):
             lineno += 1
-            consumed += len(raw)
-            line = _whole_line(raw, lineno, name, total, problems.add)
+            size = len(raw)
+            consumed += size
+            # The checks of _whole_line, made here first: it has work only for a file's
+            # first line or a line cut off at MAX_LINE_BYTES, and a call per line costs.
+            line = (raw if lineno > 1 and size <= MAX_LINE_BYTES
+                    else _whole_line(raw, lineno, name, total, problems.add))
             if line is None:
                 break
             if line.isspace():  # a blank line (isspace makes no copy, unlike strip)
