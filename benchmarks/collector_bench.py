@@ -69,7 +69,7 @@ def run(n: int, rounds: int, workdir: Path, *, capacity_rounds: int = 3,
     from etl.collect.poll import Collector
     from etl.runtime.collect_run import collect_once
     from etl.store.models import CollectionAttempt, Sample
-    from etl.store.writer import forget_series_cache
+    from etl.store.rows import forget_series_cache
 
     port = _free_port()
     sim = subprocess.Popen([sys.executable, "-m", "benchmarks.collector_bench", "serve",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import sqlite_engine
-from etl.store.writer import forget_series_cache, series_ids
+from etl.store.rows import forget_series_cache, series_ids
 from etl.timefmt import to_micros
 from etl.vendors.types import SampleValue
 

@@ -185,7 +185,7 @@ def run(workdir: Path, *, days: int = 90, series: int = 50, rounds: int = 3,
     from etl.config import parse_config
     from etl.store.archive import import_archives
     from etl.store.history import store_history
-    from etl.store.writer import forget_series_cache, series_ids
+    from etl.store.rows import forget_series_cache, series_ids
     from etl.vendors.types import MetricType, SampleValue
 
     port = _free_port()

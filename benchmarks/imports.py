@@ -21,7 +21,7 @@ from etl.store.archive import import_archives
 from etl.store.archive_line import parse_line
 from etl.store.bulk import bulk_store
 from etl.store.engine import make_engine, upgrade
-from etl.store.writer import forget_series_cache, series_ids
+from etl.store.rows import forget_series_cache, series_ids
 from etl.timefmt import to_micros
 from etl.vendors.types import Observation, SampleValue
 

@@ -29,7 +29,7 @@ from etl.cli import cli
 from etl.config import load_config
 from etl.store import packs, partitions
 from etl.store.engine import make_engine, upgrade
-from etl.store.writer import forget_series_cache
+from etl.store.rows import forget_series_cache
 
 MONTH_START = datetime(2026, 9, 1, tzinfo=UTC)
 MONTH_END = datetime(2026, 10, 1, tzinfo=UTC)

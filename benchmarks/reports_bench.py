@@ -28,7 +28,7 @@ from benchmarks.workload import (
     nx_name,
     ws_name,
 )
-from etl.store.writer import forget_series_cache, series_ids
+from etl.store.rows import forget_series_cache, series_ids
 from etl.timefmt import to_micros
 from etl.vendors import get as get_kind
 from etl.vendors.types import SampleValue

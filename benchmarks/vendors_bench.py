@@ -30,7 +30,7 @@ from etl.runtime.simulated_apis import generate_archive
 from etl.runtime.simulator import SimulatedVendor
 from etl.store.archive import import_archives
 from etl.store.archive_line import parse_line
-from etl.store.writer import forget_series_cache
+from etl.store.rows import forget_series_cache
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "vendors.md"
 BUILT_IN = """

@@ -20,7 +20,8 @@ from benchmarks.reports_bench import vm_hwm
 from etl.config import Config, parse_config
 from etl.runtime.alerting import check
 from etl.store.engine import make_engine
-from etl.store.writer import forget_series_cache, store_observations
+from etl.store.rows import forget_series_cache
+from etl.store.writer import store_observations
 from etl.vendors.types import MetricType, Observation, SampleValue
 from reports.jobs import build_billing, build_daily
 

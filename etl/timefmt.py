@@ -1,4 +1,4 @@
-"""UTC instants as `...Z` text and epoch microseconds, and the YYYY-MM-DD days commands take."""
+"""UTC instants as `...Z` text and epoch microseconds, UTC months, and the YYYY-MM-DD days commands take."""
 
 from __future__ import annotations
 
@@ -64,3 +64,19 @@ def from_micros(value: int, tz: tzinfo | None = None) -> datetime:
     """Microseconds since the Unix epoch as an aware datetime in UTC (or in `tz`)."""
     at = EPOCH + timedelta(microseconds=int(value))
     return at.astimezone(tz) if tz is not None else at
+
+
+def month_start(at: datetime) -> datetime:
+    """The first instant of `at`'s UTC month."""
+    at = at.astimezone(UTC)
+    return datetime(at.year, at.month, 1, tzinfo=UTC)
+
+
+def next_month(start: datetime) -> datetime:
+    """The first instant of the UTC month after the one starting at `start`.
+
+    December 9999 has no next month a datetime holds: its last instant stands in for it.
+    """
+    if (start.year, start.month) == (9999, 12):
+        return datetime.max.replace(tzinfo=UTC)
+    return (start + timedelta(days=32)).replace(day=1)

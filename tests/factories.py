@@ -34,7 +34,8 @@ from sqlalchemy.engine import Engine
 from etl.config import Config, SourceConfig, parse_config
 from etl.runtime.simulator import SimulatedVendor
 from etl.store.engine import make_engine, upgrade
-from etl.store.writer import forget_series_cache, store_observations
+from etl.store.rows import forget_series_cache
+from etl.store.writer import store_observations
 from etl.vendors.types import (
     MetricType,
     Observation,

@@ -23,7 +23,7 @@ from etl.runtime.simulated_apis import generate_archive
 from etl.store.archive import import_archives
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import Sample, Series
-from etl.store.writer import forget_series_cache
+from etl.store.rows import forget_series_cache
 from tests.factories import examples, migrated_engine, write_reports_config
 
 # The two lines of SPEC section 4, verbatim.

@@ -11,7 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from etl.store.bulk import bulk_store
 from etl.store.models import Sample, Series, Snapshot
-from etl.store.writer import StoreResult, store_observations
+from etl.store.rows import StoreResult
+from etl.store.writer import store_observations
 from etl.vendors.types import Observation, Origin
 from tests.factories import nected, reference_engine, wiresocket
 

@@ -14,7 +14,7 @@ from etl.cli import cli
 from etl.runtime.simulator import SimulatedVendor
 from etl.store.engine import make_engine
 from etl.store.models import Sample, Series
-from etl.store.writer import forget_series_cache
+from etl.store.rows import forget_series_cache
 from etl.vendors import get as vendor_kind
 from etl.vendors.parse_api import ParseContext
 from tests.factories import write_sim_config

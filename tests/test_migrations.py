@@ -33,7 +33,7 @@ from etl.store.engine import current_revision, downgrade, head_revision, make_en
 from etl.store.models import Base, UtcDateTime
 from etl.store.packs import TABLE as PACKS
 from etl.store.partitions import is_partition
-from etl.store.writer import forget_series_cache
+from etl.store.rows import forget_series_cache
 from tests.factories import REPO
 
 

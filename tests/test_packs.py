@@ -19,7 +19,8 @@ from etl.store.archive import import_archives
 from etl.store.compact import compact
 from etl.store.engine import downgrade, upgrade
 from etl.store.models import RollupDay, Series
-from etl.store.writer import forget_series_cache, record_polls
+from etl.store.rows import forget_series_cache
+from etl.store.writer import record_polls
 from reports import api
 from reports.read.samples import read_prev_values
 from tests.factories import (

@@ -18,7 +18,7 @@ from etl.store.archive import import_archives
 from etl.store.compact import compact
 from etl.store.engine import downgrade, make_engine, upgrade
 from etl.store.retire import retire
-from etl.store.writer import forget_series_cache
+from etl.store.rows import forget_series_cache
 from tests.factories import at, nected, seed_month, store, stored_history_config
 
 pytestmark = pytest.mark.postgres

@@ -33,8 +33,8 @@ from etl.runtime.triggers import SlotTrigger
 from etl.slots import slot_of
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import CollectionAttempt, Sample, SourceState
+from etl.store.rows import forget_series_cache
 from etl.store.spool import Spool, poll_to_dict
-from etl.store.writer import forget_series_cache
 from tests.daemon import (
     PATIENCE,
     daemon_env,

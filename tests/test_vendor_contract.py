@@ -31,7 +31,8 @@ from etl.config import Config, SourceConfig
 from etl.errors import ParseError
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import Sample, Series
-from etl.store.writer import forget_series_cache, record_polls
+from etl.store.rows import forget_series_cache
+from etl.store.writer import record_polls
 from etl.vendors import KINDS, VendorKind
 from etl.vendors.http_json import EXAMPLE_BODY, EXAMPLE_SOURCE
 from etl.vendors.parse_api import ParseContext

@@ -19,7 +19,7 @@ from etl.runtime.simulated_apis import generate_archive
 from etl.store.archive import import_archives
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import Sample, Series
-from etl.store.writer import forget_series_cache
+from etl.store.rows import forget_series_cache
 from etl.vendors import get as vendor_kind
 from reports.frames import billing_frame, daily_frame
 from tests.factories import REPO

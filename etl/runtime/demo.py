@@ -31,7 +31,7 @@ from etl.store.archive import ImportResult, import_archives
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import Series
 from etl.store.packs import samples_from
-from etl.store.writer import forget_series_cache
+from etl.store.rows import forget_series_cache
 from etl.vendors.types import PollRecord
 
 DEFAULT_DIR = "usage-etl-demo"

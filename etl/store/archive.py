@@ -24,7 +24,7 @@ from etl.store.bulk import bulk_store
 from etl.store.engine import describe_database_error, is_database_error
 from etl.store.history import store_history
 from etl.store.retire import retired_message, retired_sources, skip_retired
-from etl.store.writer import Conflict, StoreResult
+from etl.store.rows import Conflict, StoreResult
 from etl.textutil import number_text
 from etl.timefmt import utc_z
 from etl.vendors.types import Observation

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine
 
 from etl.store import partitions
 from etl.store.packs import latest_packed, unpack_spans
-from etl.store.writer import Conflict, StoreResult, series_ids
+from etl.store.rows import Conflict, StoreResult, series_ids
 from etl.timefmt import from_micros, to_micros
 from etl.vendors.types import Observation
 

@@ -29,6 +29,7 @@ from etl.files import fsync_dir, os_error_text
 from etl.store.export import archive_line
 from etl.store.models import Snapshot
 from etl.store.packs import pack
+from etl.timefmt import month_start, next_month
 
 # Snapshots per batch: what one pass holds in memory (ids, times, payload texts).
 BATCH_ROWS = 20_000
@@ -62,22 +63,6 @@ class CompactResult:
                   if self.packed else "")  # PostgreSQL only (etl.store.packs)
         return (f"{self.moved} raw responses moved to {len(self.files)} archive "
                 f"file{'s' if len(self.files) != 1 else ''}{packed}")
-
-
-def month_start(at: datetime) -> datetime:
-    """The first instant of `at`'s UTC month."""
-    at = at.astimezone(UTC)
-    return datetime(at.year, at.month, 1, tzinfo=UTC)
-
-
-def next_month(start: datetime) -> datetime:
-    """The first instant of the UTC month after the one starting at `start`.
-
-    December 9999 has no next month a datetime holds: its last instant stands in for it.
-    """
-    if (start.year, start.month) == (9999, 12):
-        return datetime.max.replace(tzinfo=UTC)
-    return (start + timedelta(days=32)).replace(day=1)
 
 
 def archive_path(archive_dir: Path, source: str, month: datetime) -> Path:

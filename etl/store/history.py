@@ -23,7 +23,7 @@ from sqlalchemy import Connection, and_, delete, insert, select, update
 
 from etl.store.models import HistoryMark, HistoryRead, Sample, Snapshot
 from etl.store.retire import skip_retired
-from etl.store.writer import StoreResult, insert_ignore, series_ids
+from etl.store.rows import StoreResult, insert_ignore, series_ids
 from etl.timefmt import to_micros
 from etl.vendors.types import Observation
 

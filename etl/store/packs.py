@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement, FromClause
 
 from etl.store.models import Sample, Series, UtcDateTime
+from etl.timefmt import month_start, next_month
 
 TABLE = "sample_packs"
 DEFAULT_PARTITION = "sample_packs_default"
@@ -297,8 +298,6 @@ def pack(engine: Engine, before: datetime) -> int:
             "CROSS JOIN LATERAL (SELECT observed_at FROM samples WHERE series_id = s.id "
             "AND observed_at < %(hi)s ORDER BY observed_at DESC LIMIT 1) b ORDER BY s.id",
             {"hi": hi}).all()
-    from etl.store.compact import month_start, next_month
-
     for sid, first, last in spans:
         month = month_start(first)
         while month <= last:

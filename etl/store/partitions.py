@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, text
 
-from etl.store.compact import month_start, next_month
 from etl.store.packs import DEFAULT_PARTITION as PACKS_DEFAULT
 from etl.store.packs import TABLE as PACKS
+from etl.timefmt import month_start, next_month
 
 DEFAULT_PARTITION = "samples_default"
 MONTHS_AHEAD = 2

@@ -19,10 +19,10 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from etl.errors import UsageEtlError
 from etl.store import packs, partitions
-from etl.store.compact import archive_path, month_start, next_month
+from etl.store.compact import archive_path
 from etl.store.models import RetiredHistory, RollupDay, Sample, Series, Snapshot
-from etl.store.writer import StoreResult
-from etl.timefmt import utc_z
+from etl.store.rows import StoreResult
+from etl.timefmt import month_start, next_month, utc_z
 from etl.vendors.types import Observation
 
 log = logging.getLogger("etl.store")

@@ -3,112 +3,23 @@
 from __future__ import annotations
 
 import logging
-import weakref
 import zlib
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, insert, select, text, tuple_
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from etl.store.identity import generation
-from etl.store.models import CollectionAttempt, Sample, Series, Snapshot
+from etl.store.history import advance_read_up_to, store_history
+from etl.store.models import CollectionAttempt, Sample, Snapshot
 from etl.store.packs import unpack_spans
+from etl.store.retire import skip_retired
+from etl.store.rows import Conflict, StoreResult, insert_ignore, series_ids
 from etl.textutil import first_line
-from etl.vendors import KINDS
 from etl.vendors.types import Observation, Origin, Outcome, PollRecord, SampleValue
 
 log = logging.getLogger("etl.store")
-
-
-@dataclass(frozen=True)
-class Conflict:
-    """A sample whose key is stored already with another value; the stored one wins."""
-
-    source: str
-    metric: str
-    observed_at: datetime
-    stored: float
-    offered: float
-
-
-@dataclass
-class StoreResult:
-    """What storing did: new snapshots and samples, duplicates, conflicts, retired (left out)."""
-    snapshots: int = 0
-    samples: int = 0
-    duplicates: int = 0
-    conflicts: list[Conflict] = field(default_factory=list)
-    retired: Counter[str] = field(default_factory=Counter)  # per source (SPEC 13)
-
-    def add(self, other: StoreResult) -> None:
-        """Add another result's counts and conflicts to this one."""
-        self.snapshots += other.snapshots
-        self.samples += other.samples
-        self.duplicates += other.duplicates
-        self.conflicts.extend(other.conflicts)
-        self.retired.update(other.retired)
-
-
-_series_cache: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], int]] = (
-    weakref.WeakKeyDictionary()
-)
-# The database file generation (etl.store.identity) each engine's cache was read from.
-_series_generation: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
-
-
-def insert_ignore(conn: Connection, table: type, conflict_cols: Sequence[str]):  # type: ignore[no-untyped-def]
-    """An INSERT that skips rows whose `conflict_cols` are stored already (both engines)."""
-    # Each dialect's insert is imported when used: a SQLite process never loads PostgreSQL's.
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols))
-    if conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols))
-    return insert(table)
-
-
-def series_ids(
-    conn: Connection, source: str, kind: str, samples: Sequence[SampleValue]
-) -> dict[str, int]:
-    """Map metric -> series id for each of `samples`, creating missing series rows.
-
-    A series row is made the first time one of its samples is stored, so per-item series
-    (http_json `each`, SPEC 7) appear as their items do; its metric type is the sample's
-    (set by kinds whose types depend on the source), else the kind's.
-    """
-    cache = _cached_series(conn.engine)
-    missing = [sv for sv in samples if (source, sv.metric) not in cache]
-    if missing:
-        conn.execute(
-            insert_ignore(conn, Series, ("source", "metric")),
-            [{"source": source, "metric": sv.metric, "kind": kind,
-              "metric_type": str(sv.metric_type or KINDS[kind].metrics[sv.metric])}
-             for sv in missing],
-        )
-        rows = conn.execute(select(Series.metric, Series.id).where(Series.source == source))
-        for metric, sid in rows:
-            cache[(source, metric)] = sid
-    return {sv.metric: cache[(source, sv.metric)] for sv in samples}
-
-
-def forget_series_cache(engine: Engine) -> None:
-    """Drop cached series ids (after the database was dropped or recreated)."""
-    _series_cache.pop(engine, None)
-
-
-def _cached_series(engine: Engine) -> dict[tuple[str, str], int]:
-    """The engine's series ids read so far; none once its SQLite file was replaced."""
-    gen = generation(engine)
-    if _series_generation.get(engine) != gen:
-        _series_cache.pop(engine, None)
-        _series_generation[engine] = gen
-    return _series_cache.setdefault(engine, {})
 
 
 def store_observations(conn: Connection, observations: Iterable[Observation]) -> StoreResult:
@@ -125,13 +36,10 @@ def store_observations(conn: Connection, observations: Iterable[Observation]) ->
     result = StoreResult()
     obs_list = list(observations)
     if any(obs.window is not None for obs in obs_list):
-        from etl.store.history import store_history
-
         result.add(store_history(conn, [o for o in obs_list if o.window is not None]))
         obs_list = [o for o in obs_list if o.window is None]
     if not obs_list:
         return result
-    from etl.store.retire import skip_retired  # it imports this module
     obs_list = skip_retired(conn, obs_list, result)
     unique, later = _first_of_each_key(obs_list)
 
@@ -391,8 +299,6 @@ def _store_range(conn: Connection, poll: PollRecord, origin: Origin) -> StoreRes
     Its pages with their windows (coverage), and `H` moved as the poll would have; the
     samples the poll stored before count too.
     """
-    from etl.store.history import advance_read_up_to, store_history  # it imports this module
-
     pages = [p if p.origin == origin else p._replace(origin=str(origin)) for p in poll.pages]
     stored = store_history(conn, pages)
     if poll.read_up_to is not None:

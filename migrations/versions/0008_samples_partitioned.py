@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 
 from alembic import op
 
-from etl.store.compact import month_start, next_month
 from etl.store.partitions import DEFAULT_PARTITION, make
+from etl.timefmt import month_start, next_month
 
 revision: str = "0008_samples_partitioned"
 down_revision: str | Sequence[str] | None = "0007_samples_clustered"

@@ -29,8 +29,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from etl.store.compact import month_start
 from etl.store.partitions import DEFAULT_PARTITION, existing, make, month_of
+from etl.timefmt import month_start
 
 revision: str = "0009_samples_lean"
 down_revision: str | Sequence[str] | None = "0008_samples_partitioned"
