@@ -6,6 +6,7 @@ Test modules import from this module, never from one another.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -457,6 +458,23 @@ AT_MINIMUMS = os.environ.get("USAGE_ETL_TEST_MINIMUMS") == "1"
 def examples(n: int) -> int:
     """Hypothesis's max_examples for a property test that draws `n` at the latest versions."""
     return max(20, n // 5) if AT_MINIMUMS else n
+
+
+# The ways a gzip file arrives damaged, as a reader meets them: its header cut short
+# (EOFError before any data), a first block that is not deflate data (zlib.error), and the
+# data cut off halfway (EOFError after some lines).
+GZIP_DAMAGE = ("header", "first_block", "halfway")
+
+
+def damaged_gzip(data: bytes, damage: str) -> bytes:
+    """`data` gzip-compressed and then damaged as `damage` (one of GZIP_DAMAGE) says."""
+    packed = gzip.compress(data, mtime=0)
+    if damage == "header":
+        return packed[:3] + b"garbage"
+    if damage == "first_block":
+        return packed[:10] + b"\xff" * 64
+    assert damage == "halfway", damage
+    return packed[: len(packed) // 2]
 
 
 def reports_settings(tz: str = "UTC", billing: Iterable[dict[str, Any]] = (),

@@ -647,7 +647,30 @@ def test_a_webhook_url_read_from_a_file_with_a_byte_order_mark_is_used(
     with pytest.raises(ConfigError) as err:
         cfg.check_notifier_secrets()
     assert err.value.problems == [
-        f"notifiers.ops.url_file ({secret}): is not an http:// or https:// URL"]
+        f"notifiers.ops.url_file ({secret}): is not an http:// or https:// URL (it has a "
+        "space or a character that is not printable ASCII)"]
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("http://127.0.0.1:99999/hook?token=tok-5ecret", "the port is not a number from 1 to 65535"),
+    ("http://127.0.0.1:80a/hook?token=tok-5ecret", "the port is not a number from 1 to 65535"),
+    ("htp://127.0.0.1/hook?token=tok-5ecret", "the scheme is not http or https"),
+    ("https:///hook?token=tok-5ecret", "it has no host"),
+])
+def test_a_bad_webhook_url_says_what_is_wrong_without_quoting_it(
+        tmp_path: Any, sqlite_url: str, monkeypatch: pytest.MonkeyPatch, url: str,
+        why: str) -> None:
+    # A port of 99999 said only "is not an http:// or https:// URL" of an http:// URL.
+    from click.testing import CliRunner
+
+    from etl.cli import cli
+
+    monkeypatch.setenv("TEST_OPS_HOOK", url)
+    cfg = _cli_config(tmp_path, sqlite_url, "TEST_OPS_HOOK", "")
+    tested = CliRunner().invoke(cli, ["--config", cfg, "alerts", "test", "ws-connections-high"])
+    assert tested.exit_code == 2
+    assert tested.stderr == ("usage-etl: error: notifiers.ops.url_env ($TEST_OPS_HOOK): is not "
+                             f"an http:// or https:// URL ({why})\n")
 
 
 def test_alerts_test_needs_only_the_secrets_of_that_alerts_notifiers(

@@ -24,7 +24,13 @@ from etl.store.archive import import_archives
 from etl.store.engine import make_engine, upgrade
 from etl.store.models import Sample, Series
 from etl.store.rows import forget_series_cache
-from tests.factories import examples, migrated_engine, write_reports_config
+from tests.factories import (
+    GZIP_DAMAGE,
+    damaged_gzip,
+    examples,
+    migrated_engine,
+    write_reports_config,
+)
 
 # The two lines of SPEC section 4, verbatim.
 SPEC_LINES = [
@@ -233,6 +239,23 @@ def test_damaged_gzip_keeps_the_lines_before_the_damage(sqlite_url: str,
     (problem,) = result.stderr.strip().splitlines()
     assert problem.startswith(f"{broken}:") and "damaged gzip data" in problem
     assert "1 bad lines" in result.stdout and len(samples(sqlite_url)) > 0
+
+
+@pytest.mark.parametrize("damage", GZIP_DAMAGE)
+def test_a_damaged_gzip_file_or_stream_is_never_taken_for_an_empty_one(
+        sqlite_url: str, tmp_path: Path, damage: str) -> None:
+    # A gzip file damaged in its header or first block read as "0 lines ... 0 bad lines",
+    # exit 0: the whole file silently not imported.
+    config = write_config(tmp_path, sqlite_url)
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(damaged_gzip(history(tmp_path).read_bytes(), damage))
+    for args, stdin, name in ((["-"], broken.read_bytes(), "-"),
+                              ([str(broken)], None, str(broken))):
+        result = CliRunner().invoke(cli, ["--config", config, "import", *args], input=stdin)
+        assert result.exit_code == 1, result.output
+        (problem,) = result.stderr.strip().splitlines()
+        assert problem.startswith(f"{name}:") and "damaged gzip data" in problem, problem
+        assert "1 bad lines" in result.stdout and "Traceback" not in result.output
 
 
 def test_import_reads_standard_input(sqlite_url: str, tmp_path: Path) -> None:

@@ -160,3 +160,30 @@ def test_a_sample_of_a_missing_series_is_still_refused_after_a_bulk_store(
     bulk_store(engine, [imported_nected("n1", T0, 7)])
     with pytest.raises(IntegrityError), engine.begin() as conn:
         conn.execute(insert(Sample).values(series_id=999_999, observed_at=T0, value=1.0))
+
+
+def test_a_pooled_sqlite_connection_gets_its_own_settings_back_after_a_bulk_store(
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    # The writer enlarges SQLite's page cache and turns the per-row foreign key check off
+    # while it writes a chunk: a connection the engine pools and hands out again must come
+    # back with its own cache and with the check on.
+    from sqlalchemy.pool import StaticPool
+
+    from etl.store.engine import make_engine, upgrade
+    from etl.store.rows import forget_series_cache
+
+    eng = make_engine(f"sqlite:///{tmp_path / 'pooled.db'}", poolclass=StaticPool)
+    upgrade(eng)
+    try:
+        with eng.connect() as conn:
+            before = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+        bulk_store(eng, [imported_nected("n1", T0, 7), imported_wiresocket("ws", T0, 1, 2)])
+        bulk_store(eng, [imported_nected("n1", T0, 7), imported_nected("n1", T0, 8)])  # staged
+        with eng.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == before
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+            assert conn.exec_driver_sql("SELECT count(*) FROM samples").scalar_one() == 3
+    finally:
+        forget_series_cache(eng)
+        eng.dispose()

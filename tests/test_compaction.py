@@ -25,9 +25,11 @@ from etl.store.packs import samples_from
 from etl.store.retire import retire
 from tests.daemon import wait_for
 from tests.factories import (
+    GZIP_DAMAGE,
     REPO,
     at,
     billing_rules,
+    damaged_gzip,
     fill_disk,
     history_page,
     migrated_engine,
@@ -229,6 +231,26 @@ def test_a_read_only_folder_removes_nothing_and_says_so(
     assert len(snapshot_times(engine)) == 8
 
 
+@pytest.mark.parametrize("damage", GZIP_DAMAGE)
+def test_a_damaged_archive_file_removes_nothing_and_names_it(
+        engine: Engine, tmp_path: Path, damage: str) -> None:
+    # The month's file is merged with what leaves the database: a damaged one (a zlib error
+    # included, which ended `compact` in a traceback) stops the pass with one line.
+    seed_month(engine)
+    folder = tmp_path / "archive"
+    month = folder / "rules" / "2026-05.jsonl.gz"
+    month.parent.mkdir(parents=True)
+    line = '{"source": "rules", "observed_at": "2026-05-01T00:00:00Z", "body": {}}\n'
+    month.write_bytes(damaged_gzip(line.encode() * 2000, damage))
+    with pytest.raises(CompactError) as caught:
+        compact(engine, folder, CUT)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{month}: not a readable archive file (")
+    assert message.endswith("nothing was removed from the database")
+    assert len(snapshot_times(engine)) == 8 - 1  # the April file was written before it
+
+
 def test_batches_bound_what_one_pass_holds(engine: Engine, tmp_path: Path) -> None:
     seed_month(engine)
     seen: list[int] = []
@@ -248,6 +270,9 @@ def test_compact_without_raw_days_does_nothing(sqlite_url: str, tmp_path: Path) 
     ("raw_days = 3\nsamples_days = 2", "retention.samples_days: must be at least raw_days"),
     ("samples_days = 40", "retention.samples_days: needs raw_days set too"),
     ("keep = 3", "retention.keep: unknown key"),
+    # A refused raw_days is its one problem, not also "samples_days: needs raw_days set too".
+    ('raw_days = "7"\nsamples_days = 40', "retention.raw_days: must be a whole number of days"),
+    ("raw_days = 1.5\nsamples_days = 40", "retention.raw_days: must be a whole number of days"),
 ])
 def test_bad_retention_keys_are_config_errors(sqlite_url: str, tmp_path: Path, extra: str,
                                               problem: str) -> None:
@@ -255,7 +280,8 @@ def test_bad_retention_keys_are_config_errors(sqlite_url: str, tmp_path: Path, e
                        f"\n[retention]\n{extra}\n")
     done = CliRunner().invoke(cli, ["--config", str(cfg), "compact"])
     assert done.exit_code == 2
-    assert problem in done.output
+    (line,) = done.output.strip().splitlines()
+    assert problem in line
     assert not os.path.exists(sqlite_url.removeprefix("sqlite:///"))
 
 
@@ -320,11 +346,14 @@ def billing_csv(cfg: Path, month: str, out: Path) -> tuple[int, str]:
 def test_retired_samples_leave_reports_of_later_periods_unchanged(engine: Engine,
                                                                    tmp_path: Path) -> None:
     seed_month(engine)
-    cfg = stored_history_config(engine, tmp_path / "c.toml", billed=True)
+    folder = tmp_path / "archive"
+    url = engine.url.render_as_string(hide_password=False)
+    cfg = write_config(tmp_path / "c.toml",
+                       reports_settings(database_url=url, billing=billing_rules()),
+                       f'\n[retention]\nraw_days = 0\narchive_dir = "{folder}"\n')
     assert billing_csv(cfg, "2026-06", tmp_path / "before")[0] == 0
     before = (tmp_path / "before" / "billing-2026-06.csv").read_text()
     original = all_samples(engine)
-    folder = tmp_path / "archive"
     compact(engine, folder, CUT)
     done = retire(engine, folder, at("2026-06-01T07:00:00"))  # retires whole UTC days
     # rules keeps May 31 (its June increase needs it): April 30, May 2 and May 15 go.
@@ -347,8 +376,8 @@ def test_retired_samples_leave_reports_of_later_periods_unchanged(engine: Engine
     assert status == 1
     assert output.strip().splitlines() == [
         "usage-etl: error: the history before 2026-06-01T00:00:00Z was retired ([retention] "
-        "samples_days); its raw responses are in the archive files: import them into another "
-        "database to report on that period"]
+        f"samples_days); its raw responses are in the archive files under {folder}: import "
+        "them into another database to report on that period"]
     assert not (tmp_path / "may").exists() or not list((tmp_path / "may").iterdir())
     # The archive files still re-derive the whole history.
     config = load_config(str(cfg))
@@ -359,6 +388,34 @@ def test_retired_samples_leave_reports_of_later_periods_unchanged(engine: Engine
                                  "--end", "2026-06-02", "--out", str(rest)])
         assert import_archives(ref, config, [*files, str(rest)]).ok
         assert all_samples(ref) == original
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_an_export_reaching_retired_history_says_what_it_leaves_out(
+        engine: Engine, tmp_path: Path, fmt: str) -> None:
+    # Reports refuse a retired period; a CSV or Parquet export of it wrote fewer rows without
+    # a word (the JSONL export names the archive files, test above).
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    seed_month(engine)
+    folder = tmp_path / "archive"
+    url = engine.url.render_as_string(hide_password=False)
+    cfg = write_config(tmp_path / "c.toml", reports_settings(database_url=url),
+                       f'\n[retention]\nraw_days = 0\narchive_dir = "{folder}"\n')
+    compact(engine, folder, CUT)
+    retire(engine, folder, at("2026-06-01T07:00:00"))
+    note = ("samples of rules before 2026-06-01T00:00:00Z, ws-prod before "
+            "2026-06-01T00:00:00Z were retired ([retention] samples_days) and are not in this "
+            f"export; their raw responses are in the archive files under {folder}: import "
+            "them into another database to export that period")
+    for start, said in (("2026-05-01", [note]), ("2026-06-01", [])):
+        out = tmp_path / f"{fmt}-{start}"
+        done = CliRunner().invoke(cli, ["--config", str(cfg), "export", "--start", start,
+                                        "--end", "2026-06-30", "--format", fmt,
+                                        "--out", str(out)])
+        assert done.exit_code == 0, done.output
+        assert [line for line in done.stderr.splitlines()
+                if not line.startswith("exported ")] == said
 
 
 def test_importing_retired_history_again_stores_none_of_it_and_says_so_per_source(

@@ -409,3 +409,23 @@ def test_a_config_file_saved_with_a_byte_order_mark_is_read_like_one_without(
     with pytest.raises(ConfigError) as caught:
         load_config(str(tmp_path / "bad.toml"))
     assert "not valid TOML" in str(caught.value) and "line 2" in str(caught.value)
+
+
+@pytest.mark.parametrize("origin", ["file", "env", "option"])
+def test_a_database_folder_that_does_not_exist_names_where_the_url_came_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, origin: str) -> None:
+    # It said "database_url: folder ... does not exist" whatever set the URL, sending the
+    # user to a config file that may not even mention it.
+    url = f"sqlite:///{tmp_path}/gone/usage.db"
+    path = write(tmp_path, f'database_url = "{url}"\n' if origin == "file" else "")
+    args = ["--config", path]
+    if origin == "env":
+        monkeypatch.setenv("USAGE_ETL_DATABASE_URL", url)
+    if origin == "option":
+        args += ["--database-url", url]
+    result = CliRunner().invoke(cli, [*args, "status"])
+    assert result.exit_code == 2
+    label = {"file": f"{path}: database_url", "env": "$USAGE_ETL_DATABASE_URL",
+             "option": "--database-url"}[origin]
+    assert result.stderr == (f"usage-etl: error: {label}: folder {tmp_path}/gone does not "
+                             "exist\n")

@@ -53,7 +53,13 @@ def test_cycle_day_plan_validity_credits_and_credit_alerts_are_read_into_typed_c
 @pytest.mark.parametrize(("text", "key", "message"), [
     (RULE + "cycle_day = 29\n", "billing[0].cycle_day", "from 1 to 28"),
     (RULE + "cycle_day = 0\n", "billing[0].cycle_day", "from 1 to 28"),
-    (RULE + 'valid_from = "15/01/2026"\n', "billing[0].valid_from", "must be a date"),
+    # A date written as a string is fine; a bad one is named as a bad date, not as a string.
+    (RULE + 'valid_from = "15/01/2026"\n', "billing[0].valid_from",
+     "'15/01/2026' is not a date (expected YYYY-MM-DD"),
+    (RULE + 'valid_from = 2026-01-15T00:00:00\n', "billing[0].valid_from",
+     "must be a date such as 2026-01-15, not a date/time"),
+    (CREDIT.replace("granted = 2026-11-01", 'granted = "2026-02-30"'), "credits.prepaid.granted",
+     "'2026-02-30' is not a date (expected YYYY-MM-DD"),
     (RULE + 'valid_from = 2026-05-01\nvalid_until = 2026-05-01\n', "billing[0].valid_until",
      "not after valid_from"),
     (RULE + 'valid_until = 2026-07-01\n' + RULE + 'valid_from = 2026-06-01\n',

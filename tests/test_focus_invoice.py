@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from etl.cli import cli
-from tests.factories import REPO, load
+from tests.factories import GZIP_DAMAGE, REPO, damaged_gzip, load
 
 EXAMPLE = REPO / "docs" / "examples" / "focus-month.toml"
 HISTORY = REPO / "docs" / "examples" / "focus-history.jsonl"
@@ -95,6 +95,11 @@ def test_usage_etls_own_focus_file_reconciles_every_rule_as_a_match(
     assert {k: v[0] for k, v in got.items()} == {
         ("api", "invocations"): "match", ("batch", "invocations"): "match",
         ("ws", "connections"): "match"}
+    # With the example's focus_match no rule selects the api rows (Functions is Vercel's
+    # name): they are missing_metered at the charge, 300.00, not netted with the Credit
+    # row of the same SkuId (-100.00) as they were.
+    got = reconciled(month, tmp_path / f"focus-{MONTH}.csv", tmp_path / "m")
+    assert got[("", "api/api/invocations")] == ("missing_metered", "", "250000", "300.00")
     assert load(plain).billing[0].focus_match == ()
     assert replace(load(EXAMPLE).billing[0]).focus_match == (
         ("ServiceName", "Functions"), ("SkuId", "fn-invocations"))
@@ -118,6 +123,20 @@ def test_a_bad_number_is_refused_naming_file_and_line(tmp_path: Path, cell: str,
     assert result.exit_code == 2
     assert result.output.startswith(f"usage-etl: error: {bad}:5: {problem}")
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("damage", GZIP_DAMAGE)
+def test_a_damaged_gzip_focus_file_is_one_line_naming_it(tmp_path: Path, damage: str) -> None:
+    # A first block that is not deflate data ended in a zlib traceback; data cut off halfway
+    # in "usage-etl: error: Truncated compressed stream", naming no file.
+    broken = tmp_path / "charges.csv.gz"
+    broken.write_bytes(damaged_gzip(VERCEL.read_bytes() * 50, damage))
+    result = run(f"sqlite:///{tmp_path / 'usage.db'}", "reconcile", "--month", MONTH,
+                 "--invoice", str(broken), "--out", str(tmp_path))
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"usage-etl: error: {broken}: "), line
+    assert "gzip" in line or "Compressed file ended" in line, line
 
 
 def test_a_bad_charge_period_start_and_a_missing_column_are_refused(tmp_path: Path) -> None:
@@ -167,6 +186,12 @@ def test_without_pyarrow_a_focus_csv_still_reconciles_and_parquet_names_the_extr
     with (tmp_path / "out" / f"reconcile-{MONTH}.csv").open(newline="") as fh:
         statuses = {(r["source"], r["metric"]): r["status"] for r in csv.DictReader(fh)}
     assert statuses == {k: v[0] for k, v in EXPECTED.items()}
+    broken = tmp_path / "charges.csv.gz"  # read by the csv module: a zlib error is one line
+    broken.write_bytes(damaged_gzip(VERCEL.read_bytes(), "first_block"))
+    proc = reconcile(broken)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"usage-etl: error: {broken}: not a FOCUS CSV file: Error -3 ")
+    assert len(proc.stderr.strip().splitlines()) == 1
     parquet = tmp_path / "charges.parquet"
     parquet.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")
     proc = reconcile(parquet)

@@ -69,8 +69,12 @@ def test_backfill_reads_the_range_and_status_and_metrics_show_how_far(
 
 @pytest.mark.parametrize(("args", "message"), [
     (("--source", "rules", "--start", "2026-10-01"), "not a history source"),
-    (("--source", "openai", "--start", "2026-10-08", "--end", "2026-10-01"), "not before --end"),
-    (("--source", "openai", "--start", "1969-12-01"), "before 1970"),
+    (("--source", "openai", "--start", "2026-10-08", "--end", "2026-10-01"),
+     "--start 2026-10-08: not before --end 2026-10-01\n"),
+    (("--source", "openai", "--start", "1969-12-01"), "--start 1969-12-01: before 1970\n"),
+    # --end defaults to now: a start after today reads nothing, so it is refused too.
+    (("--source", "openai", "--start", "2999-01-01"),
+     "--start 2999-01-01: not before now ("),
 ])
 def test_backfill_refuses_other_sources_and_bad_ranges_with_exit_2(
         sim: HistorySimulator, tmp_path: Path, args: tuple[str, ...], message: str) -> None:

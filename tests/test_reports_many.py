@@ -250,6 +250,34 @@ def test_csv_cells_of_a_float_column_are_each_floats_own_cell(values: list[float
     assert _float_cells(np.array(values, dtype=np.float64)) == [_float_cell(v) for v in values]
 
 
+# A few values, repeated: columns of limits, counts and names repeat theirs.
+_FEW_FLOATS = st.sampled_from([0.0, -0.0, 1.0, 0.5, 100.0, 1e-5, 1e16, 2.0**60, -3.25,
+                               float("nan"), float("inf"), -float("inf"), 0.1 + 0.2])
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(st.lists(st.one_of(_FEW_FLOATS, st.floats()), max_size=60),
+       st.lists(st.one_of(st.sampled_from([0, 1, -1, 1440, 2**63 - 1, -2**63]),
+                          st.integers(-2**63, 2**63 - 1)), max_size=60),
+       st.lists(st.one_of(st.sampled_from(["ws-001", "=cmd", "a,b", "", "@x", "é"]),
+                          st.text(max_size=5)), max_size=60),
+       st.lists(st.booleans(), max_size=60))
+def test_column_cells_format_each_distinct_value_as_each_value_alone(
+        floats: list[float], ints: list[int], texts: list[str], missing: list[bool]) -> None:
+    # Float, integer (plain and nullable) and text columns, each with values repeated and
+    # some missing: the cells are format_cell of each value, as one value at a time gave.
+    from reports.render.csv import column_cells, format_cell
+    gaps = missing[:len(ints)] + [False] * (len(ints) - len(missing[:len(ints)]))
+    nullable = pd.array([None if m else v for v, m in zip(ints, gaps, strict=True)],
+                        dtype="Int64")
+    for col in (pd.Series(floats, dtype="float64"), pd.Series(floats, dtype="Float64"),
+                pd.Series(ints, dtype="int64"), pd.Series(nullable),
+                pd.Series(texts, dtype="str"),
+                pd.Series([None if m else t for t, m in zip(texts, missing, strict=False)],
+                          dtype="str")):
+        assert column_cells(col) == [format_cell(v) for v in col.tolist()]
+
+
 @settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.one_of(st.floats(-1e15, 1e15), st.integers(-10**9, 10**9).map(
     lambda k: k / 100)), max_size=40),

@@ -40,8 +40,15 @@ def backfill(app: AppContext, name: str, start: datetime, end: datetime | None) 
         raise ConfigError(f"--source {name}: not a history source (it has no [sources.window])")
     lo = _day(start.date())
     hi = _day(end.date()) if end is not None else None
-    if lo.year < 1970 or (hi is not None and hi <= lo):
-        raise InputError(f"--start {start.date()}: before 1970 or not before --end")
+    if lo.year < 1970:
+        raise InputError(f"--start {start.date()}: before 1970")
+    if hi is not None and hi <= lo:
+        raise InputError(f"--start {start.date()}: not before --end {hi.date()}")
+    now = datetime.now(UTC)
+    if hi is None and lo >= now:
+        # --end defaults to now: a start in the future is an empty range, not a backfill.
+        raise InputError(f"--start {start.date()}: not before now "
+                         f"({now:%Y-%m-%d %H:%M}Z, the default --end); nothing to read")
     config.check_secrets([source])
     engine = app.engine
     with Collector([source]) as collector:

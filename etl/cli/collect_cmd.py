@@ -259,6 +259,7 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
         except OSError as exc:
             raise InputError(f"--out {out}: {os_error_text(exc)}") from None
         click.echo(f"exported {count} rows", err=True)
+        _name_retired(app, start, end)
         return
     engine = app.engine
     if out is None:
@@ -279,6 +280,27 @@ def export_cmd(app: AppContext, start: datetime, end: datetime, fmt: str, out: s
     click.echo(f"exported {count} {'lines' if fmt_ is ExportFormat.JSONL else 'rows'}", err=True)
     if fmt_ is ExportFormat.JSONL:
         _name_archives(app, start, end)
+    else:
+        _name_retired(app, start, end)
+
+
+def _name_retired(app: AppContext, start: datetime, end: datetime) -> None:
+    """One stderr line when samples of the range were retired, so fewer rows are not news."""
+    from etl.runtime.retention import archive_dir
+    from etl.store.export import export_range
+    from etl.store.retire import retired_sources
+    from etl.timefmt import utc_z
+
+    lo, _ = export_range(app.config, start.date(), end.date())
+    with app.engine.connect() as conn:
+        cut = {s: at for s, at in retired_sources(conn).items() if lo is None or at > lo}
+    if cut:
+        which = ", ".join(f"{source} before {utc_z(at)}" for source, at in sorted(cut.items()))
+        click.echo(f"samples of {which} "
+                   "were retired ([retention] samples_days) and are not in this export; "
+                   f"their raw responses are in the archive files under "
+                   f"{archive_dir(app.config)}: import them into another database to export "
+                   "that period", err=True)
 
 
 def _name_archives(app: AppContext, start: datetime, end: datetime) -> None:

@@ -75,6 +75,16 @@ class AppContext:
                 engine.dispose()
         self._engine = self._unchecked = None
 
+    def config_or_none(self) -> Config | None:
+        """The config if a command loaded it (for messages), else None."""
+        return self._config
+
+    def database_url_from(self) -> str:
+        """Where the database URL came from, for messages (the config's key if loaded)."""
+        if self._config is not None:
+            return self._config.database_url_from
+        return "--database-url" if self.database_url is not None else "database_url"
+
     def database_url_or_none(self) -> str | None:
         """The database URL if the config was loaded (for messages about the database)."""
         return self._config.database_url if self._config is not None else self.database_url

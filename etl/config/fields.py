@@ -172,10 +172,15 @@ def local_date(value: Any, key: str, problems: list[str]) -> date | None:
     """
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
-    if isinstance(value, str) and DATE_RE.fullmatch(value.strip()):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            pass
+    if isinstance(value, str):
+        if DATE_RE.fullmatch(value.strip()):
+            try:
+                return date.fromisoformat(value.strip())
+            except ValueError:
+                pass
+        # A string is a welcome spelling: say what is wrong with this one (2026-02-30).
+        problems.append(f"{key}: {value!r} is not a date (expected YYYY-MM-DD, such as "
+                        "2026-01-15)")
+        return None
     problems.append(f"{key}: must be a date such as 2026-01-15, not {what(value)}")
     return None

@@ -110,7 +110,9 @@ def parse_config(
         raise ConfigError(top.problems)
     return Config(**settings, sources=tuple(sources), billing=tuple(billing),
                   credits=tuple(credits), alerts=tuple(alerts), notifiers=tuple(notifiers),
-                  metrics_listen=metrics_listen, retention=retention, path=path)
+                  metrics_listen=metrics_listen, retention=retention, path=path,
+                  database_url_from=(origins or {}).get("database_url")
+                  or f"{top.where}database_url")
 
 
 def _bad_byte(exc: UnicodeDecodeError) -> str:

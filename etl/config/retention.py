@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,12 +43,16 @@ def parse_retention(raw: Any, where: str, problems: list[str]) -> Retention:
         problems.append(f"{where}retention.archive_dir: must be a non-empty folder path")
         archive_dir = DEFAULT_ARCHIVE_DIR
     raw_days, samples_days = days["raw_days"], days["samples_days"]
-    if samples_days is not None and (raw_days is None or samples_days < raw_days):
+    # A raw_days given but refused above is not "unset": its own line says what is wrong.
+    raw_refused = raw_days is None and raw.get("raw_days") is not None
+    if samples_days is not None and not raw_refused and (raw_days is None
+                                                         or samples_days < raw_days):
         # Samples are retired only where their raw responses are archived (SPEC 13).
         need = "needs raw_days set too" if raw_days is None else "must be at least raw_days"
         problems.append(f"{where}retention.samples_days: {need} "
                         "(samples are retired only once their raw responses are archived)")
-    return Retention(raw_days=raw_days, samples_days=samples_days, archive_dir=archive_dir)
+    return Retention(raw_days=raw_days, samples_days=samples_days,
+                     archive_dir=os.path.expanduser(archive_dir))  # ~ as in a shell
 
 
 def _days(value: Any, label: str, problems: list[str]) -> int | None:

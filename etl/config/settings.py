@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ class Config:
     metrics_listen: str | None = None
     retention: Retention = Retention()
     path: str | None = field(default=None, compare=False)
+    # Where database_url came from, for messages: "--database-url", "$USAGE_ETL_DATABASE_URL"
+    # or "FILE: database_url".
+    database_url_from: str = field(default="database_url", compare=False)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -133,8 +137,10 @@ def parse_settings(raw: Mapping[str, Any], top: TopLevel) -> dict[str, str]:
     return {
         "database_url": database_url,
         "timezone": timezone,
-        "reports_dir": top.text(raw, "reports_dir", DEFAULT_REPORTS_DIR),
-        "spool_dir": top.text(raw, "spool_dir", DEFAULT_SPOOL_DIR),
+        # A leading ~ is the home folder, as in a shell: kept literally it made a folder
+        # named "~" in the working directory.
+        "reports_dir": os.path.expanduser(top.text(raw, "reports_dir", DEFAULT_REPORTS_DIR)),
+        "spool_dir": os.path.expanduser(top.text(raw, "spool_dir", DEFAULT_SPOOL_DIR)),
     }
 
 

@@ -131,7 +131,7 @@ def import_archives(
     sources = {s.name: s for s in config.sources}
     total = ImportResult()
     try:
-        with _collection_per_batch():
+        with _collection_per_batch(), _kept_open(engine):
             _import_paths(engine, sources, paths, total, batch_size, on_problem, on_progress,
                           stdin)
     except Exception as exc:  # noqa: BLE001 - a database step failed, e.g. its disk is full
@@ -165,6 +165,21 @@ def _collection_per_batch() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@contextmanager
+def _kept_open(engine: Engine) -> Iterator[None]:
+    """SQLite: one idle connection held open meanwhile, so the file stays open between batches.
+
+    Each batch's connections are new (SQLite's engine pools none), and the last one to
+    close a WAL database checkpoints all of it and deletes the WAL: with this one open, the
+    batches' commits checkpoint as they go and the WAL is deleted once, at the end.
+    """
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    with engine.connect():
+        yield
 
 
 def _import_paths(
@@ -241,8 +256,13 @@ def _import_file(
     with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
         try:
             head = unzipped.peek(ENCODING_PROBE_BYTES)[:ENCODING_PROBE_BYTES]
-        except (EOFError, zlib.error, gzip.BadGzipFile):
-            head = b""  # reported by _import_stream, where the data breaks off
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            # Damaged before any data (its header or first block): said here, since a
+            # GzipFile that met the end of its data reads nothing more and the file would
+            # pass for an empty one. Data that breaks off later is reported where it does.
+            total.bad_lines += 1
+            on_problem(f"{name}:1: damaged gzip data ({exc}); nothing of the file was read")
+            return
         _check_encoding(head, name)
         _import_stream(engine, sources, unzipped, name, total, batch_size, on_problem,
                        on_progress, position=raw.tell if raw.seekable() else None)
@@ -319,8 +339,12 @@ def _import_stream(
     try:
         while raw := readline(MAX_LINE_BYTES + 1):
             lineno += 1
-            consumed += len(raw)
-            line = _whole_line(raw, lineno, name, total, problems.add)
+            size = len(raw)
+            consumed += size
+            # The checks of _whole_line, made here first: it has work only for a file's
+            # first line or a line cut off at MAX_LINE_BYTES, and a call per line costs.
+            line = (raw if lineno > 1 and size <= MAX_LINE_BYTES
+                    else _whole_line(raw, lineno, name, total, problems.add))
             if line is None:
                 break
             if line.isspace():  # a blank line (isspace makes no copy, unlike strip)

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import json
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -237,7 +238,7 @@ def _existing_lines(path: Path) -> Iterator[tuple[datetime, str]]:
                 if not line:
                     continue
                 yield _observed_at(line, path, lineno), line
-    except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as exc:
+    except (EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError) as exc:
         raise CompactError(f"{path}: not a readable archive file ({exc}); nothing was removed "
                            "from the database") from exc
 
@@ -261,7 +262,7 @@ def _read_back(path: Path) -> tuple[int, str]:
             while block := fh.read(READ_BLOCK):
                 digest.update(block)
                 lines += block.count(b"\n")
-    except (EOFError, gzip.BadGzipFile) as exc:
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise CompactError(f"{path}: the archive file did not read back ({exc}); nothing was "
                            "removed from the database") from exc
     return lines, digest.hexdigest()

@@ -1,12 +1,14 @@
-"""The database schema as SQLAlchemy 2.x models; Alembic migrations must reproduce it."""
+"""The database schema as SQLAlchemy Core tables on one MetaData; Alembic migrations must reproduce it."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, TypeVar, cast
 
 from sqlalchemy import (
     BigInteger,
+    Column,
+    ColumnClause,
     DateTime,
     Dialect,
     Float,
@@ -16,10 +18,10 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from etl.timefmt import from_micros, to_micros
@@ -31,6 +33,8 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+_T = TypeVar("_T")
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -83,40 +87,79 @@ class UtcDateTime(TypeDecorator[datetime]):
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
-class Base(DeclarativeBase):
-    """The declarative base: one MetaData with stable constraint names for migrations."""
-    metadata = MetaData(naming_convention=NAMING)
+# The helpers' columns are typed as ColumnClause, what a query sees: SQLAlchemy 2.1 types a
+# Column read from a class as unusable (it means its TypedColumns to be read from `table.c`).
+def column(type_: TypeEngine[_T], *args: ForeignKey, **kwargs: Any) -> ColumnClause[_T]:
+    """A NOT NULL column of a `Base` subclass, named after its attribute."""
+    return Column(type_, *args, nullable=False, **kwargs)
+
+
+def nullable(type_: TypeEngine[_T], *args: ForeignKey, **kwargs: Any) -> ColumnClause[_T | None]:
+    """A column that may hold NULL (None), named after its attribute."""
+    return cast("ColumnClause[_T | None]", Column(type_, *args, nullable=True, **kwargs))
+
+
+class Base:
+    """A table: its columns as typed class attributes (`Sample.observed_at`), its `__table__`.
+
+    Each subclass declares one Core `Table` on the one MetaData, with stable constraint names
+    for migrations, from its `__tablename__`, its `column`/`nullable` attributes in order and
+    its `__table_args__` (constraints, then an optional dict of table options). The class
+    stands for its table wherever SQLAlchemy takes one (`insert(Sample)`, `.join(Series)`).
+    No ORM: rows are plain result rows.
+    """
+
+    metadata: ClassVar[MetaData] = MetaData(naming_convention=NAMING)
+    __tablename__: ClassVar[str]
+    __table__: ClassVar[Table]
+    __table_args__: ClassVar[tuple[Any, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        columns = []
+        for name, value in vars(cls).items():
+            if isinstance(value, Column):
+                value.name = value.key = name
+                columns.append(value)
+        args = list(cls.__table_args__)
+        options = args.pop() if args and isinstance(args[-1], dict) else {}
+        cls.__table__ = Table(cls.__tablename__, cls.metadata, *columns, *args, **options)
+
+    @classmethod
+    def __clause_element__(cls) -> Table:
+        """The table, for SQLAlchemy's constructs given the class."""
+        return cls.__table__
 
 
 class Series(Base):
     """A (source, metric) pair; samples refer to it by a small integer key."""
 
     __tablename__ = "series"
-    __table_args__ = (UniqueConstraint("source", "metric"),)
+    __table_args__: ClassVar[tuple[Any, ...]] = (UniqueConstraint("source", "metric"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    source: Mapped[str] = mapped_column(String(64))
-    metric: Mapped[str] = mapped_column(String(MAX_METRIC_LEN))
-    kind: Mapped[str] = mapped_column(String(16))  # the source's kind (etl.vendors registry)
-    metric_type: Mapped[str] = mapped_column(String(8))  # etl.vendors.types.MetricType
+    id = column(Integer(), primary_key=True, autoincrement=True)
+    source = column(String(64))
+    metric = column(String(MAX_METRIC_LEN))
+    kind = column(String(16))  # the source's kind (etl.vendors registry)
+    metric_type = column(String(8))  # etl.vendors.types.MetricType
 
 
 class Snapshot(Base):
     """One vendor response, stored as the vendor sent it so history can be re-derived."""
 
     __tablename__ = "snapshots"
-    __table_args__ = (UniqueConstraint("source", "observed_at"),)
+    __table_args__: ClassVar[tuple[Any, ...]] = (UniqueConstraint("source", "observed_at"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    source: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(16))
-    observed_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    received_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    origin: Mapped[str] = mapped_column(String(16))  # etl.vendors.types.Origin
-    payload: Mapped[str] = mapped_column(Text)  # the body as JSON text
+    id = column(BigId, primary_key=True, autoincrement=True)
+    source = column(String(64))
+    kind = column(String(16))
+    observed_at = column(UtcDateTime())
+    received_at = nullable(UtcDateTime())
+    origin = column(String(16))  # etl.vendors.types.Origin
+    payload = column(Text())  # the body as JSON text
     # History sources (SPEC 10): the request range this page answered; NULL for snapshots.
-    window_start: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    window_end: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    window_start = nullable(UtcDateTime())
+    window_end = nullable(UtcDateTime())
 
 
 class Sample(Base):
@@ -127,21 +170,21 @@ class Sample(Base):
     # the rows in its order, with no second copy in an index (0007). The columns come 8-byte
     # ones first, so a PostgreSQL row has no alignment padding; with 8 columns its null
     # bitmap fits in the tuple header (0009; docs/performance.md "Where the bytes go").
-    __table_args__ = (
+    __table_args__: ClassVar[tuple[Any, ...]] = (
         PrimaryKeyConstraint("series_id", "observed_at"),
         {"sqlite_with_rowid": False},
     )
 
-    observed_at: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
-    value: Mapped[float] = mapped_column(Float)
-    plan_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    observed_at = column(UtcDateTime(), primary_key=True)
+    value = column(Float())
+    plan_limit = nullable(Float())
     # History sources (SPEC 10): observed_at is the bucket's start, this its end; the fetch
     # whose value is stored (a later fetch replaces it) and how often its value changed.
-    bucket_end: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    fetched_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), primary_key=True)
-    revisions: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    bucket_end = nullable(UtcDateTime())
+    fetched_at = nullable(UtcDateTime())
+    series_id = column(Integer(), ForeignKey("series.id"), primary_key=True)
+    revisions = nullable(Integer())
+    status = nullable(String(16))
 
 
 class HistoryRead(Base):
@@ -149,10 +192,10 @@ class HistoryRead(Base):
 
     __tablename__ = "history_reads"
 
-    source: Mapped[str] = mapped_column(String(64), primary_key=True)
-    start_at: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
-    end_at: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
-    read_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    source = column(String(64), primary_key=True)
+    start_at = column(UtcDateTime(), primary_key=True)
+    end_at = column(UtcDateTime(), primary_key=True)
+    read_at = column(UtcDateTime())
 
 
 class HistoryMark(Base):
@@ -160,27 +203,27 @@ class HistoryMark(Base):
 
     __tablename__ = "history_marks"
 
-    source: Mapped[str] = mapped_column(String(64), primary_key=True)
-    read_up_to: Mapped[datetime] = mapped_column(UtcDateTime())
+    source = column(String(64), primary_key=True)
+    read_up_to = column(UtcDateTime())
 
 
 class CollectionAttempt(Base):
     """Every poll of a vendor, successful or not."""
 
     __tablename__ = "collection_attempts"
-    __table_args__ = (Index(None, "source", "started_at"),)
+    __table_args__: ClassVar[tuple[Any, ...]] = (Index(None, "source", "started_at"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    source: Mapped[str] = mapped_column(String(64))
-    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    finished_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    id = column(BigId, primary_key=True, autoincrement=True)
+    source = column(String(64))
+    started_at = column(UtcDateTime())
+    finished_at = column(UtcDateTime())
     # etl.vendors.types.Outcome; kept as text so a new outcome needs no migration
-    outcome: Mapped[str] = mapped_column(String(32))
-    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    tries: Mapped[int] = mapped_column(Integer, default=1)
-    samples_stored: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # secrets redacted
+    outcome = column(String(32))
+    http_status = nullable(Integer())
+    latency_ms = nullable(Float())
+    tries = column(Integer(), default=1)
+    samples_stored = column(Integer(), default=0)
+    error = nullable(Text())  # secrets redacted
 
 
 class SourceState(Base):
@@ -188,11 +231,11 @@ class SourceState(Base):
 
     __tablename__ = "source_state"
 
-    source: Mapped[str] = mapped_column(String(64), primary_key=True)
-    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
-    paused_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    pause_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    source = column(String(64), primary_key=True)
+    consecutive_failures = column(Integer(), default=0)
+    paused_until = nullable(UtcDateTime())
+    pause_reason = nullable(Text())
+    updated_at = column(UtcDateTime())
 
 
 class RollupDirty(Base):
@@ -200,10 +243,10 @@ class RollupDirty(Base):
 
     __tablename__ = "rollup_dirty"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    series_id: Mapped[int] = mapped_column(Integer)
-    start_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    end_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    id = column(BigId, primary_key=True, autoincrement=True)
+    series_id = column(Integer())
+    start_at = column(UtcDateTime())
+    end_at = column(UtcDateTime())
 
 
 class RollupDay(Base):
@@ -211,14 +254,14 @@ class RollupDay(Base):
 
     __tablename__ = "rollup_days"
 
-    series_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tz: Mapped[str] = mapped_column(String(64), primary_key=True)
-    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, local
+    series_id = column(Integer(), primary_key=True)
+    tz = column(String(64), primary_key=True)
+    day = column(String(10), primary_key=True)  # YYYY-MM-DD, local
     # The day as UTC instants, so a changed span finds its days without timezone arithmetic.
-    day_start: Mapped[datetime] = mapped_column(UtcDateTime())
-    day_end: Mapped[datetime] = mapped_column(UtcDateTime())
-    staleness: Mapped[float] = mapped_column(Float)  # seconds; a config change invalidates
-    data: Mapped[str] = mapped_column(Text)  # the row as JSON (exact floats)
+    day_start = column(UtcDateTime())
+    day_end = column(UtcDateTime())
+    staleness = column(Float())  # seconds; a config change invalidates
+    data = column(Text())  # the row as JSON (exact floats)
 
 
 class AlertSeriesState(Base):
@@ -230,58 +273,58 @@ class AlertSeriesState(Base):
 
     __tablename__ = "alert_states"
 
-    alert: Mapped[str] = mapped_column(String(64), primary_key=True)
-    source: Mapped[str] = mapped_column(String(64), primary_key=True)
-    metric: Mapped[str] = mapped_column(String(MAX_METRIC_LEN), primary_key=True)  # '' for stale alerts
-    state: Mapped[str] = mapped_column(String(8))  # ok | pending | firing
-    since: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    version: Mapped[int] = mapped_column(Integer)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    alert = column(String(64), primary_key=True)
+    source = column(String(64), primary_key=True)
+    metric = column(String(MAX_METRIC_LEN), primary_key=True)  # '' for stale alerts
+    state = column(String(8))  # ok | pending | firing
+    since = nullable(UtcDateTime())
+    notified_at = nullable(UtcDateTime())
+    version = column(Integer())
+    updated_at = column(UtcDateTime())
 
 
 class AlertEvent(Base):
     """One state change of one alert and series, kept as history; `id` is the payload's."""
 
     __tablename__ = "alert_events"
-    __table_args__ = (
+    __table_args__: ClassVar[tuple[Any, ...]] = (
         # Each change is made once: the version it produced is unique per series.
         UniqueConstraint("alert", "source", "metric", "version"),
         Index(None, "at"),
     )
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    alert: Mapped[str] = mapped_column(String(64))
-    source: Mapped[str] = mapped_column(String(64))
-    metric: Mapped[str] = mapped_column(String(MAX_METRIC_LEN))
-    version: Mapped[int] = mapped_column(Integer)
+    id = column(String(36), primary_key=True)
+    alert = column(String(64))
+    source = column(String(64))
+    metric = column(String(MAX_METRIC_LEN))
+    version = column(Integer())
     # pending | cleared | firing | repeat | resolved
-    transition: Mapped[str] = mapped_column(String(16))
-    since: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    at: Mapped[datetime] = mapped_column(UtcDateTime())
-    payload: Mapped[str] = mapped_column(Text)  # the notification body as JSON
+    transition = column(String(16))
+    since = nullable(UtcDateTime())
+    at = column(UtcDateTime())
+    payload = column(Text())  # the notification body as JSON
 
 
 class AlertDelivery(Base):
     """The outbox: one event to one notifier, stored before it is sent, retried until done."""
 
     __tablename__ = "alert_deliveries"
-    __table_args__ = (
+    __table_args__: ClassVar[tuple[Any, ...]] = (
         UniqueConstraint("event_id", "notifier"),
         Index(None, "delivered_at", "next_attempt_at"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    event_id: Mapped[str] = mapped_column(ForeignKey("alert_events.id"))
-    notifier: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    id = column(BigId, primary_key=True, autoincrement=True)
+    event_id = column(String(36), ForeignKey("alert_events.id"))
+    notifier = column(String(64))
+    created_at = column(UtcDateTime())
+    attempts = column(Integer(), default=0)
+    next_attempt_at = column(UtcDateTime())
     # A sender holds the row until then, so replicas do not send it twice at once.
-    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    gave_up_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)  # never a secret
+    lease_until = nullable(UtcDateTime())
+    delivered_at = nullable(UtcDateTime())
+    gave_up_at = nullable(UtcDateTime())
+    last_error = nullable(Text())  # never a secret
 
 
 class RetiredHistory(Base):
@@ -293,5 +336,5 @@ class RetiredHistory(Base):
 
     __tablename__ = "retired_history"
 
-    series_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    before: Mapped[datetime] = mapped_column(UtcDateTime())
+    series_id = column(Integer(), primary_key=True)
+    before = column(UtcDateTime())

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
-from etl.errors import UsageEtlError
 from etl.store import packs, partitions
 from etl.store.compact import archive_path
 from etl.store.models import RetiredHistory, RollupDay, Sample, Series, Snapshot
@@ -28,15 +27,6 @@ from etl.vendors.types import Observation
 log = logging.getLogger("etl.store")
 
 
-class RetiredHistoryError(UsageEtlError):
-    """A report asked for a period whose samples were retired (never shown as zeros)."""
-
-    def __init__(self, before: datetime) -> None:
-        super().__init__(
-            f"the history before {utc_z(before)} was retired ([retention] samples_days); "
-            "its raw responses are in the archive files: import them into another database "
-            "to report on that period")
-        self.before = before
 
 
 @dataclass
@@ -186,8 +176,9 @@ def _first(conn: Connection, sids: list[int]) -> datetime | None:
 
 def retired_before(conn: Connection) -> dict[int, datetime]:
     """Series id -> the instant before which its samples were retired (SPEC 13)."""
+    retired = RetiredHistory.__table__.c  # Core: every report reads this, no mapper needed
     return {sid: before for sid, before in conn.execute(
-        select(RetiredHistory.series_id, RetiredHistory.before))}
+        select(retired.series_id, retired.before))}
 
 
 def retired_sources(conn: Connection) -> dict[str, datetime]:

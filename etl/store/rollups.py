@@ -7,18 +7,13 @@ figures those spans can change; the reports then recompute only the missing days
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from itertools import compress, repeat
-from operator import contains
 from typing import Any
 
-import orjson
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, Integer, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -26,9 +21,14 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from etl.store.engine import refuses_writes
 from etl.store.models import RollupDay, RollupDirty, Sample, Series, Snapshot
 from etl.store.packs import first_packed_after
+from etl.store.rollup_rows import (  # noqa: F401 - decode_row, gc_paused: where callers look
+    decode_groups,
+    decode_row,
+    decode_rows,
+    gc_paused,
+)
 from etl.textutil import first_line
 from etl.timefmt import from_micros
-from etl.vendors.parsing import MAX_READING
 
 log = logging.getLogger("etl.store.rollups")
 
@@ -69,9 +69,9 @@ def invalidate_dirty(engine: Engine) -> int:
     from it).
     """
     with engine.begin() as conn:
+        dirty = RollupDirty.__table__.c  # Core columns: no ORM compile for a read (see below)
         spans = conn.execute(
-            select(RollupDirty.id, RollupDirty.series_id, RollupDirty.start_at, RollupDirty.end_at)
-        ).all()
+            select(dirty.id, dirty.series_id, dirty.start_at, dirty.end_at)).all()
         if not spans:
             return 0
         merged: dict[int, tuple[datetime, datetime]] = {}
@@ -153,6 +153,8 @@ class RollupStore:
         self.tz = tz
         self.cached = True
         self._rows: dict[tuple[int, str], tuple[float, dict[str, Any] | None]] = {}
+        # Or, read a series at a time: its staleness, days and rows (see _read_grouped).
+        self._series: dict[int, tuple[float, list[str], list[dict[str, Any] | None]]] = {}
         self._new: dict[tuple[int, str], dict[str, Any]] = {}
         self._watermark = 0
         try:
@@ -171,22 +173,21 @@ class RollupStore:
         lo_day = (from_micros(start_us) - timedelta(days=2)).date().isoformat()
         hi_day = (from_micros(end_us) + timedelta(days=2)).date().isoformat()
         # A report of some series (a billing report's billed ones) reads only theirs.
-        owned = (RollupDay.series_id.in_(sorted(set(series_ids)))
+        # Core columns, not the ORM's: a report's reads need no mapper (configuring the
+        # models and the ORM's compile step were 3 % of a warm month's reports).
+        day = RollupDay.__table__.c
+        owned = (day.series_id.in_(sorted(set(series_ids)))
                  if series_ids is not None and len(series_ids) <= self.MOST_NAMED
-                 else RollupDay.series_id.in_(select(Series.id).scalar_subquery()))
+                 else day.series_id.in_(select(Series.__table__.c.id).scalar_subquery()))
+        where = (owned, day.tz == tz, day.day >= lo_day, day.day <= hi_day,
+                 day.day_start >= from_micros(start_us), day.day_start < from_micros(end_us))
         with engine.connect() as conn:
-            sel = select(RollupDay.series_id, RollupDay.day, RollupDay.staleness, RollupDay.data)
-            result = conn.execute(
-                sel.where(
-                    owned,
-                    RollupDay.tz == tz,
-                    RollupDay.day >= lo_day,
-                    RollupDay.day <= hi_day,
-                    RollupDay.day_start >= from_micros(start_us),
-                    RollupDay.day_start < from_micros(end_us),
-                )
-            )
-            found = result.all()
+            grouped = _read_grouped(conn, where) if conn.dialect.name == "sqlite" else None
+            if grouped is not None:
+                self._series = grouped
+                return
+            found = conn.execute(
+                select(day.series_id, day.day, day.staleness, day.data).where(*where)).all()
         # Decoded here, all at once (one orjson call for a month's 15,000 rows, not one each).
         self._rows = {(sid, day): (stale, row) for (sid, day, stale, _), row in zip(
             found, decode_rows([data for *_, data in found]), strict=True)}
@@ -199,6 +200,13 @@ class RollupStore:
         """
         if not self.cached:
             return None
+        if (kept := self._series.get(series_id)) is not None:
+            stale, stored, kept_rows = kept
+            if stale != staleness_s:
+                return None
+            found = (list(kept_rows) if stored == days  # the period's days in order (common)
+                     else list(map(dict(zip(stored, kept_rows, strict=True)).get, days)))
+            return None if None in found else found  # type: ignore[return-value]
         out = []
         rows = self._rows
         for day in days:
@@ -263,109 +271,30 @@ class RollupStore:
                     extra={"event": "rollups-not-cached", "fields": {"error": error}})
 
 
-def decode_row(text: str) -> dict[str, Any] | None:
-    """A stored day row as `json.loads` reads it, or None if it holds a reading too large.
+def _read_grouped(conn: Connection, where: Sequence[Any]
+                  ) -> dict[int, tuple[float, list[str], list[dict[str, Any] | None]]] | None:
+    """SQLite: the stored rows `where` selects, a row per series (its days and texts joined).
 
-    orjson reads the numbers (the same doubles, and the same ints within 64 bits, which is
-    every count a row holds; several times faster: a warm month of reports reads 15,000
-    rows); the NaN that json.dumps writes for a figure a day lacks is no JSON, so it is read
-    as a string and turned back into NaN here.
+    Python's sqlite3 hands back each column of each row at a cost (the GIL released and
+    taken again): a month of 300 series is 9,000 rows one by one, 300 this way. None where
+    only a row-by-row read is sure: a series stored with several stalenesses, a row whose
+    text does not start with "{", rows decode_groups cannot read at once.
     """
-    row: dict[str, Any]
-    try:
-        if "NaN" not in text:
-            row = orjson.loads(text)
-        else:
-            row = orjson.loads(text.replace("NaN", '"NaN"'))
-            for key in [k for k, v in row.items() if v.__class__ is str]:
-                row[key] = _NAN
-    except orjson.JSONDecodeError:  # Infinity, or an integer beyond 64 bits
-        row = json.loads(text)
-    # A row holding a reading beyond MAX_READING was built from a reading reports now leave
-    # out (history older than that check), so it is rebuilt. The day's readings (its first
-    # and last too) lie between its min and max: those two say it (NaN: no readings).
-    if (row.get("min") or 0) < -MAX_READING or (row.get("max") or 0) > MAX_READING:
+    day = RollupDay.__table__.c
+    found = conn.execute(
+        select(day.series_id, func.min(day.staleness), func.max(day.staleness), func.count(),
+               func.sum(func.unicode(day.data) == 123, type_=Integer),  # starting with "{"
+               func.group_concat(day.day, ","), func.group_concat(day.data, ","))
+        .where(*where).group_by(day.series_id)).all()
+    days = [joined.split(",") for *_, joined, _ in found]
+    if any(lo != hi or opening != count or len(named) != count
+           for (_, lo, hi, count, opening, _, _), named in zip(found, days, strict=True)):
         return None
-    return row
-
-
-_NAN = float("nan")
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside the block (as it was after, if it was on).
-
-    For building tens of thousands of plain rows that hold no cycles: collections triggered
-    by their allocations scan every live object (a warm month of reports spent 45-75 ms a
-    pass collecting, more than decoding its rows).
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
-def decode_rows(texts: Sequence[str]) -> list[dict[str, Any] | None]:
-    """`decode_row` of each text, in order, decoded as one JSON array (one orjson call).
-
-    Falls back to one `decode_row` per text if the array does not read back as exactly one
-    object per text (a figure orjson refuses, such as Infinity). A text the previous call
-    decoded too is not decoded again: its row is that call's (rows are read, never changed).
-    """
-    global _last_decoded
-    if not texts:
-        return []
-    with gc_paused():
-        # A report read after another of the same days (the billing report after the daily
-        # ones: 6,000 of a month's rows again) finds its rows here, by their exact text,
-        # which is all a row's figures depend on. Only the last call's rows are kept.
-        memo = _last_decoded
-        fresh = list(dict.fromkeys(text for text in texts if text not in memo))
-        if fresh:
-            memo = {**memo, **dict(zip(fresh, _decode_rows(fresh), strict=True))}
-        out = [memo[text] for text in texts]
-        # Kept for the next read only if small: a wide vendor's month (millions of rows)
-        # would hold gigabytes after its report.
-        _last_decoded = (dict(zip(texts, out, strict=True)) if len(texts) <= MEMO_MOST
-                         else {})
-        return out
-
-
-_last_decoded: dict[str, dict[str, Any] | None] = {}
-# Rows decode_rows keeps for the next call at most (a month of 1,000 series, about 50 MB).
-MEMO_MOST = 30_000
-
-
-def _decode_rows(texts: Sequence[str]) -> list[dict[str, Any] | None]:
-    joined = "[" + ",".join(texts) + "]"
-    has_nan = "NaN" in joined
-    try:
-        rows = orjson.loads(joined.replace("NaN", '"NaN"') if has_nan else joined)
-    except orjson.JSONDecodeError:
-        rows = None
-    if (rows is None or len(rows) != len(texts)
-            or {row.__class__ for row in rows} != {dict}):
-        return [decode_row(text) for text in texts]
-    if has_nan:
-        # The rows whose text holds a NaN, then their figures read as its string (loops in C:
-        # a month's 3,000 counter rows each lack a limit).
-        for row in compress(rows, map(contains, texts, repeat("NaN"))):
-            for key in list(compress(row, map(isinstance, row.values(), repeat(str)))):
-                row[key] = _NAN
-    out: list[dict[str, Any] | None] = rows
-    # Whether any row's min or max lies beyond MAX_READING (a NaN or a missing one does not),
-    # compared in C; then which ones, as decode_row tells.
-    mins = filter(None, map(dict.get, rows, repeat("min")))  # None, 0: as `or 0` reads them
-    maxs = filter(None, map(dict.get, rows, repeat("max")))
-    if any(map((-MAX_READING).__gt__, mins)) or any(map(MAX_READING.__lt__, maxs)):
-        for i in [i for i, row in enumerate(rows) if (row.get("min") or 0) < -MAX_READING
-                  or (row.get("max") or 0) > MAX_READING]:
-            out[i] = None
-    return out
+    rows = decode_groups([texts for *_, texts in found], [count for _, _, _, count, *_ in found])
+    if rows is None:
+        return None
+    return {sid: (stale, named, got) for (sid, stale, *_), named, got in zip(
+        found, days, rows, strict=True)}
 
 
 def _cache_refused(exc: DBAPIError) -> bool:
@@ -374,7 +303,7 @@ def _cache_refused(exc: DBAPIError) -> bool:
 
 
 def _last_snapshot_id(bind: Engine | Connection) -> int:
-    stmt = select(func.max(Snapshot.id))
+    stmt = select(func.max(Snapshot.__table__.c.id))
     if isinstance(bind, Engine):
         with bind.connect() as conn:
             return int(conn.scalar(stmt) or 0)

@@ -24,6 +24,7 @@ from etl.vendors.types import MAX_METRIC_LEN, MetricType
 
 if TYPE_CHECKING:
     from etl.vendors.history import HistorySpec
+    from etl.vendors.types import Observation
 
 ENTRY_POINT_GROUP = "usage_etl.vendors"
 # What the database keeps of a kind's name (snapshots.kind, series.kind).
@@ -36,6 +37,8 @@ log = logging.getLogger("etl.vendors")
 # (the source's whole config table, its label such as "sources.acme", the problem list) ->
 # the kind bound to that source, or None once its problems are appended.
 Configure = Callable[[Mapping[str, Any], str, list[str]], "VendorKind | None"]
+# VendorKind.read: (body, source, observed_at, payload, origin, received_at=None).
+Read = Callable[..., "Observation"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,12 @@ class VendorKind:
     # Reads the secrets a source adds beyond its credential (basic-auth user name, secret
     # headers: SPEC 10); returns their values, raises SecretError naming each one unset.
     more_secrets: Callable[[], list[str]] | None = None
+    # Built-in kinds: `parse` with the context's fields passed one by one, (body, source,
+    # observed_at, payload, origin, received_at=None), returning what `parse` returns for
+    # ParseContext(source, received_at, observed_at, payload, origin). An archive import
+    # calls it for lines without a window, and so builds no ParseContext per line (a frozen
+    # dataclass: a tenth of a line's parse). None: the import calls `parse`.
+    read: Read | None = None
 
     def metric_type_of(self, metric: str) -> MetricType | None:
         """Return the type of series `metric` of a source of this kind, or None if it has none.

@@ -30,6 +30,13 @@ def parse(body: Any, context: ParseContext) -> Observation:
     for live polls (`received_at` when `observed_at` is not given), the archive line's
     `observed_at` on import. A 200 whose `code` is not "success" is refused (ParseError).
     """
+    return read(body, context.source, context.observed_at, context.payload, context.origin,
+                context.received_at)
+
+
+def read(body: Any, source: str, observed_at: datetime | None, payload: str | None,
+         origin: str, received_at: datetime | None = None) -> Observation:
+    """`parse` with the context's fields one by one (VendorKind.read: an import's lines)."""
     doc = body if type(body) is dict else mapping(body, "body")
     code = doc.get("code")
     if code != "success":
@@ -44,14 +51,12 @@ def parse(body: Any, context: ParseContext) -> Observation:
     if "invocations" not in data:
         raise ParseError("data.invocations: missing")
     value = number(data["invocations"], "data.invocations")
-    at = context.observed_at or context.received_at
+    at = observed_at or received_at
     if at is None:
         raise ParseError("observed_at: required for a nected response")
-    payload = context.payload
     # Positional: an import builds one per line, and keywords cost NamedTuple twice as much.
-    return Observation(context.source, NAME, at,
-                       payload if payload is not None else to_payload(body),
-                       (SampleValue("invocations", value),), context.received_at, context.origin)
+    return Observation(source, NAME, at, payload if payload is not None else to_payload(body),
+                       (SampleValue("invocations", value),), received_at, origin)
 
 
 
@@ -100,6 +105,7 @@ KIND = VendorKind(
     url=url,
     auth_headers=auth_headers,
     parse=parse,
+    read=read,
     config_keys=frozenset({"base_url"}),
     example_body=EXAMPLE_BODY,
     simulated=SIMULATED,

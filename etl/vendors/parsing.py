@@ -177,6 +177,12 @@ def loads_json(raw: bytes) -> Any:
     return doc
 
 
+# The bytes NUL and backslash, as the integers `in` finds in bytes without trying a
+# conversion first (see check_storable).
+_NUL = 0x00
+_BACKSLASH = 0x5C
+
+
 def check_storable(raw: bytes, doc: Any) -> None:
     """Refuse a body too deep or holding text a database cannot store (raises ParseError).
 
@@ -187,14 +193,16 @@ def check_storable(raw: bytes, doc: Any) -> None:
     Costs a few passes over the bytes for ordinary text: only text with a \\u escape (or
     NUL bytes, as UTF-16 has) and many brackets is walked.
     """
-    if b"\x00" not in raw and (b"\\" not in raw or b"\\u" not in raw):
+    if _NUL not in raw and (_BACKSLASH not in raw or b"\\u" not in raw):
         # UTF-8 JSON text holds a NUL or a surrogate only as a \\u escape (a raw control
         # character or an invalid UTF-8 byte is refused by the parser; UTF-16 or UTF-32
         # text, which the standard parser also reads, has NUL bytes), so only the depth is
         # left to check, and it is read from the text: a history page holds thousands of
-        # strings, and walking them cost as much as parsing it. (One-byte searches first:
-        # they are memchr, a two-byte one is not.) Text with no more opening brackets than
-        # that cannot nest deeper: counting them is cheaper than reading the depth.
+        # strings, and walking them cost as much as parsing it. (One-byte searches first,
+        # for a byte's value: they are memchr. `b"\\x00" in raw` first tries its operand as
+        # an integer and formats the TypeError that fails, 2,000 instructions a test.) Text
+        # with no more opening brackets than that cannot nest deeper: counting them is
+        # cheaper than reading the depth.
         if (raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH
                 and _text_depth(raw) > MAX_JSON_DEPTH):
             raise ParseError(f"nested deeper than {MAX_JSON_DEPTH} levels")

@@ -42,6 +42,14 @@ def parse(body: Any, context: ParseContext) -> Observation:
     (SPEC 5). tenantId, appId and any unknown fields stay in the raw payload; identifiers are
     opaque strings, never checked for a UUID shape.
     """
+    return read(body, context.source, context.observed_at, context.payload, context.origin,
+                context.received_at)
+
+
+def read(body: Any, source: str, observed_at: datetime | None, payload: str | None,
+         origin: str, received_at: datetime | None = None) -> Observation:
+    """`parse` with the context's fields one by one (VendorKind.read: an import's lines)."""
+    del observed_at  # the body's timestamp is the observation time
     # Each check calls its helper (which names the problem) only when the value is not the
     # common one: an import runs this for every line.
     doc = body if type(body) is dict else mapping(body, "body")
@@ -69,10 +77,8 @@ def parse(body: Any, context: ParseContext) -> Observation:
         # Positional: an import builds these per line, and keywords cost twice as much.
         samples.append(SampleValue(metric, value, limit_value(entry.get("limit")),
                                    status or None))
-    payload = context.payload
-    return Observation(context.source, NAME, at,
-                       payload if payload is not None else to_payload(body),
-                       tuple(samples), context.received_at, context.origin)
+    return Observation(source, NAME, at, payload if payload is not None else to_payload(body),
+                       tuple(samples), received_at, origin)
 
 
 def url(base_url: str | None, region: str | None) -> str:
@@ -153,6 +159,7 @@ KIND = VendorKind(
     url=url,
     auth_headers=auth_headers,
     parse=parse,
+    read=read,
     time_in_body=True,
     config_keys=frozenset({"region", "base_url"}),
     one_of_keys=("region", "base_url"),

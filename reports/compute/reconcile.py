@@ -139,8 +139,8 @@ def focus_invoice_lines(charges: FocusCharges, rules: Sequence[BillingRule],
     `rules[k]` was summed into window `k` (its period); `month_window` is the window of the
     calendar month. Per rule: Σ ConsumedQuantity and Σ BilledCost of the rows its selector
     picks in its period (no line when none), Credit rows left out unless its focus_match
-    names ChargeCategory (they pay charges; the comparison is with the rule's `amount`). The rows of the month no rule picks: one line
-    per ServiceName/SkuId with source "" and metric `ServiceName/SkuId`. Quantities are
+    names ChargeCategory (they pay charges; the comparison is with the rule's `amount`). The rows of the month no rule picks, Credit rows
+    left out: one line per ServiceName/SkuId with source "" and metric `ServiceName/SkuId`. Quantities are
     written without trailing zeros (a Parquet float column's 10000.0 is 10000).
     """
     where = {col: n for n, col in enumerate(charges.columns)}
@@ -161,8 +161,10 @@ def focus_invoice_lines(charges: FocusCharges, rules: Sequence[BillingRule],
                 str(charges.path)))
     unpicked: dict[str, list[Sums]] = {}
     for (key, w), s in charges.sums.items():
-        if w == month_window and not any(all(key[where[c]] == v for c, v in pick)
-                                         for pick in picks):
+        # Credit rows stay out here too: netted with the charges of their SKU they turned
+        # a 26.33 charge no rule selects into an unmatched 0.00.
+        if w == month_window and key[category] != "Credit" and not any(
+                all(key[where[c]] == v for c, v in pick) for pick in picks):
             name = f"{key[where['ServiceName']] or ''}/{key[where['SkuId']] or ''}"
             unpicked.setdefault(name, []).append(s)
     for name, found in sorted(unpicked.items()):

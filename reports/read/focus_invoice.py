@@ -12,6 +12,7 @@ import csv
 import gzip
 import io
 import re
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -274,6 +275,9 @@ def _arrow_csv_batches(path: Path, kind: FocusKind, columns: Sequence[str]
                 pool.release_unused()
     except pa.ArrowInvalid as exc:
         raise InputError(f"{path}: not a FOCUS CSV file: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:  # pyarrow's gzip stream: "Truncated compressed stream", "zlib ..."
+        what = "damaged gzip data" if kind is FocusKind.GZIP_CSV else "cannot read"
+        raise InputError(f"{path}: {what}: {str(exc).splitlines()[0]}") from None
     finally:
         source.close()
 
@@ -288,7 +292,7 @@ def _csv_header(path: Path, kind: FocusKind) -> list[str]:
     try:
         with _open_text(path, kind) as fh:
             return [c.strip() for c in next(csv.reader(fh), [])]
-    except (OSError, UnicodeDecodeError, EOFError, csv.Error) as exc:
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error, csv.Error) as exc:
         raise InputError(f"{path}: not a FOCUS CSV file: {exc}") from None
 
 
@@ -316,5 +320,5 @@ def _csv_batches(path: Path, kind: FocusKind, columns: Sequence[str]
                     batch, first = {c: [] for c in wanted}, line
             if batch[wanted[0]]:
                 yield first, batch
-    except (OSError, UnicodeDecodeError, EOFError, csv.Error) as exc:
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error, csv.Error) as exc:
         raise InputError(f"{path}: not a FOCUS CSV file: {exc}") from None

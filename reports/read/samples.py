@@ -20,9 +20,10 @@ import numpy as np
 from sqlalchemy import ColumnElement, Connection, Engine, exists, func, or_, select, text
 
 from etl.config import Config
+from etl.errors import RetiredHistoryError
 from etl.store import packs
 from etl.store.models import Sample, Series
-from etl.store.retire import RetiredHistoryError, retired_before
+from etl.store.retire import retired_before
 from etl.timefmt import from_micros, to_micros
 from etl.vendors.parsing import MAX_READING
 
@@ -99,9 +100,10 @@ def read_snapshot(engine: Engine) -> Iterator[Connection]:
 
 def series_ids(engine: Engine) -> dict[tuple[str, str], int]:
     """(source, metric) -> series id for every series stored."""
+    series = Series.__table__.c  # Core columns: no ORM compile step (nor mapper) to read
     with engine.connect() as conn:
         return {(s, m): i for i, s, m in conn.execute(
-            select(Series.id, Series.source, Series.metric))}
+            select(series.id, series.source, series.metric))}
 
 
 def item_series(engine: Engine, source: str, until_us: int) -> list[str]:

@@ -43,15 +43,29 @@ def webhook_url(notifier: WebhookNotifier) -> str:
     http:// or https:// URL made of printable ASCII.
     """
     url = notifier.url.read()
+    why = _url_problem(url)
+    if why:
+        raise SecretError(f"{notifier.url.origin}: is not an http:// or https:// URL ({why})")
+    return url
+
+
+def _url_problem(url: str) -> str | None:
+    """What is wrong with `url` as a webhook URL, in words that never quote it; None if fine."""
+    if not url.isascii() or not url.isprintable() or " " in url:
+        return "it has a space or a character that is not printable ASCII"
     try:
         parts = urlsplit(url)
-        _ = parts.port  # ValueError for a port that is not a number
     except ValueError:
-        parts = None
-    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
-            or not url.isascii() or not url.isprintable() or " " in url):
-        raise SecretError(f"{notifier.url.origin}: is not an http:// or https:// URL")
-    return url
+        return "it cannot be parsed"
+    if parts.scheme not in ("http", "https"):
+        return "the scheme is not http or https"
+    if not parts.hostname:
+        return "it has no host"
+    try:
+        _ = parts.port  # ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        return "the port is not a number from 1 to 65535"
+    return None
 
 
 def parse(entry: Mapping[str, Any], label: str, name: str, timeout: float,
