@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class UsageEtlError(Exception):
     """Root of all usage-etl errors; the CLI turns these into one-line messages."""
@@ -59,3 +61,17 @@ class DeliveryError(UsageEtlError):
 
 class DatabaseTimeoutError(DatabaseError):
     """A database step got no answer within its client-side time limit (a hung server)."""
+
+
+class RetiredHistoryError(UsageEtlError):
+    """A report asked for a period whose samples were retired (never shown as zeros)."""
+
+    def __init__(self, before: datetime, archive_dir: str | None = None) -> None:
+        from etl.timefmt import utc_z  # etl.timefmt imports this module
+
+        where = f"the archive files under {archive_dir}" if archive_dir else "the archive files"
+        super().__init__(
+            f"the history before {utc_z(before)} was retired ([retention] samples_days); "
+            f"its raw responses are in {where}: import them into another database "
+            "to report on that period")
+        self.before = before

@@ -46,7 +46,7 @@ def _read(origin: str, env: str | None, file: str | None) -> str:
     assert file is not None
     try:
         # utf-8-sig: a byte-order mark some editors write is not part of the secret.
-        value = Path(file).read_text(encoding="utf-8-sig").strip()
+        value = Path(file).expanduser().read_text(encoding="utf-8-sig").strip()
     except OSError as exc:
         raise SecretError(f"{origin}: cannot read file: {exc.strerror}") from None
     except UnicodeDecodeError as exc:

@@ -82,6 +82,8 @@ PY
 fi
 # examples in tests/factories.py reads it.
 export USAGE_ETL_TEST_MINIMUMS=1
+# Bytecode written and shared by every interpreter of the run, as in scripts/test.sh.
+unset PYTHONDONTWRITEBYTECODE
 prepared=
 if [ "${1:-}" = "--prepared" ]; then
   shift
@@ -89,6 +91,7 @@ if [ "${1:-}" = "--prepared" ]; then
 fi
 if [ -n "$prepared" ] && [ -f "$VENV/.pins-checked" ]; then
   echo "== pytest at the minimums in $VENV (made and checked by --prepare)"
+  bash scripts/start-postgres.sh
   exec "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-6}" --maxschedchunk 1 \
     -p no:cacheprovider -m "not scale and not variant" "$@"
 fi
@@ -136,6 +139,7 @@ touch "$VENV/.pins-checked"
 [ "${1:-}" = "--prepare" ] && exit 0
 
 echo "== pytest at the minimums"
+bash scripts/start-postgres.sh
 # As many workers, handed tests the same way, as scripts/test.sh (see there); `scale` and
 # `variant` tests skipped (see above).
 "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-6}" --maxschedchunk 1 -p no:cacheprovider \

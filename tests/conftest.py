@@ -57,10 +57,8 @@ SLOWEST_FIRST = (
     "test_scheduler.py::test_postgres_outage_through_a_cut_proxy_loses_nothing",
     "test_focus_invoice.py::test_without_pyarrow_a_focus_csv_still_reconciles_and_parquet_names_the_extra",  # noqa: E501
     "test_scheduler.py::test_daemon_started_while_the_database_is_down_spools_and_loses_nothing",
-    "test_database_url_secrets.py::test_no_message_shows_any_part_of_a_password_with_special_characters",  # noqa: E501
     "test_many_sources.py::test_ten_thousand_sources_use_a_bounded_pool_and_stop_within_the_timeout",  # noqa: E501
     "test_disks.py::test_an_export_onto_a_full_disk_is_one_line_and_leaves_no_partial_file",
-    "test_database_url_secrets.py::test_an_unparsable_database_url_is_a_bad_config_naming_where_it_came_from",  # noqa: E501
     "test_scheduler.py::test_spool_has_one_owner_and_a_crash_leftover_is_kept",
     "test_migrations.py::test_an_installed_wheel_upgrades_a_database_with_migrations_inside_the_package",  # noqa: E501
     "test_wide_vendors.py::test_past_its_bound_the_daily_table_lists_the_series_that_matter_and_sums_up_the_rest",  # noqa: E501

@@ -22,7 +22,7 @@ from etl.cli import cli
 from etl.collect.poll import Collector
 from etl.config import load_config, parse_config
 from etl.store.archive import MAX_LINE_BYTES, MAX_PROBLEMS_SHOWN, import_archives
-from tests.factories import REPO
+from tests.factories import REPO, usage_etl_in_process
 
 
 def write_config(tmp_path: Path, url: str) -> Path:
@@ -48,6 +48,10 @@ def ws_line(minute: int, status: str) -> str:
 
 
 def import_cli(cfg: Path, *args: str, stdin: object = None) -> subprocess.CompletedProcess[str]:
+    """`usage-etl --config CFG import ARGS...`: with `stdin` (a real file on standard input)
+    as a process, else in this process (tests.factories.usage_etl_in_process)."""
+    if stdin is None:
+        return usage_etl_in_process("--config", str(cfg), "import", *args)
     return subprocess.run([sys.executable, "-m", "etl", "--config", str(cfg), "import", *args],
                           stdin=stdin, capture_output=True, text=True, timeout=120,
                           cwd=REPO, check=False)

@@ -16,12 +16,16 @@ from etl.store.engine import head_revision, newest_revision_in_scripts, open_dat
 from tests.factories import REPO
 
 # And usage-etl's own config package (vendor kinds, billing and alert rules, currency codes):
-# only the commands that read a config load it.
+# only the commands that read a config load it. SQLAlchemy's ORM: no command maps classes (the
+# tables are Core tables). iso4217 builds its enum from the whole table at import: currencies'
+# minor units are read from its table instead. "vendor plugins": the installed distributions'
+# entry points scanned for plugin kinds, which only an unknown kind or a list of them needs.
 HEAVY = {"sqlalchemy", "alembic", "pandas", "numpy", "requests", "urllib3", "matplotlib",
-         "jinja2", "apscheduler", "rich", "etl.config"}
+         "jinja2", "apscheduler", "rich", "etl.config", "sqlalchemy.orm", "iso4217",
+         "vendor plugins"}
 
 # Runs the CLI as `usage-etl` would, then reports the top-level packages it had loaded (and
-# etl.config).
+# etl.config, the ORM, whether the vendor plugins were looked for).
 RUN_AND_LIST = """
 import json, sys
 from etl.cli import cli
@@ -29,7 +33,10 @@ try:
     cli(sys.argv[1:], prog_name="usage-etl")
 except SystemExit as exc:
     code = exc.code
-loaded = {m.split(".")[0] for m in sys.modules} | ({"etl.config"} & set(sys.modules))
+loaded = {m.split(".")[0] for m in sys.modules} | ({"etl.config", "sqlalchemy.orm"} & set(sys.modules))
+vendors = sys.modules.get("etl.vendors")
+if vendors is not None and vendors.KINDS._loaded:
+    loaded.add("vendor plugins")
 print(json.dumps({"code": code, "loaded": sorted(loaded)}), file=sys.stderr)
 """
 
@@ -49,6 +56,11 @@ def status_config(tmp_path: Path) -> tuple[Path, Path]:
         f'database_url = "sqlite:///{db}"\nspool_dir = "{tmp_path / "spool"}"\n'
         '[[sources]]\nname = "rules"\nkind = "nected"\nbase_url = "http://127.0.0.1:9"\n'
         'api_key_env = "STARTUP_TEST_UNSET_KEY"\ninterval_seconds = 60\n'
+        # Prices and a prepaid credit, whose amount is checked against USD's minor unit.
+        '[[billing]]\nsource = "rules"\nmetric = "invocations"\naggregation = "increase"\n'
+        'unit_price = "0.002"\ncurrency = "USD"\n'
+        '[[credits]]\nname = "prepaid"\nsource = "rules"\namount = "400.00"\n'
+        'currency = "USD"\ngranted = 2026-11-01\n'
     )
     return config, db
 
@@ -61,7 +73,8 @@ def test_help_and_version_load_no_database_http_or_report_library() -> None:
     assert run_cli("--version")[2].startswith("usage-etl, version ")
 
 
-def test_status_loads_sqlalchemy_and_the_config_but_not_alembic_pandas_or_http(tmp_path: Path) -> None:
+def test_status_loads_sqlalchemy_and_the_config_but_not_alembic_pandas_http_or_the_orm(
+        tmp_path: Path) -> None:
     config, db = status_config(tmp_path)
     open_database(f"sqlite:///{db}").dispose()  # at the newest revision, as after any command
     code, heavy, out = run_cli("--config", str(config), "status")

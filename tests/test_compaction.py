@@ -346,11 +346,14 @@ def billing_csv(cfg: Path, month: str, out: Path) -> tuple[int, str]:
 def test_retired_samples_leave_reports_of_later_periods_unchanged(engine: Engine,
                                                                    tmp_path: Path) -> None:
     seed_month(engine)
-    cfg = stored_history_config(engine, tmp_path / "c.toml", billed=True)
+    folder = tmp_path / "archive"
+    url = engine.url.render_as_string(hide_password=False)
+    cfg = write_config(tmp_path / "c.toml",
+                       reports_settings(database_url=url, billing=billing_rules()),
+                       f'\n[retention]\nraw_days = 0\narchive_dir = "{folder}"\n')
     assert billing_csv(cfg, "2026-06", tmp_path / "before")[0] == 0
     before = (tmp_path / "before" / "billing-2026-06.csv").read_text()
     original = all_samples(engine)
-    folder = tmp_path / "archive"
     compact(engine, folder, CUT)
     done = retire(engine, folder, at("2026-06-01T07:00:00"))  # retires whole UTC days
     # rules keeps May 31 (its June increase needs it): April 30, May 2 and May 15 go.
@@ -373,8 +376,8 @@ def test_retired_samples_leave_reports_of_later_periods_unchanged(engine: Engine
     assert status == 1
     assert output.strip().splitlines() == [
         "usage-etl: error: the history before 2026-06-01T00:00:00Z was retired ([retention] "
-        "samples_days); its raw responses are in the archive files: import them into another "
-        "database to report on that period"]
+        f"samples_days); its raw responses are in the archive files under {folder}: import "
+        "them into another database to report on that period"]
     assert not (tmp_path / "may").exists() or not list((tmp_path / "may").iterdir())
     # The archive files still re-derive the whole history.
     config = load_config(str(cfg))

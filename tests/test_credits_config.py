@@ -77,6 +77,12 @@ def test_cycle_day_plan_validity_credits_and_credit_alerts_are_read_into_typed_c
     (CREDIT + "expires = 2026-11-01\n", "credits.prepaid.expires", "not after granted"),
     (CREDIT.replace("granted = 2026-11-01\n", ""), "credits.prepaid.granted", "required"),
     (CREDIT + "colour = 1\n", "credits.prepaid.colour", "unknown key"),
+    # A credit refused for one key is still declared: its alert is not "not one" too.
+    (CREDIT.replace('"USD"', '"usd"') + '[[alerts]]\nname = "a"\ncredit = "prepaid"\n'
+     'credit_below = 5\n', "credits.prepaid.currency", "three-letter code"),
+    # An empty string is not "not a string".
+    (RULE + 'unit = ""\n', "billing[0].unit",
+     "at most 200 printable characters, not an empty string"),
     (CREDIT + '[[alerts]]\nname = "a"\ncredit = "other"\ncredit_below = 5\n',
      "alerts.a.credit", "'other' is not one"),
     (CREDIT + '[[alerts]]\nname = "a"\ncredit = "prepaid"\nsource = "rules"\n'

@@ -16,11 +16,11 @@ from sqlalchemy.engine import make_url
 from etl.config import normalize_url
 from etl.runtime.simulator import SimulatedVendor
 from tests.daemon import PATIENCE, daemon_env, log_events, start_daemon, stop_daemon, wait_for
-from tests.factories import REPO, write_config, write_daemon_config
+from tests.factories import REPO, usage_etl_in_process, write_config, write_daemon_config
 
 SPECIALS = ["@", ":", "/", "#", "%", "?", "@:/#%?"]
 # Each special alone makes the same calls as all of them at once: at the minimums only that
-# case starts its processes (the `variant` marker, tests/conftest.py).
+# case runs its commands (the `variant` marker, tests/conftest.py).
 ALL_AT_ONCE = SPECIALS[-1]
 SPECIAL_CASES = [s if s == ALL_AT_ONCE else pytest.param(s, marks=pytest.mark.variant)
                  for s in SPECIALS]
@@ -45,17 +45,22 @@ def test_a_password_already_escaped_is_kept_as_escaped() -> None:
 
 
 def run(cfg: Path, how: str, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`usage-etl --config CFG ARGS...` with `url` given `how`; `schedule` as a real process
+    (the daemon), any other command in this process (tests.factories.usage_etl_in_process)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("USAGE_ETL_DATABASE_URL", None)
-    cmd = [sys.executable, "-m", "etl", "--config", str(cfg)]
+    cmd = ["--config", str(cfg)]
     if how == "--database-url":
         cmd += ["--database-url", url]
     elif how == "$USAGE_ETL_DATABASE_URL":
         env["USAGE_ETL_DATABASE_URL"] = url
     else:
         cfg.write_text(f'database_url = "{url}"\n' + cfg.read_text())
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, cwd=REPO,
-                          timeout=PATIENCE, check=False)
+    if args[0] != "schedule":
+        return usage_etl_in_process(*cmd, *args, env={
+            "USAGE_ETL_DATABASE_URL": env.get("USAGE_ETL_DATABASE_URL")})
+    return subprocess.run([sys.executable, "-m", "etl", *cmd, *args], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=PATIENCE, check=False)
 
 
 def fragments(secret: str) -> list[str]:

@@ -1,6 +1,7 @@
 """Secrets at debug level: `-vv` turns on every library's debug lines (urllib3's connection
 pool prints each request's path, psycopg its connections); none of them may print a webhook
-URL, a vendor credential or a database password. Real commands, real loopback peers."""
+URL, a vendor credential or a database password. Real commands (the one-shot ones in this
+process, logging set up as in a new one; the daemon as a process), real loopback peers."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from etl.runtime.receiver import WebhookReceiver
 from etl.runtime.simulator import SimulatedVendor
 from tests.daemon import PATIENCE, daemon_env, wait_for
 from tests.factories import (
-    REPO,
     WEBHOOK_SECRET_PATH,
     at,
     migrated_engine,
     store,
+    usage_etl_in_process,
     wiresocket,
     write_daemon_config,
 )
@@ -35,9 +36,10 @@ def with_password(url: str) -> str:
 
 
 def usage_etl(cfg: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "etl", "-vv", "--config", str(cfg), *args],
-                          capture_output=True, text=True, timeout=PATIENCE, cwd=REPO, env=env,
-                          check=False)
+    """`usage-etl -vv --config CFG ARGS...` in this process, its logging set up as in a new
+    one (tests.factories.usage_etl_in_process); `env` as the daemon's environment has it."""
+    unset: dict[str, str | None] = {"USAGE_ETL_DATABASE_URL": None, "USAGE_ETL_SPOOL_DIR": None}
+    return usage_etl_in_process("-vv", "--config", str(cfg), *args, env={**unset, **env})
 
 
 def test_alerts_at_debug_level_print_the_request_line_without_the_webhook_url(

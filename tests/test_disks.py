@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from etl.runtime.simulator import SimulatedVendor
-from tests.factories import REPO, fill_disk
+from tests.factories import REPO, fill_disk, usage_etl_in_process
 
 
 def write_config(path: Path, url: str, extra: str = "") -> Path:
@@ -26,6 +26,10 @@ def write_config(path: Path, url: str, extra: str = "") -> Path:
 
 def usage_etl(config: Path, *args: str, env: dict[str, str] | None = None
               ) -> subprocess.CompletedProcess[str]:
+    """`usage-etl --config CONFIG ARGS...`: `schedule` (the daemon) as a real process, every
+    other command in this process (tests.factories.usage_etl_in_process)."""
+    if args[0] != "schedule":
+        return usage_etl_in_process("--config", str(config), *args)
     return subprocess.run([sys.executable, "-m", "etl", "--config", str(config), *args],
                           capture_output=True, text=True, timeout=300, cwd=REPO, check=False,
                           env=env)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from etl.redact import redact, secret_forms
 from etl.runtime.simulator import SimulatedVendor
-from tests.factories import REPO
+from tests.factories import REPO, usage_etl_in_process
 
 # Each holds "/", "+" and "=": the characters JSON, HTML and URL encodings all rewrite.
 WS_TOKEN = "wsTOKa/bcdEF+ghIJK=lmNOP/=="
@@ -96,9 +96,9 @@ def test_collect_output_and_stored_attempts_mask_every_echoed_encoding(
         for fault, vendor in (("unauthorized", "wiresocket"), ("server_error", "nected"),
                               ("unavailable", "nected")):
             sim.set_fault(fault, vendor=vendor, times=1, retry_after="3600")
-            proc = subprocess.run(
-                [sys.executable, "-m", "etl", "--config", str(cfg), "-vv", "collect"],
-                capture_output=True, text=True, timeout=120, env=env(tmp_path), check=False)
+            # In this process, logging set up as in a new one (usage_etl_in_process).
+            proc = usage_etl_in_process("--config", str(cfg), "-vv", "collect",
+                                        env={"USAGE_ETL_DATABASE_URL": None, **env(tmp_path)})
             texts += [proc.stdout, proc.stderr]
             assert "***" in proc.stdout + proc.stderr, (fault, proc.stdout, proc.stderr)
         errors = stored_errors(empty_db_url)

@@ -133,6 +133,16 @@ def test_minor_units_follow_iso_4217_and_an_unknown_code_has_two(code: str, plac
     assert minor_unit(code) == places
 
 
+def test_every_currency_has_the_minor_unit_iso4217_gives_it() -> None:
+    # Read from the iso4217 package's table without importing it: the same answer as the
+    # package's own Currency enum for each of its codes, in either case.
+    from iso4217 import Currency
+
+    for currency in Currency:
+        places = 2 if currency.exponent is None else currency.exponent
+        assert (minor_unit(currency.code), minor_unit(currency.code.lower())) == (places, places)
+
+
 def test_the_largest_stored_reading_is_priced_exactly_without_an_error() -> None:
     q = D(repr(1.7976931348623157e308))
     billed = charge(q, rule(unit_price=D("0.5")))

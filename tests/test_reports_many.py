@@ -186,13 +186,15 @@ def old_days_by_series(rows: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame
             for k, at in ordered.groupby(["source", "metric"], sort=False).indices.items()}
 
 
-def dated(days: list[list[dict[str, Any]]], mtype: str, blanks: bool) -> list[dict[str, Any]]:
-    """Day rows with real dates, newest first (so the sort matters); NaN as None if `blanks`
-    (a stored rollup read back before NaN was kept)."""
+def dated(days: list[list[dict[str, Any]]], mtype: str, blanks: bool,
+          newest_first: bool = True) -> list[dict[str, Any]]:
+    """Day rows with real dates, newest first (so the sort matters) or oldest first (as
+    series_day_rows lists them); NaN as None if `blanks` (a stored rollup read back before
+    NaN was kept)."""
     from datetime import date, timedelta
     out = []
     for p, rows in enumerate(days):
-        for j, row in reversed(list(enumerate(rows))):
+        for j, row in (reversed if newest_first else list)(list(enumerate(rows))):
             if blanks:
                 row = {k: None if isinstance(v, float) and math.isnan(v) and k != "twa_num"
                        else v for k, v in row.items()}
@@ -204,18 +206,31 @@ def dated(days: list[list[dict[str, Any]]], mtype: str, blanks: bool) -> list[di
 @settings(max_examples=examples(150), deadline=None)
 @given(st.lists(st.one_of(one_series(INTEGRAL), one_series(DECIMAL), one_series(ANY_FLOAT)),
                 max_size=6),
-       st.lists(one_series(ANY_FLOAT), max_size=6), STALENESS, st.booleans())
+       st.lists(one_series(ANY_FLOAT), max_size=6), STALENESS, st.booleans(),
+       st.sampled_from(["newest first", "oldest first", "by day"]))
 def test_billing_figures_from_numpy_columns_equal_those_from_each_series_dataframe(
         counters: list[dict[str, Any]], gauges: list[dict[str, Any]], staleness: int,
-        blanks: bool) -> None:
+        blanks: bool, order: str) -> None:
+    # Each series' rows newest first (sorted by date first), oldest first (as the day rows
+    # frame lists them: taken as they are), or all series' first days, then their second
+    # ones: the same rows, series and order as one stable sort by date gives.
     from reports.compute.billing import period_counts
     from reports.compute.daily import combine_days
     from reports.compute.dayrows import split_series
     from reports.compute.quantities import cumulative_quantities
     for s in gauges:
         s["prev"] = None
-    records = (dated(per_series(counters, MetricType.COUNTER, staleness), "counter", blanks)
-               + dated(per_series(gauges, MetricType.GAUGE, staleness), "gauge", blanks))
+    newest = order == "newest first"
+    records = (dated(per_series(counters, MetricType.COUNTER, staleness), "counter", blanks,
+                     newest)
+               + dated(per_series(gauges, MetricType.GAUGE, staleness), "gauge", blanks,
+                       newest))
+    if order == "by day":
+        records.sort(key=lambda r: r["date"])
+    elif order == "oldest first":  # every other series from its second day: listed later
+        first_day = min((r["date"] for r in records), default=None)
+        records = [r for r in records
+                   if r["date"] != first_day or not r["metric"].endswith(("1", "3", "5"))]
     if not records:
         assert split_series(pd.DataFrame()) == {}
         return

@@ -78,3 +78,33 @@ def test_a_secret_variable_that_cannot_go_in_a_header_is_refused_too(
         "usage-etl: error: sources.ws.token_env ($TEST_WS_TOKEN_NON_ASCII): the secret has "
         "character U+00E9 at position 7: only printable ASCII can be sent in an HTTP header")
     assert simulator.request_count() == 0
+
+
+def test_a_leading_tilde_in_config_paths_is_the_home_folder(
+        simulator: SimulatedVendor, sqlite_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # `archive_dir = "~/arch"` made a folder named "~" in the working directory, and
+    # `token_file = "~/ws-token"` was "cannot read file" of a file that is there.
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    (home / "ws-token").write_text(simulator.token + "\n")
+    (home / "nected-key").write_text(simulator.api_key + "\n")
+    config = file_config(tmp_path, simulator, sqlite_url, Path("~/ws-token"),
+                         Path("~/nected-key"))
+    Path(config).write_text('reports_dir = "~/reports"\n' + Path(config).read_text()
+                            + '\n[retention]\nraw_days = 0\narchive_dir = "~/arch"\n')
+    runner = CliRunner()
+    collected = runner.invoke(cli, ["--config", config, "collect"])
+    assert collected.exit_code == 0, collected.output
+    compacted = runner.invoke(cli, ["--config", config, "compact"])
+    assert compacted.exit_code == 0, compacted.output
+    month = sorted(p.relative_to(home).as_posix() for p in home.glob("arch/*/*.jsonl.gz"))
+    assert [m.split("/")[1] for m in month] == ["rules", "ws"]
+    reported = runner.invoke(cli, ["--config", config, "report", "billing", "--month",
+                                   "2026-11"])
+    assert reported.exit_code == 0, reported.output
+    assert (home / "reports" / "billing-2026-11.csv").is_file()
+    assert list(work.iterdir()) == []  # no folder named "~"

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from etl.cli.context import AppContext
-from etl.errors import ConfigError, DatabaseUrlError, UsageEtlError
+from etl.errors import ConfigError, DatabaseUrlError, RetiredHistoryError, UsageEtlError
 from etl.files import os_error_text
 from etl.redact import LOG_MASK, redact
 
@@ -45,6 +45,14 @@ class ErrorHandlingGroup(click.Group):
             obj = ctx.obj if isinstance(ctx.obj, AppContext) else None
             label = obj.database_url_from() if obj is not None else "database_url"
             click.echo(f"usage-etl: error: {_masked(f'{label}: {exc.problem}')}", err=True)
+            ctx.exit(exc.exit_code)
+        except RetiredHistoryError as exc:
+            # Where the retired history is: the configured archive folder.
+            obj = ctx.obj if isinstance(ctx.obj, AppContext) else None
+            config = obj.config_or_none() if obj is not None else None
+            if config is not None:
+                exc = RetiredHistoryError(exc.before, config.retention.archive_dir)
+            click.echo(f"usage-etl: error: {_masked(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except UsageEtlError as exc:
             click.echo(f"usage-etl: error: {_masked(str(exc))}", err=True)

@@ -75,6 +75,10 @@ class AppContext:
                 engine.dispose()
         self._engine = self._unchecked = None
 
+    def config_or_none(self) -> Config | None:
+        """The config if a command loaded it (for messages), else None."""
+        return self._config
+
     def database_url_from(self) -> str:
         """Where the database URL came from, for messages (the config's key if loaded)."""
         if self._config is not None:

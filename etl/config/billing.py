@@ -8,10 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any
-
-from iso4217 import Currency
 
 from etl.config.fields import MAX_CONFIG_DECIMAL, TopLevel, bounded_decimal, local_date, what
 from etl.config.focus import BILLING_FOCUS_KEYS, focus_match, focus_text
@@ -53,8 +50,6 @@ COMMON_KEYS = frozenset({"source", "metric", "aggregation", "included", "currenc
                         ) | BILLING_FOCUS_KEYS
 # A period starts on this day of a month at the latest: every month has it (SPEC 11).
 MAX_CYCLE_DAY = 28
-# Minor unit of a currency ISO 4217 gives none for (XAU, XXX) or does not know (SPEC 5).
-DEFAULT_MINOR_UNIT = 2
 BILLING_KEYS = COMMON_KEYS | frozenset().union(*PRICING_KEYS.values())
 TIER_KEYS = frozenset({"up_to", "unit_price", "flat_price"})
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
@@ -101,16 +96,6 @@ class BillingRule:
         """Whether the rule prices a period whose first local day is `day` (SPEC 11)."""
         return ((self.valid_from is None or self.valid_from <= day)
                 and (self.valid_until is None or day < self.valid_until))
-
-
-@lru_cache(maxsize=256)
-def minor_unit(currency: str) -> int:
-    """Decimal places of `currency` by ISO 4217 (JPY 0, USD 2, KWD 3); 2 when it has none."""
-    try:
-        exponent = Currency(currency.upper()).exponent
-    except ValueError:
-        return DEFAULT_MINOR_UNIT
-    return DEFAULT_MINOR_UNIT if exponent is None else int(exponent)
 
 
 def parse_aggregation(value: Any, key: str, problems: list[str]) -> Aggregation | None:

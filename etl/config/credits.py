@@ -8,7 +8,8 @@ from datetime import date
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from etl.config.billing import CURRENCY_RE, minor_unit
+from etl.config.billing import CURRENCY_RE
+from etl.config.currencies import minor_unit
 from etl.config.fields import TopLevel, bounded_decimal, local_date, named_entry
 
 

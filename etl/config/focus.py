@@ -23,8 +23,13 @@ def focus_text(entry: Mapping[str, Any], key: str, label: str,
         return None
     if (not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT
             or not value.isprintable()):
+        # A string is the right type: say what is wrong with it, not "not a string".
+        why = (("an empty string" if not value.strip() else
+                f"{len(value)} characters" if len(value) > MAX_TEXT else
+                "a string with a control character") if isinstance(value, str)
+               else what(value))
         problems.append(f"{label}.{key}: must be a non-empty string of at most {MAX_TEXT} "
-                        f"printable characters, not {what(value)}")
+                        f"printable characters, not {why}")
         return None
     return value
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from etl.config.alerts import parse_alerts
 from etl.config.billing import parse_billing_rules
-from etl.config.credits import parse_credits
+from etl.config.credits import Credit, parse_credits
 from etl.config.fields import TopLevel
 from etl.config.notifiers import parse_notifiers
 from etl.config.retention import parse_retention
@@ -104,7 +104,7 @@ def parse_config(
     alerts = parse_alerts(raw.get("alerts", []), top.problems, top.where, sources=sources,
                           declared=declared, billing=billing,
                           notifiers={n.name for n in notifiers}, raw_notifiers=raw.get("notifiers"),
-                          credits=[c.name for c in credits])
+                          credits=_declared_credits(raw, credits))
     retention = parse_retention(raw.get("retention"), top.where, top.problems)
     if top.problems:
         raise ConfigError(top.problems)
@@ -113,6 +113,18 @@ def parse_config(
                   metrics_listen=metrics_listen, retention=retention, path=path,
                   database_url_from=(origins or {}).get("database_url")
                   or f"{top.where}database_url")
+
+
+def _declared_credits(raw: Mapping[str, Any], credits: Sequence[Credit]) -> list[str]:
+    """The credit names alerts may name: those parsed, and those refused for another key.
+
+    A credit refused for its currency is still declared: an alert naming it is not also
+    "not one" of the credits (the credit's own line says what is wrong).
+    """
+    entries = raw.get("credits")
+    named = [e.get("name") for e in entries if isinstance(e, Mapping)] \
+        if isinstance(entries, list) else []
+    return [c.name for c in credits] + [n for n in named if isinstance(n, str)]
 
 
 def _bad_byte(exc: UnicodeDecodeError) -> str:

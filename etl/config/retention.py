@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,8 @@ def parse_retention(raw: Any, where: str, problems: list[str]) -> Retention:
         need = "needs raw_days set too" if raw_days is None else "must be at least raw_days"
         problems.append(f"{where}retention.samples_days: {need} "
                         "(samples are retired only once their raw responses are archived)")
-    return Retention(raw_days=raw_days, samples_days=samples_days, archive_dir=archive_dir)
+    return Retention(raw_days=raw_days, samples_days=samples_days,
+                     archive_dir=os.path.expanduser(archive_dir))  # ~ as in a shell
 
 
 def _days(value: Any, label: str, problems: list[str]) -> int | None:

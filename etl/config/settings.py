@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -136,8 +137,10 @@ def parse_settings(raw: Mapping[str, Any], top: TopLevel) -> dict[str, str]:
     return {
         "database_url": database_url,
         "timezone": timezone,
-        "reports_dir": top.text(raw, "reports_dir", DEFAULT_REPORTS_DIR),
-        "spool_dir": top.text(raw, "spool_dir", DEFAULT_SPOOL_DIR),
+        # A leading ~ is the home folder, as in a shell: kept literally it made a folder
+        # named "~" in the working directory.
+        "reports_dir": os.path.expanduser(top.text(raw, "reports_dir", DEFAULT_REPORTS_DIR)),
+        "spool_dir": os.path.expanduser(top.text(raw, "spool_dir", DEFAULT_SPOOL_DIR)),
     }
 
 

@@ -186,14 +186,15 @@ def _source_name(
 def _source_kind(entry: Mapping[str, Any], label: str, problems: list[str]) -> VendorKind | None:
     """The registered kind, after the keys it does not take are reported."""
     kind = entry.get("kind")
-    expected = ", ".join(KINDS)
+    # Listing the kinds loads the plugins' (etl.vendors.KINDS): only a message needs them all.
     if kind is None:
-        problems.append(f"{label}.kind: required, one of: {expected}")
+        problems.append(f"{label}.kind: required, one of: {', '.join(KINDS)}")
     elif not isinstance(kind, str):
-        problems.append(f"{label}.kind: must be a string, not {what(kind)} (one of: {expected})")
+        problems.append(f"{label}.kind: must be a string, not {what(kind)} "
+                        f"(one of: {', '.join(KINDS)})")
     elif kind not in KINDS:
-        problems.append(f"{label}.kind: unknown kind {kind!r} (expected one of: {expected})"
-                        f"{unknown_kind_hint(kind)}")
+        problems.append(f"{label}.kind: unknown kind {kind!r} (expected one of: "
+                        f"{', '.join(KINDS)}){unknown_kind_hint(kind)}")
     found = KINDS.get(kind) if isinstance(kind, str) else None
     if found is not None:
         for key in sorted(set(entry) - SOURCE_COMMON_KEYS - _kind_keys(found)):

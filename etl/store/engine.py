@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -277,31 +278,34 @@ def _at_newest_revision(engine: Engine) -> bool:
     return [row[0] for row in found] == [newest]
 
 
+# A top-level `revision = ...` or `down_revision = ...` line of a migration script, annotated
+# or not: the value up to an end-of-line comment.
+_REVISION_LINE = re.compile(
+    r"^(revision|down_revision)[ \t]*(?::[^=\n]*)?=[ \t]*([^#\n]*?)[ \t]*(?:#.*)?$", re.M)
+
+
 def newest_revision_in_scripts() -> str | None:
     """The one head of the migration scripts, without importing them; None if unclear.
 
-    Read from their `revision`/`down_revision` assignments (as Alembic's ScriptDirectory
-    finds it); None if they do not name exactly one head plainly.
+    Read from their top-level `revision`/`down_revision` lines (as Alembic's ScriptDirectory
+    finds it, the last one of each name counting); None if they do not name exactly one head
+    plainly (a value over several lines, a computed one, a merge).
     """
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in sorted(Path(migrations_dir(), "versions").glob("*.py")):
         if path.name == "__init__.py":
             continue
-        names: dict[str, object] = {}
         try:
-            tree = ast.parse(path.read_bytes(), str(path))
-        except (OSError, SyntaxError, ValueError):
+            source = path.read_text(encoding="utf-8")
+        except (OSError, ValueError):
             return None
-        for node in tree.body:
-            if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                for target in targets:
-                    if isinstance(target, ast.Name):
-                        try:
-                            names[target.id] = ast.literal_eval(node.value)
-                        except (ValueError, TypeError, SyntaxError):
-                            names[target.id] = ...
+        names: dict[str, object] = {}
+        for name, value in _REVISION_LINE.findall(source):
+            try:
+                names[name] = ast.literal_eval(value)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                names[name] = ...
         revision, parent = names.get("revision"), names.get("down_revision")
         if not isinstance(revision, str) or not (parent is None or isinstance(parent, str)):
             return None  # a merge or a computed value: Alembic decides

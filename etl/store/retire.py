@@ -17,7 +17,6 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
-from etl.errors import UsageEtlError
 from etl.store import packs, partitions
 from etl.store.compact import archive_path
 from etl.store.models import RetiredHistory, RollupDay, Sample, Series, Snapshot
@@ -28,15 +27,6 @@ from etl.vendors.types import Observation
 log = logging.getLogger("etl.store")
 
 
-class RetiredHistoryError(UsageEtlError):
-    """A report asked for a period whose samples were retired (never shown as zeros)."""
-
-    def __init__(self, before: datetime) -> None:
-        super().__init__(
-            f"the history before {utc_z(before)} was retired ([retention] samples_days); "
-            "its raw responses are in the archive files: import them into another database "
-            "to report on that period")
-        self.before = before
 
 
 @dataclass

@@ -14,7 +14,7 @@ from decimal import (
 )
 
 from etl.config import BillingRule, Pricing, Tier
-from etl.config.billing import minor_unit
+from etl.config.currencies import minor_unit
 
 # Wide enough that every step below is exact: a quantity up to the largest double (309
 # digits, 4 places) times a price within etl.config.fields' bounds (15 + 12 digits) fits

@@ -20,9 +20,10 @@ import numpy as np
 from sqlalchemy import ColumnElement, Connection, Engine, exists, func, or_, select, text
 
 from etl.config import Config
+from etl.errors import RetiredHistoryError
 from etl.store import packs
 from etl.store.models import Sample, Series
-from etl.store.retire import RetiredHistoryError, retired_before
+from etl.store.retire import retired_before
 from etl.timefmt import from_micros, to_micros
 from etl.vendors.parsing import MAX_READING
 

@@ -68,6 +68,8 @@ def parse(entry: Mapping[str, Any], label: str, name: str, timeout: float,
         port = 587
     tls = _tls(entry, label, port, problems)
     ca_file = entry.get("ca_file")
+    if isinstance(ca_file, str):
+        ca_file = os.path.expanduser(ca_file)  # ~ as in a shell, like every path in the config
     if ca_file is not None and (not isinstance(ca_file, str) or not os.path.isfile(ca_file)):
         problems.append(f"{label}.ca_file: must name a readable PEM file of CA certificates")
         ca_file = None
