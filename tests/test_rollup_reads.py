@@ -176,3 +176,29 @@ def test_a_row_rewritten_between_two_reads_is_read_anew_in_each_database_and_zon
         assert read(b) == [row]
         assert read(a, "Etc/GMT-1") == [row]
         assert read(a) == [{**row, "max": 9.0}]
+
+
+def test_rows_too_long_for_one_sqlite_string_are_read_row_by_row(tmp_path: Path) -> None:
+    # A series' rows are joined into one string; SQLite refuses strings beyond its length
+    # limit (1 GB by default), and then the rows are read one by one instead.
+    import sqlite3
+
+    from sqlalchemy import event
+
+    rows = [{"day_start_us": to_micros(DAY0) + k, "samples": k, "min": 0.5 + k}
+            for k in range(DAYS)]
+    copy_sqlite_template(tmp_path / "long.db")
+    with migrated_engine(f"sqlite:///{tmp_path / 'long.db'}") as engine:
+        with engine.begin() as conn:
+            conn.execute(insert(Series), [{"id": 1, "source": "s", "metric": "m",
+                                           "kind": "nected", "metric_type": "gauge"}])
+            conn.execute(insert(RollupDay), [
+                {"series_id": 1, "tz": "UTC", "day": _day(k),
+                 "day_start": DAY0 + timedelta(days=k), "day_end": DAY0 + timedelta(days=k + 1),
+                 "staleness": 60.0, "data": json.dumps(row)} for k, row in enumerate(rows)])
+        assert len(",".join(json.dumps(row) for row in rows)) > 150 > len(json.dumps(rows[-1]))
+        event.listen(engine, "connect", lambda raw, _: raw.setlimit(
+            sqlite3.SQLITE_LIMIT_LENGTH, 150))
+        store = RollupStore(engine, "UTC", to_micros(DAY0),
+                            to_micros(DAY0 + timedelta(days=DAYS)))
+        assert store.get(1, [_day(k) for k in range(DAYS)], 60.0) == rows

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Integer, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from etl.store.engine import refuses_writes
 from etl.store.models import RollupDay, RollupDirty, Sample, Series, Snapshot
@@ -281,11 +281,14 @@ def _read_grouped(conn: Connection, where: Sequence[Any]
     text does not start with "{", rows decode_groups cannot read at once.
     """
     day = RollupDay.__table__.c
-    found = conn.execute(
-        select(day.series_id, func.min(day.staleness), func.max(day.staleness), func.count(),
-               func.sum(func.unicode(day.data) == 123, type_=Integer),  # starting with "{"
-               func.group_concat(day.day, ","), func.group_concat(day.data, ","))
-        .where(*where).group_by(day.series_id)).all()
+    try:
+        found = conn.execute(
+            select(day.series_id, func.min(day.staleness), func.max(day.staleness), func.count(),
+                   func.sum(func.unicode(day.data) == 123, type_=Integer),  # starting with "{"
+                   func.group_concat(day.day, ","), func.group_concat(day.data, ","))
+            .where(*where).group_by(day.series_id)).all()
+    except DataError:  # a series' rows longer than SQLite's longest string (1 GB by default)
+        return None
     days = [joined.split(",") for *_, joined, _ in found]
     if any(lo != hi or opening != count or len(named) != count
            for (_, lo, hi, count, opening, _, _), named in zip(found, days, strict=True)):
