@@ -51,6 +51,7 @@ class Size:
     startup_rounds: int
     demo_days: int  # the demo database that `status` reads (`usage-etl demo`'s default)
     vendor_lines: int = 20_000  # archive lines imported through each kind (vendors_bench)
+    vendor_repeats: int = 3  # turns of each kind's import (vendors_bench)
     vendor_polls: int = 400
     credit_sources: int = 20  # sources billed, each with a credit granted 12 months before
     credit_step_minutes: int = 30
@@ -65,7 +66,7 @@ class Size:
     wide_baseline_others: bool = True  # billing and alerts check of the narrow baseline too
 
 
-FULL = Size(Workload(pairs=100, days=1), 3, Workload(pairs=100, days=30), 3,
+FULL = Size(Workload(pairs=100, days=1), 5, Workload(pairs=100, days=30), 3,
             Workload(pairs=10, days=30), 1000, 6, 3, 9, 28)
 # --quick: every section runs and writes every figure, at toy sizes (tests/
 # test_benchmarks_quick.py, in the suite): no warm-up runs and no child process whose times
@@ -73,7 +74,8 @@ FULL = Size(Workload(pairs=100, days=1), 3, Workload(pairs=100, days=30), 3,
 QUICK = Size(Workload(pairs=3, days=1, step_minutes=5), 1,
              Workload(pairs=2, days=30, step_minutes=60), 1,
              Workload(pairs=1, days=30, step_minutes=240), 40, 2, 1, 1, 1,
-             vendor_lines=400, vendor_polls=20, credit_sources=2, credit_step_minutes=240,
+             vendor_lines=400, vendor_repeats=1, vendor_polls=20, credit_sources=2,
+             credit_step_minutes=240,
              wide_series=40, history_days=3, history_series=3, history_rounds=1,
              scaling_before_days=3, scaling_after_days=3, startup_warm_up=False,
              wide_baseline_others=False)
@@ -117,6 +119,8 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
         out[f"import_{engine}_library"] = res["import_library_ratio"]
         out[f"import_{engine}_cli"] = res["import_cli_ratio"]
         out[f"import_{engine}_write_path"] = res["write_ratio"]
+        if "import_library_cpu_ratio" in res:  # the importing process's CPU alone
+            out[f"import_{engine}_library_cpu"] = res["import_library_cpu_ratio"]
         if "compaction" in res:  # SPEC 13: the database vacuumed; archives on disk apart
             comp = res["compaction"]
             out[f"storage_{engine}_bytes_per_sample"] = comp["bytes_per_sample"]
@@ -215,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", action="append", choices=SECTIONS, metavar="SECTION",
                     help=f"run only this section (repeatable; {', '.join(SECTIONS)})")
     args = ap.parse_args(argv)
+    # The commands timed in fresh processes (start-up, the CLI import) load etl/ and reports/
+    # byte-compiled, as an installed copy does: where $PYTHONDONTWRITEBYTECODE is set (as on
+    # these machines) each would compile every module it imports again, which the baselines,
+    # loading only installed libraries compiled at install time, never pay.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.dont_write_bytecode = False
     wanted = set(args.only or SECTIONS)
     size = QUICK if args.quick else FULL
     own = args.workdir is None
@@ -263,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         if "vendors" in wanted:
             results["vendors"] = vendors_bench.run(workdir, lines=size.vendor_lines,
                                                    polls=size.vendor_polls,
-                                                   repeats=size.import_rounds, log=log)
+                                                   repeats=size.vendor_repeats, log=log)
         if "credits" in wanted:
             results["credits"] = credits_bench.run(
                 workdir, sources=size.credit_sources, step_minutes=size.credit_step_minutes,

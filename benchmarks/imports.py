@@ -122,6 +122,7 @@ def raw_pg(url: str, snaps: list[tuple[Any, ...]], samples: list[tuple[Any, ...]
 
 
 def _fresh(url_or_path: str | Path) -> Engine:
+    """A migrated database at a SQLite path or a PostgreSQL URL."""
     if isinstance(url_or_path, Path):
         return sqlite_engine(url_or_path)
     engine = make_engine(url_or_path)
@@ -133,13 +134,57 @@ def _quiet(_: str) -> None:
     pass
 
 
+def timed_child(mode: str, target: str | Path, archive: Path, config_path: Path
+                ) -> dict[str, float]:
+    """One timed import in a fresh interpreter: the library call or the plain script.
+
+    Both sides run the same way: the child sets up (imports, the config, for the script the
+    series ids) untimed, then times the import alone, wall clock and its own CPU. Timed in
+    the benchmark's own process, the library call ran after the compaction measurement and
+    the other turns, in their heap, and was slower than the CLI start-up included.
+    """
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.imports", mode, str(target), str(archive),
+         str(config_path)], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _child(mode: str, target: str, archive: Path, config_path: Path) -> dict[str, float]:
+    """The timed part of `timed_child`, in the child: `lib` (import_archives) or `raw`."""
+    config = load_config(str(config_path))
+    sqlite = not target.startswith("postgresql")
+    engine = make_engine(f"sqlite:///{target}" if sqlite else target)
+    if mode == "raw":
+        ids = _ids(engine, config)
+        forget_series_cache(engine)
+        engine.dispose()
+    wall, cpu = time.perf_counter(), time.process_time()
+    if mode == "lib":
+        samples = import_archives(engine, config, [str(archive)], on_problem=_quiet).samples
+    else:
+        snaps, rows = plain_rows(archive, ids, sqlite)
+        if sqlite:
+            raw_sqlite(Path(target), snaps, rows)
+        else:
+            raw_pg(target, snaps, rows)
+        samples = len(rows)
+    out = {"seconds": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
+           "samples": samples}
+    engine.dispose()
+    return out
+
+
 def bench_engine(name: str, archive: Path, config_path: Path, workdir: Path,
                  make_target: Any, cli: bool, rounds: int = 1) -> dict[str, Any]:
     """All import figures on one engine. make_target(tag) gives a fresh URL or SQLite path.
 
     Product and baseline take turns, each run into a fresh database: round i times the
     library, the plain script, then the CLI (A, B, C, A, B, C, ...), so that load on a shared
-    machine falls on all of them alike; each time is the median of its `rounds` runs.
+    machine falls on all of them alike; each time is the median of its `rounds` runs. Each
+    runs in a fresh process: the library call and the plain script are timed inside theirs
+    (`timed_child`), the CLI as a whole process, its start-up included.
     """
     import subprocess
 
@@ -149,37 +194,33 @@ def bench_engine(name: str, archive: Path, config_path: Path, workdir: Path,
     lib_times: list[float] = []
     raw_times: list[float] = []
     cli_times: list[float] = []
+    lib_cpu: list[float] = []
+    raw_cpu: list[float] = []
     samples = 0
     for i in range(rounds):
         # The product: usage-etl import's library call (parse + bulk writer).
         target = make_target(f"lib{i}")
-        engine = _fresh(target)
-        t = time.perf_counter()
-        res = import_archives(engine, config, [str(archive)], on_problem=_quiet)
-        lib_times.append(time.perf_counter() - t)
-        samples = res.samples
-        if sqlite and i == 0:
-            out["storage"] = storage(engine, Path(str(target)))
-        if i == 0:  # SPEC 13: before and after compaction, vacuumed
+        _fresh(target).dispose()
+        lib = timed_child("lib", target, archive, config_path)
+        lib_times.append(lib["seconds"])
+        lib_cpu.append(lib["cpu_s"])
+        samples = int(lib["samples"])
+        if i == 0:
+            engine = make_engine(f"sqlite:///{target}" if sqlite else str(target))
+            if sqlite:
+                out["storage"] = storage(engine, Path(str(target)))
+            # SPEC 13: before and after compaction, vacuumed
             out["compaction"] = storage_bench.run(engine, target, workdir / f"archive-{name}")
-        forget_series_cache(engine)
-        engine.dispose()
+            forget_series_cache(engine)
+            engine.dispose()
 
         # The baseline: a plain script with the raw driver, from the same archive.
         target = make_target(f"raw{i}")
-        engine = _fresh(target)
-        ids = _ids(engine, config)
-        forget_series_cache(engine)
-        engine.dispose()
-        t = time.perf_counter()
-        snaps, rows = plain_rows(archive, ids, sqlite)
-        if sqlite:
-            raw_sqlite(Path(str(target)), snaps, rows)
-        else:
-            raw_pg(str(target), snaps, rows)
-        raw_times.append(time.perf_counter() - t)
-        assert len(rows) == samples, (len(rows), samples)
-        del snaps, rows
+        _fresh(target).dispose()
+        raw = timed_child("raw", target, archive, config_path)
+        raw_times.append(raw["seconds"])
+        raw_cpu.append(raw["cpu_s"])
+        assert raw["samples"] == samples, (raw["samples"], samples)
 
         if cli:  # the product again, as `usage-etl import` in a fresh process
             target = make_target(f"cli{i}")
@@ -190,6 +231,11 @@ def bench_engine(name: str, archive: Path, config_path: Path, workdir: Path,
                             "--database-url", url, "import", str(archive)],
                            check=True, capture_output=True)
             cli_times.append(time.perf_counter() - t)
+    # CPU of the importing process alone: all of the work on SQLite; on PostgreSQL the
+    # server's share is left out (a diagnostic, not a goal).
+    out["import_library_cpu_s"] = lib_cpu
+    out["raw_script_cpu_s"] = raw_cpu
+    out["import_library_cpu_ratio"] = median(raw_cpu) / median(lib_cpu)
     out["samples"] = samples
     out["import_library_times_s"] = lib_times
     out["raw_script_times_s"] = raw_times
@@ -275,3 +321,7 @@ def run(archive: Path, config_path: Path, workdir: Path, *, cli: bool = True,
             "postgresql", archive, config_path, workdir,
             lambda tag: stack.enter_context(pg_database()), cli, rounds)
     return results
+
+
+if __name__ == "__main__":  # timed_child's child: MODE TARGET ARCHIVE CONFIG
+    print(json.dumps(_child(sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))))

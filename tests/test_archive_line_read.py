@@ -14,7 +14,7 @@ from etl.config import SourceConfig
 from etl.errors import ParseError
 from etl.store.archive_line import parse_line
 from etl.vendors import KINDS, ParseContext
-from etl.vendors.types import Observation
+from etl.vendors.types import Observation, SampleValue
 
 _KINDS = ("wiresocket", "nected")
 
@@ -49,9 +49,17 @@ _nected_bodies = st.one_of(_numbers, _optional({
     "message": _texts}))
 
 
+def _whole(obs: Observation) -> Observation:
+    """`obs`, after checking it and its samples hold every field (kinds build the tuples)."""
+    assert len(obs) == len(Observation._fields)
+    assert all(len(s) == len(SampleValue._fields) for s in obs.samples)
+    assert obs == Observation(*obs)
+    return obs
+
+
 def _outcome(line: bytes, sources: dict[str, SourceConfig]) -> Observation | str:
     try:
-        return parse_line(line, sources)
+        return _whole(parse_line(line, sources))
     except (ParseError, ValueError) as exc:
         # A source bound to its own kind (as GENERIC's are) is told apart in this one
         # message, for http_json's sources: not a difference between read and parse.
@@ -85,7 +93,7 @@ def test_read_returns_what_parse_returns_for_the_same_fields(  # type: ignore[no
 
     def through(call: Any) -> Observation | str:
         try:
-            return call()  # type: ignore[no-any-return]
+            return _whole(call())
         except (ParseError, ValueError) as exc:
             return f"{type(exc).__name__}: {exc}"
 

@@ -9,7 +9,7 @@ from typing import Any
 from etl.errors import ParseError
 from etl.vendors import ParseContext, SimulatedApi, VendorKind, traffic
 from etl.vendors.parsing import mapping, number, optional_text, to_payload
-from etl.vendors.types import MetricType, Observation, SampleValue
+from etl.vendors.types import MetricType, Observation, SampleValue, new_tuple
 
 NAME = "nected"
 METRICS = ("invocations",)
@@ -54,9 +54,11 @@ def read(body: Any, source: str, observed_at: datetime | None, payload: str | No
     at = observed_at or received_at
     if at is None:
         raise ParseError("observed_at: required for a nected response")
-    # Positional: an import builds one per line, and keywords cost NamedTuple twice as much.
-    return Observation(source, NAME, at, payload if payload is not None else to_payload(body),
-                       (SampleValue("invocations", value),), received_at, origin)
+    # Built as the tuples themselves, every field given (see new_tuple): per line of an import.
+    return new_tuple(Observation, (
+        source, NAME, at, payload if payload is not None else to_payload(body),
+        (new_tuple(SampleValue, ("invocations", value, None, None, None, None, None)),),
+        received_at, origin, (), None))
 
 
 

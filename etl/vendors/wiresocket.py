@@ -20,7 +20,7 @@ from etl.vendors.parsing import (
     parse_timestamp,
     to_payload,
 )
-from etl.vendors.types import MetricType, Observation, SampleValue
+from etl.vendors.types import MetricType, Observation, SampleValue, new_tuple
 
 NAME = "wiresocket"
 METRICS = ("connections", "documents")
@@ -74,11 +74,12 @@ def read(body: Any, source: str, observed_at: datetime | None, payload: str | No
         status = entry.get("status")
         if type(status) is not str or len(status) > STATUS_MAX_LEN:
             status = optional_status(entry, "status")
-        # Positional: an import builds these per line, and keywords cost twice as much.
-        samples.append(SampleValue(metric, value, limit_value(entry.get("limit")),
-                                   status or None))
-    return Observation(source, NAME, at, payload if payload is not None else to_payload(body),
-                       tuple(samples), received_at, origin)
+        # Built as the tuple itself, every field given (see new_tuple): per line of an import.
+        samples.append(new_tuple(SampleValue, (metric, value, limit_value(entry.get("limit")),
+                                               status or None, None, None, None)))
+    return new_tuple(Observation, (source, NAME, at,
+                                   payload if payload is not None else to_payload(body),
+                                   tuple(samples), received_at, origin, (), None))
 
 
 def url(base_url: str | None, region: str | None) -> str:
