@@ -63,7 +63,10 @@ def _pg_problem() -> str | None:
     except ImportError:
         return "psycopg is not installed (pip install 'usage-etl[postgres]')"
     try:
-        eng = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        # The answer is kept for the worker's whole run: a server slow to answer under load
+        # must not count as absent (3 s did, and failed every PostgreSQL test of a worker);
+        # a server that is not there refuses at once.
+        eng = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 30})
         with eng.connect() as conn:
             conn.execute(text("select 1"))
         eng.dispose()
