@@ -586,3 +586,68 @@ def test_an_import_frees_cycles_batch_by_batch_and_leaves_the_collector_as_it_wa
     finally:
         gc.enable()
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_an_import_into_postgresql_says_and_stores_what_one_into_sqlite_does(
+    sqlite_url: str, pg_url: str, tmp_path: Path,
+) -> None:
+    # PostgreSQL's import reads the next batch while the server writes one (etl.store.
+    # readahead): its problems, counts, progress and samples are SQLite's, in line order.
+    good = history(tmp_path, days=1).read_text().splitlines()  # 192 lines, odd ones rules'
+    changed = json.loads(good[61])
+    changed["body"]["data"]["invocations"] += 1
+    lines = list(good)
+    lines.insert(5, "{not json")
+    lines.insert(15, "[1, 2]")  # read while line 11's batch is written
+    lines.insert(40, "")
+    lines.insert(41, json.dumps({"source": "nobody", "body": {}}))
+    lines.insert(90, json.dumps(changed))  # line 91: refused, good[61] (line 64) came first
+    lines.insert(150, lines[150])  # a duplicate
+    archive = tmp_path / "mixed.jsonl"
+    archive.write_text("\n".join(lines) + "\n")
+    stored = tmp_path / "stored.jsonl"  # good[9]'s key (line 11) with another value
+    stored.write_text(rules_line(1, "2026-10-30T01:00:00Z") + "\n")
+    said: dict[str, tuple[list[str], list[int], object, list[tuple]]] = {}
+    for engine_name, url in (("sqlite", sqlite_url), ("postgresql", pg_url)):
+        config = load_config(write_config(tmp_path, url))
+        with migrated_engine(url) as engine:
+            import_archives(engine, config, [str(stored)])
+            problems: list[str] = []
+            progress: list[int] = []
+            result = import_archives(engine, config, [str(archive)], batch_size=7,
+                                     on_problem=problems.append, on_progress=progress.append)
+            said[engine_name] = (problems, progress, result, samples(engine))
+    problems, progress, result, stored_samples = said["sqlite"]
+    assert said["postgresql"] == said["sqlite"]
+    assert [p.split(":")[1] for p in problems] == ["6", "11", "16", "42", "91"]
+    assert "conflict" in problems[1] and "conflict" in problems[4]
+    assert len(progress) >= len(good) // 7 and progress == sorted(progress)
+    assert (result.lines, result.bad_lines, result.conflicts) == (197, 3, 2)  # type: ignore[attr-defined]
+    assert len(stored_samples) == 96 * 3
+
+
+@pytest.mark.postgres
+def test_an_import_into_postgresql_stopped_by_its_caller_leaves_no_thread_reading(
+    pg_url: str, tmp_path: Path,
+) -> None:
+    import threading
+
+    config = load_config(write_config(tmp_path, pg_url))
+    lines = history(tmp_path, days=1).read_text().splitlines()
+    lines.insert(30, "{not json")
+    archive = tmp_path / "bad-later.jsonl"
+    archive.write_text("\n".join(lines) + "\n")
+
+    def refuse(message: str) -> None:
+        raise RuntimeError(message)
+
+    with migrated_engine(pg_url) as engine:
+        with pytest.raises(RuntimeError, match=":31: "):
+            import_archives(engine, config, [str(archive)], batch_size=7, on_problem=refuse)
+        assert not [t for t in threading.enumerate() if t.name == "usage-etl-read-ahead"]
+        # The batches before the bad line were written; importing again completes the file.
+        assert len(samples(engine)) == 28 // 2 * 3
+        again = import_archives(engine, config, [str(archive)], batch_size=7,
+                                on_problem=lambda _: None)
+        assert again.bad_lines == 1 and len(samples(engine)) == 96 * 3

@@ -21,7 +21,8 @@ from sqlalchemy import Engine, create_engine, text
 from etl.cli import cli
 from etl.collect.poll import Collector
 from etl.config import load_config, parse_config
-from etl.store.archive import MAX_LINE_BYTES, MAX_PROBLEMS_SHOWN, import_archives
+from etl.store.archive import import_archives
+from etl.store.archive_read import MAX_LINE_BYTES, MAX_PROBLEMS_SHOWN
 from tests.factories import REPO, usage_etl_in_process
 
 

@@ -7,22 +7,20 @@ import gzip
 import io
 import sys
 import zlib
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import IO, BinaryIO
 
 from sqlalchemy import Engine
 
 from etl.config import Config, SourceConfig
-from etl.errors import DatabaseError, InputError, ParseError
-from etl.store.archive_line import parse_line
+from etl.errors import DatabaseError, InputError
+from etl.store.archive_read import ImportResult, Pending, Problem, Problems, read_batches
 from etl.store.bulk import bulk_store
 from etl.store.engine import describe_database_error, is_database_error
 from etl.store.history import store_history
+from etl.store.readahead import ahead
 from etl.store.retire import retired_message, retired_sources, skip_retired
 from etl.store.rows import Conflict, StoreResult
 from etl.textutil import number_text
@@ -33,49 +31,11 @@ from etl.vendors.types import Observation
 BATCH_LINES = 50_000
 # The progress bar moves at least this often (in lines), whatever the batch size.
 PROGRESS_LINES = 5000
-# The longest line read (decompressed): a vendor body is at most etl.http.MAX_BODY_BYTES
-# (1 MiB); twice that leaves room for any escaping. A longer line is not read further.
-MAX_LINE_BYTES = 2 * 1024 * 1024
-# Problems shown per file; the rest are counted in one summary line. A file whose first
-# this many lines are all bad is not an archive: the rest of it is not read.
-MAX_PROBLEMS_SHOWN = 20
 # Bytes of a file's start checked for its encoding (NUL bytes: UTF-16, UTF-32 or binary).
 ENCODING_PROBE_BYTES = 4096
-UTF8_BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
 
-Problem = Callable[[str], None]
 Progress = Callable[[int], None]
-
-
-@dataclass
-class ImportResult:
-    """What an import did; `bad_lines` and `conflicts` make it a partial failure (exit 1)."""
-
-    lines: int = 0
-    snapshots: int = 0
-    samples: int = 0
-    duplicates: int = 0
-    bad_lines: int = 0
-    conflicts: int = 0
-    refused_lines: int = 0  # stored, but with items refused (SPEC 7)
-    # Samples not stored because their source's history before them was retired (SPEC 13).
-    retired: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def ok(self) -> bool:
-        """True when every line was stored whole or a duplicate (nothing bad or refused)."""
-        return self.bad_lines == 0 and self.conflicts == 0 and self.refused_lines == 0
-
-    def summary(self) -> str:
-        """One line for people: lines read, new snapshots and samples, duplicates, bad, conflicts."""
-        refused = (f", {self.refused_lines} lines with refused items" if self.refused_lines
-                   else "")
-        retired = sum(self.retired.values())
-        retired_text = f", {retired} samples in retired history not stored" if retired else ""
-        return (f"{self.lines} lines: {self.snapshots} new snapshots, {self.samples} new samples, "
-                f"{self.duplicates} duplicate samples, {self.bad_lines} bad lines, "
-                f"{self.conflicts} conflicts{refused}{retired_text}")
 
 
 def _write_batch(engine: Engine, observations: list[Observation]) -> StoreResult:
@@ -268,44 +228,6 @@ def _import_file(
                        on_progress, position=raw.tell if raw.seekable() else None)
 
 
-@dataclass
-class _Pending:
-    """The observations read but not written yet, and what names the line of a conflict.
-
-    To name the line a conflict came from: the line of each batch entry and, worked out
-    only when a batch has a conflict, the first batch entry of each key and every entry of
-    the (rare) keys seen more than once in the batch.
-    """
-
-    batch: list[Observation] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)
-    first: dict[tuple[str, datetime], int] = field(default_factory=dict)
-    repeats: dict[tuple[str, datetime], list[int]] = field(default_factory=dict)
-
-    def add(self, obs: Observation, lineno: int) -> None:
-        """Queue `obs`, read from line `lineno`."""
-        self.batch.append(obs)
-        self.lines.append(lineno)
-
-    def index_keys(self) -> None:
-        """Fill `first` and `repeats` for the batch queued (once, before naming conflicts)."""
-        if self.first or not self.batch:
-            return
-        first, repeats = self.first, self.repeats
-        for index, obs in enumerate(self.batch):
-            key = (obs.source, obs.observed_at)
-            seen = first.setdefault(key, index)
-            if seen != index:
-                repeats.setdefault(key, [seen]).append(index)
-
-    def clear(self) -> None:
-        """Forget everything queued (after it was written)."""
-        self.batch.clear()
-        self.lines.clear()
-        self.first.clear()
-        self.repeats.clear()
-
-
 def _import_stream(
     engine: Engine,
     sources: dict[str, SourceConfig],
@@ -318,59 +240,18 @@ def _import_stream(
     *,
     position: Callable[[], int] | None = None,
 ) -> None:
-    pending = _Pending()
-    problems = _Problems(on_problem)
-    consumed = 0
-    lineno = 0
-
+    problems = Problems(on_problem)
     report, progress_lines = _progress_every(on_progress)
-
-    def progress() -> int:
-        return position() if position is not None else consumed
-
-    def flush() -> None:
-        if _write_pending(engine, pending, name, total, problems.add):
-            report(progress())
-
-    readline = stream.readline
-    # The queue's lists, reached without an attribute lookup or call per line.
-    queued_batch, queued, queued_lines = pending.batch, pending.batch.append, pending.lines.append
-    good = bad = 0  # lines of this file
-    try:
-        while raw := readline(MAX_LINE_BYTES + 1):
-            lineno += 1
-            size = len(raw)
-            consumed += size
-            # The checks of _whole_line, made here first: it has work only for a file's
-            # first line or a line cut off at MAX_LINE_BYTES, and a call per line costs.
-            line = (raw if lineno > 1 and size <= MAX_LINE_BYTES
-                    else _whole_line(raw, lineno, name, total, problems.add))
-            if line is None:
-                break
-            if line.isspace():  # a blank line (isspace makes no copy, unlike strip)
-                continue
-            total.lines += 1
-            try:
-                obs = parse_line(line, sources)
-            except ParseError as exc:
-                bad += 1
-                if _bad_line(exc, name, lineno, total, problems, good=good, bad=bad):
-                    break
-                continue
-            queued(obs)
-            queued_lines(lineno)
-            _refused(obs, name, lineno, total, problems)
-            good += 1
-            if len(queued_batch) >= batch_size:
-                flush()
-            elif lineno % progress_lines == 0:
-                report(progress())
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        # A damaged or truncated gzip file: keep what was read, say where it broke off.
-        total.bad_lines += 1
-        problems.add(f"{name}:{lineno + 1}: damaged gzip data ({exc}); the rest of the file "
-                     "was not read")
-    flush()
+    reads = read_batches(sources, stream, name, total, batch_size, progress_lines, position)
+    # PostgreSQL writes a batch in its own process: the next batch is read meanwhile. Not
+    # SQLite, whose driver lets go of the interpreter for every row it writes, each time
+    # to wait for the reading thread's turn to end (etl.store.readahead).
+    for read in ahead(reads) if engine.dialect.name == "postgresql" else reads:
+        read.held.replay(problems)
+        if read.pending is None:
+            report(read.position)
+        elif _write_pending(engine, read.pending, name, total, problems.add):
+            report(read.position)
     problems.finish(name)
 
 
@@ -385,68 +266,7 @@ def _no_progress(_: int) -> None:
     pass
 
 
-def _bad_line(exc: ParseError, name: str, lineno: int, total: ImportResult,
-              problems: _Problems, *, good: int, bad: int) -> bool:
-    """Report a line that did not parse; True when the file is not read further.
-
-    That is when its first MAX_PROBLEMS_SHOWN lines are all bad (`good` and `bad` lines of
-    the file so far, this one counted).
-    """
-    total.bad_lines += 1
-    problems.add(f"{name}:{lineno}: {exc}")
-    if good or bad < MAX_PROBLEMS_SHOWN:
-        return False
-    problems.on_problem(f"{name}: its first {bad} lines are all bad: not a JSONL "
-                        "archive, the rest of it was not read")
-    return True
-
-
-def _refused(obs: Observation, name: str, lineno: int, total: ImportResult,
-             problems: _Problems) -> None:
-    """Report and count a queued line's refused items (SPEC 7), if it has any."""
-    if not obs.refused:
-        return
-    total.refused_lines += 1
-    problems.add(f"{name}:{lineno}: body: {obs.refused_reason()}")
-
-
-class _Problems:
-    """Shows the first MAX_PROBLEMS_SHOWN problems of a file and counts the rest."""
-
-    def __init__(self, on_problem: Problem) -> None:
-        self.on_problem = on_problem
-        self.shown = 0
-        self.hidden = 0
-
-    def add(self, message: str) -> None:
-        """Show `message`, or count it once MAX_PROBLEMS_SHOWN were shown."""
-        if self.shown < MAX_PROBLEMS_SHOWN:
-            self.shown += 1
-            self.on_problem(message)
-        else:
-            self.hidden += 1
-
-    def finish(self, name: str) -> None:
-        """Say how many problems of file `name` were not shown, if any."""
-        if self.hidden:
-            self.on_problem(f"{name}: {self.hidden} more bad lines or conflicts not shown")
-
-
-def _whole_line(raw: bytes, lineno: int, name: str, total: ImportResult,
-                problem: Problem) -> bytes | None:
-    """The line without a leading BOM; None (a bad line, reading stops) if it is too long."""
-    if lineno == 1 and raw.startswith(UTF8_BOM):
-        raw = raw[len(UTF8_BOM):] or b"\n"  # a BOM alone: an empty line
-    if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-        total.lines += 1
-        total.bad_lines += 1
-        problem(f"{name}:{lineno}: line longer than {MAX_LINE_BYTES} bytes; the rest "
-                "of the file was not read")
-        return None
-    return raw
-
-
-def _write_pending(engine: Engine, pending: _Pending, name: str, total: ImportResult,
+def _write_pending(engine: Engine, pending: Pending, name: str, total: ImportResult,
                    problem: Problem) -> bool:
     """Write what is pending, add to `total`, name each conflict's line; False if none was."""
     if not pending.batch:
@@ -471,7 +291,7 @@ def _write_pending(engine: Engine, pending: _Pending, name: str, total: ImportRe
     return True
 
 
-def _conflict_line(c: Conflict, pending: _Pending, named: set[tuple[int, str]]) -> int:
+def _conflict_line(c: Conflict, pending: Pending, named: set[tuple[int, str]]) -> int:
     """The line whose value a conflict refused.
 
     That is the first line of the key offering that value for that metric and not named yet
