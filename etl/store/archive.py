@@ -8,7 +8,7 @@ import io
 import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import IO, BinaryIO
 
@@ -246,12 +246,14 @@ def _import_stream(
     # PostgreSQL writes a batch in its own process: the next batch is read meanwhile. Not
     # SQLite, whose driver lets go of the interpreter for every row it writes, each time
     # to wait for the reading thread's turn to end (etl.store.readahead).
-    for read in ahead(reads) if engine.dialect.name == "postgresql" else reads:
-        read.held.replay(problems)
-        if read.pending is None:
-            report(read.position)
-        elif _write_pending(engine, read.pending, name, total, problems.add):
-            report(read.position)
+    batches = ahead(reads) if engine.dialect.name == "postgresql" else reads
+    with closing(batches):  # however this ends, the reading stops here (and its thread)
+        for read in batches:
+            read.held.replay(problems)
+            if read.pending is None:
+                report(read.position)
+            elif _write_pending(engine, read.pending, name, total, problems.add):
+                report(read.position)
     problems.finish(name)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO
@@ -137,7 +137,7 @@ def read_batches(
     batch_size: int,
     progress_lines: int,
     position: Callable[[], int] | None,
-) -> Iterator[Read]:
+) -> Generator[Read, None, None]:
     """A file's lines parsed in batches of `batch_size` (the last shorter, maybe empty).
 
     Between them, an item with no batch every `progress_lines` lines, for the progress bar.
