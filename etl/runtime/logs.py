@@ -111,7 +111,11 @@ def setup_daemon_logging(
     stream: TextIO | None = None,
     level: int = logging.INFO,
 ) -> logging.Handler:
-    """Send `etl` logs (and APScheduler's warnings) to stderr in `fmt`; returns the handler."""
+    """Send `etl` logs (and APScheduler's warnings) to stderr in `fmt`; returns the handler.
+
+    Every other logger's lines that go to the same stream through the root logger are
+    written in `fmt` too (docs/deployment.md: `--log-format json` is one object per line).
+    """
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(EventFormatter(fmt, secrets))
     handler.addFilter(LOG_MASK)
@@ -126,4 +130,11 @@ def setup_daemon_logging(
         logger.setLevel(level if name == "etl" else max(level, logging.WARNING))
     # The collector's own per-poll lines would repeat the scheduler's "poll" line.
     logging.getLogger("etl.collect").setLevel(max(level, logging.ERROR))
+    # Libraries' own lines (SQLAlchemy's pool on a cut connection, urllib3, psycopg) reach
+    # the root logger's handler, which the CLI made for plain text: in `json` they broke the
+    # one object per line a log shipper reads. The root's handlers on the same stream take
+    # the same format (and mask the same secrets).
+    for other in logging.getLogger().handlers:
+        if isinstance(other, logging.StreamHandler) and other.stream is handler.stream:
+            other.setFormatter(handler.formatter)
     return handler
