@@ -20,7 +20,6 @@ from etl.store.archive_read import ImportResult, Pending, Problem, Problems, rea
 from etl.store.bulk import bulk_store
 from etl.store.engine import describe_database_error, is_database_error
 from etl.store.history import store_history
-from etl.store.readahead import ahead
 from etl.store.retire import retired_message, retired_sources, skip_retired
 from etl.store.rows import Conflict, StoreResult
 from etl.textutil import number_text
@@ -243,12 +242,8 @@ def _import_stream(
     problems = Problems(on_problem)
     report, progress_lines = _progress_every(on_progress)
     reads = read_batches(sources, stream, name, total, batch_size, progress_lines, position)
-    # PostgreSQL writes a batch in its own process: the next batch is read meanwhile. Not
-    # SQLite, whose driver lets go of the interpreter for every row it writes, each time
-    # to wait for the reading thread's turn to end (etl.store.readahead).
-    batches = ahead(reads) if engine.dialect.name == "postgresql" else reads
-    with closing(batches):  # however this ends, the reading stops here (and its thread)
-        for read in batches:
+    with closing(reads):  # however this ends, the reading stops here
+        for read in reads:
             read.held.replay(problems)
             if read.pending is None:
                 report(read.position)

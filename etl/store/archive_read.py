@@ -107,9 +107,10 @@ class Read:
 
 
 class Held:
-    """What reading some lines said, shown once the batches before them are written.
+    """What reading some lines said, shown by the writer before it writes their batch.
 
-    So problems appear in line order, as they would without reading ahead.
+    So a file's problems come in the order they always did: each batch's bad lines, then
+    its conflicts, batch after batch.
     """
 
     def __init__(self) -> None:
