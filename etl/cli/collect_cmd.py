@@ -121,6 +121,14 @@ def simulate(port: int, token: str, api_key: str, seed: int, fault: str, retry_a
 
     sim = SimulatedVendor(port=port, tokens=(token,), api_keys=(api_key,), seed=seed,
                           echo_credential=echo_credential)
+    stop = threading.Event()
+    # Our own handlers, not Python's: a process started in the background by a
+    # non-interactive shell (`usage-etl simulate &` in a script, CI) inherits SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C or `kill -INT`
+    # would never stop it. Installed before the server answers: a client that stops it as
+    # soon as it got an answer (a script, a test) stops it cleanly too, not with exit 130.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         sim.start()
     except OSError as exc:
@@ -132,14 +140,7 @@ def simulate(port: int, token: str, api_key: str, seed: int, fault: str, retry_a
     for vendor, api in sim.apis.items():
         click.echo(f"  {vendor}: {sim.base_url}{api.path}   (takes the {api.credential_list[:-1]})")
     history = _start_history(history_port) if history_port is not None else None
-    stop = threading.Event()
-    # Our own handlers, not Python's: a process started in the background by a
-    # non-interactive shell (`usage-etl simulate &` in a script, CI) inherits SIGINT
-    # ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C or `kill -INT`
-    # would never stop it.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    click.echo("press Ctrl-C to stop")  # only now: a signal from here on is handled
+    click.echo("press Ctrl-C to stop")
     try:
         while not stop.wait(1):
             pass
