@@ -294,3 +294,28 @@ def test_collect_polls_a_source_whose_pause_is_over(
     result = run(config, "collect", "--source", "ws")
     assert result.exit_code == 0, result.output
     assert attempts(sqlite_url) == [("ws", "ok", 200, 2)]
+
+
+@pytest.mark.parametrize("verbosity", [[], ["-v"]])
+def test_a_failed_or_skipped_source_is_told_once_on_the_terminal(
+    simulator: SimulatedVendor, sqlite_url: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, verbosity: list[str],
+) -> None:
+    # A real process: its log lines reach the terminal (stderr) beside the summary (stdout).
+    monkeypatch.setenv("USAGE_ETL_PACING_DIR", str(tmp_path / "pacing"))
+    config = write_sim_config(tmp_path / "c.toml", simulator, sqlite_url, monkeypatch)
+    simulator.echo_credential = True
+    simulator.set_fault("unauthorized", vendor="nected")
+    store_pause(sqlite_url, "ws", datetime.now(UTC) + timedelta(hours=1),
+                "authentication failed (1 failure(s) in a row)")
+    proc = run_process(config, *verbosity, "collect")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    terminal = proc.stdout + proc.stderr
+    assert terminal.count("credential refused") == 1, terminal
+    assert terminal.count("authentication failed") == 1, terminal
+    lines = proc.stdout.splitlines()
+    (rules,) = [ln for ln in lines if ln.startswith("rules ")]
+    assert rules.split()[1] == "auth_error" and "HTTP 401: credential refused" in rules
+    (ws,) = [ln for ln in lines if ln.startswith("ws ")]
+    assert ws.split()[1] == "skipped" and "--force" in ws
+    assert simulator.api_key not in terminal and simulator.token not in terminal

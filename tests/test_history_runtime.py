@@ -168,3 +168,34 @@ def test_vendors_says_http_json_takes_interval_metrics_with_a_window() -> None:
     result = CliRunner().invoke(cli, ["vendors"])
     assert result.exit_code == 0
     assert "interval or gauge with [sources.window]" in result.output
+
+
+def test_a_failed_backfill_is_told_once_on_the_terminal_without_its_credential(
+        sim: HistorySimulator, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    wrong = "sk-wrong-5f0c1e7d"
+    with sim:
+        cfg = _config(tmp_path, sim, f"sqlite:///{tmp_path}/u.db")
+        env = {**os.environ, "OPENAI_ADMIN_KEY": wrong,
+               "USAGE_ETL_PACING_DIR": str(tmp_path / "pacing")}
+        procs = [subprocess.run([sys.executable, "-m", "etl", "--config", str(cfg), *args],
+                                capture_output=True, text=True, env=env, timeout=120,
+                                check=False)
+                 for args in (["backfill", "--source", "openai", "--start", "2026-10-01",
+                               "--end", "2026-10-08"],
+                              ["-v", "backfill", "--source", "openai", "--start", "2026-10-01",
+                               "--end", "2026-10-08"],
+                              ["collect", "--source", "openai"])]
+    for proc in procs:
+        terminal = proc.stdout + proc.stderr
+        assert proc.returncode == 1, terminal
+        assert terminal.count("HTTP 401: credential refused") == 1, terminal
+        assert terminal.count("openai") == 1, terminal
+        assert wrong not in terminal
+    backfill, _, collect = procs
+    assert backfill.stderr.startswith("openai: auth_error: HTTP 401: credential refused")
+    assert "(0 samples stored before it)" in backfill.stderr
+    assert collect.stdout.split()[:2] == ["openai", "auth_error"]

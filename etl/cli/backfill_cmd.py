@@ -30,7 +30,7 @@ def backfill(app: AppContext, name: str, start: datetime, end: datetime | None) 
     Example:
       usage-etl backfill --source openai --start 2026-09-01 --end 2026-11-01
     """
-    from etl.collect.poll import Collector
+    from etl.collect.poll import Collector, outcomes_in_summary
     from etl.runtime.history import poll_history
     from etl.store.writer import record_polls
 
@@ -51,7 +51,8 @@ def backfill(app: AppContext, name: str, start: datetime, end: datetime | None) 
                          f"({now:%Y-%m-%d %H:%M}Z, the default --end); nothing to read")
     config.check_secrets([source])
     engine = app.engine
-    with Collector([source]) as collector:
+    # How the backfill ended is printed once, below, not also as a log line.
+    with Collector([source]) as collector, outcomes_in_summary():
         if sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn

@@ -49,6 +49,7 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
       usage-etl collect --source ws-prod --source rules
       usage-etl collect --force --source ws-prod    # check a fixed credential now
     """
+    from etl.collect.poll import outcomes_in_summary
     from etl.runtime.collect_run import Kept, collect_once
     from etl.vendors.types import Outcome
 
@@ -56,7 +57,9 @@ def collect(app: AppContext, names: tuple[str, ...], force: bool) -> None:
     sources = config.select_sources(list(names))
     config.check_secrets(sources)
     kept = Kept()
-    results = collect_once(app.engine, config, names, force=force, kept=kept)
+    # Each poll's outcome is printed once, in its line below, not also as a log line.
+    with outcomes_in_summary():
+        results = collect_once(app.engine, config, names, force=force, kept=kept)
     if kept.replayed is not None and kept.replayed.replayed:
         click.echo(f"stored {kept.replayed.replayed} poll(s) an earlier collect had spooled",
                    err=True)

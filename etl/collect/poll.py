@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -31,6 +32,26 @@ from etl.vendors.parsing import FAR_FROM_CLOCK
 from etl.vendors.types import Origin, Outcome, PollRecord
 
 log = logging.getLogger("etl.collect")
+# The `extra` of a record that says how one poll ended (failed, skipped, ok with a note, kept in
+# the spool). `collect` and `backfill` print each poll's outcome in their own summary, so
+# they drop these records (`outcomes_in_summary`): a failure was printed twice, once as a
+# log line and once in the summary. The daemon has no summary and logs them as before.
+OUTCOME: dict[str, object] = {"poll_outcome": True}
+
+
+def _not_an_outcome(record: logging.LogRecord) -> bool:
+    return not getattr(record, "poll_outcome", False)
+
+
+@contextmanager
+def outcomes_in_summary() -> Iterator[None]:
+    """While inside, the collector logs no poll's outcome: the caller prints each one once."""
+    log.addFilter(_not_an_outcome)
+    try:
+        yield
+    finally:
+        log.removeFilter(_not_an_outcome)
+
 
 class Collector:
     """Polls sources over HTTP: one requests Session per source, pacing per credential.
@@ -143,7 +164,7 @@ class Collector:
             observation=observation, retry_after=None,
         )
         if result.error is not None:
-            log.warning("%s: ok, but %s", source.name, result.error)
+            log.warning("%s: ok, but %s", source.name, result.error, extra=OUTCOME)
         elif log.isEnabledFor(logging.INFO):
             log.info("%s: ok in %.0f ms (%d tries)", source.name, fetched.latency_ms,
                      fetched.tries)
@@ -165,7 +186,7 @@ class Collector:
         error = redact(message, [secret] if secret else [])
         if tries > 1:
             error += f" (after {tries} tries)"
-        log.warning("%s: %s: %s", source.name, outcome, error)
+        log.warning("%s: %s: %s", source.name, outcome, error, extra=OUTCOME)
         return PollRecord(
             source=source.name, outcome=outcome, started_at=started, finished_at=self._now(),
             http_status=http_status, latency_ms=latency_ms, tries=tries, error=error,

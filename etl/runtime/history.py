@@ -17,7 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from etl.collect.history import history_of, poll_span, read_range, settled
 from etl.collect.http import HttpFailure
-from etl.collect.poll import Collector
+from etl.collect.poll import OUTCOME, Collector
 from etl.config import SourceConfig
 from etl.errors import ParseError, SecretError
 from etl.redact import redact
@@ -109,7 +109,7 @@ def _failed(collector: Collector, source: SourceConfig, started: datetime, outco
     except SecretError:
         pass
     error = redact(message, [secret] if secret else [])
-    log.warning("%s: %s: %s", source.name, outcome, error)
+    log.warning("%s: %s: %s", source.name, outcome, error, extra=OUTCOME)
     return PollRecord(source=source.name, outcome=outcome, started_at=started,
                       finished_at=collector.now(), http_status=status, latency_ms=None,
                       tries=tries, error=error, observation=None, retry_after=retry_after,
