@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from etl.config.billing import CURRENCY_RE
+from etl.config.billing import CURRENCY_RE, BillingRule
 from etl.config.currencies import minor_unit
 from etl.config.fields import TopLevel, bounded_decimal, local_date, named_entry
 
@@ -39,13 +39,16 @@ class Credit:
 CREDIT_KEYS = frozenset({"name", "source", "amount", "currency", "granted", "expires"})
 
 
-def parse_credits(raw: list[Any], sources: Collection[str], top: TopLevel) -> list[Credit]:
+def parse_credits(raw: list[Any], sources: Collection[str], top: TopLevel, *,
+                  billing: Sequence[BillingRule], unsure: Collection[str] = ()) -> list[Credit]:
     """The valid `[[credits]]` entries (SPEC 11); every problem names its key.
 
     Refused: an unknown key, a name that is not [a-z0-9_-]+ or repeats, a source that is not
     configured, an amount that is not a positive decimal or has more decimals than its
     currency's minor unit (ISO 4217), a bad currency code or date, `expires` not after
-    `granted`.
+    `granted`, and a credit that can never pay (`never_pays` against the `billing` rules).
+    A credit of a source in `unsure` (one of its rules was refused for its own keys) is not
+    checked against the rules: which periods they price is not known.
     """
     credits: list[Credit] = []
     seen: set[str] = set()
@@ -88,5 +91,67 @@ def parse_credits(raw: list[Any], sources: Collection[str], top: TopLevel) -> li
             continue
         assert isinstance(source, str) and amount is not None and granted is not None
         assert currency is not None
-        credits.append(Credit(name, source, amount, currency, granted, expires))
+        credit = Credit(name, source, amount, currency, granted, expires)
+        idle = None if source in unsure else never_pays(credit, billing)
+        if idle is not None:
+            top.extend([f"{label}.{idle[0]}: {idle[1]}"])
+            continue
+        credits.append(credit)
     return credits
+
+
+def never_pays(credit: Credit, billing: Sequence[BillingRule]) -> tuple[str, str] | None:
+    """(key, what is wrong) when `credit` can never pay anything, else None (SPEC 11).
+
+    A credit pays a period of a rule of its source priced in its currency that starts on or
+    after `granted` and before `expires`, and a rule prices the periods starting (on its
+    `cycle_day`) on or after its `valid_from` and before its `valid_until`. With no such
+    period the credit loads but never pays: the entry is wrong, and the key named is what to
+    fix (`source`: it has no rule; `currency`: no rule uses it; else the date that leaves no
+    period).
+    """
+    own = [r for r in billing if r.source == credit.source]
+    if not own:
+        return "source", (f"no [[billing]] rule prices source {credit.source!r}, so the "
+                          "credit would never pay anything")
+    rules = [r for r in own if r.currency == credit.currency]
+    if not rules:
+        used = ", ".join(sorted({r.currency for r in own}))
+        return "currency", (f"{credit.currency}: no billing rule of source {credit.source!r} "
+                            f"is priced in {credit.currency} (its rules use {used})")
+    if any(_first_period(r, credit.granted, credit.expires) is not None for r in rules):
+        return None
+    priced = "; ".join(_periods_text(r) for r in rules)
+    if credit.expires is not None and any(_first_period(r, credit.granted, None) is not None
+                                          for r in rules):
+        return "expires", (f"{credit.expires}: no period of source {credit.source!r} priced in "
+                           f"{credit.currency} starts from granted {credit.granted} to before "
+                           f"it, so the credit would never pay anything (its "
+                           f"{credit.currency} rules price {priced})")
+    return "granted", (f"{credit.granted}: no period of source {credit.source!r} priced in "
+                       f"{credit.currency} starts on or after it"
+                       + (f" and before expires {credit.expires}" if credit.expires else "")
+                       + f", so the credit would never pay anything (its {credit.currency} "
+                       f"rules price {priced})")
+
+
+def _first_period(rule: BillingRule, start: date, end: date | None) -> date | None:
+    """The first day in [start, end) on which a period of `rule` starts and it prices it."""
+    lo = max(start, rule.valid_from) if rule.valid_from is not None else start
+    if lo.day > rule.cycle_day:
+        if (lo.year, lo.month) == (date.max.year, 12):
+            return None
+        lo = date(lo.year + lo.month // 12, lo.month % 12 + 1, 1)
+    first = lo.replace(day=rule.cycle_day)
+    ends = [d for d in (end, rule.valid_until) if d is not None]
+    return first if all(first < d for d in ends) else None
+
+
+def _periods_text(rule: BillingRule) -> str:
+    """Which periods `rule` prices, for messages: `periods starting on day 15 until 2026-11-15`."""
+    text = f"periods starting on day {rule.cycle_day}"
+    if rule.valid_from is not None:
+        text += f" from {rule.valid_from}"
+    if rule.valid_until is not None:
+        text += f" until {rule.valid_until}"
+    return text

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from etl.config.alerts import parse_alerts
-from etl.config.billing import parse_billing_rules
+from etl.config.billing import BillingRule, parse_billing_rules
 from etl.config.credits import Credit, parse_credits
 from etl.config.fields import TopLevel
 from etl.config.notifiers import parse_notifiers
@@ -97,8 +98,13 @@ def parse_config(
         top.problem(key, "unknown key")
     settings = parse_settings(raw, top)
     sources, declared = parse_sources(top.tables(raw, "sources"), top)
-    billing = parse_billing_rules(top.tables(raw, "billing"), declared, top)
-    credits = parse_credits(top.tables(raw, "credits"), declared, top)
+    raw_billing = top.tables(raw, "billing")
+    billing = parse_billing_rules(raw_billing, declared, top)
+    # With `billing` not an array of tables (refused above), no credit is checked against it.
+    unsure = (set(declared) if not isinstance(raw.get("billing", []), list)
+              else _refused_rule_sources(raw_billing, billing))
+    credits = parse_credits(top.tables(raw, "credits"), declared, top, billing=billing,
+                            unsure=unsure)
     metrics_listen = parse_metrics_listen(raw, top)
     notifiers = parse_notifiers(raw.get("notifiers", []), top.problems, top.where)
     alerts = parse_alerts(raw.get("alerts", []), top.problems, top.where, sources=sources,
@@ -113,6 +119,19 @@ def parse_config(
                   metrics_listen=metrics_listen, retention=retention, path=path,
                   database_url_from=(origins or {}).get("database_url")
                   or f"{top.where}database_url")
+
+
+def _refused_rule_sources(raw_billing: Sequence[Any], billing: Sequence[BillingRule]
+                          ) -> set[str]:
+    """The sources named by a `[[billing]]` entry that was refused for its own keys.
+
+    Their credits are not checked against the rules (which periods the refused rule would
+    price is not known): a credit is not also refused for a rule's mistake.
+    """
+    named = Counter(e["source"] for e in raw_billing
+                    if isinstance(e, Mapping) and isinstance(e.get("source"), str))
+    kept = Counter(r.source for r in billing)
+    return {s for s, n in named.items() if n > kept[s]}
 
 
 def _declared_credits(raw: Mapping[str, Any], credits: Sequence[Credit]) -> list[str]:
