@@ -366,18 +366,17 @@ def _anything_stored(conn: Connection, ch: _Chunk, sqlite: bool) -> bool:
     if not sqlite:  # a packed day is written into as rows (etl.store.packs)
         unpack_spans(conn, ch.series_ranges())
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    ph = "?" if sqlite else "%s"
     try:
-        return (_any_in_ranges(cur, "samples", "series_id", ch.series_ranges(), ph)
-                or _any_in_ranges(cur, "snapshots", "source", ch.snap_ranges, ph))
+        return (_any_in_ranges(cur, "samples", "series_id", ch.series_ranges(), sqlite)
+                or _any_in_ranges(cur, "snapshots", "source", ch.snap_ranges, sqlite))
     finally:
         cur.close()
 
 
 def _any_in_ranges(cur: Any, table: str, key_column: str,
-                   ranges: dict[Any, tuple[Any, Any]], ph: str) -> bool:
+                   ranges: dict[Any, tuple[Any, Any]], sqlite: bool) -> bool:
     """Whether `table` has a row of some key observed inside that key's [lowest, highest]."""
-    if ph == "%s" and ranges:
+    if not sqlite and ranges:
         # PostgreSQL: every key in one statement (one index probe each, as below), not one
         # round trip per key: a chunk of the benchmark has 300 series and 200 sources.
         keys, los, his = zip(*((key, lo, hi) for key, (lo, hi) in ranges.items()), strict=True)
@@ -389,11 +388,11 @@ def _any_in_ranges(cur: Any, table: str, key_column: str,
             (list(keys), list(los), list(his)),
         )
         return cur.fetchone() is not None
-    for key, (lo, hi) in ranges.items():
+    for key, (lo, hi) in ranges.items():  # SQLite: a probe each, in process, no round trip
         cur.execute(
             # The table and column names are this module's constants, never input.
-            f"SELECT 1 FROM {table} WHERE {key_column} = {ph} AND observed_at >= {ph} "  # noqa: S608
-            f"AND observed_at <= {ph} LIMIT 1",
+            f"SELECT 1 FROM {table} WHERE {key_column} = ? AND observed_at >= ? "  # noqa: S608
+            "AND observed_at <= ? LIMIT 1",
             (key, lo, hi),
         )
         if cur.fetchone() is not None:
