@@ -36,7 +36,6 @@ from etl.store.partitions import is_partition
 from etl.store.rows import forget_series_cache
 from tests.factories import REPO
 
-
 # Samples' foreign key on PostgreSQL is kept by statement-level triggers since 0011 (the
 # same rule and SQLSTATE, checked per statement rather than per row).
 TRIGGER_CHECKED = ("fk_samples_series_id_series", ["series_id"], "series", ["id"])

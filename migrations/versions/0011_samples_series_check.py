@@ -36,22 +36,22 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 FOREIGN_KEY = "fk_samples_series_id_series"
-_VIOLATION = (
-    "RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation', CONSTRAINT = '{fk}', "
-    "MESSAGE = '{message}', DETAIL = format('Key (series_id)=(%s) {detail}', bad);"
-)
 _UP = (
     # Rows a statement wrote into samples (any partition) whose series does not exist.
-    "CREATE FUNCTION samples_series_check() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-    "DECLARE bad integer;\n"
-    "BEGIN\n"
-    "  SELECT n.series_id INTO bad FROM (SELECT DISTINCT series_id FROM new_samples) n\n"
-    "    WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.id = n.series_id) LIMIT 1;\n"
-    "  IF FOUND THEN\n    "
-    + _VIOLATION.format(fk=FOREIGN_KEY, message='insert or update on table "samples" '
-                        f'violates foreign key constraint "{FOREIGN_KEY}"',
-                        detail='is not present in table "series".')
-    + "\n  END IF;\n  RETURN NULL;\nEND $$",
+    """CREATE FUNCTION samples_series_check() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE bad integer;
+BEGIN
+  SELECT n.series_id INTO bad FROM (SELECT DISTINCT series_id FROM new_samples) n
+    WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.id = n.series_id) LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation',
+      CONSTRAINT = 'fk_samples_series_id_series',
+      MESSAGE = 'insert or update on table "samples" violates foreign key constraint '
+                '"fk_samples_series_id_series"',
+      DETAIL = format('Key (series_id)=(%s) is not present in table "series".', bad);
+  END IF;
+  RETURN NULL;
+END $$""",
     "CREATE TRIGGER samples_series_check_insert AFTER INSERT ON samples "
     "REFERENCING NEW TABLE AS new_samples FOR EACH STATEMENT "
     "EXECUTE FUNCTION samples_series_check()",
@@ -59,16 +59,20 @@ _UP = (
     "REFERENCING NEW TABLE AS new_samples FOR EACH STATEMENT "
     "EXECUTE FUNCTION samples_series_check()",
     # Series rows a statement deleted that samples still name.
-    "CREATE FUNCTION series_samples_check() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-    "DECLARE bad integer;\n"
-    "BEGIN\n"
-    "  SELECT g.id INTO bad FROM gone_series g\n"
-    "    WHERE EXISTS (SELECT 1 FROM samples s WHERE s.series_id = g.id) LIMIT 1;\n"
-    "  IF FOUND THEN\n    "
-    + _VIOLATION.format(fk=FOREIGN_KEY, message='update or delete on table "series" '
-                        f'violates foreign key constraint "{FOREIGN_KEY}" on table "samples"',
-                        detail='is still referenced from table "samples".')
-    + "\n  END IF;\n  RETURN NULL;\nEND $$",
+    """CREATE FUNCTION series_samples_check() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE bad integer;
+BEGIN
+  SELECT g.id INTO bad FROM gone_series g
+    WHERE EXISTS (SELECT 1 FROM samples s WHERE s.series_id = g.id) LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation',
+      CONSTRAINT = 'fk_samples_series_id_series',
+      MESSAGE = 'update or delete on table "series" violates foreign key constraint '
+                '"fk_samples_series_id_series" on table "samples"',
+      DETAIL = format('Key (id)=(%s) is still referenced from table "samples".', bad);
+  END IF;
+  RETURN NULL;
+END $$""",
     "CREATE TRIGGER series_samples_check_delete AFTER DELETE ON series "
     "REFERENCING OLD TABLE AS gone_series FOR EACH STATEMENT "
     "EXECUTE FUNCTION series_samples_check()",
