@@ -448,3 +448,30 @@ def test_0011_keeps_samples_series_rule_by_triggers_on_postgresql_and_down_resto
     assert rows() == before
     forget_series_cache(engine)
     engine.dispose()
+
+
+def test_a_new_migration_script_made_by_alembic_revision_imports_and_runs(tmp_path: Path) -> None:
+    # The script template (migrations/script.py.mako) is what `alembic revision` writes a new
+    # migration from: it must give a module that imports and whose upgrade runs.
+    import importlib.util
+    import shutil
+
+    from alembic import command
+
+    from etl.store.engine import alembic_config
+
+    shutil.copytree(REPO / "migrations", tmp_path / "migrations",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = alembic_config(url=f"sqlite:///{tmp_path / 'x.db'}")
+    cfg.set_main_option("script_location", str(tmp_path / "migrations"))
+    script = command.revision(cfg, message="next step", rev_id="9999_next")
+    path = Path(script.path)  # type: ignore[union-attr]
+    spec = importlib.util.spec_from_file_location("next_step", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (module.revision, module.down_revision) == ("9999_next", head_revision())
+    command.upgrade(cfg, "head")
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    assert current_revision(engine) == "9999_next"
+    engine.dispose()
