@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,40 @@ def test_command_on_a_database_behind_head_names_db_upgrade(empty_db_url: str) -
     fixed = CliRunner().invoke(cli, ["--database-url", empty_db_url, "db", "upgrade"])
     assert fixed.exit_code == 0 and "0001_initial ->" in fixed.output
     assert CliRunner().invoke(cli, ["--database-url", empty_db_url, "status"]).exit_code != 2
+
+
+# A new migration script as `alembic revision` writes it (migrations/script.py.mako), and one
+# whose revision is computed: the start-up check reads the first itself and leaves the second
+# to Alembic (etl.store.engine.newest_revision_in_scripts).
+NEW_SCRIPTS = {
+    "written": 'revision: str = "9999_next"\ndown_revision: str | None = {parent!r}\n',
+    "computed": 'revision = "9999_" + "next"\ndown_revision = {parent!r}\n',
+}
+
+
+@pytest.mark.parametrize("form", sorted(NEW_SCRIPTS))
+def test_a_new_migration_script_makes_commands_ask_for_db_upgrade(
+        sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    from etl.store import engine as store_engine
+
+    assert CliRunner().invoke(cli, ["--database-url", sqlite_url, "db", "upgrade"]).exit_code == 0
+    old_head = store_engine.head_revision()
+    scripts = tmp_path / "migrations"
+    shutil.copytree(store_engine.migrations_dir(), scripts,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "9999_next.py").write_text(
+        '"""The next release\'s migration."""\n' + NEW_SCRIPTS[form].format(parent=old_head)
+        + "\n\ndef upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n")
+    monkeypatch.setattr(store_engine, "migrations_dir", lambda: str(scripts))
+
+    behind = CliRunner().invoke(cli, ["--database-url", sqlite_url, "status"])
+    assert behind.exit_code == 2
+    assert behind.stderr.strip().splitlines() == [
+        f"usage-etl: error: database schema is at revision {old_head}, the newest is "
+        "9999_next: run `usage-etl db upgrade`"]
+    fixed = CliRunner().invoke(cli, ["--database-url", sqlite_url, "db", "upgrade"])
+    assert fixed.exit_code == 0 and f"{old_head} -> 9999_next" in fixed.output
+    assert CliRunner().invoke(cli, ["--database-url", sqlite_url, "status"]).exit_code == 0
 
 
 @pytest.mark.postgres
