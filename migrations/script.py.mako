@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import etl.models
+import etl.store.models  # custom column types autogenerate names, e.g. UtcDateTime
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

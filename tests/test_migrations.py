@@ -36,15 +36,37 @@ from etl.store.partitions import is_partition
 from etl.store.rows import forget_series_cache
 from tests.factories import REPO
 
+# Samples' foreign key on PostgreSQL is kept by statement-level triggers since 0011 (the
+# same rule and SQLSTATE, checked per statement rather than per row).
+TRIGGER_CHECKED = ("fk_samples_series_id_series", ["series_id"], "series", ["id"])
+TRIGGERS = {"samples_series_check_insert", "samples_series_check_update",
+            "series_samples_check_delete"}
+
+
+def _triggers(engine: Engine) -> set[str]:
+    """The names of the PostgreSQL triggers that keep samples' foreign key (empty on SQLite)."""
+    if engine.dialect.name != "postgresql":
+        return set()
+    with engine.connect() as conn:
+        return {name for (name,) in conn.exec_driver_sql(
+            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")} & TRIGGERS
+
 
 def _diff(engine) -> list:  # type: ignore[no-untyped-def]
     def not_a_partition(name, type_, _parent) -> bool:  # type: ignore[no-untyped-def]
         # Partitions, and PostgreSQL's packed samples (no model: SQLite has no such table).
         return not (type_ == "table" and name and (is_partition(name) or name == PACKS))
 
+    checked_by_triggers = _triggers(engine) == TRIGGERS
+
+    def not_trigger_checked(obj, name, type_, reflected, _other) -> bool:  # type: ignore[no-untyped-def]
+        return not (checked_by_triggers and type_ == "foreign_key_constraint"
+                    and name == TRIGGER_CHECKED[0] and not reflected)
+
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True,
-                                                     "include_name": not_a_partition})
+                                                     "include_name": not_a_partition,
+                                                     "include_object": not_trigger_checked})
         return compare_metadata(ctx, Base.metadata)
 
 
@@ -113,8 +135,10 @@ def _schema(engine: Engine) -> dict[str, Any]:
                 insp.get_pk_constraint(table)["constrained_columns"],
             ),
             "foreign keys": sorted(
-                (fk["name"], fk["constrained_columns"], fk["referred_table"], fk["referred_columns"])
-                for fk in insp.get_foreign_keys(table)
+                [(fk["name"], fk["constrained_columns"], fk["referred_table"],
+                  fk["referred_columns"]) for fk in insp.get_foreign_keys(table)]
+                + ([TRIGGER_CHECKED] if table == "samples" and _triggers(engine) == TRIGGERS
+                   else [])
             ),
             # PostgreSQL also lists the index behind each unique constraint; that is the
             # constraint, compared below.
@@ -388,4 +412,66 @@ def test_0009_drops_the_snapshot_id_keeping_every_sample_and_down_restores_it(
     upgrade(engine)
     assert rows() == before
     forget_series_cache(engine)
+    engine.dispose()
+
+
+def test_0011_keeps_samples_series_rule_by_triggers_on_postgresql_and_down_restores_the_key(
+        empty_db_url: str) -> None:
+    from tests.factories import seed_month
+
+    engine = make_engine(empty_db_url)
+    upgrade(engine, "0010_sample_packs")  # a database made at the previous revision
+    seed_month(engine)
+
+    def rows() -> list[tuple[Any, ...]]:
+        with engine.connect() as conn:
+            return sorted(tuple(r) for r in conn.exec_driver_sql(
+                "SELECT series_id, observed_at, value, plan_limit, status FROM samples"))
+
+    def foreign_keys() -> list[str]:
+        return [fk["name"] for fk in inspect(engine).get_foreign_keys("samples")]
+
+    before = rows()
+    assert len(before) == 11 and foreign_keys() == [TRIGGER_CHECKED[0]]
+    upgrade(engine)
+    assert rows() == before
+    assert _diff(engine) == []
+    postgres = engine.dialect.name == "postgresql"
+    assert foreign_keys() == ([] if postgres else [TRIGGER_CHECKED[0]])
+    assert _triggers(engine) == (TRIGGERS if postgres else set())
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE samples SET series_id = 999999 WHERE value = 90")
+    downgrade(engine, "0010_sample_packs")
+    assert rows() == before
+    assert foreign_keys() == [TRIGGER_CHECKED[0]] and _triggers(engine) == set()
+    upgrade(engine)
+    assert rows() == before
+    forget_series_cache(engine)
+    engine.dispose()
+
+
+def test_a_new_migration_script_made_by_alembic_revision_imports_and_runs(tmp_path: Path) -> None:
+    # The script template (migrations/script.py.mako) is what `alembic revision` writes a new
+    # migration from: it must give a module that imports and whose upgrade runs.
+    import importlib.util
+    import shutil
+
+    from alembic import command
+
+    from etl.store.engine import alembic_config
+
+    shutil.copytree(REPO / "migrations", tmp_path / "migrations",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = alembic_config(url=f"sqlite:///{tmp_path / 'x.db'}")
+    cfg.set_main_option("script_location", str(tmp_path / "migrations"))
+    script = command.revision(cfg, message="next step", rev_id="9999_next")
+    path = Path(script.path)  # type: ignore[union-attr]
+    spec = importlib.util.spec_from_file_location("next_step", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (module.revision, module.down_revision) == ("9999_next", head_revision())
+    command.upgrade(cfg, "head")
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    assert current_revision(engine) == "9999_next"
     engine.dispose()

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from etl.errors import InputError, SchemaOutdatedError
 from etl.store.engine import downgrade, ensure_schema, make_engine, open_database
@@ -189,3 +189,37 @@ def test_processes_starting_together_on_a_new_database_all_get_the_schema(  # ty
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM alembic_version")) == 1
     engine.dispose()
+
+
+def test_a_sample_must_name_a_stored_series_and_a_named_series_cannot_be_deleted(engine) -> None:  # type: ignore[no-untyped-def]
+    # On PostgreSQL the rule is kept per statement by triggers (migration 0011), not per row
+    # by a foreign key: a statement with one bad row among good ones fails whole, and the
+    # error is the same kind (SQLSTATE 23503) with the same constraint name.
+    with engine.begin() as conn:
+        store_observations(conn, [obs(T0, 1000), ws_obs(T0, 82)])
+        good = conn.scalar(select(Sample.series_id).limit(1))
+        count = conn.scalar(select(func.count()).select_from(Sample))
+    later = T0 + timedelta(minutes=1)
+    many_rows = ("INSERT INTO samples (series_id, observed_at, value) "
+                 "VALUES (:good, :at, 1), (999999, :at, 2), (:good, :later, 3)")
+    for statement, params in (
+        (many_rows, {"good": good, "at": later, "later": later + timedelta(minutes=1)}),
+        ("UPDATE samples SET series_id = 999999 WHERE series_id = :good", {"good": good}),
+        ("DELETE FROM series WHERE id = :good", {"good": good}),
+    ):
+        with pytest.raises(IntegrityError) as caught, engine.begin() as conn:
+            conn.execute(text(statement), params)
+        message = str(caught.value.orig)
+        if engine.dialect.name == "postgresql":
+            assert "fk_samples_series_id_series" in message
+            assert caught.value.orig.sqlstate == "23503"
+        else:
+            assert "FOREIGN KEY constraint failed" in message
+    with engine.begin() as conn:  # nothing of the refused statements was kept
+        assert conn.scalar(select(func.count()).select_from(Sample)) == count
+        assert conn.scalar(text("SELECT count(*) FROM series WHERE id = :good"),
+                           {"good": good}) == 1
+        # A series no sample names can still go, as the foreign key allowed.
+        conn.execute(text("INSERT INTO series (source, metric, kind, metric_type) "
+                          "VALUES ('gone', 'm', 'nected', 'counter')"))
+        conn.execute(text("DELETE FROM series WHERE source = 'gone'"))

@@ -1,22 +1,24 @@
-"""Fast bulk writer for archives of millions of observations, below the ORM and Core executemany."""
+"""Fast bulk writer for archives of millions of observations, below the ORM and Core executemany.
+
+A chunk's rows are built by etl.store.bulk_rows; this module writes them: directly when
+nothing is stored where they go, staged where something is, on each engine.
+"""
 
 from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
 from itertools import islice
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 
 from etl.store import partitions
+from etl.store.bulk_rows import Chunk, count_repeats, instant, instants, partition, prepare, widen
 from etl.store.packs import latest_packed, unpack_spans
-from etl.store.rows import Conflict, StoreResult, series_ids
-from etl.timefmt import from_micros, to_micros
+from etl.store.rows import Conflict, StoreResult
 from etl.vendors.types import Observation
 
 # Observations per transaction: big enough to amortize the per-chunk queries, small enough
@@ -30,46 +32,6 @@ SQLITE_WRITE_CACHE_KIB = 65536
 
 class _Retry(Exception):
     """The optimistic direct write hit a key that is stored already: use the staging path."""
-
-
-@dataclass
-class _Chunk:
-    """One chunk prepared in Python: unique observations' rows and the in-chunk repeats.
-
-    Rows carry no None the statement can leave out: SQLite's driver looks up an adapter for
-    each None it binds (a failed attribute lookup, about as dear as inserting a number), so
-    snapshots without a received time and samples with neither limit nor status go in
-    through statements that leave those columns NULL.
-    """
-
-    base: int  # snapshot ids are base + k (SQLite); PostgreSQL takes them from the sequence
-    snap_rows: list[tuple[Any, ...]] = field(default_factory=list)  # k, source, kind, at, origin, payload
-    received_rows: list[tuple[Any, ...]] = field(default_factory=list)  # k, source, kind, at, recv, origin, payload
-    sample_rows: list[tuple[Any, ...]] = field(default_factory=list)  # sid, at, value, limit, status
-    bare_rows: list[tuple[Any, ...]] = field(default_factory=list)  # sid, at, value (no limit, status)
-    repeats: list[tuple[int, Any, float]] = field(default_factory=list)  # sid, at, value
-    names: dict[int, tuple[str, str]] = field(default_factory=dict)  # sid -> source, metric
-    source_series: dict[str, list[int]] = field(default_factory=dict)
-    snap_ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # source -> lo, hi
-
-    def snapshots(self) -> int:
-        return len(self.snap_rows) + len(self.received_rows)
-
-    def samples(self) -> int:
-        return len(self.sample_rows) + len(self.bare_rows)
-
-    def series_ranges(self) -> dict[int, tuple[Any, Any]]:
-        # All samples of an observation share its instant: a series spans its source's range.
-        return {
-            sid: lo_hi
-            for source, lo_hi in self.snap_ranges.items()
-            for sid in self.source_series[source]
-        }
-
-    def first_values(self) -> dict[tuple[int, Any], float]:
-        firsts = {(r[0], r[1]): r[2] for r in self.sample_rows}
-        firsts.update(((r[0], r[1]), r[2]) for r in self.bare_rows)
-        return firsts
 
 
 def bulk_store(engine: Engine, observations: Iterable[Observation], *, chunk: int = CHUNK) -> StoreResult:
@@ -90,11 +52,11 @@ def bulk_store(engine: Engine, observations: Iterable[Observation], *, chunk: in
 def _store_chunk(engine: Engine, batch: list[Observation]) -> StoreResult:
     sqlite = engine.dialect.name == "sqlite"
     if not sqlite:  # the months' partitions first, so rows never wait in the default one
-        partitions.ensure(engine, _instants(batch))
+        partitions.ensure(engine, instants(batch))
     # Series rows are committed first, so a rolled-back attempt never leaves cached ids of
     # series rows that do not exist.
     with engine.begin() as conn:
-        prepared = _prepare(conn, batch, sqlite)
+        prepared = prepare(conn, batch, sqlite)
     try:
         with engine.connect() as conn, _write_cache(conn, sqlite), \
                 _series_checked_once(conn, prepared, sqlite), conn.begin():
@@ -116,8 +78,8 @@ def _store_chunk(engine: Engine, batch: list[Observation]) -> StoreResult:
                 more, more_touched = _staged(conn, rest, sqlite)
                 res.add(more)
                 for sid, (lo, hi) in more_touched.items():
-                    _widen(touched, sid, lo)
-                    _widen(touched, sid, hi)
+                    widen(touched, sid, lo)
+                    widen(touched, sid, hi)
                 _mark(conn, touched)
                 return res
     except _Retry:
@@ -144,7 +106,7 @@ def _write_cache(conn: Connection, sqlite: bool) -> Iterator[None]:
 
 
 @contextmanager
-def _series_checked_once(conn: Connection, ch: _Chunk, sqlite: bool) -> Iterator[None]:
+def _series_checked_once(conn: Connection, ch: Chunk, sqlite: bool) -> Iterator[None]:
     """SQLite: no per-row foreign key check on `conn` meanwhile; `_check_series` does it once.
 
     SQLite looked up the series row of each inserted sample (about a tenth of writing it);
@@ -163,7 +125,7 @@ def _series_checked_once(conn: Connection, ch: _Chunk, sqlite: bool) -> Iterator
         raw.execute("PRAGMA foreign_keys=ON")
 
 
-def _check_series(conn: Connection, ch: _Chunk, sqlite: bool) -> None:
+def _check_series(conn: Connection, ch: Chunk, sqlite: bool) -> None:
     """SQLite, with the per-row check off: every series the chunk wrote to exists."""
     if not sqlite:
         return
@@ -182,14 +144,7 @@ def _check_series(conn: Connection, ch: _Chunk, sqlite: bool) -> None:
         raise sqlite3.IntegrityError("FOREIGN KEY constraint failed: a series row is missing")
 
 
-def _instants(batch: list[Observation]) -> set[datetime]:
-    """The instants samples of `batch` are stored at (a bucket's start for history sources)."""
-    out = {obs.observed_at for obs in batch}
-    out.update(s.bucket_start for obs in batch for s in obs.samples if s.bucket_start is not None)
-    return out
-
-
-def _split(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[_Chunk, _Chunk]:
+def _split(conn: Connection, ch: Chunk, sqlite: bool) -> tuple[Chunk, Chunk]:
     """The chunk's observations later than anything stored for their source, and the rest."""
     packed = {} if sqlite else latest_packed(
         conn, [sid for sids in ch.source_series.values() for sid in sids])
@@ -216,7 +171,7 @@ def _split(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[_Chunk, _Chunk]:
         latest = after.get(source)
         return latest is None or at > latest
 
-    return _partition(ch, is_fresh)
+    return partition(ch, is_fresh)
 
 
 def _latest(cur: Any, table: str, key_column: str, keys: list[Any], sqlite: bool
@@ -236,148 +191,22 @@ def _latest(cur: Any, table: str, key_column: str, keys: list[Any], sqlite: bool
     return dict(cur.fetchall())
 
 
-def _partition(ch: _Chunk, is_fresh: Callable[[str, Any], bool]) -> tuple[_Chunk, _Chunk]:
-    """The chunk's rows in two chunks: those `is_fresh(source, instant)` and the rest."""
-    fresh, rest = _Chunk(ch.base), _Chunk(ch.base)
-    for part in (fresh, rest):
-        part.names, part.source_series = ch.names, ch.source_series
-    for which in ("snap_rows", "received_rows"):
-        for row in getattr(ch, which):
-            part = fresh if is_fresh(row[1], row[3]) else rest
-            getattr(part, which).append(row)
-            _widen(part.snap_ranges, row[1], row[3])
-    names = ch.names
-    for which in ("sample_rows", "bare_rows"):
-        for row in getattr(ch, which):
-            getattr(fresh if is_fresh(names[row[0]][0], row[1]) else rest, which).append(row)
-    for rep in ch.repeats:
-        (fresh if is_fresh(names[rep[0]][0], rep[1]) else rest).repeats.append(rep)
-    for part in (fresh, rest):
-        # series_ranges() covers the sources of this part only.
-        part.source_series = {src: ch.source_series[src] for src in part.snap_ranges}
-    return fresh, rest
-
-
-def _prepare(conn: Connection, batch: list[Observation], sqlite: bool) -> _Chunk:
-    ch = _Chunk(_next_id(conn) if sqlite else 0)
-    seen: set[tuple[str, Any]] = set()
-    ids_by_source: dict[str, dict[str, int]] = {}
-    micros = _Micros()  # sources share instants: each is converted once
-    spans: dict[str, list[Any]] = {}  # source -> [lowest, highest] instant
-    snap_rows = ch.snap_rows
-    add_full, add_bare = ch.sample_rows.append, ch.bare_rows.append
-    k = ch.base
-    # One pass, and no call per observation or sample that the common case can do without:
-    # this loop runs for every line of an archive.
-    for obs in batch:
-        source = obs.source
-        at = micros[obs.observed_at] if sqlite else obs.observed_at
-        span = spans.get(source)
-        if span is None:
-            spans[source] = [at, at]
-        elif at > span[1]:
-            span[1] = at
-        elif at < span[0]:
-            span[0] = at
-        key = (source, at)
-        if key in seen:
-            _repeat(conn, ch, ids_by_source, obs, at)
-            continue
-        seen.add(key)
-        if obs.received_at is None:
-            snap_rows.append((k, source, obs.kind, at, obs.origin, obs.payload))
-        else:
-            _received(ch, k, obs, at, micros if sqlite else None)
-        ids = ids_by_source.get(source) or _add_series(conn, ch, ids_by_source, obs)
-        for sv in obs.samples:
-            sid = ids.get(sv[0])
-            if sid is None:  # a metric this source had not shown yet in this chunk
-                sid = _add_series(conn, ch, ids_by_source, obs)[sv[0]]
-            if sv[2] is None and sv[3] is None:
-                add_bare((sid, at, sv[1]))
-            else:
-                add_full((sid, at, sv[1], sv[2], sv[3]))
-        k += 1
-    ch.snap_ranges.update((source, (lo, hi)) for source, (lo, hi) in spans.items())
-    return ch
-
-
-class _Micros(dict[datetime, int]):
-    """Epoch microseconds of each instant looked up, each converted once."""
-
-    def __missing__(self, at: datetime) -> int:
-        self[at] = micros = to_micros(at)
-        return micros
-
-
-def _next_id(conn: Connection) -> int:
-    # Ids are assigned here; a writer racing us makes the direct insert fail and retry.
-    cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        return int(cur.execute("SELECT coalesce(max(id), 0) + 1 FROM snapshots").fetchone()[0])
-    finally:
-        cur.close()
-
-
-def _received(ch: _Chunk, k: int, obs: Observation, at: Any, micros: _Micros | None) -> None:
-    """The snapshot row of an observation with a received time (a live poll's, not a line's)."""
-    recv: Any = obs.received_at
-    ch.received_rows.append((k, obs.source, obs.kind, at, micros[recv] if micros is not None
-                             else recv, obs.origin, obs.payload))
-
-
-def _repeat(conn: Connection, ch: _Chunk, ids_by_source: dict[str, dict[str, int]],
-            obs: Observation, at: Any) -> None:
-    """Note the samples of an observation whose key came earlier in the chunk."""
-    ids = ids_by_source.get(obs.source) or _add_series(conn, ch, ids_by_source, obs)
-    for sv in obs.samples:
-        sid = ids.get(sv[0])
-        if sid is None:
-            sid = _add_series(conn, ch, ids_by_source, obs)[sv[0]]
-        ch.repeats.append((sid, at, sv[1]))
-
-
-def _add_series(conn: Connection, ch: _Chunk, ids_by_source: dict[str, dict[str, int]],
-                obs: Observation) -> dict[str, int]:
-    """Series ids of `obs`'s samples (rows created as needed), recorded in the chunk."""
-    ids = ids_by_source.setdefault(obs.source, {})
-    known = ch.source_series.setdefault(obs.source, [])
-    for metric, sid in series_ids(conn, obs.source, obs.kind, obs.samples).items():
-        if metric not in ids:
-            ids[metric] = sid
-            known.append(sid)
-            ch.names[sid] = (obs.source, metric)
-    return ids
-
-
-def _widen(ranges: dict[Any, tuple[Any, Any]], key: Any, at: Any) -> None:
-    """Stretch `ranges[key]` (lowest, highest) to take in `at`."""
-    lo_hi = ranges.get(key)
-    if lo_hi is None:
-        ranges[key] = (at, at)
-    elif at < lo_hi[0]:
-        ranges[key] = (at, lo_hi[1])
-    elif at > lo_hi[1]:
-        ranges[key] = (lo_hi[0], at)
-
-
-def _anything_stored(conn: Connection, ch: _Chunk, sqlite: bool) -> bool:
+def _anything_stored(conn: Connection, ch: Chunk, sqlite: bool) -> bool:
     """Whether any sample or snapshot is stored inside the chunk's time range of its series."""
     if not sqlite:  # a packed day is written into as rows (etl.store.packs)
         unpack_spans(conn, ch.series_ranges())
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    ph = "?" if sqlite else "%s"
     try:
-        return (_any_in_ranges(cur, "samples", "series_id", ch.series_ranges(), ph)
-                or _any_in_ranges(cur, "snapshots", "source", ch.snap_ranges, ph))
+        return (_any_in_ranges(cur, "samples", "series_id", ch.series_ranges(), sqlite)
+                or _any_in_ranges(cur, "snapshots", "source", ch.snap_ranges, sqlite))
     finally:
         cur.close()
 
 
 def _any_in_ranges(cur: Any, table: str, key_column: str,
-                   ranges: dict[Any, tuple[Any, Any]], ph: str) -> bool:
+                   ranges: dict[Any, tuple[Any, Any]], sqlite: bool) -> bool:
     """Whether `table` has a row of some key observed inside that key's [lowest, highest]."""
-    if ph == "%s" and ranges:
+    if not sqlite and ranges:
         # PostgreSQL: every key in one statement (one index probe each, as below), not one
         # round trip per key: a chunk of the benchmark has 300 series and 200 sources.
         keys, los, his = zip(*((key, lo, hi) for key, (lo, hi) in ranges.items()), strict=True)
@@ -389,11 +218,11 @@ def _any_in_ranges(cur: Any, table: str, key_column: str,
             (list(keys), list(los), list(his)),
         )
         return cur.fetchone() is not None
-    for key, (lo, hi) in ranges.items():
+    for key, (lo, hi) in ranges.items():  # SQLite: a probe each, in process, no round trip
         cur.execute(
             # The table and column names are this module's constants, never input.
-            f"SELECT 1 FROM {table} WHERE {key_column} = {ph} AND observed_at >= {ph} "  # noqa: S608
-            f"AND observed_at <= {ph} LIMIT 1",
+            f"SELECT 1 FROM {table} WHERE {key_column} = ? AND observed_at >= ? "  # noqa: S608
+            "AND observed_at <= ? LIMIT 1",
             (key, lo, hi),
         )
         if cur.fetchone() is not None:
@@ -401,7 +230,7 @@ def _any_in_ranges(cur: Any, table: str, key_column: str,
     return False
 
 
-def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, dict[int, tuple[Any, Any]]]:
+def _direct(conn: Connection, ch: Chunk, sqlite: bool) -> tuple[StoreResult, dict[int, tuple[Any, Any]]]:
     """Nothing of the chunk is stored yet: write straight into the tables with pre-assigned ids."""
     raw: Any = conn.connection.driver_connection
     if sqlite:
@@ -452,7 +281,7 @@ def _direct(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
         finally:
             cur.close()
     res = StoreResult(snapshots=ch.snapshots(), samples=ch.samples())
-    _repeats(res, ch, {})
+    count_repeats(res, ch, {})
     return res, ch.series_ranges()
 
 
@@ -496,7 +325,7 @@ _PG_STAGE = (
 )
 
 
-def _staged(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, dict[int, tuple[Any, Any]]]:
+def _staged(conn: Connection, ch: Chunk, sqlite: bool) -> tuple[StoreResult, dict[int, tuple[Any, Any]]]:
     """Some keys may be stored already: stage the chunk, classify against what is stored, merge."""
     if not sqlite:
         unpack_spans(conn, ch.series_ranges())
@@ -551,35 +380,14 @@ def _staged(conn: Connection, ch: _Chunk, sqlite: bool) -> tuple[StoreResult, di
         sid, at, value = row[0], row[1], row[2]
         old = stored.get((sid, at))
         if old is None:
-            _widen(touched, sid, at)
+            widen(touched, sid, at)
         elif old == value:
             res.duplicates += 1
         else:
             source, metric = ch.names[sid]
-            res.conflicts.append(Conflict(source, metric, _instant(at), old, value))
-    _repeats(res, ch, stored)
+            res.conflicts.append(Conflict(source, metric, instant(at), old, value))
+    count_repeats(res, ch, stored)
     return res, touched
-
-
-def _repeats(res: StoreResult, ch: _Chunk, stored: dict[tuple[int, Any], float]) -> None:
-    """Repeats of a key inside the chunk compare with the value that ended up stored."""
-    if not ch.repeats:
-        return
-    firsts = ch.first_values()
-    for sid, at, value in ch.repeats:
-        first_value = firsts.get((sid, at))
-        if first_value is None:  # a metric the first observation of this key did not have
-            continue
-        kept = stored.get((sid, at), first_value)
-        if kept == value:
-            res.duplicates += 1
-        else:
-            source, metric = ch.names[sid]
-            res.conflicts.append(Conflict(source, metric, _instant(at), kept, value))
-
-
-def _instant(at: Any) -> datetime:
-    return from_micros(at) if isinstance(at, int) else at
 
 
 def _mark(conn: Connection, touched: dict[int, tuple[Any, Any]]) -> None:
