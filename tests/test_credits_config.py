@@ -66,6 +66,13 @@ def test_cycle_day_plan_validity_credits_and_credit_alerts_are_read_into_typed_c
      "'2026-02-30' is not a date (expected YYYY-MM-DD"),
     (RULE + 'valid_from = 2026-05-01\nvalid_until = 2026-05-01\n', "billing[0].valid_until",
      "not after valid_from"),
+    # A validity holding no cycle day would load and never price anything (like a credit
+    # that can never pay); one holding exactly one cycle day prices that period.
+    (RULE + 'valid_from = 2026-06-02\nvalid_until = 2026-07-01\n', "billing[0].valid_until",
+     "2026-07-01: no period starting on day 1 (cycle_day) begins from valid_from 2026-06-02 "
+     "to before it, so the rule would never price anything"),
+    (RULE + 'cycle_day = 15\nvalid_from = 2026-06-16\nvalid_until = 2026-07-15\n',
+     "billing[0].valid_until", "no period starting on day 15 (cycle_day)"),
     (RULE + 'valid_until = 2026-07-01\n' + RULE + 'valid_from = 2026-06-01\n',
      "billing[1].valid_from", "2026-06-01 is inside the validity of billing[0]"),
     (RULE + 'valid_from = 2026-06-01\n' + RULE + 'valid_until = 2026-07-01\n',
@@ -169,3 +176,11 @@ def test_a_credit_that_can_never_pay_is_refused_with_exit_2_and_one_line_naming_
 def test_a_credit_with_a_period_to_pay_loads(tmp_path: Path, text: str) -> None:
     (credit,) = load_config(write(tmp_path, text)).credits
     assert credit.name == "prepaid"
+
+
+def test_a_rule_valid_for_one_cycle_day_loads_and_prices_the_period_starting_then(
+        tmp_path: Path) -> None:
+    text = RULE + 'cycle_day = 15\nvalid_from = 2026-06-15\nvalid_until = 2026-06-16\n'
+    (rule,) = load_config(write(tmp_path, text)).billing
+    assert rule.first_period(date(2026, 1, 1), None) == date(2026, 6, 15)
+    assert rule.first_period(date(2026, 6, 16), None) is None

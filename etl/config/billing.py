@@ -97,6 +97,27 @@ class BillingRule:
         return ((self.valid_from is None or self.valid_from <= day)
                 and (self.valid_until is None or day < self.valid_until))
 
+    def first_period(self, start: date, end: date | None) -> date | None:
+        """The first day in [start, end) on which a period of the rule starts and it prices it."""
+        return first_period(self.cycle_day, self.valid_from, self.valid_until, start, end)
+
+
+def first_period(cycle_day: int, valid_from: date | None, valid_until: date | None,
+                 start: date, end: date | None) -> date | None:
+    """The first day in [start, end) that is a `cycle_day` inside [valid_from, valid_until).
+
+    A rule prices the periods starting on its `cycle_day` from `valid_from` to before
+    `valid_until` (SPEC 11); None when no such period starts in [start, end).
+    """
+    lo = max(start, valid_from) if valid_from is not None else start
+    if lo.day > cycle_day:
+        if (lo.year, lo.month) == (date.max.year, 12):
+            return None
+        lo = date(lo.year + lo.month // 12, lo.month % 12 + 1, 1)
+    first = lo.replace(day=cycle_day)
+    ends = [d for d in (end, valid_until) if d is not None]
+    return first if all(first < d for d in ends) else None
+
 
 def parse_aggregation(value: Any, key: str, problems: list[str]) -> Aggregation | None:
     """The aggregation named by `value`, or None with a problem naming `key`."""
@@ -247,9 +268,16 @@ def _parse_validity(entry: Mapping[str, Any], label: str, problems: list[str]
                   if "valid_from" in entry else None)
     valid_until = (local_date(entry["valid_until"], f"{label}.valid_until", problems)
                    if "valid_until" in entry else None)
-    if valid_from is not None and valid_until is not None and valid_until <= valid_from:
-        problems.append(f"{label}.valid_until: {valid_until} is not after valid_from "
-                        f"{valid_from}")
+    if valid_from is not None and valid_until is not None:
+        if valid_until <= valid_from:
+            problems.append(f"{label}.valid_until: {valid_until} is not after valid_from "
+                            f"{valid_from}")
+        elif first_period(cycle_day, valid_from, valid_until, valid_from, None) is None:
+            # Its periods start on cycle_day: a range holding none would load, then never
+            # price anything (the same kind as a credit that can never pay).
+            problems.append(f"{label}.valid_until: {valid_until}: no period starting on day "
+                            f"{cycle_day} (cycle_day) begins from valid_from {valid_from} to "
+                            "before it, so the rule would never price anything")
     return cycle_day, valid_from, valid_until
 
 

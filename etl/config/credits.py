@@ -119,10 +119,10 @@ def never_pays(credit: Credit, billing: Sequence[BillingRule]) -> tuple[str, str
         used = ", ".join(sorted({r.currency for r in own}))
         return "currency", (f"{credit.currency}: no billing rule of source {credit.source!r} "
                             f"is priced in {credit.currency} (its rules use {used})")
-    if any(_first_period(r, credit.granted, credit.expires) is not None for r in rules):
+    if any(r.first_period(credit.granted, credit.expires) is not None for r in rules):
         return None
     priced = "; ".join(_periods_text(r) for r in rules)
-    if credit.expires is not None and any(_first_period(r, credit.granted, None) is not None
+    if credit.expires is not None and any(r.first_period(credit.granted, None) is not None
                                           for r in rules):
         return "expires", (f"{credit.expires}: no period of source {credit.source!r} priced in "
                            f"{credit.currency} starts from granted {credit.granted} to before "
@@ -133,18 +133,6 @@ def never_pays(credit: Credit, billing: Sequence[BillingRule]) -> tuple[str, str
                        + (f" and before expires {credit.expires}" if credit.expires else "")
                        + f", so the credit would never pay anything (its {credit.currency} "
                        f"rules price {priced})")
-
-
-def _first_period(rule: BillingRule, start: date, end: date | None) -> date | None:
-    """The first day in [start, end) on which a period of `rule` starts and it prices it."""
-    lo = max(start, rule.valid_from) if rule.valid_from is not None else start
-    if lo.day > rule.cycle_day:
-        if (lo.year, lo.month) == (date.max.year, 12):
-            return None
-        lo = date(lo.year + lo.month // 12, lo.month % 12 + 1, 1)
-    first = lo.replace(day=rule.cycle_day)
-    ends = [d for d in (end, rule.valid_until) if d is not None]
-    return first if all(first < d for d in ends) else None
 
 
 def _periods_text(rule: BillingRule) -> str:
