@@ -738,3 +738,31 @@ def test_spool_has_one_owner_and_a_crash_leftover_is_kept(tmp_path: Path) -> Non
         ).scalar_one() == 1
     engine.dispose()
     assert not list(spool_dir.glob(".tmp-*")) and not (spool_dir / "unreadable").exists()
+
+
+def test_the_daemon_tells_a_failed_poll_once_in_its_poll_line(tmp_path: Path) -> None:
+    # As in `collect` and `backfill`, a failed poll is one line: the daemon's `poll` line has
+    # its source, outcome and error; the collector's own line would only repeat them.
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    with unique_sim() as sim:
+        sim.echo_credential = True
+        sim.set_fault("unauthorized", vendor="nected")
+        cfg = write_daemon_config(tmp_path, url, sim)
+        log = tmp_path / "daemon.log"
+        proc = start_daemon(cfg, daemon_env(sim), log)
+        try:
+            wait_for("a refused poll of rules",
+                     lambda: "credential refused" in log.read_text()
+                     and ok_counts(url).get("ws-prod", 0) >= 1)
+        finally:
+            assert stop_daemon(proc) == 0, log.read_text()[-2000:]
+    refused = [e for e in log_events(log) if "credential refused" in json.dumps(e)]
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        failed = conn.scalar(select(func.count()).select_from(CollectionAttempt)
+                             .where(CollectionAttempt.source == "rules"))
+    engine.dispose()
+    assert failed and len(refused) == failed, refused
+    assert all(e.get("event") == "poll" and e["source"] == "rules"
+               and e["outcome"] == "auth_error" for e in refused), refused
+    assert sim.api_key not in log.read_text()
