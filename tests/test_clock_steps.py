@@ -91,6 +91,36 @@ def test_a_wall_clock_step_either_way_is_logged_once_with_its_size(
     assert seen == [(pytest.approx(step), clock() - timedelta(seconds=5))]
 
 
+class HeldOffClock(FakeClock):
+    """A FakeClock whose reader is held off for `hold` s right after one monotonic reading."""
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start)
+        self.hold = 0.0
+
+    def monotonic(self) -> float:
+        reading = super().monotonic()
+        hold, self.hold = self.hold, 0.0
+        self.advance(hold)  # time passes before the reader looks at the wall clock
+        return reading
+
+
+def test_a_watch_held_off_between_reading_its_two_clocks_sees_no_step(
+        events: Events) -> None:
+    clock = HeldOffClock(datetime(2026, 5, 3, 10, 0, tzinfo=UTC))
+    seen: list[float] = []
+    watch = ClockWatch(clock, lambda s, now: seen.append(s),
+                       EventLog(logging.getLogger("etl.schedule")))
+    clock.hold = 5.0  # a busy machine runs the watch's thread 5 s later
+    assert watch.check() is None
+    clock.advance(1)
+    assert watch.check() is None
+    clock.step(-3600)
+    clock.hold = 5.0
+    assert watch.check() == pytest.approx(-3600)
+    assert seen == [pytest.approx(-3600)] and len(events.named("clock-step")) == 1
+
+
 def make_scheduler(engine: Engine, sim: SimulatedVendor, tmp_path: Path, clock: FakeClock,
                    monkeypatch: pytest.MonkeyPatch) -> Scheduler:
     url = engine.url.render_as_string(hide_password=False)
