@@ -15,6 +15,7 @@ from sqlalchemy import Engine, insert, select
 
 from etl.alerts.outbox import LEASE_MARGIN, deliver_due
 from etl.config import Notifier, SecretRef, WebhookNotifier
+from etl.errors import DeliveryError
 from etl.runtime.receiver import WebhookReceiver
 from etl.store.models import AlertDelivery, AlertEvent
 from tests.daemon import PATIENCE
@@ -67,6 +68,31 @@ def test_a_lease_taken_late_in_a_slow_pass_still_keeps_a_second_sender_off(
     late = start + timedelta(seconds=41)
     assert [(r.event_id, r.delivered_at, r.attempts) for r in rows] == [
         ("ev-0", late, 1), ("ev-1", late, 1), ("ev-2", late, 1)]
+
+
+def test_a_try_that_failed_meanwhile_keeps_its_backoff_for_a_pass_that_listed_it_before(
+    engine: Engine,
+) -> None:
+    clock = FakeClock(at("2026-11-21T10:00:00"))
+    pending(engine, 2, clock())
+    sent: list[str] = []
+    notifiers: dict[str, Notifier] = {"ops": HOOK}
+
+    def down(_: Notifier, body: dict[str, Any]) -> None:
+        raise DeliveryError("webhook ops: HTTP 503")
+
+    def up(_: Notifier, body: dict[str, Any]) -> None:
+        sent.append(body["id"])
+        if body["id"] == "ev-0":  # while this pass sends ev-0, another fails ev-1
+            assert deliver_due(engine, notifiers, down, clock(), clock=clock).failed
+
+    # This pass listed ev-0 and ev-1 as due; ev-1's failed try since set its retry 30 s on.
+    assert deliver_due(engine, notifiers, up, clock(), clock=clock).delivered == 1
+    assert sent == ["ev-0"]
+    with engine.connect() as conn:
+        row = conn.execute(select(AlertDelivery.attempts, AlertDelivery.next_attempt_at)
+                           .where(AlertDelivery.event_id == "ev-1")).one()
+    assert (row.attempts, row.next_attempt_at) == (1, clock() + timedelta(seconds=30))
 
 
 ALERTS = 30

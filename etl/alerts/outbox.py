@@ -118,8 +118,12 @@ def deliver_due(
     query = (select(AlertDelivery.id, AlertDelivery.notifier)
              .where(AlertDelivery.delivered_at.is_(None), AlertDelivery.gave_up_at.is_(None))
              .order_by(AlertDelivery.id).limit(BATCH))
-    if not ignore_backoff:
-        query = query.where(or_(AlertDelivery.next_attempt_at <= now, _set_before_step(now)))
+    # Claiming checks it again: another sender's failed try since the listing has set a
+    # later retry time, which holds for this pass too.
+    due = None if ignore_backoff else or_(AlertDelivery.next_attempt_at <= now,
+                                           _set_before_step(now))
+    if due is not None:
+        query = query.where(due)
     by_notifier: dict[str, list[int]] = {}
     with engine.connect() as conn:
         for delivery_id, name in conn.execute(query):
@@ -129,7 +133,7 @@ def deliver_due(
     def one_notifier(ids: list[int]) -> DeliveryReport:
         done = DeliveryReport()
         for delivery_id in ids:
-            done.add(_deliver_one(engine, delivery_id, notifiers, send, clock, margin))
+            done.add(_deliver_one(engine, delivery_id, notifiers, send, clock, margin, due))
         return done
 
     # Each notifier in its own thread (notifiers are a handful, from the config): a receiver
@@ -146,7 +150,8 @@ def deliver_due(
 
 
 def _deliver_one(engine: Engine, delivery_id: int, notifiers: Mapping[str, Notifier],
-                 send: Sender, clock: Clock, margin: timedelta) -> DeliveryReport:
+                 send: Sender, clock: Clock, margin: timedelta,
+                 due: ColumnElement[bool] | None) -> DeliveryReport:
     report = DeliveryReport()
     with engine.connect() as conn:
         row = conn.execute(
@@ -166,7 +171,7 @@ def _deliver_one(engine: Engine, delivery_id: int, notifiers: Mapping[str, Notif
     # The send ends within the notifier's deadline (etl.alerts.notifiers), so a lease taken
     # now outlasts it.
     lease = timedelta(seconds=notifier.timeout_seconds) + margin
-    if not _claim(engine, delivery_id, clock(), lease):
+    if not _claim(engine, delivery_id, clock(), lease, due):
         return report  # another sender holds it, or has sent it
     body = json.loads(row.payload)
     attempts = row.attempts + 1
@@ -199,22 +204,24 @@ def _event(level: int, name: str, **fields: Any) -> None:
     log.log(level, name, extra={"event": name, "fields": fields})
 
 
-def _claim(engine: Engine, delivery_id: int, now: datetime, lease: timedelta) -> bool:
+def _claim(engine: Engine, delivery_id: int, now: datetime, lease: timedelta,
+           due: ColumnElement[bool] | None = None) -> bool:
     """Take the delivery's lease until `now + lease`: if it is free, or runs out by `now`.
 
     A lease running out further ahead than a whole lease (plus STEP_SLACK) was taken before
-    the wall clock stepped back, by a sender that died: it no longer holds.
+    the wall clock stepped back, by a sender that died: it no longer holds. With `due`,
+    the delivery must still meet it (the pass's listing condition).
     """
+    conditions = [AlertDelivery.id == delivery_id, AlertDelivery.delivered_at.is_(None),
+                  AlertDelivery.gave_up_at.is_(None),
+                  or_(AlertDelivery.lease_until.is_(None),
+                      AlertDelivery.lease_until <= now,
+                      AlertDelivery.lease_until > now + lease + STEP_SLACK)]
+    if due is not None:
+        conditions.append(due)
     with engine.begin() as conn:
         done = conn.execute(
-            update(AlertDelivery)
-            .where(AlertDelivery.id == delivery_id, AlertDelivery.delivered_at.is_(None),
-                   AlertDelivery.gave_up_at.is_(None),
-                   or_(AlertDelivery.lease_until.is_(None),
-                       AlertDelivery.lease_until <= now,
-                       AlertDelivery.lease_until > now + lease + STEP_SLACK))
-            .values(lease_until=now + lease)
-        )
+            update(AlertDelivery).where(*conditions).values(lease_until=now + lease))
         return done.rowcount == 1
 
 
