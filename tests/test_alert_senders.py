@@ -96,6 +96,12 @@ def test_a_try_that_failed_meanwhile_keeps_its_backoff_for_a_pass_that_listed_it
 
 
 ALERTS = 30
+# The notifier's deadline and the lease margin of the two runs: a lease lasts 10 s, and a
+# POST answered in SLOW s leaves each sender 8 s to spare (the margin covers recording the
+# outcome, which a busy machine's disk can make seconds long).
+TIMEOUT_S, MARGIN_S = 6, 4
+LEASE_S = TIMEOUT_S + MARGIN_S
+FAST, SLOW = 0.3, 2.0  # seconds to answer a POST
 
 
 def test_two_alerts_check_runs_with_a_slow_receiver_post_each_notification_once(
@@ -111,13 +117,15 @@ def test_two_alerts_check_runs_with_a_slow_receiver_post_each_notification_once(
         "sources": [{"name": "ws-prod", "kind": "wiresocket", "token_env": "UNSET_SENDER_TOK",
                      "region": "eu"}],
         "notifiers": [{"name": "ops", "kind": "webhook", "url_env": "TEST_SENDERS_HOOK",
-                       "timeout_seconds": 2}],
+                       "timeout_seconds": TIMEOUT_S}],
     }, alerts)
     with WebhookReceiver() as rec:
-        rec.delay = 0.3
-        # Leases of 2 s + 1 s: the first pass runs past that after ten of its 30 POSTs.
-        env = dict(os.environ, TEST_SENDERS_HOOK=rec.url, USAGE_ETL_ALERT_LEASE_MARGIN_S="1",
-                   PYTHONPATH=str(REPO))
+        # Until the second run's first POST (to its own path) every POST is answered in
+        # SLOW s: the first run's 30 take a minute, so however slowly the second starts on a
+        # busy machine it finds some left to send.
+        rec.delay = SLOW
+        env = dict(os.environ, TEST_SENDERS_HOOK=rec.url,
+                   USAGE_ETL_ALERT_LEASE_MARGIN_S=str(MARGIN_S), PYTHONPATH=str(REPO))
         run = [sys.executable, "-c", "import sys; from etl.cli import cli; sys.stdin.readline(); "
                f"cli(['--config', {str(cfg)!r}, 'alerts', 'check'])"]
         first = subprocess.Popen(run, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -130,19 +138,20 @@ def test_two_alerts_check_runs_with_a_slow_receiver_post_each_notification_once(
         first.stdin.write("go\n")
         first.stdin.flush()
         deadline = time.monotonic() + PATIENCE
-        while rec.posts < 12 and time.monotonic() < deadline and first.poll() is None:
+        while rec.posts < 1 and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.05)
+        # The first pass began before its first POST: a lease taken from the pass's start
+        # (not when each is claimed) has run out once a whole lease has passed since.
+        lease_over = time.monotonic() + LEASE_S
+        while time.monotonic() < lease_over and first.poll() is None:
             time.sleep(0.05)
         assert first.poll() is None, first.communicate()
-        # Until the second run's first POST (it posts to its own path), the first run's POSTs
-        # are answered in 1.5 s (inside its 2 s timeout): its 18 left then take 27 s, so
-        # however slowly the second starts on a busy machine it finds some left to send.
-        rec.delay = 1.5
         second.stdin.write("go\n")
         second.stdin.flush()
         while (time.monotonic() < deadline and first.poll() is None
                and "/second" not in rec.paths):
             time.sleep(0.05)
-        rec.delay = 0.3
+        rec.delay = FAST
         out1, err1 = first.communicate(timeout=PATIENCE)
         out2, err2 = second.communicate(timeout=PATIENCE)
     assert (first.returncode, second.returncode) == (0, 0), err1 + err2
