@@ -22,6 +22,7 @@ from etl.store.models import AlertDelivery, AlertEvent
 from etl.store.writer import record_attempt, store_observations
 from etl.vendors.types import Observation, Origin
 from tests import factories
+from tests.daemon import PATIENCE
 from tests.factories import WEBHOOK_SECRET_PATH, Mailbox, wiresocket
 from tests.notifier_chat import CHAT
 
@@ -271,7 +272,7 @@ def _evaluate_in_process(url: str, hook: str, barrier: Any, now: datetime) -> in
         "alerts": [dict(HIGH)],
     })
     eng = make_engine(url)
-    barrier.wait(30)
+    barrier.wait(PATIENCE)  # the other process may start long after this one on a busy machine
     made = evaluate(eng, cfg, now)
     eng.dispose()
     return len(made)
