@@ -266,7 +266,9 @@ def make_scheduler(engine: Engine, sim: SimulatedVendor, tmp_path: Path, clock: 
     config = load(write_daemon_config(tmp_path, url, sim))
     monkeypatch.setenv("SCHED_TEST_WS_TOKEN", token or sim.token)
     monkeypatch.setenv("SCHED_TEST_NECTED_KEY", sim.api_key)
-    return Scheduler(config, engine, collector=Collector(list(config.sources)), clock=clock)
+    # The database step limit only bounds a hung database, which these tests never play.
+    return Scheduler(config, engine, collector=Collector(list(config.sources)), clock=clock,
+                     db_step_timeout=PATIENCE)
 
 
 def state(engine: Engine, source: str) -> tuple[int, datetime | None, str | None]:
@@ -451,6 +453,7 @@ def nightly_scheduler(tmp_path: Path, url: str, engine: Engine, *, billing: bool
             '[[billing]]\nsource = "rules"\nmetric = "invocations"\naggregation = "increase"\n'
             'included = 10\nunit_price = "0.01"\n'
         ))
+    kwargs.setdefault("db_step_timeout", PATIENCE)  # only a hung database reaches it
     return Scheduler(load(cfg), engine, sources=[], **kwargs)
 
 
