@@ -73,6 +73,11 @@ def test_cycle_day_plan_validity_credits_and_credit_alerts_are_read_into_typed_c
      "to before it, so the rule would never price anything"),
     (RULE + 'cycle_day = 15\nvalid_from = 2026-06-16\nvalid_until = 2026-07-15\n',
      "billing[0].valid_until", "no period starting on day 15 (cycle_day)"),
+    # A refused cycle_day is the one line: the validity is not judged by a stand-in day.
+    (RULE + 'cycle_day = 31\nvalid_from = 2026-06-02\nvalid_until = 2026-06-20\n',
+     "billing[0].cycle_day", "from 1 to 28, not 31"),
+    (RULE + 'cycle_day = "15"\nvalid_from = 2026-06-02\nvalid_until = 2026-06-20\n',
+     "billing[0].cycle_day", "from 1 to 28, not '15'"),
     (RULE + 'valid_until = 2026-07-01\n' + RULE + 'valid_from = 2026-06-01\n',
      "billing[1].valid_from", "2026-06-01 is inside the validity of billing[0]"),
     (RULE + 'valid_from = 2026-06-01\n' + RULE + 'valid_until = 2026-07-01\n',
