@@ -35,7 +35,8 @@ log = logging.getLogger("etl.collect")
 # The `extra` of a record that says how one poll ended (etl.vendors.types.POLL_OUTCOME).
 # `collect` and `backfill` print each poll's outcome in their own summary, so they drop these
 # records (`outcomes_in_summary`): a failure was printed twice, once as a log line and once
-# in the summary. The daemon has no summary and logs them as before.
+# in the summary. The daemon keeps this logger's lines below ERROR out of its log
+# (etl.runtime.logs): its own `poll` line tells each poll's outcome.
 OUTCOME = POLL_OUTCOME
 # The loggers that tell a poll's outcome: the collector's, and the writer's (a response the
 # database refused).
