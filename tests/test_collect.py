@@ -319,3 +319,45 @@ def test_a_failed_or_skipped_source_is_told_once_on_the_terminal(
     (ws,) = [ln for ln in lines if ln.startswith("ws ")]
     assert ws.split()[1] == "skipped" and "--force" in ws
     assert simulator.api_key not in terminal and simulator.token not in terminal
+
+
+@pytest.mark.postgres
+def test_a_poll_a_read_only_database_refuses_is_told_once_on_its_line(
+    simulator: SimulatedVendor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    from tests.factories import (
+        PG_ADMIN_URL,
+        create_pg_database,
+        drop_pg_database,
+        migrated_engine,
+        usage_etl_in_process,
+    )
+
+    # A hot standby's refusal: not an outage, so the writer first tries each poll alone (its
+    # warning was a second telling of the line), then the poll goes to the spool.
+    url = create_pg_database()
+    try:
+        with migrated_engine(url):
+            pass
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" '
+                              "SET default_transaction_read_only = on"))
+        admin.dispose()
+        monkeypatch.setenv("USAGE_ETL_PACING_DIR", str(tmp_path / "pacing"))
+        monkeypatch.setenv("USAGE_ETL_SPOOL_DIR", str(tmp_path / "spool"))
+        config = write_sim_config(tmp_path / "c.toml", simulator, url, monkeypatch)
+        proc = usage_etl_in_process("--config", config, "collect")
+    finally:
+        drop_pg_database(url)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    lines = proc.stdout.splitlines()
+    (ws,) = [ln for ln in lines if ln.startswith("ws ")]
+    assert ws.split()[1] == "ok"
+    assert "NOT STORED: the database refused it (cannot execute INSERT in a read-only " \
+           "transaction); kept in " in ws
+    assert "refused this response" not in proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if " ws:" in ln or " rules:" in ln] == []
+    assert len(list((tmp_path / "spool").glob("*.json"))) == 2

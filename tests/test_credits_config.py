@@ -22,6 +22,10 @@ CREDIT = ('[[credits]]\nname = "prepaid"\nsource = "rules"\namount = "500.00"\n'
           'currency = "USD"\ngranted = 2026-11-01\n')
 
 
+PROJECTION = ('[[alerts]]\nname = "busy"\nsource = "rules"\nmetric = "invocations"\n'
+              'projected_amount_above = "100"\n')
+
+
 def write(tmp_path: Path, text: str) -> str:
     path = tmp_path / "usage-etl.toml"
     path.write_text(SOURCES + text)
@@ -73,6 +77,15 @@ def test_cycle_day_plan_validity_credits_and_credit_alerts_are_read_into_typed_c
      "to before it, so the rule would never price anything"),
     (RULE + 'cycle_day = 15\nvalid_from = 2026-06-16\nvalid_until = 2026-07-15\n',
      "billing[0].valid_until", "no period starting on day 15 (cycle_day)"),
+    # A refused cycle_day is the one line: the validity is not judged by a stand-in day.
+    (RULE + 'cycle_day = 31\nvalid_from = 2026-06-02\nvalid_until = 2026-06-20\n',
+     "billing[0].cycle_day", "from 1 to 28, not 31"),
+    (RULE + 'cycle_day = "15"\nvalid_from = 2026-06-02\nvalid_until = 2026-06-20\n',
+     "billing[0].cycle_day", "from 1 to 28, not '15'"),
+    # A projection on the series of a rule refused for its own keys is not also told the
+    # series has no rule (as a credit of its source is not checked).
+    (RULE + 'cycle_day = 40\n' + PROJECTION, "billing[0].cycle_day", "not 40"),
+    (RULE.replace('"0.002"', '"-1"') + PROJECTION, "billing[0].unit_price", "from 0 to 10^15"),
     (RULE + 'valid_until = 2026-07-01\n' + RULE + 'valid_from = 2026-06-01\n',
      "billing[1].valid_from", "2026-06-01 is inside the validity of billing[0]"),
     (RULE + 'valid_from = 2026-06-01\n' + RULE + 'valid_until = 2026-07-01\n',

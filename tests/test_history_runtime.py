@@ -199,3 +199,37 @@ def test_a_failed_backfill_is_told_once_on_the_terminal_without_its_credential(
     assert backfill.stderr.startswith("openai: auth_error: HTTP 401: credential refused")
     assert "(0 samples stored before it)" in backfill.stderr
     assert collect.stdout.split()[:2] == ["openai", "auth_error"]
+
+
+def test_a_range_a_locked_database_refuses_is_told_once_by_collect_and_backfill(
+        sim: HistorySimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from tests.factories import usage_etl_in_process
+
+    db = tmp_path / "u.db"
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", CREDENTIALS["bearer"])
+    monkeypatch.setenv("USAGE_ETL_PACING_DIR", str(tmp_path / "pacing"))
+    monkeypatch.setenv("USAGE_ETL_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("USAGE_ETL_SQLITE_BUSY_TIMEOUT_MS", "300")
+    with sim:
+        cfg = str(_config(tmp_path, sim, f"sqlite:///{db}"))
+        assert usage_etl_in_process("--config", cfg, "db", "upgrade").returncode == 0
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another writer, past our busy timeout
+        try:
+            collect = usage_etl_in_process("--config", cfg, "collect", "--source", "openai")
+            backfill = usage_etl_in_process("--config", cfg, "backfill", "--source", "openai",
+                                            "--start", "2026-10-01", "--end", "2026-10-08")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    # collect: the range goes to the spool, said once on its line.
+    assert collect.returncode == 1, (collect.stdout, collect.stderr)
+    assert [ln.split()[:2] for ln in collect.stdout.splitlines()] == [["openai", "ok"]]
+    assert "NOT STORED: the database refused it (database is locked); kept in " in collect.stdout
+    assert "openai" not in collect.stderr
+    # backfill keeps no spool: the range was not "kept to store later"; one line says why.
+    assert backfill.returncode == 1, (backfill.stdout, backfill.stderr)
+    assert backfill.stderr.splitlines() == [
+        f"usage-etl: error: database sqlite:///{db}: database is locked"]

@@ -29,14 +29,18 @@ from etl.redact import redact
 from etl.timefmt import utc_z, utcnow
 from etl.vendors.parse_api import ParseContext
 from etl.vendors.parsing import FAR_FROM_CLOCK
-from etl.vendors.types import Origin, Outcome, PollRecord
+from etl.vendors.types import POLL_OUTCOME, Origin, Outcome, PollRecord
 
 log = logging.getLogger("etl.collect")
-# The `extra` of a record that says how one poll ended (failed, skipped, ok with a note, kept in
-# the spool). `collect` and `backfill` print each poll's outcome in their own summary, so
-# they drop these records (`outcomes_in_summary`): a failure was printed twice, once as a
-# log line and once in the summary. The daemon has no summary and logs them as before.
-OUTCOME: dict[str, object] = {"poll_outcome": True}
+# The `extra` of a record that says how one poll ended (etl.vendors.types.POLL_OUTCOME).
+# `collect` and `backfill` print each poll's outcome in their own summary, so they drop these
+# records (`outcomes_in_summary`): a failure was printed twice, once as a log line and once
+# in the summary. The daemon keeps this logger's lines below ERROR out of its log
+# (etl.runtime.logs): its own `poll` line tells each poll's outcome.
+OUTCOME = POLL_OUTCOME
+# The loggers that tell a poll's outcome: the collector's, and the writer's (a response the
+# database refused).
+_OUTCOME_LOGGERS = ("etl.collect", "etl.store")
 
 
 def _not_an_outcome(record: logging.LogRecord) -> bool:
@@ -46,11 +50,14 @@ def _not_an_outcome(record: logging.LogRecord) -> bool:
 @contextmanager
 def outcomes_in_summary() -> Iterator[None]:
     """While inside, the collector logs no poll's outcome: the caller prints each one once."""
-    log.addFilter(_not_an_outcome)
+    loggers = [logging.getLogger(name) for name in _OUTCOME_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(_not_an_outcome)
     try:
         yield
     finally:
-        log.removeFilter(_not_an_outcome)
+        for logger in loggers:
+            logger.removeFilter(_not_an_outcome)
 
 
 class Collector:

@@ -64,8 +64,13 @@ def parse_alerts(
     raw: Any, problems: list[str], where: str, *, sources: list[SourceConfig],
     declared: Mapping[str, VendorKind | None], billing: list[BillingRule], notifiers: set[str],
     raw_notifiers: Any, credits: Collection[str] = (),
+    refused_rules: Collection[tuple[str, str]] = (),
 ) -> list[AlertRule]:
-    """The valid `[[alerts]]`, checked against the sources, billing rules and notifiers."""
+    """The valid `[[alerts]]`, checked against the sources, billing rules and notifiers.
+
+    `refused_rules` are the (source, metric) of `[[billing]]` entries refused for their own
+    keys: a projection on such a series is not also told it has no rule.
+    """
     if not isinstance(raw, list):
         problems.append(f"{where}alerts: must be an array of tables ([[alerts]])")
         return []
@@ -77,7 +82,8 @@ def parse_alerts(
     for i, entry in enumerate(raw):
         found: list[str] = []
         rule = _parse_alert(entry, i, seen, found, sources=sources, declared=declared,
-                            billing=billing, notifiers=notifiers, named=named, credits=credits)
+                            billing=billing, notifiers=notifiers, named=named, credits=credits,
+                            refused_rules=refused_rules)
         problems.extend(where + p for p in found)
         if rule is not None:
             out.append(rule)
@@ -88,6 +94,7 @@ def _parse_alert(
     entry: Any, i: int, seen: set[str], problems: list[str], *, sources: list[SourceConfig],
     declared: Mapping[str, VendorKind | None], billing: list[BillingRule], notifiers: set[str],
     named: set[Any], credits: Collection[str] = (),
+    refused_rules: Collection[tuple[str, str]] = (),
 ) -> AlertRule | None:
     """The alert in `entry`, or None once every problem with it is added to `problems`."""
     before = len(problems)
@@ -113,7 +120,8 @@ def _parse_alert(
         source = metric = None
     elif _alert_metric_ok(metric, label, condition, problems) and condition is not None and (
             source is None or declared.get(source) is not None):
-        _check_alert_series(label, condition, source, metric, sources, billing, problems)
+        _check_alert_series(label, condition, source, metric, sources, billing, problems,
+                            refused_rules)
     for_seconds = positive(entry, "for_seconds", label, 0.0, problems, zero_ok=True)
     repeat_seconds = positive(entry, "repeat_seconds", label, 0.0, problems, zero_ok=True)
     notify = _alert_notify(entry.get("notify", []), label, notifiers | named, problems)
@@ -216,7 +224,8 @@ def _alert_notify(notify: Any, label: str, known: set[Any], problems: list[str])
 
 def _check_alert_series(label: str, condition: Condition, source: str | None, metric: str,
                         sources: list[SourceConfig], billing: list[BillingRule],
-                        problems: list[str]) -> None:
+                        problems: list[str],
+                        refused_rules: Collection[tuple[str, str]] = ()) -> None:
     """The series an alert on `metric` watches must exist and suit its condition (SPEC 8)."""
     targets = [s for s in sources if (source is None or s.name == source)]
     watched = [s for s in targets if s.vendor.metric_type_of(metric) is not None]
@@ -234,7 +243,8 @@ def _check_alert_series(label: str, condition: Condition, source: str | None, me
             problems.append(f"{label}.above_pct: {', '.join(bare)} {metric} has no plan limit, "
                             "so no percentage (use above)")
     elif condition in (Condition.PROJECTED_OVER_INCLUDED, Condition.PROJECTED_AMOUNT_ABOVE):
-        ruled = {(r.source, r.metric) for r in billing}
+        # A rule refused for its own keys still names its series: its line says what to fix.
+        ruled = {(r.source, r.metric) for r in billing} | set(refused_rules)
         bare = [s.name for s in watched if (s.name, metric) not in ruled]
         if bare:
             problems.append(f"{label}.{condition}: no [[billing]] rule for "

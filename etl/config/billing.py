@@ -259,8 +259,9 @@ def _parse_validity(entry: Mapping[str, Any], label: str, problems: list[str]
                     ) -> tuple[int, date | None, date | None]:
     """`cycle_day` (default 1), `valid_from` and `valid_until` of a rule (SPEC 11)."""
     cycle_day = entry.get("cycle_day", 1)
-    if isinstance(cycle_day, bool) or not isinstance(cycle_day, int) \
-            or not 1 <= cycle_day <= MAX_CYCLE_DAY:
+    cycle_day_ok = not isinstance(cycle_day, bool) and isinstance(cycle_day, int) \
+        and 1 <= cycle_day <= MAX_CYCLE_DAY
+    if not cycle_day_ok:
         problems.append(f"{label}.cycle_day: must be a whole number from 1 to {MAX_CYCLE_DAY}, "
                         f"not {cycle_day!r}")
         cycle_day = 1
@@ -272,9 +273,12 @@ def _parse_validity(entry: Mapping[str, Any], label: str, problems: list[str]
         if valid_until <= valid_from:
             problems.append(f"{label}.valid_until: {valid_until} is not after valid_from "
                             f"{valid_from}")
-        elif first_period(cycle_day, valid_from, valid_until, valid_from, None) is None:
+        elif cycle_day_ok and first_period(cycle_day, valid_from, valid_until, valid_from,
+                                           None) is None:
             # Its periods start on cycle_day: a range holding none would load, then never
-            # price anything (the same kind as a credit that can never pay).
+            # price anything (the same kind as a credit that can never pay). A refused
+            # cycle_day is not checked against: its stand-in 1 would blame valid_until for
+            # the cycle_day's fault.
             problems.append(f"{label}.valid_until: {valid_until}: no period starting on day "
                             f"{cycle_day} (cycle_day) begins from valid_from {valid_from} to "
                             "before it, so the rule would never price anything")

@@ -110,7 +110,8 @@ def parse_config(
     alerts = parse_alerts(raw.get("alerts", []), top.problems, top.where, sources=sources,
                           declared=declared, billing=billing,
                           notifiers={n.name for n in notifiers}, raw_notifiers=raw.get("notifiers"),
-                          credits=_declared_credits(raw, credits))
+                          credits=_declared_credits(raw, credits),
+                          refused_rules=_named_rule_series(raw_billing))
     retention = parse_retention(raw.get("retention"), top.where, top.problems)
     if top.problems:
         raise ConfigError(top.problems)
@@ -132,6 +133,16 @@ def _refused_rule_sources(raw_billing: Sequence[Any], billing: Sequence[BillingR
                     if isinstance(e, Mapping) and isinstance(e.get("source"), str))
     kept = Counter(r.source for r in billing)
     return {s for s, n in named.items() if n > kept[s]}
+
+
+def _named_rule_series(raw_billing: Sequence[Any]) -> set[tuple[str, str]]:
+    """The (source, metric) every `[[billing]]` entry names, refused or not.
+
+    An alert projecting a series whose rule was refused for another key is not also told the
+    series has no rule (the rule's own line says what is wrong), as a credit is not.
+    """
+    return {(e["source"], e["metric"]) for e in raw_billing if isinstance(e, Mapping)
+            and isinstance(e.get("source"), str) and isinstance(e.get("metric"), str)}
 
 
 def _declared_credits(raw: Mapping[str, Any], credits: Sequence[Credit]) -> list[str]:

@@ -73,7 +73,8 @@ def poll_history(engine: Engine, collector: Collector, source: SourceConfig, *,
                 # keeps in the spool until it can (their windows make coverage and `H` as if
                 # stored now); the ranges after it are left for the next poll.
                 log.warning("%s: the database refused the range %s to %s (%s): kept to store "
-                            "later", source.name, a.isoformat(), b.isoformat(), first_line(exc))
+                            "later", source.name, a.isoformat(), b.isoformat(), first_line(exc),
+                            extra=OUTCOME)
                 return PollRecord(source=source.name, outcome=Outcome.OK, started_at=started,
                                   finished_at=collector.now(), http_status=read.http_status,
                                   latency_ms=latency if tries else None, tries=tries,

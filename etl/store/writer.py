@@ -17,7 +17,7 @@ from etl.store.packs import unpack_spans
 from etl.store.retire import skip_retired
 from etl.store.rows import Conflict, StoreResult, insert_ignore, series_ids
 from etl.textutil import first_line
-from etl.vendors.types import Observation, Origin, Outcome, PollRecord, SampleValue
+from etl.vendors.types import POLL_OUTCOME, Observation, Origin, Outcome, PollRecord, SampleValue
 
 log = logging.getLogger("etl.store")
 
@@ -350,7 +350,7 @@ def record_polls_apart(engine: Engine, polls: Sequence[PollRecord]) -> list[Poll
                 poll, outcome=Outcome.INVALID_RESPONSE, observation=None, pages=(),
                 read_up_to=None, samples_stored=poll.samples_stored if poll.pages else 0,
                 error=f"the database refused this response: {first_line(exc)}")
-            log.warning("%s: %s", poll.source, poll.error)
+            log.warning("%s: %s", poll.source, poll.error, extra=POLL_OUTCOME)
             record_polls(engine, [poll])
         recorded.append(poll)
     return recorded

@@ -17,6 +17,14 @@ class MetricType(StrEnum):
     INTERVAL = "interval"
 
 
+# The `extra` of a log record that says how one poll ended (failed, skipped, ok with a note,
+# refused by the database, kept in the spool). `collect` and `backfill` print each poll's
+# outcome in their own summary and drop these records while they run
+# (etl.collect.poll.outcomes_in_summary). Here, not in etl.collect, because the store tells
+# outcomes too and never loads the collect side.
+POLL_OUTCOME: dict[str, object] = {"poll_outcome": True}
+
+
 class Outcome(StrEnum):
     """How one poll of one source ended; stored in `collection_attempts.outcome`."""
 
