@@ -32,19 +32,18 @@ from etl.vendors.parsing import FAR_FROM_CLOCK
 from etl.vendors.types import POLL_OUTCOME, Origin, Outcome, PollRecord
 
 log = logging.getLogger("etl.collect")
-# The `extra` of a record that says how one poll ended (etl.vendors.types.POLL_OUTCOME).
+# A record that says how one poll ended carries `extra=POLL_OUTCOME` (etl.vendors.types).
 # `collect` and `backfill` print each poll's outcome in their own summary, so they drop these
 # records (`outcomes_in_summary`): a failure was printed twice, once as a log line and once
 # in the summary. The daemon keeps this logger's lines below ERROR out of its log
 # (etl.runtime.logs): its own `poll` line tells each poll's outcome.
-OUTCOME = POLL_OUTCOME
 # The loggers that tell a poll's outcome: the collector's, and the writer's (a response the
 # database refused).
 _OUTCOME_LOGGERS = ("etl.collect", "etl.store")
 
 
 def _not_an_outcome(record: logging.LogRecord) -> bool:
-    return not getattr(record, "poll_outcome", False)
+    return not any(getattr(record, key, False) for key in POLL_OUTCOME)
 
 
 @contextmanager
@@ -171,7 +170,7 @@ class Collector:
             observation=observation, retry_after=None,
         )
         if result.error is not None:
-            log.warning("%s: ok, but %s", source.name, result.error, extra=OUTCOME)
+            log.warning("%s: ok, but %s", source.name, result.error, extra=POLL_OUTCOME)
         elif log.isEnabledFor(logging.INFO):
             log.info("%s: ok in %.0f ms (%d tries)", source.name, fetched.latency_ms,
                      fetched.tries)
@@ -193,7 +192,7 @@ class Collector:
         error = redact(message, [secret] if secret else [])
         if tries > 1:
             error += f" (after {tries} tries)"
-        log.warning("%s: %s: %s", source.name, outcome, error, extra=OUTCOME)
+        log.warning("%s: %s: %s", source.name, outcome, error, extra=POLL_OUTCOME)
         return PollRecord(
             source=source.name, outcome=outcome, started_at=started, finished_at=self._now(),
             http_status=http_status, latency_ms=latency_ms, tries=tries, error=error,

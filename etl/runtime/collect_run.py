@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from etl.collect.poll import OUTCOME, Collector
+from etl.collect.poll import Collector
 from etl.config import Config
 from etl.errors import ConfigError
 from etl.runtime.history import poll_history
@@ -22,7 +22,7 @@ from etl.store.state import stored_pauses
 from etl.store.writer import record_polls_apart
 from etl.textutil import first_line
 from etl.timefmt import utc_human, utcnow
-from etl.vendors.types import Outcome, PollRecord
+from etl.vendors.types import POLL_OUTCOME, Outcome, PollRecord
 
 log = logging.getLogger("etl.collect")
 
@@ -91,7 +91,7 @@ def collect_once(
             _record_or_spool(engine, skipped, spool, kept)
             results.update((r.source, r) for r in skipped)
             for r in skipped:
-                log.warning("%s: %s", r.source, r.error, extra=OUTCOME)
+                log.warning("%s: %s", r.source, r.error, extra=POLL_OUTCOME)
             sources = [s for s in sources if s.name not in pauses]
     if not sources:
         return [results[s.name] for s in config.sources if s.name in results]
@@ -138,11 +138,11 @@ def _record_or_spool(engine: Engine, polls: list[PollRecord], spool: Spool,
         except OSError as exc:
             kept.lost[poll.source] = exc.strerror or str(exc)
             log.error("%s: not stored (database: %s) and not spooled (%s): poll lost",
-                      poll.source, kept.database_error, kept.lost[poll.source], extra=OUTCOME)
+                      poll.source, kept.database_error, kept.lost[poll.source], extra=POLL_OUTCOME)
         else:
             log.warning("%s: database refused the poll (%s): kept in the spool as %s",
                         poll.source, kept.database_error, kept.spooled[poll.source],
-                        extra=OUTCOME)
+                        extra=POLL_OUTCOME)
     return polls
 
 
@@ -158,5 +158,5 @@ def _replay_earlier(engine: Engine, spool: Spool) -> ReplayResult | None:
         result = spool.replay(engine)
     if result.replayed or result.already_stored:
         log.info("stored %d poll(s) an earlier run had spooled (%d already stored)",
-                 result.replayed, result.already_stored, extra=OUTCOME)
+                 result.replayed, result.already_stored, extra=POLL_OUTCOME)
     return result

@@ -17,13 +17,13 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from etl.collect.history import history_of, poll_span, read_range, settled
 from etl.collect.http import HttpFailure
-from etl.collect.poll import OUTCOME, Collector
+from etl.collect.poll import Collector
 from etl.config import SourceConfig
 from etl.errors import ParseError, SecretError
 from etl.redact import redact
 from etl.store.history import advance_read_up_to, read_up_to, store_history
 from etl.textutil import first_line
-from etl.vendors.types import Outcome, PollRecord
+from etl.vendors.types import POLL_OUTCOME, Outcome, PollRecord
 
 log = logging.getLogger("etl.collect")
 
@@ -74,7 +74,7 @@ def poll_history(engine: Engine, collector: Collector, source: SourceConfig, *,
                 # stored now); the ranges after it are left for the next poll.
                 log.warning("%s: the database refused the range %s to %s (%s): kept to store "
                             "later", source.name, a.isoformat(), b.isoformat(), first_line(exc),
-                            extra=OUTCOME)
+                            extra=POLL_OUTCOME)
                 return PollRecord(source=source.name, outcome=Outcome.OK, started_at=started,
                                   finished_at=collector.now(), http_status=read.http_status,
                                   latency_ms=latency if tries else None, tries=tries,
@@ -110,7 +110,7 @@ def _failed(collector: Collector, source: SourceConfig, started: datetime, outco
     except SecretError:
         pass
     error = redact(message, [secret] if secret else [])
-    log.warning("%s: %s: %s", source.name, outcome, error, extra=OUTCOME)
+    log.warning("%s: %s: %s", source.name, outcome, error, extra=POLL_OUTCOME)
     return PollRecord(source=source.name, outcome=outcome, started_at=started,
                       finished_at=collector.now(), http_status=status, latency_ms=None,
                       tries=tries, error=error, observation=None, retry_after=retry_after,
